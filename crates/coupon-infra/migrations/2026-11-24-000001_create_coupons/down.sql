@@ -1,0 +1,2 @@
+DROP TABLE customer_coupon;
+DROP TABLE coupon;

@@ -1,0 +1,25 @@
+// The tables of migrations/, as Diesel sees them.
+
+diesel::table! {
+    coupon (id) {
+        id -> Int8,
+        name -> Text,
+        total_quantity -> Int4,
+        remaining_quantity -> Int4,
+        starts_at -> Timestamptz,
+        ends_at -> Timestamptz,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    customer_coupon (id) {
+        id -> Int8,
+        coupon_id -> Int8,
+        customer_id -> Int8,
+        issued_at -> Timestamptz,
+    }
+}
+
+diesel::joinable!(customer_coupon -> coupon (coupon_id));
+diesel::allow_tables_to_appear_in_same_query!(coupon, customer_coupon);

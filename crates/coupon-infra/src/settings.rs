@@ -1,0 +1,297 @@
+//! Settings: defaults in code, overridden by environment variables with the
+//! prefix `COUPON` and `__` between levels (`COUPON__REDIS__URL` → `redis.url`).
+//!
+//! Settings are plain values handed to the code that needs them, never globals,
+//! so tests build their own. The sections here are those both services use;
+//! each service composes them into its own settings type.
+
+use std::collections::HashMap;
+
+use config::{Config, Environment};
+use secrecy::SecretString;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+pub const ENV_PREFIX: &str = "COUPON";
+
+/// A settings type that can check rules serde cannot express.
+pub trait Validate {
+    /// Returns the dotted key and what is wrong with it.
+    fn validate(&self) -> Result<(), InvalidSetting>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("{0}")]
+    Source(#[from] config::ConfigError),
+    #[error("{0}")]
+    Invalid(#[from] InvalidSetting),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid value for key `{key}`: {reason}")]
+pub struct InvalidSetting {
+    pub key: &'static str,
+    pub reason: String,
+}
+
+impl InvalidSetting {
+    pub fn new(key: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            key,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Loads settings from the process environment.
+pub fn load<T: DeserializeOwned + Validate>() -> Result<T, SettingsError> {
+    load_with(None)
+}
+
+/// Loads settings from the given variables instead of the process environment.
+pub fn load_from_vars<T: DeserializeOwned + Validate>(
+    vars: HashMap<String, String>,
+) -> Result<T, SettingsError> {
+    load_with(Some(vars))
+}
+
+fn load_with<T: DeserializeOwned + Validate>(
+    vars: Option<HashMap<String, String>>,
+) -> Result<T, SettingsError> {
+    let env = Environment::with_prefix(ENV_PREFIX)
+        .prefix_separator("__")
+        .separator("__")
+        .try_parsing(true)
+        .source(vars);
+    let settings: T = Config::builder()
+        .add_source(env)
+        .build()?
+        .try_deserialize()?;
+    settings.validate()?;
+    Ok(settings)
+}
+
+/// Loads settings or ends the process with one line naming the bad key: a
+/// misconfigured service must not start, and a backtrace helps nobody here.
+pub fn load_or_exit<T: DeserializeOwned + Validate>(service: &str) -> T {
+    match load() {
+        Ok(settings) => settings,
+        Err(err) => {
+            eprintln!("{service}: invalid configuration: {err}");
+            std::process::exit(2);
+        }
+    }
+}
+
+pub fn require_positive(key: &'static str, value: u64) -> Result<(), InvalidSetting> {
+    if value == 0 {
+        return Err(InvalidSetting::new(key, "must be greater than 0"));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct RedisSettings {
+    pub url: String,
+    pub pool_size: usize,
+    /// Upper bound for waiting on a pooled connection and for each command.
+    pub timeout_ms: u64,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".into(),
+            pool_size: 32,
+            timeout_ms: 1_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct DatabaseSettings {
+    /// Holds the password, so it is kept out of logs and debug output.
+    pub url: SecretString,
+    pub pool_size: usize,
+    pub timeout_ms: u64,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: SecretString::from("postgres://coupon:coupon@127.0.0.1:5432/coupon"),
+            pool_size: 10,
+            timeout_ms: 5_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct KafkaSettings {
+    pub brokers: String,
+    pub topic: String,
+    pub dlq_topic: String,
+    /// Partitions for the topics this service creates when they are missing.
+    pub partitions: i32,
+    /// Create missing topics at start; turn off where the service may not.
+    pub create_topics: bool,
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            topic: coupon_topic().into(),
+            dlq_topic: coupon_dlq_topic().into(),
+            partitions: 6,
+            create_topics: true,
+        }
+    }
+}
+
+fn coupon_topic() -> &'static str {
+    "inside.coupon.issued"
+}
+
+fn coupon_dlq_topic() -> &'static str {
+    "inside.coupon.issued.dlq"
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct LogSettings {
+    pub format: LogFormat,
+}
+
+impl Validate for RedisSettings {
+    fn validate(&self) -> Result<(), InvalidSetting> {
+        require_positive("redis.pool_size", self.pool_size as u64)?;
+        require_positive("redis.timeout_ms", self.timeout_ms)
+    }
+}
+
+impl Validate for DatabaseSettings {
+    fn validate(&self) -> Result<(), InvalidSetting> {
+        require_positive("database.pool_size", self.pool_size as u64)?;
+        require_positive("database.timeout_ms", self.timeout_ms)
+    }
+}
+
+impl Validate for KafkaSettings {
+    fn validate(&self) -> Result<(), InvalidSetting> {
+        if self.brokers.trim().is_empty() {
+            return Err(InvalidSetting::new(
+                "kafka.brokers",
+                "must name at least one broker",
+            ));
+        }
+        if self.topic.is_empty() {
+            return Err(InvalidSetting::new("kafka.topic", "must not be empty"));
+        }
+        if self.dlq_topic == self.topic {
+            return Err(InvalidSetting::new(
+                "kafka.dlq_topic",
+                "must differ from kafka.topic",
+            ));
+        }
+        require_positive("kafka.partitions", self.partitions.max(0) as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(default)]
+    struct Sample {
+        redis: RedisSettings,
+        kafka: KafkaSettings,
+        http: Http,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(default)]
+    struct Http {
+        addr: std::net::SocketAddr,
+    }
+
+    impl Default for Http {
+        fn default() -> Self {
+            Self {
+                addr: "127.0.0.1:8080".parse().unwrap(),
+            }
+        }
+    }
+
+    impl Validate for Sample {
+        fn validate(&self) -> Result<(), InvalidSetting> {
+            self.redis.validate()?;
+            self.kafka.validate()
+        }
+    }
+
+    fn load(vars: &[(&str, &str)]) -> Result<Sample, SettingsError> {
+        load_from_vars(
+            vars.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn defaults_apply_without_any_variable() {
+        let s = load(&[]).unwrap();
+        assert_eq!(s.redis.url, "redis://127.0.0.1:6379");
+        assert_eq!(s.kafka.brokers, "127.0.0.1:9092");
+        assert_eq!(s.http.addr.to_string(), "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn environment_overrides_nested_keys() {
+        let s = load(&[
+            ("COUPON__REDIS__URL", "redis://10.0.0.1:7000"),
+            ("COUPON__REDIS__POOL_SIZE", "64"),
+            ("COUPON__HTTP__ADDR", "127.0.0.1:18080"),
+        ])
+        .unwrap();
+        assert_eq!(s.redis.url, "redis://10.0.0.1:7000");
+        assert_eq!(s.redis.pool_size, 64);
+        assert_eq!(s.http.addr.port(), 18080);
+    }
+
+    #[test]
+    fn a_wrongly_typed_value_names_its_key() {
+        let err = load(&[("COUPON__REDIS__POOL_SIZE", "lots")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("redis.pool_size"), "{err}");
+        let err = load(&[("COUPON__HTTP__ADDR", "localhost")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("http.addr"), "{err}");
+    }
+
+    #[test]
+    fn a_rule_violation_names_its_key() {
+        let err = load(&[("COUPON__REDIS__POOL_SIZE", "0")])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "invalid value for key `redis.pool_size`: must be greater than 0"
+        );
+    }
+}

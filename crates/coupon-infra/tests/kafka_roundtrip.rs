@@ -1,0 +1,84 @@
+//! An event's round trip through the real Kafka broker, with a consumer group
+//! that commits manually and resumes after its committed offset.
+
+use std::time::Duration;
+
+use coupon_domain::{CouponId, CouponIssuedEvent, CustomerId};
+use coupon_testkit::{create_topic, kafka_settings, unique_name};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use time::OffsetDateTime;
+
+fn event(customer: i64) -> CouponIssuedEvent {
+    CouponIssuedEvent {
+        coupon_id: CouponId::new(42).unwrap(),
+        customer_id: CustomerId::new(customer).unwrap(),
+        issued_at: OffsetDateTime::now_utc().replace_nanosecond(0).unwrap(),
+    }
+}
+
+fn consumer(group: &str, topic: &str) -> StreamConsumer {
+    let consumer: StreamConsumer =
+        coupon_infra::kafka::client_config(&kafka_settings(), "roundtrip-test")
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    consumer
+}
+
+async fn next_event(consumer: &StreamConsumer) -> (i64, CouponIssuedEvent) {
+    let message = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+        .await
+        .expect("a record within 30 s")
+        .expect("a record, not an error");
+    let event = CouponIssuedEvent::from_json(message.payload().unwrap()).unwrap();
+    (message.offset(), event)
+}
+
+#[tokio::test]
+async fn events_round_trip_and_a_restarted_consumer_resumes_after_its_commit() {
+    let topic = create_topic("roundtrip", 1).await;
+    let group = unique_name("roundtrip-group");
+    let producer: FutureProducer =
+        coupon_infra::kafka::client_config(&kafka_settings(), "roundtrip-test")
+            .set("enable.idempotence", "true")
+            .create()
+            .unwrap();
+    let sent: Vec<CouponIssuedEvent> = (1..=3).map(event).collect();
+    for e in &sent {
+        let key = e.coupon_id.to_string();
+        let payload = e.to_json();
+        producer
+            .send(
+                FutureRecord::to(&topic).key(&key).payload(&payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+    }
+
+    let first = consumer(&group, &topic);
+    let (offset, received) = next_event(&first).await;
+    assert_eq!(received, sent[0]);
+    // Commit "the next record to read": last processed offset + 1.
+    let mut commit = TopicPartitionList::new();
+    commit
+        .add_partition_offset(&topic, 0, Offset::Offset(offset + 1))
+        .unwrap();
+    first.commit(&commit, CommitMode::Sync).unwrap();
+    let (_, uncommitted) = next_event(&first).await;
+    assert_eq!(uncommitted, sent[1], "read but never committed");
+    drop(first);
+
+    let second = consumer(&group, &topic);
+    let (offset, resumed) = next_event(&second).await;
+    assert_eq!(offset, 1);
+    assert_eq!(
+        resumed, sent[1],
+        "the group resumes at the committed offset, not after what was only read"
+    );
+}

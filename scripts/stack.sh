@@ -1,0 +1,218 @@
+#!/usr/bin/env bash
+# The local stack: real Redis, PostgreSQL and Apache Kafka (KRaft, single node) on
+# loopback, with all data under $STACK_DIR. Idempotent: `up` reuses healthy
+# services and starts the missing ones; `down` stops exactly what `up` started.
+#
+#   scripts/stack.sh up|down|status|psql|redis-cli
+#
+# Ports come from the environment: REDIS_PORT (6379), PG_PORT (5432),
+# KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (9093).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+STACK_DIR="${STACK_DIR:-$ROOT/.stack}"
+REDIS_PORT="${REDIS_PORT:-6379}"
+PG_PORT="${PG_PORT:-5432}"
+KAFKA_PORT="${KAFKA_PORT:-9092}"
+KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
+KAFKA_HEAP="${KAFKA_HEAP:-512m}"
+
+PG_BIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)"
+PG_DIR="$STACK_DIR/postgres"
+REDIS_DIR="$STACK_DIR/redis"
+KAFKA_DIR="$STACK_DIR/kafka"
+
+log() { printf '%s\n' "stack: $*" >&2; }
+die() { log "$*"; exit 1; }
+
+# initdb and postgres refuse to run as root; Debian's package creates `postgres`.
+as_pg() {
+    if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+wait_for() { # name timeout_s logfile command...
+    local name=$1 timeout=$2 logfile=$3; shift 3
+    local deadline=$((SECONDS + timeout))
+    until "$@" >/dev/null 2>&1; do
+        if [ $SECONDS -ge $deadline ]; then
+            die "$name did not come up within ${timeout}s; see its log: $logfile"
+        fi
+        sleep 0.3
+    done
+}
+
+pid_alive() { [ -f "$1" ] && kill -0 "$(head -1 "$1")" 2>/dev/null; }
+
+# ---------------------------------------------------------------- Redis
+redis_ping() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping | grep -q PONG; }
+
+redis_up() {
+    command -v redis-server >/dev/null || die "redis-server is not installed: run 'make setup'"
+    if redis_ping 2>/dev/null; then log "redis: already answering on 127.0.0.1:$REDIS_PORT"; return; fi
+    mkdir -p "$REDIS_DIR"
+    # noeviction: coupon state must never be evicted; AOF keeps issued coupons over a restart.
+    redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$REDIS_DIR" \
+        --appendonly yes --appendfsync everysec --maxmemory-policy noeviction \
+        --save "" --daemonize yes --pidfile "$REDIS_DIR/redis.pid" --logfile "$REDIS_DIR/redis.log"
+    wait_for redis 20 "$REDIS_DIR/redis.log" redis_ping
+    log "redis: up on 127.0.0.1:$REDIS_PORT"
+}
+
+redis_down() {
+    if pid_alive "$REDIS_DIR/redis.pid"; then
+        redis-cli -h 127.0.0.1 -p "$REDIS_PORT" shutdown >/dev/null 2>&1 || kill "$(cat "$REDIS_DIR/redis.pid")"
+        wait_gone "$REDIS_DIR/redis.pid" redis
+    fi
+}
+
+# ----------------------------------------------------------- PostgreSQL
+pg_ready() { "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"; }
+
+pg_up() {
+    [ -n "$PG_BIN" ] || die "PostgreSQL is not installed: run 'make setup'"
+    if pg_ready 2>/dev/null; then log "postgres: already answering on 127.0.0.1:$PG_PORT"; ensure_pg_role; return; fi
+    mkdir -p "$PG_DIR"
+    [ "$(id -u)" = 0 ] && chown postgres: "$PG_DIR"
+    if [ ! -f "$PG_DIR/data/PG_VERSION" ]; then
+        # Local socket: trust (only the stack's own folder can reach it); TCP: passwords.
+        echo postgres >"$PG_DIR/pwfile"
+        [ "$(id -u)" = 0 ] && chown postgres: "$PG_DIR/pwfile"
+        as_pg "$PG_BIN/initdb" -D "$PG_DIR/data" -U postgres --auth-local=trust \
+            --auth-host=scram-sha-256 --pwfile="$PG_DIR/pwfile" -E UTF8 >"$PG_DIR/initdb.log" 2>&1 ||
+            die "postgres: initdb failed; see $PG_DIR/initdb.log"
+        rm -f "$PG_DIR/pwfile"
+    fi
+    mkdir -p "$PG_DIR/run"
+    [ "$(id -u)" = 0 ] && chown postgres: "$PG_DIR/run"
+    as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/postgres.log" -w -t 60 \
+        -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $PG_DIR/run -c max_connections=300" start >/dev/null ||
+        die "postgres did not start; see its log: $PG_DIR/postgres.log"
+    wait_for postgres 30 "$PG_DIR/postgres.log" pg_ready
+    ensure_pg_role
+    log "postgres: up on 127.0.0.1:$PG_PORT"
+}
+
+pg_admin() { as_pg "$PG_BIN/psql" -h "$PG_DIR/run" -p "$PG_PORT" -U postgres -v ON_ERROR_STOP=1 -qAt "$@"; }
+
+# The services' role and database; CREATEDB lets every test make its own database.
+ensure_pg_role() {
+    [ -S "$PG_DIR/run/.s.PGSQL.$PG_PORT" ] || return 0
+    if [ "$(pg_admin -c "select 1 from pg_roles where rolname = 'coupon'")" != 1 ]; then
+        pg_admin -c "create role coupon login createdb password 'coupon'"
+    fi
+    if [ "$(pg_admin -c "select 1 from pg_database where datname = 'coupon'")" != 1 ]; then
+        pg_admin -c "create database coupon owner coupon"
+    fi
+}
+
+pg_down() {
+    if [ -f "$PG_DIR/data/postmaster.pid" ] && pid_alive "$PG_DIR/data/postmaster.pid"; then
+        as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast -w stop >/dev/null
+    fi
+}
+
+# ---------------------------------------------------------------- Kafka
+kafka_ready() { python3 "$ROOT/scripts/kafka_ready.py" "127.0.0.1:$KAFKA_PORT"; }
+
+kafka_fetch() {
+    # The broker's jars come from Maven Central through scripts/kafka/pom.xml;
+    # after the first fetch they are cached here and in ~/.m2.
+    if [ -f "$KAFKA_DIR/libs/.complete" ]; then return; fi
+    command -v mvn >/dev/null || die "maven is not installed: run 'make setup'"
+    log "kafka: fetching the broker from Maven Central (first run only)"
+    mkdir -p "$KAFKA_DIR"
+    mvn -B -q -f "$ROOT/scripts/kafka/pom.xml" -Dkafka.libs.dir="$KAFKA_DIR/libs" package \
+        >"$KAFKA_DIR/maven.log" 2>&1 || die "kafka: maven could not fetch the broker; see $KAFKA_DIR/maven.log"
+    touch "$KAFKA_DIR/libs/.complete"
+}
+
+kafka_config() {
+    cat >"$KAFKA_DIR/server.properties" <<PROPS
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs=$KAFKA_DIR/data
+num.partitions=6
+auto.create.topics.enable=false
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=10
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+PROPS
+    cp "$ROOT/scripts/kafka/log4j2.properties" "$KAFKA_DIR/log4j2.properties"
+}
+
+kafka_java() {
+    # JVM flags as Kafka's kafka-run-class.sh sets them, with a small heap. `exec`
+    # keeps the recorded PID the JVM's own.
+    exec java -Xms"$KAFKA_HEAP" -Xmx"$KAFKA_HEAP" -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+        -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent \
+        -XX:MaxInlineLevel=15 -Djava.awt.headless=true \
+        -Dlog4j2.configurationFile="$KAFKA_DIR/log4j2.properties" -Dkafka.logs.dir="$KAFKA_DIR" \
+        -cp "$KAFKA_DIR/libs/*" "$@"
+}
+
+kafka_up() {
+    if kafka_ready 2>/dev/null; then log "kafka: already answering on 127.0.0.1:$KAFKA_PORT"; return; fi
+    command -v java >/dev/null || die "java is not installed: run 'make setup'"
+    kafka_fetch
+    kafka_config
+    if [ ! -f "$KAFKA_DIR/cluster.id" ]; then
+        python3 -c 'import base64,uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))' \
+            >"$KAFKA_DIR/cluster.id"
+    fi
+    (kafka_java kafka.tools.StorageTool format --cluster-id "$(cat "$KAFKA_DIR/cluster.id")" \
+        --config "$KAFKA_DIR/server.properties" --ignore-formatted) >"$KAFKA_DIR/format.log" 2>&1 ||
+        die "kafka: storage format failed; see $KAFKA_DIR/format.log"
+    (kafka_java kafka.Kafka "$KAFKA_DIR/server.properties") >"$KAFKA_DIR/server.out" 2>&1 </dev/null &
+    echo $! >"$KAFKA_DIR/kafka.pid"
+    wait_for kafka 90 "$KAFKA_DIR/server.log" kafka_ready
+    log "kafka: up on 127.0.0.1:$KAFKA_PORT"
+}
+
+kafka_down() {
+    if pid_alive "$KAFKA_DIR/kafka.pid"; then
+        kill "$(cat "$KAFKA_DIR/kafka.pid")"
+        wait_gone "$KAFKA_DIR/kafka.pid" kafka 60
+    fi
+}
+
+wait_gone() { # pidfile name [timeout]
+    local pid deadline=$((SECONDS + ${3:-30}))
+    pid="$(head -1 "$1")"
+    while kill -0 "$pid" 2>/dev/null; do
+        if [ $SECONDS -ge $deadline ]; then log "$2: still running after ${3:-30}s, killing"; kill -9 "$pid" 2>/dev/null || true; fi
+        sleep 0.2
+    done
+    rm -f "$1"
+}
+
+status() {
+    local rc=0
+    if redis_ping 2>/dev/null; then echo "redis     up    127.0.0.1:$REDIS_PORT  data $REDIS_DIR"; else echo "redis     down  127.0.0.1:$REDIS_PORT  log $REDIS_DIR/redis.log"; rc=1; fi
+    if pg_ready 2>/dev/null; then echo "postgres  up    127.0.0.1:$PG_PORT  data $PG_DIR/data"; else echo "postgres  down  127.0.0.1:$PG_PORT  log $PG_DIR/postgres.log"; rc=1; fi
+    if kafka_ready 2>/dev/null; then
+        echo "kafka     up    127.0.0.1:$KAFKA_PORT  data $KAFKA_DIR/data"
+        python3 "$ROOT/scripts/kafka_ready.py" "127.0.0.1:$KAFKA_PORT" -v
+    else echo "kafka     down  127.0.0.1:$KAFKA_PORT  log $KAFKA_DIR/server.log"; rc=1; fi
+    return $rc
+}
+
+case "${1:-}" in
+    up) redis_up; pg_up; kafka_up ;;
+    down) kafka_down; pg_down; redis_down; log "stopped" ;;
+    status) status ;;
+    redis-up) redis_up ;; redis-down) redis_down ;;
+    postgres-up) pg_up ;; postgres-down) pg_down ;;
+    kafka-up) kafka_up ;; kafka-down) kafka_down ;;
+    psql) shift; PGPASSWORD=coupon exec psql -h 127.0.0.1 -p "$PG_PORT" -U coupon coupon "$@" ;;
+    *) die "usage: $0 up|down|status|psql|{redis,postgres,kafka}-{up,down}" ;;
+esac
