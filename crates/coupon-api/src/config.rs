@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use coupon_infra::settings::{
-    DatabaseSettings, InvalidSetting, KafkaSettings, LogSettings, RedisSettings, Validate,
+    require_positive, DatabaseSettings, InvalidSetting, KafkaSettings, LogSettings, RedisSettings, Validate,
 };
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -13,9 +13,10 @@ use serde::Deserialize;
 pub struct Settings {
     pub http: HttpSettings,
     pub admin: AdminSettings,
-    pub redis: RedisSettings,
-    pub kafka: KafkaSettings,
+    pub redis: ApiRedisSettings,
+    pub kafka: KafkaProducerSettings,
     pub database: DatabaseSettings,
+    pub relay: RelaySettings,
     pub log: LogSettings,
 }
 
@@ -29,10 +30,7 @@ pub struct HttpSettings {
 
 impl Default for HttpSettings {
     fn default() -> Self {
-        Self {
-            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            workers: 0,
-        }
+        Self { addr: SocketAddr::from(([127, 0, 0, 1], 8080)), workers: 0 }
     }
 }
 
@@ -43,10 +41,130 @@ pub struct AdminSettings {
     pub token: Option<SecretString>,
 }
 
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ApiRedisSettings {
+    #[serde(flatten)]
+    pub client: RedisSettings,
+    /// Prepended to every key, so several systems (or tests) can share one Redis.
+    pub key_prefix: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PartitionKey {
+    /// Per-coupon order; one promotion lands on one partition.
+    #[default]
+    Coupon,
+    /// Spreads one promotion over every partition (the writer is order-insensitive).
+    Customer,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct KafkaProducerSettings {
+    #[serde(flatten)]
+    pub client: KafkaSettings,
+    pub partition_key: PartitionKey,
+    pub linger_ms: u64,
+    /// How long librdkafka keeps retrying one record; the relay takes over after.
+    pub message_timeout_ms: u64,
+    /// How long a request waits for Kafka's acknowledgement before answering
+    /// anyway (the outbox keeps the event). 0: never wait.
+    pub ack_timeout_ms: u64,
+}
+
+impl Default for KafkaProducerSettings {
+    fn default() -> Self {
+        Self {
+            client: KafkaSettings::default(),
+            partition_key: PartitionKey::Coupon,
+            linger_ms: 2,
+            message_timeout_ms: 10_000,
+            ack_timeout_ms: 1_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct RelaySettings {
+    /// Pause between passes over the outboxes when all is well.
+    pub interval_ms: u64,
+    /// Entries younger than this belong to the request that wrote them.
+    pub min_age_ms: u64,
+    pub batch_size: usize,
+    pub max_backoff_ms: u64,
+    /// How often open coupons missing from Redis are primed from PostgreSQL.
+    pub sync_interval_ms: u64,
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        Self {
+            interval_ms: 1_000,
+            min_age_ms: 5_000,
+            batch_size: 500,
+            max_backoff_ms: 30_000,
+            sync_interval_ms: 30_000,
+        }
+    }
+}
+
 impl Validate for Settings {
     fn validate(&self) -> Result<(), InvalidSetting> {
-        self.redis.validate()?;
-        self.kafka.validate()?;
-        self.database.validate()
+        self.redis.client.validate()?;
+        self.kafka.client.validate()?;
+        self.database.validate()?;
+        require_positive("kafka.message_timeout_ms", self.kafka.message_timeout_ms)?;
+        require_positive("relay.interval_ms", self.relay.interval_ms)?;
+        require_positive("relay.batch_size", self.relay.batch_size as u64)?;
+        require_positive("relay.max_backoff_ms", self.relay.max_backoff_ms)?;
+        require_positive("relay.sync_interval_ms", self.relay.sync_interval_ms)?;
+        if self.relay.min_age_ms <= self.kafka.ack_timeout_ms {
+            return Err(InvalidSetting::new(
+                "relay.min_age_ms",
+                "must exceed kafka.ack_timeout_ms, or the relay races the requests",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use coupon_infra::settings::load_from_vars;
+    use secrecy::ExposeSecret;
+
+    fn load(vars: &[(&str, &str)]) -> Result<Settings, coupon_infra::settings::SettingsError> {
+        load_from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    #[test]
+    fn flattened_sections_take_their_variables() {
+        let s = load(&[
+            ("COUPON__KAFKA__BROKERS", "10.1.1.1:9092"),
+            ("COUPON__KAFKA__PARTITION_KEY", "customer"),
+            ("COUPON__REDIS__URL", "redis://10.1.1.2:6379"),
+            ("COUPON__REDIS__POOL_SIZE", "8"),
+            ("COUPON__REDIS__KEY_PREFIX", "shop1:"),
+            ("COUPON__ADMIN__TOKEN", "12345"),
+        ])
+        .unwrap();
+        assert_eq!(s.kafka.client.brokers, "10.1.1.1:9092");
+        assert_eq!(s.kafka.partition_key, PartitionKey::Customer);
+        assert_eq!(s.redis.client.url, "redis://10.1.1.2:6379");
+        assert_eq!(s.redis.client.pool_size, 8);
+        assert_eq!(s.redis.key_prefix, "shop1:");
+        assert_eq!(s.admin.token.unwrap().expose_secret(), "12345");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let err = load(&[("COUPON__KAFKA__PARTITION_KEY", "random")]).unwrap_err().to_string();
+        assert!(err.contains("partition_key"), "{err}");
+        let err = load(&[("COUPON__RELAY__MIN_AGE_MS", "10")]).unwrap_err().to_string();
+        assert!(err.contains("relay.min_age_ms"), "{err}");
     }
 }

@@ -14,17 +14,12 @@ pub struct CouponBatch<'a> {
 
 /// Groups events by coupon, ordered by coupon id so concurrent writers lock the
 /// coupon rows in the same order and cannot deadlock each other.
-pub fn group_by_coupon<'a>(
-    events: impl IntoIterator<Item = &'a CouponIssuedEvent>,
-) -> Vec<CouponBatch<'a>> {
+pub fn group_by_coupon<'a>(events: impl IntoIterator<Item = &'a CouponIssuedEvent>) -> Vec<CouponBatch<'a>> {
     let mut groups: BTreeMap<CouponId, Vec<&'a CouponIssuedEvent>> = BTreeMap::new();
     for event in events {
         groups.entry(event.coupon_id).or_default().push(event);
     }
-    groups
-        .into_iter()
-        .map(|(coupon_id, events)| CouponBatch { coupon_id, events })
-        .collect()
+    groups.into_iter().map(|(coupon_id, events)| CouponBatch { coupon_id, events }).collect()
 }
 
 #[cfg(test)]
@@ -47,12 +42,7 @@ mod tests {
         let groups = group_by_coupon(&events);
         let shape: Vec<(i64, Vec<i64>)> = groups
             .iter()
-            .map(|g| {
-                (
-                    g.coupon_id.get(),
-                    g.events.iter().map(|e| e.customer_id.get()).collect(),
-                )
-            })
+            .map(|g| (g.coupon_id.get(), g.events.iter().map(|e| e.customer_id.get()).collect()))
             .collect();
         assert_eq!(shape, vec![(3, vec![2, 4]), (9, vec![1, 3])]);
     }

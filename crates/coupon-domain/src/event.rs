@@ -39,13 +39,8 @@ mod rfc3339_millis {
     use time::{OffsetDateTime, UtcOffset};
 
     pub fn serialize<S: Serializer>(at: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
-        let format = format_description!(
-            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-        );
-        let text = at
-            .to_offset(UtcOffset::UTC)
-            .format(&format)
-            .map_err(serde::ser::Error::custom)?;
+        let format = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+        let text = at.to_offset(UtcOffset::UTC).format(&format).map_err(serde::ser::Error::custom)?;
         s.serialize_str(&text)
     }
 
@@ -67,10 +62,7 @@ mod tests {
             customer_id: CustomerId::new(7).unwrap(),
             issued_at: datetime!(2026-11-24 10:00:00.123456 UTC),
         };
-        assert_eq!(
-            event.to_json(),
-            r#"{"couponId":42,"customerId":7,"issuedAt":"2026-11-24T10:00:00.123Z"}"#
-        );
+        assert_eq!(event.to_json(), r#"{"couponId":42,"customerId":7,"issuedAt":"2026-11-24T10:00:00.123Z"}"#);
     }
 
     #[test]
@@ -92,11 +84,7 @@ mod tests {
             br#"{"couponId":"42","customerId":7,"issuedAt":"2026-11-24T10:00:00Z"}"#,
             br#"{"couponId":42,"customerId":7,"issuedAt":"yesterday"}"#,
         ] {
-            assert!(
-                CouponIssuedEvent::from_json(bad).is_err(),
-                "{}",
-                String::from_utf8_lossy(bad)
-            );
+            assert!(CouponIssuedEvent::from_json(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
     }
 }

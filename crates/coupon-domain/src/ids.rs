@@ -80,20 +80,14 @@ mod tests {
     #[test]
     fn accepts_positive_ids() {
         assert_eq!(CouponId::new(1).unwrap().get(), 1);
-        assert_eq!(
-            "9223372036854775807".parse::<CustomerId>().unwrap().get(),
-            i64::MAX
-        );
+        assert_eq!("9223372036854775807".parse::<CustomerId>().unwrap().get(), i64::MAX);
     }
 
     #[test]
     fn rejects_zero_negative_and_overflow() {
         assert_eq!(CouponId::new(0), Err(InvalidId::NotPositive));
         assert_eq!("-3".parse::<CouponId>(), Err(InvalidId::NotPositive));
-        assert_eq!(
-            "9223372036854775808".parse::<CouponId>(),
-            Err(InvalidId::Malformed)
-        );
+        assert_eq!("9223372036854775808".parse::<CouponId>(), Err(InvalidId::Malformed));
         assert_eq!("4x".parse::<CouponId>(), Err(InvalidId::Malformed));
     }
 

@@ -37,10 +37,7 @@ pub struct InvalidSetting {
 
 impl InvalidSetting {
     pub fn new(key: &'static str, reason: impl Into<String>) -> Self {
-        Self {
-            key,
-            reason: reason.into(),
-        }
+        Self { key, reason: reason.into() }
     }
 }
 
@@ -50,24 +47,14 @@ pub fn load<T: DeserializeOwned + Validate>() -> Result<T, SettingsError> {
 }
 
 /// Loads settings from the given variables instead of the process environment.
-pub fn load_from_vars<T: DeserializeOwned + Validate>(
-    vars: HashMap<String, String>,
-) -> Result<T, SettingsError> {
+pub fn load_from_vars<T: DeserializeOwned + Validate>(vars: HashMap<String, String>) -> Result<T, SettingsError> {
     load_with(Some(vars))
 }
 
-fn load_with<T: DeserializeOwned + Validate>(
-    vars: Option<HashMap<String, String>>,
-) -> Result<T, SettingsError> {
-    let env = Environment::with_prefix(ENV_PREFIX)
-        .prefix_separator("__")
-        .separator("__")
-        .try_parsing(true)
-        .source(vars);
-    let settings: T = Config::builder()
-        .add_source(env)
-        .build()?
-        .try_deserialize()?;
+fn load_with<T: DeserializeOwned + Validate>(vars: Option<HashMap<String, String>>) -> Result<T, SettingsError> {
+    let env =
+        Environment::with_prefix(ENV_PREFIX).prefix_separator("__").separator("__").try_parsing(true).source(vars);
+    let settings: T = Config::builder().add_source(env).build()?.try_deserialize()?;
     settings.validate()?;
     Ok(settings)
 }
@@ -96,17 +83,16 @@ pub fn require_positive(key: &'static str, value: u64) -> Result<(), InvalidSett
 pub struct RedisSettings {
     pub url: String,
     pub pool_size: usize,
-    /// Upper bound for waiting on a pooled connection and for each command.
+    /// Upper bound for connecting and for checking a pooled connection: how
+    /// fast an unreachable Redis is noticed.
     pub timeout_ms: u64,
+    /// Upper bound for queueing for a free pooled connection during a spike.
+    pub wait_timeout_ms: u64,
 }
 
 impl Default for RedisSettings {
     fn default() -> Self {
-        Self {
-            url: "redis://127.0.0.1:6379".into(),
-            pool_size: 32,
-            timeout_ms: 1_000,
-        }
+        Self { url: "redis://127.0.0.1:6379".into(), pool_size: 32, timeout_ms: 1_000, wait_timeout_ms: 5_000 }
     }
 }
 
@@ -178,7 +164,8 @@ pub struct LogSettings {
 impl Validate for RedisSettings {
     fn validate(&self) -> Result<(), InvalidSetting> {
         require_positive("redis.pool_size", self.pool_size as u64)?;
-        require_positive("redis.timeout_ms", self.timeout_ms)
+        require_positive("redis.timeout_ms", self.timeout_ms)?;
+        require_positive("redis.wait_timeout_ms", self.wait_timeout_ms)
     }
 }
 
@@ -192,19 +179,13 @@ impl Validate for DatabaseSettings {
 impl Validate for KafkaSettings {
     fn validate(&self) -> Result<(), InvalidSetting> {
         if self.brokers.trim().is_empty() {
-            return Err(InvalidSetting::new(
-                "kafka.brokers",
-                "must name at least one broker",
-            ));
+            return Err(InvalidSetting::new("kafka.brokers", "must name at least one broker"));
         }
         if self.topic.is_empty() {
             return Err(InvalidSetting::new("kafka.topic", "must not be empty"));
         }
         if self.dlq_topic == self.topic {
-            return Err(InvalidSetting::new(
-                "kafka.dlq_topic",
-                "must differ from kafka.topic",
-            ));
+            return Err(InvalidSetting::new("kafka.dlq_topic", "must differ from kafka.topic"));
         }
         require_positive("kafka.partitions", self.partitions.max(0) as u64)
     }
@@ -230,9 +211,7 @@ mod tests {
 
     impl Default for Http {
         fn default() -> Self {
-            Self {
-                addr: "127.0.0.1:8080".parse().unwrap(),
-            }
+            Self { addr: "127.0.0.1:8080".parse().unwrap() }
         }
     }
 
@@ -244,11 +223,7 @@ mod tests {
     }
 
     fn load(vars: &[(&str, &str)]) -> Result<Sample, SettingsError> {
-        load_from_vars(
-            vars.iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        )
+        load_from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
     }
 
     #[test]
@@ -274,24 +249,15 @@ mod tests {
 
     #[test]
     fn a_wrongly_typed_value_names_its_key() {
-        let err = load(&[("COUPON__REDIS__POOL_SIZE", "lots")])
-            .unwrap_err()
-            .to_string();
+        let err = load(&[("COUPON__REDIS__POOL_SIZE", "lots")]).unwrap_err().to_string();
         assert!(err.contains("redis.pool_size"), "{err}");
-        let err = load(&[("COUPON__HTTP__ADDR", "localhost")])
-            .unwrap_err()
-            .to_string();
+        let err = load(&[("COUPON__HTTP__ADDR", "localhost")]).unwrap_err().to_string();
         assert!(err.contains("http.addr"), "{err}");
     }
 
     #[test]
     fn a_rule_violation_names_its_key() {
-        let err = load(&[("COUPON__REDIS__POOL_SIZE", "0")])
-            .unwrap_err()
-            .to_string();
-        assert_eq!(
-            err,
-            "invalid value for key `redis.pool_size`: must be greater than 0"
-        );
+        let err = load(&[("COUPON__REDIS__POOL_SIZE", "0")]).unwrap_err().to_string();
+        assert_eq!(err, "invalid value for key `redis.pool_size`: must be greater than 0");
     }
 }

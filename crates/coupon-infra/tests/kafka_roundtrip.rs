@@ -19,13 +19,12 @@ fn event(customer: i64) -> CouponIssuedEvent {
 }
 
 fn consumer(group: &str, topic: &str) -> StreamConsumer {
-    let consumer: StreamConsumer =
-        coupon_infra::kafka::client_config(&kafka_settings(), "roundtrip-test")
-            .set("group.id", group)
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .create()
-            .unwrap();
+    let consumer: StreamConsumer = coupon_infra::kafka::client_config(&kafka_settings(), "roundtrip-test")
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
     consumer.subscribe(&[topic]).unwrap();
     consumer
 }
@@ -43,22 +42,15 @@ async fn next_event(consumer: &StreamConsumer) -> (i64, CouponIssuedEvent) {
 async fn events_round_trip_and_a_restarted_consumer_resumes_after_its_commit() {
     let topic = create_topic("roundtrip", 1).await;
     let group = unique_name("roundtrip-group");
-    let producer: FutureProducer =
-        coupon_infra::kafka::client_config(&kafka_settings(), "roundtrip-test")
-            .set("enable.idempotence", "true")
-            .create()
-            .unwrap();
+    let producer: FutureProducer = coupon_infra::kafka::client_config(&kafka_settings(), "roundtrip-test")
+        .set("enable.idempotence", "true")
+        .create()
+        .unwrap();
     let sent: Vec<CouponIssuedEvent> = (1..=3).map(event).collect();
     for e in &sent {
         let key = e.coupon_id.to_string();
         let payload = e.to_json();
-        producer
-            .send(
-                FutureRecord::to(&topic).key(&key).payload(&payload),
-                Duration::from_secs(10),
-            )
-            .await
-            .unwrap();
+        producer.send(FutureRecord::to(&topic).key(&key).payload(&payload), Duration::from_secs(10)).await.unwrap();
     }
 
     let first = consumer(&group, &topic);
@@ -66,9 +58,7 @@ async fn events_round_trip_and_a_restarted_consumer_resumes_after_its_commit() {
     assert_eq!(received, sent[0]);
     // Commit "the next record to read": last processed offset + 1.
     let mut commit = TopicPartitionList::new();
-    commit
-        .add_partition_offset(&topic, 0, Offset::Offset(offset + 1))
-        .unwrap();
+    commit.add_partition_offset(&topic, 0, Offset::Offset(offset + 1)).unwrap();
     first.commit(&commit, CommitMode::Sync).unwrap();
     let (_, uncommitted) = next_event(&first).await;
     assert_eq!(uncommitted, sent[1], "read but never committed");
@@ -77,8 +67,5 @@ async fn events_round_trip_and_a_restarted_consumer_resumes_after_its_commit() {
     let second = consumer(&group, &topic);
     let (offset, resumed) = next_event(&second).await;
     assert_eq!(offset, 1);
-    assert_eq!(
-        resumed, sent[1],
-        "the group resumes at the committed offset, not after what was only read"
-    );
+    assert_eq!(resumed, sent[1], "the group resumes at the committed offset, not after what was only read");
 }

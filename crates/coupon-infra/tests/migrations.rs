@@ -46,14 +46,9 @@ async fn migrations_apply_on_an_empty_database_and_rerun_as_a_no_op() {
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_migrators_apply_each_migration_once() {
     let db = TestDatabase::create_empty().await;
-    let (a, b) = tokio::join!(
-        coupon_infra::db::migrate(db.url()),
-        coupon_infra::db::migrate(db.url())
-    );
+    let (a, b) = tokio::join!(coupon_infra::db::migrate(db.url()), coupon_infra::db::migrate(db.url()));
     let applied = a.unwrap().len() + b.unwrap().len();
-    let embedded = MigrationSource::<Pg>::migrations(&coupon_infra::db::MIGRATIONS)
-        .unwrap()
-        .len();
+    let embedded = MigrationSource::<Pg>::migrations(&coupon_infra::db::MIGRATIONS).unwrap().len();
     assert_eq!(applied, embedded);
 }
 
@@ -67,36 +62,16 @@ async fn the_schema_enforces_the_coupon_invariants() {
              VALUES ('c', 10, {remaining}, now(), now() + interval '1 day')"
         )
     };
-    assert!(
-        diesel::sql_query(insert(-1))
-            .execute(&mut conn)
-            .await
-            .is_err(),
-        "remaining below 0"
-    );
-    assert!(
-        diesel::sql_query(insert(11))
-            .execute(&mut conn)
-            .await
-            .is_err(),
-        "remaining above total"
-    );
-    diesel::sql_query(insert(10))
-        .execute(&mut conn)
-        .await
-        .unwrap();
+    assert!(diesel::sql_query(insert(-1)).execute(&mut conn).await.is_err(), "remaining below 0");
+    assert!(diesel::sql_query(insert(11)).execute(&mut conn).await.is_err(), "remaining above total");
+    diesel::sql_query(insert(10)).execute(&mut conn).await.unwrap();
 
     let grant = "INSERT INTO customer_coupon (coupon_id, customer_id, issued_at) \
                  SELECT id, 7, now() FROM coupon";
     diesel::sql_query(grant).execute(&mut conn).await.unwrap();
-    assert!(
-        diesel::sql_query(grant).execute(&mut conn).await.is_err(),
-        "a customer holds a coupon once"
-    );
+    assert!(diesel::sql_query(grant).execute(&mut conn).await.is_err(), "a customer holds a coupon once");
 
-    let rows = diesel::sql_query("SELECT count(*) AS n FROM customer_coupon")
-        .get_result::<Count>(&mut conn)
-        .await
-        .unwrap();
+    let rows =
+        diesel::sql_query("SELECT count(*) AS n FROM customer_coupon").get_result::<Count>(&mut conn).await.unwrap();
     assert_eq!(rows.n, 1);
 }

@@ -24,17 +24,11 @@ pub fn unique_name(prefix: &str) -> String {
 
 /// Settings pointing at the local stack, honouring the same variables as the services.
 pub fn redis_settings() -> RedisSettings {
-    RedisSettings {
-        url: env_or("COUPON__REDIS__URL", &RedisSettings::default().url),
-        ..Default::default()
-    }
+    RedisSettings { url: env_or("COUPON__REDIS__URL", &RedisSettings::default().url), ..Default::default() }
 }
 
 pub fn kafka_settings() -> KafkaSettings {
-    KafkaSettings {
-        brokers: env_or("COUPON__KAFKA__BROKERS", &KafkaSettings::default().brokers),
-        ..Default::default()
-    }
+    KafkaSettings { brokers: env_or("COUPON__KAFKA__BROKERS", &KafkaSettings::default().brokers), ..Default::default() }
 }
 
 fn env_or(key: &str, default: &str) -> String {
@@ -43,10 +37,7 @@ fn env_or(key: &str, default: &str) -> String {
 
 /// The URL of the stack's main database; tests only use it to create their own.
 fn server_url() -> String {
-    env_or(
-        "COUPON__DATABASE__URL",
-        DatabaseSettings::default().url.expose_secret(),
-    )
+    env_or("COUPON__DATABASE__URL", DatabaseSettings::default().url.expose_secret())
 }
 
 /// A fresh database with the migrations applied, dropped again when the value is dropped.
@@ -58,9 +49,7 @@ pub struct TestDatabase {
 impl TestDatabase {
     pub async fn create() -> Self {
         let db = Self::create_empty().await;
-        coupon_infra::db::migrate(&db.url)
-            .await
-            .expect("migrating the test database");
+        coupon_infra::db::migrate(&db.url).await.expect("migrating the test database");
         db
     }
 
@@ -68,13 +57,9 @@ impl TestDatabase {
     pub async fn create_empty() -> Self {
         let name = unique_name("coupon_test");
         let server = server_url();
-        let mut conn = AsyncPgConnection::establish(&server)
-            .await
-            .expect("connecting to PostgreSQL; is the stack up (make up)?");
-        diesel::sql_query(format!("CREATE DATABASE {name}"))
-            .execute(&mut conn)
-            .await
-            .expect("CREATE DATABASE");
+        let mut conn =
+            AsyncPgConnection::establish(&server).await.expect("connecting to PostgreSQL; is the stack up (make up)?");
+        diesel::sql_query(format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("CREATE DATABASE");
         let url = match server.rsplit_once('/') {
             Some((base, _)) => format!("{base}/{name}"),
             None => panic!("database URL without a database name: {server}"),
@@ -87,17 +72,11 @@ impl TestDatabase {
     }
 
     pub fn settings(&self) -> DatabaseSettings {
-        DatabaseSettings {
-            url: SecretString::from(self.url.clone()),
-            pool_size: 4,
-            ..Default::default()
-        }
+        DatabaseSettings { url: SecretString::from(self.url.clone()), pool_size: 4, ..Default::default() }
     }
 
     pub async fn connect(&self) -> AsyncPgConnection {
-        AsyncPgConnection::establish(&self.url)
-            .await
-            .expect("connecting to the test database")
+        AsyncPgConnection::establish(&self.url).await.expect("connecting to the test database")
     }
 }
 
@@ -106,18 +85,14 @@ impl Drop for TestDatabase {
         // Drop runs inside a runtime; a thread of its own may block on another.
         let name = std::mem::take(&mut self.name);
         let _ = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
                 return;
             };
             runtime.block_on(async move {
                 if let Ok(mut conn) = AsyncPgConnection::establish(&server_url()).await {
-                    let _ =
-                        diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                            .execute(&mut conn)
-                            .await;
+                    let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut conn)
+                        .await;
                 }
             });
         })

@@ -46,9 +46,7 @@ pub struct HttpSettings {
 
 impl Default for HttpSettings {
     fn default() -> Self {
-        Self {
-            addr: SocketAddr::from(([127, 0, 0, 1], 9091)),
-        }
+        Self { addr: SocketAddr::from(([127, 0, 0, 1], 9091)) }
     }
 }
 
@@ -56,10 +54,7 @@ impl Validate for Settings {
     fn validate(&self) -> Result<(), InvalidSetting> {
         self.kafka.validate()?;
         self.database.validate()?;
-        require_positive(
-            "writer.batch_max_records",
-            self.writer.batch_max_records as u64,
-        )?;
+        require_positive("writer.batch_max_records", self.writer.batch_max_records as u64)?;
         require_positive("writer.batch_max_wait_ms", self.writer.batch_max_wait_ms)?;
         if self.writer.group.is_empty() {
             return Err(InvalidSetting::new("writer.group", "must not be empty"));

@@ -5,10 +5,7 @@ use coupon_writer::startup::Application;
 use secrecy::ExposeSecret;
 
 #[derive(Parser)]
-#[command(
-    name = "coupon-writer",
-    about = "Applies coupon events from Kafka to PostgreSQL"
-)]
+#[command(name = "coupon-writer", about = "Applies coupon events from Kafka to PostgreSQL")]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -28,12 +25,7 @@ async fn main() -> anyhow::Result<()> {
     let settings: Settings = settings::load_or_exit("coupon-writer");
     telemetry::init(settings.log.format);
     match cli.command.unwrap_or(Command::Run) {
-        Command::Run => {
-            Application::build(settings)
-                .await?
-                .run_until(shutdown::signal_received())
-                .await
-        }
+        Command::Run => Application::build(settings).await?.run_until(shutdown::signal_received()).await,
         Command::Migrate => {
             let applied = coupon_infra::db::migrate(settings.database.url.expose_secret()).await?;
             tracing::info!(?applied, "migrations applied");

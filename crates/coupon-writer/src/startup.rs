@@ -22,10 +22,7 @@ impl Application {
         if settings.kafka.create_topics {
             coupon_infra::kafka::ensure_topics(
                 &settings.kafka,
-                &[
-                    (&settings.kafka.topic, settings.kafka.partitions),
-                    (&settings.kafka.dlq_topic, 1),
-                ],
+                &[(&settings.kafka.topic, settings.kafka.partitions), (&settings.kafka.dlq_topic, 1)],
                 1,
             )
             .await?;
@@ -37,11 +34,8 @@ impl Application {
 
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let addr = self.listener.local_addr()?;
-        let server = HttpServer::new(|| App::new().service(live))
-            .disable_signals()
-            .workers(1)
-            .listen(self.listener)?
-            .run();
+        let server =
+            HttpServer::new(|| App::new().service(live)).disable_signals().workers(1).listen(self.listener)?.run();
         let handle = server.handle();
         let serving = tokio::spawn(server);
         tracing::info!(%addr, "coupon-writer ready");

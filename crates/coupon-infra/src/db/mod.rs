@@ -22,8 +22,7 @@ pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 const MIGRATION_LOCK: i64 = 0x636f_7570_6f6e;
 
 pub fn pool(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
-    let manager =
-        AsyncDieselConnectionManager::<AsyncPgConnection>::new(settings.url.expose_secret());
+    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(settings.url.expose_secret());
     let timeout = Duration::from_millis(settings.timeout_ms);
     Pool::builder(manager)
         .max_size(settings.pool_size)
@@ -41,9 +40,7 @@ pub fn pool(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
 ///
 /// Needs the multi-threaded Tokio runtime (the harness blocks in place).
 pub async fn migrate(url: &str) -> anyhow::Result<Vec<String>> {
-    let mut conn = AsyncPgConnection::establish(url)
-        .await
-        .context("connecting to PostgreSQL to migrate")?;
+    let mut conn = AsyncPgConnection::establish(url).await.context("connecting to PostgreSQL to migrate")?;
     diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
         .execute(&mut conn)
         .await

@@ -1,0 +1,116 @@
+//! The coupons in PostgreSQL: the source of truth for what a coupon is, and the
+//! durable record (written by coupon-writer) of who holds one.
+
+use coupon_domain::{CouponId, CustomerId};
+use coupon_infra::db::schema::{coupon, customer_coupon};
+use coupon_infra::db::PgPool;
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use time::OffsetDateTime;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("no PostgreSQL connection: {0}")]
+    Pool(#[from] diesel_async::pooled_connection::deadpool::PoolError),
+    #[error("PostgreSQL query failed: {0}")]
+    Query(#[from] diesel::result::Error),
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = coupon)]
+pub struct CouponRow {
+    pub id: i64,
+    pub name: String,
+    pub total_quantity: i32,
+    pub remaining_quantity: i32,
+    pub starts_at: OffsetDateTime,
+    pub ends_at: OffsetDateTime,
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = coupon)]
+pub struct NewCoupon {
+    pub name: String,
+    pub total_quantity: i32,
+    pub remaining_quantity: i32,
+    pub starts_at: OffsetDateTime,
+    pub ends_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Queryable)]
+pub struct HeldCoupon {
+    pub coupon_id: i64,
+    pub name: String,
+    pub issued_at: OffsetDateTime,
+}
+
+#[derive(Clone)]
+pub struct Catalog {
+    pool: PgPool,
+}
+
+impl Catalog {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub async fn create(&self, new: NewCoupon) -> Result<CouponRow, CatalogError> {
+        let mut conn = self.pool.get().await?;
+        Ok(diesel::insert_into(coupon::table)
+            .values(&new)
+            .returning(CouponRow::as_returning())
+            .get_result(&mut conn)
+            .await?)
+    }
+
+    pub async fn get(&self, id: CouponId) -> Result<Option<CouponRow>, CatalogError> {
+        let mut conn = self.pool.get().await?;
+        Ok(coupon::table.find(id.get()).select(CouponRow::as_select()).first(&mut conn).await.optional()?)
+    }
+
+    /// Coupons whose period has not ended: the ones Redis must know.
+    pub async fn open(&self) -> Result<Vec<CouponRow>, CatalogError> {
+        let mut conn = self.pool.get().await?;
+        Ok(coupon::table
+            .filter(coupon::ends_at.gt(OffsetDateTime::now_utc()))
+            .select(CouponRow::as_select())
+            .load(&mut conn)
+            .await?)
+    }
+
+    pub async fn holders(&self, id: CouponId) -> Result<Vec<i64>, CatalogError> {
+        let mut conn = self.pool.get().await?;
+        Ok(customer_coupon::table
+            .filter(customer_coupon::coupon_id.eq(id.get()))
+            .select(customer_coupon::customer_id)
+            .load(&mut conn)
+            .await?)
+    }
+
+    pub async fn held_by(&self, customer: CustomerId) -> Result<Vec<HeldCoupon>, CatalogError> {
+        let mut conn = self.pool.get().await?;
+        Ok(customer_coupon::table
+            .inner_join(coupon::table)
+            .filter(customer_coupon::customer_id.eq(customer.get()))
+            .order(customer_coupon::issued_at.asc())
+            .select((customer_coupon::coupon_id, coupon::name, customer_coupon::issued_at))
+            .load(&mut conn)
+            .await?)
+    }
+
+    pub async fn is_persisted(&self, id: CouponId, customer: CustomerId) -> Result<bool, CatalogError> {
+        let mut conn = self.pool.get().await?;
+        Ok(diesel::select(diesel::dsl::exists(
+            customer_coupon::table
+                .filter(customer_coupon::coupon_id.eq(id.get()))
+                .filter(customer_coupon::customer_id.eq(customer.get())),
+        ))
+        .get_result(&mut conn)
+        .await?)
+    }
+}

@@ -1,0 +1,97 @@
+//! The API's errors and their one mapping to HTTP.
+//!
+//! Policy: a client's mistake is a 4xx with a stable code and a message about
+//! the request; a backing service that cannot answer is a 503 and nothing was
+//! changed. Internal error text is logged, never sent.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use coupon_domain::Rejection;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Rejected(Rejection),
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("missing or wrong admin token")]
+    Unauthorized,
+    #[error("{0}")]
+    NotFound(&'static str),
+    /// Redis or PostgreSQL could not answer; the cause is logged where it happened.
+    #[error("{0}")]
+    Unavailable(&'static str),
+}
+
+/// The body of every error answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Stable machine-readable code, e.g. `SOLD_OUT`.
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Rejected(rejection) => rejection.code(),
+            ApiError::InvalidRequest(_) => "INVALID_REQUEST",
+            ApiError::Unauthorized => "UNAUTHORIZED",
+            ApiError::NotFound(_) => "NOT_FOUND",
+            ApiError::Unavailable(_) => "UNAVAILABLE",
+        }
+    }
+
+    /// Logs the cause of an outage and returns the error clients see.
+    pub fn unavailable(what: &'static str, cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "{what}");
+        ApiError::Unavailable(what)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Rejected(Rejection::CouponNotFound) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Rejected(Rejection::AlreadyIssued | Rejection::SoldOut) => StatusCode::CONFLICT,
+            ApiError::Rejected(Rejection::NotStarted | Rejection::Expired) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status_code()).json(ErrorBody { code: self.code(), message: self.to_string() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejections_map_to_the_documented_statuses() {
+        let expect = [
+            (Rejection::CouponNotFound, 404),
+            (Rejection::AlreadyIssued, 409),
+            (Rejection::SoldOut, 409),
+            (Rejection::NotStarted, 422),
+            (Rejection::Expired, 422),
+        ];
+        for (rejection, status) in expect {
+            let err = ApiError::Rejected(rejection);
+            assert_eq!(err.status_code().as_u16(), status, "{rejection:?}");
+            assert_eq!(err.code(), rejection.code());
+        }
+    }
+
+    #[test]
+    fn client_mistakes_are_4xx_and_outages_503() {
+        assert_eq!(ApiError::InvalidRequest("x".into()).status_code(), StatusCode::BAD_REQUEST);
+        assert_eq!(ApiError::Unauthorized.status_code(), StatusCode::UNAUTHORIZED);
+        assert_eq!(ApiError::Unavailable("redis").status_code(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+}

@@ -1,0 +1,42 @@
+//! One issuance: the Redis decision, then the hand-off of the event to Kafka.
+//!
+//! The 201 waits for Kafka's acknowledgement (up to `kafka.ack_timeout_ms`) while
+//! Kafka is healthy: then an issued coupon survives even a Redis crash inside
+//! its AOF fsync window, because its event is already replicated in Kafka.
+//! While Kafka is failing the request does not wait; the outbox entry written
+//! by the script keeps the event, and the relay delivers it later.
+
+use coupon_domain::{CouponId, CouponIssuedEvent, CustomerId};
+
+use crate::issuer::{Decision, Issued, RedisUnavailable};
+use crate::state::AppState;
+
+pub async fn issue(state: &AppState, coupon: CouponId, customer: CustomerId) -> Result<Decision, RedisUnavailable> {
+    let decision = state.issuer.issue(coupon, customer).await?;
+    if let Decision::Issued(issued) = &decision {
+        hand_off(state, coupon, customer, issued).await;
+    }
+    Ok(decision)
+}
+
+async fn hand_off(state: &AppState, coupon: CouponId, customer: CustomerId, issued: &Issued) {
+    let event = CouponIssuedEvent { coupon_id: coupon, customer_id: customer, issued_at: issued.issued_at };
+    let entry = issued.outbox_entry.clone();
+    let publisher = state.publisher.clone();
+    let outbox = state.outbox.clone();
+    // Its own task, so the entry is acknowledged even when the request stops waiting.
+    let delivery = tokio::spawn(async move {
+        match publisher.publish(&event).await {
+            Ok(()) => {
+                if let Err(err) = outbox.acknowledge(coupon, &entry).await {
+                    tracing::warn!(error = %err, coupon = %coupon, "could not remove a delivered outbox entry; the relay will send it again");
+                }
+            }
+            Err(err) => tracing::debug!(error = %err, coupon = %coupon, "event left in the outbox for the relay"),
+        }
+    });
+    let wait = !state.ack_timeout.is_zero() && state.publisher.is_healthy();
+    if wait && tokio::time::timeout(state.ack_timeout, delivery).await.is_err() {
+        state.publisher.mark_unhealthy();
+    }
+}

@@ -1,0 +1,34 @@
+-- Decides one issuance request atomically. Every key carries the coupon's hash
+-- tag, so the script touches one slot and runs unchanged on Redis Cluster.
+--
+-- KEYS[1] meta (hash: starts_ms, ends_ms)   KEYS[2] stock (integer)
+-- KEYS[3] issued (set of customer ids)      KEYS[4] outbox (stream of events)
+-- ARGV[1] customer id
+--
+-- Returns {outcome} or {'ISSUED', outbox entry id, issued_at_ms}.
+local period = redis.call('HMGET', KEYS[1], 'starts_ms', 'ends_ms')
+if not period[1] then
+    return {'COUPON_NOT_FOUND'}
+end
+
+-- The server's clock, so every API replica judges the period alike.
+local time = redis.call('TIME')
+local now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+if now_ms < tonumber(period[1]) then
+    return {'NOT_STARTED'}
+end
+if now_ms >= tonumber(period[2]) then
+    return {'EXPIRED'}
+end
+
+if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then
+    return {'ALREADY_ISSUED'}
+end
+if tonumber(redis.call('GET', KEYS[2]) or '0') <= 0 then
+    return {'SOLD_OUT'}
+end
+
+redis.call('DECR', KEYS[2])
+redis.call('SADD', KEYS[3], ARGV[1])
+local entry = redis.call('XADD', KEYS[4], '*', 'customer', ARGV[1], 'issued_at', now_ms)
+return {'ISSUED', entry, now_ms}

@@ -1,0 +1,13 @@
+-- Creates a coupon's Redis state unless it already exists, so priming is safe
+-- to repeat: a restart or a second call never resets stock that was taken.
+--
+-- KEYS[1] meta   KEYS[2] stock
+-- ARGV[1] starts_ms   ARGV[2] ends_ms   ARGV[3] total   ARGV[4] stock
+--
+-- Returns 1 when it created the state, 0 when the coupon was already primed.
+if redis.call('EXISTS', KEYS[1]) == 1 then
+    return 0
+end
+redis.call('SET', KEYS[2], ARGV[4])
+redis.call('HSET', KEYS[1], 'starts_ms', ARGV[1], 'ends_ms', ARGV[2], 'total', ARGV[3])
+return 1

@@ -1,0 +1,82 @@
+//! Prometheus metrics of coupon-api, exposed at `GET /metrics`.
+
+use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+
+/// Cheap to clone: every field is a handle to the shared metric.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    pub issue_requests: IntCounterVec,
+    pub issue_seconds: Histogram,
+    pub kafka_publish_seconds: Histogram,
+    pub kafka_publish_failures: IntCounter,
+    pub outbox_depth: IntGauge,
+    pub relay_republished: IntCounter,
+    pub relay_retries: IntCounter,
+}
+
+const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0];
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let issue_requests = IntCounterVec::new(
+            Opts::new("coupon_issue_requests_total", "Issuance requests by outcome code"),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let issue_seconds = Histogram::with_opts(
+            HistogramOpts::new("coupon_issue_duration_seconds", "Issuance request handling time")
+                .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
+        let kafka_publish_seconds = Histogram::with_opts(
+            HistogramOpts::new("coupon_kafka_publish_duration_seconds", "Time from send to Kafka acknowledgement")
+                .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
+        let kafka_publish_failures =
+            IntCounter::new("coupon_kafka_publish_failures_total", "Sends Kafka did not acknowledge (in time)")
+                .expect("valid metric");
+        let outbox_depth =
+            IntGauge::new("coupon_outbox_depth", "Outbox entries not yet acknowledged by Kafka").expect("valid metric");
+        let relay_republished =
+            IntCounter::new("coupon_relay_republished_total", "Events the relay delivered from the outbox")
+                .expect("valid metric");
+        let relay_retries = IntCounter::new("coupon_relay_retries_total", "Relay passes that failed and were retried")
+            .expect("valid metric");
+        for metric in [
+            Box::new(issue_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(issue_seconds.clone()),
+            Box::new(kafka_publish_seconds.clone()),
+            Box::new(kafka_publish_failures.clone()),
+            Box::new(outbox_depth.clone()),
+            Box::new(relay_republished.clone()),
+            Box::new(relay_retries.clone()),
+        ] {
+            registry.register(metric).expect("metric names are unique");
+        }
+        Self {
+            registry,
+            issue_requests,
+            issue_seconds,
+            kafka_publish_seconds,
+            kafka_publish_failures,
+            outbox_depth,
+            relay_republished,
+            relay_retries,
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buffer).expect("encoding to memory cannot fail");
+        String::from_utf8(buffer).expect("the text format is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,100 @@
+//! The outbox: one Redis Stream per coupon (`coupon:{id}:outbox`), written by the
+//! issue script in the same atomic step as the issuance. An entry lives until
+//! Kafka acknowledged its event, so an issuance can never be lost between Redis
+//! and Kafka: a crash, a timeout or a broker outage leaves the entry for the relay.
+
+use coupon_domain::{CouponId, CouponIssuedEvent, CustomerId};
+use deadpool_redis::Pool;
+use redis::streams::StreamRangeReply;
+use time::OffsetDateTime;
+
+use crate::issuer::{keys, CouponKeys, RedisUnavailable};
+
+/// An outbox entry with the event it stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingEvent {
+    pub entry: String,
+    pub event: CouponIssuedEvent,
+}
+
+pub struct Outbox {
+    pool: Pool,
+    key_prefix: String,
+}
+
+impl Outbox {
+    pub fn new(pool: Pool, key_prefix: String) -> Self {
+        Self { pool, key_prefix }
+    }
+
+    fn key(&self, coupon: CouponId) -> String {
+        CouponKeys::new(&self.key_prefix, coupon).outbox
+    }
+
+    /// Removes an entry whose event Kafka acknowledged.
+    pub async fn acknowledge(&self, coupon: CouponId, entry: &str) -> Result<(), RedisUnavailable> {
+        let mut conn = self.pool.get().await?;
+        let _: i64 = redis::cmd("XDEL").arg(self.key(coupon)).arg(entry).query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    /// The coupons that may have outbox entries: every primed coupon.
+    pub async fn coupons(&self) -> Result<Vec<CouponId>, RedisUnavailable> {
+        let mut conn = self.pool.get().await?;
+        let ids: Vec<i64> =
+            redis::cmd("SMEMBERS").arg(keys::index_key(&self.key_prefix)).query_async(&mut conn).await?;
+        Ok(ids.into_iter().filter_map(|id| CouponId::new(id).ok()).collect())
+    }
+
+    /// Redis's clock in milliseconds; outbox entry ids are stamped with it.
+    pub async fn server_time_ms(&self) -> Result<i64, RedisUnavailable> {
+        let mut conn = self.pool.get().await?;
+        let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await?;
+        Ok(secs * 1_000 + micros / 1_000)
+    }
+
+    /// Up to `count` entries written at or before `until_ms` (Redis time), oldest first.
+    pub async fn pending(
+        &self,
+        coupon: CouponId,
+        until_ms: i64,
+        count: usize,
+    ) -> Result<Vec<PendingEvent>, RedisUnavailable> {
+        let mut conn = self.pool.get().await?;
+        let reply: StreamRangeReply = redis::cmd("XRANGE")
+            .arg(self.key(coupon))
+            .arg("-")
+            .arg(until_ms)
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut conn)
+            .await?;
+        Ok(reply
+            .ids
+            .into_iter()
+            .filter_map(|entry| {
+                let customer = CustomerId::new(entry.get::<i64>("customer")?).ok()?;
+                let issued_ms: i64 = entry.get("issued_at")?;
+                let issued_at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(issued_ms) * 1_000_000).ok()?;
+                Some(PendingEvent {
+                    entry: entry.id,
+                    event: CouponIssuedEvent { coupon_id: coupon, customer_id: customer, issued_at },
+                })
+            })
+            .collect())
+    }
+
+    /// Entries not yet acknowledged, over all coupons.
+    pub async fn depth(&self, coupons: &[CouponId]) -> Result<u64, RedisUnavailable> {
+        if coupons.is_empty() {
+            return Ok(0);
+        }
+        let mut conn = self.pool.get().await?;
+        let mut pipe = redis::pipe();
+        for coupon in coupons {
+            pipe.cmd("XLEN").arg(self.key(*coupon));
+        }
+        let lengths: Vec<u64> = pipe.query_async(&mut conn).await?;
+        Ok(lengths.iter().sum())
+    }
+}

@@ -1,0 +1,208 @@
+//! Coupons: create (admin), read, and prime Redis from PostgreSQL (admin).
+
+use actix_web::{get, post, web, HttpRequest, HttpResponse};
+use coupon_domain::CouponId;
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+use crate::catalog::{CouponRow, NewCoupon};
+use crate::error::{ApiError, ErrorBody};
+use crate::issuer::CouponState;
+use crate::prime::{self, PrimeError};
+use crate::routes::parse_id;
+use crate::state::AppState;
+
+/// Largest stock one coupon may have; keeps every quantity inside PostgreSQL's INTEGER.
+pub const MAX_QUANTITY: i64 = 100_000_000;
+const MAX_NAME_CHARS: usize = 200;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateCouponRequest {
+    pub name: String,
+    #[schema(minimum = 1, maximum = 100_000_000)]
+    pub total_quantity: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub starts_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub ends_at: OffsetDateTime,
+}
+
+impl CreateCouponRequest {
+    fn validate(self) -> Result<NewCoupon, ApiError> {
+        let name = self.name.trim().to_string();
+        if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
+            return Err(ApiError::InvalidRequest(format!("name must have 1 to {MAX_NAME_CHARS} characters")));
+        }
+        if !(1..=MAX_QUANTITY).contains(&self.total_quantity) {
+            return Err(ApiError::InvalidRequest(format!("totalQuantity must be between 1 and {MAX_QUANTITY}")));
+        }
+        if self.starts_at >= self.ends_at {
+            return Err(ApiError::InvalidRequest("startsAt must be before endsAt".into()));
+        }
+        let quantity = self.total_quantity as i32;
+        Ok(NewCoupon {
+            name,
+            total_quantity: quantity,
+            remaining_quantity: quantity,
+            starts_at: self.starts_at,
+            ends_at: self.ends_at,
+        })
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CouponResponse {
+    pub id: i64,
+    pub name: String,
+    pub total_quantity: i32,
+    /// Live stock from Redis (what can still be issued).
+    pub remaining_quantity: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub starts_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub ends_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+impl CouponResponse {
+    fn new(row: CouponRow, remaining_quantity: i64) -> Self {
+        Self {
+            id: row.id,
+            name: row.name,
+            total_quantity: row.total_quantity,
+            remaining_quantity,
+            starts_at: row.starts_at,
+            ends_at: row.ends_at,
+            created_at: row.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PrimeResponse {
+    /// False when Redis already had the coupon (priming is safe to repeat).
+    pub primed: bool,
+}
+
+/// Checks `Authorization: Bearer <token>` in constant time.
+fn require_admin(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
+    let expected = state.admin_token.as_ref().ok_or(ApiError::Unauthorized)?;
+    let given = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .ok_or(ApiError::Unauthorized)?;
+    if bool::from(given.as_bytes().ct_eq(expected.expose_secret().as_bytes())) {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized)
+    }
+}
+
+/// Create a coupon (admin). Written to PostgreSQL, then primed in Redis.
+#[utoipa::path(
+    post,
+    path = "/api/v1/coupons",
+    request_body = CreateCouponRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, body = CouponResponse),
+        (status = 400, description = "INVALID_REQUEST", body = ErrorBody),
+        (status = 401, description = "UNAUTHORIZED", body = ErrorBody),
+        (status = 503, description = "UNAVAILABLE: not saved, or saved but not yet open (the sync opens it)", body = ErrorBody),
+    )
+)]
+#[post("/api/v1/coupons")]
+pub async fn create(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Json<CreateCouponRequest>,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&req, &state)?;
+    let new = body.into_inner().validate()?;
+    let row = state
+        .catalog
+        .create(new)
+        .await
+        .map_err(|err| ApiError::unavailable("PostgreSQL is unavailable; the coupon was not created", &err))?;
+    let coupon_state = CouponState {
+        id: CouponId::new(row.id).map_err(|_| ApiError::Unavailable("PostgreSQL returned an invalid id"))?,
+        starts_at: row.starts_at,
+        ends_at: row.ends_at,
+        total_quantity: row.total_quantity,
+        remaining_quantity: row.remaining_quantity,
+        holders: Vec::new(),
+    };
+    // PostgreSQL has the coupon now; if Redis fails, the periodic sync primes it.
+    state.issuer.prime(&coupon_state).await.map_err(|err| {
+        ApiError::unavailable("coupon saved but Redis is unavailable; it opens once the sync primes it", &err)
+    })?;
+    let remaining = i64::from(row.remaining_quantity);
+    Ok(HttpResponse::Created().json(CouponResponse::new(row, remaining)))
+}
+
+/// A coupon with its live remaining stock.
+#[utoipa::path(
+    get,
+    path = "/api/v1/coupons/{couponId}",
+    params(("couponId" = i64, Path, minimum = 1)),
+    responses(
+        (status = 200, body = CouponResponse),
+        (status = 400, description = "INVALID_REQUEST", body = ErrorBody),
+        (status = 404, description = "COUPON_NOT_FOUND", body = ErrorBody),
+        (status = 503, description = "UNAVAILABLE", body = ErrorBody),
+    )
+)]
+#[get("/api/v1/coupons/{couponId}")]
+pub async fn get(state: web::Data<AppState>, coupon: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id: CouponId = parse_id(&coupon, "couponId")?;
+    let row = state
+        .catalog
+        .get(id)
+        .await
+        .map_err(|err| ApiError::unavailable("PostgreSQL is unavailable", &err))?
+        .ok_or(ApiError::Rejected(coupon_domain::Rejection::CouponNotFound))?;
+    let stock = state
+        .issuer
+        .stock(id)
+        .await
+        .map_err(|err| ApiError::unavailable("Redis is unavailable", &err))?
+        .unwrap_or(i64::from(row.remaining_quantity));
+    Ok(HttpResponse::Ok().json(CouponResponse::new(row, stock)))
+}
+
+/// Give a coupon its Redis state from PostgreSQL unless Redis has it (admin).
+/// Safe to repeat; used after Redis lost its data.
+#[utoipa::path(
+    post,
+    path = "/api/v1/coupons/{couponId}/prime",
+    params(("couponId" = i64, Path, minimum = 1)),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = PrimeResponse),
+        (status = 401, description = "UNAUTHORIZED", body = ErrorBody),
+        (status = 404, description = "COUPON_NOT_FOUND", body = ErrorBody),
+        (status = 503, description = "UNAVAILABLE", body = ErrorBody),
+    )
+)]
+#[post("/api/v1/coupons/{couponId}/prime")]
+pub async fn prime_coupon(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    coupon: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&req, &state)?;
+    let id: CouponId = parse_id(&coupon, "couponId")?;
+    match prime::prime(&state.catalog, &state.issuer, id).await {
+        Ok(primed) => Ok(HttpResponse::Ok().json(PrimeResponse { primed })),
+        Err(PrimeError::NotFound) => Err(ApiError::Rejected(coupon_domain::Rejection::CouponNotFound)),
+        Err(err) => Err(ApiError::unavailable("priming failed; nothing was opened", &err)),
+    }
+}

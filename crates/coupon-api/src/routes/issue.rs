@@ -1,0 +1,74 @@
+//! `POST /api/v1/coupons/{couponId}/issue`: the hot path.
+
+use std::time::Instant;
+
+use actix_web::{post, web, HttpResponse};
+use coupon_domain::{CouponId, CustomerId};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::error::{ApiError, ErrorBody};
+use crate::issuer::Decision;
+use crate::routes::parse_id;
+use crate::state::AppState;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IssueRequest {
+    #[schema(value_type = i64, minimum = 1)]
+    pub customer_id: CustomerId,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IssueResponse {
+    pub coupon_id: i64,
+    pub customer_id: i64,
+    /// Always `ISSUED`.
+    pub status: &'static str,
+}
+
+/// Try to get one coupon for one customer. Answers at once, without the database.
+#[utoipa::path(
+    post,
+    path = "/api/v1/coupons/{couponId}/issue",
+    params(("couponId" = i64, Path, minimum = 1)),
+    request_body = IssueRequest,
+    responses(
+        (status = 201, body = IssueResponse),
+        (status = 400, description = "INVALID_REQUEST", body = ErrorBody),
+        (status = 404, description = "COUPON_NOT_FOUND", body = ErrorBody),
+        (status = 409, description = "ALREADY_ISSUED or SOLD_OUT", body = ErrorBody),
+        (status = 422, description = "NOT_STARTED or EXPIRED", body = ErrorBody),
+        (status = 503, description = "UNAVAILABLE: Redis cannot be reached; nothing changed", body = ErrorBody),
+    )
+)]
+#[post("/api/v1/coupons/{couponId}/issue")]
+pub async fn issue(
+    state: web::Data<AppState>,
+    coupon: web::Path<String>,
+    body: web::Json<IssueRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let started = Instant::now();
+    let result = decide(&state, &coupon, body.customer_id).await;
+    let outcome = match &result {
+        Ok(_) => "ISSUED",
+        Err(err) => err.code(),
+    };
+    state.metrics.issue_requests.with_label_values(&[outcome]).inc();
+    state.metrics.issue_seconds.observe(started.elapsed().as_secs_f64());
+    result
+}
+
+async fn decide(state: &AppState, coupon: &str, customer: CustomerId) -> Result<HttpResponse, ApiError> {
+    let coupon: CouponId = parse_id(coupon, "couponId")?;
+    match crate::issue::issue(state, coupon, customer).await {
+        Ok(Decision::Issued(_)) => Ok(HttpResponse::Created().json(IssueResponse {
+            coupon_id: coupon.get(),
+            customer_id: customer.get(),
+            status: "ISSUED",
+        })),
+        Ok(Decision::Rejected(rejection)) => Err(ApiError::Rejected(rejection)),
+        Err(err) => Err(ApiError::unavailable("Redis is unavailable; nothing was changed", &err)),
+    }
+}

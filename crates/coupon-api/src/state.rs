@@ -1,0 +1,23 @@
+//! What every request handler shares.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+use crate::catalog::Catalog;
+use crate::issuer::Issuer;
+use crate::metrics::Metrics;
+use crate::outbox::Outbox;
+use crate::publisher::Publisher;
+
+pub struct AppState {
+    pub issuer: Arc<Issuer>,
+    pub outbox: Arc<Outbox>,
+    pub publisher: Arc<Publisher>,
+    pub catalog: Catalog,
+    pub metrics: Metrics,
+    pub admin_token: Option<SecretString>,
+    /// How long a request waits for Kafka's acknowledgement; zero: not at all.
+    pub ack_timeout: Duration,
+}

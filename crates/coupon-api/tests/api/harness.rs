@@ -1,0 +1,157 @@
+//! Starts coupon-api in-process on a free port with settings of its own.
+
+use std::time::Duration;
+
+use coupon_api::config::Settings;
+use coupon_api::startup::Application;
+use coupon_testkit::{create_topic, kafka_settings, redis_settings, unique_name, TestDatabase};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::Message;
+use redis::AsyncCommands;
+use reqwest::StatusCode;
+use secrecy::SecretString;
+use serde_json::{json, Value};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// Everything a test's coupon-api instance owns.
+pub struct Isolation {
+    pub db: TestDatabase,
+    pub topic: String,
+    pub key_prefix: String,
+}
+
+impl Isolation {
+    pub async fn new() -> Self {
+        Self {
+            db: TestDatabase::create().await,
+            topic: create_topic("api", 3).await,
+            key_prefix: format!("{}:", unique_name("api")),
+        }
+    }
+
+    pub fn settings(&self) -> Settings {
+        let mut settings = Settings::default();
+        settings.http.addr = "127.0.0.1:0".parse().unwrap();
+        settings.http.workers = 2;
+        settings.admin.token = Some(SecretString::from(ADMIN_TOKEN));
+        settings.redis.client = redis_settings();
+        settings.redis.key_prefix = self.key_prefix.clone();
+        settings.kafka.client = kafka_settings();
+        settings.kafka.client.topic = self.topic.clone();
+        settings.kafka.client.dlq_topic = format!("{}.dlq", self.topic);
+        settings.kafka.client.create_topics = false;
+        settings.database = self.db.settings();
+        settings.relay.interval_ms = 100;
+        settings.relay.min_age_ms = 1_500;
+        settings.relay.max_backoff_ms = 500;
+        settings
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    serving: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    pub async fn spawn(settings: Settings) -> Self {
+        let app = Application::build(settings).await.expect("building coupon-api");
+        let base = format!("http://{}", app.local_addr());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let serving = tokio::spawn(app.run_until(async {
+            let _ = stopped.await;
+        }));
+        Self { base, http: reqwest::Client::new(), stop: Some(stop), serving: Some(serving) }
+    }
+
+    /// Stops the service the way SIGTERM would and waits until it has.
+    pub async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.serving.take().unwrap().await.unwrap().unwrap();
+    }
+
+    pub async fn create_coupon(&self, total: i64, starts_at: OffsetDateTime, ends_at: OffsetDateTime) -> i64 {
+        let response = self
+            .http
+            .post(format!("{}/api/v1/coupons", self.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({
+                "name": "test coupon",
+                "totalQuantity": total,
+                "startsAt": starts_at.format(&Rfc3339).unwrap(),
+                "endsAt": ends_at.format(&Rfc3339).unwrap(),
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        response.json::<Value>().await.unwrap()["id"].as_i64().unwrap()
+    }
+
+    /// A coupon open from an hour ago until an hour from now.
+    pub async fn open_coupon(&self, total: i64) -> i64 {
+        let now = OffsetDateTime::now_utc();
+        self.create_coupon(total, now - time::Duration::hours(1), now + time::Duration::hours(1)).await
+    }
+
+    pub async fn issue(&self, coupon: i64, customer: i64) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .post(format!("{}/api/v1/coupons/{coupon}/issue", self.base))
+            .json(&json!({ "customerId": customer }))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap())
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let response = self.http.get(format!("{}{path}", self.base)).send().await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+}
+
+pub async fn redis() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis_settings().url).unwrap().get_multiplexed_async_connection().await.unwrap()
+}
+
+pub async fn redis_stock(prefix: &str, coupon: i64) -> i64 {
+    redis().await.get(format!("{prefix}coupon:{{{coupon}}}:stock")).await.unwrap()
+}
+
+pub async fn outbox_len(prefix: &str, coupon: i64) -> usize {
+    redis().await.xlen(format!("{prefix}coupon:{{{coupon}}}:outbox")).await.unwrap()
+}
+
+/// Reads the topic from the beginning until `expected` distinct events arrived;
+/// returns (key, coupon id, customer id) per distinct event.
+pub async fn consume_events(topic: &str, expected: usize) -> Vec<(String, i64, i64)> {
+    let consumer: StreamConsumer = coupon_infra::kafka::client_config(&kafka_settings(), "api-test")
+        .set("group.id", unique_name("api-test"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut seen = std::collections::BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while seen.len() < expected {
+        let message = tokio::time::timeout_at(deadline, consumer.recv())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {expected} events arrived in 60 s", seen.len()))
+            .unwrap();
+        let key = String::from_utf8(message.key().unwrap().to_vec()).unwrap();
+        let event = coupon_domain::CouponIssuedEvent::from_json(message.payload().unwrap()).unwrap();
+        seen.insert((event.coupon_id.get(), event.customer_id.get()), key);
+    }
+    seen.into_iter().map(|((coupon, customer), key)| (key, coupon, customer)).collect()
+}

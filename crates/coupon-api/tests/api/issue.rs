@@ -1,0 +1,163 @@
+//! The issuance decision: every outcome code, bad input, races and the period.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use coupon_testkit::wait_until;
+use futures::future::join_all;
+use reqwest::StatusCode;
+use serde_json::json;
+use time::OffsetDateTime;
+
+use crate::harness::{consume_events, redis_stock, Isolation, TestApp};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn issues_once_per_customer_until_sold_out() {
+    let iso = Isolation::new().await;
+    let app = TestApp::spawn(iso.settings()).await;
+    let coupon = app.open_coupon(2).await;
+
+    let (status, body) = app.issue(coupon, 1).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(body, json!({ "couponId": coupon, "customerId": 1, "status": "ISSUED" }));
+
+    let (status, body) = app.issue(coupon, 1).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::CONFLICT, Some("ALREADY_ISSUED")));
+
+    assert_eq!(app.issue(coupon, 2).await.0, StatusCode::CREATED);
+    let (status, body) = app.issue(coupon, 3).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::CONFLICT, Some("SOLD_OUT")));
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+    assert_eq!(redis_stock(&iso.key_prefix, coupon).await, 0);
+
+    let (status, body) = app.issue(coupon + 1_000, 1).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::NOT_FOUND, Some("COUPON_NOT_FOUND")));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_requests_get_400_and_change_nothing() {
+    let iso = Isolation::new().await;
+    let app = TestApp::spawn(iso.settings()).await;
+    let coupon = app.open_coupon(5).await;
+    let url = format!("{}/api/v1/coupons/{coupon}/issue", app.base);
+
+    let bodies = [
+        "not json".to_string(),
+        r#"{"customerId":"7"}"#.into(),
+        r#"{"customerId":1.5}"#.into(),
+        r#"{"customerId":0}"#.into(),
+        r#"{"customerId":-4}"#.into(),
+        r#"{"customerId":9223372036854775808}"#.into(),
+        r#"{"customer":7}"#.into(),
+        "{}".into(),
+        format!(r#"{{"customerId":7,"pad":"{}"}}"#, "x".repeat(10_000)),
+    ];
+    for body in bodies {
+        let response =
+            app.http.post(&url).header("content-type", "application/json").body(body.clone()).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body:.60}");
+        let error: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(error["code"], "INVALID_REQUEST", "{body:.60}");
+    }
+
+    let wrong_type =
+        app.http.post(&url).header("content-type", "text/plain").body(r#"{"customerId":7}"#).send().await.unwrap();
+    assert_eq!(wrong_type.status(), StatusCode::BAD_REQUEST);
+
+    for path in ["abc", "0", "-1", "99999999999999999999"] {
+        let response = app
+            .http
+            .post(format!("{}/api/v1/coupons/{path}/issue", app.base))
+            .json(&json!({ "customerId": 7 }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "coupon id {path}");
+    }
+
+    assert_eq!(redis_stock(&iso.key_prefix, coupon).await, 5, "no bad request took stock");
+    assert_eq!(app.issue(coupon, 7).await.0, StatusCode::CREATED, "customer 7 was never recorded");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_thousand_customers_race_for_one_hundred_coupons() {
+    let iso = Isolation::new().await;
+    let app = TestApp::spawn(iso.settings()).await;
+    let coupon = app.open_coupon(100).await;
+
+    let statuses = join_all((1..=2_000).map(|customer| {
+        let app = &app;
+        async move { (customer, app.issue(coupon, customer).await) }
+    }))
+    .await;
+
+    let winners: HashSet<i64> = statuses
+        .iter()
+        .filter(|(_, (status, _))| *status == StatusCode::CREATED)
+        .map(|(customer, _)| *customer)
+        .collect();
+    let sold_out = statuses.iter().filter(|(_, (_, body))| body["code"] == "SOLD_OUT").count();
+    let other: Vec<_> = statuses
+        .iter()
+        .filter(|(_, (status, body))| *status != StatusCode::CREATED && body["code"] != "SOLD_OUT")
+        .take(3)
+        .collect();
+    assert!(other.is_empty(), "{other:?}");
+    assert_eq!(winners.len(), 100);
+    assert_eq!(sold_out, 1_900);
+    assert_eq!(redis_stock(&iso.key_prefix, coupon).await, 0, "stock ends at 0, never below");
+
+    // Every winner's event reached Kafka, keyed by the coupon id.
+    let events = consume_events(&iso.topic, 100).await;
+    let delivered: HashSet<i64> = events.iter().map(|(_, _, customer)| *customer).collect();
+    assert_eq!(delivered, winners);
+    assert!(events.iter().all(|(key, c, _)| *key == coupon.to_string() && *c == coupon));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_customer_racing_with_itself_gets_exactly_one_coupon() {
+    let iso = Isolation::new().await;
+    let app = TestApp::spawn(iso.settings()).await;
+    let coupon = app.open_coupon(10).await;
+
+    let results = join_all((0..50).map(|_| app.issue(coupon, 42))).await;
+    let created = results.iter().filter(|(status, _)| *status == StatusCode::CREATED).count();
+    let repeated = results.iter().filter(|(_, body)| body["code"] == "ALREADY_ISSUED").count();
+    assert_eq!((created, repeated), (1, 49));
+    assert_eq!(redis_stock(&iso.key_prefix, coupon).await, 9);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_period_opens_and_closes_by_the_redis_clock() {
+    let iso = Isolation::new().await;
+    let app = TestApp::spawn(iso.settings()).await;
+    let now = OffsetDateTime::now_utc();
+    let coupon = app.create_coupon(100_000, now + time::Duration::seconds(2), now + time::Duration::seconds(4)).await;
+
+    let (status, body) = app.issue(coupon, 1).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("NOT_STARTED")));
+
+    let mut customer = 1;
+    wait_until("the period to open", Duration::from_secs(10), || {
+        customer += 1;
+        let app = &app;
+        async move { (app.issue(coupon, customer).await.0 == StatusCode::CREATED).then_some(()) }
+    })
+    .await;
+
+    let (status, body) = wait_until("the period to close", Duration::from_secs(10), || {
+        customer += 1;
+        let app = &app;
+        async move {
+            let (status, body) = app.issue(coupon, customer).await;
+            (status != StatusCode::CREATED).then_some((status, body))
+        }
+    })
+    .await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("EXPIRED")));
+    app.stop().await;
+}

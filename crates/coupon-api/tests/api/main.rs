@@ -1,0 +1,8 @@
+//! coupon-api against the real stack: one test binary, each test with its own
+//! database, topic and Redis key prefix.
+
+mod admin;
+mod harness;
+mod issue;
+mod outbox;
+mod queries;
