@@ -13,7 +13,7 @@ use serde::Deserialize;
 pub struct Settings {
     pub http: HttpSettings,
     pub admin: AdminSettings,
-    pub redis: ApiRedisSettings,
+    pub redis: RedisSettings,
     pub kafka: KafkaProducerSettings,
     pub database: DatabaseSettings,
     pub relay: RelaySettings,
@@ -39,15 +39,6 @@ impl Default for HttpSettings {
 pub struct AdminSettings {
     /// Bearer token for the admin endpoints; without one they answer 401.
     pub token: Option<SecretString>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct ApiRedisSettings {
-    #[serde(flatten)]
-    pub client: RedisSettings,
-    /// Prepended to every key, so several systems (or tests) can share one Redis.
-    pub key_prefix: String,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -113,7 +104,7 @@ impl Default for RelaySettings {
 
 impl Validate for Settings {
     fn validate(&self) -> Result<(), InvalidSetting> {
-        self.redis.client.validate()?;
+        self.redis.validate()?;
         self.kafka.client.validate()?;
         self.database.validate()?;
         require_positive("kafka.message_timeout_ms", self.kafka.message_timeout_ms)?;
@@ -154,8 +145,8 @@ mod tests {
         .unwrap();
         assert_eq!(s.kafka.client.brokers, "10.1.1.1:9092");
         assert_eq!(s.kafka.partition_key, PartitionKey::Customer);
-        assert_eq!(s.redis.client.url, "redis://10.1.1.2:6379");
-        assert_eq!(s.redis.client.pool_size, 8);
+        assert_eq!(s.redis.url, "redis://10.1.1.2:6379");
+        assert_eq!(s.redis.pool_size, 8);
         assert_eq!(s.redis.key_prefix, "shop1:");
         assert_eq!(s.admin.token.unwrap().expose_secret(), "12345");
     }

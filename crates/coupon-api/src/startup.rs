@@ -8,7 +8,6 @@ use std::time::Duration;
 use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
-use deadpool_redis::{PoolConfig, Runtime, Timeouts};
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::Catalog;
@@ -34,7 +33,7 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let metrics = Metrics::new();
-        let redis = redis_pool(&settings)?;
+        let redis = coupon_infra::redis::pool(&settings.redis)?;
         let issuer = Arc::new(Issuer::new(redis.clone(), settings.redis.key_prefix.clone()));
         let outbox = Arc::new(Outbox::new(redis, settings.redis.key_prefix.clone()));
         let catalog = Catalog::new(coupon_infra::db::pool(&settings.database)?);
@@ -114,17 +113,4 @@ fn http_server(listener: TcpListener, state: web::Data<AppState>, workers: usize
         server = server.workers(workers);
     }
     Ok(server.listen(listener)?.run())
-}
-
-fn redis_pool(settings: &Settings) -> anyhow::Result<deadpool_redis::Pool> {
-    let redis = &settings.redis.client;
-    let timeout = Some(Duration::from_millis(redis.timeout_ms));
-    let wait = Some(Duration::from_millis(redis.wait_timeout_ms));
-    let mut config = deadpool_redis::Config::from_url(redis.url.clone());
-    config.pool = Some(PoolConfig {
-        max_size: redis.pool_size,
-        timeouts: Timeouts { wait, create: timeout, recycle: timeout },
-        ..PoolConfig::default()
-    });
-    config.create_pool(Some(Runtime::Tokio1)).context("building the Redis pool")
 }

@@ -4,6 +4,7 @@
 mod batch;
 mod event;
 mod ids;
+pub mod keys;
 mod outcome;
 
 pub use batch::{group_by_coupon, CouponBatch};

@@ -1,8 +1,9 @@
 //! Infrastructure both services share, written once: settings loading, logging,
-//! the shutdown signal, the PostgreSQL schema/migrations/pool and Kafka setup.
+//! the shutdown signal, the Redis pool, the PostgreSQL schema/migrations/pool and Kafka setup.
 
 pub mod db;
 pub mod kafka;
+pub mod redis;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;

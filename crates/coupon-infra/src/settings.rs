@@ -88,11 +88,19 @@ pub struct RedisSettings {
     pub timeout_ms: u64,
     /// Upper bound for queueing for a free pooled connection during a spike.
     pub wait_timeout_ms: u64,
+    /// Prepended to every key, so several systems (or tests) can share one Redis.
+    pub key_prefix: String,
 }
 
 impl Default for RedisSettings {
     fn default() -> Self {
-        Self { url: "redis://127.0.0.1:6379".into(), pool_size: 32, timeout_ms: 1_000, wait_timeout_ms: 5_000 }
+        Self {
+            url: "redis://127.0.0.1:6379".into(),
+            pool_size: 32,
+            timeout_ms: 1_000,
+            wait_timeout_ms: 5_000,
+            key_prefix: String::new(),
+        }
     }
 }
 

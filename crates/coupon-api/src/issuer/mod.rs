@@ -4,14 +4,12 @@
 //! The scripts are built once; `redis::Script` calls them by SHA (EVALSHA) and
 //! reloads them transparently when Redis answers NOSCRIPT.
 
-pub mod keys;
-
 use coupon_domain::{CouponId, CustomerId, IssueOutcome, Rejection};
 use deadpool_redis::Pool;
 use redis::{Script, Value};
 use time::OffsetDateTime;
 
-pub use keys::CouponKeys;
+pub use coupon_domain::keys::{self, CouponKeys};
 
 /// Redis could not decide: unreachable, timed out, or answered something the
 /// script never returns. In each case nothing was changed that we know of.

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use coupon_api::config::Settings;
 use coupon_api::startup::Application;
+use coupon_infra::settings::RedisSettings;
 use coupon_testkit::{create_topic, kafka_settings, redis_settings, unique_name, TestDatabase};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::Message;
@@ -39,8 +40,7 @@ impl Isolation {
         settings.http.addr = "127.0.0.1:0".parse().unwrap();
         settings.http.workers = 2;
         settings.admin.token = Some(SecretString::from(ADMIN_TOKEN));
-        settings.redis.client = redis_settings();
-        settings.redis.key_prefix = self.key_prefix.clone();
+        settings.redis = RedisSettings { key_prefix: self.key_prefix.clone(), ..redis_settings() };
         settings.kafka.client = kafka_settings();
         settings.kafka.client.topic = self.topic.clone();
         settings.kafka.client.dlq_topic = format!("{}.dlq", self.topic);

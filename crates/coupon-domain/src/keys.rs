@@ -1,7 +1,8 @@
-//! Redis key names. Each coupon's keys share the hash tag `{<id>}`, so one
-//! script call touches one Redis Cluster slot.
+//! Redis key names, shared by coupon-api (which writes them) and the tools that
+//! read them. Each coupon's keys share the hash tag `{<id>}`, so one script call
+//! touches one Redis Cluster slot.
 
-use coupon_domain::CouponId;
+use crate::CouponId;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CouponKeys {

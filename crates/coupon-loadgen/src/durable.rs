@@ -1,0 +1,49 @@
+//! Watching PostgreSQL until the writer has applied every issued coupon.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use coupon_infra::db::schema::customer_coupon;
+use coupon_infra::db::PgPool;
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+
+pub async fn rows(db: &PgPool, coupon: i64) -> anyhow::Result<i64> {
+    let mut conn = db.get().await?;
+    Ok(customer_coupon::table.filter(customer_coupon::coupon_id.eq(coupon)).count().get_result(&mut conn).await?)
+}
+
+pub async fn holders(db: &PgPool, coupon: i64) -> anyhow::Result<HashSet<i64>> {
+    let mut conn = db.get().await?;
+    Ok(customer_coupon::table
+        .filter(customer_coupon::coupon_id.eq(coupon))
+        .select(customer_coupon::customer_id)
+        .load::<i64>(&mut conn)
+        .await?
+        .into_iter()
+        .collect())
+}
+
+/// Samples the row count until it reaches `expected`; returns the samples
+/// (elapsed, rows) — the writer's progress over time.
+pub async fn wait_for_rows(
+    db: &PgPool,
+    coupon: i64,
+    expected: i64,
+    timeout: Duration,
+) -> anyhow::Result<Vec<(Duration, i64)>> {
+    let started = Instant::now();
+    let mut samples = Vec::new();
+    loop {
+        let n = rows(db, coupon).await?;
+        samples.push((started.elapsed(), n));
+        if n >= expected {
+            return Ok(samples);
+        }
+        if started.elapsed() >= timeout {
+            bail!("coupon {coupon}: {n} of {expected} rows after {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,7 @@
+//! A spike load generator for coupon-api, used by `make demo`, the benchmark
+//! and the end-to-end suite. It records every answer (status and latency), so
+//! callers can check the promises, not only measure speed.
+
+pub mod client;
+pub mod durable;
+pub mod spike;

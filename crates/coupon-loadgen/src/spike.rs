@@ -1,0 +1,166 @@
+//! Fires a planned list of issuance requests with fixed concurrency over
+//! keep-alive connections and records each answer.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::stream::{self, StreamExt};
+use hdrhistogram::Histogram;
+use rand::seq::SliceRandom;
+use serde_json::{json, Value};
+
+use crate::client::ApiClient;
+
+/// One request of the plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attempt {
+    pub coupon: i64,
+    pub customer: i64,
+}
+
+/// What came back: the HTTP status and error code, or nothing when the
+/// connection failed (e.g. the API process was killed mid-request).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub attempt: Attempt,
+    pub status: Option<u16>,
+    pub code: Option<String>,
+    pub latency: Duration,
+    /// Time since the spike started when the answer arrived.
+    pub at: Duration,
+}
+
+/// `customers` distinct customers per coupon (ids `first_customer..`), plus
+/// `repeat_share` of them asking again, all shuffled together so coupons and
+/// repeats interleave.
+pub fn plan(coupons: &[i64], customers: u64, first_customer: i64, repeat_share: f64) -> Vec<Attempt> {
+    let mut attempts = Vec::new();
+    for &coupon in coupons {
+        for i in 0..customers as i64 {
+            attempts.push(Attempt { coupon, customer: first_customer + i });
+        }
+        let repeats = (customers as f64 * repeat_share) as i64;
+        for i in 0..repeats {
+            attempts.push(Attempt { coupon, customer: first_customer + i });
+        }
+    }
+    attempts.shuffle(&mut rand::rng());
+    attempts
+}
+
+pub struct Spike {
+    pub answers: Vec<Answer>,
+    pub elapsed: Duration,
+}
+
+/// Runs the plan with `concurrency` requests in flight; `progress` counts answers.
+pub async fn run(client: &ApiClient, attempts: Vec<Attempt>, concurrency: usize, progress: Arc<AtomicU64>) -> Spike {
+    let started = Instant::now();
+    let answers = stream::iter(attempts)
+        .map(|attempt| {
+            let progress = progress.clone();
+            async move {
+                let answer = send(client, attempt, started).await;
+                progress.fetch_add(1, Ordering::Relaxed);
+                answer
+            }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect::<Vec<_>>()
+        .await;
+    Spike { answers, elapsed: started.elapsed() }
+}
+
+async fn send(client: &ApiClient, attempt: Attempt, spike_started: Instant) -> Answer {
+    let sent = Instant::now();
+    let url = format!("{}/api/v1/coupons/{}/issue", client.base, attempt.coupon);
+    let response = client.http().post(url).json(&json!({ "customerId": attempt.customer })).send().await;
+    let (status, code) = match response {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            let code = match response.json::<Value>().await {
+                Ok(body) => body.get("code").and_then(Value::as_str).map(str::to_string),
+                Err(_) => None,
+            };
+            (Some(status), code)
+        }
+        Err(_) => (None, None),
+    };
+    Answer { attempt, status, code, latency: sent.elapsed(), at: spike_started.elapsed() }
+}
+
+impl Spike {
+    pub fn issued(&self) -> impl Iterator<Item = &Answer> {
+        self.answers.iter().filter(|a| a.status == Some(201))
+    }
+
+    /// Answers by outcome: `ISSUED`, an error code, `HTTP <status>`, or `NO ANSWER`.
+    pub fn by_outcome(&self) -> BTreeMap<String, u64> {
+        let mut counts = BTreeMap::new();
+        for answer in &self.answers {
+            let outcome = match (answer.status, &answer.code) {
+                (Some(201), _) => "ISSUED".to_string(),
+                (Some(_), Some(code)) => code.clone(),
+                (Some(status), None) => format!("HTTP {status}"),
+                (None, _) => "NO ANSWER".to_string(),
+            };
+            *counts.entry(outcome).or_default() += 1;
+        }
+        counts
+    }
+
+    pub fn latency(&self) -> Histogram<u64> {
+        let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+        for answer in &self.answers {
+            histogram.saturating_record(answer.latency.as_micros() as u64);
+        }
+        histogram
+    }
+
+    pub fn requests_per_second(&self) -> f64 {
+        self.answers.len() as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// Answers per whole second of the spike.
+    pub fn timeline(&self) -> Vec<u64> {
+        let seconds = self.elapsed.as_secs() as usize + 1;
+        let mut per_second = vec![0; seconds];
+        for answer in &self.answers {
+            per_second[(answer.at.as_secs() as usize).min(seconds - 1)] += 1;
+        }
+        per_second
+    }
+
+    /// One line per percentile, in milliseconds.
+    pub fn latency_summary(&self) -> String {
+        let h = self.latency();
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        format!(
+            "p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  max {:.2} ms",
+            ms(0.5),
+            ms(0.9),
+            ms(0.99),
+            ms(0.999),
+            h.max() as f64 / 1000.0
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_plan_has_every_customer_once_per_coupon_plus_repeats() {
+        let attempts = plan(&[1, 2], 100, 1_000, 0.1);
+        assert_eq!(attempts.len(), 220);
+        for coupon in [1, 2] {
+            let mut customers: Vec<i64> = attempts.iter().filter(|a| a.coupon == coupon).map(|a| a.customer).collect();
+            customers.sort();
+            customers.dedup();
+            assert_eq!(customers, (1_000..1_100).collect::<Vec<_>>());
+        }
+    }
+}

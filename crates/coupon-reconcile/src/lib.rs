@@ -1,0 +1,95 @@
+//! Reconciliation: per coupon, the Redis issued set and stock against the
+//! `customer_coupon` rows and `remaining_quantity` in PostgreSQL.
+//!
+//! Run it after a promotion, after an incident (Kafka, PostgreSQL or a writer
+//! was down), or periodically: exit code 0 means no drift, 1 drift, 2 it could
+//! not check. `--repair` republishes the events of coupons that Redis issued
+//! but PostgreSQL lacks, through Kafka, so the writer applies them as usual; it
+//! never writes the database itself.
+
+mod compare;
+mod config;
+mod sources;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use coupon_domain::{CouponId, CouponIssuedEvent, CustomerId};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use time::OffsetDateTime;
+
+pub use compare::{compare, CouponDrift, Report};
+pub use config::Settings;
+use sources::Sources;
+
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "coupon-reconcile", about = "Compare Redis with PostgreSQL per coupon; exit 1 on drift")]
+pub struct Args {
+    /// Coupons to check; without it, every coupon in PostgreSQL.
+    #[arg(long = "coupon", value_name = "ID")]
+    pub coupons: Vec<i64>,
+    /// Republish through Kafka the events PostgreSQL is missing.
+    #[arg(long)]
+    pub repair: bool,
+    /// How long to let in-flight events (outbox, Kafka, writer) land before
+    /// calling a difference drift.
+    #[arg(long, default_value_t = 10_000, value_name = "MS")]
+    pub settle_ms: u64,
+}
+
+pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<Report> {
+    let sources = Sources::connect(settings)?;
+    let coupons = if args.coupons.is_empty() {
+        sources.all_coupons().await?
+    } else {
+        args.coupons.iter().map(|id| CouponId::new(*id).context("coupon ids are positive")).collect::<Result<_, _>>()?
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(args.settle_ms);
+    let mut report = check(&sources, &coupons).await?;
+    while !report.is_clean() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        report = check(&sources, &coupons).await?;
+    }
+    if args.repair && !report.is_clean() {
+        let republished = repair(settings, &report).await?;
+        tracing::info!(republished, "missing events republished; rerun to confirm once the writer applied them");
+    }
+    Ok(report)
+}
+
+async fn check(sources: &Sources, coupons: &[CouponId]) -> anyhow::Result<Report> {
+    let mut drifts = Vec::with_capacity(coupons.len());
+    for coupon in coupons {
+        let redis = sources.redis_view(*coupon).await?;
+        let db = sources.db_view(*coupon).await?;
+        drifts.push(compare(*coupon, &redis, db.as_ref()));
+    }
+    Ok(Report { coupons: drifts })
+}
+
+async fn repair(settings: &Settings, report: &Report) -> anyhow::Result<usize> {
+    let producer: FutureProducer = coupon_infra::kafka::client_config(&settings.kafka, "coupon-reconcile")
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .create()?;
+    let mut republished = 0;
+    for drift in &report.coupons {
+        for customer in &drift.missing_in_db {
+            // The original instant lives only in the outbox, if at all.
+            let event = CouponIssuedEvent {
+                coupon_id: drift.coupon,
+                customer_id: CustomerId::new(*customer)?,
+                issued_at: OffsetDateTime::now_utc(),
+            };
+            let key = drift.coupon.to_string();
+            let payload = event.to_json();
+            producer
+                .send(FutureRecord::to(&settings.kafka.topic).key(&key).payload(&payload), Duration::from_secs(30))
+                .await
+                .map_err(|(err, _)| err)
+                .context("republishing a missing event")?;
+            republished += 1;
+        }
+    }
+    Ok(republished)
+}

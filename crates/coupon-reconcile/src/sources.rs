@@ -1,0 +1,75 @@
+//! Reads one coupon's state from Redis and from PostgreSQL.
+
+use std::collections::BTreeSet;
+
+use coupon_domain::keys::CouponKeys;
+use coupon_domain::CouponId;
+use coupon_infra::db::schema::{coupon, customer_coupon};
+use coupon_infra::db::PgPool;
+use deadpool_redis::Pool;
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+
+use crate::compare::{DbView, RedisView};
+use crate::Settings;
+
+pub struct Sources {
+    redis: Pool,
+    db: PgPool,
+    key_prefix: String,
+}
+
+impl Sources {
+    pub fn connect(settings: &Settings) -> anyhow::Result<Self> {
+        Ok(Self {
+            redis: coupon_infra::redis::pool(&settings.redis)?,
+            db: coupon_infra::db::pool(&settings.database)?,
+            key_prefix: settings.redis.key_prefix.clone(),
+        })
+    }
+
+    pub async fn all_coupons(&self) -> anyhow::Result<Vec<CouponId>> {
+        let mut conn = self.db.get().await?;
+        let ids: Vec<i64> = coupon::table.select(coupon::id).order(coupon::id).load(&mut conn).await?;
+        Ok(ids.into_iter().filter_map(|id| CouponId::new(id).ok()).collect())
+    }
+
+    pub async fn redis_view(&self, id: CouponId) -> anyhow::Result<RedisView> {
+        let keys = CouponKeys::new(&self.key_prefix, id);
+        let mut conn = self.redis.get().await?;
+        let (total, stock, issued, outbox): (Option<i64>, Option<i64>, BTreeSet<i64>, u64) = redis::pipe()
+            .cmd("HGET")
+            .arg(&keys.meta)
+            .arg("total")
+            .cmd("GET")
+            .arg(&keys.stock)
+            .cmd("SMEMBERS")
+            .arg(&keys.issued)
+            .cmd("XLEN")
+            .arg(&keys.outbox)
+            .query_async(&mut conn)
+            .await?;
+        Ok(RedisView { total, stock, issued, outbox })
+    }
+
+    pub async fn db_view(&self, id: CouponId) -> anyhow::Result<Option<DbView>> {
+        let mut conn = self.db.get().await?;
+        let quantities: Option<(i32, i32)> = coupon::table
+            .find(id.get())
+            .select((coupon::total_quantity, coupon::remaining_quantity))
+            .first(&mut conn)
+            .await
+            .optional()?;
+        let Some((total, remaining)) = quantities else {
+            return Ok(None);
+        };
+        let holders: BTreeSet<i64> = customer_coupon::table
+            .filter(customer_coupon::coupon_id.eq(id.get()))
+            .select(customer_coupon::customer_id)
+            .load::<i64>(&mut conn)
+            .await?
+            .into_iter()
+            .collect();
+        Ok(Some(DbView { total: i64::from(total), remaining: i64::from(remaining), holders }))
+    }
+}
