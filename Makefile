@@ -5,12 +5,15 @@
 CARGO ?= cargo
 STACK := scripts/stack.sh
 
-.PHONY: help setup up down status build build-release run test fmt lint clean
+.PHONY: help setup up down status build build-release run demo reconcile test e2e fmt lint lint-deploy clean
 
 help:
 	@echo "make run     stack up, then coupon-api and coupon-writer in the foreground"
 	@echo "make test    stack up, build once, run every test"
 	@echo "make up|down|status   the local Redis, PostgreSQL and Kafka"
+	@echo "make demo    10,000 customers against 1,000 coupons, promises checked"
+	@echo "make reconcile   compare Redis with PostgreSQL for every coupon"
+	@echo "make e2e     the end-to-end fault scenarios at full size"
 	@echo "make setup|build|fmt|lint|clean"
 
 setup:
@@ -34,16 +37,31 @@ build-release: setup
 run: up build-release
 	@scripts/run.sh
 
-# Build everything once, then run the tests against the stack.
-test: up build
-	$(CARGO) test --workspace --no-fail-fast
+demo: up build-release
+	@scripts/demo.sh
+
+reconcile: build-release
+	target/release/coupon-reconcile
+
+# Build everything once, then run the tests against the stack. The end-to-end
+# scenarios stop and start stack components, so they run one at a time, last.
+test: up build lint-deploy
+	$(CARGO) test --workspace --exclude coupon-e2e --no-fail-fast
+
+# The end-to-end scenarios at full size (20,000 customers per spike).
+e2e: up build
+	E2E_CUSTOMERS=20000 $(CARGO) test -p coupon-e2e -- --test-threads=1 --nocapture
 
 fmt:
 	$(CARGO) fmt --all
 
-lint: setup
+lint: setup lint-deploy
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# docker/ and deploy/ checked offline (tools installed under .stack/tools).
+lint-deploy:
+	@scripts/lint-deploy.sh
 
 clean: down
 	$(CARGO) clean

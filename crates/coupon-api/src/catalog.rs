@@ -5,7 +5,7 @@ use coupon_domain::{CouponId, CustomerId};
 use coupon_infra::db::schema::{coupon, customer_coupon};
 use coupon_infra::db::PgPool;
 use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
+use diesel_async::{AsyncConnection, RunQueryDsl};
 use time::OffsetDateTime;
 
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +101,38 @@ impl Catalog {
             .select((customer_coupon::coupon_id, coupon::name, customer_coupon::issued_at))
             .load(&mut conn)
             .await?)
+    }
+
+    /// The baseline's per-request transaction: insert the holder, then take one
+    /// from the remaining quantity only if the row was new.
+    pub async fn record_issue(
+        &self,
+        id: CouponId,
+        customer: CustomerId,
+        issued_at: OffsetDateTime,
+    ) -> Result<(), CatalogError> {
+        let mut conn = self.pool.get().await?;
+        conn.transaction::<_, diesel::result::Error, _>(async |conn| {
+            let inserted = diesel::insert_into(customer_coupon::table)
+                .values((
+                    customer_coupon::coupon_id.eq(id.get()),
+                    customer_coupon::customer_id.eq(customer.get()),
+                    customer_coupon::issued_at.eq(issued_at),
+                ))
+                .on_conflict((customer_coupon::coupon_id, customer_coupon::customer_id))
+                .do_nothing()
+                .execute(&mut *conn)
+                .await?;
+            if inserted == 1 {
+                diesel::update(coupon::table.find(id.get()))
+                    .set(coupon::remaining_quantity.eq(coupon::remaining_quantity - 1))
+                    .execute(conn)
+                    .await?;
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(())
     }
 
     pub async fn is_persisted(&self, id: CouponId, customer: CustomerId) -> Result<bool, CatalogError> {

@@ -17,7 +17,26 @@ pub struct Settings {
     pub kafka: KafkaProducerSettings,
     pub database: DatabaseSettings,
     pub relay: RelaySettings,
+    pub issue: IssueSettings,
     pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IssueMode {
+    /// The design: answer after Redis (and Kafka's acknowledgement); the writer
+    /// makes the issuance durable in batches.
+    #[default]
+    Kafka,
+    /// The synchronous baseline it replaces, kept for comparison: answer only
+    /// after a database transaction per issuance.
+    SyncDb,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct IssueSettings {
+    pub mode: IssueMode,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -141,6 +160,7 @@ mod tests {
             ("COUPON__REDIS__POOL_SIZE", "8"),
             ("COUPON__REDIS__KEY_PREFIX", "shop1:"),
             ("COUPON__ADMIN__TOKEN", "12345"),
+            ("COUPON__ISSUE__MODE", "sync-db"),
         ])
         .unwrap();
         assert_eq!(s.kafka.client.brokers, "10.1.1.1:9092");
@@ -149,6 +169,7 @@ mod tests {
         assert_eq!(s.redis.pool_size, 8);
         assert_eq!(s.redis.key_prefix, "shop1:");
         assert_eq!(s.admin.token.unwrap().expose_secret(), "12345");
+        assert_eq!(s.issue.mode, IssueMode::SyncDb);
     }
 
     #[test]

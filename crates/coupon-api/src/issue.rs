@@ -5,18 +5,39 @@
 //! its AOF fsync window, because its event is already replicated in Kafka.
 //! While Kafka is failing the request does not wait; the outbox entry written
 //! by the script keeps the event, and the relay delivers it later.
+//!
+//! In the `sync-db` baseline mode the request instead writes its own database
+//! transaction and answers after the commit; a failed transaction leaves the
+//! outbox entry to the relay, so even the baseline loses nothing.
 
 use coupon_domain::{CouponId, CouponIssuedEvent, CustomerId};
 
+use crate::config::IssueMode;
 use crate::issuer::{Decision, Issued, RedisUnavailable};
 use crate::state::AppState;
 
 pub async fn issue(state: &AppState, coupon: CouponId, customer: CustomerId) -> Result<Decision, RedisUnavailable> {
     let decision = state.issuer.issue(coupon, customer).await?;
     if let Decision::Issued(issued) = &decision {
-        hand_off(state, coupon, customer, issued).await;
+        match state.mode {
+            IssueMode::Kafka => hand_off(state, coupon, customer, issued).await,
+            IssueMode::SyncDb => write_through(state, coupon, customer, issued).await,
+        }
     }
     Ok(decision)
+}
+
+async fn write_through(state: &AppState, coupon: CouponId, customer: CustomerId, issued: &Issued) {
+    match state.catalog.record_issue(coupon, customer, issued.issued_at).await {
+        Ok(()) => {
+            if let Err(err) = state.outbox.acknowledge(coupon, &issued.outbox_entry).await {
+                tracing::warn!(error = %err, coupon = %coupon, "could not remove a written outbox entry; the relay will send it");
+            }
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, coupon = %coupon, "database write failed; event left in the outbox for the relay")
+        }
+    }
 }
 
 async fn hand_off(state: &AppState, coupon: CouponId, customer: CustomerId, issued: &Issued) {

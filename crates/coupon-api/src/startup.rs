@@ -58,6 +58,7 @@ impl Application {
             metrics,
             admin_token: settings.admin.token.clone(),
             ack_timeout: Duration::from_millis(settings.kafka.ack_timeout_ms),
+            mode: settings.issue.mode,
         });
         Ok(Self { listener, state, settings })
     }

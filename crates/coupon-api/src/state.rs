@@ -6,6 +6,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 
 use crate::catalog::Catalog;
+use crate::config::IssueMode;
 use crate::issuer::Issuer;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
@@ -20,4 +21,5 @@ pub struct AppState {
     pub admin_token: Option<SecretString>,
     /// How long a request waits for Kafka's acknowledgement; zero: not at all.
     pub ack_timeout: Duration,
+    pub mode: IssueMode,
 }

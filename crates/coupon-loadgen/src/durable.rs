@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use coupon_infra::db::schema::customer_coupon;
+use coupon_infra::db::schema::{coupon, customer_coupon};
 use coupon_infra::db::PgPool;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
@@ -12,6 +12,12 @@ use diesel_async::RunQueryDsl;
 pub async fn rows(db: &PgPool, coupon: i64) -> anyhow::Result<i64> {
     let mut conn = db.get().await?;
     Ok(customer_coupon::table.filter(customer_coupon::coupon_id.eq(coupon)).count().get_result(&mut conn).await?)
+}
+
+pub async fn remaining(db: &PgPool, coupon: i64) -> anyhow::Result<i64> {
+    let mut conn = db.get().await?;
+    let remaining: i32 = coupon::table.find(coupon).select(coupon::remaining_quantity).first(&mut conn).await?;
+    Ok(i64::from(remaining))
 }
 
 pub async fn holders(db: &PgPool, coupon: i64) -> anyhow::Result<HashSet<i64>> {

@@ -161,3 +161,33 @@ async fn the_period_opens_and_closes_by_the_redis_clock() {
     assert_eq!((status, body["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("EXPIRED")));
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sync_db_baseline_writes_before_it_answers() {
+    let iso = Isolation::new().await;
+    let mut settings = iso.settings();
+    settings.issue.mode = coupon_api::config::IssueMode::SyncDb;
+    let app = TestApp::spawn(settings).await;
+    let coupon = app.open_coupon(3).await;
+
+    assert_eq!(app.issue(coupon, 11).await.0, StatusCode::CREATED);
+    assert_eq!(app.issue(coupon, 11).await.1["code"], "ALREADY_ISSUED");
+    let (_, attempt) = app.get(&format!("/api/v1/coupons/{coupon}/customers/11")).await;
+    assert_eq!(attempt, json!({ "issued": true, "persisted": true }), "durable when answered");
+    assert_eq!(crate::harness::outbox_len(&iso.key_prefix, coupon).await, 0);
+
+    let mut conn = iso.db.connect().await;
+    #[derive(diesel::QueryableByName)]
+    struct Remaining {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        remaining_quantity: i32,
+    }
+    let row: Remaining = diesel_async::RunQueryDsl::get_result(
+        diesel::sql_query(format!("SELECT remaining_quantity FROM coupon WHERE id = {coupon}")),
+        &mut conn,
+    )
+    .await
+    .unwrap();
+    assert_eq!(row.remaining_quantity, 2);
+    app.stop().await;
+}

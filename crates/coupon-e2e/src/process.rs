@@ -1,0 +1,103 @@
+//! The services as child processes, each with its own port, logs and settings.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// The folder of the workspace's binaries: tests run from `target/<profile>/deps`.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary has a path");
+    exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>").to_path_buf()
+}
+
+pub fn log_dir() -> PathBuf {
+    let dir = bin_dir().join("e2e-logs");
+    std::fs::create_dir_all(&dir).expect("creating the e2e log folder");
+    dir
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
+}
+
+/// A running service binary.
+pub struct Service {
+    name: String,
+    child: Option<Child>,
+}
+
+impl Service {
+    pub fn start(binary: &str, name: &str, env: &BTreeMap<String, String>) -> anyhow::Result<Self> {
+        let log = log_dir().join(format!("{name}.log"));
+        let out = File::options().create(true).append(true).open(&log)?;
+        let child = Command::new(bin_dir().join(binary))
+            .envs(env)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::from(out.try_clone()?))
+            .stderr(Stdio::from(out))
+            .spawn()
+            .with_context(|| format!("starting {binary}; was it built (cargo build --workspace)?"))?;
+        Ok(Self { name: name.to_string(), child: Some(child) })
+    }
+
+    fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.as_ref().expect("running").id() as i32)
+    }
+
+    /// Kills the process without warning, as a crash would.
+    pub fn kill(mut self) {
+        let _ = kill(self.pid(), Signal::SIGKILL);
+        let _ = self.child.take().expect("running").wait();
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub async fn terminate(mut self, timeout: Duration) -> anyhow::Result<()> {
+        let _ = kill(self.pid(), Signal::SIGTERM);
+        let mut child = self.child.take().expect("running");
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                if !status.success() {
+                    bail!("{} exited with {status} after SIGTERM", self.name);
+                }
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let _ = child.kill();
+                bail!("{} did not stop within {timeout:?} of SIGTERM", self.name);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Waits until `url` answers 2xx.
+pub async fn wait_healthy(url: &str, timeout: Duration) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if matches!(http.get(url).send().await, Ok(r) if r.status().is_success()) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("{url} not healthy after {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

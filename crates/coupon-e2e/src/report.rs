@@ -1,0 +1,33 @@
+//! The reliability report: one Markdown table row per scenario, appended to
+//! `target/<profile>/e2e-logs/report.md` as the scenarios finish.
+
+use std::io::Write;
+use std::time::Duration;
+
+use crate::invariants::Verdict;
+use crate::process::log_dir;
+
+pub fn append(scenario: &str, verdicts: &[Verdict], reconciled: bool, drain: Duration) {
+    let path = log_dir().join("report.md");
+    let new = !path.exists();
+    let Ok(mut file) = std::fs::File::options().create(true).append(true).open(&path) else { return };
+    if new {
+        let _ = writeln!(
+            file,
+            "| scenario | requests | issued (201) | rows | duplicates | lost | unanswered | drift | time to drain |\n|---|---|---|---|---|---|---|---|---|"
+        );
+    }
+    let sum = |f: fn(&Verdict) -> i64| verdicts.iter().map(f).sum::<i64>();
+    let _ = writeln!(
+        file,
+        "| {scenario} | {} | {} | {} | {} | {} | {} | {} | {:.1} s |",
+        sum(|v| v.requests as i64),
+        sum(|v| v.issued as i64),
+        sum(|v| v.rows),
+        sum(|v| v.duplicates),
+        sum(|v| v.lost as i64),
+        sum(|v| v.unanswered as i64),
+        if reconciled && verdicts.iter().all(|v| v.violations.is_empty()) { "none" } else { "DRIFT" },
+        drain.as_secs_f64()
+    );
+}

@@ -1,0 +1,200 @@
+//! One scenario's world: its own database, topics, consumer group and Redis
+//! prefix, the services as processes, and the checks at the end.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use coupon_domain::keys::CouponKeys;
+use coupon_loadgen::client::ApiClient;
+use coupon_loadgen::spike::{self, Spike};
+use coupon_testkit::{create_topic, kafka_settings, redis_settings, unique_name, TestDatabase};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use redis::AsyncCommands;
+
+use crate::invariants::{self, Observed, Verdict};
+use crate::process::{bin_dir, free_port, log_dir, wait_healthy, Service};
+
+pub const ADMIN_TOKEN: &str = "e2e-admin-token";
+
+pub struct World {
+    pub name: String,
+    pub db: TestDatabase,
+    pub topic: String,
+    pub dlq_topic: String,
+    pub group: String,
+    pub key_prefix: String,
+    pub api_port: u16,
+    pub api: ApiClient,
+    /// Extra settings for every service of this world.
+    pub overrides: BTreeMap<String, String>,
+}
+
+impl World {
+    pub async fn new(name: &str) -> Self {
+        let api_port = free_port();
+        Self {
+            name: name.to_string(),
+            db: TestDatabase::create().await,
+            topic: create_topic("e2e", 6).await,
+            dlq_topic: create_topic("e2e.dlq", 1).await,
+            group: unique_name("e2e-group"),
+            key_prefix: format!("{}:", unique_name("e2e")),
+            api_port,
+            api: ApiClient::new(&format!("http://127.0.0.1:{api_port}"), ADMIN_TOKEN, 256).expect("an HTTP client"),
+            overrides: BTreeMap::new(),
+        }
+    }
+
+    fn env(&self) -> BTreeMap<String, String> {
+        let mut env: BTreeMap<String, String> = [
+            ("COUPON__DATABASE__URL", self.db.url().to_string()),
+            ("COUPON__REDIS__URL", redis_settings().url),
+            ("COUPON__REDIS__KEY_PREFIX", self.key_prefix.clone()),
+            ("COUPON__KAFKA__BROKERS", kafka_settings().brokers),
+            ("COUPON__KAFKA__TOPIC", self.topic.clone()),
+            ("COUPON__KAFKA__DLQ_TOPIC", self.dlq_topic.clone()),
+            ("COUPON__KAFKA__CREATE_TOPICS", "false".to_string()),
+            ("COUPON__WRITER__GROUP", self.group.clone()),
+            ("COUPON__ADMIN__TOKEN", ADMIN_TOKEN.to_string()),
+            // The relay takes over from a dead API process sooner than in production.
+            ("COUPON__RELAY__MIN_AGE_MS", "2000".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        env.extend(self.overrides.clone());
+        env
+    }
+
+    pub async fn start_api(&self) -> Service {
+        let mut env = self.env();
+        env.insert("COUPON__HTTP__ADDR".into(), format!("127.0.0.1:{}", self.api_port));
+        let api = Service::start("coupon-api", &format!("{}-api", self.name), &env).expect("starting coupon-api");
+        self.api.wait_ready(Duration::from_secs(60)).await.expect("coupon-api ready");
+        api
+    }
+
+    pub async fn start_writer(&self, n: usize) -> Service {
+        let port = free_port();
+        let mut env = self.env();
+        env.insert("COUPON__WRITER__HTTP__ADDR".into(), format!("127.0.0.1:{port}"));
+        let writer =
+            Service::start("coupon-writer", &format!("{}-writer{n}", self.name), &env).expect("starting coupon-writer");
+        wait_healthy(&format!("http://127.0.0.1:{port}/health/live"), Duration::from_secs(60))
+            .await
+            .expect("coupon-writer live");
+        writer
+    }
+
+    pub async fn create_coupons(&self, count: usize, stock: u64) -> Vec<i64> {
+        let mut ids = Vec::new();
+        for i in 0..count {
+            ids.push(self.api.create_coupon(&format!("{} #{i}", self.name), stock).await.expect("creating a coupon"));
+        }
+        ids
+    }
+
+    /// Fires the spike; `progress` counts answers so faults can be timed by it.
+    pub async fn spike(&self, coupons: &[i64], customers: u64, progress: Arc<AtomicU64>) -> Spike {
+        let plan = spike::plan(coupons, customers, 1, 0.1);
+        spike::run(&self.api, plan, 128, progress).await
+    }
+
+    /// Waits until every issued coupon is in PostgreSQL and the outbox is empty,
+    /// then reads what each store holds. Returns the time it took.
+    pub async fn drain(&self, coupon: i64, stock: i64, timeout: Duration) -> anyhow::Result<(Observed, Duration)> {
+        let started = Instant::now();
+        loop {
+            let seen = self.observe(coupon, stock).await?;
+            if seen.outbox == 0 && seen.db_holders == seen.redis_issued {
+                return Ok((seen, started.elapsed()));
+            }
+            if started.elapsed() > timeout {
+                bail!(
+                    "coupon {coupon} not drained after {timeout:?}: redis {} issued, {} rows, outbox {}",
+                    seen.redis_issued.len(),
+                    seen.db_rows,
+                    seen.outbox
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn observe(&self, coupon: i64, stock: i64) -> anyhow::Result<Observed> {
+        let keys = CouponKeys::new(&self.key_prefix, coupon_domain::CouponId::new(coupon)?);
+        let mut redis = redis::Client::open(redis_settings().url)?.get_multiplexed_async_connection().await?;
+        let redis_issued: BTreeSet<i64> = redis.smembers(&keys.issued).await?;
+        let redis_stock: i64 = redis.get(&keys.stock).await?;
+        let outbox: u64 = redis.xlen(&keys.outbox).await?;
+        let (db_holders, db_rows, db_remaining) = self.db_state(coupon).await?;
+        Ok(Observed {
+            stock,
+            redis_issued,
+            redis_stock,
+            outbox,
+            db_holders,
+            db_rows,
+            db_remaining,
+            dlq_records: self.dlq_records()?,
+        })
+    }
+
+    async fn db_state(&self, coupon: i64) -> anyhow::Result<(BTreeSet<i64>, i64, i64)> {
+        let pool = coupon_infra::db::pool(&self.db.settings())?;
+        let holders = coupon_loadgen::durable::holders(&pool, coupon).await?.into_iter().collect();
+        let rows = coupon_loadgen::durable::rows(&pool, coupon).await?;
+        let remaining = coupon_loadgen::durable::remaining(&pool, coupon).await?;
+        Ok((holders, rows, remaining))
+    }
+
+    fn dlq_records(&self) -> anyhow::Result<i64> {
+        let consumer: BaseConsumer = coupon_infra::kafka::client_config(&kafka_settings(), "e2e").create()?;
+        let (low, high) = consumer.fetch_watermarks(&self.dlq_topic, 0, Duration::from_secs(10))?;
+        Ok(high - low)
+    }
+
+    /// Runs coupon-reconcile on the coupons; true when it reports no drift.
+    pub async fn reconcile(&self, coupons: &[i64]) -> anyhow::Result<bool> {
+        let mut command = tokio::process::Command::new(bin_dir().join("coupon-reconcile"));
+        command.envs(self.env()).env("RUST_LOG", "warn").arg("--settle-ms").arg("0");
+        for coupon in coupons {
+            command.arg("--coupon").arg(coupon.to_string());
+        }
+        let output = command.output().await.context("running coupon-reconcile")?;
+        let mut log = std::fs::File::options().create(true).append(true).open(log_dir().join("reconcile.log"))?;
+        log.write_all(&output.stdout)?;
+        log.write_all(&output.stderr)?;
+        Ok(output.status.success())
+    }
+
+    /// Checks every promise for every coupon, runs reconciliation, and appends
+    /// the scenario's row to the report.
+    pub async fn verify(&self, coupons: &[i64], stock: i64, spike: &Spike) -> Vec<Verdict> {
+        let mut verdicts = Vec::new();
+        let mut drain_time = Duration::ZERO;
+        for &coupon in coupons {
+            let (seen, took) = self.drain(coupon, stock, Duration::from_secs(180)).await.expect("draining");
+            drain_time = drain_time.max(took);
+            verdicts.push(invariants::check(coupon, spike, &seen));
+        }
+        let clean = self.reconcile(coupons).await.expect("reconciling");
+        crate::report::append(&self.name, &verdicts, clean, drain_time);
+        for verdict in &verdicts {
+            assert!(verdict.violations.is_empty(), "{}: {:?}", self.name, verdict.violations);
+        }
+        assert!(clean, "{}: coupon-reconcile reported drift (see e2e-logs/reconcile.log)", self.name);
+        verdicts
+    }
+}
+
+/// Resolves once `progress` has counted `at_least` answers.
+pub async fn reached(progress: &AtomicU64, at_least: u64) {
+    while progress.load(Ordering::Relaxed) < at_least {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,138 @@
+//! The three promises — never oversell, never lose an issued coupon, never
+//! grant one twice — under a spike, with crashes and outages injected while
+//! the spike runs. Every scenario ends with the same checks (crate::invariants)
+//! and a reconciliation run.
+//!
+//! Scenarios stop and start shared stack components, so this binary runs with
+//! `--test-threads=1` (see the Makefile). `E2E_CUSTOMERS` sets the spike size
+//! (default 5,000 distinct customers per coupon; `make e2e` uses 20,000).
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use coupon_e2e::stack::{self, Component};
+use coupon_e2e::world::{reached, World};
+
+const STOCK: u64 = 1_000;
+
+fn customers() -> u64 {
+    std::env::var("E2E_CUSTOMERS").ok().and_then(|v| v.parse().ok()).unwrap_or(5_000)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s1_spike_on_one_coupon() {
+    let world = World::new("1 spike").await;
+    let _api = world.start_api().await;
+    let _writer = world.start_writer(1).await;
+    let coupons = world.create_coupons(1, STOCK).await;
+    let spike = world.spike(&coupons, customers(), Arc::default()).await;
+    let verdicts = world.verify(&coupons, STOCK as i64, &spike).await;
+    assert_eq!(verdicts[0].issued as u64, STOCK, "a spike far above stock sells out exactly");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s2_several_coupons_at_once() {
+    let world = World::new("2 several coupons").await;
+    let _api = world.start_api().await;
+    let _writer = world.start_writer(1).await;
+    let coupons = world.create_coupons(3, STOCK).await;
+    let spike = world.spike(&coupons, customers() / 3, Arc::default()).await;
+    world.verify(&coupons, STOCK as i64, &spike).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_writer_killed_repeatedly() {
+    let world = World::new("3 writer SIGKILL x3").await;
+    let _api = world.start_api().await;
+    let coupons = world.create_coupons(1, STOCK).await;
+    let total = customers() + customers() / 10;
+    let progress = Arc::new(AtomicU64::new(0));
+    let faults = async {
+        let mut writer = world.start_writer(1).await;
+        for round in 1..=3u64 {
+            reached(&progress, total * round / 4).await;
+            writer.kill();
+            writer = world.start_writer(round as usize + 1).await;
+        }
+        writer
+    };
+    let (spike, _writer) = tokio::join!(world.spike(&coupons, customers(), progress.clone()), faults);
+    world.verify(&coupons, STOCK as i64, &spike).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s4_three_writers_one_killed_mid_stream() {
+    let mut world = World::new("4 3 writers, 1 killed (rebalance)").await;
+    // Spread one coupon over every partition so every writer has work.
+    world.overrides.insert("COUPON__KAFKA__PARTITION_KEY".into(), "customer".into());
+    let _api = world.start_api().await;
+    let _w1 = world.start_writer(1).await;
+    let _w2 = world.start_writer(2).await;
+    let w3 = world.start_writer(3).await;
+    let coupons = world.create_coupons(1, STOCK).await;
+    let total = customers() + customers() / 10;
+    let progress = Arc::new(AtomicU64::new(0));
+    let faults = async {
+        reached(&progress, total / 3).await;
+        w3.kill();
+    };
+    let (spike, ()) = tokio::join!(world.spike(&coupons, customers(), progress.clone()), faults);
+    world.verify(&coupons, STOCK as i64, &spike).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s5_kafka_down_during_the_spike() {
+    let world = World::new("5 Kafka stopped").await;
+    let _api = world.start_api().await;
+    let _writer = world.start_writer(1).await;
+    let coupons = world.create_coupons(1, STOCK).await;
+    let total = customers() + customers() / 10;
+    let progress = Arc::new(AtomicU64::new(0));
+    let faults = async {
+        reached(&progress, total / 10).await;
+        stack::stop(Component::Kafka).await.expect("stopping Kafka");
+        // The outage itself: a few seconds of issuing with no broker.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        stack::start(Component::Kafka).await.expect("starting Kafka");
+    };
+    let (spike, ()) = tokio::join!(world.spike(&coupons, customers(), progress.clone()), faults);
+    world.verify(&coupons, STOCK as i64, &spike).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s6_postgres_down_during_the_spike() {
+    let world = World::new("6 PostgreSQL stopped").await;
+    let _api = world.start_api().await;
+    let _writer = world.start_writer(1).await;
+    let coupons = world.create_coupons(1, STOCK).await;
+    let total = customers() + customers() / 10;
+    let progress = Arc::new(AtomicU64::new(0));
+    let faults = async {
+        reached(&progress, total / 10).await;
+        stack::stop(Component::Postgres).await.expect("stopping PostgreSQL");
+        // The outage itself.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        stack::start(Component::Postgres).await.expect("starting PostgreSQL");
+    };
+    let (spike, ()) = tokio::join!(world.spike(&coupons, customers(), progress.clone()), faults);
+    world.verify(&coupons, STOCK as i64, &spike).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s7_api_killed_mid_spike() {
+    let world = World::new("7 API SIGKILL").await;
+    let api = world.start_api().await;
+    let _writer = world.start_writer(1).await;
+    let coupons = world.create_coupons(1, STOCK).await;
+    let total = customers() + customers() / 10;
+    let progress = Arc::new(AtomicU64::new(0));
+    let faults = async {
+        reached(&progress, total / 5).await;
+        api.kill();
+        world.start_api().await
+    };
+    let (spike, _api) = tokio::join!(world.spike(&coupons, customers(), progress.clone()), faults);
+    let verdicts = world.verify(&coupons, STOCK as i64, &spike).await;
+    eprintln!("answers lost with the killed API: {}", verdicts[0].unanswered);
+}

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# `make demo`: 10,000 customers against a coupon of 1,000, with a summary and
+# the three promises checked. Uses the services of `make run` when they answer,
+# otherwise starts them for the demo and stops them afterwards.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BIN="${BIN:-$ROOT/target/release}"
+API="${COUPON_API:-http://${COUPON__HTTP__ADDR:-127.0.0.1:8080}}"
+export COUPON__ADMIN__TOKEN="${COUPON__ADMIN__TOKEN:-dev-admin-token}"
+
+started=""
+if ! curl -sf "$API/health/ready" >/dev/null 2>&1; then
+    echo "demo: starting coupon-api and coupon-writer (logs in .stack/demo.log)"
+    mkdir -p "$ROOT/.stack"
+    "$ROOT/scripts/run.sh" >"$ROOT/.stack/demo.log" 2>&1 &
+    started=$!
+    trap 'kill -TERM $started 2>/dev/null; wait $started 2>/dev/null || true' EXIT
+fi
+COUPON_API="$API" "$BIN/coupon-loadgen" demo "$@"

