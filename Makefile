@@ -5,7 +5,7 @@
 CARGO ?= cargo
 STACK := scripts/stack.sh
 
-.PHONY: help setup up down status build build-release run demo reconcile test e2e fmt lint lint-deploy clean
+.PHONY: help setup up down status build build-release run demo bench reconcile test e2e fmt lint lint-deploy clean
 
 help:
 	@echo "make run     stack up, then coupon-api and coupon-writer in the foreground"
@@ -14,6 +14,7 @@ help:
 	@echo "make demo    10,000 customers against 1,000 coupons, promises checked"
 	@echo "make reconcile   compare Redis with PostgreSQL for every coupon"
 	@echo "make e2e     the end-to-end fault scenarios at full size"
+	@echo "make bench   Kafka design against synchronous baseline: docs/BENCHMARK.md"
 	@echo "make setup|build|fmt|lint|clean"
 
 setup:
@@ -39,6 +40,10 @@ run: up build-release
 
 demo: up build-release
 	@scripts/demo.sh
+
+# TO-BE against AS-IS, the ceilings, plots: docs/BENCHMARK.md. Not part of `test`.
+bench: up build-release
+	@scripts/bench.sh
 
 reconcile: build-release
 	target/release/coupon-reconcile

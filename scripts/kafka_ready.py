@@ -65,8 +65,11 @@ def metadata(host, port, timeout):
         partitions = i32()
         for _ in range(partitions):
             i16(); i32(); i32()  # error, index, leader
-            pos += 4 * i32()  # replicas
-            pos += 4 * i32()  # isr
+            # The count is read before `pos` is advanced past the ids:
+            # `pos += 4 * i32()` would read `pos` before i32() moved it.
+            for _ in range(2):  # replicas, isr
+                count = i32()
+                pos += 4 * count
         topics.append((name, partitions, error))
     return brokers, topics
 

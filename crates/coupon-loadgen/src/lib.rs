@@ -3,5 +3,8 @@
 //! callers can check the promises, not only measure speed.
 
 pub mod client;
+pub mod dbstats;
 pub mod durable;
+pub mod record;
+pub mod report;
 pub mod spike;

@@ -7,7 +7,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use coupon_infra::settings::DatabaseSettings;
 use coupon_loadgen::client::ApiClient;
-use coupon_loadgen::{durable, spike};
+use coupon_loadgen::record::RunRecord;
+use coupon_loadgen::{dbstats, durable, report, spike};
 use indicatif::{ProgressBar, ProgressStyle};
 use secrecy::SecretString;
 
@@ -24,6 +25,37 @@ enum Command {
     Demo(SpikeArgs),
     /// One spike with the given shape (defaults: 50,000 customers, 10,000 stock).
     Spike(SpikeArgs),
+    /// Writes the benchmark report and plots from the runs' JSON records.
+    Report(ReportArgs),
+    /// Measures how fast the writer applies a backlog: rows/s from the first
+    /// row of the coupon until the last.
+    Drain(DrainArgs),
+}
+
+#[derive(Args)]
+struct DrainArgs {
+    #[arg(long, env = "COUPON__DATABASE__URL", default_value = "postgres://coupon:coupon@127.0.0.1:5432/coupon")]
+    database_url: String,
+    #[arg(long)]
+    coupon: i64,
+    #[arg(long)]
+    expected: i64,
+    #[arg(long, default_value_t = 300)]
+    timeout_s: u64,
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    /// Folder of `*.json` run records written by `spike --json`.
+    #[arg(long)]
+    runs: std::path::PathBuf,
+    /// The ceilings measured in the same benchmark (JSON).
+    #[arg(long)]
+    ceilings: std::path::PathBuf,
+    #[arg(long, default_value = "docs/BENCHMARK.md")]
+    output: std::path::PathBuf,
+    #[arg(long, default_value = "docs/bench")]
+    plots: std::path::PathBuf,
 }
 
 #[derive(Args, Clone)]
@@ -49,6 +81,17 @@ struct SpikeArgs {
     /// How long to wait for the writer to make every issuance durable.
     #[arg(long, default_value_t = 120)]
     drain_timeout_s: u64,
+    /// Label of the API's issuance mode, for the record.
+    #[arg(long, default_value = "kafka")]
+    mode: String,
+    #[arg(long, default_value_t = 1)]
+    round: u32,
+    /// Write the run's record (latencies, throughput, database load) here.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+    /// Do not wait for the writer (to build a backlog for `drain`).
+    #[arg(long)]
+    no_writer: bool,
 }
 
 #[tokio::main]
@@ -57,6 +100,8 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo(args) => run(args, 10_000, 1_000).await,
         Command::Spike(args) => run(args, 50_000, 10_000).await,
+        Command::Report(args) => report(args).map(|()| true),
+        Command::Drain(args) => drain(args).await.map(|()| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -74,6 +119,12 @@ async fn run(args: SpikeArgs, default_customers: u64, default_stock: u64) -> any
     let stock = args.stock.unwrap_or(default_stock);
     let client = ApiClient::new(&args.api, &args.admin_token, args.concurrency)?;
     client.wait_ready(Duration::from_secs(30)).await?;
+    let db = coupon_infra::db::pool(&DatabaseSettings {
+        url: SecretString::from(args.database_url.clone()),
+        ..Default::default()
+    })?;
+    let commits_before = dbstats::commits(&db).await?;
+    let sampler = dbstats::ConnectionSampler::start(db.clone(), Duration::from_millis(20));
     let coupon = client.create_coupon("loadgen spike", stock).await?;
     let attempts = spike::plan(&[coupon], customers, 1, args.repeat_share);
     println!(
@@ -106,15 +157,28 @@ async fn run(args: SpikeArgs, default_customers: u64, default_stock: u64) -> any
 
     let issued: HashSet<i64> = result.issued().map(|a| a.attempt.customer).collect();
     let granted = result.issued().count();
-    let db = coupon_infra::db::pool(&DatabaseSettings {
-        url: SecretString::from(args.database_url.clone()),
-        ..Default::default()
-    })?;
+    if args.no_writer {
+        sampler.stop();
+        println!("coupon {coupon}: {granted} issued; not waiting for the writer");
+        if let Some(path) = &args.json {
+            let record =
+                RunRecord::from_spike(&args.mode, args.round, coupon, stock, customers, args.concurrency, &result);
+            std::fs::write(path, serde_json::to_string_pretty(&record)?)?;
+        }
+        return Ok(true);
+    }
     let samples =
         durable::wait_for_rows(&db, coupon, granted as i64, Duration::from_secs(args.drain_timeout_s)).await?;
     let (drained_after, rows) = samples.last().copied().unwrap_or_default();
     println!("PostgreSQL: {rows} rows, all durable {:.2} s after the spike", drained_after.as_secs_f64());
 
+    let (peak_connections, sampler_queries) = sampler.stop();
+    // PostgreSQL's statistics trail commits by up to a second.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let commits_after = dbstats::commits(&db).await?;
+    // Subtract this tool's own queries: the sampler's, the row counts, the two commit reads.
+    let db_transactions = commits_after - commits_before - sampler_queries as i64 - samples.len() as i64 - 1;
+    println!("database: {db_transactions} transactions, peak {peak_connections} busy connections");
     let holders = durable::holders(&db, coupon).await?;
     let never_oversold = granted as u64 <= stock && rows as u64 <= stock;
     let never_lost = holders == issued;
@@ -123,5 +187,41 @@ async fn run(args: SpikeArgs, default_customers: u64, default_stock: u64) -> any
     println!("never oversell:               {} ({granted} issued, stock {stock})", verdict(never_oversold));
     println!("never lose an issued coupon:  {} (every 201 has its row)", verdict(never_lost));
     println!("never grant one twice:        {} (no customer twice)", verdict(never_twice));
+    if let Some(path) = &args.json {
+        let mut record =
+            RunRecord::from_spike(&args.mode, args.round, coupon, stock, customers, args.concurrency, &result);
+        record.durable_after_s = drained_after.as_secs_f64();
+        record.lag = samples.iter().map(|(t, n)| (t.as_secs_f64(), granted as i64 - n)).collect();
+        record.db_transactions = db_transactions;
+        record.peak_db_connections = peak_connections;
+        std::fs::write(path, serde_json::to_string_pretty(&record)?)?;
+    }
     Ok(never_oversold && never_lost && never_twice)
+}
+
+async fn drain(args: DrainArgs) -> anyhow::Result<()> {
+    let db =
+        coupon_infra::db::pool(&DatabaseSettings { url: SecretString::from(args.database_url), ..Default::default() })?;
+    let samples = durable::wait_for_rows(&db, args.coupon, args.expected, Duration::from_secs(args.timeout_s)).await?;
+    let first = samples.iter().find(|(_, n)| *n > 0).copied().unwrap_or_default();
+    let last = samples.last().copied().unwrap_or_default();
+    let rate = (last.1 - first.1) as f64 / (last.0 - first.0).as_secs_f64().max(1e-3);
+    println!("{rate:.0}");
+    Ok(())
+}
+
+fn report(args: ReportArgs) -> anyhow::Result<()> {
+    let mut runs = Vec::new();
+    for entry in std::fs::read_dir(&args.runs)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "json") {
+            runs.push(serde_json::from_slice::<RunRecord>(&std::fs::read(&path)?)?);
+        }
+    }
+    runs.sort_by(|a, b| (a.round, &a.mode).cmp(&(b.round, &b.mode)));
+    let ceilings: report::Ceilings = serde_json::from_slice(&std::fs::read(&args.ceilings)?)?;
+    report::plots(&runs, &args.plots)?;
+    std::fs::write(&args.output, report::markdown(&runs, &ceilings))?;
+    println!("wrote {} and plots in {}", args.output.display(), args.plots.display());
+    Ok(())
 }

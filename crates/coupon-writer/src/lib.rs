@@ -1,4 +1,13 @@
 //! coupon-writer: the Kafka consumer that makes issued coupons durable in PostgreSQL.
 
+pub mod apply;
+pub mod batch;
 pub mod config;
+pub mod consumer;
+pub mod dlq;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod offsets;
+pub mod retry;
 pub mod startup;

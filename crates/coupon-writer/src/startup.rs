@@ -1,16 +1,22 @@
 //! Builds the writer from its settings and runs it until told to stop.
 
 use std::future::Future;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 
-use actix_web::{get, App, HttpResponse, HttpServer};
 use anyhow::Context;
 use secrecy::ExposeSecret;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
+use crate::consumer::Writer;
+use crate::http::{self, Readiness};
+use crate::metrics::Metrics;
 
 pub struct Application {
     listener: TcpListener,
+    writer: Writer,
+    metrics: Metrics,
+    readiness: Readiness,
 }
 
 impl Application {
@@ -27,27 +33,40 @@ impl Application {
             )
             .await?;
         }
+        let pool = coupon_infra::db::pool(&settings.database)?;
+        let metrics = Metrics::new();
+        // The migrations just ran, so the database answered.
+        let readiness = Readiness::new(true);
+        let writer = Writer::new(&settings, pool, metrics.clone(), readiness.clone())
+            .context("creating the Kafka consumer and producer")?;
         let listener = TcpListener::bind(settings.writer.http.addr)
             .with_context(|| format!("binding writer.http.addr {}", settings.writer.http.addr))?;
-        Ok(Self { listener })
+        Ok(Self { listener, writer, metrics, readiness })
     }
 
+    /// The address of the HTTP listener, with the port chosen when it was 0.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// Consumes until `shutdown` completes; then finishes the current batch,
+    /// commits it, leaves the group and stops the HTTP listener.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let addr = self.listener.local_addr()?;
-        let server =
-            HttpServer::new(|| App::new().service(live)).disable_signals().workers(1).listen(self.listener)?.run();
+        let addr = self.http_addr();
+        let server = http::server(self.listener, self.metrics, self.readiness)?;
         let handle = server.handle();
         let serving = tokio::spawn(server);
         tracing::info!(%addr, "coupon-writer ready");
-        shutdown.await;
+
+        let stop = CancellationToken::new();
+        let stopping = async {
+            shutdown.await;
+            stop.cancel();
+        };
+        tokio::join!(stopping, self.writer.run(stop.clone()));
         handle.stop(true).await;
         serving.await.context("joining the HTTP server")??;
         tracing::info!("coupon-writer stopped");
         Ok(())
     }
-}
-
-#[get("/health/live")]
-async fn live() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({ "status": "UP" }))
 }

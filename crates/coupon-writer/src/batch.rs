@@ -1,0 +1,153 @@
+//! The records the writer holds between Kafka and PostgreSQL, and when a batch
+//! of them closes: at `batch_max_records`, or `batch_max_wait_ms` after the
+//! batch's first record. Pure logic over explicit instants, so the limits are
+//! tested without a clock.
+
+use std::time::{Duration, Instant};
+
+use coupon_domain::CouponIssuedEvent;
+use rdkafka::message::{BorrowedMessage, Message};
+
+/// One Kafka record, owned, with its decoding already attempted: a record that
+/// does not decode is known to be poison before any transaction starts.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub event: Result<CouponIssuedEvent, String>,
+}
+
+impl Record {
+    pub fn from_message(message: &BorrowedMessage<'_>) -> Self {
+        let payload = message.payload().unwrap_or_default().to_vec();
+        let event = CouponIssuedEvent::from_json(&payload).map_err(|err| err.to_string());
+        Self {
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key().map(<[u8]>::to_vec),
+            payload,
+            event,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Batcher<T> {
+    max_records: usize,
+    max_wait: Duration,
+    records: Vec<T>,
+    opened_at: Option<Instant>,
+}
+
+impl<T> Batcher<T> {
+    pub fn new(max_records: usize, max_wait: Duration) -> Self {
+        Self { max_records, max_wait, records: Vec::new(), opened_at: None }
+    }
+
+    pub fn push(&mut self, record: T, now: Instant) {
+        self.opened_at.get_or_insert(now);
+        self.records.push(record);
+    }
+
+    /// When the open batch closes by time; `None` while there is no batch.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.opened_at.map(|opened| opened + self.max_wait)
+    }
+
+    pub fn is_ready(&self, now: Instant) -> bool {
+        self.records.len() >= self.max_records || self.deadline().is_some_and(|deadline| now >= deadline)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Takes the closed batch: at most `max_records`, oldest first. Records
+    /// beyond it open the next batch at `now`.
+    pub fn take(&mut self, now: Instant) -> Vec<T> {
+        let rest = self.records.split_off(self.records.len().min(self.max_records));
+        let batch = std::mem::replace(&mut self.records, rest);
+        self.opened_at = (!self.records.is_empty()).then_some(now);
+        batch
+    }
+
+    /// Forgets the records `keep` rejects (those of revoked partitions).
+    pub fn retain(&mut self, keep: impl FnMut(&T) -> bool) {
+        self.records.retain(keep);
+        if self.records.is_empty() {
+            self.opened_at = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batcher() -> Batcher<u32> {
+        Batcher::new(100, Duration::from_millis(500))
+    }
+
+    #[test]
+    fn many_records_close_by_count() {
+        let start = Instant::now();
+        let mut batcher = batcher();
+        let mut sizes = Vec::new();
+        for i in 0..250 {
+            batcher.push(i, start);
+            if batcher.is_ready(start) {
+                sizes.push(batcher.take(start).len());
+            }
+        }
+        assert!(!batcher.is_ready(start), "50 records, no time passed: still open");
+        let last = start + Duration::from_millis(500);
+        assert!(batcher.is_ready(last));
+        sizes.push(batcher.take(last).len());
+        assert_eq!(sizes, [100, 100, 50]);
+        assert!(batcher.is_empty());
+    }
+
+    #[test]
+    fn a_trickle_closes_by_the_wait_limit_counted_from_the_first_record() {
+        let start = Instant::now();
+        let mut batcher = batcher();
+        assert_eq!(batcher.deadline(), None, "no batch, no deadline");
+        batcher.push(1, start);
+        batcher.push(2, start + Duration::from_millis(300));
+        assert_eq!(batcher.deadline(), Some(start + Duration::from_millis(500)));
+        assert!(!batcher.is_ready(start + Duration::from_millis(499)));
+        assert!(batcher.is_ready(start + Duration::from_millis(500)));
+        assert_eq!(batcher.take(start + Duration::from_millis(500)), [1, 2]);
+        assert_eq!(batcher.deadline(), None);
+    }
+
+    #[test]
+    fn an_empty_batcher_never_closes() {
+        let batcher = batcher();
+        assert!(!batcher.is_ready(Instant::now() + Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn leftovers_beyond_the_limit_open_the_next_batch() {
+        let start = Instant::now();
+        let mut batcher = Batcher::new(2, Duration::from_millis(500));
+        for i in 0..3 {
+            batcher.push(i, start);
+        }
+        let later = start + Duration::from_millis(100);
+        assert_eq!(batcher.take(later), [0, 1]);
+        assert_eq!(batcher.deadline(), Some(later + Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn retaining_nothing_closes_the_batch() {
+        let start = Instant::now();
+        let mut batcher = batcher();
+        batcher.push(1, start);
+        batcher.retain(|_| false);
+        assert!(batcher.is_empty());
+        assert_eq!(batcher.deadline(), None);
+    }
+}

@@ -1,0 +1,346 @@
+//! The consume → apply → commit loop of the writer.
+//!
+//! Delivery guarantee: at least once from Kafka, exactly once in PostgreSQL. A
+//! batch is applied in one transaction (poison isolated and dead-lettered),
+//! and only then are its offsets committed, synchronously. A crash anywhere
+//! before the commit redelivers the batch, which the idempotent writes absorb.
+//! Batches are applied one after another, so a partition's records are applied
+//! in order.
+//!
+//! Rebalances: rdkafka runs the rebalance callback inside `recv`, that is only
+//! while the loop polls, never while it applies or commits a batch. Records of
+//! revoked partitions that are held but not yet applied are dropped without a
+//! commit; whoever owns the partition next reads them again from the last
+//! commit.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use coupon_infra::db::PgPool;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::statistics::Statistics;
+use rdkafka::ClientContext;
+use tokio_util::sync::CancellationToken;
+
+use crate::apply;
+use crate::batch::{Batcher, Record};
+use crate::config::Settings;
+use crate::dlq::{DeadLetter, DlqProducer};
+use crate::error::WriteError;
+use crate::http::Readiness;
+use crate::metrics::Metrics;
+use crate::offsets::{self, NextOffsets};
+use crate::retry::Backoff;
+
+pub type WriterConsumer = StreamConsumer<WriterContext>;
+
+/// Hears about rebalances and statistics, which librdkafka reports from
+/// within a poll.
+pub struct WriterContext {
+    topic: String,
+    metrics: Metrics,
+    /// Partitions revoked since the loop last looked.
+    revoked: Mutex<Vec<i32>>,
+}
+
+impl WriterContext {
+    fn take_revoked(&self) -> Vec<i32> {
+        std::mem::take(&mut *self.revoked.lock().expect("the revoked list is never poisoned"))
+    }
+}
+
+impl ClientContext for WriterContext {
+    fn stats(&self, statistics: Statistics) {
+        self.metrics.consumer_lag.reset();
+        let Some(topic) = statistics.topics.get(&self.topic) else { return };
+        // Partitions this member does not own report a lag of -1.
+        for (partition, stats) in topic.partitions.iter().filter(|(&p, s)| p >= 0 && s.consumer_lag >= 0) {
+            self.metrics.consumer_lag.with_label_values(&[partition.to_string()]).set(stats.consumer_lag);
+        }
+    }
+}
+
+impl ConsumerContext for WriterContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(list) => {
+                let partitions: Vec<i32> =
+                    list.elements().iter().filter(|e| e.topic() == self.topic).map(|e| e.partition()).collect();
+                tracing::info!(?partitions, "partitions revoked");
+                self.revoked.lock().expect("the revoked list is never poisoned").extend(partitions);
+            }
+            Rebalance::Assign(list) => {
+                let partitions: Vec<i32> = list.elements().iter().map(|e| e.partition()).collect();
+                tracing::info!(?partitions, "partitions assigned");
+            }
+            Rebalance::Error(err) => tracing::warn!(error = %err, "rebalance failed"),
+        }
+    }
+}
+
+/// What became of a closed batch.
+enum Settled {
+    /// Applied (and its poison dead-lettered); its offsets may be committed.
+    Applied,
+    /// Every partition it came from was revoked while it waited for a retry.
+    Revoked,
+    /// Shutdown came while it could not be applied; it stays uncommitted.
+    Abandoned,
+}
+
+pub struct Writer {
+    consumer: Arc<WriterConsumer>,
+    pool: PgPool,
+    dlq: DlqProducer,
+    metrics: Metrics,
+    readiness: Readiness,
+    topic: String,
+    batch_max_records: usize,
+    batch_max_wait: Duration,
+    retry_initial: Duration,
+    retry_max: Duration,
+}
+
+impl Writer {
+    /// Creates the consumer and subscribes; nothing is fetched before `run`.
+    pub fn new(settings: &Settings, pool: PgPool, metrics: Metrics, readiness: Readiness) -> Result<Self, KafkaError> {
+        let writer = &settings.writer;
+        let context =
+            WriterContext { topic: settings.kafka.topic.clone(), metrics: metrics.clone(), revoked: Mutex::default() };
+        let consumer: WriterConsumer = coupon_infra::kafka::client_config(&settings.kafka, "coupon-writer")
+            .set("group.id", &writer.group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            // A group without a committed offset must not skip any event.
+            .set("auto.offset.reset", "earliest")
+            .set("max.poll.interval.ms", writer.max_poll_interval_ms.to_string())
+            .set("session.timeout.ms", writer.session_timeout_ms.to_string())
+            .set("statistics.interval.ms", writer.stats_interval_ms.to_string())
+            .create_with_context(context)?;
+        consumer.subscribe(&[&settings.kafka.topic])?;
+        Ok(Self {
+            consumer: Arc::new(consumer),
+            pool,
+            dlq: DlqProducer::new(&settings.kafka)?,
+            metrics,
+            readiness,
+            topic: settings.kafka.topic.clone(),
+            batch_max_records: writer.batch_max_records,
+            batch_max_wait: Duration::from_millis(writer.batch_max_wait_ms),
+            retry_initial: Duration::from_millis(writer.retry_initial_ms),
+            retry_max: Duration::from_millis(writer.retry_max_ms),
+        })
+    }
+
+    /// Consumes until `stop` is cancelled; then applies and commits what it
+    /// holds (unless the database is failing) and leaves the group.
+    pub async fn run(self, stop: CancellationToken) {
+        let mut batcher = Batcher::new(self.batch_max_records, self.batch_max_wait);
+        loop {
+            let stopping = self.fill(&mut batcher, &stop).await;
+            if !batcher.is_empty() {
+                let batch = batcher.take(Instant::now());
+                match self.settle(batch, &mut batcher, &stop).await {
+                    Settled::Applied | Settled::Revoked => {}
+                    Settled::Abandoned => break,
+                }
+            }
+            if stopping && batcher.is_empty() {
+                break;
+            }
+        }
+        let consumer = self.consumer;
+        // Closing waits for the group to acknowledge that this member left.
+        tokio::task::spawn_blocking(move || drop(consumer)).await.expect("closing the consumer does not panic");
+        tracing::info!("left the consumer group");
+    }
+
+    /// Polls until the batch closes. Returns true when shutdown was requested,
+    /// with whatever is held left in the batcher.
+    async fn fill(&self, batcher: &mut Batcher<Record>, stop: &CancellationToken) -> bool {
+        loop {
+            if stop.is_cancelled() {
+                return true;
+            }
+            if batcher.is_ready(Instant::now()) {
+                return false;
+            }
+            let received = match batcher.deadline() {
+                Some(deadline) => tokio::select! {
+                    biased;
+                    () = stop.cancelled() => return true,
+                    received = tokio::time::timeout_at(deadline.into(), self.consumer.recv()) => received.ok(),
+                },
+                None => tokio::select! {
+                    biased;
+                    () = stop.cancelled() => return true,
+                    received = self.consumer.recv() => Some(received),
+                },
+            };
+            // A revocation seen in this poll concerns records held before it,
+            // not the one it returned.
+            self.forget_revoked(&mut Vec::new(), batcher);
+            match received {
+                Some(Ok(message)) => batcher.push(Record::from_message(&message), Instant::now()),
+                Some(Err(err)) => tracing::warn!(error = %err, "Kafka consumer error"),
+                None => {}
+            }
+        }
+    }
+
+    /// Applies the batch, retrying transient failures with backoff while the
+    /// partitions are paused, then commits it.
+    async fn settle(&self, mut batch: Vec<Record>, batcher: &mut Batcher<Record>, stop: &CancellationToken) -> Settled {
+        let mut backoff = Backoff::new(self.retry_initial, self.retry_max);
+        let mut attempt = 1;
+        let mut paused = false;
+        let settled = loop {
+            let err = match self.process(&batch, attempt).await {
+                Ok(()) => break Settled::Applied,
+                Err(err) => err,
+            };
+            self.metrics.retries.inc();
+            self.readiness.set(false);
+            if stop.is_cancelled() {
+                tracing::warn!(error = %err, records = batch.len(), "stopping; the failing batch stays uncommitted");
+                break Settled::Abandoned;
+            }
+            let delay = backoff.next_delay();
+            tracing::warn!(
+                error = %err,
+                attempt,
+                retry_in_ms = delay.as_millis() as u64,
+                "batch failed with a transient error; retrying it"
+            );
+            self.pause();
+            paused = true;
+            self.poll_while_waiting(delay, &mut batch, batcher, stop).await;
+            if batch.is_empty() {
+                tracing::info!("every partition of the failing batch was revoked; its new owner applies it");
+                break Settled::Revoked;
+            }
+            attempt += 1;
+        };
+        if paused {
+            self.resume();
+        }
+        if let Settled::Applied = settled {
+            self.readiness.set(true);
+            self.commit(&batch).await;
+        }
+        settled
+    }
+
+    /// Applies a batch: undecodable records and records the database rejects
+    /// for good are dead-lettered, the rest written. Fails only transiently.
+    async fn process(&self, batch: &[Record], attempt: u32) -> Result<(), WriteError> {
+        let mut letters = Vec::new();
+        let mut decoded = Vec::with_capacity(batch.len());
+        let mut events = Vec::with_capacity(batch.len());
+        for record in batch {
+            match &record.event {
+                Ok(event) => {
+                    decoded.push(record);
+                    events.push(event);
+                }
+                Err(reason) => letters.push(DeadLetter { record, reason: reason.clone(), attempts: attempt }),
+            }
+        }
+        let outcome = apply::apply(&self.pool, &self.metrics, &events).await?;
+        letters.extend(outcome.rejected.into_iter().map(|rejected| DeadLetter {
+            record: decoded[rejected.index],
+            reason: rejected.reason,
+            attempts: attempt - 1 + rejected.attempts,
+        }));
+        letters.sort_by_key(|letter| (letter.record.partition, letter.record.offset));
+        self.dlq.send(&letters).await.map_err(WriteError::DeadLetter)?;
+        for letter in &letters {
+            tracing::warn!(
+                partition = letter.record.partition,
+                offset = letter.record.offset,
+                reason = %letter.reason,
+                "record dead-lettered"
+            );
+        }
+        self.metrics.batches_applied.inc();
+        self.metrics.batch_size.observe(batch.len() as f64);
+        self.metrics.rows_inserted.inc_by(outcome.applied.inserted);
+        self.metrics.duplicates_skipped.inc_by(outcome.applied.duplicates);
+        self.metrics.dead_lettered.inc_by(letters.len() as u64);
+        tracing::debug!(
+            records = batch.len(),
+            inserted = outcome.applied.inserted,
+            duplicates = outcome.applied.duplicates,
+            dead_lettered = letters.len(),
+            transactions = outcome.transactions,
+            "batch applied"
+        );
+        Ok(())
+    }
+
+    async fn commit(&self, batch: &[Record]) {
+        let mut next = NextOffsets::default();
+        for record in batch {
+            next.settled(record.partition, record.offset);
+        }
+        if next.is_empty() {
+            return;
+        }
+        if let Err(err) = offsets::commit(self.consumer.clone(), next.to_list(&self.topic)).await {
+            // The batch is applied: without the commit it is only redelivered,
+            // which the idempotent writes absorb.
+            tracing::warn!(error = %err, "committing offsets failed; the batch may be redelivered");
+        }
+    }
+
+    /// Waits `delay` while polling, so the consumer stays in its group and
+    /// rebalances are served. Records arriving meanwhile (fetched before the
+    /// pause, or from a new assignment) are kept for the next batch.
+    async fn poll_while_waiting(
+        &self,
+        delay: Duration,
+        batch: &mut Vec<Record>,
+        batcher: &mut Batcher<Record>,
+        stop: &CancellationToken,
+    ) {
+        let until = tokio::time::Instant::now() + delay;
+        loop {
+            let received = tokio::select! {
+                biased;
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep_until(until) => return,
+                received = self.consumer.recv() => received,
+            };
+            self.forget_revoked(batch, batcher);
+            match received {
+                Ok(message) => {
+                    batcher.push(Record::from_message(&message), Instant::now());
+                    // A rebalance may have brought partitions that are not paused.
+                    self.pause();
+                }
+                Err(err) => tracing::warn!(error = %err, "Kafka consumer error"),
+            }
+        }
+    }
+
+    fn forget_revoked(&self, batch: &mut Vec<Record>, batcher: &mut Batcher<Record>) {
+        let revoked = self.consumer.context().take_revoked();
+        if !revoked.is_empty() {
+            batch.retain(|record| !revoked.contains(&record.partition));
+            batcher.retain(|record| !revoked.contains(&record.partition));
+        }
+    }
+
+    fn pause(&self) {
+        if let Err(err) = self.consumer.assignment().and_then(|list| self.consumer.pause(&list)) {
+            tracing::warn!(error = %err, "could not pause the assigned partitions");
+        }
+    }
+
+    fn resume(&self) {
+        if let Err(err) = self.consumer.assignment().and_then(|list| self.consumer.resume(&list)) {
+            tracing::warn!(error = %err, "could not resume the assigned partitions");
+        }
+    }
+}

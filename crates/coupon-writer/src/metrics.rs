@@ -1,0 +1,93 @@
+//! Prometheus metrics of coupon-writer, exposed at `GET /metrics`. Each
+//! `Metrics` has a registry of its own, so writers in one test process do not
+//! count each other's work.
+
+use prometheus::core::Collector;
+use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntGaugeVec, Opts, Registry, TextEncoder};
+
+/// Cheap to clone: every field is a handle to the shared metric.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    pub batches_applied: IntCounter,
+    pub batch_size: Histogram,
+    pub rows_inserted: IntCounter,
+    pub duplicates_skipped: IntCounter,
+    pub transaction_seconds: Histogram,
+    pub retries: IntCounter,
+    pub dead_lettered: IntCounter,
+    pub consumer_lag: IntGaugeVec,
+}
+
+const SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0];
+const LATENCY_BUCKETS: &[f64] = &[0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0];
+
+impl Metrics {
+    pub fn new() -> Self {
+        let batches_applied = IntCounter::new("coupon_writer_batches_applied_total", "Batches applied and committed")
+            .expect("valid metric");
+        let batch_size = Histogram::with_opts(
+            HistogramOpts::new("coupon_writer_batch_size", "Records per applied batch").buckets(SIZE_BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
+        let rows_inserted = IntCounter::new("coupon_writer_rows_inserted_total", "customer_coupon rows inserted")
+            .expect("valid metric");
+        let duplicates_skipped = IntCounter::new(
+            "coupon_writer_duplicates_skipped_total",
+            "Events whose row already existed (redelivery), applied as no-ops",
+        )
+        .expect("valid metric");
+        let transaction_seconds = Histogram::with_opts(
+            HistogramOpts::new("coupon_writer_db_transaction_seconds", "Duration of each database transaction")
+                .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
+        let retries =
+            IntCounter::new("coupon_writer_retries_total", "Batch attempts that failed with a transient error")
+                .expect("valid metric");
+        let dead_lettered =
+            IntCounter::new("coupon_writer_dead_lettered_total", "Records published to the dead-letter topic")
+                .expect("valid metric");
+        let consumer_lag = IntGaugeVec::new(
+            Opts::new("coupon_writer_consumer_lag", "High watermark minus committed offset, per assigned partition"),
+            &["partition"],
+        )
+        .expect("valid metric");
+        let registry = Registry::new();
+        for metric in [
+            Box::new(batches_applied.clone()) as Box<dyn Collector>,
+            Box::new(batch_size.clone()),
+            Box::new(rows_inserted.clone()),
+            Box::new(duplicates_skipped.clone()),
+            Box::new(transaction_seconds.clone()),
+            Box::new(retries.clone()),
+            Box::new(dead_lettered.clone()),
+            Box::new(consumer_lag.clone()),
+        ] {
+            registry.register(metric).expect("metric names are unique");
+        }
+        Self {
+            registry,
+            batches_applied,
+            batch_size,
+            rows_inserted,
+            duplicates_skipped,
+            transaction_seconds,
+            retries,
+            dead_lettered,
+            consumer_lag,
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buffer).expect("encoding to memory cannot fail");
+        String::from_utf8(buffer).expect("the text format is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

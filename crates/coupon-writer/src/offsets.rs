@@ -1,0 +1,79 @@
+//! Which offsets to commit after a batch, and committing them.
+//!
+//! Delivery guarantee: at least once. Offsets are committed only for records
+//! that are durably applied or dead-lettered, synchronously, after the batch's
+//! transaction committed; redelivery of anything later is harmless because the
+//! writes are idempotent.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+
+/// Per partition, the next offset the group should read.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct NextOffsets(BTreeMap<i32, i64>);
+
+impl NextOffsets {
+    /// Records that `offset` of `partition` is settled. A list passed to
+    /// `commit` is taken as given, so it must hold the offset after it.
+    pub fn settled(&mut self, partition: i32, offset: i64) {
+        let next = self.0.entry(partition).or_insert(offset + 1);
+        *next = (*next).max(offset + 1);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn to_list(&self, topic: &str) -> TopicPartitionList {
+        let mut list = TopicPartitionList::with_capacity(self.0.len());
+        for (&partition, &next) in &self.0 {
+            list.add_partition_offset(topic, partition, Offset::Offset(next))
+                .expect("a concrete offset is always accepted");
+        }
+        list
+    }
+}
+
+/// Commits synchronously on a blocking thread (the call waits for the broker).
+/// "Nothing new to commit" is not a failure.
+pub async fn commit<C, K>(consumer: Arc<C>, offsets: TopicPartitionList) -> Result<(), KafkaError>
+where
+    C: Consumer<K> + Send + Sync + 'static,
+    K: ConsumerContext + 'static,
+{
+    let result = tokio::task::spawn_blocking(move || consumer.commit(&offsets, CommitMode::Sync))
+        .await
+        .expect("the commit thread does not panic");
+    match result {
+        Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commits_the_offset_after_the_last_settled_record_per_partition() {
+        let mut offsets = NextOffsets::default();
+        for (partition, offset) in [(0, 7), (1, 3), (0, 9), (0, 8)] {
+            offsets.settled(partition, offset);
+        }
+        let list = offsets.to_list("t");
+        let committed: Vec<(i32, Offset)> = list.elements().iter().map(|e| (e.partition(), e.offset())).collect();
+        assert_eq!(committed, [(0, Offset::Offset(10)), (1, Offset::Offset(4))]);
+    }
+
+    #[test]
+    fn nothing_settled_commits_nothing() {
+        let offsets = NextOffsets::default();
+        assert!(offsets.is_empty());
+        assert_eq!(offsets.to_list("t").count(), 0);
+    }
+}

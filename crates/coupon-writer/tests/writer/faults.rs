@@ -1,0 +1,101 @@
+//! A database outage and a killed writer: every event is written exactly once.
+
+use std::time::Duration;
+
+use coupon_domain::{CouponId, CouponIssuedEvent};
+use coupon_testkit::wait_until;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+
+use crate::harness::{event, RunningWriter, World, TIMEOUT};
+
+/// Events alternating between two coupons, customers 1..=n.
+fn stream(a: CouponId, b: CouponId, n: i64) -> Vec<CouponIssuedEvent> {
+    (1..=n).map(|customer| event(if customer % 2 == 0 { a } else { b }, customer)).collect()
+}
+
+/// Makes the test database unreachable for new and existing connections, as
+/// a stopped server would be, without touching the server other tests share.
+async fn set_database_reachable(world: &World, reachable: bool) {
+    let (server, name) = world.db.url().rsplit_once('/').unwrap();
+    let mut admin = AsyncPgConnection::establish(&format!("{server}/coupon")).await.unwrap();
+    diesel::sql_query(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS {reachable}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    if !reachable {
+        diesel::sql_query(format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+        ))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_outage_mid_stream_loses_and_doubles_nothing() {
+    let world = World::new(3).await;
+    let (a, b) = (world.coupon(1_000).await, world.coupon(1_000).await);
+    let events = stream(a, b, 300);
+    let mut settings = world.settings();
+    settings.writer.batch_max_records = 20;
+    settings.writer.batch_max_wait_ms = 100;
+    let writer = RunningWriter::start(settings).await;
+
+    world.send(&events[..150]).await;
+    wait_until("some rows before the outage", TIMEOUT, || async { (!world.rows().await.is_empty()).then_some(()) })
+        .await;
+    set_database_reachable(&world, false).await;
+    world.send(&events[150..]).await;
+    writer.wait_metric("coupon_writer_retries_total", 3.0).await;
+    assert_eq!(writer.ready_status().await, 503, "not ready while the database is away");
+    set_database_reachable(&world, true).await;
+
+    world.wait_committed(300).await;
+    assert_eq!(world.rows().await.len(), 300);
+    assert_eq!((world.remaining(a).await, world.remaining(b).await), (850, 850));
+    assert_eq!(writer.metric("coupon_writer_dead_lettered_total").await, 0.0);
+    assert!(world.dlq_entries().await.is_empty(), "nothing dead-lettered");
+    assert_eq!(writer.ready_status().await, 200);
+    writer.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_writer_killed_mid_stream_and_restarted_loses_and_doubles_nothing() {
+    let world = World::new(3).await;
+    let (a, b) = (world.coupon(2_000).await, world.coupon(2_000).await);
+    let events = stream(a, b, 1_000);
+    let env = [
+        ("COUPON__WRITER__BATCH_MAX_RECORDS", "10"),
+        ("COUPON__WRITER__BATCH_MAX_WAIT_MS", "50"),
+        // The broker's minimum: the killed member's partitions move on sooner.
+        ("COUPON__WRITER__SESSION_TIMEOUT_MS", "6000"),
+    ];
+    let first = world.spawn_process(&env);
+
+    // A steady stream, so the kill lands while events are still arriving.
+    let sending = async {
+        let mut tick = tokio::time::interval(Duration::from_millis(4));
+        for event in &events {
+            tick.tick().await;
+            world.send(std::slice::from_ref(event)).await;
+        }
+    };
+    let killing = async {
+        let applied = wait_until("the first writer to apply some events", TIMEOUT, || async {
+            let rows = world.rows().await.len();
+            (rows >= 100).then_some(rows)
+        })
+        .await;
+        first.kill_9();
+        applied
+    };
+    let ((), applied_before_kill) = tokio::join!(sending, killing);
+    assert!(applied_before_kill < events.len(), "killed mid-stream, after {applied_before_kill} rows");
+
+    let second = world.spawn_process(&env);
+    world.wait_committed(events.len() as i64).await;
+    world.wait_rows(events.len()).await;
+    assert_eq!((world.remaining(a).await, world.remaining(b).await), (1_500, 1_500));
+    drop(second);
+}

@@ -1,0 +1,317 @@
+//! A test's own database, topics and consumer group, the writer run in-process
+//! (or as its real binary), and probes of what it did.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use coupon_domain::{CouponId, CouponIssuedEvent, CustomerId};
+use coupon_infra::db::schema::{coupon, customer_coupon};
+use coupon_testkit::{create_topic, kafka_settings, unique_name, wait_until, TestDatabase};
+use coupon_writer::config::Settings;
+use coupon_writer::dlq::{self, DlqEntry};
+use coupon_writer::startup::Application;
+use diesel::{ExpressionMethods, QueryDsl};
+use diesel_async::RunQueryDsl;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use time::OffsetDateTime;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Generous: the stack is shared with other suites on a small machine.
+pub const TIMEOUT: Duration = Duration::from_secs(60);
+
+pub fn event(coupon: CouponId, customer: i64) -> CouponIssuedEvent {
+    CouponIssuedEvent {
+        coupon_id: coupon,
+        customer_id: CustomerId::new(customer).unwrap(),
+        issued_at: OffsetDateTime::now_utc().replace_nanosecond(0).unwrap(),
+    }
+}
+
+/// Everything one test's writer uses, of its own.
+pub struct World {
+    pub db: TestDatabase,
+    pub topic: String,
+    pub dlq_topic: String,
+    pub group: String,
+    partitions: i32,
+    producer: FutureProducer,
+    /// A member of no group: reads and sets the group's committed offsets.
+    offsets: Arc<BaseConsumer>,
+}
+
+impl World {
+    pub async fn new(partitions: i32) -> Self {
+        let group = unique_name("writer-group");
+        let kafka = kafka_settings();
+        let producer = coupon_infra::kafka::client_config(&kafka, "writer-test")
+            .set("enable.idempotence", "true")
+            .create()
+            .unwrap();
+        let offsets = coupon_infra::kafka::client_config(&kafka, "writer-test-offsets")
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        Self {
+            db: TestDatabase::create().await,
+            topic: create_topic("writer", partitions).await,
+            dlq_topic: create_topic("writer.dlq", 1).await,
+            group,
+            partitions,
+            producer,
+            offsets: Arc::new(offsets),
+        }
+    }
+
+    pub fn settings(&self) -> Settings {
+        let mut settings = Settings::default();
+        settings.writer.http.addr = "127.0.0.1:0".parse().unwrap();
+        settings.writer.group = self.group.clone();
+        settings.writer.retry_initial_ms = 50;
+        settings.writer.retry_max_ms = 500;
+        settings.writer.stats_interval_ms = 1_000;
+        settings.kafka = kafka_settings();
+        settings.kafka.topic = self.topic.clone();
+        settings.kafka.dlq_topic = self.dlq_topic.clone();
+        settings.kafka.create_topics = false;
+        settings.database = self.db.settings();
+        settings.database.timeout_ms = 1_000;
+        settings
+    }
+
+    /// The same settings as environment variables, for the binary.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("COUPON__DATABASE__URL", self.db.url().to_string()),
+            ("COUPON__DATABASE__TIMEOUT_MS", "1000".into()),
+            ("COUPON__KAFKA__BROKERS", kafka_settings().brokers),
+            ("COUPON__KAFKA__TOPIC", self.topic.clone()),
+            ("COUPON__KAFKA__DLQ_TOPIC", self.dlq_topic.clone()),
+            ("COUPON__KAFKA__CREATE_TOPICS", "false".into()),
+            ("COUPON__WRITER__GROUP", self.group.clone()),
+            ("COUPON__WRITER__HTTP__ADDR", "127.0.0.1:0".into()),
+            ("COUPON__WRITER__RETRY_MAX_MS", "500".into()),
+        ]
+    }
+
+    pub async fn coupon(&self, quantity: i32) -> CouponId {
+        self.insert_coupon(None, quantity).await
+    }
+
+    pub async fn coupon_with_id(&self, id: i64, quantity: i32) -> CouponId {
+        self.insert_coupon(Some(id), quantity).await
+    }
+
+    async fn insert_coupon(&self, id: Option<i64>, quantity: i32) -> CouponId {
+        let now = OffsetDateTime::now_utc();
+        let values = (
+            coupon::name.eq("writer test"),
+            coupon::total_quantity.eq(quantity),
+            coupon::remaining_quantity.eq(quantity),
+            coupon::starts_at.eq(now - time::Duration::hours(1)),
+            coupon::ends_at.eq(now + time::Duration::days(1)),
+        );
+        let mut conn = self.db.connect().await;
+        let id: i64 = match id {
+            Some(id) => diesel::insert_into(coupon::table)
+                .values((coupon::id.eq(id), values))
+                .returning(coupon::id)
+                .get_result(&mut conn)
+                .await
+                .unwrap(),
+            None => diesel::insert_into(coupon::table)
+                .values(values)
+                .returning(coupon::id)
+                .get_result(&mut conn)
+                .await
+                .unwrap(),
+        };
+        CouponId::new(id).unwrap()
+    }
+
+    pub async fn send(&self, events: &[CouponIssuedEvent]) {
+        for event in events {
+            self.send_raw(&event.coupon_id.to_string(), event.to_json().as_bytes()).await;
+        }
+    }
+
+    pub async fn send_raw(&self, key: &str, payload: &[u8]) {
+        self.producer
+            .send(FutureRecord::to(&self.topic).key(key).payload(payload), Duration::from_secs(10))
+            .await
+            .map_err(|(err, _)| err)
+            .expect("Kafka acknowledges the test event");
+    }
+
+    /// `(coupon, customer)` of every row, sorted.
+    pub async fn rows(&self) -> Vec<(i64, i64)> {
+        let mut conn = self.db.connect().await;
+        customer_coupon::table
+            .select((customer_coupon::coupon_id, customer_coupon::customer_id))
+            .order((customer_coupon::coupon_id, customer_coupon::customer_id))
+            .load(&mut conn)
+            .await
+            .unwrap()
+    }
+
+    pub async fn remaining(&self, id: CouponId) -> i32 {
+        let mut conn = self.db.connect().await;
+        coupon::table.find(id.get()).select(coupon::remaining_quantity).first(&mut conn).await.unwrap()
+    }
+
+    /// The group's committed offsets, summed over the partitions.
+    pub async fn committed(&self) -> Option<i64> {
+        let (consumer, list) = (self.offsets.clone(), self.partition_list(Offset::Invalid));
+        tokio::task::spawn_blocking(move || {
+            let committed = consumer.committed_offsets(list, Duration::from_secs(10)).ok()?;
+            Some(committed.elements().iter().map(|e| if let Offset::Offset(n) = e.offset() { n } else { 0 }).sum())
+        })
+        .await
+        .unwrap()
+    }
+
+    pub async fn wait_committed(&self, expected: i64) {
+        wait_until(&format!("the group to commit {expected} records"), TIMEOUT, || async {
+            (self.committed().await == Some(expected)).then_some(())
+        })
+        .await;
+    }
+
+    pub async fn wait_rows(&self, expected: usize) {
+        wait_until(&format!("{expected} rows"), TIMEOUT, || async {
+            (self.rows().await.len() == expected).then_some(())
+        })
+        .await;
+    }
+
+    /// Points the group back at the start of every partition, as
+    /// `kafka-consumer-groups --reset-offsets --to-earliest` would.
+    pub async fn reset_group_to_earliest(&self) {
+        let (consumer, list) = (self.offsets.clone(), self.partition_list(Offset::Offset(0)));
+        tokio::task::spawn_blocking(move || consumer.commit(&list, CommitMode::Sync)).await.unwrap().unwrap();
+    }
+
+    fn partition_list(&self, offset: Offset) -> TopicPartitionList {
+        let mut list = TopicPartitionList::new();
+        for partition in 0..self.partitions {
+            list.add_partition_offset(&self.topic, partition, offset).unwrap();
+        }
+        list
+    }
+
+    pub async fn dlq_entries(&self) -> Vec<DlqEntry> {
+        let kafka = self.settings().kafka;
+        tokio::task::spawn_blocking(move || dlq::read_all(&kafka)).await.unwrap().unwrap()
+    }
+
+    /// Runs the real binary with this world's environment and the given
+    /// arguments; returns its standard output.
+    pub fn run_command(&self, args: &[&str]) -> String {
+        let output = Command::new(env!("CARGO_BIN_EXE_coupon-writer")).args(args).envs(self.env()).output().unwrap();
+        assert!(output.status.success(), "coupon-writer {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    /// Starts the real binary in the background; it is killed when dropped.
+    pub fn spawn_process(&self, extra: &[(&str, &str)]) -> WriterProcess {
+        let log = std::env::temp_dir().join(format!("{}.log", unique_name("coupon-writer")));
+        let child = Command::new(env!("CARGO_BIN_EXE_coupon-writer"))
+            .envs(self.env())
+            .envs(extra.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        WriterProcess { child, log }
+    }
+}
+
+pub struct WriterProcess {
+    child: Child,
+    /// Its standard error, shown when the test fails.
+    log: PathBuf,
+}
+
+impl WriterProcess {
+    /// SIGKILL: no batch is finished, nothing is committed on the way out.
+    pub fn kill_9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for WriterProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            eprintln!("--- coupon-writer log {}:\n{log}", self.log.display());
+        }
+    }
+}
+
+/// The writer running in this process.
+pub struct RunningWriter {
+    base: String,
+    http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    serving: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl RunningWriter {
+    pub async fn start(settings: Settings) -> Self {
+        let app = Application::build(settings).await.expect("building coupon-writer");
+        let base = format!("http://{}", app.http_addr());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let serving = tokio::spawn(app.run_until(async {
+            let _ = stopped.await;
+        }));
+        Self { base, http: reqwest::Client::new(), stop: Some(stop), serving: Some(serving) }
+    }
+
+    /// One sample of `/metrics`, e.g. `coupon_writer_batch_size_bucket{le="50"}`; 0 when absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        self.sample(series).await.unwrap_or(0.0)
+    }
+
+    pub async fn sample(&self, series: &str) -> Option<f64> {
+        let text = self.http.get(format!("{}/metrics", self.base)).send().await.unwrap().text().await.unwrap();
+        text.lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| line.rsplit_once(' '))
+            .find(|(name, _)| *name == series)
+            .map(|(_, value)| value.parse().unwrap())
+    }
+
+    pub async fn wait_metric(&self, series: &str, at_least: f64) -> f64 {
+        wait_until(&format!("{series} >= {at_least}"), TIMEOUT, || async {
+            let value = self.metric(series).await;
+            (value >= at_least).then_some(value)
+        })
+        .await
+    }
+
+    pub async fn ready_status(&self) -> u16 {
+        self.http.get(format!("{}/health/ready", self.base)).send().await.unwrap().status().as_u16()
+    }
+
+    /// Stops the writer the way SIGTERM would and waits until it left its group.
+    pub async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.serving.take().unwrap().await.unwrap().unwrap();
+    }
+}
+
+impl Drop for RunningWriter {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}

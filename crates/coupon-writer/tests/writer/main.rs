@@ -1,0 +1,7 @@
+//! coupon-writer against the real Kafka and PostgreSQL. Each test has its own
+//! database, topics and consumer group, and waits on conditions with deadlines.
+
+mod batches;
+mod faults;
+mod harness;
+mod poison;

@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# `make bench`: the Kafka design (TO-BE) against the synchronous baseline (AS-IS)
+# on the same stack in one invocation, alternating A/B/A/B, plus the ceilings of
+# the stores alone (redis-benchmark on the issue script, pgbench on the
+# writer's statements) and the writer's drain rate per batch size. Writes
+# docs/BENCHMARK.md and docs/bench/*.svg. Not a test: it asserts nothing about time.
+#
+#   CUSTOMERS (50000)  STOCK (10000)  CONCURRENCY (256)  ROUNDS (2)  BACKLOG (20000)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BIN="$ROOT/target/release"
+CUSTOMERS="${CUSTOMERS:-50000}"
+STOCK="${STOCK:-10000}"
+CONCURRENCY="${CONCURRENCY:-256}"
+ROUNDS="${ROUNDS:-2}"
+BACKLOG="${BACKLOG:-20000}"
+OUT="$ROOT/bench/results/$(date -u +%Y%m%dT%H%M%SZ)"
+mkdir -p "$OUT/runs" "$OUT/logs"
+
+export COUPON__ADMIN__TOKEN=bench-admin-token
+export COUPON__HTTP__ADDR=127.0.0.1:18080
+export COUPON__WRITER__HTTP__ADDR=127.0.0.1:19091
+export COUPON__LOG__FORMAT=json RUST_LOG=warn
+API="http://$COUPON__HTTP__ADDR"
+PG_URL="postgres://coupon:coupon@127.0.0.1:${PG_PORT:-5432}/coupon"
+
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+start() { # name env... -- binary args...
+    local name=$1; shift
+    env "$@" >"$OUT/logs/$name.log" 2>&1 &
+    pids+=($!)
+    echo $!
+}
+stop() { kill -TERM "$1"; wait "$1" 2>/dev/null || true; }
+
+"$BIN/coupon-writer" migrate >/dev/null
+writer=$(start writer "$BIN/coupon-writer" run)
+
+for round in $(seq 1 "$ROUNDS"); do
+    for mode in kafka sync-db; do
+        echo "== round $round, mode $mode"
+        api=$(start "api-$mode-$round" COUPON__ISSUE__MODE="$mode" "$BIN/coupon-api")
+        "$BIN/coupon-loadgen" spike --api "$API" --customers "$CUSTOMERS" --stock "$STOCK" \
+            --concurrency "$CONCURRENCY" --mode "$mode" --round "$round" --json "$OUT/runs/$mode-$round.json"
+        stop "$api"
+    done
+done
+stop "$writer"
+
+echo "== ceiling: the issue script driven by redis-benchmark (-c 50, unpipelined)"
+sha=$(redis-cli -p "${REDIS_PORT:-6379}" SCRIPT LOAD "$(cat "$ROOT/crates/coupon-api/src/issuer/issue.lua")")
+keys="bench:coupon:{0}:meta bench:coupon:{0}:stock bench:coupon:{0}:issued bench:coupon:{0}:outbox"
+redis-cli -p "${REDIS_PORT:-6379}" HSET "bench:coupon:{0}:meta" starts_ms 0 ends_ms 99999999999999 total 1000000000 >/dev/null
+redis-cli -p "${REDIS_PORT:-6379}" SET "bench:coupon:{0}:stock" 1000000000 >/dev/null
+lua_rps=$(redis-benchmark -p "${REDIS_PORT:-6379}" -n 200000 -c 50 -r 1000000000 --csv \
+    EVALSHA "$sha" 4 $keys __rand_int__ | tail -1 | cut -d, -f2 | tr -d '"')
+redis-cli -p "${REDIS_PORT:-6379}" DEL $keys >/dev/null
+echo "   $lua_rps calls/s"
+
+echo "== ceiling: the writer's statements driven by pgbench, and the writer draining a backlog"
+psql_bench() { PGPASSWORD=coupon psql -h 127.0.0.1 -p "${PG_PORT:-5432}" -U coupon coupon -qAt "$@"; }
+bench_coupon=$(psql_bench -c "INSERT INTO coupon (name, total_quantity, remaining_quantity, starts_at, ends_at)
+    VALUES ('pgbench', 2000000000, 2000000000, now(), now() + interval '1 day') RETURNING id" | head -1)
+pg_json=""
+writer_json=""
+for batch in 100 500 2000; do
+    cat >"$OUT/pgbench-$batch.sql" <<SQL
+\set base random(1, 4000000000000)
+WITH inserted AS (
+    INSERT INTO customer_coupon (coupon_id, customer_id, issued_at)
+    SELECT $bench_coupon, :base * 10000 + g, now() FROM generate_series(1, $batch) AS g
+    ON CONFLICT (coupon_id, customer_id) DO NOTHING RETURNING coupon_id)
+UPDATE coupon SET remaining_quantity = remaining_quantity - (SELECT count(*) FROM inserted) WHERE id = $bench_coupon;
+SQL
+    tps=$(PGPASSWORD=coupon pgbench -h 127.0.0.1 -p "${PG_PORT:-5432}" -U coupon -n -c 1 -T 10 \
+        -f "$OUT/pgbench-$batch.sql" coupon 2>/dev/null | sed -n 's/^tps = \([0-9.]*\).*/\1/p')
+    pg_rows=$(python3 -c "print(round($tps * $batch))")
+    echo "   batch $batch: pgbench $pg_rows rows/s"
+
+    topic="bench.drain.$batch.$(date +%s)"
+    api=$(start "api-drain-$batch" COUPON__KAFKA__TOPIC="$topic" "$BIN/coupon-api")
+    "$BIN/coupon-loadgen" spike --api "$API" --customers "$BACKLOG" --stock "$BACKLOG" --repeat-share 0 \
+        --concurrency "$CONCURRENCY" --no-writer --mode drain --json "$OUT/drain-$batch.json" >/dev/null
+    stop "$api"
+    coupon=$(python3 -c "import json; print(json.load(open('$OUT/drain-$batch.json'))['coupon'])")
+    writer=$(start "writer-drain-$batch" COUPON__KAFKA__TOPIC="$topic" COUPON__WRITER__GROUP="bench-$batch-$$" \
+        COUPON__WRITER__BATCH_MAX_RECORDS="$batch" "$BIN/coupon-writer" run)
+    rate=$("$BIN/coupon-loadgen" drain --coupon "$coupon" --expected "$BACKLOG")
+    stop "$writer"
+    echo "   batch $batch: writer drains $rate rows/s"
+    pg_json+="\"$batch\": $pg_rows,"
+    writer_json+="\"$batch\": $rate,"
+done
+psql_bench -c "DELETE FROM customer_coupon WHERE coupon_id = $bench_coupon; DELETE FROM coupon WHERE id = $bench_coupon"
+
+cores=$(nproc)
+memory=$(free -g | awk '/^Mem:/ {print $2 " GiB"}')
+cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
+cat >"$OUT/ceilings.json" <<JSON
+{
+  "redis_lua_calls_per_s": $lua_rps,
+  "pg_rows_per_s": {${pg_json%,}},
+  "writer_rows_per_s": {${writer_json%,}},
+  "machine": "$cores cores ($cpu), $memory memory, $(uname -sr)",
+  "command": "make bench (CUSTOMERS=$CUSTOMERS STOCK=$STOCK CONCURRENCY=$CONCURRENCY ROUNDS=$ROUNDS BACKLOG=$BACKLOG)"
+}
+JSON
+"$BIN/coupon-loadgen" report --runs "$OUT/runs" --ceilings "$OUT/ceilings.json" \
+    --output "$ROOT/docs/BENCHMARK.md" --plots "$ROOT/docs/bench"
+echo "raw results: $OUT"
