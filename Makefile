@@ -52,9 +52,13 @@ reconcile: build-release
 # scenarios stop and start stack components, so they run one at a time, last.
 test: up build lint-deploy
 	$(CARGO) test --workspace --exclude coupon-e2e --no-fail-fast
+	rm -f target/debug/e2e-logs/report.md
+	$(CARGO) test -p coupon-e2e -- --test-threads=1
 
-# The end-to-end scenarios at full size (20,000 customers per spike).
+# The end-to-end scenarios at full size (20,000 customers per spike); the
+# table lands in target/debug/e2e-logs/report.md.
 e2e: up build
+	rm -f target/debug/e2e-logs/report.md
 	E2E_CUSTOMERS=20000 $(CARGO) test -p coupon-e2e -- --test-threads=1 --nocapture
 
 fmt:

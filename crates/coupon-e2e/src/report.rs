@@ -7,20 +7,29 @@ use std::time::Duration;
 use crate::invariants::Verdict;
 use crate::process::log_dir;
 
-pub fn append(scenario: &str, verdicts: &[Verdict], reconciled: bool, drain: Duration) {
+/// `under_faults`: 201s answered while a fault was in effect, and after the
+/// first fault began; `None` for a scenario without faults.
+pub fn append(
+    scenario: &str,
+    verdicts: &[Verdict],
+    reconciled: bool,
+    under_faults: Option<(usize, usize)>,
+    spike: Duration,
+    drain: Duration,
+) {
     let path = log_dir().join("report.md");
     let new = !path.exists();
     let Ok(mut file) = std::fs::File::options().create(true).append(true).open(&path) else { return };
     if new {
         let _ = writeln!(
             file,
-            "| scenario | requests | issued (201) | rows | duplicates | lost | unanswered | drift | time to drain |\n|---|---|---|---|---|---|---|---|---|"
+            "| scenario | requests | issued (201) | rows | duplicates | lost | unanswered | drift | 201s during fault | 201s after fault began | spike | time to drain |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
         );
     }
     let sum = |f: fn(&Verdict) -> i64| verdicts.iter().map(f).sum::<i64>();
     let _ = writeln!(
         file,
-        "| {scenario} | {} | {} | {} | {} | {} | {} | {} | {:.1} s |",
+        "| {scenario} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} s | {:.1} s |",
         sum(|v| v.requests as i64),
         sum(|v| v.issued as i64),
         sum(|v| v.rows),
@@ -28,6 +37,9 @@ pub fn append(scenario: &str, verdicts: &[Verdict], reconciled: bool, drain: Dur
         sum(|v| v.lost as i64),
         sum(|v| v.unanswered as i64),
         if reconciled && verdicts.iter().all(|v| v.violations.is_empty()) { "none" } else { "DRIFT" },
+        under_faults.map_or("–".to_string(), |(during, _)| during.to_string()),
+        under_faults.map_or("–".to_string(), |(_, after)| after.to_string()),
+        spike.as_secs_f64(),
         drain.as_secs_f64()
     );
 }

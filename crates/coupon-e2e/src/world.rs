@@ -2,9 +2,10 @@
 //! prefix, the services as processes, and the checks at the end.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -31,6 +32,10 @@ pub struct World {
     pub api: ApiClient,
     /// Extra settings for every service of this world.
     pub overrides: BTreeMap<String, String>,
+    /// When the spike started and when each injected fault began and ended,
+    /// so the report can tell how much was issued while a fault was in effect.
+    spike_started: Mutex<Option<Instant>>,
+    faults: Mutex<Vec<(Instant, Instant)>>,
 }
 
 impl World {
@@ -46,6 +51,8 @@ impl World {
             api_port,
             api: ApiClient::new(&format!("http://127.0.0.1:{api_port}"), ADMIN_TOKEN, 256).expect("an HTTP client"),
             overrides: BTreeMap::new(),
+            spike_started: Mutex::default(),
+            faults: Mutex::default(),
         }
     }
 
@@ -101,7 +108,27 @@ impl World {
     /// Fires the spike; `progress` counts answers so faults can be timed by it.
     pub async fn spike(&self, coupons: &[i64], customers: u64, progress: Arc<AtomicU64>) -> Spike {
         let plan = spike::plan(coupons, customers, 1, 0.1);
+        *self.spike_started.lock().expect("not poisoned") = Some(Instant::now());
         spike::run(&self.api, plan, 128, progress).await
+    }
+
+    /// Injects one fault (from its first step until it is over, e.g. a
+    /// replacement process is ready) and records when it was in effect.
+    pub async fn fault<T>(&self, fault: impl Future<Output = T>) -> T {
+        let began = Instant::now();
+        let outcome = fault.await;
+        self.faults.lock().expect("not poisoned").push((began, Instant::now()));
+        outcome
+    }
+
+    /// Successful issuances answered while a fault was in effect, and after the first fault began.
+    fn issued_under_faults(&self, spike: &Spike) -> Option<(usize, usize)> {
+        let started = (*self.spike_started.lock().expect("not poisoned"))?;
+        let faults = self.faults.lock().expect("not poisoned").clone();
+        let first = faults.iter().map(|(began, _)| *began).min()?;
+        let answered: Vec<Instant> = spike.issued().map(|a| started + a.at).collect();
+        let during = answered.iter().filter(|at| faults.iter().any(|(b, e)| b <= *at && *at <= e)).count();
+        Some((during, answered.iter().filter(|at| **at >= first).count()))
     }
 
     /// Waits until every issued coupon is in PostgreSQL and the outbox is empty,
@@ -109,17 +136,19 @@ impl World {
     pub async fn drain(&self, coupon: i64, stock: i64, timeout: Duration) -> anyhow::Result<(Observed, Duration)> {
         let started = Instant::now();
         loop {
-            let seen = self.observe(coupon, stock).await?;
-            if seen.outbox == 0 && seen.db_holders == seen.redis_issued {
-                return Ok((seen, started.elapsed()));
-            }
+            // A component restarted by the scenario may still be electing
+            // leaders or recovering; only the deadline makes an error final.
+            let state = match self.observe(coupon, stock).await {
+                Ok(seen) if seen.outbox == 0 && seen.db_holders == seen.redis_issued => {
+                    return Ok((seen, started.elapsed()));
+                }
+                Ok(seen) => {
+                    format!("redis {} issued, {} rows, outbox {}", seen.redis_issued.len(), seen.db_rows, seen.outbox)
+                }
+                Err(err) => format!("stores not readable: {err:#}"),
+            };
             if started.elapsed() > timeout {
-                bail!(
-                    "coupon {coupon} not drained after {timeout:?}: redis {} issued, {} rows, outbox {}",
-                    seen.redis_issued.len(),
-                    seen.db_rows,
-                    seen.outbox
-                );
+                bail!("coupon {coupon} not drained after {timeout:?}: {state}");
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -183,7 +212,8 @@ impl World {
             verdicts.push(invariants::check(coupon, spike, &seen));
         }
         let clean = self.reconcile(coupons).await.expect("reconciling");
-        crate::report::append(&self.name, &verdicts, clean, drain_time);
+        let under_faults = self.issued_under_faults(spike);
+        crate::report::append(&self.name, &verdicts, clean, under_faults, spike.elapsed, drain_time);
         for verdict in &verdicts {
             assert!(verdict.violations.is_empty(), "{}: {:?}", self.name, verdict.violations);
         }

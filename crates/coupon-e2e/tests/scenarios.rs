@@ -14,10 +14,26 @@ use std::time::Duration;
 use coupon_e2e::stack::{self, Component};
 use coupon_e2e::world::{reached, World};
 
-const STOCK: u64 = 1_000;
+/// Stock of the spike scenarios: far below the number of customers.
+const SPIKE_STOCK: u64 = 1_000;
+
+/// How long an injected outage lasts while the spike keeps running.
+const OUTAGE: Duration = Duration::from_secs(5);
 
 fn customers() -> u64 {
     std::env::var("E2E_CUSTOMERS").ok().and_then(|v| v.parse().ok()).unwrap_or(5_000)
+}
+
+/// Stock of the fault scenarios: large enough that coupons are still being
+/// issued when the fault strikes, so it hits events in flight, not an idle
+/// system that sold out in the first second.
+fn fault_stock() -> u64 {
+    customers() * 3 / 4
+}
+
+/// Requests in one coupon's spike: every customer once, a tenth of them twice.
+fn requests() -> u64 {
+    customers() + customers() / 10
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -25,10 +41,10 @@ async fn s1_spike_on_one_coupon() {
     let world = World::new("1 spike").await;
     let _api = world.start_api().await;
     let _writer = world.start_writer(1).await;
-    let coupons = world.create_coupons(1, STOCK).await;
+    let coupons = world.create_coupons(1, SPIKE_STOCK).await;
     let spike = world.spike(&coupons, customers(), Arc::default()).await;
-    let verdicts = world.verify(&coupons, STOCK as i64, &spike).await;
-    assert_eq!(verdicts[0].issued as u64, STOCK, "a spike far above stock sells out exactly");
+    let verdicts = world.verify(&coupons, SPIKE_STOCK as i64, &spike).await;
+    assert_eq!(verdicts[0].issued as u64, SPIKE_STOCK, "a spike far above stock sells out exactly");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -36,29 +52,32 @@ async fn s2_several_coupons_at_once() {
     let world = World::new("2 several coupons").await;
     let _api = world.start_api().await;
     let _writer = world.start_writer(1).await;
-    let coupons = world.create_coupons(3, STOCK).await;
+    let coupons = world.create_coupons(3, SPIKE_STOCK).await;
     let spike = world.spike(&coupons, customers() / 3, Arc::default()).await;
-    world.verify(&coupons, STOCK as i64, &spike).await;
+    world.verify(&coupons, SPIKE_STOCK as i64, &spike).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn s3_writer_killed_repeatedly() {
     let world = World::new("3 writer SIGKILL x3").await;
     let _api = world.start_api().await;
-    let coupons = world.create_coupons(1, STOCK).await;
-    let total = customers() + customers() / 10;
+    let coupons = world.create_coupons(1, fault_stock()).await;
     let progress = Arc::new(AtomicU64::new(0));
     let faults = async {
         let mut writer = world.start_writer(1).await;
         for round in 1..=3u64 {
-            reached(&progress, total * round / 4).await;
-            writer.kill();
-            writer = world.start_writer(round as usize + 1).await;
+            reached(&progress, requests() * round / 5).await;
+            writer = world
+                .fault(async {
+                    writer.kill();
+                    world.start_writer(round as usize + 1).await
+                })
+                .await;
         }
         writer
     };
     let (spike, _writer) = tokio::join!(world.spike(&coupons, customers(), progress.clone()), faults);
-    world.verify(&coupons, STOCK as i64, &spike).await;
+    world.verify(&coupons, fault_stock() as i64, &spike).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -70,15 +89,14 @@ async fn s4_three_writers_one_killed_mid_stream() {
     let _w1 = world.start_writer(1).await;
     let _w2 = world.start_writer(2).await;
     let w3 = world.start_writer(3).await;
-    let coupons = world.create_coupons(1, STOCK).await;
-    let total = customers() + customers() / 10;
+    let coupons = world.create_coupons(1, fault_stock()).await;
     let progress = Arc::new(AtomicU64::new(0));
     let faults = async {
-        reached(&progress, total / 3).await;
-        w3.kill();
+        reached(&progress, requests() / 3).await;
+        world.fault(async { w3.kill() }).await;
     };
     let (spike, ()) = tokio::join!(world.spike(&coupons, customers(), progress.clone()), faults);
-    world.verify(&coupons, STOCK as i64, &spike).await;
+    world.verify(&coupons, fault_stock() as i64, &spike).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -86,18 +104,21 @@ async fn s5_kafka_down_during_the_spike() {
     let world = World::new("5 Kafka stopped").await;
     let _api = world.start_api().await;
     let _writer = world.start_writer(1).await;
-    let coupons = world.create_coupons(1, STOCK).await;
-    let total = customers() + customers() / 10;
+    let coupons = world.create_coupons(1, fault_stock()).await;
     let progress = Arc::new(AtomicU64::new(0));
     let faults = async {
-        reached(&progress, total / 10).await;
-        stack::stop(Component::Kafka).await.expect("stopping Kafka");
-        // The outage itself: a few seconds of issuing with no broker.
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        stack::start(Component::Kafka).await.expect("starting Kafka");
+        reached(&progress, requests() / 10).await;
+        world
+            .fault(async {
+                stack::stop(Component::Kafka).await.expect("stopping Kafka");
+                // The outage itself: issuing goes on with no broker.
+                tokio::time::sleep(OUTAGE).await;
+                stack::start(Component::Kafka).await.expect("starting Kafka");
+            })
+            .await;
     };
     let (spike, ()) = tokio::join!(world.spike(&coupons, customers(), progress.clone()), faults);
-    world.verify(&coupons, STOCK as i64, &spike).await;
+    world.verify(&coupons, fault_stock() as i64, &spike).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -105,18 +126,21 @@ async fn s6_postgres_down_during_the_spike() {
     let world = World::new("6 PostgreSQL stopped").await;
     let _api = world.start_api().await;
     let _writer = world.start_writer(1).await;
-    let coupons = world.create_coupons(1, STOCK).await;
-    let total = customers() + customers() / 10;
+    let coupons = world.create_coupons(1, fault_stock()).await;
     let progress = Arc::new(AtomicU64::new(0));
     let faults = async {
-        reached(&progress, total / 10).await;
-        stack::stop(Component::Postgres).await.expect("stopping PostgreSQL");
-        // The outage itself.
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        stack::start(Component::Postgres).await.expect("starting PostgreSQL");
+        reached(&progress, requests() / 10).await;
+        world
+            .fault(async {
+                stack::stop(Component::Postgres).await.expect("stopping PostgreSQL");
+                // The outage itself: the writer retries, the API keeps issuing.
+                tokio::time::sleep(OUTAGE).await;
+                stack::start(Component::Postgres).await.expect("starting PostgreSQL");
+            })
+            .await;
     };
     let (spike, ()) = tokio::join!(world.spike(&coupons, customers(), progress.clone()), faults);
-    world.verify(&coupons, STOCK as i64, &spike).await;
+    world.verify(&coupons, fault_stock() as i64, &spike).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -124,15 +148,18 @@ async fn s7_api_killed_mid_spike() {
     let world = World::new("7 API SIGKILL").await;
     let api = world.start_api().await;
     let _writer = world.start_writer(1).await;
-    let coupons = world.create_coupons(1, STOCK).await;
-    let total = customers() + customers() / 10;
+    let coupons = world.create_coupons(1, fault_stock()).await;
     let progress = Arc::new(AtomicU64::new(0));
     let faults = async {
-        reached(&progress, total / 5).await;
-        api.kill();
-        world.start_api().await
+        reached(&progress, requests() / 5).await;
+        world
+            .fault(async {
+                api.kill();
+                world.start_api().await
+            })
+            .await
     };
     let (spike, _api) = tokio::join!(world.spike(&coupons, customers(), progress.clone()), faults);
-    let verdicts = world.verify(&coupons, STOCK as i64, &spike).await;
+    let verdicts = world.verify(&coupons, fault_stock() as i64, &spike).await;
     eprintln!("answers lost with the killed API: {}", verdicts[0].unanswered);
 }
