@@ -5,7 +5,7 @@
 # writer's statements) and the writer's drain rate per batch size. Writes
 # docs/BENCHMARK.md and docs/bench/*.svg. Not a test: it asserts nothing about time.
 #
-#   CUSTOMERS (50000)  STOCK (10000)  CONCURRENCY (256)  ROUNDS (2)  BACKLOG (20000)
+#   CUSTOMERS (50000)  STOCK (10000)  CONCURRENCY (256)  ROUNDS (2)  BACKLOG (100000)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -14,7 +14,7 @@ CUSTOMERS="${CUSTOMERS:-50000}"
 STOCK="${STOCK:-10000}"
 CONCURRENCY="${CONCURRENCY:-256}"
 ROUNDS="${ROUNDS:-2}"
-BACKLOG="${BACKLOG:-20000}"
+BACKLOG="${BACKLOG:-100000}"
 OUT="$ROOT/bench/results/$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$OUT/runs" "$OUT/logs"
 
@@ -68,16 +68,29 @@ bench_coupon=$(psql_bench -c "INSERT INTO coupon (name, total_quantity, remainin
 pg_json=""
 writer_json=""
 for batch in 100 500 2000; do
+    # The writer's transaction, statement for statement (crates/coupon-writer/src/apply.rs):
+    # lock the batch's coupons, insert the rows skipping existing ones, take
+    # the inserted count off the stock.
     cat >"$OUT/pgbench-$batch.sql" <<SQL
-\set base random(1, 4000000000000)
+\\set base random(1, 400000000000)
+BEGIN;
+SELECT id FROM coupon WHERE id = ANY(ARRAY[$bench_coupon]::bigint[]) ORDER BY id FOR NO KEY UPDATE;
 WITH inserted AS (
     INSERT INTO customer_coupon (coupon_id, customer_id, issued_at)
-    SELECT $bench_coupon, :base * 10000 + g, now() FROM generate_series(1, $batch) AS g
+    SELECT $bench_coupon, :base::bigint * 10000 + g, now() FROM generate_series(1, $batch) AS g
     ON CONFLICT (coupon_id, customer_id) DO NOTHING RETURNING coupon_id)
-UPDATE coupon SET remaining_quantity = remaining_quantity - (SELECT count(*) FROM inserted) WHERE id = $bench_coupon;
+SELECT count(*) AS inserted FROM inserted \\gset
+UPDATE coupon SET remaining_quantity = coupon.remaining_quantity - d.n
+    FROM unnest(ARRAY[$bench_coupon]::bigint[], ARRAY[:inserted]::int[]) AS d(id, n) WHERE coupon.id = d.id;
+END;
 SQL
-    tps=$(PGPASSWORD=coupon pgbench -h 127.0.0.1 -p "${PG_PORT:-5432}" -U coupon -n -c 1 -T 10 \
-        -f "$OUT/pgbench-$batch.sql" coupon 2>/dev/null | sed -n 's/^tps = \([0-9.]*\).*/\1/p')
+    # pgbench exits non-zero when any client aborted, yet still reports the
+    # rate of what ran; its log says why.
+    PGPASSWORD=coupon pgbench -h 127.0.0.1 -p "${PG_PORT:-5432}" -U coupon -n -M prepared -c 1 -T 10 \
+        -f "$OUT/pgbench-$batch.sql" coupon >"$OUT/logs/pgbench-$batch.log" 2>&1 ||
+        echo "   pgbench exited with $? (see $OUT/logs/pgbench-$batch.log)"
+    tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$OUT/logs/pgbench-$batch.log")
+    [ -n "$tps" ] || { echo "pgbench reported no rate: $OUT/logs/pgbench-$batch.log" >&2; exit 1; }
     pg_rows=$(python3 -c "print(round($tps * $batch))")
     echo "   batch $batch: pgbench $pg_rows rows/s"
 

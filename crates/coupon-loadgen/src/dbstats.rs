@@ -1,5 +1,5 @@
-//! What the database went through during a run: transactions committed and the
-//! peak of connections busy at once, read from PostgreSQL's own statistics.
+//! What the database went through during a run: write transactions and the
+//! peak of connections busy at once, read from PostgreSQL itself.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -21,10 +21,13 @@ async fn count(db: &PgPool, sql: &str) -> anyhow::Result<i64> {
     Ok(diesel::sql_query(sql).get_result::<Count>(&mut conn).await?.n)
 }
 
-/// Transactions committed in this database so far (as PostgreSQL's statistics
-/// have them; backends report at least once a second).
-pub async fn commits(db: &PgPool) -> anyhow::Result<i64> {
-    count(db, "SELECT xact_commit AS n FROM pg_stat_database WHERE datname = current_database()").await
+/// The next transaction id PostgreSQL will hand out. Only a transaction that
+/// writes gets an id, so the difference of two readings is the number of write
+/// transactions in between — exact and immediate, unlike `pg_stat_database`,
+/// whose counters trail by up to seconds. It counts the whole cluster: nothing
+/// else may write while a benchmark runs.
+pub async fn next_transaction_id(db: &PgPool) -> anyhow::Result<i64> {
+    count(db, "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS n").await
 }
 
 /// Connections of this database that are running a statement or inside a
@@ -38,34 +41,31 @@ pub async fn busy_connections(db: &PgPool) -> anyhow::Result<i64> {
     .await
 }
 
-/// Samples busy connections until stopped; keeps the peak and how many
-/// queries it ran itself (each is a transaction to subtract from the count).
+/// Samples busy connections until stopped and keeps the peak.
 pub struct ConnectionSampler {
     pub peak: Arc<AtomicU64>,
-    pub own_queries: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
 }
 
 impl ConnectionSampler {
     pub fn start(db: PgPool, every: Duration) -> Self {
         let peak = Arc::new(AtomicU64::new(0));
-        let own_queries = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let (p, q, s) = (peak.clone(), own_queries.clone(), stop.clone());
+        let (p, s) = (peak.clone(), stop.clone());
         tokio::spawn(async move {
             while !AtomicBool::load(&s, Ordering::Relaxed) {
                 if let Ok(n) = busy_connections(&db).await {
                     p.fetch_max(n as u64, Ordering::Relaxed);
                 }
-                q.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(every).await;
             }
         });
-        Self { peak, own_queries, stop }
+        Self { peak, stop }
     }
 
-    pub fn stop(&self) -> (u64, u64) {
+    /// Stops sampling; returns the peak of busy connections.
+    pub fn stop(&self) -> u64 {
         self.stop.store(true, Ordering::Relaxed);
-        (AtomicU64::load(&self.peak, Ordering::Relaxed), AtomicU64::load(&self.own_queries, Ordering::Relaxed))
+        AtomicU64::load(&self.peak, Ordering::Relaxed)
     }
 }

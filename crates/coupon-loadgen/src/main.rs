@@ -123,7 +123,7 @@ async fn run(args: SpikeArgs, default_customers: u64, default_stock: u64) -> any
         url: SecretString::from(args.database_url.clone()),
         ..Default::default()
     })?;
-    let commits_before = dbstats::commits(&db).await?;
+    let transactions_before = dbstats::next_transaction_id(&db).await?;
     let sampler = dbstats::ConnectionSampler::start(db.clone(), Duration::from_millis(20));
     let coupon = client.create_coupon("loadgen spike", stock).await?;
     let attempts = spike::plan(&[coupon], customers, 1, args.repeat_share);
@@ -172,13 +172,10 @@ async fn run(args: SpikeArgs, default_customers: u64, default_stock: u64) -> any
     let (drained_after, rows) = samples.last().copied().unwrap_or_default();
     println!("PostgreSQL: {rows} rows, all durable {:.2} s after the spike", drained_after.as_secs_f64());
 
-    let (peak_connections, sampler_queries) = sampler.stop();
-    // PostgreSQL's statistics trail commits by up to a second.
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
-    let commits_after = dbstats::commits(&db).await?;
-    // Subtract this tool's own queries: the sampler's, the row counts, the two commit reads.
-    let db_transactions = commits_after - commits_before - sampler_queries as i64 - samples.len() as i64 - 1;
-    println!("database: {db_transactions} transactions, peak {peak_connections} busy connections");
+    let peak_connections = sampler.stop();
+    // Includes the one that created the coupon; this tool's own queries only read.
+    let db_transactions = dbstats::next_transaction_id(&db).await? - transactions_before;
+    println!("database: {db_transactions} write transactions, peak {peak_connections} busy connections");
     let holders = durable::holders(&db, coupon).await?;
     let never_oversold = granted as u64 <= stock && rows as u64 <= stock;
     let never_lost = holders == issued;
@@ -203,7 +200,8 @@ async fn drain(args: DrainArgs) -> anyhow::Result<()> {
     let db =
         coupon_infra::db::pool(&DatabaseSettings { url: SecretString::from(args.database_url), ..Default::default() })?;
     let samples = durable::wait_for_rows(&db, args.coupon, args.expected, Duration::from_secs(args.timeout_s)).await?;
-    let first = samples.iter().find(|(_, n)| *n > 0).copied().unwrap_or_default();
+    // From the last sample without rows, so the first batch counts too.
+    let first = samples.iter().rev().find(|(_, n)| *n == 0).copied().unwrap_or_default();
     let last = samples.last().copied().unwrap_or_default();
     let rate = (last.1 - first.1) as f64 / (last.0 - first.0).as_secs_f64().max(1e-3);
     println!("{rate:.0}");

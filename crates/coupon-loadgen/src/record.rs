@@ -31,7 +31,7 @@ pub struct RunRecord {
     pub durable_after_s: f64,
     /// (seconds after the spike, issued but not yet in PostgreSQL).
     pub lag: Vec<(f64, i64)>,
-    /// Database transactions committed for the run (spike and drain).
+    /// Write transactions in the database for the run (coupon, spike and drain).
     pub db_transactions: i64,
     pub peak_db_connections: u64,
 }

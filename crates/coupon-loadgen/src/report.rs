@@ -40,7 +40,7 @@ pub fn markdown(runs: &[RunRecord], ceilings: &Ceilings) -> String {
     let _ = writeln!(md, "## Runs (alternating modes)\n");
     let _ = writeln!(
         md,
-        "| mode | round | requests | issued | issued/s | requests/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | DB tx per 10k issued | peak DB conns | durable after s |"
+        "| mode | round | requests | issued | issued/s | requests/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | DB write tx per 10k issued | peak DB conns | durable after s |"
     );
     let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in runs {
@@ -73,7 +73,7 @@ pub fn markdown(runs: &[RunRecord], ceilings: &Ceilings) -> String {
             ("issued/s", |r| r.issued_per_s, true),
             ("requests/s", |r| r.requests_per_s, true),
             ("p99 latency ms", |r| r.p99_ms, false),
-            ("DB transactions per 10,000 issued", |r| r.transactions_per_10k(), false),
+            ("DB write transactions per 10,000 issued", |r| r.transactions_per_10k(), false),
             ("peak DB connections", |r| r.peak_db_connections as f64, false),
         ];
         for (name, f, higher_is_better) in rows {

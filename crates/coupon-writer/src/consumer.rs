@@ -2,7 +2,8 @@
 //!
 //! Delivery guarantee: at least once from Kafka, exactly once in PostgreSQL. A
 //! batch is applied in one transaction (poison isolated and dead-lettered),
-//! and only then are its offsets committed, synchronously. A crash anywhere
+//! and only then are its offsets committed (asynchronously, in order; see
+//! crate::offsets). A crash anywhere
 //! before the commit redelivers the batch, which the idempotent writes absorb.
 //! Batches are applied one after another, so a partition's records are applied
 //! in order.
@@ -18,9 +19,9 @@ use std::time::{Duration, Instant};
 
 use coupon_infra::db::PgPool;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::statistics::Statistics;
-use rdkafka::ClientContext;
+use rdkafka::{ClientContext, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use crate::apply;
@@ -62,6 +63,16 @@ impl ClientContext for WriterContext {
 }
 
 impl ConsumerContext for WriterContext {
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) => {}
+            Err(err) if offsets::is_nothing_to_commit(&err) => {}
+            // The batch is applied: without the commit it is only redelivered,
+            // which the idempotent writes absorb.
+            Err(err) => tracing::warn!(error = %err, "committing offsets failed; applied records may be redelivered"),
+        }
+    }
+
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Revoke(list) => {
@@ -227,7 +238,7 @@ impl Writer {
         }
         if let Settled::Applied = settled {
             self.readiness.set(true);
-            self.commit(&batch).await;
+            self.commit(&batch);
         }
         settled
     }
@@ -279,7 +290,7 @@ impl Writer {
         Ok(())
     }
 
-    async fn commit(&self, batch: &[Record]) {
+    fn commit(&self, batch: &[Record]) {
         let mut next = NextOffsets::default();
         for record in batch {
             next.settled(record.partition, record.offset);
@@ -287,10 +298,8 @@ impl Writer {
         if next.is_empty() {
             return;
         }
-        if let Err(err) = offsets::commit(self.consumer.clone(), next.to_list(&self.topic)).await {
-            // The batch is applied: without the commit it is only redelivered,
-            // which the idempotent writes absorb.
-            tracing::warn!(error = %err, "committing offsets failed; the batch may be redelivered");
+        if let Err(err) = offsets::commit(self.consumer.as_ref(), &next.to_list(&self.topic)) {
+            tracing::warn!(error = %err, "committing offsets failed; applied records may be redelivered");
         }
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use deadpool::Runtime;
 use diesel_async::pooled_connection::deadpool::Pool;
-use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod};
 use diesel_async::{AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use secrecy::ExposeSecret;
@@ -22,7 +22,14 @@ pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 const MIGRATION_LOCK: i64 = 0x636f_7570_6f6e;
 
 pub fn pool(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
-    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(settings.url.expose_secret());
+    // Fast recycling skips the test query diesel-async would otherwise run on
+    // every checkout: one round trip per writer batch and per synchronous
+    // issuance. A connection that died with the server fails its next query
+    // (a transient error the caller retries or answers 503) and is dropped.
+    let mut config = ManagerConfig::default();
+    config.recycling_method = RecyclingMethod::Fast;
+    let manager =
+        AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(settings.url.expose_secret(), config);
     let timeout = Duration::from_millis(settings.timeout_ms);
     Pool::builder(manager)
         .max_size(settings.pool_size)
