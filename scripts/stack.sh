@@ -60,8 +60,11 @@ redis_up() {
 
 redis_down() {
     if pid_alive "$REDIS_DIR/redis.pid"; then
-        redis-cli -h 127.0.0.1 -p "$REDIS_PORT" shutdown >/dev/null 2>&1 || kill "$(cat "$REDIS_DIR/redis.pid")"
-        wait_gone "$REDIS_DIR/redis.pid" redis
+        # Read before shutdown: Redis removes its pid file as it exits.
+        local pid
+        pid="$(head -1 "$REDIS_DIR/redis.pid")"
+        redis-cli -h 127.0.0.1 -p "$REDIS_PORT" shutdown >/dev/null 2>&1 || kill "$pid"
+        wait_gone "$pid" "$REDIS_DIR/redis.pid" redis
     fi
 }
 
@@ -180,19 +183,20 @@ kafka_up() {
 
 kafka_down() {
     if pid_alive "$KAFKA_DIR/kafka.pid"; then
-        kill "$(cat "$KAFKA_DIR/kafka.pid")"
-        wait_gone "$KAFKA_DIR/kafka.pid" kafka 60
+        local pid
+        pid="$(head -1 "$KAFKA_DIR/kafka.pid")"
+        kill "$pid"
+        wait_gone "$pid" "$KAFKA_DIR/kafka.pid" kafka 60
     fi
 }
 
-wait_gone() { # pidfile name [timeout]
-    local pid deadline=$((SECONDS + ${3:-30}))
-    pid="$(head -1 "$1")"
-    while kill -0 "$pid" 2>/dev/null; do
-        if [ $SECONDS -ge $deadline ]; then log "$2: still running after ${3:-30}s, killing"; kill -9 "$pid" 2>/dev/null || true; fi
+wait_gone() { # pid pidfile name [timeout]
+    local deadline=$((SECONDS + ${4:-30}))
+    while kill -0 "$1" 2>/dev/null; do
+        if [ $SECONDS -ge $deadline ]; then log "$3: still running after ${4:-30}s, killing"; kill -9 "$1" 2>/dev/null || true; fi
         sleep 0.2
     done
-    rm -f "$1"
+    rm -f "$2"
 }
 
 status() {

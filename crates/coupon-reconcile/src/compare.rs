@@ -142,8 +142,18 @@ impl Report {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A coupon whose stores agree, for other modules' tests.
+    pub(crate) fn clean_drift() -> CouponDrift {
+        compare(id(), &redis(3, &[1]), Some(&db(3, &[1])))
+    }
+
+    /// A coupon with one issuance missing in PostgreSQL.
+    pub(crate) fn drifting() -> CouponDrift {
+        compare(id(), &redis(3, &[1, 2]), Some(&db(3, &[1])))
+    }
 
     fn id() -> CouponId {
         CouponId::new(42).unwrap()

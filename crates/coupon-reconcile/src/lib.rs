@@ -9,6 +9,7 @@
 
 mod compare;
 mod config;
+mod push;
 mod sources;
 
 use std::time::Duration;
@@ -20,6 +21,7 @@ use time::OffsetDateTime;
 
 pub use compare::{compare, CouponDrift, Report};
 pub use config::Settings;
+pub use push::push;
 use sources::Sources;
 
 #[derive(Debug, Clone, clap::Parser)]
@@ -35,6 +37,10 @@ pub struct Args {
     /// calling a difference drift.
     #[arg(long, default_value_t = 10_000, value_name = "MS")]
     pub settle_ms: u64,
+    /// Push the outcome (`coupon_reconcile_drift`, the coupons with drift) to
+    /// this Prometheus Pushgateway, for the drift alert.
+    #[arg(long, env = "COUPON_RECONCILE_PUSHGATEWAY", value_name = "URL")]
+    pub pushgateway: Option<String>,
 }
 
 pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<Report> {

@@ -12,6 +12,12 @@ async fn main() -> ExitCode {
     match run(&settings, &args).await {
         Ok(report) => {
             println!("{}", report.table());
+            if let Some(gateway) = &args.pushgateway {
+                if let Err(err) = coupon_reconcile::push(gateway, &report).await {
+                    eprintln!("coupon-reconcile: {err:#}");
+                    return ExitCode::from(2);
+                }
+            }
             if report.is_clean() {
                 ExitCode::SUCCESS
             } else {

@@ -13,6 +13,9 @@ use diesel_async::RunQueryDsl;
 use crate::compare::{DbView, RedisView};
 use crate::Settings;
 
+/// Members per SSCAN page: small replies keep Redis responsive.
+const SCAN_PAGE: usize = 5_000;
+
 pub struct Sources {
     redis: Pool,
     db: PgPool,
@@ -37,18 +40,37 @@ impl Sources {
     pub async fn redis_view(&self, id: CouponId) -> anyhow::Result<RedisView> {
         let keys = CouponKeys::new(&self.key_prefix, id);
         let mut conn = self.redis.get().await?;
-        let (total, stock, issued, outbox): (Option<i64>, Option<i64>, BTreeSet<i64>, u64) = redis::pipe()
+        let (total, stock, outbox): (Option<i64>, Option<i64>, u64) = redis::pipe()
             .cmd("HGET")
             .arg(&keys.meta)
             .arg("total")
             .cmd("GET")
             .arg(&keys.stock)
-            .cmd("SMEMBERS")
-            .arg(&keys.issued)
             .cmd("XLEN")
             .arg(&keys.outbox)
             .query_async(&mut conn)
             .await?;
+        // SSCAN in pages, not SMEMBERS: a promotion's set can hold millions of
+        // customers, and one reply that size would stall Redis (which decides
+        // every issuance) and outlast the client's response timeout. The pages
+        // are not one snapshot; the settle loop in `run` absorbs issuances
+        // that land meanwhile.
+        let mut issued = BTreeSet::new();
+        let mut cursor = 0u64;
+        loop {
+            let (next, page): (u64, Vec<i64>) = redis::cmd("SSCAN")
+                .arg(&keys.issued)
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(SCAN_PAGE)
+                .query_async(&mut conn)
+                .await?;
+            issued.extend(page);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
         Ok(RedisView { total, stock, issued, outbox })
     }
 
