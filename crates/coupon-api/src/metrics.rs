@@ -1,6 +1,7 @@
 //! Prometheus metrics of coupon-api, exposed at `GET /metrics`.
 
-use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::core::Collector;
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 /// Cheap to clone: every field is a handle to the shared metric.
 #[derive(Clone)]
@@ -19,7 +20,6 @@ const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05,
 
 impl Metrics {
     pub fn new() -> Self {
-        let registry = Registry::new();
         let issue_requests = IntCounterVec::new(
             Opts::new("coupon_issue_requests_total", "Issuance requests by outcome code"),
             &["outcome"],
@@ -45,17 +45,15 @@ impl Metrics {
                 .expect("valid metric");
         let relay_retries = IntCounter::new("coupon_relay_retries_total", "Relay passes that failed and were retried")
             .expect("valid metric");
-        for metric in [
-            Box::new(issue_requests.clone()) as Box<dyn prometheus::core::Collector>,
+        let registry = coupon_infra::telemetry::registry(vec![
+            Box::new(issue_requests.clone()) as Box<dyn Collector>,
             Box::new(issue_seconds.clone()),
             Box::new(kafka_publish_seconds.clone()),
             Box::new(kafka_publish_failures.clone()),
             Box::new(outbox_depth.clone()),
             Box::new(relay_republished.clone()),
             Box::new(relay_retries.clone()),
-        ] {
-            registry.register(metric).expect("metric names are unique");
-        }
+        ]);
         Self {
             registry,
             issue_requests,
@@ -69,9 +67,7 @@ impl Metrics {
     }
 
     pub fn render(&self) -> String {
-        let mut buffer = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut buffer).expect("encoding to memory cannot fail");
-        String::from_utf8(buffer).expect("the text format is UTF-8")
+        coupon_infra::telemetry::render(&self.registry)
     }
 }
 

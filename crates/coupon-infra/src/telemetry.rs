@@ -1,6 +1,9 @@
 //! Logging: human-readable lines by default, JSON with `COUPON__LOG__FORMAT=json`,
-//! level filter from `RUST_LOG` (default `info`).
+//! level filter from `RUST_LOG` (default `info`). Metrics: each service's
+//! Prometheus registry and its text rendering for `GET /metrics`.
 
+use prometheus::core::Collector;
+use prometheus::{Encoder, Registry, TextEncoder};
 use tracing_subscriber::EnvFilter;
 
 use crate::settings::LogFormat;
@@ -13,4 +16,21 @@ pub fn init(format: LogFormat) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+}
+
+/// A registry holding `metrics`. Each service instance gets its own, so
+/// instances in one test process do not count each other's work.
+pub fn registry(metrics: Vec<Box<dyn Collector>>) -> Registry {
+    let registry = Registry::new();
+    for metric in metrics {
+        registry.register(metric).expect("metric names are unique");
+    }
+    registry
+}
+
+/// The registry in Prometheus' text format.
+pub fn render(registry: &Registry) -> String {
+    let mut buffer = Vec::new();
+    TextEncoder::new().encode(&registry.gather(), &mut buffer).expect("encoding to memory cannot fail");
+    String::from_utf8(buffer).expect("the text format is UTF-8")
 }

@@ -3,7 +3,7 @@
 //! count each other's work.
 
 use prometheus::core::Collector;
-use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntGaugeVec, Opts, Registry};
 
 /// Cheap to clone: every field is a handle to the shared metric.
 #[derive(Clone)]
@@ -53,8 +53,7 @@ impl Metrics {
             &["partition"],
         )
         .expect("valid metric");
-        let registry = Registry::new();
-        for metric in [
+        let registry = coupon_infra::telemetry::registry(vec![
             Box::new(batches_applied.clone()) as Box<dyn Collector>,
             Box::new(batch_size.clone()),
             Box::new(rows_inserted.clone()),
@@ -63,9 +62,7 @@ impl Metrics {
             Box::new(retries.clone()),
             Box::new(dead_lettered.clone()),
             Box::new(consumer_lag.clone()),
-        ] {
-            registry.register(metric).expect("metric names are unique");
-        }
+        ]);
         Self {
             registry,
             batches_applied,
@@ -80,9 +77,7 @@ impl Metrics {
     }
 
     pub fn render(&self) -> String {
-        let mut buffer = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut buffer).expect("encoding to memory cannot fail");
-        String::from_utf8(buffer).expect("the text format is UTF-8")
+        coupon_infra::telemetry::render(&self.registry)
     }
 }
 
