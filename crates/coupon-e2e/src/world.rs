@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use coupon_domain::keys::CouponKeys;
+use coupon_infra::db::PgPool;
 use coupon_loadgen::client::ApiClient;
 use coupon_loadgen::spike::{self, Spike};
 use coupon_testkit::{create_topic, kafka_settings, redis_settings, unique_name, TestDatabase};
@@ -23,6 +24,10 @@ pub const ADMIN_TOKEN: &str = "e2e-admin-token";
 
 pub struct World {
     pub name: String,
+    /// Made once: the drain loop reads the stores every 200 ms. Declared
+    /// before `db`, so its connections close before the database is dropped.
+    pool: PgPool,
+    redis: redis::Client,
     pub db: TestDatabase,
     pub topic: String,
     pub dlq_topic: String,
@@ -41,9 +46,12 @@ pub struct World {
 impl World {
     pub async fn new(name: &str) -> Self {
         let api_port = free_port();
+        let db = TestDatabase::create().await;
         Self {
             name: name.to_string(),
-            db: TestDatabase::create().await,
+            pool: coupon_infra::db::pool(&db.settings()).expect("a database pool"),
+            redis: redis::Client::open(redis_settings().url).expect("a Redis URL"),
+            db,
             topic: create_topic("e2e", 6).await,
             dlq_topic: create_topic("e2e.dlq", 1).await,
             group: unique_name("e2e-group"),
@@ -139,8 +147,15 @@ impl World {
             // A component restarted by the scenario may still be electing
             // leaders or recovering; only the deadline makes an error final.
             let state = match self.observe(coupon, stock).await {
-                Ok(seen) if seen.outbox == 0 && seen.db_holders == seen.redis_issued => {
-                    return Ok((seen, started.elapsed()));
+                Ok(mut seen) if seen.outbox == 0 && seen.db_holders == seen.redis_issued => {
+                    // Read once drained: a Kafka client per poll would be waste.
+                    match self.dlq_records() {
+                        Ok(records) => {
+                            seen.dlq_records = records;
+                            return Ok((seen, started.elapsed()));
+                        }
+                        Err(err) => format!("dead-letter topic not readable: {err:#}"),
+                    }
                 }
                 Ok(seen) => {
                     format!("redis {} issued, {} rows, outbox {}", seen.redis_issued.len(), seen.db_rows, seen.outbox)
@@ -154,30 +169,21 @@ impl World {
         }
     }
 
+    /// What Redis and PostgreSQL hold for the coupon; `dlq_records` is left 0.
     async fn observe(&self, coupon: i64, stock: i64) -> anyhow::Result<Observed> {
         let keys = CouponKeys::new(&self.key_prefix, coupon_domain::CouponId::new(coupon)?);
-        let mut redis = redis::Client::open(redis_settings().url)?.get_multiplexed_async_connection().await?;
+        let mut redis = self.redis.get_multiplexed_async_connection().await?;
         let redis_issued: BTreeSet<i64> = redis.smembers(&keys.issued).await?;
         let redis_stock: i64 = redis.get(&keys.stock).await?;
         let outbox: u64 = redis.xlen(&keys.outbox).await?;
         let (db_holders, db_rows, db_remaining) = self.db_state(coupon).await?;
-        Ok(Observed {
-            stock,
-            redis_issued,
-            redis_stock,
-            outbox,
-            db_holders,
-            db_rows,
-            db_remaining,
-            dlq_records: self.dlq_records()?,
-        })
+        Ok(Observed { stock, redis_issued, redis_stock, outbox, db_holders, db_rows, db_remaining, dlq_records: 0 })
     }
 
     async fn db_state(&self, coupon: i64) -> anyhow::Result<(BTreeSet<i64>, i64, i64)> {
-        let pool = coupon_infra::db::pool(&self.db.settings())?;
-        let holders = coupon_loadgen::durable::holders(&pool, coupon).await?.into_iter().collect();
-        let rows = coupon_loadgen::durable::rows(&pool, coupon).await?;
-        let remaining = coupon_loadgen::durable::remaining(&pool, coupon).await?;
+        let holders = coupon_loadgen::durable::holders(&self.pool, coupon).await?.into_iter().collect();
+        let rows = coupon_loadgen::durable::rows(&self.pool, coupon).await?;
+        let remaining = coupon_loadgen::durable::remaining(&self.pool, coupon).await?;
         Ok((holders, rows, remaining))
     }
 
