@@ -23,27 +23,32 @@ export COUPON__HTTP__ADDR=127.0.0.1:18080
 export COUPON__WRITER__HTTP__ADDR=127.0.0.1:19091
 export COUPON__LOG__FORMAT=json RUST_LOG=warn
 API="http://$COUPON__HTTP__ADDR"
-PG_URL="postgres://coupon:coupon@127.0.0.1:${PG_PORT:-5432}/coupon"
 
 pids=()
 cleanup() { for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
-start() { # name env... -- binary args...
+# Starts a service in the background as a child of this shell (not in a
+# command substitution, whose children `wait` and `cleanup` could not reach);
+# its pid is left in $started.
+start() { # name env... binary args...
     local name=$1; shift
     env "$@" >"$OUT/logs/$name.log" 2>&1 &
-    pids+=($!)
-    echo $!
+    started=$!
+    pids+=("$started")
 }
+# SIGTERM, then waits for the graceful exit, so the next service can bind the port.
 stop() { kill -TERM "$1"; wait "$1" 2>/dev/null || true; }
 
 "$BIN/coupon-writer" migrate >/dev/null
-writer=$(start writer "$BIN/coupon-writer" run)
+start writer "$BIN/coupon-writer" run
+writer=$started
 
 for round in $(seq 1 "$ROUNDS"); do
     for mode in kafka sync-db; do
         echo "== round $round, mode $mode"
-        api=$(start "api-$mode-$round" COUPON__ISSUE__MODE="$mode" "$BIN/coupon-api")
+        start "api-$mode-$round" COUPON__ISSUE__MODE="$mode" "$BIN/coupon-api"
+        api=$started
         "$BIN/coupon-loadgen" spike --api "$API" --customers "$CUSTOMERS" --stock "$STOCK" \
             --concurrency "$CONCURRENCY" --mode "$mode" --round "$round" --json "$OUT/runs/$mode-$round.json"
         stop "$api"
@@ -95,13 +100,15 @@ SQL
     echo "   batch $batch: pgbench $pg_rows rows/s"
 
     topic="bench.drain.$batch.$(date +%s)"
-    api=$(start "api-drain-$batch" COUPON__KAFKA__TOPIC="$topic" "$BIN/coupon-api")
+    start "api-drain-$batch" COUPON__KAFKA__TOPIC="$topic" "$BIN/coupon-api"
+    api=$started
     "$BIN/coupon-loadgen" spike --api "$API" --customers "$BACKLOG" --stock "$BACKLOG" --repeat-share 0 \
         --concurrency "$CONCURRENCY" --no-writer --mode drain --json "$OUT/drain-$batch.json" >/dev/null
     stop "$api"
     coupon=$(python3 -c "import json; print(json.load(open('$OUT/drain-$batch.json'))['coupon'])")
-    writer=$(start "writer-drain-$batch" COUPON__KAFKA__TOPIC="$topic" COUPON__WRITER__GROUP="bench-$batch-$$" \
-        COUPON__WRITER__BATCH_MAX_RECORDS="$batch" "$BIN/coupon-writer" run)
+    start "writer-drain-$batch" COUPON__KAFKA__TOPIC="$topic" COUPON__WRITER__GROUP="bench-$batch-$$" \
+        COUPON__WRITER__BATCH_MAX_RECORDS="$batch" "$BIN/coupon-writer" run
+    writer=$started
     rate=$("$BIN/coupon-loadgen" drain --coupon "$coupon" --expected "$BACKLOG")
     stop "$writer"
     echo "   batch $batch: writer drains $rate rows/s"
