@@ -140,10 +140,11 @@ async fn write(conn: &mut AsyncPgConnection, events: &[&CouponIssuedEvent]) -> R
         .flat_map(|group| group.events.iter().copied())
         .collect();
 
-    // One statement of constant text with three array parameters: PostgreSQL
-    // plans it once per connection (diesel-async caches the prepared
-    // statement), where a VALUES list of three parameters per row would be a
-    // new statement for every batch size and cost twice the time per batch.
+    // One short statement with three array parameters, whatever the batch
+    // size, where a VALUES list binds three parameters per row: PostgreSQL
+    // parses and plans 300 parameters per 100-record batch for the latter
+    // (diesel prepares both forms anew each time). Measured: a 100-record
+    // batch took about half the time this way.
     let coupons: Vec<i64> = known.iter().map(|event| event.coupon_id.get()).collect();
     let customers: Vec<i64> = known.iter().map(|event| event.customer_id.get()).collect();
     let issued_at: Vec<OffsetDateTime> = known.iter().map(|event| event.issued_at).collect();
