@@ -74,4 +74,5 @@ lint-deploy:
 
 clean: down
 	$(CARGO) clean
+	if [ -L .stack/postgres ]; then rm -rf "$$(readlink .stack/postgres)"; fi
 	rm -rf .stack

@@ -19,6 +19,16 @@ KAFKA_HEAP="${KAFKA_HEAP:-512m}"
 
 PG_BIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)"
 PG_DIR="$STACK_DIR/postgres"
+# initdb and the server run as `postgres` (see as_pg), which must be able to
+# enter their folder. A clone below a folder only root may enter (mktemp -d
+# makes those) keeps its cluster in /var/tmp instead, one per clone, with
+# $STACK_DIR/postgres a link to it.
+if [ "$(id -u)" = 0 ] && id postgres >/dev/null 2>&1 && ! runuser -u postgres -- test -x "$ROOT"; then
+    PG_DIR="/var/tmp/coupon-stack/$(printf %s "$STACK_DIR" | sha256sum | cut -c1-16)/postgres"
+    mkdir -p "$PG_DIR" "$STACK_DIR"
+    chmod 755 /var/tmp/coupon-stack "$(dirname "$PG_DIR")"
+    [ -e "$STACK_DIR/postgres" ] || ln -s "$PG_DIR" "$STACK_DIR/postgres"
+fi
 REDIS_DIR="$STACK_DIR/redis"
 KAFKA_DIR="$STACK_DIR/kafka"
 
