@@ -44,6 +44,16 @@ stop() { kill -TERM "$1"; wait "$1" 2>/dev/null || true; }
 start writer "$BIN/coupon-writer" run
 writer=$started
 
+# Unrecorded, so neither mode pays for a cold broker JIT, cold caches or pools.
+echo "== warm-up: one smaller spike per mode, not recorded"
+for mode in kafka sync-db; do
+    start "api-$mode-warmup" COUPON__ISSUE__MODE="$mode" "$BIN/coupon-api"
+    api=$started
+    "$BIN/coupon-loadgen" spike --api "$API" --customers $((CUSTOMERS / 5)) --stock $((STOCK / 5)) \
+        --concurrency "$CONCURRENCY" --mode "$mode" >"$OUT/logs/warmup-$mode.log"
+    stop "$api"
+done
+
 for round in $(seq 1 "$ROUNDS"); do
     for mode in kafka sync-db; do
         echo "== round $round, mode $mode"

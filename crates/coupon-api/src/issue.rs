@@ -14,6 +14,7 @@ use coupon_domain::{CouponId, CouponIssuedEvent, CustomerId};
 
 use crate::config::IssueMode;
 use crate::issuer::{Decision, Issued, RedisUnavailable};
+use crate::outbox::Delivered;
 use crate::state::AppState;
 
 pub async fn issue(state: &AppState, coupon: CouponId, customer: CustomerId) -> Result<Decision, RedisUnavailable> {
@@ -29,11 +30,7 @@ pub async fn issue(state: &AppState, coupon: CouponId, customer: CustomerId) -> 
 
 async fn write_through(state: &AppState, coupon: CouponId, customer: CustomerId, issued: &Issued) {
     match state.catalog.record_issue(coupon, customer, issued.issued_at).await {
-        Ok(()) => {
-            if let Err(err) = state.outbox.acknowledge(coupon, &issued.outbox_entry).await {
-                tracing::warn!(error = %err, coupon = %coupon, "could not remove a written outbox entry; the relay will send it");
-            }
-        }
+        Ok(()) => state.acks.push(Delivered { coupon, entry: issued.outbox_entry.clone() }),
         Err(err) => {
             tracing::warn!(error = %err, coupon = %coupon, "database write failed; event left in the outbox for the relay")
         }
@@ -42,17 +39,13 @@ async fn write_through(state: &AppState, coupon: CouponId, customer: CustomerId,
 
 async fn hand_off(state: &AppState, coupon: CouponId, customer: CustomerId, issued: &Issued) {
     let event = CouponIssuedEvent { coupon_id: coupon, customer_id: customer, issued_at: issued.issued_at };
-    let entry = issued.outbox_entry.clone();
+    let delivered = Delivered { coupon, entry: issued.outbox_entry.clone() };
     let publisher = state.publisher.clone();
-    let outbox = state.outbox.clone();
+    let acks = state.acks.clone();
     // Its own task, so the entry is acknowledged even when the request stops waiting.
     let delivery = tokio::spawn(async move {
         match publisher.publish(&event).await {
-            Ok(()) => {
-                if let Err(err) = outbox.acknowledge(coupon, &entry).await {
-                    tracing::warn!(error = %err, coupon = %coupon, "could not remove a delivered outbox entry; the relay will send it again");
-                }
-            }
+            Ok(()) => acks.push(delivered),
             Err(err) => tracing::debug!(error = %err, coupon = %coupon, "event left in the outbox for the relay"),
         }
     });

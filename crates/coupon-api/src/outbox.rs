@@ -3,12 +3,25 @@
 //! Kafka acknowledged its event, so an issuance can never be lost between Redis
 //! and Kafka: a crash, a timeout or a broker outage leaves the entry for the relay.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use coupon_domain::{CouponId, CouponIssuedEvent, CustomerId};
 use deadpool_redis::Pool;
 use redis::streams::StreamRangeReply;
 use time::OffsetDateTime;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::issuer::{keys, CouponKeys, RedisUnavailable};
+
+/// An outbox entry whose event Kafka acknowledged (or, in the `sync-db` mode,
+/// the database committed): it may go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    pub coupon: CouponId,
+    pub entry: String,
+}
 
 /// An outbox entry with the event it stands for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,10 +44,21 @@ impl Outbox {
         CouponKeys::new(&self.key_prefix, coupon).outbox
     }
 
-    /// Removes an entry whose event Kafka acknowledged.
-    pub async fn acknowledge(&self, coupon: CouponId, entry: &str) -> Result<(), RedisUnavailable> {
+    /// Removes delivered entries: one XDEL per coupon, all in one round trip.
+    pub async fn acknowledge(&self, delivered: &[Delivered]) -> Result<(), RedisUnavailable> {
+        let mut by_coupon: BTreeMap<CouponId, Vec<&str>> = BTreeMap::new();
+        for d in delivered {
+            by_coupon.entry(d.coupon).or_default().push(&d.entry);
+        }
+        if by_coupon.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for (coupon, entries) in by_coupon {
+            pipe.cmd("XDEL").arg(self.key(coupon)).arg(entries).ignore();
+        }
         let mut conn = self.pool.get().await?;
-        let _: i64 = redis::cmd("XDEL").arg(self.key(coupon)).arg(entry).query_async(&mut conn).await?;
+        pipe.query_async::<()>(&mut conn).await?;
         Ok(())
     }
 
@@ -96,5 +120,59 @@ impl Outbox {
         }
         let lengths: Vec<u64> = pipe.query_async(&mut conn).await?;
         Ok(lengths.iter().sum())
+    }
+}
+
+/// The most entries one acknowledgement round trip removes.
+const ACK_BATCH: usize = 1_024;
+
+/// Hands delivered entries to the [`Acknowledger`]; never waits.
+#[derive(Clone)]
+pub struct AckQueue(mpsc::UnboundedSender<Delivered>);
+
+impl AckQueue {
+    pub fn push(&self, delivered: Delivered) {
+        if let Err(err) = self.0.send(delivered) {
+            tracing::debug!(coupon = %err.0.coupon, "acknowledger stopped; the relay will send the event again");
+        }
+    }
+}
+
+/// Removes delivered entries off the request path, in batches: whatever was
+/// delivered while one XDEL round trip was in flight goes in the next, so a
+/// spike costs Redis a few large XDELs rather than one per issuance. An entry
+/// whose removal fails stays for the relay, which sends it again (a duplicate
+/// the idempotent writer absorbs, never a loss).
+pub struct Acknowledger {
+    outbox: Arc<Outbox>,
+    queue: mpsc::UnboundedReceiver<Delivered>,
+}
+
+impl Acknowledger {
+    pub fn new(outbox: Arc<Outbox>) -> (AckQueue, Self) {
+        let (tx, queue) = mpsc::unbounded_channel();
+        (AckQueue(tx), Self { outbox, queue })
+    }
+
+    /// Runs until `stop` is cancelled, then removes what was queued until then.
+    pub async fn run(mut self, stop: CancellationToken) {
+        let mut batch = Vec::with_capacity(ACK_BATCH);
+        let mut stopping = false;
+        loop {
+            tokio::select! {
+                received = self.queue.recv_many(&mut batch, ACK_BATCH) => if received == 0 { break },
+                _ = stop.cancelled(), if !stopping => {
+                    // Closing lets recv_many drain what is queued, then end.
+                    self.queue.close();
+                    stopping = true;
+                    continue;
+                }
+            }
+            if let Err(err) = self.outbox.acknowledge(&batch).await {
+                tracing::warn!(error = %err, entries = batch.len(), "could not remove delivered outbox entries; the relay will send them again");
+            }
+            batch.clear();
+        }
+        tracing::info!("outbox acknowledger stopped");
     }
 }

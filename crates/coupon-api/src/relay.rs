@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::RelaySettings;
 use crate::issuer::RedisUnavailable;
 use crate::metrics::Metrics;
-use crate::outbox::{Outbox, PendingEvent};
+use crate::outbox::{Delivered, Outbox, PendingEvent};
 use crate::publisher::{PublishError, Publisher};
 
 #[derive(Debug, thiserror::Error)]
@@ -82,23 +82,21 @@ impl Relay {
 
     async fn deliver(&self, pending: Vec<PendingEvent>) -> Result<usize, RelayError> {
         let results = join_all(pending.iter().map(|p| self.publisher.publish(&p.event))).await;
-        let mut delivered = 0;
+        let mut delivered = Vec::with_capacity(pending.len());
         let mut first_error = None;
-        for (entry, result) in pending.iter().zip(results) {
+        for (entry, result) in pending.into_iter().zip(results) {
             match result {
-                Ok(()) => {
-                    self.outbox.acknowledge(entry.event.coupon_id, &entry.entry).await?;
-                    delivered += 1;
-                }
+                Ok(()) => delivered.push(Delivered { coupon: entry.event.coupon_id, entry: entry.entry }),
                 Err(err) => {
                     first_error.get_or_insert(err);
                 }
             }
         }
-        self.metrics.relay_republished.inc_by(delivered as u64);
+        self.outbox.acknowledge(&delivered).await?;
+        self.metrics.relay_republished.inc_by(delivered.len() as u64);
         match first_error {
             Some(err) => Err(err.into()),
-            None => Ok(delivered),
+            None => Ok(delivered.len()),
         }
     }
 }

@@ -14,7 +14,7 @@ use crate::catalog::Catalog;
 use crate::config::Settings;
 use crate::issuer::Issuer;
 use crate::metrics::Metrics;
-use crate::outbox::Outbox;
+use crate::outbox::{Acknowledger, Outbox};
 use crate::publisher::Publisher;
 use crate::relay::Relay;
 use crate::state::AppState;
@@ -27,6 +27,7 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Application {
     listener: TcpListener,
     state: web::Data<AppState>,
+    acknowledger: Acknowledger,
     settings: Settings,
 }
 
@@ -36,6 +37,7 @@ impl Application {
         let redis = coupon_infra::redis::pool(&settings.redis)?;
         let issuer = Arc::new(Issuer::new(redis.clone(), settings.redis.key_prefix.clone()));
         let outbox = Arc::new(Outbox::new(redis, settings.redis.key_prefix.clone()));
+        let (acks, acknowledger) = Acknowledger::new(outbox.clone());
         let catalog = Catalog::new(coupon_infra::db::pool(&settings.database)?);
         let publisher = Arc::new(Publisher::new(&settings.kafka, metrics.clone())?);
         if settings.kafka.client.create_topics {
@@ -53,6 +55,7 @@ impl Application {
         let state = web::Data::new(AppState {
             issuer,
             outbox,
+            acks,
             publisher,
             catalog,
             metrics,
@@ -60,7 +63,7 @@ impl Application {
             ack_timeout: Duration::from_millis(settings.kafka.ack_timeout_ms),
             mode: settings.issue.mode,
         });
-        Ok(Self { listener, state, settings })
+        Ok(Self { listener, state, acknowledger, settings })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -72,6 +75,9 @@ impl Application {
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let addr = self.local_addr();
         let stop = CancellationToken::new();
+        // Stopped last, after the producer flush has delivered what it can.
+        let stop_acks = CancellationToken::new();
+        let acknowledger = tokio::spawn(self.acknowledger.run(stop_acks.clone()));
         let relay = Relay {
             outbox: self.state.outbox.clone(),
             publisher: self.state.publisher.clone(),
@@ -97,7 +103,10 @@ impl Application {
         stop.cancel();
         let _ = tokio::join!(relay, sync);
         let publisher = self.state.publisher.clone();
-        match tokio::task::spawn_blocking(move || publisher.flush(FLUSH_TIMEOUT)).await? {
+        let flushed = tokio::task::spawn_blocking(move || publisher.flush(FLUSH_TIMEOUT)).await?;
+        stop_acks.cancel();
+        acknowledger.await.context("joining the outbox acknowledger")?;
+        match flushed {
             Ok(()) => tracing::info!("coupon-api stopped; producer flushed"),
             Err(err) => tracing::warn!(error = %err, "coupon-api stopped; unflushed events stay in the outbox"),
         }

@@ -9,12 +9,14 @@ use crate::catalog::Catalog;
 use crate::config::IssueMode;
 use crate::issuer::Issuer;
 use crate::metrics::Metrics;
-use crate::outbox::Outbox;
+use crate::outbox::{AckQueue, Outbox};
 use crate::publisher::Publisher;
 
 pub struct AppState {
     pub issuer: Arc<Issuer>,
     pub outbox: Arc<Outbox>,
+    /// Delivered outbox entries, removed in batches.
+    pub acks: AckQueue,
     pub publisher: Arc<Publisher>,
     pub catalog: Catalog,
     pub metrics: Metrics,

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use futures::future::join_all;
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -24,6 +25,13 @@ impl ApiClient {
 
     pub fn http(&self) -> &reqwest::Client {
         &self.http
+    }
+
+    /// Opens `connections` keep-alive connections (one per concurrent probe) so a
+    /// spike measures the service, not TCP handshakes.
+    pub async fn open_connections(&self, connections: usize) {
+        let url = format!("{}/health/live", self.base);
+        join_all((0..connections).map(|_| self.http.get(&url).send())).await;
     }
 
     /// Creates a coupon open from now for an hour; returns its id.

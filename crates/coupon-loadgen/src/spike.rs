@@ -55,8 +55,10 @@ pub struct Spike {
     pub elapsed: Duration,
 }
 
-/// Runs the plan with `concurrency` requests in flight; `progress` counts answers.
+/// Runs the plan with `concurrency` requests in flight over connections opened
+/// beforehand; `progress` counts answers.
 pub async fn run(client: &ApiClient, attempts: Vec<Attempt>, concurrency: usize, progress: Arc<AtomicU64>) -> Spike {
+    client.open_connections(concurrency.max(1)).await;
     let started = Instant::now();
     let answers = stream::iter(attempts)
         .map(|attempt| {

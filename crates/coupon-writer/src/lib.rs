@@ -11,3 +11,4 @@ pub mod metrics;
 pub mod offsets;
 pub mod retry;
 pub mod startup;
+pub mod statements;
