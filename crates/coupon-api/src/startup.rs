@@ -35,7 +35,8 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let metrics = Metrics::new();
         let redis = coupon_infra::redis::pool(&settings.redis)?;
-        let issuer = Arc::new(Issuer::new(redis.clone(), settings.redis.key_prefix.clone()));
+        let shared = coupon_infra::redis::shared_connection(&settings.redis)?;
+        let issuer = Arc::new(Issuer::new(redis.clone(), shared, settings.redis.key_prefix.clone()));
         let outbox = Arc::new(Outbox::new(redis, settings.redis.key_prefix.clone()));
         let (acks, acknowledger) = Acknowledger::new(outbox.clone());
         let catalog = Catalog::new(coupon_infra::db::pool(&settings.database)?);

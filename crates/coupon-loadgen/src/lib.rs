@@ -3,6 +3,7 @@
 //! callers can check the promises, not only measure speed.
 
 pub mod client;
+pub mod cpu;
 pub mod dbstats;
 pub mod durable;
 pub mod record;

@@ -1,5 +1,7 @@
 //! One benchmark run as data, written as JSON so a report can compare runs.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::spike::Spike;
@@ -34,6 +36,9 @@ pub struct RunRecord {
     /// Write transactions in the database for the run (coupon, spike and drain).
     pub db_transactions: i64,
     pub peak_db_connections: u64,
+    /// Percent of all cores per component during the spike (`cpu::COMPONENTS`).
+    #[serde(default)]
+    pub cpu_share: BTreeMap<String, f64>,
 }
 
 impl RunRecord {
@@ -72,6 +77,7 @@ impl RunRecord {
             lag: Vec::new(),
             db_transactions: 0,
             peak_db_connections: 0,
+            cpu_share: spike.cpu_share.clone(),
         }
     }
 

@@ -9,6 +9,7 @@ use anyhow::Context;
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::cpu::COMPONENTS;
 use crate::record::RunRecord;
 
 /// Measurements of the stores alone, taken in the same benchmark run.
@@ -81,6 +82,17 @@ pub fn markdown(runs: &[RunRecord], ceilings: &Ceilings) -> String {
             let ratio = if higher_is_better { a / b.max(1e-9) } else { b / a.max(1e-9) };
             let better = if higher_is_better { "TO-BE/AS-IS" } else { "AS-IS/TO-BE" };
             let _ = writeln!(md, "| {name} | {a:.2} | {b:.2} | {ratio:.1}× ({better}) |");
+        }
+    }
+
+    if runs.iter().any(|r| !r.cpu_share.is_empty()) {
+        let _ = writeln!(md, "\n## Where the CPU went during each spike (% of all cores)\n");
+        let _ = writeln!(md, "| mode | round | {} |", COMPONENTS.join(" | "));
+        let _ = writeln!(md, "|---|---|{}", "---|".repeat(COMPONENTS.len()));
+        for r in runs.iter().filter(|r| !r.cpu_share.is_empty()) {
+            let shares: Vec<String> =
+                COMPONENTS.iter().map(|c| format!("{:.0}", r.cpu_share.get(*c).copied().unwrap_or(0.0))).collect();
+            let _ = writeln!(md, "| {} | {} | {} |", r.mode, r.round, shares.join(" | "));
         }
     }
 

@@ -12,6 +12,7 @@ use rand::seq::SliceRandom;
 use serde_json::{json, Value};
 
 use crate::client::ApiClient;
+use crate::cpu::CpuSnapshot;
 
 /// One request of the plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,12 +54,15 @@ pub fn plan(coupons: &[i64], customers: u64, first_customer: i64, repeat_share: 
 pub struct Spike {
     pub answers: Vec<Answer>,
     pub elapsed: Duration,
+    /// Percent of all cores per component while it ran (empty where `/proc` is not readable).
+    pub cpu_share: BTreeMap<String, f64>,
 }
 
 /// Runs the plan with `concurrency` requests in flight over connections opened
 /// beforehand; `progress` counts answers.
 pub async fn run(client: &ApiClient, attempts: Vec<Attempt>, concurrency: usize, progress: Arc<AtomicU64>) -> Spike {
     client.open_connections(concurrency.max(1)).await;
+    let cpu_before = CpuSnapshot::take();
     let started = Instant::now();
     let answers = stream::iter(attempts)
         .map(|attempt| {
@@ -72,7 +76,12 @@ pub async fn run(client: &ApiClient, attempts: Vec<Attempt>, concurrency: usize,
         .buffer_unordered(concurrency.max(1))
         .collect::<Vec<_>>()
         .await;
-    Spike { answers, elapsed: started.elapsed() }
+    let elapsed = started.elapsed();
+    let cpu_share = match (cpu_before, CpuSnapshot::take()) {
+        (Some(before), Some(after)) => after.shares_since(&before),
+        _ => BTreeMap::new(),
+    };
+    Spike { answers, elapsed, cpu_share }
 }
 
 async fn send(client: &ApiClient, attempt: Attempt, spike_started: Instant) -> Answer {

@@ -1,25 +1,23 @@
 //! Applies decoded events to PostgreSQL, one transaction per batch, idempotently:
 //! a row that already exists is skipped, and a coupon's `remaining_quantity`
 //! goes down by the rows actually inserted, so a redelivered batch changes
-//! nothing. The statements are per batch, never per event.
+//! nothing. One statement per batch (`statements::ApplyBatch`), never one per event.
 //!
 //! A batch that hits a poison error is split in halves until the bad records
 //! stand alone; the good halves are applied, the bad records are returned.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashMap;
 use std::ops::{AddAssign, Range};
 use std::time::Instant;
 
 use coupon_domain::{group_by_coupon, CouponIssuedEvent};
-use coupon_infra::db::schema::coupon;
 use coupon_infra::db::PgPool;
-use diesel::{ExpressionMethods, QueryDsl};
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use time::OffsetDateTime;
 
 use crate::error::WriteError;
 use crate::metrics::Metrics;
-use crate::statements::{InsertIssued, TakeStock};
+use crate::statements::ApplyBatch;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Applied {
@@ -99,55 +97,28 @@ async fn apply_once(
     metrics: &Metrics,
     events: &[&CouponIssuedEvent],
 ) -> Result<Transaction, WriteError> {
+    let groups = group_by_coupon(events.iter().copied());
+    let in_coupon_order = || groups.iter().flat_map(|group| group.events.iter().copied());
+    let coupons: Vec<i64> = in_coupon_order().map(|event| event.coupon_id.get()).collect();
+    let customers: Vec<i64> = in_coupon_order().map(|event| event.customer_id.get()).collect();
+    let issued_at: Vec<OffsetDateTime> = in_coupon_order().map(|event| event.issued_at).collect();
+
     let mut pooled = pool.get().await?;
     let conn: &mut AsyncPgConnection = &mut pooled;
     let started = Instant::now();
-    let result = conn.transaction(async |conn| write(conn, events).await).await;
+    // One statement: its own transaction, applied whole or not at all.
+    let result: Result<Vec<(i64, i32)>, _> =
+        ApplyBatch { coupons: &coupons, customers: &customers, issued_at: &issued_at }.load(conn).await;
     metrics.transaction_seconds.observe(started.elapsed().as_secs_f64());
-    result
-}
+    let inserted_per_coupon: HashMap<i64, i32> = result?.into_iter().collect();
 
-async fn write(conn: &mut AsyncPgConnection, events: &[&CouponIssuedEvent]) -> Result<Transaction, WriteError> {
-    let groups = group_by_coupon(events.iter().copied());
-    let ids: Vec<i64> = groups.iter().map(|group| group.coupon_id.get()).collect();
-    // Locking the batch's coupons in id order (group_by_coupon's order) makes
-    // writers that share coupons queue instead of deadlocking, and tells in the
-    // same statement which coupons exist.
-    let existing: HashSet<i64> = coupon::table
-        .select(coupon::id)
-        .filter(coupon::id.eq_any(&ids))
-        .order(coupon::id)
-        .for_no_key_update()
-        .load::<i64>(conn)
-        .await?
-        .into_iter()
-        .collect();
     let unknown: Vec<usize> = events
         .iter()
         .enumerate()
-        .filter(|(_, event)| !existing.contains(&event.coupon_id.get()))
+        .filter(|(_, event)| !inserted_per_coupon.contains_key(&event.coupon_id.get()))
         .map(|(index, _)| index)
         .collect();
-    let known: Vec<&CouponIssuedEvent> = groups
-        .iter()
-        .filter(|group| existing.contains(&group.coupon_id.get()))
-        .flat_map(|group| group.events.iter().copied())
-        .collect();
-
-    let coupons: Vec<i64> = known.iter().map(|event| event.coupon_id.get()).collect();
-    let customers: Vec<i64> = known.iter().map(|event| event.customer_id.get()).collect();
-    let issued_at: Vec<OffsetDateTime> = known.iter().map(|event| event.issued_at).collect();
-    let inserted_for: Vec<i64> =
-        InsertIssued { coupons: &coupons, customers: &customers, issued_at: &issued_at }.load(conn).await?;
-    let mut inserted: BTreeMap<i64, i32> = BTreeMap::new();
-    for coupon_id in inserted_for {
-        *inserted.entry(coupon_id).or_default() += 1;
-    }
-
-    let total: u64 = inserted.values().map(|&n| n as u64).sum();
-    if !inserted.is_empty() {
-        let (ids, counts): (Vec<i64>, Vec<i32>) = inserted.into_iter().unzip();
-        TakeStock { ids: &ids, counts: &counts }.execute(conn).await?;
-    }
-    Ok(Transaction { applied: Applied { inserted: total, duplicates: known.len() as u64 - total }, unknown })
+    let known = (events.len() - unknown.len()) as u64;
+    let total: u64 = inserted_per_coupon.values().map(|&n| n as u64).sum();
+    Ok(Transaction { applied: Applied { inserted: total, duplicates: known - total }, unknown })
 }

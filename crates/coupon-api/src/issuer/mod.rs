@@ -6,6 +6,7 @@
 
 use coupon_domain::{CouponId, CustomerId, IssueOutcome, Rejection};
 use deadpool_redis::Pool;
+use redis::aio::ConnectionManager;
 use redis::{Script, Value};
 use time::OffsetDateTime;
 
@@ -59,6 +60,8 @@ pub struct CouponState {
 
 pub struct Issuer {
     pool: Pool,
+    /// The hot path's connection, shared by all requests.
+    shared: ConnectionManager,
     key_prefix: String,
     issue: Script,
     prime: Script,
@@ -68,9 +71,10 @@ pub struct Issuer {
 const HOLDERS_CHUNK: usize = 1_000;
 
 impl Issuer {
-    pub fn new(pool: Pool, key_prefix: String) -> Self {
+    pub fn new(pool: Pool, shared: ConnectionManager, key_prefix: String) -> Self {
         Self {
             pool,
+            shared,
             key_prefix,
             issue: Script::new(include_str!("issue.lua")),
             prime: Script::new(include_str!("prime.lua")),
@@ -87,7 +91,7 @@ impl Issuer {
 
     pub async fn issue(&self, coupon: CouponId, customer: CustomerId) -> Result<Decision, RedisUnavailable> {
         let keys = self.keys(coupon);
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.shared.clone();
         let reply: Value = self
             .issue
             .key(&keys.meta)

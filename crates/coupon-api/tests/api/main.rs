@@ -6,3 +6,4 @@ mod harness;
 mod issue;
 mod outbox;
 mod queries;
+mod redis_restart;
