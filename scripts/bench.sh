@@ -5,7 +5,8 @@
 # writer's statements) and the writer's drain rate per batch size. Writes
 # docs/BENCHMARK.md and docs/bench/*.svg. Not a test: it asserts nothing about time.
 #
-#   CUSTOMERS (50000)  STOCK (10000)  CONCURRENCY (256)  ROUNDS (2)  BACKLOG (100000)
+#   CUSTOMERS (50000)  STOCK (10000)  CONCURRENCY (256)  ROUNDS (3)  BACKLOG (100000)
+#   TRICKLE_RATE (200 issuances/s, for the writer's batch-limit sweep)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -13,8 +14,9 @@ BIN="$ROOT/target/release"
 CUSTOMERS="${CUSTOMERS:-50000}"
 STOCK="${STOCK:-10000}"
 CONCURRENCY="${CONCURRENCY:-256}"
-ROUNDS="${ROUNDS:-2}"
+ROUNDS="${ROUNDS:-3}"
 BACKLOG="${BACKLOG:-100000}"
+TRICKLE_RATE="${TRICKLE_RATE:-200}"
 OUT="$ROOT/bench/results/$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$OUT/runs" "$OUT/logs"
 
@@ -131,6 +133,24 @@ SQL
 done
 psql_bench -c "DELETE FROM customer_coupon WHERE coupon_id = $bench_coupon; DELETE FROM coupon WHERE id = $bench_coupon"
 
+echo "== the writer's batch limits under steady traffic ($TRICKLE_RATE issuances/s for 10 s)"
+sweep_json=""
+for limits in 100:50 100:500 100:2000 500:2000 2000:2000; do
+    batch=${limits%:*} wait_ms=${limits#*:}
+    start "writer-trickle-$batch-$wait_ms" COUPON__WRITER__BATCH_MAX_RECORDS="$batch" \
+        COUPON__WRITER__BATCH_MAX_WAIT_MS="$wait_ms" "$BIN/coupon-writer" run
+    writer=$started
+    start "api-trickle-$batch-$wait_ms" "$BIN/coupon-api"
+    api=$started
+    printf '   batch %s, wait %s ms: ' "$batch" "$wait_ms"
+    "$BIN/coupon-loadgen" trickle --api "$API" --rate "$TRICKLE_RATE" --seconds 10 \
+        --json "$OUT/trickle-$batch-$wait_ms.json"
+    stop "$api"
+    stop "$writer"
+    sweep_json+="$(python3 -c "import json; r = json.load(open('$OUT/trickle-$batch-$wait_ms.json')); \
+        r.update(batch=$batch, wait_ms=$wait_ms); print(json.dumps(r))"),"
+done
+
 cores=$(nproc)
 memory=$(free -g | awk '/^Mem:/ {print $2 " GiB"}')
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
@@ -139,8 +159,9 @@ cat >"$OUT/ceilings.json" <<JSON
   "redis_lua_calls_per_s": $lua_rps,
   "pg_rows_per_s": {${pg_json%,}},
   "writer_rows_per_s": {${writer_json%,}},
+  "writer_limits_sweep": [${sweep_json%,}],
   "machine": "$cores cores ($cpu), $memory memory, $(uname -sr)",
-  "command": "make bench (CUSTOMERS=$CUSTOMERS STOCK=$STOCK CONCURRENCY=$CONCURRENCY ROUNDS=$ROUNDS BACKLOG=$BACKLOG)"
+  "command": "make bench (CUSTOMERS=$CUSTOMERS STOCK=$STOCK CONCURRENCY=$CONCURRENCY ROUNDS=$ROUNDS BACKLOG=$BACKLOG TRICKLE_RATE=$TRICKLE_RATE)"
 }
 JSON
 "$BIN/coupon-loadgen" report --runs "$OUT/runs" --ceilings "$OUT/ceilings.json" \

@@ -63,3 +63,31 @@ impl CpuSnapshot {
         ticks.into_iter().map(|(name, t)| (name.to_string(), 100.0 * t as f64 / elapsed)).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_divide_the_elapsed_ticks_and_the_unlisted_busy_time_is_other() {
+        let before = CpuSnapshot {
+            processes: [(1, ("coupon-api", 100)), (2, ("Redis", 50)), (9, ("Kafka", 70))].into(),
+            busy: 1_000,
+            idle: 1_000,
+        };
+        // Kafka's process ended; PostgreSQL's started within the window.
+        let after = CpuSnapshot {
+            processes: [(1, ("coupon-api", 160)), (2, ("Redis", 70)), (3, ("PostgreSQL", 10))].into(),
+            busy: 1_100,
+            idle: 1_100,
+        };
+        let shares = after.shares_since(&before);
+        let expected: BTreeMap<String, f64> =
+            [("coupon-api", 30.0), ("Redis", 10.0), ("PostgreSQL", 5.0), ("other", 5.0), ("idle", 50.0)]
+                .into_iter()
+                .map(|(name, share)| (name.to_string(), share))
+                .collect();
+        assert_eq!(shares, expected);
+        assert_eq!(shares.values().sum::<f64>(), 100.0);
+    }
+}

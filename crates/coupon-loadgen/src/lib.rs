@@ -9,3 +9,4 @@ pub mod durable;
 pub mod record;
 pub mod report;
 pub mod spike;
+pub mod trickle;

@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use coupon_infra::settings::DatabaseSettings;
 use coupon_loadgen::client::ApiClient;
 use coupon_loadgen::record::RunRecord;
-use coupon_loadgen::{dbstats, durable, report, spike};
+use coupon_loadgen::{dbstats, durable, report, spike, trickle};
 use indicatif::{ProgressBar, ProgressStyle};
 use secrecy::SecretString;
 
@@ -30,6 +30,27 @@ enum Command {
     /// Measures how fast the writer applies a backlog: rows/s from the first
     /// row of the coupon until the last.
     Drain(DrainArgs),
+    /// Steady traffic at a fixed rate: how long until each issued coupon is in
+    /// PostgreSQL, and the writer's transactions per 1,000 issued.
+    Trickle(TrickleArgs),
+}
+
+#[derive(Args)]
+struct TrickleArgs {
+    #[arg(long, env = "COUPON_API", default_value = "http://127.0.0.1:8080")]
+    api: String,
+    #[arg(long, env = "COUPON__ADMIN__TOKEN", default_value = "dev-admin-token", hide_env_values = true)]
+    admin_token: String,
+    #[arg(long, env = "COUPON__DATABASE__URL", default_value = "postgres://coupon:coupon@127.0.0.1:5432/coupon")]
+    database_url: String,
+    /// Issuance requests per second (one new customer each).
+    #[arg(long, default_value_t = 200)]
+    rate: u64,
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Write the result here (JSON).
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
 }
 
 #[derive(Args)]
@@ -102,6 +123,7 @@ async fn main() -> ExitCode {
         Command::Spike(args) => run(args, 50_000, 10_000).await,
         Command::Report(args) => report(args).map(|()| true),
         Command::Drain(args) => drain(args).await.map(|()| true),
+        Command::Trickle(args) => trickle(args).await.map(|()| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -205,6 +227,27 @@ async fn drain(args: DrainArgs) -> anyhow::Result<()> {
     let last = samples.last().copied().unwrap_or_default();
     let rate = (last.1 - first.1) as f64 / (last.0 - first.0).as_secs_f64().max(1e-3);
     println!("{rate:.0}");
+    Ok(())
+}
+
+async fn trickle(args: TrickleArgs) -> anyhow::Result<()> {
+    let client = ApiClient::new(&args.api, &args.admin_token, 64)?;
+    client.wait_ready(Duration::from_secs(30)).await?;
+    let db =
+        coupon_infra::db::pool(&DatabaseSettings { url: SecretString::from(args.database_url), ..Default::default() })?;
+    let record = trickle::run(&client, &db, args.rate, args.seconds).await?;
+    println!(
+        "{} issued at {}/s: durable after mean {:.0} ms, p99 {:.0} ms, max {:.0} ms; {:.1} write transactions per 1,000",
+        record.issued,
+        record.rate,
+        record.durable_mean_ms,
+        record.durable_p99_ms,
+        record.durable_max_ms,
+        record.transactions_per_1k
+    );
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&record)?)?;
+    }
     Ok(())
 }
 

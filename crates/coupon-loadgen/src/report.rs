@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cpu::COMPONENTS;
 use crate::record::RunRecord;
+use crate::trickle::TrickleRecord;
 
 /// Measurements of the stores alone, taken in the same benchmark run.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -21,8 +22,20 @@ pub struct Ceilings {
     pub pg_rows_per_s: BTreeMap<u32, f64>,
     /// The writer draining a backlog, rows/s per batch size.
     pub writer_rows_per_s: BTreeMap<u32, f64>,
+    /// Steady traffic against the writer under several batch limits.
+    #[serde(default)]
+    pub writer_limits_sweep: Vec<LimitsPoint>,
     pub machine: String,
     pub command: String,
+}
+
+/// The writer's batch limits and what they gave under steady traffic.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LimitsPoint {
+    pub batch: u32,
+    pub wait_ms: u64,
+    #[serde(flatten)]
+    pub trickle: TrickleRecord,
 }
 
 /// One row of the ratio table: its name, how to read it off a run, and
@@ -113,6 +126,26 @@ pub fn markdown(runs: &[RunRecord], ceilings: &Ceilings) -> String {
             "- Batch {batch}: pgbench {pg:.0} rows/s; writer draining a backlog {} ",
             writer.map_or("not measured".to_string(), |w| format!("{w:.0} rows/s = {:.0}% of it", 100.0 * w / pg))
         );
+    }
+    if let Some(first) = ceilings.writer_limits_sweep.first() {
+        let _ = writeln!(
+            md,
+            "\n## The writer's batch limits under steady traffic ({} issuances/s for {} s)\n",
+            first.trickle.rate, first.trickle.seconds
+        );
+        let _ = writeln!(
+            md,
+            "| max records | max wait ms | durable after: mean ms | p99 ms | max ms | write transactions per 1,000 issued |"
+        );
+        let _ = writeln!(md, "|---|---|---|---|---|---|");
+        for p in &ceilings.writer_limits_sweep {
+            let t = &p.trickle;
+            let _ = writeln!(
+                md,
+                "| {} | {} | {:.0} | {:.0} | {:.0} | {:.1} |",
+                p.batch, p.wait_ms, t.durable_mean_ms, t.durable_p99_ms, t.durable_max_ms, t.transactions_per_1k
+            );
+        }
     }
     md
 }

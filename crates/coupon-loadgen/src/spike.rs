@@ -84,7 +84,8 @@ pub async fn run(client: &ApiClient, attempts: Vec<Attempt>, concurrency: usize,
     Spike { answers, elapsed, cpu_share }
 }
 
-async fn send(client: &ApiClient, attempt: Attempt, spike_started: Instant) -> Answer {
+/// Sends one request; `at` in the answer counts from `spike_started`.
+pub async fn send(client: &ApiClient, attempt: Attempt, spike_started: Instant) -> Answer {
     let sent = Instant::now();
     let url = format!("{}/api/v1/coupons/{}/issue", client.base, attempt.coupon);
     let response = client.http().post(url).json(&json!({ "customerId": attempt.customer })).send().await;
