@@ -68,6 +68,13 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 stop "$writer"
 
+echo "== ceiling: an endpoint that does nothing, through the same client and server"
+start api-noop "$BIN/coupon-api"
+api=$started
+noop_rps=$("$BIN/coupon-loadgen" noop --api "$API" --concurrency "$CONCURRENCY")
+stop "$api"
+echo "   $noop_rps requests/s"
+
 echo "== ceiling: the issue script driven by redis-benchmark (-c 50, unpipelined)"
 sha=$(redis-cli -p "${REDIS_PORT:-6379}" SCRIPT LOAD "$(cat "$ROOT/crates/coupon-api/src/issuer/issue.lua")")
 keys="bench:coupon:{0}:meta bench:coupon:{0}:stock bench:coupon:{0}:issued bench:coupon:{0}:outbox"
@@ -157,6 +164,7 @@ cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
 cat >"$OUT/ceilings.json" <<JSON
 {
   "redis_lua_calls_per_s": $lua_rps,
+  "http_noop_requests_per_s": $noop_rps,
   "pg_rows_per_s": {${pg_json%,}},
   "writer_rows_per_s": {${writer_json%,}},
   "writer_limits_sweep": [${sweep_json%,}],

@@ -2,6 +2,11 @@ use coupon_api::config::Settings;
 use coupon_api::startup::Application;
 use coupon_infra::{settings, shutdown, telemetry};
 
+// Every request allocates and frees small buffers on two worker threads; glibc's
+// allocator showed up in the spike profile (malloc, free, consolidation).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let settings: Settings = settings::load_or_exit("coupon-api");

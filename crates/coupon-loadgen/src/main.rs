@@ -33,6 +33,19 @@ enum Command {
     /// Steady traffic at a fixed rate: how long until each issued coupon is in
     /// PostgreSQL, and the writer's transactions per 1,000 issued.
     Trickle(TrickleArgs),
+    /// Requests/s of an endpoint that does nothing, through the same client
+    /// and server: the HTTP layer's own ceiling on this machine.
+    Noop(NoopArgs),
+}
+
+#[derive(Args)]
+struct NoopArgs {
+    #[arg(long, env = "COUPON_API", default_value = "http://127.0.0.1:8080")]
+    api: String,
+    #[arg(long, default_value_t = 200_000)]
+    requests: usize,
+    #[arg(long, default_value_t = 256)]
+    concurrency: usize,
 }
 
 #[derive(Args)]
@@ -124,6 +137,7 @@ async fn main() -> ExitCode {
         Command::Report(args) => report(args).map(|()| true),
         Command::Drain(args) => drain(args).await.map(|()| true),
         Command::Trickle(args) => trickle(args).await.map(|()| true),
+        Command::Noop(args) => noop(args).await.map(|()| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -227,6 +241,13 @@ async fn drain(args: DrainArgs) -> anyhow::Result<()> {
     let last = samples.last().copied().unwrap_or_default();
     let rate = (last.1 - first.1) as f64 / (last.0 - first.0).as_secs_f64().max(1e-3);
     println!("{rate:.0}");
+    Ok(())
+}
+
+async fn noop(args: NoopArgs) -> anyhow::Result<()> {
+    let client = ApiClient::new(&args.api, "", args.concurrency)?;
+    client.wait_ready(Duration::from_secs(30)).await?;
+    println!("{:.0}", spike::noop_rate(&client, args.requests, args.concurrency).await);
     Ok(())
 }
 

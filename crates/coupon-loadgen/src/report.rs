@@ -18,6 +18,9 @@ use crate::trickle::TrickleRecord;
 pub struct Ceilings {
     /// The issue script driven by redis-benchmark, calls/s.
     pub redis_lua_calls_per_s: Option<f64>,
+    /// `GET /health/live` (does nothing) through the load generator and coupon-api, requests/s.
+    #[serde(default)]
+    pub http_noop_requests_per_s: Option<f64>,
     /// The writer's statements driven by pgbench, rows/s per batch size.
     pub pg_rows_per_s: BTreeMap<u32, f64>,
     /// The writer draining a backlog, rows/s per batch size.
@@ -117,6 +120,17 @@ pub fn markdown(runs: &[RunRecord], ceilings: &Ceilings) -> String {
             "- Issue script via `redis-benchmark -c 50` (unpipelined): {lua:.0} calls/s; the HTTP path's successful issuances reach {:.0}/s = {:.0}% of it.",
             http,
             100.0 * http / lua
+        );
+    }
+    if let Some(noop) = ceilings.http_noop_requests_per_s {
+        let http = mean(&to_be, |r| r.issued_per_s);
+        let lua = ceilings
+            .redis_lua_calls_per_s
+            .map_or(String::new(), |lua| format!(" = {:.0}% of the issue script's", 100.0 * noop / lua));
+        let _ = writeln!(
+            md,
+            "- An endpoint that does nothing (`GET /health/live`) through the same load generator and coupon-api: {noop:.0} requests/s{lua}; successful issuances reach {:.0}% of it.",
+            100.0 * http / noop
         );
     }
     for (batch, pg) in &ceilings.pg_rows_per_s {
