@@ -53,6 +53,7 @@ pub fn markdown(runs: &[RunRecord], ceilings: &Ceilings) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "# Spike benchmark: Kafka design (TO-BE) against synchronous database writes (AS-IS)\n");
     let _ = writeln!(md, "Machine: {}  \nCommand: `{}`\n", ceilings.machine, ceilings.command);
+    let _ = writeln!(md, "What the numbers mean and what bounds them: [PERFORMANCE.md](PERFORMANCE.md).\n");
     let _ = writeln!(md, "![latency](bench/latency.svg) ![throughput](bench/throughput.svg) ![lag](bench/lag.svg)\n");
     let _ = writeln!(md, "## Runs (alternating modes)\n");
     let _ = writeln!(
