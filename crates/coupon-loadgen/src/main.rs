@@ -38,6 +38,17 @@ enum Command {
     Noop(NoopArgs),
 }
 
+/// The service under load and the database its writer fills.
+#[derive(Args, Clone)]
+struct Target {
+    #[arg(long, env = "COUPON_API", default_value = "http://127.0.0.1:8080")]
+    api: String,
+    #[arg(long, env = "COUPON__ADMIN__TOKEN", default_value = "dev-admin-token", hide_env_values = true)]
+    admin_token: String,
+    #[arg(long, env = "COUPON__DATABASE__URL", default_value = "postgres://coupon:coupon@127.0.0.1:5432/coupon")]
+    database_url: String,
+}
+
 #[derive(Args)]
 struct NoopArgs {
     #[arg(long, env = "COUPON_API", default_value = "http://127.0.0.1:8080")]
@@ -50,12 +61,8 @@ struct NoopArgs {
 
 #[derive(Args)]
 struct TrickleArgs {
-    #[arg(long, env = "COUPON_API", default_value = "http://127.0.0.1:8080")]
-    api: String,
-    #[arg(long, env = "COUPON__ADMIN__TOKEN", default_value = "dev-admin-token", hide_env_values = true)]
-    admin_token: String,
-    #[arg(long, env = "COUPON__DATABASE__URL", default_value = "postgres://coupon:coupon@127.0.0.1:5432/coupon")]
-    database_url: String,
+    #[command(flatten)]
+    target: Target,
     /// Issuance requests per second (one new customer each).
     #[arg(long, default_value_t = 200)]
     rate: u64,
@@ -94,12 +101,8 @@ struct ReportArgs {
 
 #[derive(Args, Clone)]
 struct SpikeArgs {
-    #[arg(long, env = "COUPON_API", default_value = "http://127.0.0.1:8080")]
-    api: String,
-    #[arg(long, env = "COUPON__ADMIN__TOKEN", default_value = "dev-admin-token", hide_env_values = true)]
-    admin_token: String,
-    #[arg(long, env = "COUPON__DATABASE__URL", default_value = "postgres://coupon:coupon@127.0.0.1:5432/coupon")]
-    database_url: String,
+    #[command(flatten)]
+    target: Target,
     /// Distinct customers.
     #[arg(long)]
     customers: Option<u64>,
@@ -153,10 +156,10 @@ async fn main() -> ExitCode {
 async fn run(args: SpikeArgs, default_customers: u64, default_stock: u64) -> anyhow::Result<bool> {
     let customers = args.customers.unwrap_or(default_customers);
     let stock = args.stock.unwrap_or(default_stock);
-    let client = ApiClient::new(&args.api, &args.admin_token, args.concurrency)?;
+    let client = ApiClient::new(&args.target.api, &args.target.admin_token, args.concurrency)?;
     client.wait_ready(Duration::from_secs(30)).await?;
     let db = coupon_infra::db::pool(&DatabaseSettings {
-        url: SecretString::from(args.database_url.clone()),
+        url: SecretString::from(args.target.database_url.clone()),
         ..Default::default()
     })?;
     let transactions_before = dbstats::next_transaction_id(&db).await?;
@@ -252,10 +255,12 @@ async fn noop(args: NoopArgs) -> anyhow::Result<()> {
 }
 
 async fn trickle(args: TrickleArgs) -> anyhow::Result<()> {
-    let client = ApiClient::new(&args.api, &args.admin_token, 64)?;
+    let client = ApiClient::new(&args.target.api, &args.target.admin_token, 64)?;
     client.wait_ready(Duration::from_secs(30)).await?;
-    let db =
-        coupon_infra::db::pool(&DatabaseSettings { url: SecretString::from(args.database_url), ..Default::default() })?;
+    let db = coupon_infra::db::pool(&DatabaseSettings {
+        url: SecretString::from(args.target.database_url),
+        ..Default::default()
+    })?;
     let record = trickle::run(&client, &db, args.rate, args.seconds).await?;
     println!(
         "{} issued at {}/s: durable after mean {:.0} ms, p99 {:.0} ms, max {:.0} ms; {:.1} write transactions per 1,000",
