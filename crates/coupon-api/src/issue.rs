@@ -39,18 +39,15 @@ async fn write_through(state: &AppState, coupon: CouponId, customer: CustomerId,
 
 async fn hand_off(state: &AppState, coupon: CouponId, customer: CustomerId, issued: &Issued) {
     let event = CouponIssuedEvent { coupon_id: coupon, customer_id: customer, issued_at: issued.issued_at };
-    let delivered = Delivered { coupon, entry: issued.outbox_entry.clone() };
-    let publisher = state.publisher.clone();
-    let acks = state.acks.clone();
-    // Its own task, so the entry is acknowledged even when the request stops waiting.
-    let delivery = tokio::spawn(async move {
-        match publisher.publish(&event).await {
-            Ok(()) => acks.push(delivered),
-            Err(err) => tracing::debug!(error = %err, coupon = %coupon, "event left in the outbox for the relay"),
-        }
-    });
-    let wait = !state.ack_timeout.is_zero() && state.publisher.is_healthy();
-    if wait && tokio::time::timeout(state.ack_timeout, delivery).await.is_err() {
-        state.publisher.mark_unhealthy();
+    // The delivery callback removes the outbox entry, whether or not this
+    // request is still waiting by then.
+    let delivery = state.publisher.send(&event, Some(Delivered { coupon, entry: issued.outbox_entry.clone() }));
+    if state.ack_timeout.is_zero() || !state.publisher.is_healthy() {
+        return;
+    }
+    match tokio::time::timeout(state.ack_timeout, delivery).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::debug!(error = %err, coupon = %coupon, "event left in the outbox for the relay"),
+        Err(_) => state.publisher.mark_unhealthy(),
     }
 }

@@ -2,27 +2,30 @@
 //!
 //! Delivery guarantee: at least once, together with the outbox. The producer is
 //! idempotent with `acks=all`, so a retry inside librdkafka never duplicates a
-//! record; a record is removed from the outbox only after Kafka acknowledged it,
-//! and the relay re-sends whatever was not.
+//! record. An outbox entry is removed only after Kafka acknowledged its event,
+//! and by the delivery callback itself: whoever still waits for the answer (or
+//! no one, after a request stopped waiting or its worker stopped), an
+//! acknowledged event leaves the outbox and an unacknowledged one stays for the
+//! relay.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use coupon_domain::CouponIssuedEvent;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::ClientContext;
+use tokio::sync::oneshot;
 
 use crate::config::{KafkaProducerSettings, PartitionKey};
 use crate::metrics::Metrics;
+use crate::outbox::{AckQueue, Delivered};
 
 pub struct Publisher {
-    producer: FutureProducer,
+    producer: ThreadedProducer<Deliveries>,
     topic: String,
     partition_key: PartitionKey,
-    /// False after a failed or late acknowledgement, true again after the next
-    /// success. While false, requests do not wait for acknowledgements.
-    healthy: AtomicBool,
-    metrics: Metrics,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -33,60 +36,111 @@ pub enum PublishError {
     Canceled,
 }
 
+/// What travels with a record until Kafka answers for it.
+struct Pending {
+    /// The outbox entry to remove once acknowledged; `None` when the sender
+    /// removes it itself.
+    remove: Option<Delivered>,
+    sent: Instant,
+    answer: oneshot::Sender<Result<(), PublishError>>,
+}
+
+/// Hears every record's outcome, on librdkafka's polling thread.
+struct Deliveries {
+    acks: AckQueue,
+    metrics: Metrics,
+    /// False after a failed or late acknowledgement, true again after the next
+    /// success. While false, requests do not wait for acknowledgements.
+    healthy: AtomicBool,
+}
+
+impl Deliveries {
+    fn mark_unhealthy(&self) {
+        self.healthy.store(false, Ordering::Relaxed);
+        self.metrics.kafka_publish_failures.inc();
+    }
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = Box<Pending>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, pending: Box<Pending>) {
+        self.metrics.kafka_publish_seconds.observe(pending.sent.elapsed().as_secs_f64());
+        let outcome = match result {
+            Ok(_) => {
+                self.healthy.store(true, Ordering::Relaxed);
+                if let Some(delivered) = pending.remove {
+                    self.acks.push(delivered);
+                }
+                Ok(())
+            }
+            Err((err, _)) => {
+                self.mark_unhealthy();
+                Err(PublishError::Kafka(err.clone()))
+            }
+        };
+        // The sender may have stopped waiting; the outcome is handled above.
+        let _ = pending.answer.send(outcome);
+    }
+}
+
 impl Publisher {
-    pub fn new(settings: &KafkaProducerSettings, metrics: Metrics) -> anyhow::Result<Self> {
-        let producer: FutureProducer = coupon_infra::kafka::client_config(&settings.client, "coupon-api")
+    pub fn new(settings: &KafkaProducerSettings, metrics: Metrics, acks: AckQueue) -> anyhow::Result<Self> {
+        let deliveries = Deliveries { acks, metrics, healthy: AtomicBool::new(true) };
+        let producer = coupon_infra::kafka::client_config(&settings.client, "coupon-api")
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", settings.linger_ms.to_string())
             .set("message.timeout.ms", settings.message_timeout_ms.to_string())
-            .create()?;
-        Ok(Self {
-            producer,
-            topic: settings.client.topic.clone(),
-            partition_key: settings.partition_key,
-            healthy: AtomicBool::new(true),
-            metrics,
-        })
+            .create_with_context(deliveries)?;
+        Ok(Self { producer, topic: settings.client.topic.clone(), partition_key: settings.partition_key })
+    }
+
+    fn deliveries(&self) -> &Deliveries {
+        self.producer.context()
     }
 
     pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
+        self.deliveries().healthy.load(Ordering::Relaxed)
     }
 
-    /// Sends one event and waits for Kafka's acknowledgement (bounded by the
-    /// producer's `message.timeout.ms`).
-    pub async fn publish(&self, event: &CouponIssuedEvent) -> Result<(), PublishError> {
+    pub fn mark_unhealthy(&self) {
+        self.deliveries().mark_unhealthy();
+    }
+
+    /// Queues one event. The returned future tells when Kafka acknowledged it
+    /// or gave up (bounded by the producer's `message.timeout.ms`); `remove`,
+    /// if given, leaves the outbox on acknowledgement whether or not the
+    /// future is awaited.
+    pub fn send(
+        &self,
+        event: &CouponIssuedEvent,
+        remove: Option<Delivered>,
+    ) -> impl Future<Output = Result<(), PublishError>> + use<> {
         let key = match self.partition_key {
             PartitionKey::Coupon => event.coupon_id.get(),
             PartitionKey::Customer => event.customer_id.get(),
         }
         .to_string();
         let payload = event.to_json();
-        let started = Instant::now();
-        let delivery = self
+        let (answer, answered) = oneshot::channel();
+        let pending = Box::new(Pending { remove, sent: Instant::now(), answer });
+        let refused = self
             .producer
-            .send_result(FutureRecord::to(&self.topic).key(&key).payload(&payload))
-            .map_err(|(err, _)| err);
-        let result = match delivery {
-            Ok(ack) => match ack.await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err((err, _))) => Err(PublishError::Kafka(err)),
-                Err(_) => Err(PublishError::Canceled),
-            },
-            Err(err) => Err(PublishError::Kafka(err)),
-        };
-        self.metrics.kafka_publish_seconds.observe(started.elapsed().as_secs_f64());
-        match &result {
-            Ok(()) => self.healthy.store(true, Ordering::Relaxed),
-            Err(_) => self.mark_unhealthy(),
+            .send(BaseRecord::with_opaque_to(&self.topic, pending).key(&key).payload(&payload))
+            .err()
+            .map(|(err, _)| err);
+        if refused.is_some() {
+            self.mark_unhealthy();
         }
-        result
-    }
-
-    pub fn mark_unhealthy(&self) {
-        self.healthy.store(false, Ordering::Relaxed);
-        self.metrics.kafka_publish_failures.inc();
+        async move {
+            match refused {
+                Some(err) => Err(PublishError::Kafka(err)),
+                None => answered.await.unwrap_or(Err(PublishError::Canceled)),
+            }
+        }
     }
 
     /// Waits for queued records to be delivered. Blocks: call it off the async workers.

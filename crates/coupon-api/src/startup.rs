@@ -40,7 +40,7 @@ impl Application {
         let outbox = Arc::new(Outbox::new(redis, settings.redis.key_prefix.clone()));
         let (acks, acknowledger) = Acknowledger::new(outbox.clone());
         let catalog = Catalog::new(coupon_infra::db::pool(&settings.database)?);
-        let publisher = Arc::new(Publisher::new(&settings.kafka, metrics.clone())?);
+        let publisher = Arc::new(Publisher::new(&settings.kafka, metrics.clone(), acks.clone())?);
         if settings.kafka.client.create_topics {
             // Kafka may be down at start; issuance does not need it to be up.
             let kafka = settings.kafka.client.clone();
