@@ -165,8 +165,11 @@ PROPS
 
 kafka_java() {
     # JVM flags as Kafka's kafka-run-class.sh sets them, with a small heap. `exec`
-    # keeps the recorded PID the JVM's own.
-    exec java -Xms"$KAFKA_HEAP" -Xmx"$KAFKA_HEAP" -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+    # keeps the recorded PID the JVM's own; setsid gives the broker a session
+    # of its own, so a Ctrl-C meant for `make run` does not stop it (Redis and
+    # PostgreSQL detach by themselves). In this subshell, which leads no process
+    # group, setsid execs java in place.
+    exec setsid java -Xms"$KAFKA_HEAP" -Xmx"$KAFKA_HEAP" -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
         -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent \
         -XX:MaxInlineLevel=15 -Djava.awt.headless=true \
         -Dlog4j2.configurationFile="$KAFKA_DIR/log4j2.properties" -Dkafka.logs.dir="$KAFKA_DIR" \

@@ -10,7 +10,10 @@ use crate::settings::LogFormat;
 
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // A log line that cannot be written (the reader of stdout went away) is
+    // dropped: reporting it on stderr would panic when stderr is gone too,
+    // and a panic mid-shutdown is how a service fails to stop.
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).log_internal_errors(false);
     // A second init (tests in one process) keeps the first subscriber.
     let _ = match format {
         LogFormat::Text => builder.try_init(),

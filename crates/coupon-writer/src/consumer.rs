@@ -36,6 +36,9 @@ use crate::retry::Backoff;
 
 pub type WriterConsumer = StreamConsumer<WriterContext>;
 
+/// How long shutdown waits for the group to confirm that this member left.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Hears about rebalances and statistics, which librdkafka reports from
 /// within a poll.
 pub struct WriterContext {
@@ -161,10 +164,25 @@ impl Writer {
                 break;
             }
         }
+        // Closing waits for the group to acknowledge that this member left,
+        // which never comes while Kafka is unreachable. It runs on a thread of
+        // its own (the runtime would wait for a blocking task forever at exit)
+        // and is given up after a while: nothing is lost, the group evicts the
+        // member after its session timeout and uncommitted records are
+        // delivered again.
         let consumer = self.consumer;
-        // Closing waits for the group to acknowledge that this member left.
-        tokio::task::spawn_blocking(move || drop(consumer)).await.expect("closing the consumer does not panic");
-        tracing::info!("left the consumer group");
+        let (closed, close_done) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            drop(consumer);
+            let _ = closed.send(());
+        });
+        match tokio::time::timeout(CLOSE_TIMEOUT, close_done).await {
+            Ok(_) => tracing::info!("left the consumer group"),
+            Err(_) => tracing::warn!(
+                timeout_s = CLOSE_TIMEOUT.as_secs(),
+                "Kafka did not confirm that this member left the group; stopping without it"
+            ),
+        }
     }
 
     /// Polls until the batch closes. Returns true when shutdown was requested,
