@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -21,10 +20,6 @@ pub fn log_dir() -> PathBuf {
     let dir = bin_dir().join("e2e-logs");
     std::fs::create_dir_all(&dir).expect("creating the e2e log folder");
     dir
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
 }
 
 /// A running service binary.

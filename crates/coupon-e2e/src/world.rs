@@ -13,12 +13,12 @@ use coupon_domain::keys::CouponKeys;
 use coupon_infra::db::PgPool;
 use coupon_loadgen::client::ApiClient;
 use coupon_loadgen::spike::{self, Spike};
-use coupon_testkit::{create_topic, kafka_settings, redis_settings, unique_name, TestDatabase};
+use coupon_testkit::{create_topic, free_port, kafka_settings, redis_settings, unique_name, TestDatabase};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use redis::AsyncCommands;
 
 use crate::invariants::{self, Observed, Verdict};
-use crate::process::{bin_dir, free_port, log_dir, wait_healthy, Service};
+use crate::process::{bin_dir, log_dir, wait_healthy, Service};
 
 pub const ADMIN_TOKEN: &str = "e2e-admin-token";
 

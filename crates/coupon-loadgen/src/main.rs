@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use coupon_infra::db::PgPool;
 use coupon_infra::settings::DatabaseSettings;
 use coupon_loadgen::client::ApiClient;
 use coupon_loadgen::record::RunRecord;
@@ -47,6 +48,20 @@ struct Target {
     admin_token: String,
     #[arg(long, env = "COUPON__DATABASE__URL", default_value = "postgres://coupon:coupon@127.0.0.1:5432/coupon")]
     database_url: String,
+}
+
+impl Target {
+    /// A client with `connections` keep-alive connections once the API is
+    /// ready, and a pool on the database.
+    async fn connect(&self, connections: usize) -> anyhow::Result<(ApiClient, PgPool)> {
+        let client = ApiClient::new(&self.api, &self.admin_token, connections)?;
+        client.wait_ready(Duration::from_secs(30)).await?;
+        Ok((client, db_pool(&self.database_url)?))
+    }
+}
+
+fn db_pool(url: &str) -> anyhow::Result<PgPool> {
+    coupon_infra::db::pool(&DatabaseSettings { url: SecretString::from(url.to_string()), ..Default::default() })
 }
 
 #[derive(Args)]
@@ -156,12 +171,7 @@ async fn main() -> ExitCode {
 async fn run(args: SpikeArgs, default_customers: u64, default_stock: u64) -> anyhow::Result<bool> {
     let customers = args.customers.unwrap_or(default_customers);
     let stock = args.stock.unwrap_or(default_stock);
-    let client = ApiClient::new(&args.target.api, &args.target.admin_token, args.concurrency)?;
-    client.wait_ready(Duration::from_secs(30)).await?;
-    let db = coupon_infra::db::pool(&DatabaseSettings {
-        url: SecretString::from(args.target.database_url.clone()),
-        ..Default::default()
-    })?;
+    let (client, db) = args.target.connect(args.concurrency).await?;
     let transactions_before = dbstats::next_transaction_id(&db).await?;
     let sampler = dbstats::ConnectionSampler::start(db.clone(), Duration::from_millis(20));
     let coupon = client.create_coupon("loadgen spike", stock).await?;
@@ -236,8 +246,7 @@ async fn run(args: SpikeArgs, default_customers: u64, default_stock: u64) -> any
 }
 
 async fn drain(args: DrainArgs) -> anyhow::Result<()> {
-    let db =
-        coupon_infra::db::pool(&DatabaseSettings { url: SecretString::from(args.database_url), ..Default::default() })?;
+    let db = db_pool(&args.database_url)?;
     let samples = durable::wait_for_rows(&db, args.coupon, args.expected, Duration::from_secs(args.timeout_s)).await?;
     // From the last sample without rows, so the first batch counts too.
     let first = samples.iter().rev().find(|(_, n)| *n == 0).copied().unwrap_or_default();
@@ -255,12 +264,7 @@ async fn noop(args: NoopArgs) -> anyhow::Result<()> {
 }
 
 async fn trickle(args: TrickleArgs) -> anyhow::Result<()> {
-    let client = ApiClient::new(&args.target.api, &args.target.admin_token, 64)?;
-    client.wait_ready(Duration::from_secs(30)).await?;
-    let db = coupon_infra::db::pool(&DatabaseSettings {
-        url: SecretString::from(args.target.database_url),
-        ..Default::default()
-    })?;
+    let (client, db) = args.target.connect(64).await?;
     let record = trickle::run(&client, &db, args.rate, args.seconds).await?;
     println!(
         "{} issued at {}/s: durable after mean {:.0} ms, p99 {:.0} ms, max {:.0} ms; {:.1} write transactions per 1,000",

@@ -22,6 +22,11 @@ pub fn unique_name(prefix: &str) -> String {
     )
 }
 
+/// A port on 127.0.0.1 that nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
+}
+
 /// Settings pointing at the local stack, honouring the same variables as the services.
 pub fn redis_settings() -> RedisSettings {
     RedisSettings { url: env_or("COUPON__REDIS__URL", &RedisSettings::default().url), ..Default::default() }

@@ -3,11 +3,10 @@
 //! reconnects by itself and the periodic sync primes the coupon again from
 //! PostgreSQL. A Redis of the test's own, so the shared one stays up.
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use coupon_testkit::wait_until;
+use coupon_testkit::{free_port, wait_until};
 use reqwest::StatusCode;
 
 use crate::harness::{Isolation, TestApp};
@@ -44,10 +43,6 @@ impl PrivateRedis {
         let _ = self.process.kill();
         let _ = self.process.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 #[tokio::test(flavor = "multi_thread")]
