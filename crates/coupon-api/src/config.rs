@@ -17,6 +17,8 @@ pub struct Settings {
     pub kafka: KafkaProducerSettings,
     pub database: DatabaseSettings,
     pub relay: RelaySettings,
+    pub recovery: RecoverySettings,
+    pub writer: WriterRef,
     pub issue: IssueSettings,
     pub log: LogSettings,
 }
@@ -121,6 +123,37 @@ impl Default for RelaySettings {
     }
 }
 
+/// The writer as the API sees it: the consumer group whose progress a rebuild
+/// waits for (the same variable, `COUPON__WRITER__GROUP`, as the writer's).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct WriterRef {
+    pub group: String,
+}
+
+impl Default for WriterRef {
+    fn default() -> Self {
+        Self { group: coupon_domain::WRITER_GROUP.into() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct RecoverySettings {
+    /// How often a rebuild asks Kafka whether the writer has caught up.
+    pub poll_ms: u64,
+    /// How long the recovery lock outlives a replica that died holding it.
+    pub lock_ttl_ms: u64,
+    /// How long an ended coupon's keys stay in Redis once its outbox is empty.
+    pub ended_grace_ms: u64,
+}
+
+impl Default for RecoverySettings {
+    fn default() -> Self {
+        Self { poll_ms: 250, lock_ttl_ms: 30_000, ended_grace_ms: 86_400_000 }
+    }
+}
+
 impl Validate for Settings {
     fn validate(&self) -> Result<(), InvalidSetting> {
         self.redis.validate()?;
@@ -131,6 +164,20 @@ impl Validate for Settings {
         require_positive("relay.batch_size", self.relay.batch_size as u64)?;
         require_positive("relay.max_backoff_ms", self.relay.max_backoff_ms)?;
         require_positive("relay.sync_interval_ms", self.relay.sync_interval_ms)?;
+        require_positive("recovery.poll_ms", self.recovery.poll_ms)?;
+        require_positive("recovery.ended_grace_ms", self.recovery.ended_grace_ms)?;
+        if self.recovery.lock_ttl_ms < 3 * self.recovery.poll_ms.max(1_000) {
+            return Err(InvalidSetting::new(
+                "recovery.lock_ttl_ms",
+                "must be at least three times recovery.poll_ms and 3000, or the lock expires between renewals",
+            ));
+        }
+        if self.redis.min_replicas > 0 && self.redis.replica_ack_timeout_ms >= self.redis.timeout_ms {
+            return Err(InvalidSetting::new(
+                "redis.replica_ack_timeout_ms",
+                "must be below redis.timeout_ms, or the connection gives up on WAIT first",
+            ));
+        }
         if self.relay.min_age_ms <= self.kafka.ack_timeout_ms {
             return Err(InvalidSetting::new(
                 "relay.min_age_ms",

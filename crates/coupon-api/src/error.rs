@@ -23,7 +23,14 @@ pub enum ApiError {
     /// Redis or PostgreSQL could not answer; the cause is logged where it happened.
     #[error("{0}")]
     Unavailable(&'static str),
+    #[error("the coupon is being restored after a Redis failure; nothing was changed, try again shortly")]
+    Fenced,
+    #[error("the coupon may have been issued but Redis replicas did not confirm it in time; ask GET /api/v1/coupons/{{couponId}}/customers/{{customerId}}")]
+    Unconfirmed,
 }
+
+/// What `Retry-After` says on a 503: the seconds after which a retry may succeed.
+const RETRY_AFTER_SECS: &str = "1";
 
 /// The body of every error answer.
 #[derive(Debug, Serialize, ToSchema)]
@@ -40,7 +47,7 @@ impl ApiError {
             ApiError::InvalidRequest(_) => "INVALID_REQUEST",
             ApiError::Unauthorized => "UNAUTHORIZED",
             ApiError::NotFound(_) => "NOT_FOUND",
-            ApiError::Unavailable(_) => "UNAVAILABLE",
+            ApiError::Unavailable(_) | ApiError::Fenced | ApiError::Unconfirmed => "UNAVAILABLE",
         }
     }
 
@@ -59,12 +66,16 @@ impl ResponseError for ApiError {
             ApiError::Rejected(Rejection::NotStarted | Rejection::Expired) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Fenced | ApiError::Unconfirmed => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code()).json(ErrorBody { code: self.code(), message: self.to_string() })
+        let mut response = HttpResponse::build(self.status_code());
+        if self.status_code() == StatusCode::SERVICE_UNAVAILABLE {
+            response.insert_header((actix_web::http::header::RETRY_AFTER, RETRY_AFTER_SECS));
+        }
+        response.json(ErrorBody { code: self.code(), message: self.to_string() })
     }
 }
 
@@ -93,5 +104,13 @@ mod tests {
         assert_eq!(ApiError::InvalidRequest("x".into()).status_code(), StatusCode::BAD_REQUEST);
         assert_eq!(ApiError::Unauthorized.status_code(), StatusCode::UNAUTHORIZED);
         assert_eq!(ApiError::Unavailable("redis").status_code(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[test]
+    fn a_fenced_coupon_is_a_503_with_retry_after() {
+        let response = ApiError::Fenced.error_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers().get(actix_web::http::header::RETRY_AFTER).unwrap(), "1");
+        assert_eq!(ApiError::Fenced.code(), "UNAVAILABLE");
     }
 }

@@ -6,26 +6,84 @@
 //! While Kafka is failing the request does not wait; the outbox entry written
 //! by the script keeps the event, and the relay delivers it later.
 //!
+//! With `redis.min_replicas` > 0 the 201 also waits until that many Redis
+//! replicas have the script's writes (crate::durability), so a failover to one
+//! of them keeps the issuance.
+//!
+//! Redis that lost a coupon, or lost everything (NOSCRIPT), answers nothing
+//! from suspect state: the request gets 503 and the recovery rebuilds
+//! (crate::recovery).
+//!
 //! In the `sync-db` baseline mode the request instead writes its own database
 //! transaction and answers after the commit; a failed transaction leaves the
 //! outbox entry to the relay, so even the baseline loses nothing.
 
-use coupon_domain::{CouponId, CouponIssuedEvent, CustomerId};
+use coupon_domain::{CouponId, CouponIssuedEvent, CustomerId, Rejection};
+use time::OffsetDateTime;
 
+use crate::catalog::CatalogError;
 use crate::config::IssueMode;
-use crate::issuer::{Decision, Issued, RedisUnavailable};
+use crate::issuer::{Decision, Fence, Issued, RedisUnavailable};
 use crate::outbox::Delivered;
 use crate::state::AppState;
 
-pub async fn issue(state: &AppState, coupon: CouponId, customer: CustomerId) -> Result<Decision, RedisUnavailable> {
-    let decision = state.issuer.issue(coupon, customer).await?;
-    if let Decision::Issued(issued) = &decision {
-        match state.mode {
-            IssueMode::Kafka => hand_off(state, coupon, customer, issued).await,
-            IssueMode::SyncDb => write_through(state, coupon, customer, issued).await,
+/// What the customer is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    Issued,
+    Rejected(Rejection),
+    /// Redis may not decide for this coupon now (being rebuilt); nothing changed.
+    Fenced,
+    /// Issued, but the required replicas did not confirm it in time: the
+    /// customer is told to check rather than told it holds the coupon.
+    Unconfirmed,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    #[error(transparent)]
+    Redis(#[from] RedisUnavailable),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+}
+
+pub async fn issue(state: &AppState, coupon: CouponId, customer: CustomerId) -> Result<Answer, IssueError> {
+    match state.issuer.issue(coupon, customer).await? {
+        Decision::Issued(issued) => {
+            let handed_off = async {
+                match state.mode {
+                    IssueMode::Kafka => hand_off(state, coupon, customer, &issued).await,
+                    IssueMode::SyncDb => write_through(state, coupon, customer, &issued).await,
+                }
+            };
+            let (replicated, ()) = tokio::join!(state.replicas.acknowledged(issued.connection), handed_off);
+            Ok(if replicated { Answer::Issued } else { Answer::Unconfirmed })
         }
+        Decision::Rejected(Rejection::CouponNotFound) => unknown_to_redis(state, coupon).await,
+        Decision::Rejected(rejection) => Ok(Answer::Rejected(rejection)),
+        Decision::Fenced(Fence::Node) => {
+            state.recovery.new_incarnation();
+            Ok(Answer::Fenced)
+        }
+        Decision::Fenced(Fence::Coupon) => Ok(Answer::Fenced),
     }
-    Ok(decision)
+}
+
+/// Redis lacks the coupon: unknown, ended and retired, or lost by Redis
+/// (flushed, or not yet created). PostgreSQL tells which; an open coupon that
+/// Redis lost is rebuilt, and never answered 404.
+async fn unknown_to_redis(state: &AppState, coupon: CouponId) -> Result<Answer, IssueError> {
+    if state.recovery.is_asked(coupon) {
+        return Ok(Answer::Fenced);
+    }
+    let Some(row) = state.catalog.get(coupon).await? else {
+        return Ok(Answer::Rejected(Rejection::CouponNotFound));
+    };
+    if row.ends_at <= OffsetDateTime::now_utc() {
+        return Ok(Answer::Rejected(Rejection::Expired));
+    }
+    state.recovery.coupon(coupon);
+    Ok(Answer::Fenced)
 }
 
 async fn write_through(state: &AppState, coupon: CouponId, customer: CustomerId, issued: &Issued) {

@@ -3,18 +3,20 @@
 //! Request path: `routes::issue` → `issue` (Redis decision by `issuer`, event
 //! hand-off by `publisher`) → 201. Around it: the `outbox` in Redis that keeps
 //! every issued event until Kafka acknowledged it, the `relay` that re-sends
-//! what was not, and `prime`, which keeps Redis in step with PostgreSQL
-//! (`catalog`).
+//! what was not, `durability`, which waits for Redis replicas before the 201,
+//! and `recovery`, which rebuilds from PostgreSQL (`catalog`) what Redis lost
+//! or may have rolled back, behind a fence.
 
 pub mod catalog;
 pub mod config;
+pub mod durability;
 pub mod error;
 pub mod issue;
 pub mod issuer;
 pub mod metrics;
 pub mod outbox;
-pub mod prime;
 pub mod publisher;
+pub mod recovery;
 pub mod relay;
 pub mod routes;
 pub mod startup;

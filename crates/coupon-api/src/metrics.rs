@@ -14,6 +14,10 @@ pub struct Metrics {
     pub outbox_depth: IntGauge,
     pub relay_republished: IntCounter,
     pub relay_retries: IntCounter,
+    pub fenced_coupons: IntGauge,
+    pub rebuilds: IntCounter,
+    pub redis_new_incarnations: IntCounter,
+    pub replica_ack_failures: IntCounter,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0];
@@ -45,6 +49,21 @@ impl Metrics {
                 .expect("valid metric");
         let relay_retries = IntCounter::new("coupon_relay_retries_total", "Relay passes that failed and were retried")
             .expect("valid metric");
+        let fenced_coupons =
+            IntGauge::new("coupon_fenced_coupons", "Coupons this replica fenced for a rebuild from PostgreSQL")
+                .expect("valid metric");
+        let rebuilds =
+            IntCounter::new("coupon_rebuilds_total", "Coupons rebuilt in Redis from PostgreSQL").expect("valid metric");
+        let redis_new_incarnations = IntCounter::new(
+            "coupon_redis_new_incarnations_total",
+            "Times Redis was found restarted or failed over (issue script missing)",
+        )
+        .expect("valid metric");
+        let replica_ack_failures = IntCounter::new(
+            "coupon_replica_ack_failures_total",
+            "Issuances answered 503 because Redis replicas did not confirm them in time",
+        )
+        .expect("valid metric");
         let registry = coupon_infra::telemetry::registry(vec![
             Box::new(issue_requests.clone()) as Box<dyn Collector>,
             Box::new(issue_seconds.clone()),
@@ -53,6 +72,10 @@ impl Metrics {
             Box::new(outbox_depth.clone()),
             Box::new(relay_republished.clone()),
             Box::new(relay_retries.clone()),
+            Box::new(fenced_coupons.clone()),
+            Box::new(rebuilds.clone()),
+            Box::new(redis_new_incarnations.clone()),
+            Box::new(replica_ack_failures.clone()),
         ]);
         Self {
             registry,
@@ -63,6 +86,10 @@ impl Metrics {
             outbox_depth,
             relay_republished,
             relay_retries,
+            fenced_coupons,
+            rebuilds,
+            redis_new_incarnations,
+            replica_ack_failures,
         }
     }
 

@@ -7,13 +7,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use coupon_domain::{CouponId, CouponIssuedEvent, CustomerId};
-use deadpool_redis::Pool;
+use coupon_infra::redis::SharedRedis;
 use redis::streams::StreamRangeReply;
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::issuer::{keys, CouponKeys, RedisUnavailable};
+use crate::issuer::{keys, release_all, Issuer, RedisUnavailable};
 
 /// An outbox entry whose event Kafka acknowledged (or, in the `sync-db` mode,
 /// the database committed): it may go.
@@ -31,68 +31,63 @@ pub struct PendingEvent {
 }
 
 pub struct Outbox {
-    pool: Pool,
-    key_prefix: String,
+    issuer: Arc<Issuer>,
 }
 
 impl Outbox {
-    pub fn new(pool: Pool, key_prefix: String) -> Self {
-        Self { pool, key_prefix }
+    pub fn new(issuer: Arc<Issuer>) -> Self {
+        Self { issuer }
+    }
+
+    fn redis(&self) -> &SharedRedis {
+        self.issuer.redis()
     }
 
     fn key(&self, coupon: CouponId) -> String {
-        CouponKeys::new(&self.key_prefix, coupon).outbox
+        self.issuer.keys(coupon).outbox
     }
 
-    /// Removes delivered entries: one XDEL per coupon, all in one round trip.
+    /// Removes delivered entries, one script call per coupon, pipelined. A
+    /// fenced coupon keeps them (see release.lua).
     pub async fn acknowledge(&self, delivered: &[Delivered]) -> Result<(), RedisUnavailable> {
         let mut by_coupon: BTreeMap<CouponId, Vec<&str>> = BTreeMap::new();
         for d in delivered {
             by_coupon.entry(d.coupon).or_default().push(&d.entry);
         }
-        if by_coupon.is_empty() {
-            return Ok(());
-        }
-        let mut pipe = redis::pipe();
-        for (coupon, entries) in by_coupon {
-            pipe.cmd("XDEL").arg(self.key(coupon)).arg(entries).ignore();
-        }
-        let mut conn = self.pool.get().await?;
-        pipe.query_async::<()>(&mut conn).await?;
+        let by_coupon: Vec<(CouponId, Vec<&str>)> = by_coupon.into_iter().collect();
+        release_all(&self.issuer, &by_coupon).await?;
         Ok(())
     }
 
     /// The coupons that may have outbox entries: every primed coupon.
     pub async fn coupons(&self) -> Result<Vec<CouponId>, RedisUnavailable> {
-        let mut conn = self.pool.get().await?;
         let ids: Vec<i64> =
-            redis::cmd("SMEMBERS").arg(keys::index_key(&self.key_prefix)).query_async(&mut conn).await?;
+            self.redis().query(redis::cmd("SMEMBERS").arg(keys::index_key(self.issuer.key_prefix()))).await?;
         Ok(ids.into_iter().filter_map(|id| CouponId::new(id).ok()).collect())
     }
 
     /// Redis's clock in milliseconds; outbox entry ids are stamped with it.
     pub async fn server_time_ms(&self) -> Result<i64, RedisUnavailable> {
-        let mut conn = self.pool.get().await?;
-        let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await?;
-        Ok(secs * 1_000 + micros / 1_000)
+        self.issuer.server_time_ms().await
     }
 
-    /// Up to `count` entries written at or before `until_ms` (Redis time), oldest first.
+    /// Up to `count` entries written at or before `until_ms` (Redis time),
+    /// oldest first; none while the coupon is fenced, since nothing could leave
+    /// the outbox then and the relay would send the same entries again and again.
     pub async fn pending(
         &self,
         coupon: CouponId,
         until_ms: i64,
         count: usize,
     ) -> Result<Vec<PendingEvent>, RedisUnavailable> {
-        let mut conn = self.pool.get().await?;
-        let reply: StreamRangeReply = redis::cmd("XRANGE")
-            .arg(self.key(coupon))
-            .arg("-")
-            .arg(until_ms)
-            .arg("COUNT")
-            .arg(count)
-            .query_async(&mut conn)
-            .await?;
+        let keys = self.issuer.keys(coupon);
+        let mut pipe = redis::pipe();
+        pipe.cmd("HEXISTS").arg(&keys.meta).arg("fenced");
+        pipe.cmd("XRANGE").arg(&keys.outbox).arg("-").arg(until_ms).arg("COUNT").arg(count);
+        let (fenced, reply): (bool, StreamRangeReply) = self.redis().query_pipe(&pipe).await?;
+        if fenced {
+            return Ok(Vec::new());
+        }
         Ok(reply
             .ids
             .into_iter()
@@ -113,12 +108,11 @@ impl Outbox {
         if coupons.is_empty() {
             return Ok(0);
         }
-        let mut conn = self.pool.get().await?;
         let mut pipe = redis::pipe();
         for coupon in coupons {
             pipe.cmd("XLEN").arg(self.key(*coupon));
         }
-        let lengths: Vec<u64> = pipe.query_async(&mut conn).await?;
+        let lengths: Vec<u64> = self.redis().query_pipe(&pipe).await?;
         Ok(lengths.iter().sum())
     }
 }

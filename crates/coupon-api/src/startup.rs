@@ -2,42 +2,56 @@
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
+use coupon_infra::kafka::GroupProgress;
+use coupon_infra::redis::SharedRedis;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::Catalog;
 use crate::config::Settings;
+use crate::durability::ReplicaAcks;
 use crate::issuer::Issuer;
 use crate::metrics::Metrics;
 use crate::outbox::{Acknowledger, Outbox};
 use crate::publisher::Publisher;
+use crate::recovery::{Recovery, RecoveryRequests};
 use crate::relay::Relay;
+use crate::routes;
 use crate::state::AppState;
-use crate::{prime, routes};
 
 /// How long shutdown waits for Kafka to acknowledge what is queued; whatever is
 /// left stays in the outbox for the next relay.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long the start waits for the recovery's first pass.
+const FIRST_PASS_TIMEOUT: Duration = Duration::from_secs(10);
+
 pub struct Application {
     listener: TcpListener,
     state: web::Data<AppState>,
     acknowledger: Acknowledger,
+    recovery: Recovery,
+    /// Fires once the recovery's first pass fenced what it must.
+    fenced: oneshot::Receiver<()>,
+    /// Stops the background tasks that serve requests (replica acknowledgements).
+    stop_serving: CancellationToken,
+    replica_acks: Option<JoinHandle<()>>,
     settings: Settings,
 }
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let metrics = Metrics::new();
-        let redis = coupon_infra::redis::pool(&settings.redis)?;
-        let shared = coupon_infra::redis::shared_connection(&settings.redis)?;
-        let issuer = Arc::new(Issuer::new(redis.clone(), shared, settings.redis.key_prefix.clone()));
-        let outbox = Arc::new(Outbox::new(redis, settings.redis.key_prefix.clone()));
+        let redis = Arc::new(SharedRedis::new(&settings.redis)?);
+        let issuer = Arc::new(Issuer::new(redis.clone(), settings.redis.key_prefix.clone()));
+        let outbox = Arc::new(Outbox::new(issuer.clone()));
         let (acks, acknowledger) = Acknowledger::new(outbox.clone());
         let catalog = Catalog::new(coupon_infra::db::pool(&settings.database)?);
         let publisher = Arc::new(Publisher::new(&settings.kafka, metrics.clone(), acks.clone())?);
@@ -53,6 +67,29 @@ impl Application {
         }
         let listener = TcpListener::bind(settings.http.addr)
             .with_context(|| format!("binding http.addr {}", settings.http.addr))?;
+        let stop_serving = CancellationToken::new();
+        let (replicas, replica_acks) = match settings.redis.min_replicas {
+            0 => (ReplicaAcks::disabled(), None),
+            required => {
+                let timeout = Duration::from_millis(settings.redis.replica_ack_timeout_ms);
+                let (acks, task) =
+                    ReplicaAcks::start(redis.clone(), required, timeout, metrics.clone(), stop_serving.clone());
+                (acks, Some(task))
+            }
+        };
+        let requests = RecoveryRequests::default();
+        let (tell_fenced, fenced) = oneshot::channel();
+        let recovery = Recovery {
+            catalog: catalog.clone(),
+            issuer: issuer.clone(),
+            progress: Arc::new(GroupProgress::new(&settings.kafka.client, &settings.writer.group)?),
+            metrics: metrics.clone(),
+            settings: settings.recovery.clone(),
+            requests: requests.clone(),
+            settle: Duration::from_millis(settings.kafka.message_timeout_ms),
+            interval: Duration::from_millis(settings.relay.sync_interval_ms),
+            fenced: Mutex::new(Some(tell_fenced)),
+        };
         let state = web::Data::new(AppState {
             issuer,
             outbox,
@@ -63,8 +100,10 @@ impl Application {
             admin_token: settings.admin.token.clone(),
             ack_timeout: Duration::from_millis(settings.kafka.ack_timeout_ms),
             mode: settings.issue.mode,
+            replicas,
+            recovery: requests,
         });
-        Ok(Self { listener, state, acknowledger, settings })
+        Ok(Self { listener, state, acknowledger, recovery, fenced, stop_serving, replica_acks, settings })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -72,7 +111,10 @@ impl Application {
     }
 
     /// Serves until `shutdown` completes; then stops accepting, finishes
-    /// in-flight requests, stops the relay and flushes the producer.
+    /// in-flight requests, stops the relay and the recovery, and flushes the
+    /// producer. If the HTTP server, the relay or the recovery ends before
+    /// that, the service cannot do its work: it stops the others and returns
+    /// the error, so the process exits non-zero and is restarted.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let addr = self.local_addr();
         let stop = CancellationToken::new();
@@ -85,24 +127,43 @@ impl Application {
             metrics: self.state.metrics.clone(),
             settings: self.settings.relay.clone(),
         };
-        let relay = tokio::spawn(relay.run(stop.clone()));
-        let sync = tokio::spawn(prime::run_sync(
-            self.state.catalog.clone(),
-            self.state.issuer.clone(),
-            Duration::from_millis(self.settings.relay.sync_interval_ms),
-            stop.clone(),
-        ));
+        let mut relay = tokio::spawn(relay.run(stop.clone()));
+        let mut recovery = tokio::spawn(self.recovery.run(stop.clone()));
+        // Requests answered before the first recovery pass would find the
+        // issue script missing and answer 503; a Redis that is down does not
+        // hold the start up for longer than this.
+        if tokio::time::timeout(FIRST_PASS_TIMEOUT, self.fenced).await.is_err() {
+            tracing::warn!("serving before the first recovery pass finished (Redis or PostgreSQL slow or down)");
+        }
 
         let server = http_server(self.listener, self.state.clone(), self.settings.http.workers)?;
         let handle = server.handle();
-        let serving = tokio::spawn(server);
+        let mut serving = tokio::spawn(server);
         tracing::info!(%addr, "coupon-api ready");
 
-        shutdown.await;
+        let ended_early = tokio::select! {
+            _ = shutdown => None,
+            served = &mut serving => Some(("the HTTP server", served.map_err(anyhow::Error::from).and_then(|r| r.map_err(Into::into)))),
+            relayed = &mut relay => Some(("the outbox relay", relayed.map_err(Into::into))),
+            recovered = &mut recovery => Some(("the recovery", recovered.map_err(Into::into))),
+        };
+        if let Some((task, outcome)) = &ended_early {
+            tracing::error!(task, outcome = ?outcome, "an essential task ended; stopping coupon-api");
+        }
         handle.stop(true).await;
-        serving.await.context("joining the HTTP server")??;
         stop.cancel();
-        let _ = tokio::join!(relay, sync);
+        for (name, task) in [("relay", relay), ("recovery", recovery)] {
+            if !task.is_finished() || ended_early.is_none() {
+                task.await.with_context(|| format!("joining the {name}"))?;
+            }
+        }
+        if ended_early.is_none() {
+            serving.await.context("joining the HTTP server")??;
+        }
+        self.stop_serving.cancel();
+        if let Some(task) = self.replica_acks {
+            task.await.context("joining the replica acknowledgements")?;
+        }
         let publisher = self.state.publisher.clone();
         let flushed = tokio::task::spawn_blocking(move || publisher.flush(FLUSH_TIMEOUT)).await?;
         stop_acks.cancel();
@@ -111,7 +172,10 @@ impl Application {
             Ok(()) => tracing::info!("coupon-api stopped; producer flushed"),
             Err(err) => tracing::warn!(error = %err, "coupon-api stopped; unflushed events stay in the outbox"),
         }
-        Ok(())
+        match ended_early {
+            Some((task, _)) => anyhow::bail!("{task} ended unexpectedly"),
+            None => Ok(()),
+        }
     }
 }
 

@@ -7,10 +7,12 @@ use secrecy::SecretString;
 
 use crate::catalog::Catalog;
 use crate::config::IssueMode;
+use crate::durability::ReplicaAcks;
 use crate::issuer::Issuer;
 use crate::metrics::Metrics;
 use crate::outbox::{AckQueue, Outbox};
 use crate::publisher::Publisher;
+use crate::recovery::RecoveryRequests;
 
 pub struct AppState {
     pub issuer: Arc<Issuer>,
@@ -24,4 +26,8 @@ pub struct AppState {
     /// How long a request waits for Kafka's acknowledgement; zero: not at all.
     pub ack_timeout: Duration,
     pub mode: IssueMode,
+    /// Waits for Redis replicas before a 201 (`redis.min_replicas`).
+    pub replicas: ReplicaAcks,
+    /// Asks for a rebuild when a request finds Redis suspect.
+    pub recovery: RecoveryRequests,
 }

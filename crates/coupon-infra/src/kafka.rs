@@ -5,8 +5,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::ClientConfig;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use crate::settings::KafkaSettings;
 
@@ -34,4 +35,75 @@ pub async fn ensure_topics(settings: &KafkaSettings, topics: &[(&str, i32)], rep
         }
     }
     Ok(())
+}
+
+/// How far a consumer group has come on a topic, read without joining the
+/// group: the offsets it committed against the topic's high watermarks.
+/// Blocking calls; use them off the async workers.
+pub struct GroupProgress {
+    consumer: BaseConsumer,
+    topic: String,
+}
+
+/// One partition's high watermark: the offset the next record will get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    pub partition: i32,
+    pub low: i64,
+    pub high: i64,
+}
+
+impl GroupProgress {
+    pub fn new(settings: &KafkaSettings, group: &str) -> anyhow::Result<Self> {
+        // Never subscribes or commits: it only asks the coordinator what the
+        // group committed, which leaves the group's members alone.
+        let consumer = client_config(settings, "coupon-group-progress")
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .context("creating the group-progress consumer")?;
+        Ok(Self { consumer, topic: settings.topic.clone() })
+    }
+
+    /// Every partition's watermarks now.
+    pub fn marks(&self, timeout: Duration) -> anyhow::Result<Vec<Mark>> {
+        let metadata = self.consumer.fetch_metadata(Some(&self.topic), timeout).context("reading topic metadata")?;
+        let topic = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == self.topic && t.error().is_none())
+            .with_context(|| format!("topic {} not found", self.topic))?;
+        topic
+            .partitions()
+            .iter()
+            .map(|p| {
+                let (low, high) = self
+                    .consumer
+                    .fetch_watermarks(&self.topic, p.id(), timeout)
+                    .with_context(|| format!("reading the watermarks of {}/{}", self.topic, p.id()))?;
+                Ok(Mark { partition: p.id(), low, high })
+            })
+            .collect()
+    }
+
+    /// Records the group has yet to commit before it reaches `marks` (0 once it has).
+    pub fn behind(&self, marks: &[Mark], timeout: Duration) -> anyhow::Result<i64> {
+        let mut partitions = TopicPartitionList::new();
+        for mark in marks {
+            partitions.add_partition(&self.topic, mark.partition);
+        }
+        let committed =
+            self.consumer.committed_offsets(partitions, timeout).context("reading the group's committed offsets")?;
+        Ok(marks
+            .iter()
+            .map(|mark| {
+                let at = match committed.find_partition(&self.topic, mark.partition).map(|p| p.offset()) {
+                    Some(Offset::Offset(offset)) => offset,
+                    // Nothing committed yet: the group starts at the oldest record kept.
+                    _ => mark.low,
+                };
+                (mark.high - at.max(mark.low)).max(0)
+            })
+            .sum())
+    }
 }

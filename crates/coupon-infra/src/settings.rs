@@ -78,10 +78,29 @@ pub fn require_positive(key: &'static str, value: u64) -> Result<(), InvalidSett
     Ok(())
 }
 
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisMode {
+    /// `url` is the one Redis server.
+    #[default]
+    Standalone,
+    /// `url` lists the sentinels (comma-separated) that know the primary named
+    /// `master_name`; each new connection goes to the primary they name.
+    Sentinel,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct RedisSettings {
+    pub mode: RedisMode,
     pub url: String,
+    /// The primary's name at the sentinels (sentinel mode only).
+    pub master_name: String,
+    /// Replicas that must acknowledge an issuance before its `201` (`WAIT`);
+    /// 0 answers once the primary has it.
+    pub min_replicas: u32,
+    /// How long an issuance waits for those replicas before answering `503`.
+    pub replica_ack_timeout_ms: u64,
     pub pool_size: usize,
     /// Upper bound for connecting and for checking a pooled connection: how
     /// fast an unreachable Redis is noticed.
@@ -95,7 +114,11 @@ pub struct RedisSettings {
 impl Default for RedisSettings {
     fn default() -> Self {
         Self {
+            mode: RedisMode::Standalone,
             url: "redis://127.0.0.1:6379".into(),
+            master_name: "coupon".into(),
+            min_replicas: 0,
+            replica_ack_timeout_ms: 500,
             pool_size: 32,
             timeout_ms: 1_000,
             wait_timeout_ms: 5_000,
@@ -171,6 +194,15 @@ pub struct LogSettings {
 
 impl Validate for RedisSettings {
     fn validate(&self) -> Result<(), InvalidSetting> {
+        if self.url.trim().is_empty() {
+            return Err(InvalidSetting::new("redis.url", "must name a Redis server or, in sentinel mode, sentinels"));
+        }
+        if self.mode == RedisMode::Sentinel && self.master_name.trim().is_empty() {
+            return Err(InvalidSetting::new("redis.master_name", "must name the primary in sentinel mode"));
+        }
+        if self.min_replicas > 0 {
+            require_positive("redis.replica_ack_timeout_ms", self.replica_ack_timeout_ms)?;
+        }
         require_positive("redis.pool_size", self.pool_size as u64)?;
         require_positive("redis.timeout_ms", self.timeout_ms)?;
         require_positive("redis.wait_timeout_ms", self.wait_timeout_ms)

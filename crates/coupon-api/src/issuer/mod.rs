@@ -1,13 +1,25 @@
-//! The issuance decision: one atomic Lua script per request (`issue.lua`), and
-//! the priming that gives a coupon its Redis state (`prime.lua`).
+//! The coupon state in Redis and the scripts that change it: the issuance
+//! decision (`issue.lua`), a new coupon's state (`create.lua`), the rebuild
+//! of a fenced coupon (`rebuild.lua`), removal of delivered outbox entries
+//! (`release.lua`), retirement of ended coupons (`retire.lua`), and the
+//! recovery lock (`unlock.lua`). Every script touches one coupon's keys, which
+//! share one hash tag.
 //!
-//! The scripts are built once; `redis::Script` calls them by SHA (EVALSHA) and
-//! reloads them transparently when Redis answers NOSCRIPT.
+//! The issue script is the incarnation marker of the Redis it runs on: Redis
+//! keeps scripts in memory only and replicates none, so a Redis that restarted
+//! (from whatever data) or a replica that was promoted answers its EVALSHA
+//! with NOSCRIPT before touching any key. It is therefore called by SHA and
+//! never reloaded here; only the recovery loads it, after fencing every coupon
+//! that Redis may hold stale (crate::recovery). Its text carries the key
+//! prefix, so systems sharing one Redis under different prefixes each have
+//! their own marker. The other scripts reload themselves on NOSCRIPT.
+
+use std::sync::Arc;
 
 use coupon_domain::{CouponId, CustomerId, IssueOutcome, Rejection};
-use deadpool_redis::Pool;
-use redis::aio::ConnectionManager;
-use redis::{Script, Value};
+use coupon_infra::redis::SharedRedis;
+use futures::future::try_join_all;
+use redis::{ErrorKind, RedisError, Script, ServerErrorKind, Value};
 use time::OffsetDateTime;
 
 pub use coupon_domain::keys::{self, CouponKeys};
@@ -16,10 +28,8 @@ pub use coupon_domain::keys::{self, CouponKeys};
 /// script never returns. In each case nothing was changed that we know of.
 #[derive(Debug, thiserror::Error)]
 pub enum RedisUnavailable {
-    #[error("no Redis connection: {0}")]
-    Pool(#[from] deadpool_redis::PoolError),
     #[error("Redis command failed: {0}")]
-    Command(#[from] redis::RedisError),
+    Command(#[from] RedisError),
     #[error("unexpected reply from the issue script: {0:?}")]
     Reply(Value),
 }
@@ -29,19 +39,33 @@ pub enum RedisUnavailable {
 pub struct Issued {
     pub outbox_entry: String,
     pub issued_at: OffsetDateTime,
+    /// The generation of the Redis connection the script ran on.
+    pub connection: u64,
+}
+
+/// Why Redis may not decide for a coupon now; nothing was changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fence {
+    /// The coupon's state is being rebuilt from PostgreSQL.
+    Coupon,
+    /// Redis restarted or failed over since the issue script was loaded: all
+    /// its coupons are suspect until the recovery has fenced them.
+    Node,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     Issued(Issued),
     Rejected(Rejection),
+    Fenced(Fence),
 }
 
 impl Decision {
-    pub fn outcome(&self) -> IssueOutcome {
+    pub fn outcome(&self) -> Option<IssueOutcome> {
         match self {
-            Decision::Issued(_) => IssueOutcome::Issued,
-            Decision::Rejected(rejection) => IssueOutcome::Rejected(*rejection),
+            Decision::Issued(_) => Some(IssueOutcome::Issued),
+            Decision::Rejected(rejection) => Some(IssueOutcome::Rejected(*rejection)),
+            Decision::Fenced(_) => None,
         }
     }
 }
@@ -53,117 +77,298 @@ pub struct CouponState {
     pub starts_at: OffsetDateTime,
     pub ends_at: OffsetDateTime,
     pub total_quantity: i32,
-    pub remaining_quantity: i32,
-    /// Customers who already hold the coupon (empty for a new coupon).
+    /// Customers who hold the coupon in PostgreSQL (empty for a new coupon).
     pub holders: Vec<i64>,
 }
 
+/// What Redis holds for a coupon, as far as the recovery cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence {
+    Ready,
+    Fenced,
+    /// No state at all, or only part of it (a wiped or half-created coupon).
+    Missing,
+}
+
 pub struct Issuer {
-    pool: Pool,
-    /// The hot path's connection, shared by all requests.
-    shared: ConnectionManager,
+    redis: Arc<SharedRedis>,
     key_prefix: String,
     issue: Script,
-    prime: Script,
+    /// The issue script's text, which only the recovery loads.
+    issue_code: String,
+    create: Script,
+    rebuild: Script,
+    release: Script,
+    retire: Script,
+    unlock: Script,
 }
 
 /// SADD in chunks so one command never carries an unbounded argument list.
 const HOLDERS_CHUNK: usize = 1_000;
 
 impl Issuer {
-    pub fn new(pool: Pool, shared: ConnectionManager, key_prefix: String) -> Self {
+    pub fn new(redis: Arc<SharedRedis>, key_prefix: String) -> Self {
+        let issue_code = format!("-- key prefix {key_prefix:?}\n{}", include_str!("issue.lua"));
         Self {
-            pool,
-            shared,
+            redis,
             key_prefix,
-            issue: Script::new(include_str!("issue.lua")),
-            prime: Script::new(include_str!("prime.lua")),
+            issue: Script::new(&issue_code),
+            issue_code,
+            create: Script::new(include_str!("create.lua")),
+            rebuild: Script::new(include_str!("rebuild.lua")),
+            release: Script::new(include_str!("release.lua")),
+            retire: Script::new(include_str!("retire.lua")),
+            unlock: Script::new(include_str!("unlock.lua")),
         }
     }
 
-    pub fn pool(&self) -> &Pool {
-        &self.pool
+    pub fn redis(&self) -> &SharedRedis {
+        &self.redis
     }
 
     pub fn keys(&self, coupon: CouponId) -> CouponKeys {
         CouponKeys::new(&self.key_prefix, coupon)
     }
 
-    pub async fn issue(&self, coupon: CouponId, customer: CustomerId) -> Result<Decision, RedisUnavailable> {
-        let keys = self.keys(coupon);
-        let mut conn = self.shared.clone();
-        let reply: Value = self
-            .issue
-            .key(&keys.meta)
-            .key(&keys.stock)
-            .key(&keys.issued)
-            .key(&keys.outbox)
-            .arg(customer.get())
-            .invoke_async(&mut conn)
-            .await?;
-        parse_decision(reply)
+    pub fn key_prefix(&self) -> &str {
+        &self.key_prefix
     }
 
-    /// Gives a coupon its Redis state unless it has one; returns whether it did.
-    pub async fn prime(&self, state: &CouponState) -> Result<bool, RedisUnavailable> {
-        let keys = self.keys(state.id);
-        let mut conn = self.pool.get().await?;
-        // Holders first: the coupon opens only when meta appears, below.
-        for chunk in state.holders.chunks(HOLDERS_CHUNK) {
-            let _: () = redis::cmd("SADD").arg(&keys.issued).arg(chunk).query_async(&mut conn).await?;
+    fn index_key(&self) -> String {
+        keys::index_key(&self.key_prefix)
+    }
+
+    pub async fn issue(&self, coupon: CouponId, customer: CustomerId) -> Result<Decision, RedisUnavailable> {
+        let keys = self.keys(coupon);
+        let link = self.redis.link().await?;
+        let reply = redis::cmd("EVALSHA")
+            .arg(self.issue.get_hash())
+            .arg(4)
+            .arg(&keys.meta)
+            .arg(&keys.stock)
+            .arg(&keys.issued)
+            .arg(&keys.outbox)
+            .arg(customer.get())
+            .query_async::<Value>(&mut link.conn.clone())
+            .await;
+        match self.redis.observe(&link, reply) {
+            Ok(reply) => parse_decision(reply, link.generation),
+            Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => Ok(Decision::Fenced(Fence::Node)),
+            Err(err) => Err(err.into()),
         }
-        let created: i64 = self
-            .prime
+    }
+
+    /// Whether this Redis has the issue script, i.e. has not restarted or
+    /// failed over since the recovery last loaded it.
+    pub async fn is_trusted(&self) -> Result<bool, RedisUnavailable> {
+        let exists: Vec<bool> = self.redis.query(redis::cmd("SCRIPT").arg("EXISTS").arg(self.issue.get_hash())).await?;
+        Ok(exists.first().copied().unwrap_or(false))
+    }
+
+    /// Lets requests decide again on this Redis. Only after every coupon it may
+    /// hold stale is fenced.
+    pub async fn trust(&self) -> Result<(), RedisUnavailable> {
+        let _: String = self.redis.query(redis::cmd("SCRIPT").arg("LOAD").arg(&self.issue_code)).await?;
+        Ok(())
+    }
+
+    /// Gives a new coupon its Redis state unless it has one; returns whether it did.
+    /// The coupon joins the index first, so a coupon whose state failed to be
+    /// written is found and rebuilt by the recovery's periodic pass.
+    pub async fn create(&self, state: &CouponState) -> Result<bool, RedisUnavailable> {
+        let keys = self.keys(state.id);
+        let _: () = self.redis.query(redis::cmd("SADD").arg(self.index_key()).arg(state.id.get())).await?;
+        let link = self.redis.link().await?;
+        let created = self
+            .create
             .key(&keys.meta)
             .key(&keys.stock)
             .arg(unix_ms(state.starts_at))
             .arg(unix_ms(state.ends_at))
             .arg(state.total_quantity)
-            .arg(state.remaining_quantity)
-            .invoke_async(&mut conn)
-            .await?;
-        let _: () = redis::cmd("SADD")
-            .arg(keys::index_key(&self.key_prefix))
-            .arg(state.id.get())
-            .query_async(&mut conn)
-            .await?;
-        Ok(created == 1)
+            .arg(state.total_quantity)
+            .invoke_async::<i64>(&mut link.conn.clone())
+            .await;
+        Ok(self.redis.observe(&link, created)? == 1)
+    }
+
+    /// Fences coupons: the issue script answers FENCED for them from now on.
+    pub async fn fence(&self, coupons: &[CouponId], token: &str) -> Result<(), RedisUnavailable> {
+        if coupons.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for coupon in coupons {
+            pipe.cmd("HSET").arg(self.keys(*coupon).meta).arg("fenced").arg(token).ignore();
+        }
+        Ok(self.redis.query_pipe(&pipe).await?)
+    }
+
+    pub async fn presence(&self, coupons: &[CouponId]) -> Result<Vec<Presence>, RedisUnavailable> {
+        if coupons.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for coupon in coupons {
+            let keys = self.keys(*coupon);
+            pipe.cmd("HMGET").arg(&keys.meta).arg("ends_ms").arg("fenced").cmd("EXISTS").arg(&keys.stock);
+        }
+        // Per coupon: (ends_ms, fence token) of meta, and whether stock exists.
+        type Reply = ((Option<i64>, Option<String>), bool);
+        let replies: Vec<Reply> = self.redis.query_pipe(&pipe).await?;
+        Ok(replies
+            .into_iter()
+            .map(|((ends, fenced), stock)| match (ends, fenced, stock) {
+                (_, Some(_), _) => Presence::Fenced,
+                (Some(_), None, true) => Presence::Ready,
+                _ => Presence::Missing,
+            })
+            .collect())
+    }
+
+    /// Replaces a fenced coupon's state with `state` plus the customers still
+    /// in its outbox, and lifts the fence. Returns the stock it set, or `None`
+    /// when the fence is no longer `token`'s.
+    pub async fn rebuild(&self, state: &CouponState, token: &str) -> Result<Option<i64>, RedisUnavailable> {
+        let keys = self.keys(state.id);
+        let staged = format!("{}:rebuild", keys.issued);
+        let _: () = self.redis.query(redis::cmd("DEL").arg(&staged)).await?;
+        for chunk in state.holders.chunks(HOLDERS_CHUNK) {
+            let _: () = self.redis.query(redis::cmd("SADD").arg(&staged).arg(chunk)).await?;
+        }
+        let _: () = self.redis.query(redis::cmd("SADD").arg(self.index_key()).arg(state.id.get())).await?;
+        let link = self.redis.link().await?;
+        let stock = self
+            .rebuild
+            .key(&keys.meta)
+            .key(&keys.stock)
+            .key(&keys.issued)
+            .key(&keys.outbox)
+            .key(&staged)
+            .arg(token)
+            .arg(unix_ms(state.starts_at))
+            .arg(unix_ms(state.ends_at))
+            .arg(state.total_quantity)
+            .invoke_async::<i64>(&mut link.conn.clone())
+            .await;
+        let stock = self.redis.observe(&link, stock)?;
+        Ok((stock >= 0).then_some(stock))
+    }
+
+    /// Removes delivered outbox entries of one coupon unless it is fenced;
+    /// returns how many went.
+    pub async fn release(&self, coupon: CouponId, entries: &[&str]) -> Result<u64, RedisUnavailable> {
+        let keys = self.keys(coupon);
+        let link = self.redis.link().await?;
+        let removed =
+            self.release.key(&keys.meta).key(&keys.outbox).arg(entries).invoke_async(&mut link.conn.clone()).await;
+        Ok(self.redis.observe(&link, removed)?)
+    }
+
+    /// The coupons in the index whose period ended before `now_ms`.
+    pub async fn ended(&self, now_ms: i64) -> Result<Vec<CouponId>, RedisUnavailable> {
+        let ids: Vec<i64> = self.redis.query(redis::cmd("SMEMBERS").arg(self.index_key())).await?;
+        let coupons: Vec<CouponId> = ids.into_iter().filter_map(|id| CouponId::new(id).ok()).collect();
+        if coupons.is_empty() {
+            return Ok(coupons);
+        }
+        let mut pipe = redis::pipe();
+        for coupon in &coupons {
+            pipe.cmd("HGET").arg(self.keys(*coupon).meta).arg("ends_ms");
+        }
+        let ends: Vec<Option<i64>> = self.redis.query_pipe(&pipe).await?;
+        Ok(coupons
+            .into_iter()
+            .zip(ends)
+            .filter(|(_, ends)| ends.is_some_and(|ends| ends <= now_ms))
+            .map(|(c, _)| c)
+            .collect())
+    }
+
+    /// Lets an ended coupon's keys expire after `grace_ms` once its outbox is
+    /// empty, and takes it out of the index; returns whether it did.
+    pub async fn retire(&self, coupon: CouponId, grace_ms: u64) -> Result<bool, RedisUnavailable> {
+        let keys = self.keys(coupon);
+        let link = self.redis.link().await?;
+        let retired = self
+            .retire
+            .key(&keys.meta)
+            .key(&keys.stock)
+            .key(&keys.issued)
+            .key(&keys.outbox)
+            .arg(grace_ms)
+            .invoke_async::<i64>(&mut link.conn.clone())
+            .await;
+        if self.redis.observe(&link, retired)? == 0 {
+            return Ok(false);
+        }
+        let _: () = self.redis.query(redis::cmd("SREM").arg(self.index_key()).arg(coupon.get())).await?;
+        Ok(true)
+    }
+
+    fn lock_key(&self) -> String {
+        format!("{}recovery-lock", self.key_prefix)
+    }
+
+    /// Takes the recovery lock for `ttl_ms` unless another holds it.
+    pub async fn lock(&self, token: &str, ttl_ms: u64) -> Result<bool, RedisUnavailable> {
+        let set: Option<String> =
+            self.redis.query(redis::cmd("SET").arg(self.lock_key()).arg(token).arg("NX").arg("PX").arg(ttl_ms)).await?;
+        Ok(set.is_some())
+    }
+
+    /// Extends the lock (`ttl_ms` > 0) or releases it (0); false when it was lost.
+    pub async fn relock(&self, token: &str, ttl_ms: u64) -> Result<bool, RedisUnavailable> {
+        let link = self.redis.link().await?;
+        let held =
+            self.unlock.key(self.lock_key()).arg(token).arg(ttl_ms).invoke_async::<i64>(&mut link.conn.clone()).await;
+        Ok(self.redis.observe(&link, held)? == 1)
     }
 
     /// Live stock, or `None` when Redis does not know the coupon.
     pub async fn stock(&self, coupon: CouponId) -> Result<Option<i64>, RedisUnavailable> {
-        let mut conn = self.pool.get().await?;
-        Ok(redis::cmd("GET").arg(self.keys(coupon).stock).query_async(&mut conn).await?)
-    }
-
-    pub async fn is_primed(&self, coupon: CouponId) -> Result<bool, RedisUnavailable> {
-        let mut conn = self.pool.get().await?;
-        Ok(redis::cmd("EXISTS").arg(self.keys(coupon).meta).query_async(&mut conn).await?)
+        Ok(self.redis.query(redis::cmd("GET").arg(self.keys(coupon).stock)).await?)
     }
 
     pub async fn holds(&self, coupon: CouponId, customer: CustomerId) -> Result<bool, RedisUnavailable> {
-        let mut conn = self.pool.get().await?;
-        Ok(redis::cmd("SISMEMBER").arg(self.keys(coupon).issued).arg(customer.get()).query_async(&mut conn).await?)
+        Ok(self.redis.query(redis::cmd("SISMEMBER").arg(self.keys(coupon).issued).arg(customer.get())).await?)
     }
 
     pub async fn ping(&self) -> Result<(), RedisUnavailable> {
-        let mut conn = self.pool.get().await?;
-        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        let _: String = self.redis.query(&redis::cmd("PING")).await?;
         Ok(())
     }
+
+    /// Redis's clock in milliseconds; outbox entry ids are stamped with it.
+    pub async fn server_time_ms(&self) -> Result<i64, RedisUnavailable> {
+        let (secs, micros): (i64, i64) = self.redis.query(&redis::cmd("TIME")).await?;
+        Ok(secs * 1_000 + micros / 1_000)
+    }
+}
+
+/// Runs `release` for each coupon's entries concurrently (pipelined on the
+/// shared connection).
+pub async fn release_all(issuer: &Issuer, by_coupon: &[(CouponId, Vec<&str>)]) -> Result<u64, RedisUnavailable> {
+    let removed = try_join_all(by_coupon.iter().map(|(coupon, entries)| issuer.release(*coupon, entries))).await?;
+    Ok(removed.iter().sum())
 }
 
 pub fn unix_ms(at: OffsetDateTime) -> i64 {
     (at.unix_timestamp_nanos() / 1_000_000) as i64
 }
 
-fn parse_decision(reply: Value) -> Result<Decision, RedisUnavailable> {
+fn parse_decision(reply: Value, connection: u64) -> Result<Decision, RedisUnavailable> {
     let parsed = match &reply {
         Value::Array(items) => match items.as_slice() {
+            [Value::BulkString(code)] if code == b"FENCED" => Some(Decision::Fenced(Fence::Coupon)),
             [Value::BulkString(code)] => Rejection::from_code(&String::from_utf8_lossy(code)).map(Decision::Rejected),
             [Value::BulkString(code), Value::BulkString(entry), Value::Int(now_ms)] if code == b"ISSUED" => {
                 OffsetDateTime::from_unix_timestamp_nanos(i128::from(*now_ms) * 1_000_000).ok().map(|issued_at| {
-                    Decision::Issued(Issued { outbox_entry: String::from_utf8_lossy(entry).into_owned(), issued_at })
+                    Decision::Issued(Issued {
+                        outbox_entry: String::from_utf8_lossy(entry).into_owned(),
+                        issued_at,
+                        connection,
+                    })
                 })
             }
             _ => None,
@@ -185,21 +390,36 @@ mod tests {
     fn parses_every_rejection() {
         for rejection in Rejection::ALL {
             let reply = Value::Array(vec![bulk(rejection.code())]);
-            assert_eq!(parse_decision(reply).unwrap(), Decision::Rejected(rejection));
+            assert_eq!(parse_decision(reply, 1).unwrap(), Decision::Rejected(rejection));
         }
+    }
+
+    #[test]
+    fn parses_a_fence() {
+        assert_eq!(parse_decision(Value::Array(vec![bulk("FENCED")]), 1).unwrap(), Decision::Fenced(Fence::Coupon));
     }
 
     #[test]
     fn parses_an_issuance() {
         let reply = Value::Array(vec![bulk("ISSUED"), bulk("1764000000123-0"), Value::Int(1_764_000_000_123)]);
-        let Decision::Issued(issued) = parse_decision(reply).unwrap() else { panic!("not issued") };
+        let Decision::Issued(issued) = parse_decision(reply, 7).unwrap() else { panic!("not issued") };
         assert_eq!(issued.outbox_entry, "1764000000123-0");
         assert_eq!(unix_ms(issued.issued_at), 1_764_000_000_123);
+        assert_eq!(issued.connection, 7);
     }
 
     #[test]
     fn an_unknown_reply_is_an_error_not_a_guess() {
-        assert!(parse_decision(Value::Array(vec![bulk("MAYBE")])).is_err());
-        assert!(parse_decision(Value::Int(1)).is_err());
+        assert!(parse_decision(Value::Array(vec![bulk("MAYBE")]), 1).is_err());
+        assert!(parse_decision(Value::Int(1), 1).is_err());
+    }
+
+    #[test]
+    fn each_key_prefix_has_its_own_issue_script() {
+        let redis = |prefix: &str| {
+            let settings = coupon_infra::settings::RedisSettings::default();
+            Issuer::new(Arc::new(SharedRedis::new(&settings).unwrap()), prefix.to_string())
+        };
+        assert_ne!(redis("a:").issue.get_hash(), redis("b:").issue.get_hash());
     }
 }

@@ -1,7 +1,7 @@
 //! Coupons: create (admin), read, and prime Redis from PostgreSQL (admin).
 
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
-use coupon_domain::CouponId;
+use coupon_domain::{CouponId, Rejection};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
@@ -11,7 +11,6 @@ use utoipa::ToSchema;
 use crate::catalog::{CouponRow, NewCoupon};
 use crate::error::{ApiError, ErrorBody};
 use crate::issuer::CouponState;
-use crate::prime::{self, PrimeError};
 use crate::routes::parse_id;
 use crate::state::AppState;
 
@@ -86,8 +85,8 @@ impl CouponResponse {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PrimeResponse {
-    /// False when Redis already had the coupon (priming is safe to repeat).
-    pub primed: bool,
+    /// Always true: the coupon is fenced and will be rebuilt.
+    pub rebuilding: bool,
 }
 
 /// Checks `Authorization: Bearer <token>` in constant time.
@@ -137,11 +136,10 @@ pub async fn create(
         starts_at: row.starts_at,
         ends_at: row.ends_at,
         total_quantity: row.total_quantity,
-        remaining_quantity: row.remaining_quantity,
         holders: Vec::new(),
     };
-    // PostgreSQL has the coupon now; if Redis fails, the periodic sync primes it.
-    state.issuer.prime(&coupon_state).await.map_err(|err| {
+    // PostgreSQL has the coupon now; if Redis fails, the recovery's periodic pass creates it.
+    state.issuer.create(&coupon_state).await.map_err(|err| {
         ApiError::unavailable("coupon saved but Redis is unavailable; it opens once the sync primes it", &err)
     })?;
     let remaining = i64::from(row.remaining_quantity);
@@ -168,7 +166,7 @@ pub async fn get(state: web::Data<AppState>, coupon: web::Path<String>) -> Resul
         .get(id)
         .await
         .map_err(|err| ApiError::unavailable("PostgreSQL is unavailable", &err))?
-        .ok_or(ApiError::Rejected(coupon_domain::Rejection::CouponNotFound))?;
+        .ok_or(ApiError::Rejected(Rejection::CouponNotFound))?;
     let stock = state
         .issuer
         .stock(id)
@@ -178,17 +176,21 @@ pub async fn get(state: web::Data<AppState>, coupon: web::Path<String>) -> Resul
     Ok(HttpResponse::Ok().json(CouponResponse::new(row, stock)))
 }
 
-/// Give a coupon its Redis state from PostgreSQL unless Redis has it (admin).
-/// Safe to repeat; used after Redis lost its data.
+/// Rebuild a coupon's Redis state from PostgreSQL (admin). The coupon is
+/// fenced at once (issuance answers 503) and rebuilt once coupon-writer has
+/// applied everything issued before; the answer does not wait for that. Safe
+/// to repeat; for a Redis suspected of having lost or rolled back data.
 #[utoipa::path(
     post,
     path = "/api/v1/coupons/{couponId}/prime",
     params(("couponId" = i64, Path, minimum = 1)),
     security(("bearer" = [])),
     responses(
-        (status = 200, body = PrimeResponse),
+        (status = 202, body = PrimeResponse),
+        (status = 400, description = "INVALID_REQUEST", body = ErrorBody),
         (status = 401, description = "UNAUTHORIZED", body = ErrorBody),
         (status = 404, description = "COUPON_NOT_FOUND", body = ErrorBody),
+        (status = 422, description = "EXPIRED: an ended coupon is not kept in Redis", body = ErrorBody),
         (status = 503, description = "UNAVAILABLE", body = ErrorBody),
     )
 )]
@@ -200,9 +202,20 @@ pub async fn prime_coupon(
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&req, &state)?;
     let id: CouponId = parse_id(&coupon, "couponId")?;
-    match prime::prime(&state.catalog, &state.issuer, id).await {
-        Ok(primed) => Ok(HttpResponse::Ok().json(PrimeResponse { primed })),
-        Err(PrimeError::NotFound) => Err(ApiError::Rejected(coupon_domain::Rejection::CouponNotFound)),
-        Err(err) => Err(ApiError::unavailable("priming failed; nothing was opened", &err)),
+    let row = state
+        .catalog
+        .get(id)
+        .await
+        .map_err(|err| ApiError::unavailable("PostgreSQL is unavailable", &err))?
+        .ok_or(ApiError::Rejected(Rejection::CouponNotFound))?;
+    if row.ends_at <= OffsetDateTime::now_utc() {
+        return Err(ApiError::Rejected(Rejection::Expired));
     }
+    state
+        .issuer
+        .fence(&[id], "operator")
+        .await
+        .map_err(|err| ApiError::unavailable("Redis is unavailable; nothing was fenced", &err))?;
+    state.recovery.coupon(id);
+    Ok(HttpResponse::Accepted().json(PrimeResponse { rebuilding: true }))
 }

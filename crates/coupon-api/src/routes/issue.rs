@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, ErrorBody};
-use crate::issuer::Decision;
+use crate::issue::Answer;
 use crate::routes::parse_id;
 use crate::state::AppState;
 
@@ -40,7 +40,7 @@ pub struct IssueResponse {
         (status = 404, description = "COUPON_NOT_FOUND", body = ErrorBody),
         (status = 409, description = "ALREADY_ISSUED or SOLD_OUT", body = ErrorBody),
         (status = 422, description = "NOT_STARTED or EXPIRED", body = ErrorBody),
-        (status = 503, description = "UNAVAILABLE: Redis cannot be reached; nothing changed", body = ErrorBody),
+        (status = 503, description = "UNAVAILABLE: Redis cannot be reached or the coupon is being rebuilt (nothing changed; retry after `Retry-After`), or the required Redis replicas did not confirm the issuance in time (ask `GET /api/v1/coupons/{couponId}/customers/{customerId}`)", body = ErrorBody),
     )
 )]
 #[post("/api/v1/coupons/{couponId}/issue")]
@@ -53,6 +53,8 @@ pub async fn issue(
     let result = decide(&state, &coupon, body.customer_id).await;
     let outcome = match &result {
         Ok(_) => "ISSUED",
+        Err(ApiError::Fenced) => "FENCED",
+        Err(ApiError::Unconfirmed) => "UNCONFIRMED",
         Err(err) => err.code(),
     };
     state.metrics.issue_requests.with_label_values(&[outcome]).inc();
@@ -63,12 +65,14 @@ pub async fn issue(
 async fn decide(state: &AppState, coupon: &str, customer: CustomerId) -> Result<HttpResponse, ApiError> {
     let coupon: CouponId = parse_id(coupon, "couponId")?;
     match crate::issue::issue(state, coupon, customer).await {
-        Ok(Decision::Issued(_)) => Ok(HttpResponse::Created().json(IssueResponse {
+        Ok(Answer::Issued) => Ok(HttpResponse::Created().json(IssueResponse {
             coupon_id: coupon.get(),
             customer_id: customer.get(),
             status: "ISSUED",
         })),
-        Ok(Decision::Rejected(rejection)) => Err(ApiError::Rejected(rejection)),
-        Err(err) => Err(ApiError::unavailable("Redis is unavailable; nothing was changed", &err)),
+        Ok(Answer::Rejected(rejection)) => Err(ApiError::Rejected(rejection)),
+        Ok(Answer::Fenced) => Err(ApiError::Fenced),
+        Ok(Answer::Unconfirmed) => Err(ApiError::Unconfirmed),
+        Err(err) => Err(ApiError::unavailable("Redis or PostgreSQL is unavailable; nothing was changed", &err)),
     }
 }

@@ -1,9 +1,13 @@
-//! The admin endpoints: token checks, validation, priming.
+//! The admin endpoints: token checks, validation, the fenced rebuild (`prime`).
 
+use std::time::Duration;
+
+use coupon_testkit::wait_until;
 use reqwest::StatusCode;
 use serde_json::json;
+use time::OffsetDateTime;
 
-use crate::harness::{redis, Isolation, TestApp, ADMIN_TOKEN};
+use crate::harness::{Isolation, TestApp, ADMIN_TOKEN};
 
 fn coupon_body() -> serde_json::Value {
     json!({ "name": "spring sale", "totalQuantity": 10, "startsAt": "2026-01-01T00:00:00Z", "endsAt": "2036-01-01T00:00:00Z" })
@@ -59,43 +63,48 @@ async fn invalid_coupons_are_rejected_and_not_created() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn priming_is_safe_to_repeat_and_rebuilds_a_lost_redis_state() {
+async fn prime_fences_the_coupon_and_rebuilds_it_once_the_writer_caught_up() {
     let iso = Isolation::new().await;
     let app = TestApp::spawn(iso.settings()).await;
     let coupon = app.open_coupon(3).await;
     assert_eq!(app.issue(coupon, 1).await.0, StatusCode::CREATED);
     let prime_url = format!("{}/api/v1/coupons/{coupon}/prime", app.base);
 
-    let again: serde_json::Value =
-        app.http.post(&prime_url).bearer_auth(ADMIN_TOKEN).send().await.unwrap().json().await.unwrap();
-    assert_eq!(again["primed"], false, "an existing state is left alone");
-    assert_eq!(app.get(&format!("/api/v1/coupons/{coupon}")).await.1["remainingQuantity"], 2);
+    let response = app.http.post(&prime_url).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    assert_eq!(response.json::<serde_json::Value>().await.unwrap()["rebuilding"], true);
+    // No writer has applied customer 1 yet: the coupon stays fenced.
+    let (status, body) = app.issue(coupon, 2).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("UNAVAILABLE")));
 
-    // The writer persisted customer 1; then Redis loses everything about the coupon.
-    let mut conn = iso.db.connect().await;
-    diesel_async::RunQueryDsl::execute(
-        diesel::sql_query(format!(
-            "WITH g AS (INSERT INTO customer_coupon (coupon_id, customer_id, issued_at) VALUES ({coupon}, 1, now()) RETURNING coupon_id) \
-             UPDATE coupon SET remaining_quantity = remaining_quantity - 1 WHERE id = {coupon}"
-        )),
-        &mut conn,
-    )
-    .await
-    .unwrap();
-    let mut redis = redis().await;
-    for key in ["meta", "stock", "issued", "outbox"] {
-        let _: () = redis::AsyncCommands::del(&mut redis, format!("{}coupon:{{{coupon}}}:{key}", iso.key_prefix))
-            .await
-            .unwrap();
-    }
-    assert_eq!(app.issue(coupon, 2).await.1["code"], "COUPON_NOT_FOUND");
-
-    let rebuilt: serde_json::Value =
-        app.http.post(&prime_url).bearer_auth(ADMIN_TOKEN).send().await.unwrap().json().await.unwrap();
-    assert_eq!(rebuilt["primed"], true);
+    let writer = iso.start_writer().await;
+    let status = wait_until("the rebuild to lift the fence", Duration::from_secs(60), || {
+        let app = &app;
+        async move {
+            let (status, _) = app.issue(coupon, 2).await;
+            (status != StatusCode::SERVICE_UNAVAILABLE).then_some(status)
+        }
+    })
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
     assert_eq!(app.issue(coupon, 1).await.1["code"], "ALREADY_ISSUED", "holders come back from PostgreSQL");
-    assert_eq!(app.issue(coupon, 2).await.0, StatusCode::CREATED);
     assert_eq!(app.issue(coupon, 3).await.0, StatusCode::CREATED);
-    assert_eq!(app.issue(coupon, 4).await.1["code"], "SOLD_OUT", "stock comes back from PostgreSQL");
+    assert_eq!(app.issue(coupon, 4).await.1["code"], "SOLD_OUT", "stock comes back exact");
+    writer.stop().await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prime_of_an_unknown_or_ended_coupon_changes_nothing() {
+    let iso = Isolation::new().await;
+    let app = TestApp::spawn(iso.settings()).await;
+    let prime = |coupon: i64| {
+        app.http.post(format!("{}/api/v1/coupons/{coupon}/prime", app.base)).bearer_auth(ADMIN_TOKEN).send()
+    };
+    assert_eq!(prime(987_654).await.unwrap().status(), StatusCode::NOT_FOUND);
+    let now = OffsetDateTime::now_utc();
+    let ended = app.create_coupon(5, now - time::Duration::hours(2), now - time::Duration::hours(1)).await;
+    assert_eq!(prime(ended).await.unwrap().status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(app.issue(ended, 1).await.1["code"], "EXPIRED");
     app.stop().await;
 }

@@ -24,6 +24,8 @@ pub struct Isolation {
     pub db: TestDatabase,
     pub topic: String,
     pub key_prefix: String,
+    /// The writer's consumer group, whose progress the API's rebuilds wait for.
+    pub group: String,
 }
 
 impl Isolation {
@@ -32,7 +34,26 @@ impl Isolation {
             db: TestDatabase::create().await,
             topic: create_topic("api", 3).await,
             key_prefix: format!("{}:", unique_name("api")),
+            group: unique_name("api-writer"),
         }
+    }
+
+    /// coupon-writer on this isolation's topic, database and group, in this process.
+    pub async fn start_writer(&self) -> TestWriter {
+        let mut settings = coupon_writer::config::Settings::default();
+        settings.writer.http.addr = "127.0.0.1:0".parse().unwrap();
+        settings.writer.group = self.group.clone();
+        settings.kafka = kafka_settings();
+        settings.kafka.topic = self.topic.clone();
+        settings.kafka.dlq_topic = format!("{}.dlq", self.topic);
+        settings.kafka.create_topics = false;
+        settings.database = self.db.settings();
+        let app = coupon_writer::startup::Application::build(settings).await.expect("building coupon-writer");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let serving = tokio::spawn(app.run_until(async {
+            let _ = stopped.await;
+        }));
+        TestWriter { stop: Some(stop), serving: Some(serving) }
     }
 
     pub fn settings(&self) -> Settings {
@@ -49,7 +70,32 @@ impl Isolation {
         settings.relay.interval_ms = 100;
         settings.relay.min_age_ms = 1_500;
         settings.relay.max_backoff_ms = 500;
+        settings.writer.group = self.group.clone();
+        // A rebuild waits this long for requests still on their way to Kafka.
+        settings.kafka.message_timeout_ms = 2_000;
+        settings.recovery.poll_ms = 100;
         settings
+    }
+}
+
+/// coupon-writer running in the test process.
+pub struct TestWriter {
+    stop: Option<oneshot::Sender<()>>,
+    serving: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestWriter {
+    pub async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.serving.take().unwrap().await.unwrap().unwrap();
+    }
+}
+
+impl Drop for TestWriter {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
     }
 }
 

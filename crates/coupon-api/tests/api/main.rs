@@ -6,4 +6,5 @@ mod harness;
 mod issue;
 mod outbox;
 mod queries;
+mod recovery;
 mod redis_restart;

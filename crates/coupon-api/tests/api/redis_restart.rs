@@ -1,7 +1,9 @@
 //! Redis goes away under a running coupon-api and comes back empty: while it
 //! is away issuance answers 503 and grants nothing; once it is back the API
-//! reconnects by itself and the periodic sync primes the coupon again from
-//! PostgreSQL. A Redis of the test's own, so the shared one stays up.
+//! reconnects by itself, finds the issue script missing (a new incarnation),
+//! fences the coupon, and rebuilds it from PostgreSQL once coupon-writer has
+//! applied what was issued before. A Redis of the test's own, so the shared
+//! one stays up.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -54,6 +56,7 @@ async fn issuance_answers_503_while_redis_is_away_and_recovers_by_itself() {
     settings.redis.url = redis.url();
     settings.relay.sync_interval_ms = 200;
     let app = TestApp::spawn(settings).await;
+    let writer = iso.start_writer().await;
     let coupon = app.open_coupon(100).await;
     assert_eq!(app.issue(coupon, 1).await.0, StatusCode::CREATED);
 
@@ -64,6 +67,8 @@ async fn issuance_answers_503_while_redis_is_away_and_recovers_by_itself() {
     }
 
     let redis = PrivateRedis::start(port).await;
+    let (status, _) = app.issue(coupon, 4).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "nothing is issued from a Redis that lost its data");
     let mut customer = 10;
     wait_until("issuance to work again", Duration::from_secs(30), || {
         customer += 1;
@@ -71,6 +76,8 @@ async fn issuance_answers_503_while_redis_is_away_and_recovers_by_itself() {
         async move { (app.issue(coupon, customer).await.0 == StatusCode::CREATED).then_some(()) }
     })
     .await;
+    assert_eq!(app.issue(coupon, 1).await.1["code"], "ALREADY_ISSUED", "the holder comes back from PostgreSQL");
+    writer.stop().await;
     app.stop().await;
     redis.stop();
 }

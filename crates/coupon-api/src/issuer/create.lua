@@ -1,5 +1,6 @@
--- Creates a coupon's Redis state unless it already exists, so priming is safe
--- to repeat: a restart or a second call never resets stock that was taken.
+-- Gives a new coupon its Redis state unless it already has one, so it is safe
+-- to repeat: a second call never resets stock that was taken. (A coupon that
+-- may have holders is rebuilt by rebuild.lua instead.)
 --
 -- KEYS[1] meta   KEYS[2] stock
 -- ARGV[1] starts_ms   ARGV[2] ends_ms   ARGV[3] total   ARGV[4] stock

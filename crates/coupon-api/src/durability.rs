@@ -1,0 +1,114 @@
+//! Replica acknowledgement before the `201` (`redis.min_replicas`).
+//!
+//! `WAIT n timeout` blocks its connection until `n` replicas acknowledged every
+//! earlier write of that connection. All issue scripts go over the one shared
+//! connection, so one `WAIT` sent after a burst of scripts answers for all of
+//! them (group commit): requests queue here after their script replied, and
+//! each round's `WAIT` covers everyone queued before it was sent. A request
+//! whose script ran on an earlier connection (Redis dropped it since) cannot be
+//! vouched for and gets `false`, as does everyone when the replicas are late.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use coupon_infra::redis::SharedRedis;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+
+struct Waiter {
+    connection: u64,
+    answer: oneshot::Sender<bool>,
+}
+
+/// The most requests one `WAIT` answers; more wait for the next round.
+const ROUND: usize = 4_096;
+
+#[derive(Clone)]
+pub struct ReplicaAcks {
+    queue: Option<mpsc::UnboundedSender<Waiter>>,
+}
+
+impl ReplicaAcks {
+    /// No waiting: `redis.min_replicas` is 0.
+    pub fn disabled() -> Self {
+        Self { queue: None }
+    }
+
+    /// Starts the task that sends the `WAIT`s; it ends when `stop` is cancelled.
+    pub fn start(
+        redis: Arc<SharedRedis>,
+        replicas: u32,
+        timeout: Duration,
+        metrics: Metrics,
+        stop: CancellationToken,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(run(redis, replicas, timeout, metrics, rx, stop));
+        (Self { queue: Some(tx) }, task)
+    }
+
+    /// Whether the writes of the script that ran on `connection` reached the
+    /// required replicas; true at once when none are required.
+    pub async fn acknowledged(&self, connection: u64) -> bool {
+        let Some(queue) = &self.queue else { return true };
+        let (answer, answered) = oneshot::channel();
+        if queue.send(Waiter { connection, answer }).is_err() {
+            return false;
+        }
+        answered.await.unwrap_or(false)
+    }
+}
+
+async fn run(
+    redis: Arc<SharedRedis>,
+    replicas: u32,
+    timeout: Duration,
+    metrics: Metrics,
+    mut queue: mpsc::UnboundedReceiver<Waiter>,
+    stop: CancellationToken,
+) {
+    let mut round = Vec::with_capacity(ROUND);
+    loop {
+        tokio::select! {
+            received = queue.recv_many(&mut round, ROUND) => if received == 0 { break },
+            _ = stop.cancelled() => break,
+        }
+        let acked = match redis.link().await {
+            Ok(link) => {
+                let reply = redis::cmd("WAIT")
+                    .arg(replicas)
+                    .arg(timeout.as_millis() as u64)
+                    .query_async::<u32>(&mut link.conn.clone())
+                    .await;
+                match redis.observe(&link, reply) {
+                    Ok(count) if count >= replicas => Some(link.generation),
+                    Ok(count) => {
+                        tracing::warn!(replicas = count, required = replicas, "replicas did not acknowledge in time");
+                        None
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, "WAIT failed");
+                        None
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "no Redis connection for WAIT");
+                None
+            }
+        };
+        for waiter in round.drain(..) {
+            let ok = acked == Some(waiter.connection);
+            if !ok {
+                metrics.replica_ack_failures.inc();
+            }
+            let _ = waiter.answer.send(ok);
+        }
+    }
+    queue.close();
+    while let Ok(waiter) = queue.try_recv() {
+        let _ = waiter.answer.send(false);
+    }
+}

@@ -1,0 +1,36 @@
+-- Replaces a fenced coupon's state with one rebuilt from PostgreSQL, and lifts
+-- the fence, in one step.
+--
+-- KEYS[1] meta   KEYS[2] stock   KEYS[3] issued   KEYS[4] outbox
+-- KEYS[5] staged holders (PostgreSQL's, added by the caller; may not exist)
+-- ARGV[1] fence token   ARGV[2] starts_ms   ARGV[3] ends_ms   ARGV[4] total
+--
+-- Returns the stock it set, or -1 when the fence is no longer the caller's
+-- (another rebuild took over; nothing changed).
+if redis.call('HGET', KEYS[1], 'fenced') ~= ARGV[1] then
+    redis.call('DEL', KEYS[5])
+    return -1
+end
+-- Entries still in the outbox may not have reached PostgreSQL yet; their
+-- customers hold the coupon all the same. (The outbox keeps them while the
+-- coupon is fenced: release.lua refuses to remove them.)
+for _, entry in ipairs(redis.call('XRANGE', KEYS[4], '-', '+')) do
+    local fields = entry[2]
+    for i = 1, #fields, 2 do
+        if fields[i] == 'customer' then
+            redis.call('SADD', KEYS[5], fields[i + 1])
+        end
+    end
+end
+if redis.call('EXISTS', KEYS[5]) == 1 then
+    redis.call('RENAME', KEYS[5], KEYS[3])
+else
+    redis.call('DEL', KEYS[3])
+end
+-- Every holder took one; PostgreSQL's remaining_quantity says the same once
+-- the writer has applied the outbox's events too.
+local stock = math.max(tonumber(ARGV[4]) - redis.call('SCARD', KEYS[3]), 0)
+redis.call('SET', KEYS[2], stock)
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'starts_ms', ARGV[2], 'ends_ms', ARGV[3], 'total', ARGV[4])
+return stock

@@ -1,0 +1,14 @@
+-- Lets an ended coupon's keys expire after a grace period, once its outbox is
+-- empty (an entry there is an issuance Kafka has not acknowledged yet).
+--
+-- KEYS[1] meta   KEYS[2] stock   KEYS[3] issued   KEYS[4] outbox
+-- ARGV[1] grace in milliseconds
+--
+-- Returns 1 when the keys will expire, 0 while the outbox still has entries.
+if redis.call('XLEN', KEYS[4]) > 0 then
+    return 0
+end
+for i = 1, 3 do
+    redis.call('PEXPIRE', KEYS[i], ARGV[1])
+end
+return 1

@@ -1,0 +1,311 @@
+//! Keeps Redis's coupon state exact when Redis forgets: a fenced rebuild from
+//! PostgreSQL, the source of truth for coupons.
+//!
+//! Every `201` is in Kafka before it is answered (while Kafka is healthy) or in
+//! the coupon's outbox. So once coupon-writer has applied everything published
+//! up to a moment after issuance for a coupon stopped, PostgreSQL's holders
+//! plus the outbox's customers are exactly the coupon's holders, and its stock
+//! is the total less their number. A rebuild therefore:
+//! 1. takes the recovery lock (one rebuild at a time over all API replicas);
+//! 2. fences the coupons (the issue script answers FENCED, the API `503`);
+//! 3. when the Redis is a new incarnation (no issue script: it restarted or
+//!    failed over), loads the issue script now that every coupon it may hold
+//!    stale is fenced;
+//! 4. waits `settle`, the producer's `message.timeout.ms`, so that whatever a
+//!    request sent to Kafka before the fence is either there or failed;
+//! 5. reads the topic's high watermarks and waits until the writer's group has
+//!    committed them;
+//! 6. writes each coupon's state from its PostgreSQL holders and its outbox,
+//!    overwriting what Redis holds, and lifts its fence (rebuild.lua).
+//!
+//! A pass runs at start, every `relay.sync_interval_ms`, and whenever a
+//! request finds the issue script missing or an open coupon missing from
+//! Redis. Whoever dies mid-way leaves fences behind; the lock expires and the
+//! next pass of any replica rebuilds the fenced coupons.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use coupon_domain::CouponId;
+use coupon_infra::kafka::{GroupProgress, Mark};
+use time::OffsetDateTime;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog::{Catalog, CatalogError, CouponRow};
+use crate::config::RecoverySettings;
+use crate::issuer::{CouponState, Issuer, Presence, RedisUnavailable};
+use crate::metrics::Metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    #[error(transparent)]
+    Redis(#[from] RedisUnavailable),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error("reading the writer's progress from Kafka: {0:#}")]
+    Kafka(anyhow::Error),
+    #[error("lost the recovery lock; another replica goes on")]
+    LockLost,
+    #[error("stopped")]
+    Stopped,
+}
+
+/// What requests ask the recovery to look at.
+#[derive(Default)]
+struct Asked {
+    node: bool,
+    coupons: BTreeSet<CouponId>,
+}
+
+/// Lets request handlers ask for a recovery pass; never waits.
+#[derive(Clone, Default)]
+pub struct RecoveryRequests {
+    asked: Arc<Mutex<Asked>>,
+    wake: Arc<Notify>,
+}
+
+impl RecoveryRequests {
+    /// The Redis answered NOSCRIPT: it may hold any coupon stale.
+    pub fn new_incarnation(&self) {
+        self.asked.lock().expect("not poisoned").node = true;
+        self.wake.notify_one();
+    }
+
+    /// An open coupon that Redis lacks or that an operator fenced.
+    pub fn coupon(&self, coupon: CouponId) {
+        self.asked.lock().expect("not poisoned").coupons.insert(coupon);
+        self.wake.notify_one();
+    }
+
+    /// Whether the coupon awaits a pass, so a request need not ask PostgreSQL again.
+    pub fn is_asked(&self, coupon: CouponId) -> bool {
+        self.asked.lock().expect("not poisoned").coupons.contains(&coupon)
+    }
+
+    fn take(&self) -> Asked {
+        std::mem::take(&mut *self.asked.lock().expect("not poisoned"))
+    }
+}
+
+pub struct Recovery {
+    pub catalog: Catalog,
+    pub issuer: Arc<Issuer>,
+    pub progress: Arc<GroupProgress>,
+    pub metrics: Metrics,
+    pub settings: RecoverySettings,
+    pub requests: RecoveryRequests,
+    /// How long a request may still be on its way to Kafka (`message.timeout.ms`).
+    pub settle: Duration,
+    pub interval: Duration,
+    /// Told once the first pass has fenced what it must (or failed), so the
+    /// API starts serving only then.
+    pub fenced: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+}
+
+/// Kafka calls (metadata, watermarks, committed offsets) give up after this.
+const KAFKA_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Recovery {
+    pub async fn run(self, stop: CancellationToken) {
+        let mut periodic = true;
+        loop {
+            let asked = self.requests.take();
+            let passed = self.pass(asked, periodic, &stop).await;
+            self.tell_fenced();
+            if let Err(err) = passed {
+                if matches!(err, RecoveryError::Stopped) {
+                    break;
+                }
+                tracing::warn!(error = %err, "recovery pass failed; will retry");
+            }
+            // A pause between passes, so a flood of requests that find Redis
+            // suspect costs one pass per poll, not one per request.
+            let poll = tokio::time::sleep(Duration::from_millis(self.settings.poll_ms));
+            periodic = tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = async { poll.await; self.requests.wake.notified().await } => false,
+                _ = tokio::time::sleep(self.interval) => true,
+            };
+        }
+        tracing::info!("recovery stopped");
+    }
+
+    /// One look: rebuilds the coupons that need it, and on a periodic pass
+    /// retires ended coupons.
+    async fn pass(&self, asked: Asked, periodic: bool, stop: &CancellationToken) -> Result<(), RecoveryError> {
+        let new_incarnation = !self.issuer.is_trusted().await?;
+        if new_incarnation || periodic || !asked.coupons.is_empty() {
+            let open = self.catalog.open().await?;
+            let suspects = if new_incarnation {
+                open
+            } else {
+                let candidates: Vec<CouponRow> = if periodic {
+                    open
+                } else {
+                    open.into_iter().filter(|row| asked.coupons.iter().any(|c| c.get() == row.id)).collect()
+                };
+                let ids = ids(&candidates);
+                let presence = self.issuer.presence(&ids).await?;
+                candidates
+                    .into_iter()
+                    .zip(presence)
+                    .filter(|(_, p)| *p != Presence::Ready)
+                    .map(|(row, _)| row)
+                    .collect()
+            };
+            if new_incarnation || !suspects.is_empty() {
+                self.rebuild(suspects, new_incarnation, stop).await?;
+            }
+        }
+        if periodic {
+            self.retire_ended().await?;
+        }
+        Ok(())
+    }
+
+    async fn rebuild(
+        &self,
+        coupons: Vec<CouponRow>,
+        trust: bool,
+        stop: &CancellationToken,
+    ) -> Result<(), RecoveryError> {
+        let token = format!("{:032x}", rand::random::<u128>());
+        if !self.issuer.lock(&token, self.settings.lock_ttl_ms).await? {
+            tracing::info!("another replica is rebuilding; leaving it to that one");
+            return Ok(());
+        }
+        let result = self.rebuild_locked(&coupons, trust, &token, stop).await;
+        if let Err(err) = self.issuer.relock(&token, 0).await {
+            tracing::warn!(error = %err, "could not release the recovery lock; it expires by itself");
+        }
+        self.metrics.fenced_coupons.set(0);
+        result
+    }
+
+    async fn rebuild_locked(
+        &self,
+        coupons: &[CouponRow],
+        trust: bool,
+        token: &str,
+        stop: &CancellationToken,
+    ) -> Result<(), RecoveryError> {
+        let ids = ids(coupons);
+        self.issuer.fence(&ids, token).await?;
+        self.metrics.fenced_coupons.set(ids.len() as i64);
+        if trust {
+            self.issuer.trust().await?;
+            self.metrics.redis_new_incarnations.inc();
+            tracing::warn!(
+                coupons = ids.len(),
+                "Redis restarted or failed over: its coupons are fenced until rebuilt from PostgreSQL"
+            );
+        } else {
+            tracing::warn!(coupons = ?ids, "coupons missing from Redis or fenced: rebuilding them from PostgreSQL");
+        }
+        self.tell_fenced();
+        if coupons.is_empty() {
+            return Ok(());
+        }
+        self.hold_lock_for(self.settle, token, stop).await?;
+        let marks = self.kafka(|progress| progress.marks(KAFKA_TIMEOUT)).await?;
+        self.wait_for_writer(&marks, token, stop).await?;
+        for row in coupons {
+            let id = CouponId::new(row.id).expect("PostgreSQL ids are positive");
+            let state = CouponState {
+                id,
+                starts_at: row.starts_at,
+                ends_at: row.ends_at,
+                total_quantity: row.total_quantity,
+                holders: self.catalog.holders(id).await?,
+            };
+            match self.issuer.rebuild(&state, token).await? {
+                Some(stock) => {
+                    self.metrics.rebuilds.inc();
+                    tracing::info!(coupon = %id, holders = state.holders.len(), stock, "coupon rebuilt from PostgreSQL");
+                }
+                None => tracing::warn!(coupon = %id, "another rebuild took the coupon's fence over"),
+            }
+        }
+        Ok(())
+    }
+
+    fn tell_fenced(&self) {
+        if let Some(fenced) = self.fenced.lock().expect("not poisoned").take() {
+            let _ = fenced.send(());
+        }
+    }
+
+    /// Sleeps for `wait` in steps, renewing the lock.
+    async fn hold_lock_for(&self, wait: Duration, token: &str, stop: &CancellationToken) -> Result<(), RecoveryError> {
+        let step = Duration::from_millis(self.settings.lock_ttl_ms / 3);
+        let deadline = tokio::time::Instant::now() + wait;
+        while tokio::time::Instant::now() < deadline {
+            tokio::select! {
+                _ = stop.cancelled() => return Err(RecoveryError::Stopped),
+                _ = tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + step)) => {}
+            }
+            self.renew(token).await?;
+        }
+        Ok(())
+    }
+
+    async fn renew(&self, token: &str) -> Result<(), RecoveryError> {
+        if self.issuer.relock(token, self.settings.lock_ttl_ms).await? {
+            Ok(())
+        } else {
+            Err(RecoveryError::LockLost)
+        }
+    }
+
+    /// Polls the writer's committed offsets until they reach `marks`, for as
+    /// long as it takes: a rebuild from a database that lacks issuances would
+    /// sell their stock again.
+    async fn wait_for_writer(
+        &self,
+        marks: &[Mark],
+        token: &str,
+        stop: &CancellationToken,
+    ) -> Result<(), RecoveryError> {
+        let poll = Duration::from_millis(self.settings.poll_ms);
+        let mut polls: u64 = 0;
+        loop {
+            let marks_owned = marks.to_vec();
+            let behind = self.kafka(move |progress| progress.behind(&marks_owned, KAFKA_TIMEOUT)).await?;
+            if behind == 0 {
+                return Ok(());
+            }
+            if polls.is_multiple_of((10_000 / self.settings.poll_ms).max(1)) {
+                tracing::info!(records = behind, "waiting for coupon-writer to apply what was issued before the fence");
+            }
+            polls += 1;
+            self.hold_lock_for(poll, token, stop).await?;
+        }
+    }
+
+    async fn kafka<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&GroupProgress) -> anyhow::Result<T> + Send + 'static,
+    ) -> Result<T, RecoveryError> {
+        let progress = self.progress.clone();
+        tokio::task::spawn_blocking(move || call(&progress))
+            .await
+            .map_err(|err| RecoveryError::Kafka(err.into()))?
+            .map_err(RecoveryError::Kafka)
+    }
+
+    async fn retire_ended(&self) -> Result<(), RecoveryError> {
+        let now_ms = crate::issuer::unix_ms(OffsetDateTime::now_utc());
+        for coupon in self.issuer.ended(now_ms).await? {
+            if self.issuer.retire(coupon, self.settings.ended_grace_ms).await? {
+                tracing::info!(coupon = %coupon, grace_ms = self.settings.ended_grace_ms, "ended coupon retired from Redis");
+            }
+        }
+        Ok(())
+    }
+}
+
+fn ids(rows: &[CouponRow]) -> Vec<CouponId> {
+    rows.iter().filter_map(|row| CouponId::new(row.id).ok()).collect()
+}

@@ -1,0 +1,90 @@
+//! Redis forgets while coupon-writer is behind: the coupon is fenced, and
+//! issuance resumes only from state rebuilt after the writer applied every
+//! earlier issuance, so only the stock that is really left is sold.
+
+use std::time::Duration;
+
+use coupon_testkit::wait_until;
+use reqwest::StatusCode;
+
+use crate::harness::{redis, Isolation, TestApp, ADMIN_TOKEN};
+
+/// Removes everything Redis holds under the test's prefix, as FLUSHALL would
+/// (the shared Redis serves other tests too).
+async fn wipe(prefix: &str) {
+    let mut conn = redis().await;
+    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut conn).await.unwrap();
+    if !keys.is_empty() {
+        let _: () = redis::cmd("DEL").arg(keys).query_async(&mut conn).await.unwrap();
+    }
+}
+
+/// Retries one customer until the answer is not 503; returns it.
+async fn settled_answer(app: &TestApp, coupon: i64, customer: i64) -> (StatusCode, String) {
+    wait_until("an answer other than 503", Duration::from_secs(60), || async move {
+        let (status, body) = app.issue(coupon, customer).await;
+        let code = body["code"].as_str().unwrap_or("ISSUED").to_string();
+        (status != StatusCode::SERVICE_UNAVAILABLE).then_some((status, code))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wiped_redis_with_the_writer_behind_sells_only_what_is_left() {
+    let iso = Isolation::new().await;
+    let app = TestApp::spawn(iso.settings()).await;
+    let coupon = app.open_coupon(10).await;
+    for customer in 1..=6 {
+        assert_eq!(app.issue(coupon, customer).await.0, StatusCode::CREATED);
+    }
+
+    wipe(&iso.key_prefix).await;
+    let prime = app
+        .http
+        .post(format!("{}/api/v1/coupons/{coupon}/prime", app.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(prime.status(), StatusCode::ACCEPTED);
+    for customer in 100..110 {
+        let (status, body) = app.issue(coupon, customer).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, Some("UNAVAILABLE")),
+            "no answer from a Redis that forgot 6 issuances while the writer has not applied them"
+        );
+    }
+
+    let writer = iso.start_writer().await;
+    let mut answers = Vec::new();
+    for customer in 100..110 {
+        answers.push(settled_answer(&app, coupon, customer).await);
+    }
+    let issued = answers.iter().filter(|(status, _)| *status == StatusCode::CREATED).count();
+    let sold_out = answers.iter().filter(|(_, code)| code == "SOLD_OUT").count();
+    assert_eq!((issued, sold_out), (4, 6), "exactly the 4 left are sold: {answers:?}");
+    for customer in 1..=6 {
+        assert_eq!(app.issue(coupon, customer).await.1["code"], "ALREADY_ISSUED", "customer {customer}");
+    }
+    writer.stop().await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_coupon_redis_lost_answers_503_not_404_and_comes_back() {
+    let iso = Isolation::new().await;
+    let app = TestApp::spawn(iso.settings()).await;
+    let writer = iso.start_writer().await;
+    let coupon = app.open_coupon(2).await;
+    assert_eq!(app.issue(coupon, 1).await.0, StatusCode::CREATED);
+
+    wipe(&iso.key_prefix).await;
+    let (status, body) = app.issue(coupon, 2).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("UNAVAILABLE")));
+    assert_eq!(settled_answer(&app, coupon, 2).await.0, StatusCode::CREATED);
+    assert_eq!(app.issue(coupon, 1).await.1["code"], "ALREADY_ISSUED");
+    assert_eq!(app.issue(coupon, 3).await.1["code"], "SOLD_OUT");
+    writer.stop().await;
+    app.stop().await;
+}
