@@ -2,17 +2,21 @@
 //!
 //! - Retryable: the database or Kafka is unavailable or a transaction lost a
 //!   race (connection refused or reset, pool timeout, serialization failure,
-//!   deadlock). The same batch is retried with backoff; nothing is committed or
-//!   dead-lettered.
+//!   deadlock, a coupon other writers kept changing under the batch). The same
+//!   batch is retried with backoff; nothing is committed or dead-lettered.
 //! - Poison: the data itself can never be applied (a foreign-key, check,
 //!   not-null, unique or exclusion violation). The bad records are isolated and
 //!   dead-lettered, and the partition moves on.
+//!
+//! A coupon without stock left for an event is neither: the batch statement
+//! records the event in `sold_out_at_write` and succeeds (see `apply`).
 //!
 //! Anything not recognised as poison is retried: retrying a bad record forever
 //! stalls one partition visibly, dead-lettering a good one loses it quietly.
 //! Records that do not decode never reach the database; they are poison from
 //! the start.
 
+use coupon_domain::CouponId;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::pooled_connection::deadpool::PoolError;
 use rdkafka::error::KafkaError;
@@ -25,6 +29,10 @@ pub enum WriteError {
     Database(#[from] DieselError),
     #[error("publishing to the dead-letter topic: {0}")]
     DeadLetter(#[source] KafkaError),
+    /// Other writers committed rows for these coupons while each of
+    /// `statements` statements in a row waited for their locks.
+    #[error("coupons {coupons:?} were written by other writers during {statements} statements in a row")]
+    Contended { coupons: Vec<CouponId>, statements: u32 },
 }
 
 impl WriteError {
@@ -39,7 +47,10 @@ impl WriteError {
                     | DatabaseErrorKind::RestrictViolation
                     | DatabaseErrorKind::ExclusionViolation
             ),
-            WriteError::Database(_) | WriteError::Pool(_) | WriteError::DeadLetter(_) => false,
+            WriteError::Database(_)
+            | WriteError::Pool(_)
+            | WriteError::DeadLetter(_)
+            | WriteError::Contended { .. } => false,
         }
     }
 }
@@ -72,5 +83,7 @@ mod tests {
         }
         assert!(!WriteError::Database(DieselError::BrokenTransactionManager).is_poison());
         assert!(!WriteError::DeadLetter(KafkaError::Canceled).is_poison());
+        let contended = WriteError::Contended { coupons: vec![CouponId::new(5).unwrap()], statements: 5 };
+        assert!(!contended.is_poison());
     }
 }

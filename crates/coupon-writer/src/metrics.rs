@@ -13,6 +13,7 @@ pub struct Metrics {
     pub batch_size: Histogram,
     pub rows_inserted: IntCounter,
     pub duplicates_skipped: IntCounter,
+    pub sold_out_at_write: IntCounter,
     pub transaction_seconds: Histogram,
     pub retries: IntCounter,
     pub dead_lettered: IntCounter,
@@ -37,6 +38,11 @@ impl Metrics {
             "Events whose row already existed (redelivery), applied as no-ops",
         )
         .expect("valid metric");
+        let sold_out_at_write = IntCounter::new(
+            "coupon_writer_sold_out_at_write_total",
+            "Events recorded in sold_out_at_write: the coupon had no stock left in PostgreSQL",
+        )
+        .expect("valid metric");
         let transaction_seconds = Histogram::with_opts(
             HistogramOpts::new("coupon_writer_db_transaction_seconds", "Duration of each database transaction")
                 .buckets(LATENCY_BUCKETS.to_vec()),
@@ -58,6 +64,7 @@ impl Metrics {
             Box::new(batch_size.clone()),
             Box::new(rows_inserted.clone()),
             Box::new(duplicates_skipped.clone()),
+            Box::new(sold_out_at_write.clone()),
             Box::new(transaction_seconds.clone()),
             Box::new(retries.clone()),
             Box::new(dead_lettered.clone()),
@@ -69,6 +76,7 @@ impl Metrics {
             batch_size,
             rows_inserted,
             duplicates_skipped,
+            sold_out_at_write,
             transaction_seconds,
             retries,
             dead_lettered,

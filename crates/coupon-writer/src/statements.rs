@@ -2,23 +2,66 @@
 //! query id, so each connection prepares it once and reuses the plan (diesel
 //! never caches a `sql_query`). Arrays keep the text fixed whatever the batch
 //! size, and one statement is one implicit transaction: a batch costs one
-//! round trip instead of five (BEGIN, lock, insert, decrement, COMMIT).
+//! round trip instead of several (BEGIN, lock, insert, record, decrement, COMMIT).
 
 use diesel::pg::Pg;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
-use diesel::sql_types::{Array, BigInt, Integer, Timestamptz};
+use diesel::sql_types::{Array, BigInt, Bool, Integer, Text, Timestamptz};
 use diesel::QueryResult;
 use time::OffsetDateTime;
 
+/// Why an event was recorded in `sold_out_at_write` (its `reason` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SoldOutReason {
+    /// The coupon's `remaining_quantity` could not cover the customer.
+    StockExhausted,
+}
+
+impl SoldOutReason {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SoldOutReason::StockExhausted => "STOCK_EXHAUSTED",
+        }
+    }
+}
+
 /// Applies a batch of issuances, given as three parallel arrays:
-/// - locks the batch's coupons in id order, so writers that share coupons
-///   queue instead of deadlocking;
-/// - inserts the rows of existing coupons, skipping those already there;
-/// - takes the rows actually inserted off each coupon's remaining quantity.
+/// - locks the batch's coupons in id order with `FOR NO KEY UPDATE`, so
+///   writers that share coupons queue instead of deadlocking;
+/// - per coupon, takes the batch's new customers (no `customer_coupon` row and
+///   no `sold_out_at_write` record yet; a customer twice in the batch once, at
+///   its earliest `issued_at`) in `(issued_at, customer_id)` order, grants the
+///   first `remaining_quantity` of them a `customer_coupon` row and records
+///   the rest in `sold_out_at_write` (`STOCK_EXHAUSTED`), both
+///   `ON CONFLICT DO NOTHING`;
+/// - takes the rows actually inserted off the coupon's remaining quantity,
+///   which therefore never goes below 0: running out of stock is an outcome,
+///   not a constraint violation.
 ///
-/// Returns one `(coupon id, rows inserted)` per existing coupon of the batch;
-/// a coupon of the batch missing from the answer does not exist. A constraint
-/// violation fails the whole statement and changes nothing.
+/// A concurrent writer (partition key `customer` spreads a coupon over
+/// writers) may commit rows for a coupon between this statement's snapshot and
+/// the moment it gets the coupon's lock. The lock returns the coupon row as
+/// committed (PostgreSQL re-reads a row it had to wait for), but
+/// `customer_coupon` and `sold_out_at_write` are still read as of the
+/// snapshot, so such rows look new. Whoever inserts rows for a coupon updates
+/// the coupon row in the same transaction, so `seen` (the snapshot's row
+/// version, `xmin`) differing from `locked` tells exactly when that happened.
+/// With a current snapshot the split is exact. With a stale one, a coupon whose
+/// new customers all fit in the stock is still safe (all are granted, and
+/// `ON CONFLICT` skips those already written); one that would refuse some is
+/// *deferred*: nothing is written for it, and the caller applies its events
+/// again in a new statement, whose snapshot sees the other writer's rows. So
+/// the race can never oversell, lose a granted row, or record as sold out a
+/// customer who holds a row or whom the stock covered; at worst it costs a
+/// deferred coupon another round trip. Recording sold out needs a current
+/// snapshot and leaves the coupon at 0, which nothing raises again, so no
+/// later batch grants a recorded customer. Across batches, the last units go
+/// to the batch that locks the coupon first, not strictly by `issued_at`.
+///
+/// Returns one `(coupon id, rows inserted, rows recorded as sold out,
+/// deferred)` per existing coupon of the batch; a coupon of the batch missing
+/// from the answer does not exist. A constraint violation fails the whole
+/// statement and changes nothing.
 pub struct ApplyBatch<'a> {
     pub coupons: &'a [i64],
     pub customers: &'a [i64],
@@ -31,7 +74,7 @@ impl QueryId for ApplyBatch<'_> {
 }
 
 impl Query for ApplyBatch<'_> {
-    type SqlType = (BigInt, Integer);
+    type SqlType = (BigInt, Integer, Integer, Bool);
 }
 
 impl QueryFragment<Pg> for ApplyBatch<'_> {
@@ -44,15 +87,42 @@ impl QueryFragment<Pg> for ApplyBatch<'_> {
         out.push_bind_param::<Array<Timestamptz>, _>(self.issued_at)?;
         out.push_sql(
             ") AS b(coupon_id, customer_id, issued_at)), \
-             locked AS (SELECT id FROM coupon WHERE id IN (SELECT coupon_id FROM batch) \
-                 ORDER BY id FOR NO KEY UPDATE), \
-             inserted AS (INSERT INTO customer_coupon (coupon_id, customer_id, issued_at) \
-                 SELECT coupon_id, customer_id, issued_at FROM batch WHERE coupon_id IN (SELECT id FROM locked) \
+             seen AS MATERIALIZED (SELECT id, xmin AS version FROM coupon \
+                 WHERE id IN (SELECT coupon_id FROM batch)), \
+             locked AS MATERIALIZED (SELECT id, remaining_quantity, xmin AS version FROM coupon \
+                 WHERE id IN (SELECT coupon_id FROM batch) ORDER BY id FOR NO KEY UPDATE), \
+             fresh AS (SELECT DISTINCT ON (b.coupon_id, b.customer_id) b.coupon_id, b.customer_id, b.issued_at \
+                 FROM batch b \
+                 WHERE NOT EXISTS (SELECT 1 FROM customer_coupon c \
+                         WHERE c.coupon_id = b.coupon_id AND c.customer_id = b.customer_id) \
+                     AND NOT EXISTS (SELECT 1 FROM sold_out_at_write s \
+                         WHERE s.coupon_id = b.coupon_id AND s.customer_id = b.customer_id) \
+                 ORDER BY b.coupon_id, b.customer_id, b.issued_at), \
+             ranked AS (SELECT coupon_id, customer_id, issued_at, \
+                     row_number() OVER (PARTITION BY coupon_id ORDER BY issued_at, customer_id) AS rank \
+                 FROM fresh), \
+             demand AS (SELECT coupon_id, count(*) AS n FROM fresh GROUP BY coupon_id), \
+             plan AS (SELECT l.id, l.remaining_quantity AS stock, \
+                     l.version IS DISTINCT FROM s.version AND coalesce(d.n, 0) > l.remaining_quantity AS deferred \
+                 FROM locked l JOIN seen s ON s.id = l.id LEFT JOIN demand d ON d.coupon_id = l.id), \
+             granted AS (INSERT INTO customer_coupon (coupon_id, customer_id, issued_at) \
+                 SELECT r.coupon_id, r.customer_id, r.issued_at FROM ranked r JOIN plan p ON p.id = r.coupon_id \
+                 WHERE NOT p.deferred AND r.rank <= p.stock \
                  ON CONFLICT (coupon_id, customer_id) DO NOTHING RETURNING coupon_id), \
-             counts AS (SELECT coupon_id, count(*)::int AS n FROM inserted GROUP BY coupon_id), \
-             taken AS (UPDATE coupon SET remaining_quantity = coupon.remaining_quantity - counts.n \
-                 FROM counts WHERE coupon.id = counts.coupon_id RETURNING coupon.id) \
-             SELECT locked.id, coalesce(counts.n, 0) FROM locked LEFT JOIN counts ON counts.coupon_id = locked.id",
+             refused AS (INSERT INTO sold_out_at_write (coupon_id, customer_id, issued_at, reason) \
+                 SELECT r.coupon_id, r.customer_id, r.issued_at, ",
+        );
+        out.push_bind_param::<Text, _>(SoldOutReason::StockExhausted.as_str())?;
+        out.push_sql(
+            " FROM ranked r JOIN plan p ON p.id = r.coupon_id \
+                 WHERE NOT p.deferred AND r.rank > p.stock \
+                 ON CONFLICT (coupon_id, customer_id) DO NOTHING RETURNING coupon_id), \
+             inserted AS (SELECT coupon_id, count(*)::int AS n FROM granted GROUP BY coupon_id), \
+             sold_out AS (SELECT coupon_id, count(*)::int AS n FROM refused GROUP BY coupon_id), \
+             taken AS (UPDATE coupon SET remaining_quantity = coupon.remaining_quantity - inserted.n \
+                 FROM inserted WHERE coupon.id = inserted.coupon_id RETURNING coupon.id) \
+             SELECT p.id, coalesce(i.n, 0), coalesce(s.n, 0), p.deferred FROM plan p \
+                 LEFT JOIN inserted i ON i.coupon_id = p.id LEFT JOIN sold_out s ON s.coupon_id = p.id",
         );
         Ok(())
     }

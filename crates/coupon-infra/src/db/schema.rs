@@ -21,5 +21,16 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    sold_out_at_write (coupon_id, customer_id) {
+        coupon_id -> Int8,
+        customer_id -> Int8,
+        issued_at -> Timestamptz,
+        reason -> Text,
+        recorded_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(customer_coupon -> coupon (coupon_id));
-diesel::allow_tables_to_appear_in_same_query!(coupon, customer_coupon);
+diesel::joinable!(sold_out_at_write -> coupon (coupon_id));
+diesel::allow_tables_to_appear_in_same_query!(coupon, customer_coupon, sold_out_at_write);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use coupon_domain::{CouponId, CouponIssuedEvent, CustomerId};
-use coupon_infra::db::schema::{coupon, customer_coupon};
+use coupon_infra::db::schema::{coupon, customer_coupon, sold_out_at_write};
 use coupon_testkit::{create_topic, kafka_settings, unique_name, wait_until, TestDatabase};
 use coupon_writer::config::Settings;
 use coupon_writer::dlq::{self, DlqEntry};
@@ -154,6 +154,17 @@ impl World {
         customer_coupon::table
             .select((customer_coupon::coupon_id, customer_coupon::customer_id))
             .order((customer_coupon::coupon_id, customer_coupon::customer_id))
+            .load(&mut conn)
+            .await
+            .unwrap()
+    }
+
+    /// `(coupon, customer, reason)` of every `sold_out_at_write` record, sorted.
+    pub async fn sold_out(&self) -> Vec<(i64, i64, String)> {
+        let mut conn = self.db.connect().await;
+        sold_out_at_write::table
+            .select((sold_out_at_write::coupon_id, sold_out_at_write::customer_id, sold_out_at_write::reason))
+            .order((sold_out_at_write::coupon_id, sold_out_at_write::customer_id))
             .load(&mut conn)
             .await
             .unwrap()

@@ -5,3 +5,4 @@ mod batches;
 mod faults;
 mod harness;
 mod poison;
+mod sold_out;

@@ -1,0 +1,1 @@
+DROP TABLE sold_out_at_write;
