@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, Context};
 use coupon_domain::keys::CouponKeys;
 use coupon_infra::db::PgPool;
 use coupon_loadgen::client::ApiClient;
@@ -19,15 +19,59 @@ use redis::AsyncCommands;
 
 use crate::invariants::{self, Observed, Verdict};
 use crate::process::{bin_dir, log_dir, wait_healthy, Service};
+use crate::report::FaultCost;
+use coupon_testkit::redis_node;
 
 pub const ADMIN_TOKEN: &str = "e2e-admin-token";
+
+/// The Redis a world's services use and its checks read.
+#[derive(Debug, Clone)]
+pub enum RedisTarget {
+    /// One server: the stack's, unless the scenario brings its own.
+    Standalone { url: String },
+    /// Whichever server these sentinels name as the primary `master_name`.
+    Sentinel { sentinels: Vec<String>, master_name: String },
+}
+
+impl RedisTarget {
+    /// The services' settings for it.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        match self {
+            RedisTarget::Standalone { url } => vec![("COUPON__REDIS__URL", url.clone())],
+            RedisTarget::Sentinel { sentinels, master_name } => vec![
+                ("COUPON__REDIS__MODE", "sentinel".to_string()),
+                ("COUPON__REDIS__URL", sentinels.join(",")),
+                ("COUPON__REDIS__MASTER_NAME", master_name.clone()),
+            ],
+        }
+    }
+
+    /// The URL of the server that holds the data now: in sentinel mode, the
+    /// primary the first sentinel that answers names.
+    pub async fn current_url(&self) -> anyhow::Result<String> {
+        match self {
+            RedisTarget::Standalone { url } => Ok(url.clone()),
+            RedisTarget::Sentinel { sentinels, master_name } => {
+                let mut last_error = anyhow!("no sentinel given");
+                for sentinel in sentinels {
+                    match redis_node::master_addr(sentinel, master_name).await {
+                        Ok((host, port)) => return Ok(format!("redis://{host}:{port}")),
+                        Err(err) => last_error = err,
+                    }
+                }
+                Err(last_error)
+            }
+        }
+    }
+}
 
 pub struct World {
     pub name: String,
     /// Made once: the drain loop reads the stores every 200 ms. Declared
     /// before `db`, so its connections close before the database is dropped.
     pool: PgPool,
-    redis: redis::Client,
+    /// The stack's Redis unless the scenario sets its own before starting services.
+    pub redis: RedisTarget,
     pub db: TestDatabase,
     pub topic: String,
     pub dlq_topic: String,
@@ -50,7 +94,7 @@ impl World {
         Self {
             name: name.to_string(),
             pool: coupon_infra::db::pool(&db.settings()).expect("a database pool"),
-            redis: redis::Client::open(redis_settings().url).expect("a Redis URL"),
+            redis: RedisTarget::Standalone { url: redis_settings().url },
             db,
             topic: create_topic("e2e", 6).await,
             dlq_topic: create_topic("e2e.dlq", 1).await,
@@ -67,7 +111,6 @@ impl World {
     fn env(&self) -> BTreeMap<String, String> {
         let mut env: BTreeMap<String, String> = [
             ("COUPON__DATABASE__URL", self.db.url().to_string()),
-            ("COUPON__REDIS__URL", redis_settings().url),
             ("COUPON__REDIS__KEY_PREFIX", self.key_prefix.clone()),
             ("COUPON__KAFKA__BROKERS", kafka_settings().brokers),
             ("COUPON__KAFKA__TOPIC", self.topic.clone()),
@@ -79,6 +122,7 @@ impl World {
             ("COUPON__RELAY__MIN_AGE_MS", "2000".to_string()),
         ]
         .into_iter()
+        .chain(self.redis.env())
         .map(|(k, v)| (k.to_string(), v))
         .collect();
         env.extend(self.overrides.clone());
@@ -118,6 +162,52 @@ impl World {
         let plan = spike::plan(coupons, customers, 1, 0.1);
         *self.spike_started.lock().expect("not poisoned") = Some(Instant::now());
         spike::run(&self.api, plan, 128, progress).await
+    }
+
+    /// After a fault: `customers` new customers (ids from `first_customer`)
+    /// ask, and those answered `503 UNAVAILABLE` (nothing changed: Redis is
+    /// away or the coupon fenced) ask again, until none is or `timeout` ends.
+    /// So issuance from the rebuilt state is exercised, not only the fence.
+    /// Every answer is returned, the 503s too.
+    pub async fn wave_until_served(
+        &self,
+        coupons: &[i64],
+        first_customer: i64,
+        customers: u64,
+        timeout: Duration,
+    ) -> anyhow::Result<Spike> {
+        let started = Instant::now();
+        let mut plan = spike::plan(coupons, customers, first_customer, 0.0);
+        let mut waves: Option<Spike> = None;
+        let spike_started = (*self.spike_started.lock().expect("not poisoned")).unwrap_or(started);
+        loop {
+            let wave_started = Instant::now();
+            let mut wave = spike::run(&self.api, plan, 128, Arc::default()).await;
+            // On the first spike's clock, so the report's fault timings span both.
+            for answer in &mut wave.answers {
+                answer.at += wave_started.duration_since(spike_started);
+            }
+            plan = wave
+                .answers
+                .iter()
+                .filter(|a| a.status == Some(503) && a.code.as_deref() == Some("UNAVAILABLE"))
+                .map(|a| a.attempt)
+                .collect();
+            match &mut waves {
+                Some(all) => {
+                    all.answers.extend(wave.answers);
+                    all.elapsed = started.elapsed();
+                }
+                None => waves = Some(wave),
+            }
+            if plan.is_empty() {
+                return Ok(waves.expect("one wave ran"));
+            }
+            if started.elapsed() > timeout {
+                bail!("{} customers still answered 503 after {timeout:?}", plan.len());
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
 
     /// Injects one fault (from its first step until it is over, e.g. a
@@ -169,22 +259,36 @@ impl World {
         }
     }
 
-    /// What Redis and PostgreSQL hold for the coupon; `dlq_records` is left 0.
+    /// What Redis (the current primary) and PostgreSQL hold for the coupon;
+    /// `dlq_records` is left 0.
     async fn observe(&self, coupon: i64, stock: i64) -> anyhow::Result<Observed> {
         let keys = CouponKeys::new(&self.key_prefix, coupon_domain::CouponId::new(coupon)?);
-        let mut redis = self.redis.get_multiplexed_async_connection().await?;
+        let mut redis = redis_node::connect(&self.redis.current_url().await?).await?;
         let redis_issued: BTreeSet<i64> = redis.smembers(&keys.issued).await?;
         let redis_stock: i64 = redis.get(&keys.stock).await?;
         let outbox: u64 = redis.xlen(&keys.outbox).await?;
-        let (db_holders, db_rows, db_remaining) = self.db_state(coupon).await?;
-        Ok(Observed { stock, redis_issued, redis_stock, outbox, db_holders, db_rows, db_remaining, dlq_records: 0 })
+        let db = self.db_state(coupon).await?;
+        Ok(Observed {
+            stock,
+            redis_issued,
+            redis_stock,
+            outbox,
+            db_holders: db.holders,
+            db_rows: db.rows,
+            db_remaining: db.remaining,
+            dlq_records: 0,
+            sold_out_at_write: db.sold_out_at_write,
+        })
     }
 
-    async fn db_state(&self, coupon: i64) -> anyhow::Result<(BTreeSet<i64>, i64, i64)> {
-        let holders = coupon_loadgen::durable::holders(&self.pool, coupon).await?.into_iter().collect();
-        let rows = coupon_loadgen::durable::rows(&self.pool, coupon).await?;
-        let remaining = coupon_loadgen::durable::remaining(&self.pool, coupon).await?;
-        Ok((holders, rows, remaining))
+    async fn db_state(&self, coupon: i64) -> anyhow::Result<DbState> {
+        use coupon_loadgen::durable;
+        Ok(DbState {
+            holders: durable::holders(&self.pool, coupon).await?.into_iter().collect(),
+            rows: durable::rows(&self.pool, coupon).await?,
+            remaining: durable::remaining(&self.pool, coupon).await?,
+            sold_out_at_write: durable::sold_out_at_write(&self.pool, coupon).await?,
+        })
     }
 
     fn dlq_records(&self) -> anyhow::Result<i64> {
@@ -195,8 +299,13 @@ impl World {
 
     /// Runs coupon-reconcile on the coupons; true when it reports no drift.
     pub async fn reconcile(&self, coupons: &[i64]) -> anyhow::Result<bool> {
+        let mut env = self.env();
+        // coupon-reconcile reads one standalone Redis: give it the current primary.
+        env.insert("COUPON__REDIS__MODE".into(), "standalone".into());
+        env.insert("COUPON__REDIS__URL".into(), self.redis.current_url().await?);
+        env.remove("COUPON__REDIS__MASTER_NAME");
         let mut command = tokio::process::Command::new(bin_dir().join("coupon-reconcile"));
-        command.envs(self.env()).env("RUST_LOG", "warn").arg("--settle-ms").arg("0");
+        command.envs(env).env("RUST_LOG", "warn").arg("--settle-ms").arg("0");
         for coupon in coupons {
             command.arg("--coupon").arg(coupon.to_string());
         }
@@ -219,13 +328,22 @@ impl World {
         }
         let clean = self.reconcile(coupons).await.expect("reconciling");
         let under_faults = self.issued_under_faults(spike);
-        crate::report::append(&self.name, &verdicts, clean, under_faults, spike.elapsed, drain_time);
+        let cost = FaultCost::of(spike);
+        crate::report::append(&self.name, &verdicts, clean, under_faults, cost, spike.elapsed, drain_time);
         for verdict in &verdicts {
-            assert!(verdict.violations.is_empty(), "{}: {:?}", self.name, verdict.violations);
+            assert!(verdict.violations.is_empty(), "{}: {}", self.name, verdict.describe());
         }
         assert!(clean, "{}: coupon-reconcile reported drift (see e2e-logs/reconcile.log)", self.name);
         verdicts
     }
+}
+
+/// What PostgreSQL holds for a coupon.
+struct DbState {
+    holders: BTreeSet<i64>,
+    rows: i64,
+    remaining: i64,
+    sold_out_at_write: i64,
 }
 
 /// Resolves once `progress` has counted `at_least` answers.

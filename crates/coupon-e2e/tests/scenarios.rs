@@ -4,18 +4,26 @@
 //! and a reconciliation run.
 //!
 //! Scenarios stop and start shared stack components, so this binary runs with
-//! `--test-threads=1` (see the Makefile). `E2E_CUSTOMERS` sets the spike size
-//! (default 5,000 distinct customers per coupon; `make e2e` uses 20,000).
+//! `--test-threads=1` (see the Makefile). The Redis scenarios (8–10) break a
+//! Redis deployment of their own (coupon_testkit::redis_node), never the stack's.
+//! `E2E_CUSTOMERS` sets the spike size (default 5,000 distinct customers per
+//! coupon; `make e2e` uses 20,000).
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use coupon_e2e::stack::{self, Component};
-use coupon_e2e::world::{reached, World};
+use coupon_e2e::world::{reached, RedisTarget, World};
+use coupon_loadgen::spike::Spike;
+use coupon_testkit::redis_node::{RedisNode, Sentinel, MASTER_NAME};
 
 /// Stock of the spike scenarios: far below the number of customers.
 const SPIKE_STOCK: u64 = 1_000;
+
+/// The second wave's customers, after a Redis fault, start here: none of
+/// the first spike's.
+const SECOND_WAVE_FIRST_CUSTOMER: i64 = 1_000_000;
 
 /// How long an injected outage lasts while the spike keeps running.
 const OUTAGE: Duration = Duration::from_secs(5);
@@ -153,4 +161,126 @@ async fn s7_api_killed_mid_spike() {
     let (spike, _api) = tokio::join!(world.spike(&coupons, customers(), progress.clone()), faults);
     let verdicts = world.verify(&coupons, fault_stock() as i64, &spike).await;
     eprintln!("answers lost with the killed API: {}", verdicts[0].unanswered);
+}
+
+/// Redis SIGKILLed once a fifth of the spike is answered, its AOF and RDB
+/// removed, and started again empty on the same port. The writer starts late:
+/// only `OUTAGE` after Redis is back, so when Redis forgets everything nothing
+/// of the spike is in PostgreSQL yet; it is all in Kafka. The API must fence
+/// issuance until the writer has caught up and rebuild from PostgreSQL.
+#[tokio::test(flavor = "multi_thread")]
+async fn s8_redis_restarted_empty_mid_spike() {
+    let mut world = World::new("8 Redis restarted empty").await;
+    let mut redis = RedisNode::primary("s8 redis").await.expect("a Redis of its own");
+    world.redis = RedisTarget::Standalone { url: redis.url() };
+    let _api = world.start_api().await;
+    let coupons = world.create_coupons(1, fault_stock()).await;
+    let progress = Arc::new(AtomicU64::new(0));
+    let faults = async {
+        reached(&progress, requests() / 5).await;
+        world
+            .fault(async {
+                redis.restart_empty().await.expect("restarting Redis empty");
+                tokio::time::sleep(OUTAGE).await;
+                world.start_writer(1).await
+            })
+            .await
+    };
+    let (spike, _writer) = tokio::join!(world.spike(&coupons, customers(), progress.clone()), faults);
+    verify_after_recovery(&world, &coupons, spike).await;
+}
+
+/// After a Redis fault: a second wave of new customers, retried while the
+/// coupon is fenced, so the rebuilt state sells out; then every promise, and
+/// exactly the stock in rows.
+async fn verify_after_recovery(world: &World, coupons: &[i64], mut spike: Spike) {
+    let wave = world
+        .wave_until_served(coupons, SECOND_WAVE_FIRST_CUSTOMER, customers(), Duration::from_secs(180))
+        .await
+        .expect("issuance resumes after the rebuild");
+    spike.answers.extend(wave.answers);
+    let verdicts = world.verify(coupons, fault_stock() as i64, &spike).await;
+    assert_eq!(verdicts[0].rows, fault_stock() as i64, "the rebuilt coupon sells out exactly");
+}
+
+/// Redis rolled back: a snapshot (BGSAVE, waited for) once a fifth of the
+/// spike is answered, issuance on until half of it is, then SIGKILL, the AOF
+/// removed, and a start from the snapshot. The writer is SIGKILLed just before
+/// the snapshot and a new one starts `OUTAGE` after Redis is back: what was
+/// issued after the snapshot (thousands at `make e2e` size) is forgotten by
+/// Redis and not in PostgreSQL, only in Kafka.
+#[tokio::test(flavor = "multi_thread")]
+async fn s9_redis_rolled_back_to_a_snapshot_mid_spike() {
+    let mut world = World::new("9 Redis rolled back to a snapshot").await;
+    let mut redis = RedisNode::primary("s9 redis").await.expect("a Redis of its own");
+    world.redis = RedisTarget::Standalone { url: redis.url() };
+    let _api = world.start_api().await;
+    let writer = world.start_writer(1).await;
+    let coupons = world.create_coupons(1, fault_stock()).await;
+    let progress = Arc::new(AtomicU64::new(0));
+    let faults = async {
+        reached(&progress, requests() / 5).await;
+        writer.kill();
+        redis.bgsave(Duration::from_secs(30)).await.expect("a snapshot");
+        reached(&progress, requests() / 2).await;
+        world
+            .fault(async {
+                let keys = redis.restart_from_snapshot().await.expect("rolling Redis back");
+                eprintln!("Redis restarted from the snapshot with {keys} keys");
+                tokio::time::sleep(OUTAGE).await;
+                world.start_writer(2).await
+            })
+            .await
+    };
+    let (spike, _writer) = tokio::join!(world.spike(&coupons, customers(), progress.clone()), faults);
+    verify_after_recovery(&world, &coupons, spike).await;
+}
+
+/// The Redis primary SIGKILLed once a fifth of the spike is answered;
+/// redis-sentinel promotes its replica. The services run in sentinel mode and
+/// answer 201 only once a replica acknowledged the issuance
+/// (`COUPON__REDIS__MIN_REPLICAS=1`). The writer is SIGKILLed together with the
+/// primary; once the promotion is seen the old primary is started again on its
+/// port and data, the sentinel turns it into the new primary's replica (without
+/// one, no issuance can be acknowledged again), and only then a new writer starts.
+#[tokio::test(flavor = "multi_thread")]
+async fn s10_redis_primary_killed_replica_promoted_by_sentinel() {
+    let mut world = World::new("10 Redis failover (sentinel, 1 replica ack)").await;
+    let mut primary = RedisNode::primary("s10 redis primary").await.expect("a primary");
+    let replica = RedisNode::replica("s10 redis replica", &primary).await.expect("a replica");
+    let sentinel = Sentinel::start("s10 sentinel", &primary, 1).await.expect("a sentinel");
+    world.redis = RedisTarget::Sentinel { sentinels: vec![sentinel.url()], master_name: MASTER_NAME.to_string() };
+    world.overrides.insert("COUPON__REDIS__MIN_REPLICAS".into(), "1".into());
+    let _api = world.start_api().await;
+    let writer = world.start_writer(1).await;
+    let coupons = world.create_coupons(1, fault_stock()).await;
+    let progress = Arc::new(AtomicU64::new(0));
+    let faults = async {
+        reached(&progress, requests() / 5).await;
+        world
+            .fault(async {
+                writer.kill();
+                primary.kill();
+                let killed = Instant::now();
+                let promoted = sentinel
+                    .wait_new_master(primary.port(), Duration::from_secs(60))
+                    .await
+                    .expect("the sentinel promotes the replica");
+                eprintln!(
+                    "the sentinel promoted port {promoted} {:.1} s after the kill",
+                    killed.elapsed().as_secs_f64()
+                );
+                assert_eq!(promoted, replica.port(), "the only replica is promoted");
+                primary.restart().await.expect("restarting the old primary");
+                primary
+                    .wait_replica_of(promoted, Duration::from_secs(120))
+                    .await
+                    .expect("the sentinel turns the old primary into a replica");
+                eprintln!("the old primary is a replica again {:.1} s after the kill", killed.elapsed().as_secs_f64());
+                world.start_writer(2).await
+            })
+            .await
+    };
+    let (spike, _writer) = tokio::join!(world.spike(&coupons, customers(), progress.clone()), faults);
+    verify_after_recovery(&world, &coupons, spike).await;
 }

@@ -7,6 +7,7 @@ use anyhow::bail;
 use coupon_infra::db::schema::{coupon, customer_coupon};
 use coupon_infra::db::PgPool;
 use diesel::prelude::*;
+use diesel::sql_types::BigInt;
 use diesel_async::RunQueryDsl;
 
 pub async fn rows(db: &PgPool, coupon: i64) -> anyhow::Result<i64> {
@@ -29,6 +30,23 @@ pub async fn holders(db: &PgPool, coupon: i64) -> anyhow::Result<HashSet<i64>> {
         .await?
         .into_iter()
         .collect())
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    count: i64,
+}
+
+/// Events the writer could not apply because PostgreSQL had no stock left for
+/// them: Redis granted more than the database holds.
+pub async fn sold_out_at_write(db: &PgPool, coupon: i64) -> anyhow::Result<i64> {
+    let mut conn = db.get().await?;
+    let counted: Count = diesel::sql_query("SELECT count(*) AS count FROM sold_out_at_write WHERE coupon_id = $1")
+        .bind::<BigInt, _>(coupon)
+        .get_result(&mut conn)
+        .await?;
+    Ok(counted.count)
 }
 
 /// Samples the row count until it reaches `expected`; returns the samples

@@ -3,7 +3,10 @@
 //! Every test gets names of its own (database, topic, group, Redis prefix), so
 //! tests run in parallel and rerun without cleaning up after each other.
 
+pub mod redis_node;
+
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -120,14 +123,47 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
+    poll_until(what, timeout, || {
+        let probed = probe();
+        async move { Ok(probed.await) }
+    })
+    .await
+    .unwrap_or_else(|err| panic!("timed out waiting for {err:#}"))
+}
+
+/// Polls `probe` until it gives `Some`; after `timeout` fails with `what` and
+/// the probe's last error, if any.
+pub async fn poll_until<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Option<T>>>,
+{
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
+        let last_error = match probe().await {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => None,
+            Err(err) => Some(err),
+        };
         if tokio::time::Instant::now() >= deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
+            return Err(match last_error {
+                Some(err) => err.context(format!("{what}: not after {timeout:?}")),
+                None => anyhow::anyhow!("{what}: not after {timeout:?}"),
+            });
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The build's folder, `target/<profile>`: tests run from its `deps`.
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary has a path");
+    exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>").to_path_buf()
+}
+
+/// Where tests keep the logs of the processes they run: `target/<profile>/test-logs`.
+pub fn log_dir() -> PathBuf {
+    let dir = target_dir().join("test-logs");
+    std::fs::create_dir_all(&dir).expect("creating the test log folder");
+    dir
 }

@@ -1,0 +1,397 @@
+//! Redis deployments of a test's own, for the faults that hit Redis itself:
+//! `redis-server` processes and a `redis-sentinel` on free loopback ports,
+//! each server with a data folder of its own and persisting like the stack's
+//! Redis (AOF with `appendfsync everysec`, `noeviction`, no automatic RDB
+//! snapshots). Dropping a value SIGKILLs its process and removes its data
+//! folder; the logs stay in [`log_dir`].
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{free_port, log_dir, poll_until, unique_name};
+use anyhow::{anyhow, bail, Context};
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, FromRedisValue, InfoDict};
+
+/// The name the sentinel knows the primary by (`COUPON__REDIS__MASTER_NAME`'s default).
+pub const MASTER_NAME: &str = "coupon";
+
+/// How long a started server may take to answer PING: it loads its AOF or RDB first.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Upper bound of connecting and of one command, so a server that does not
+/// answer is an error rather than a hung test.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a replica may take to connect to its primary and load its data.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A file name made of the scenario's name: scenario names have spaces.
+fn file_name(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect()
+}
+
+fn log_path(name: &str) -> PathBuf {
+    log_dir().join(format!("{}.log", file_name(name)))
+}
+
+fn new_data_dir(name: &str) -> anyhow::Result<PathBuf> {
+    let dir = log_dir().join(unique_name(&format!("{}-data", file_name(name))));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// A connection to `url` whose connecting and commands time out.
+pub async fn connect(url: &str) -> anyhow::Result<MultiplexedConnection> {
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(COMMAND_TIMEOUT))
+        .set_response_timeout(Some(COMMAND_TIMEOUT));
+    let client = redis::Client::open(url)?;
+    client.get_multiplexed_async_connection_with_config(&config).await.with_context(|| format!("connecting to {url}"))
+}
+
+/// One command to the server (or sentinel) at `url`, on a connection of its own.
+pub async fn query<T: FromRedisValue>(url: &str, cmd: &redis::Cmd) -> anyhow::Result<T> {
+    let mut conn = connect(url).await?;
+    Ok(cmd.query_async(&mut conn).await?)
+}
+
+/// The address of the primary that the sentinel at `sentinel_url` names for `master_name`.
+pub async fn master_addr(sentinel_url: &str, master_name: &str) -> anyhow::Result<(String, u16)> {
+    let addr: Option<(String, u16)> =
+        query(sentinel_url, redis::cmd("SENTINEL").arg("get-master-addr-by-name").arg(master_name)).await?;
+    addr.ok_or_else(|| anyhow!("the sentinel at {sentinel_url} does not know {master_name}"))
+}
+
+/// Waits until the process answers PING; fails at once when it exited.
+async fn wait_answering(child: &mut Child, url: &str, log: &Path) -> anyhow::Result<()> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            bail!("{url} exited with {status} while starting; see {}", log.display());
+        }
+        // While it loads its data a server answers LOADING: not ready yet.
+        if matches!(query::<String>(url, &redis::cmd("PING")).await, Ok(pong) if pong == "PONG") {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("{url} did not answer PING within {START_TIMEOUT:?}; see {}", log.display());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn stop(child: &mut Option<Child>) {
+    if let Some(mut child) = child.take() {
+        // Child::kill is SIGKILL: no shutdown save, no final fsync, as a crash.
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// One `redis-server`, a primary or a replica.
+pub struct RedisNode {
+    name: String,
+    port: u16,
+    dir: PathBuf,
+    /// Off only from a restart from a snapshot until AOF is switched on again.
+    appendonly: bool,
+    replica_of: Option<u16>,
+    child: Option<Child>,
+}
+
+impl RedisNode {
+    pub async fn primary(name: &str) -> anyhow::Result<Self> {
+        Self::launch(name, None).await
+    }
+
+    /// A replica of `primary`, returned once its link to the primary is up.
+    pub async fn replica(name: &str, primary: &RedisNode) -> anyhow::Result<Self> {
+        let node = Self::launch(name, Some(primary.port)).await?;
+        node.wait_replica_of(primary.port, SYNC_TIMEOUT).await?;
+        Ok(node)
+    }
+
+    async fn launch(name: &str, replica_of: Option<u16>) -> anyhow::Result<Self> {
+        let mut node = Self {
+            name: file_name(name),
+            port: free_port(),
+            dir: new_data_dir(name)?,
+            appendonly: true,
+            replica_of,
+            child: None,
+        };
+        node.spawn().await?;
+        Ok(node)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Its data folder, removed on drop.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    async fn spawn(&mut self) -> anyhow::Result<()> {
+        let log = log_path(&self.name);
+        let mut command = Command::new("redis-server");
+        command
+            .arg("--bind")
+            .arg("127.0.0.1")
+            .arg("--port")
+            .arg(self.port.to_string())
+            .arg("--dir")
+            .arg(&self.dir)
+            .arg("--appendonly")
+            .arg(if self.appendonly { "yes" } else { "no" })
+            .arg("--appendfsync")
+            .arg("everysec")
+            .arg("--maxmemory-policy")
+            .arg("noeviction")
+            .arg("--save")
+            .arg("")
+            .arg("--logfile")
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(primary) = self.replica_of {
+            command.arg("--replicaof").arg("127.0.0.1").arg(primary.to_string());
+        }
+        let child = command.spawn().context("starting redis-server; is it installed (make setup)?")?;
+        let url = self.url();
+        let child = self.child.insert(child);
+        wait_answering(child, &url, &log).await
+    }
+
+    /// SIGKILL, as a crash: whatever the last second wrote to the AOF may be lost.
+    pub fn kill(&mut self) {
+        stop(&mut self.child);
+    }
+
+    /// Starts the server again on its port and data folder (killing it first
+    /// if it runs) and waits until it has loaded its data.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        self.spawn().await
+    }
+
+    /// SIGKILL, remove every persisted byte (AOF and RDB), start again: a
+    /// Redis that lost all its data.
+    pub async fn restart_empty(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        self.remove_aof()?;
+        let rdb = self.dir.join("dump.rdb");
+        if rdb.exists() {
+            std::fs::remove_file(&rdb).with_context(|| format!("removing {}", rdb.display()))?;
+        }
+        self.spawn().await
+    }
+
+    fn remove_aof(&self) -> anyhow::Result<()> {
+        let aof = self.dir.join("appendonlydir");
+        if aof.exists() {
+            std::fs::remove_dir_all(&aof).with_context(|| format!("removing {}", aof.display()))?;
+        }
+        Ok(())
+    }
+
+    /// SIGKILL, remove the AOF, start again from the last `bgsave` snapshot:
+    /// a Redis rolled back to that moment. Returns its key count right after
+    /// the start; AOF is on again when this returns.
+    ///
+    /// Redis 7.0 started with `--appendonly yes` and no AOF files starts
+    /// empty and ignores `dump.rdb`; so it starts with `--appendonly no`,
+    /// which loads the RDB, and turns AOF on afterwards with `CONFIG SET`
+    /// (which writes a new AOF from the loaded data).
+    pub async fn restart_from_snapshot(&mut self) -> anyhow::Result<u64> {
+        let rdb = self.dir.join("dump.rdb");
+        if !rdb.exists() {
+            bail!("no snapshot at {}: call bgsave first", rdb.display());
+        }
+        self.kill();
+        self.remove_aof()?;
+        self.appendonly = false;
+        self.spawn().await?;
+        let keys = self.dbsize().await?;
+        self.enable_aof().await?;
+        Ok(keys)
+    }
+
+    /// Turns AOF on at run time and waits until its first rewrite is written.
+    async fn enable_aof(&mut self) -> anyhow::Result<()> {
+        let _: String = query(&self.url(), redis::cmd("CONFIG").arg("SET").arg("appendonly").arg("yes")).await?;
+        // From here on the rewrite is either running or scheduled.
+        let this = &*self;
+        poll_until("AOF rewritten after it was switched on", START_TIMEOUT, move || async move {
+            let info = this.info("persistence").await?;
+            if info.get::<String>("aof_last_bgrewrite_status").as_deref() == Some("err") {
+                bail!("the AOF rewrite failed; see {}", log_path(&this.name).display());
+            }
+            let idle = info.get::<u8>("aof_rewrite_in_progress") == Some(0)
+                && info.get::<u8>("aof_rewrite_scheduled") == Some(0);
+            Ok((idle && info.get::<u8>("aof_enabled") == Some(1)).then_some(()))
+        })
+        .await?;
+        self.appendonly = true;
+        Ok(())
+    }
+
+    /// Writes an RDB snapshot (`BGSAVE`) and waits until it is on disk.
+    pub async fn bgsave(&self, timeout: Duration) -> anyhow::Result<()> {
+        let url = self.url();
+        let saves = |info: &InfoDict| info.get::<u64>("rdb_saves").unwrap_or(0);
+        // A save already running holds older data: let it finish first.
+        let before = poll_until("no snapshot in progress", timeout, move || async move {
+            let info = self.info("persistence").await?;
+            Ok((info.get::<u8>("rdb_bgsave_in_progress") == Some(0)).then(|| saves(&info)))
+        })
+        .await?;
+        // SCHEDULE: an AOF rewrite in progress postpones the save instead of refusing it.
+        let _: String = query(&url, redis::cmd("BGSAVE").arg("SCHEDULE")).await?;
+        poll_until("the snapshot written", timeout, move || async move {
+            let info = self.info("persistence").await?;
+            if saves(&info) <= before || info.get::<u8>("rdb_bgsave_in_progress") != Some(0) {
+                return Ok(None);
+            }
+            match info.get::<String>("rdb_last_bgsave_status").as_deref() {
+                Some("ok") => Ok(Some(())),
+                _ => bail!("BGSAVE failed; see {}", log_path(&self.name).display()),
+            }
+        })
+        .await
+    }
+
+    pub async fn dbsize(&self) -> anyhow::Result<u64> {
+        query(&self.url(), &redis::cmd("DBSIZE")).await
+    }
+
+    pub async fn info(&self, section: &str) -> anyhow::Result<InfoDict> {
+        query(&self.url(), redis::cmd("INFO").arg(section)).await
+    }
+
+    /// Waits until this server replicates the one on `primary` with its link up.
+    pub async fn wait_replica_of(&self, primary: u16, timeout: Duration) -> anyhow::Result<()> {
+        poll_until(
+            &format!("{} a replica of port {primary} with its link up", self.url()),
+            timeout,
+            move || async move {
+                let info = self.info("replication").await?;
+                Ok((info.get::<String>("role").as_deref() == Some("slave")
+                    && info.get::<u16>("master_port") == Some(primary)
+                    && info.get::<String>("master_link_status").as_deref() == Some("up"))
+                .then_some(()))
+            },
+        )
+        .await
+    }
+}
+
+impl Drop for RedisNode {
+    fn drop(&mut self) {
+        stop(&mut self.child);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One `redis-sentinel` monitoring a primary as `MASTER_NAME`, with a quorum
+/// of 1, so it alone decides a failover.
+pub struct Sentinel {
+    port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Sentinel {
+    /// Starts it and waits until it knows the primary and `replicas` healthy
+    /// replicas of it: without a known replica there is nothing to promote.
+    pub async fn start(name: &str, primary: &RedisNode, replicas: usize) -> anyhow::Result<Self> {
+        let name = file_name(name);
+        let dir = new_data_dir(&name)?;
+        let port = free_port();
+        let log = log_path(&name);
+        // The sentinel rewrites this file as it learns; it must be its own and writable.
+        let conf = dir.join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\n\
+                 bind 127.0.0.1\n\
+                 dir \"{dir}\"\n\
+                 logfile \"{log}\"\n\
+                 sentinel monitor {MASTER_NAME} 127.0.0.1 {primary} 1\n\
+                 sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
+                 sentinel failover-timeout {MASTER_NAME} 5000\n\
+                 sentinel parallel-syncs {MASTER_NAME} 1\n",
+                dir = dir.display(),
+                log = log.display(),
+                primary = primary.port,
+            ),
+        )
+        .with_context(|| format!("writing {}", conf.display()))?;
+        let child = Command::new("redis-sentinel")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting redis-sentinel; is it installed (make setup)?")?;
+        let mut sentinel = Self { port, dir, child: Some(child) };
+        let url = sentinel.url();
+        wait_answering(sentinel.child.as_mut().expect("just started"), &url, &log).await?;
+        sentinel.wait_replicas(replicas, SYNC_TIMEOUT).await?;
+        Ok(sentinel)
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The port of the primary it names now.
+    pub async fn master_port(&self) -> anyhow::Result<u16> {
+        Ok(master_addr(&self.url(), MASTER_NAME).await?.1)
+    }
+
+    /// Waits until it knows `count` replicas that are up and linked to the primary.
+    pub async fn wait_replicas(&self, count: usize, timeout: Duration) -> anyhow::Result<()> {
+        let url = &self.url();
+        poll_until(&format!("{count} healthy replicas known to the sentinel"), timeout, move || async move {
+            let replicas: Vec<Vec<String>> =
+                query(url, redis::cmd("SENTINEL").arg("REPLICAS").arg(MASTER_NAME)).await?;
+            let healthy = replicas
+                .iter()
+                .filter(|fields| {
+                    let field = |key: &str| fields.chunks(2).find(|kv| kv[0] == key).and_then(|kv| kv.get(1));
+                    field("flags").is_some_and(|flags| flags == "slave")
+                        && field("master-link-status").is_some_and(|status| status == "ok")
+                })
+                .count();
+            Ok((healthy >= count).then_some(()))
+        })
+        .await
+    }
+
+    /// Waits until it names a primary other than the one on `old`: the
+    /// failover is over. Returns the new primary's port.
+    pub async fn wait_new_master(&self, old: u16, timeout: Duration) -> anyhow::Result<u16> {
+        poll_until(&format!("a primary other than port {old}"), timeout, move || async move {
+            let port = self.master_port().await?;
+            Ok((port != old).then_some(port))
+        })
+        .await
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        stop(&mut self.child);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
