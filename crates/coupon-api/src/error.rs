@@ -47,7 +47,8 @@ impl ApiError {
             ApiError::InvalidRequest(_) => "INVALID_REQUEST",
             ApiError::Unauthorized => "UNAUTHORIZED",
             ApiError::NotFound(_) => "NOT_FOUND",
-            ApiError::Unavailable(_) | ApiError::Fenced | ApiError::Unconfirmed => "UNAVAILABLE",
+            ApiError::Unavailable(_) | ApiError::Fenced => "UNAVAILABLE",
+            ApiError::Unconfirmed => "UNCONFIRMED",
         }
     }
 

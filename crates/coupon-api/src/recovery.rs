@@ -104,6 +104,9 @@ pub struct Recovery {
     pub fenced: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
 }
 
+/// How soon a failed pass is tried again.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(2);
+
 /// Kafka calls (metadata, watermarks, committed offsets) give up after this.
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -114,19 +117,23 @@ impl Recovery {
             let asked = self.requests.take();
             let passed = self.pass(asked, periodic, &stop).await;
             self.tell_fenced();
-            if let Err(err) = passed {
-                if matches!(err, RecoveryError::Stopped) {
-                    break;
+            // After a failure the next pass looks at every open coupon again,
+            // soon: a failed rebuild leaves its coupons fenced.
+            let next_full = match passed {
+                Ok(()) => self.interval,
+                Err(RecoveryError::Stopped) => break,
+                Err(err) => {
+                    tracing::warn!(error = %err, "recovery pass failed; will retry");
+                    self.interval.min(RETRY_AFTER_FAILURE)
                 }
-                tracing::warn!(error = %err, "recovery pass failed; will retry");
-            }
+            };
             // A pause between passes, so a flood of requests that find Redis
             // suspect costs one pass per poll, not one per request.
             let poll = tokio::time::sleep(Duration::from_millis(self.settings.poll_ms));
             periodic = tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = async { poll.await; self.requests.wake.notified().await } => false,
-                _ = tokio::time::sleep(self.interval) => true,
+                _ = tokio::time::sleep(next_full) => true,
             };
         }
         tracing::info!("recovery stopped");

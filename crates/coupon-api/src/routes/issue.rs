@@ -40,7 +40,7 @@ pub struct IssueResponse {
         (status = 404, description = "COUPON_NOT_FOUND", body = ErrorBody),
         (status = 409, description = "ALREADY_ISSUED or SOLD_OUT", body = ErrorBody),
         (status = 422, description = "NOT_STARTED or EXPIRED", body = ErrorBody),
-        (status = 503, description = "UNAVAILABLE: Redis cannot be reached or the coupon is being rebuilt (nothing changed; retry after `Retry-After`), or the required Redis replicas did not confirm the issuance in time (ask `GET /api/v1/coupons/{couponId}/customers/{customerId}`)", body = ErrorBody),
+        (status = 503, description = "UNAVAILABLE: Redis cannot be reached or the coupon is being rebuilt (nothing changed; retry after `Retry-After`); UNCONFIRMED: issued, but the required Redis replicas did not confirm it in time (ask `GET /api/v1/coupons/{couponId}/customers/{customerId}`)", body = ErrorBody),
     )
 )]
 #[post("/api/v1/coupons/{couponId}/issue")]
@@ -54,7 +54,6 @@ pub async fn issue(
     let outcome = match &result {
         Ok(_) => "ISSUED",
         Err(ApiError::Fenced) => "FENCED",
-        Err(ApiError::Unconfirmed) => "UNCONFIRMED",
         Err(err) => err.code(),
     };
     state.metrics.issue_requests.with_label_values(&[outcome]).inc();

@@ -88,3 +88,34 @@ async fn a_coupon_redis_lost_answers_503_not_404_and_comes_back() {
     writer.stop().await;
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ended_coupon_leaves_the_index_and_its_keys_expire() {
+    let iso = Isolation::new().await;
+    let mut settings = iso.settings();
+    settings.relay.sync_interval_ms = 200;
+    settings.recovery.ended_grace_ms = 600_000;
+    let app = TestApp::spawn(settings).await;
+    let now = time::OffsetDateTime::now_utc();
+    let coupon = app.create_coupon(5, now - time::Duration::hours(1), now + time::Duration::seconds(2)).await;
+    assert_eq!(app.issue(coupon, 1).await.0, StatusCode::CREATED);
+
+    let mut conn = redis().await;
+    let index = format!("{}coupons", iso.key_prefix);
+    let meta = format!("{}coupon:{{{coupon}}}:meta", iso.key_prefix);
+    let ttl_ms = wait_until("the ended coupon to retire", Duration::from_secs(30), || {
+        let (mut conn, index, meta) = (conn.clone(), index.clone(), meta.clone());
+        async move {
+            let indexed: bool = redis::cmd("SISMEMBER").arg(&index).arg(coupon).query_async(&mut conn).await.ok()?;
+            let ttl: i64 = redis::cmd("PTTL").arg(&meta).query_async(&mut conn).await.ok()?;
+            (!indexed && ttl > 0).then_some(ttl)
+        }
+    })
+    .await;
+    assert!(ttl_ms <= 600_000, "expires within the grace period: {ttl_ms} ms");
+    assert_eq!(app.issue(coupon, 2).await.1["code"], "EXPIRED");
+
+    let _: () = redis::cmd("DEL").arg(&meta).query_async(&mut conn).await.unwrap();
+    assert_eq!(app.issue(coupon, 2).await.1["code"], "EXPIRED", "an expired-and-gone coupon is EXPIRED, not 404");
+    app.stop().await;
+}

@@ -1,57 +1,23 @@
-//! Redis goes away under a running coupon-api and comes back empty: while it
-//! is away issuance answers 503 and grants nothing; once it is back the API
-//! reconnects by itself, finds the issue script missing (a new incarnation),
-//! fences the coupon, and rebuilds it from PostgreSQL once coupon-writer has
-//! applied what was issued before. A Redis of the test's own, so the shared
-//! one stays up.
+//! Redis of the test's own (the shared one stays up) goes away under a running
+//! coupon-api and comes back empty, and a replica that must confirm issuances
+//! goes away.
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use coupon_testkit::{free_port, wait_until};
+use coupon_testkit::redis_node::{query, RedisNode};
+use coupon_testkit::wait_until;
 use reqwest::StatusCode;
 
 use crate::harness::{Isolation, TestApp};
 
-struct PrivateRedis {
-    port: u16,
-    process: Child,
-}
-
-impl PrivateRedis {
-    async fn start(port: u16) -> Self {
-        let process = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("starting redis-server (installed by `make setup`)");
-        let url = format!("redis://127.0.0.1:{port}");
-        wait_until("the private Redis to answer", Duration::from_secs(10), || {
-            let url = url.clone();
-            async move {
-                let mut conn = redis::Client::open(url).ok()?.get_multiplexed_async_connection().await.ok()?;
-                redis::cmd("PING").query_async::<String>(&mut conn).await.ok()
-            }
-        })
-        .await;
-        Self { port, process }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn stop(mut self) {
-        let _ = self.process.kill();
-        let _ = self.process.wait();
-    }
-}
-
+/// While Redis is away issuance answers 503 and grants nothing; once it is
+/// back the API reconnects by itself, finds the issue script missing (a new
+/// incarnation), fences the coupon, and rebuilds it from PostgreSQL once
+/// coupon-writer has applied what was issued before.
 #[tokio::test(flavor = "multi_thread")]
 async fn issuance_answers_503_while_redis_is_away_and_recovers_by_itself() {
     let iso = Isolation::new().await;
-    let redis = PrivateRedis::start(free_port()).await;
-    let port = redis.port;
+    let mut redis = RedisNode::primary("api-test redis").await.expect("a Redis of the test's own");
     let mut settings = iso.settings();
     settings.redis.url = redis.url();
     settings.relay.sync_interval_ms = 200;
@@ -60,13 +26,13 @@ async fn issuance_answers_503_while_redis_is_away_and_recovers_by_itself() {
     let coupon = app.open_coupon(100).await;
     assert_eq!(app.issue(coupon, 1).await.0, StatusCode::CREATED);
 
-    redis.stop();
+    redis.kill();
     for customer in [2, 3] {
         let (status, body) = app.issue(coupon, customer).await;
         assert_eq!((status, body["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("UNAVAILABLE")));
     }
 
-    let redis = PrivateRedis::start(port).await;
+    redis.restart_empty().await.expect("restarting Redis empty");
     let (status, _) = app.issue(coupon, 4).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "nothing is issued from a Redis that lost its data");
     let mut customer = 10;
@@ -79,5 +45,35 @@ async fn issuance_answers_503_while_redis_is_away_and_recovers_by_itself() {
     assert_eq!(app.issue(coupon, 1).await.1["code"], "ALREADY_ISSUED", "the holder comes back from PostgreSQL");
     writer.stop().await;
     app.stop().await;
-    redis.stop();
+}
+
+/// With `redis.min_replicas = 1` a 201 means the replica has the issuance; a
+/// replica that is gone turns the answer into `503 UNCONFIRMED` (issued, not
+/// confirmed), and the customer can ask what became of it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_201_waits_for_the_replica_and_without_it_the_answer_is_unconfirmed() {
+    let iso = Isolation::new().await;
+    let primary = RedisNode::primary("api-test wait primary").await.expect("a primary");
+    let mut replica = RedisNode::replica("api-test wait replica", &primary).await.expect("a replica");
+    let mut settings = iso.settings();
+    settings.redis.url = primary.url();
+    settings.redis.min_replicas = 1;
+    let app = TestApp::spawn(settings).await;
+    let coupon = app.open_coupon(10).await;
+
+    for customer in 1..=3 {
+        assert_eq!(app.issue(coupon, customer).await.0, StatusCode::CREATED);
+        let issued = format!("{}coupon:{{{coupon}}}:issued", iso.key_prefix);
+        let on_replica: bool = query(&replica.url(), redis::cmd("SISMEMBER").arg(&issued).arg(customer))
+            .await
+            .expect("reading the replica");
+        assert!(on_replica, "customer {customer}'s 201 came after the replica had it");
+    }
+
+    replica.kill();
+    let (status, body) = app.issue(coupon, 4).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("UNCONFIRMED")));
+    let (_, attempt) = app.get(&format!("/api/v1/coupons/{coupon}/customers/4")).await;
+    assert_eq!(attempt["issued"], true, "the customer can learn that it holds the coupon");
+    app.stop().await;
 }
