@@ -2,7 +2,8 @@
 # `make bench`: the Kafka design (TO-BE) against the synchronous baseline (AS-IS)
 # on the same stack in one invocation, alternating A/B/A/B, plus the ceilings of
 # the stores alone (redis-benchmark on the issue script, pgbench on the
-# writer's statements) and the writer's drain rate per batch size. Writes
+# writer's statements) and the writer's drain rate per batch size, and what
+# stronger Redis durability costs (WAIT for a replica, appendfsync always). Writes
 # docs/BENCHMARK.md and docs/bench/*.svg. Not a test: it asserts nothing about time.
 #
 #   CUSTOMERS (50000)  STOCK (10000)  CONCURRENCY (256)  ROUNDS (3)  BACKLOG (100000)
@@ -65,14 +66,33 @@ for mode in kafka sync-db; do
     stop "$api"
 done
 
+# Durability options, measured in the same rounds: a replica of the stack's
+# Redis that every mode replicates to (so only WAIT's cost differs), and the
+# single Redis with `appendfsync always`.
+REPLICA_PORT="${REPLICA_PORT:-16380}"
+redis_cli() { redis-cli -p "${REDIS_PORT:-6379}" "$@"; }
+start redis-replica redis-server --bind 127.0.0.1 --port "$REPLICA_PORT" --save "" --appendonly no \
+    --dir "$OUT" --replicaof 127.0.0.1 "${REDIS_PORT:-6379}"
+for _ in $(seq 1 100); do
+    redis-cli -p "$REPLICA_PORT" INFO replication 2>/dev/null | grep -q '^master_link_status:up' && break
+    sleep 0.1
+done
+redis-cli -p "$REPLICA_PORT" INFO replication | grep -q '^master_link_status:up' ||
+    { echo "the benchmark's Redis replica did not come up" >&2; exit 1; }
+trap 'redis_cli CONFIG SET appendfsync everysec >/dev/null; cleanup' EXIT
+
 for round in $(seq 1 "$ROUNDS"); do
-    for mode in kafka sync-db; do
+    for mode in kafka sync-db kafka+wait1 kafka+fsync-always; do
         echo "== round $round, mode $mode"
-        start "api-$mode-$round" COUPON__ISSUE__MODE="$mode" "$BIN/coupon-api"
+        settings=(COUPON__ISSUE__MODE="${mode%%+*}")
+        [ "$mode" = kafka+wait1 ] && settings+=(COUPON__REDIS__MIN_REPLICAS=1)
+        [ "$mode" = kafka+fsync-always ] && redis_cli CONFIG SET appendfsync always >/dev/null
+        start "api-$mode-$round" "${settings[@]}" "$BIN/coupon-api"
         api=$started
         "$BIN/coupon-loadgen" spike --api "$API" --customers "$CUSTOMERS" --stock "$STOCK" \
             --concurrency "$CONCURRENCY" --mode "$mode" --round "$round" --json "$OUT/runs/$mode-$round.json"
         stop "$api"
+        redis_cli CONFIG SET appendfsync everysec >/dev/null
     done
 done
 stop "$writer"
@@ -103,8 +123,8 @@ writer_json=""
 for batch in 100 500 2000; do
     # The writer's statement (crates/coupon-writer/src/statements.rs), its
     # three array parameters built server-side: lock the batch's coupons,
-    # insert the rows skipping existing ones, take the inserted count off the
-    # stock. A batch's customers are spread over the key space, as a spike's
+    # grant new customers up to the stock, record the rest as sold out, take
+    # the granted count off the stock. A batch's customers are spread over the key space, as a spike's
     # shuffled customers are, not one contiguous run that lands on a few
     # index pages.
     cat >"$OUT/pgbench-$batch.sql" <<SQL
@@ -112,14 +132,34 @@ for batch in 100 500 2000; do
 WITH batch AS (SELECT * FROM unnest(array_fill($bench_coupon::bigint, ARRAY[$batch]),
         ARRAY(SELECT g::bigint * 1000000000 + :base FROM generate_series(1, $batch) AS g),
         array_fill(now(), ARRAY[$batch])) AS b(coupon_id, customer_id, issued_at)),
-    locked AS (SELECT id FROM coupon WHERE id IN (SELECT coupon_id FROM batch) ORDER BY id FOR NO KEY UPDATE),
-    inserted AS (INSERT INTO customer_coupon (coupon_id, customer_id, issued_at)
-        SELECT coupon_id, customer_id, issued_at FROM batch WHERE coupon_id IN (SELECT id FROM locked)
+    seen AS MATERIALIZED (SELECT id, xmin AS version FROM coupon WHERE id IN (SELECT coupon_id FROM batch)),
+    locked AS MATERIALIZED (SELECT id, remaining_quantity, xmin AS version FROM coupon
+        WHERE id IN (SELECT coupon_id FROM batch) ORDER BY id FOR NO KEY UPDATE),
+    fresh AS (SELECT DISTINCT ON (b.coupon_id, b.customer_id) b.coupon_id, b.customer_id, b.issued_at
+        FROM batch b
+        WHERE NOT EXISTS (SELECT 1 FROM customer_coupon c WHERE c.coupon_id = b.coupon_id AND c.customer_id = b.customer_id)
+          AND NOT EXISTS (SELECT 1 FROM sold_out_at_write s WHERE s.coupon_id = b.coupon_id AND s.customer_id = b.customer_id)
+        ORDER BY b.coupon_id, b.customer_id, b.issued_at),
+    ranked AS (SELECT coupon_id, customer_id, issued_at,
+        row_number() OVER (PARTITION BY coupon_id ORDER BY issued_at, customer_id) AS rank FROM fresh),
+    demand AS (SELECT coupon_id, count(*) AS n FROM fresh GROUP BY coupon_id),
+    plan AS (SELECT l.id, l.remaining_quantity AS stock,
+        l.version IS DISTINCT FROM s.version AND coalesce(d.n, 0) > l.remaining_quantity AS deferred
+        FROM locked l JOIN seen s ON s.id = l.id LEFT JOIN demand d ON d.coupon_id = l.id),
+    granted AS (INSERT INTO customer_coupon (coupon_id, customer_id, issued_at)
+        SELECT r.coupon_id, r.customer_id, r.issued_at FROM ranked r JOIN plan p ON p.id = r.coupon_id
+        WHERE NOT p.deferred AND r.rank <= p.stock
         ON CONFLICT (coupon_id, customer_id) DO NOTHING RETURNING coupon_id),
-    counts AS (SELECT coupon_id, count(*)::int AS n FROM inserted GROUP BY coupon_id),
-    taken AS (UPDATE coupon SET remaining_quantity = coupon.remaining_quantity - counts.n
-        FROM counts WHERE coupon.id = counts.coupon_id RETURNING coupon.id)
-SELECT locked.id, coalesce(counts.n, 0) FROM locked LEFT JOIN counts ON counts.coupon_id = locked.id;
+    refused AS (INSERT INTO sold_out_at_write (coupon_id, customer_id, issued_at, reason)
+        SELECT r.coupon_id, r.customer_id, r.issued_at, 'STOCK_EXHAUSTED' FROM ranked r JOIN plan p ON p.id = r.coupon_id
+        WHERE NOT p.deferred AND r.rank > p.stock
+        ON CONFLICT (coupon_id, customer_id) DO NOTHING RETURNING coupon_id),
+    inserted AS (SELECT coupon_id, count(*)::int AS n FROM granted GROUP BY coupon_id),
+    sold_out AS (SELECT coupon_id, count(*)::int AS n FROM refused GROUP BY coupon_id),
+    taken AS (UPDATE coupon SET remaining_quantity = coupon.remaining_quantity - inserted.n
+        FROM inserted WHERE coupon.id = inserted.coupon_id RETURNING coupon.id)
+SELECT p.id, coalesce(i.n, 0), coalesce(s.n, 0), p.deferred FROM plan p
+    LEFT JOIN inserted i ON i.coupon_id = p.id LEFT JOIN sold_out s ON s.coupon_id = p.id;
 SQL
     # pgbench exits non-zero when any client aborted, yet still reports the
     # rate of what ran; its log says why.
@@ -147,7 +187,7 @@ SQL
     pg_json+="\"$batch\": $pg_rows,"
     writer_json+="\"$batch\": $rate,"
 done
-psql_bench -c "DELETE FROM customer_coupon WHERE coupon_id = $bench_coupon; DELETE FROM coupon WHERE id = $bench_coupon"
+psql_bench -c "DELETE FROM customer_coupon WHERE coupon_id = $bench_coupon; DELETE FROM sold_out_at_write WHERE coupon_id = $bench_coupon; DELETE FROM coupon WHERE id = $bench_coupon"
 
 echo "== the writer's batch limits under steady traffic ($TRICKLE_RATE issuances/s for 10 s)"
 sweep_json=""

@@ -41,6 +41,13 @@ pub struct LimitsPoint {
     pub trickle: TrickleRecord,
 }
 
+/// The Kafka-mode runs with stronger Redis durability, by their mode label
+/// (scripts/bench.sh), and what each adds.
+const DURABILITY_OPTIONS: [(&str, &str); 2] = [
+    ("kafka+wait1", "`COUPON__REDIS__MIN_REPLICAS=1`: WAIT for one replica before each 201 (group commit)"),
+    ("kafka+fsync-always", "`appendfsync always` on the single Redis"),
+];
+
 /// One row of the ratio table: its name, how to read it off a run, and
 /// whether a higher value is the better one.
 type Measure = (&'static str, fn(&RunRecord) -> f64, bool);
@@ -99,6 +106,33 @@ pub fn markdown(runs: &[RunRecord], ceilings: &Ceilings) -> String {
             let ratio = if higher_is_better { a / b.max(1e-9) } else { b / a.max(1e-9) };
             let better = if higher_is_better { "TO-BE/AS-IS" } else { "AS-IS/TO-BE" };
             let _ = writeln!(md, "| {name} | {a:.2} | {b:.2} | {ratio:.1}× ({better}) |");
+        }
+    }
+
+    let options: Vec<(&str, &str)> =
+        DURABILITY_OPTIONS.iter().copied().filter(|(mode, _)| !by_mode(mode).is_empty()).collect();
+    if !to_be.is_empty() && !options.is_empty() {
+        let _ = writeln!(md, "\n## What stronger Redis durability costs (means over rounds, against `kafka`)\n");
+        let _ = writeln!(md, "| mode | what it adds | issued/s | p50 ms | p99 ms | issued/s vs kafka | p99 vs kafka |");
+        let _ = writeln!(md, "|---|---|---|---|---|---|---|");
+        let base = (mean(&to_be, |r| r.issued_per_s), mean(&to_be, |r| r.p99_ms));
+        let _ = writeln!(
+            md,
+            "| kafka | `appendfsync everysec`, no WAIT (the default) | {:.0} | {:.2} | {:.2} | 1.00× | 1.00× |",
+            base.0,
+            mean(&to_be, |r| r.p50_ms),
+            base.1
+        );
+        for (mode, what) in options {
+            let runs = by_mode(mode);
+            let (issued, p99) = (mean(&runs, |r| r.issued_per_s), mean(&runs, |r| r.p99_ms));
+            let _ = writeln!(
+                md,
+                "| {mode} | {what} | {issued:.0} | {:.2} | {p99:.2} | {:.2}× | {:.2}× |",
+                mean(&runs, |r| r.p50_ms),
+                issued / base.0.max(1e-9),
+                p99 / base.1.max(1e-9)
+            );
         }
     }
 
