@@ -77,3 +77,39 @@ async fn a_201_waits_for_the_replica_and_without_it_the_answer_is_unconfirmed() 
     assert_eq!(attempt["issued"], true, "the customer can learn that it holds the coupon");
     app.stop().await;
 }
+
+/// Two API replicas notice the same restart; exactly one rebuilds, and
+/// neither issues before the rebuild.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_two_replicas_one_rebuilds_and_neither_issues_before() {
+    let iso = Isolation::new().await;
+    let mut redis = RedisNode::primary("api-test two replicas").await.expect("a Redis of the test's own");
+    let mut settings = iso.settings();
+    settings.redis.url = redis.url();
+    let apps = [TestApp::spawn(settings.clone()).await, TestApp::spawn(settings).await];
+    let writer = iso.start_writer().await;
+    let coupon = apps[0].open_coupon(100).await;
+    assert_eq!(apps[1].issue(coupon, 1).await.0, StatusCode::CREATED);
+
+    redis.restart_empty().await.expect("restarting Redis empty");
+    for (customer, app) in [(2, &apps[0]), (3, &apps[1])] {
+        let (status, _) = app.issue(coupon, customer).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "no replica issues from the empty Redis");
+    }
+    let mut customer = 10;
+    wait_until("issuance to work again", Duration::from_secs(30), || {
+        customer += 1;
+        let app = &apps[customer as usize % 2];
+        async move { (app.issue(coupon, customer).await.0 == StatusCode::CREATED).then_some(()) }
+    })
+    .await;
+    let mut rebuilds = 0.0;
+    for app in &apps {
+        rebuilds += app.metric("coupon_rebuilds_total").await;
+    }
+    assert_eq!(rebuilds, 1.0, "one rebuild for the one coupon, by one replica");
+    writer.stop().await;
+    for app in apps {
+        app.stop().await;
+    }
+}
