@@ -55,10 +55,6 @@ impl Catalog {
         Self { pool }
     }
 
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
     pub async fn create(&self, new: NewCoupon) -> Result<CouponRow, CatalogError> {
         let mut conn = self.pool.get().await?;
         Ok(diesel::insert_into(coupon::table)

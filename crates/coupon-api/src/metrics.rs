@@ -56,7 +56,7 @@ impl Metrics {
             IntCounter::new("coupon_rebuilds_total", "Coupons rebuilt in Redis from PostgreSQL").expect("valid metric");
         let redis_new_incarnations = IntCounter::new(
             "coupon_redis_new_incarnations_total",
-            "Times Redis was found restarted or failed over (issue script missing)",
+            "Times Redis was found restarted or failed over (issue script missing) with open coupons to rebuild",
         )
         .expect("valid metric");
         let replica_ack_failures = IntCounter::new(

@@ -203,11 +203,15 @@ impl Recovery {
         self.metrics.fenced_coupons.set(ids.len() as i64);
         if trust {
             self.issuer.trust().await?;
-            self.metrics.redis_new_incarnations.inc();
-            tracing::warn!(
-                coupons = ids.len(),
-                "Redis restarted or failed over: its coupons are fenced until rebuilt from PostgreSQL"
-            );
+            if ids.is_empty() {
+                tracing::info!("issue script loaded; no open coupon needed a rebuild");
+            } else {
+                self.metrics.redis_new_incarnations.inc();
+                tracing::warn!(
+                    coupons = ids.len(),
+                    "Redis restarted or failed over: its coupons are fenced until rebuilt from PostgreSQL"
+                );
+            }
         } else {
             tracing::warn!(coupons = ?ids, "coupons missing from Redis or fenced: rebuilding them from PostgreSQL");
         }

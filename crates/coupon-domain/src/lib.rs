@@ -10,7 +10,7 @@ mod outcome;
 pub use batch::{group_by_coupon, CouponBatch};
 pub use event::{CouponIssuedEvent, EventDecodeError};
 pub use ids::{CouponId, CustomerId, InvalidId};
-pub use outcome::{IssueOutcome, Rejection};
+pub use outcome::Rejection;
 
 /// Topic the API publishes issuance events to (key = coupon id).
 pub const ISSUED_TOPIC: &str = "inside.coupon.issued";

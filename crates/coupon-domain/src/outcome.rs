@@ -39,13 +39,6 @@ impl Rejection {
     }
 }
 
-/// The decision for one request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IssueOutcome {
-    Issued,
-    Rejected(Rejection),
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

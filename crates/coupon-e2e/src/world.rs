@@ -13,7 +13,7 @@ use coupon_domain::keys::CouponKeys;
 use coupon_infra::db::PgPool;
 use coupon_loadgen::client::ApiClient;
 use coupon_loadgen::spike::{self, Spike};
-use coupon_testkit::{create_topic, free_port, kafka_settings, redis_settings, unique_name, TestDatabase};
+use coupon_testkit::{free_port, kafka_settings, redis_settings, unique_name, TestDatabase, TestPrefix, TestTopic};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use redis::AsyncCommands;
 
@@ -73,10 +73,10 @@ pub struct World {
     /// The stack's Redis unless the scenario sets its own before starting services.
     pub redis: RedisTarget,
     pub db: TestDatabase,
-    pub topic: String,
-    pub dlq_topic: String,
+    pub topic: TestTopic,
+    pub dlq_topic: TestTopic,
     pub group: String,
-    pub key_prefix: String,
+    pub key_prefix: TestPrefix,
     pub api_port: u16,
     pub api: ApiClient,
     /// Extra settings for every service of this world.
@@ -96,10 +96,10 @@ impl World {
             pool: coupon_infra::db::pool(&db.settings()).expect("a database pool"),
             redis: RedisTarget::Standalone { url: redis_settings().url },
             db,
-            topic: create_topic("e2e", 6).await,
-            dlq_topic: create_topic("e2e.dlq", 1).await,
+            topic: TestTopic::create("e2e", 6).await,
+            dlq_topic: TestTopic::create("e2e.dlq", 1).await,
             group: unique_name("e2e-group"),
-            key_prefix: format!("{}:", unique_name("e2e")),
+            key_prefix: TestPrefix::new("e2e"),
             api_port,
             api: ApiClient::new(&format!("http://127.0.0.1:{api_port}"), ADMIN_TOKEN, 256).expect("an HTTP client"),
             overrides: BTreeMap::new(),
@@ -111,10 +111,10 @@ impl World {
     fn env(&self) -> BTreeMap<String, String> {
         let mut env: BTreeMap<String, String> = [
             ("COUPON__DATABASE__URL", self.db.url().to_string()),
-            ("COUPON__REDIS__KEY_PREFIX", self.key_prefix.clone()),
+            ("COUPON__REDIS__KEY_PREFIX", self.key_prefix.to_string()),
             ("COUPON__KAFKA__BROKERS", kafka_settings().brokers),
-            ("COUPON__KAFKA__TOPIC", self.topic.clone()),
-            ("COUPON__KAFKA__DLQ_TOPIC", self.dlq_topic.clone()),
+            ("COUPON__KAFKA__TOPIC", self.topic.to_string()),
+            ("COUPON__KAFKA__DLQ_TOPIC", self.dlq_topic.to_string()),
             ("COUPON__KAFKA__CREATE_TOPICS", "false".to_string()),
             ("COUPON__WRITER__GROUP", self.group.clone()),
             ("COUPON__ADMIN__TOKEN", ADMIN_TOKEN.to_string()),

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use coupon_domain::{CouponId, CouponIssuedEvent, CustomerId};
-use coupon_testkit::{create_topic, kafka_settings, unique_name};
+use coupon_testkit::{kafka_settings, unique_name, TestTopic};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -40,7 +40,7 @@ async fn next_event(consumer: &StreamConsumer) -> (i64, CouponIssuedEvent) {
 
 #[tokio::test]
 async fn events_round_trip_and_a_restarted_consumer_resumes_after_its_commit() {
-    let topic = create_topic("roundtrip", 1).await;
+    let topic = TestTopic::create("roundtrip", 1).await;
     let group = unique_name("roundtrip-group");
     let producer: FutureProducer = coupon_infra::kafka::client_config(&kafka_settings(), "roundtrip-test")
         .set("enable.idempotence", "true")

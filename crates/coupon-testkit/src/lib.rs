@@ -1,7 +1,8 @@
 //! Helpers for tests that run against the real stack of `make up`.
 //!
 //! Every test gets names of its own (database, topic, group, Redis prefix), so
-//! tests run in parallel and rerun without cleaning up after each other.
+//! tests run in parallel; each is removed again when its value is dropped, so
+//! a run leaves nothing behind.
 
 pub mod redis_node;
 
@@ -12,6 +13,8 @@ use std::time::Duration;
 
 use coupon_infra::settings::{DatabaseSettings, KafkaSettings, RedisSettings};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::DefaultClientContext;
 use secrecy::{ExposeSecret, SecretString};
 
 /// A name no other test (in this or another process) uses: `prefix_<pid>_<n>_<random>`.
@@ -90,31 +93,125 @@ impl TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        // Drop runs inside a runtime; a thread of its own may block on another.
         let name = std::mem::take(&mut self.name);
-        let _ = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
-                return;
-            };
-            runtime.block_on(async move {
-                if let Ok(mut conn) = AsyncPgConnection::establish(&server_url()).await {
-                    let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .execute(&mut conn)
-                        .await;
-                }
-            });
-        })
-        .join();
+        on_a_runtime_of_its_own(async move {
+            if let Ok(mut conn) = AsyncPgConnection::establish(&server_url()).await {
+                let _ =
+                    diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await;
+            }
+        });
     }
 }
 
-/// Creates a topic of its own for a test.
-pub async fn create_topic(prefix: &str, partitions: i32) -> String {
-    let name = unique_name(prefix).replace('_', ".");
-    coupon_infra::kafka::ensure_topics(&kafka_settings(), &[(&name, partitions)], 1)
-        .await
-        .expect("creating a test topic; is the stack up (make up)?");
-    name
+/// A topic of a test's own, deleted again when the value is dropped.
+pub struct TestTopic {
+    name: String,
+}
+
+impl TestTopic {
+    pub async fn create(prefix: &str, partitions: i32) -> Self {
+        let name = unique_name(prefix).replace('_', ".");
+        coupon_infra::kafka::ensure_topics(&kafka_settings(), &[(&name, partitions)], 1)
+            .await
+            .expect("creating a test topic; is the stack up (make up)?");
+        Self { name }
+    }
+}
+
+impl std::ops::Deref for TestTopic {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.name
+    }
+}
+
+impl std::fmt::Display for TestTopic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+impl Drop for TestTopic {
+    fn drop(&mut self) {
+        let name = std::mem::take(&mut self.name);
+        on_a_runtime_of_its_own(async move {
+            let Ok(admin) = coupon_infra::kafka::client_config(&kafka_settings(), "coupon-test-cleanup")
+                .create::<AdminClient<DefaultClientContext>>()
+            else {
+                return;
+            };
+            let _ = admin.delete_topics(&[&name], &AdminOptions::new()).await;
+        });
+    }
+}
+
+/// A Redis key prefix of a test's own; its keys in the stack's Redis are
+/// deleted when the value is dropped.
+pub struct TestPrefix {
+    prefix: String,
+}
+
+impl TestPrefix {
+    pub fn new(name: &str) -> Self {
+        Self { prefix: format!("{}:", unique_name(name)) }
+    }
+}
+
+impl std::ops::Deref for TestPrefix {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.prefix
+    }
+}
+
+impl std::fmt::Display for TestPrefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.prefix)
+    }
+}
+
+impl Drop for TestPrefix {
+    fn drop(&mut self) {
+        let pattern = format!("{}*", self.prefix);
+        on_a_runtime_of_its_own(async move {
+            let Ok(client) = redis::Client::open(redis_settings().url) else { return };
+            let Ok(mut conn) = client.get_multiplexed_async_connection().await else { return };
+            let mut cursor: u64 = 0;
+            loop {
+                let Ok((next, keys)): redis::RedisResult<(u64, Vec<String>)> = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1_000)
+                    .query_async(&mut conn)
+                    .await
+                else {
+                    return;
+                };
+                if !keys.is_empty() {
+                    let _: redis::RedisResult<()> = redis::cmd("UNLINK").arg(keys).query_async(&mut conn).await;
+                }
+                if next == 0 {
+                    return;
+                }
+                cursor = next;
+            }
+        });
+    }
+}
+
+/// Runs a clean-up from `Drop`, which runs inside a runtime: a thread of its
+/// own may block on another.
+fn on_a_runtime_of_its_own(cleanup: impl Future<Output = ()> + Send + 'static) {
+    let _ = std::thread::spawn(move || {
+        if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            runtime.block_on(cleanup);
+        }
+    })
+    .join();
 }
 
 /// Polls `probe` until it returns `Some`, failing the test with `what` after `timeout`.

@@ -16,7 +16,7 @@
 
 use std::sync::Arc;
 
-use coupon_domain::{CouponId, CustomerId, IssueOutcome, Rejection};
+use coupon_domain::{CouponId, CustomerId, Rejection};
 use coupon_infra::redis::SharedRedis;
 use futures::future::try_join_all;
 use redis::{ErrorKind, RedisError, Script, ServerErrorKind, Value};
@@ -58,16 +58,6 @@ pub enum Decision {
     Issued(Issued),
     Rejected(Rejection),
     Fenced(Fence),
-}
-
-impl Decision {
-    pub fn outcome(&self) -> Option<IssueOutcome> {
-        match self {
-            Decision::Issued(_) => Some(IssueOutcome::Issued),
-            Decision::Rejected(rejection) => Some(IssueOutcome::Rejected(*rejection)),
-            Decision::Fenced(_) => None,
-        }
-    }
 }
 
 /// A coupon's period and stock as Redis needs them.

@@ -5,7 +5,7 @@ use std::time::Duration;
 use coupon_api::config::Settings;
 use coupon_api::startup::Application;
 use coupon_infra::settings::RedisSettings;
-use coupon_testkit::{create_topic, kafka_settings, redis_settings, unique_name, TestDatabase};
+use coupon_testkit::{kafka_settings, redis_settings, unique_name, TestDatabase, TestPrefix, TestTopic};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::Message;
 use redis::AsyncCommands;
@@ -22,8 +22,8 @@ pub const ADMIN_TOKEN: &str = "test-admin-token";
 /// Everything a test's coupon-api instance owns.
 pub struct Isolation {
     pub db: TestDatabase,
-    pub topic: String,
-    pub key_prefix: String,
+    pub topic: TestTopic,
+    pub key_prefix: TestPrefix,
     /// The writer's consumer group, whose progress the API's rebuilds wait for.
     pub group: String,
 }
@@ -32,8 +32,8 @@ impl Isolation {
     pub async fn new() -> Self {
         Self {
             db: TestDatabase::create().await,
-            topic: create_topic("api", 3).await,
-            key_prefix: format!("{}:", unique_name("api")),
+            topic: TestTopic::create("api", 3).await,
+            key_prefix: TestPrefix::new("api"),
             group: unique_name("api-writer"),
         }
     }
@@ -44,7 +44,7 @@ impl Isolation {
         settings.writer.http.addr = "127.0.0.1:0".parse().unwrap();
         settings.writer.group = self.group.clone();
         settings.kafka = kafka_settings();
-        settings.kafka.topic = self.topic.clone();
+        settings.kafka.topic = self.topic.to_string();
         settings.kafka.dlq_topic = format!("{}.dlq", self.topic);
         settings.kafka.create_topics = false;
         settings.database = self.db.settings();
@@ -61,9 +61,9 @@ impl Isolation {
         settings.http.addr = "127.0.0.1:0".parse().unwrap();
         settings.http.workers = 2;
         settings.admin.token = Some(SecretString::from(ADMIN_TOKEN));
-        settings.redis = RedisSettings { key_prefix: self.key_prefix.clone(), ..redis_settings() };
+        settings.redis = RedisSettings { key_prefix: self.key_prefix.to_string(), ..redis_settings() };
         settings.kafka.client = kafka_settings();
-        settings.kafka.client.topic = self.topic.clone();
+        settings.kafka.client.topic = self.topic.to_string();
         settings.kafka.client.dlq_topic = format!("{}.dlq", self.topic);
         settings.kafka.client.create_topics = false;
         settings.database = self.db.settings();

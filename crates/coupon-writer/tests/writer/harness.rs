@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use coupon_domain::{CouponId, CouponIssuedEvent, CustomerId};
 use coupon_infra::db::schema::{coupon, customer_coupon, sold_out_at_write};
-use coupon_testkit::{create_topic, kafka_settings, unique_name, wait_until, TestDatabase};
+use coupon_testkit::{kafka_settings, unique_name, wait_until, TestDatabase, TestTopic};
 use coupon_writer::config::Settings;
 use coupon_writer::dlq::{self, DlqEntry};
 use coupon_writer::startup::Application;
@@ -35,8 +35,8 @@ pub fn event(coupon: CouponId, customer: i64) -> CouponIssuedEvent {
 /// Everything one test's writer uses, of its own.
 pub struct World {
     pub db: TestDatabase,
-    pub topic: String,
-    pub dlq_topic: String,
+    pub topic: TestTopic,
+    pub dlq_topic: TestTopic,
     pub group: String,
     partitions: i32,
     producer: FutureProducer,
@@ -59,8 +59,8 @@ impl World {
             .unwrap();
         Self {
             db: TestDatabase::create().await,
-            topic: create_topic("writer", partitions).await,
-            dlq_topic: create_topic("writer.dlq", 1).await,
+            topic: TestTopic::create("writer", partitions).await,
+            dlq_topic: TestTopic::create("writer.dlq", 1).await,
             group,
             partitions,
             producer,
@@ -76,8 +76,8 @@ impl World {
         settings.writer.retry_max_ms = 500;
         settings.writer.stats_interval_ms = 1_000;
         settings.kafka = kafka_settings();
-        settings.kafka.topic = self.topic.clone();
-        settings.kafka.dlq_topic = self.dlq_topic.clone();
+        settings.kafka.topic = self.topic.to_string();
+        settings.kafka.dlq_topic = self.dlq_topic.to_string();
         settings.kafka.create_topics = false;
         settings.database = self.db.settings();
         settings.database.timeout_ms = 1_000;
@@ -90,8 +90,8 @@ impl World {
             ("COUPON__DATABASE__URL", self.db.url().to_string()),
             ("COUPON__DATABASE__TIMEOUT_MS", "1000".into()),
             ("COUPON__KAFKA__BROKERS", kafka_settings().brokers),
-            ("COUPON__KAFKA__TOPIC", self.topic.clone()),
-            ("COUPON__KAFKA__DLQ_TOPIC", self.dlq_topic.clone()),
+            ("COUPON__KAFKA__TOPIC", self.topic.to_string()),
+            ("COUPON__KAFKA__DLQ_TOPIC", self.dlq_topic.to_string()),
             ("COUPON__KAFKA__CREATE_TOPICS", "false".into()),
             ("COUPON__WRITER__GROUP", self.group.clone()),
             ("COUPON__WRITER__HTTP__ADDR", "127.0.0.1:0".into()),

@@ -36,7 +36,7 @@ async fn poison_is_dead_lettered_the_partition_moves_on_and_replay_applies_the_f
     assert!(reasons[0].1.contains("undecodable"), "{reasons:?}");
     assert_eq!(reasons[1], ("2", "unknown coupon id 9000"));
     for entry in &entries {
-        assert_eq!(entry.header("original-topic"), Some(world.topic.as_str()));
+        assert_eq!(entry.header("original-topic"), Some(&*world.topic));
         assert_eq!(entry.header("original-partition"), Some("0"));
         assert!(entry.header("attempts").unwrap().parse::<u32>().unwrap() >= 1);
         assert!(entry.header("failed-at").unwrap().ends_with('Z'));
