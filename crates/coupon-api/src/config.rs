@@ -204,7 +204,7 @@ mod tests {
             ("COUPON__KAFKA__BROKERS", "10.1.1.1:9092"),
             ("COUPON__KAFKA__PARTITION_KEY", "customer"),
             ("COUPON__REDIS__URL", "redis://10.1.1.2:6379"),
-            ("COUPON__REDIS__POOL_SIZE", "8"),
+            ("COUPON__REDIS__MODE", "sentinel"),
             ("COUPON__REDIS__KEY_PREFIX", "shop1:"),
             ("COUPON__ADMIN__TOKEN", "12345"),
             ("COUPON__ISSUE__MODE", "sync-db"),
@@ -213,7 +213,7 @@ mod tests {
         assert_eq!(s.kafka.client.brokers, "10.1.1.1:9092");
         assert_eq!(s.kafka.partition_key, PartitionKey::Customer);
         assert_eq!(s.redis.url, "redis://10.1.1.2:6379");
-        assert_eq!(s.redis.pool_size, 8);
+        assert_eq!(s.redis.mode, coupon_infra::settings::RedisMode::Sentinel);
         assert_eq!(s.redis.key_prefix, "shop1:");
         assert_eq!(s.admin.token.unwrap().expose_secret(), "12345");
         assert_eq!(s.issue.mode, IssueMode::SyncDb);

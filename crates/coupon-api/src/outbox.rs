@@ -105,14 +105,9 @@ impl Outbox {
 
     /// Entries not yet acknowledged, over all coupons.
     pub async fn depth(&self, coupons: &[CouponId]) -> Result<u64, RedisUnavailable> {
-        if coupons.is_empty() {
-            return Ok(0);
-        }
-        let mut pipe = redis::pipe();
-        for coupon in coupons {
-            pipe.cmd("XLEN").arg(self.key(*coupon));
-        }
-        let lengths: Vec<u64> = self.redis().query_pipe(&pipe).await?;
+        let lengths: Vec<redis::Cmd> =
+            coupons.iter().map(|coupon| redis::cmd("XLEN").arg(self.key(*coupon)).to_owned()).collect();
+        let lengths: Vec<u64> = self.redis().query_each(&lengths).await?;
         Ok(lengths.iter().sum())
     }
 }

@@ -60,7 +60,7 @@ impl Application {
             let kafka = settings.kafka.client.clone();
             tokio::spawn(async move {
                 let topics = [(kafka.topic.as_str(), kafka.partitions), (kafka.dlq_topic.as_str(), 1)];
-                if let Err(err) = coupon_infra::kafka::ensure_topics(&kafka, &topics, 1).await {
+                if let Err(err) = coupon_infra::kafka::ensure_topics(&kafka, &topics).await {
                     tracing::warn!(error = %err, "could not ensure the Kafka topics exist");
                 }
             });

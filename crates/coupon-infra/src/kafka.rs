@@ -17,13 +17,21 @@ pub fn client_config(settings: &KafkaSettings, client_id: &str) -> ClientConfig 
     config
 }
 
-/// Creates the topics that do not exist yet; existing ones are left as they are.
-pub async fn ensure_topics(settings: &KafkaSettings, topics: &[(&str, i32)], replication: i32) -> anyhow::Result<()> {
+/// Creates the topics that do not exist yet, with the settings' replication
+/// factor and `min.insync.replicas`; existing ones are left as they are.
+pub async fn ensure_topics(settings: &KafkaSettings, topics: &[(&str, i32)]) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> =
         client_config(settings, "coupon-admin").create().context("creating the Kafka admin client")?;
+    let min_insync = settings.min_insync_replicas.map(|replicas| replicas.to_string());
     let new_topics: Vec<NewTopic> = topics
         .iter()
-        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(replication)))
+        .map(|(name, partitions)| {
+            let topic = NewTopic::new(name, *partitions, TopicReplication::Fixed(settings.replication_factor));
+            match &min_insync {
+                Some(replicas) => topic.set("min.insync.replicas", replicas),
+                None => topic,
+            }
+        })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = admin.create_topics(&new_topics, &options).await.context("asking Kafka to create topics")?;

@@ -6,54 +6,84 @@
 //! next command makes a new one, with a single attempt bounded by `timeout_ms`,
 //! so requests fail fast while Redis is away instead of queueing behind
 //! retries. In `sentinel` mode every new connection asks the sentinels for the
-//! current primary, so a failover is followed on the next command.
+//! current primary, so a failover is followed on the next command. In
+//! `cluster` mode the connection is redis-rs's cluster client: one multiplexed
+//! connection per node, commands routed by slot, MOVED/ASK and failovers
+//! followed; a command must then touch one slot (every coupon's keys share
+//! the `{<id>}` hash tag, so callers send one command per coupon).
 //!
 //! Every connection made gets a new generation number. `WAIT` counts the
 //! writes of its own connection only, so code that must know that a write and
 //! its `WAIT` went over the same connection compares generations.
-//!
-//! The deadpool pool serves the tools (reconcile, load generator) that read a
-//! standalone Redis.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 use std::time::Duration;
 
 use anyhow::Context;
-use deadpool_redis::{Pool, PoolConfig, Runtime, Timeouts};
-use redis::aio::MultiplexedConnection;
+use futures::future::try_join_all;
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClient, SentinelServerType};
 use redis::{
-    AsyncConnectionConfig, Cmd, ErrorKind, FromRedisValue, Pipeline, RedisError, RedisResult, ServerErrorKind,
+    AsyncConnectionConfig, Cmd, ErrorKind, FromRedisValue, Pipeline, RedisError, RedisFuture, RedisResult,
+    ServerErrorKind, Value,
 };
 use tokio::sync::Mutex;
 
 use crate::settings::{RedisMode, RedisSettings};
 
-/// Connections are made lazily: building the pool does not need Redis up.
-pub fn pool(settings: &RedisSettings) -> anyhow::Result<Pool> {
-    let timeout = Some(Duration::from_millis(settings.timeout_ms));
-    let wait = Some(Duration::from_millis(settings.wait_timeout_ms));
-    let mut config = deadpool_redis::Config::from_url(settings.url.clone());
-    config.pool = Some(PoolConfig {
-        max_size: settings.pool_size,
-        timeouts: Timeouts { wait, create: timeout, recycle: timeout },
-        ..PoolConfig::default()
-    });
-    config.create_pool(Some(Runtime::Tokio1)).context("building the Redis pool")
-}
+/// Attempts of one cluster request (redirections, reconnections, retries).
+const CLUSTER_ATTEMPTS: u32 = 5;
 
-/// One connection to the primary and the generation it belongs to.
+/// One connection to the primary (or the cluster) and the generation it belongs to.
 #[derive(Clone)]
 pub struct Link {
     pub generation: u64,
-    pub conn: MultiplexedConnection,
+    pub conn: Connection,
+}
+
+/// A multiplexed connection to one primary, or a cluster client's.
+#[derive(Clone)]
+pub enum Connection {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Connection::Single(conn) => conn.req_packed_command(cmd),
+            Connection::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Connection::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Connection::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Single(conn) => conn.get_db(),
+            Connection::Cluster(conn) => conn.get_db(),
+        }
+    }
 }
 
 enum Target {
     Standalone(redis::Client),
     /// Locked because resolving the primary needs `&mut`; only while connecting.
     Sentinel(Mutex<SentinelClient>),
+    Cluster(ClusterClient),
 }
 
 pub struct SharedRedis {
@@ -80,6 +110,22 @@ impl SharedRedis {
                     SentinelClient::build(sentinels, settings.master_name.clone(), None, SentinelServerType::Master)
                         .context("redis.url (sentinel URLs)")?;
                 Target::Sentinel(Mutex::new(client))
+            }
+            RedisMode::Cluster => {
+                let seeds: Vec<&str> = settings.url.split(',').map(str::trim).collect();
+                // A request may need a slot refresh and a retry after a
+                // failover: short waits between retries, and a bound on the
+                // whole of it rather than on each attempt.
+                let client = ClusterClient::builder(seeds)
+                    .connection_timeout(timeout)
+                    .response_timeout(timeout)
+                    .overall_response_timeout(Some(timeout * CLUSTER_ATTEMPTS))
+                    .retries(CLUSTER_ATTEMPTS)
+                    .min_retry_wait(50)
+                    .max_retry_wait(timeout.as_millis() as u64)
+                    .build()
+                    .context("redis.url (cluster seed nodes)")?;
+                Target::Cluster(client)
             }
         };
         Ok(Self {
@@ -111,14 +157,21 @@ impl SharedRedis {
         Ok(link)
     }
 
-    async fn connect(&self) -> RedisResult<MultiplexedConnection> {
-        match &self.target {
-            Target::Standalone(client) => client.get_multiplexed_async_connection_with_config(&self.config).await,
+    async fn connect(&self) -> RedisResult<Connection> {
+        Ok(match &self.target {
+            Target::Standalone(client) => {
+                Connection::Single(client.get_multiplexed_async_connection_with_config(&self.config).await?)
+            }
             Target::Sentinel(client) => {
                 let primary = client.lock().await.async_get_client().await?;
-                primary.get_multiplexed_async_connection_with_config(&self.config).await
+                Connection::Single(primary.get_multiplexed_async_connection_with_config(&self.config).await?)
             }
-        }
+            Target::Cluster(client) => Connection::Cluster(client.get_async_connection().await?),
+        })
+    }
+
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.target, Target::Cluster(_))
     }
 
     /// Looks at the outcome of a command sent over `link`: after an error that
@@ -142,6 +195,20 @@ impl SharedRedis {
         self.observe(&link, result)
     }
 
+    /// Sends the commands concurrently, each on its own: the multiplexed
+    /// connection pipelines them, and in cluster mode each goes to its slot's
+    /// node (a pipeline must stay within one slot there). Answers in order.
+    pub async fn query_each<T: FromRedisValue>(&self, cmds: &[Cmd]) -> RedisResult<Vec<T>> {
+        let link = self.link().await?;
+        let answers = try_join_all(cmds.iter().map(|cmd| {
+            let mut conn = link.conn.clone();
+            async move { cmd.query_async::<T>(&mut conn).await }
+        }))
+        .await;
+        self.observe(&link, answers)
+    }
+
+    /// A pipeline: in cluster mode all its commands must touch one slot.
     pub async fn query_pipe<T: FromRedisValue>(&self, pipe: &Pipeline) -> RedisResult<T> {
         let link = self.link().await?;
         let result = pipe.query_async(&mut link.conn.clone()).await;

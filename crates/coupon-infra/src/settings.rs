@@ -87,6 +87,9 @@ pub enum RedisMode {
     /// `url` lists the sentinels (comma-separated) that know the primary named
     /// `master_name`; each new connection goes to the primary they name.
     Sentinel,
+    /// `url` lists seed nodes of a Redis Cluster (comma-separated); the client
+    /// follows the slot map, MOVED/ASK redirections and failovers.
+    Cluster,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -101,12 +104,9 @@ pub struct RedisSettings {
     pub min_replicas: u32,
     /// How long an issuance waits for those replicas before answering `503`.
     pub replica_ack_timeout_ms: u64,
-    pub pool_size: usize,
-    /// Upper bound for connecting and for checking a pooled connection: how
-    /// fast an unreachable Redis is noticed.
+    /// Upper bound for connecting and for one command: how fast an
+    /// unreachable Redis is noticed.
     pub timeout_ms: u64,
-    /// Upper bound for queueing for a free pooled connection during a spike.
-    pub wait_timeout_ms: u64,
     /// Prepended to every key, so several systems (or tests) can share one Redis.
     pub key_prefix: String,
 }
@@ -119,9 +119,7 @@ impl Default for RedisSettings {
             master_name: "coupon".into(),
             min_replicas: 0,
             replica_ack_timeout_ms: 500,
-            pool_size: 32,
             timeout_ms: 1_000,
-            wait_timeout_ms: 5_000,
             key_prefix: String::new(),
         }
     }
@@ -154,6 +152,12 @@ pub struct KafkaSettings {
     pub dlq_topic: String,
     /// Partitions for the topics this service creates when they are missing.
     pub partitions: i32,
+    /// Replicas of each partition of the topics this service creates.
+    pub replication_factor: i32,
+    /// `min.insync.replicas` of the topics this service creates (with the
+    /// producers' `acks=all`, how many replicas must have a record before it
+    /// is acknowledged); unset: the broker's default.
+    pub min_insync_replicas: Option<i32>,
     /// Create missing topics at start; turn off where the service may not.
     pub create_topics: bool,
 }
@@ -165,6 +169,8 @@ impl Default for KafkaSettings {
             topic: coupon_topic().into(),
             dlq_topic: coupon_dlq_topic().into(),
             partitions: 6,
+            replication_factor: 1,
+            min_insync_replicas: None,
             create_topics: true,
         }
     }
@@ -202,10 +208,13 @@ impl Validate for RedisSettings {
         }
         if self.min_replicas > 0 {
             require_positive("redis.replica_ack_timeout_ms", self.replica_ack_timeout_ms)?;
+            if self.mode == RedisMode::Cluster {
+                // WAIT answers for the writes of its own connection; a cluster
+                // client's WAIT goes to every primary over other connections.
+                return Err(InvalidSetting::new("redis.min_replicas", "is not supported in cluster mode yet"));
+            }
         }
-        require_positive("redis.pool_size", self.pool_size as u64)?;
-        require_positive("redis.timeout_ms", self.timeout_ms)?;
-        require_positive("redis.wait_timeout_ms", self.wait_timeout_ms)
+        require_positive("redis.timeout_ms", self.timeout_ms)
     }
 }
 
@@ -227,7 +236,14 @@ impl Validate for KafkaSettings {
         if self.dlq_topic == self.topic {
             return Err(InvalidSetting::new("kafka.dlq_topic", "must differ from kafka.topic"));
         }
-        require_positive("kafka.partitions", self.partitions.max(0) as u64)
+        require_positive("kafka.partitions", self.partitions.max(0) as u64)?;
+        require_positive("kafka.replication_factor", self.replication_factor.max(0) as u64)?;
+        match self.min_insync_replicas {
+            Some(replicas) if replicas < 1 || replicas > self.replication_factor => {
+                Err(InvalidSetting::new("kafka.min_insync_replicas", "must be between 1 and kafka.replication_factor"))
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -278,26 +294,48 @@ mod tests {
     fn environment_overrides_nested_keys() {
         let s = load(&[
             ("COUPON__REDIS__URL", "redis://10.0.0.1:7000"),
-            ("COUPON__REDIS__POOL_SIZE", "64"),
+            ("COUPON__REDIS__TIMEOUT_MS", "64"),
             ("COUPON__HTTP__ADDR", "127.0.0.1:18080"),
         ])
         .unwrap();
         assert_eq!(s.redis.url, "redis://10.0.0.1:7000");
-        assert_eq!(s.redis.pool_size, 64);
+        assert_eq!(s.redis.timeout_ms, 64);
         assert_eq!(s.http.addr.port(), 18080);
     }
 
     #[test]
     fn a_wrongly_typed_value_names_its_key() {
-        let err = load(&[("COUPON__REDIS__POOL_SIZE", "lots")]).unwrap_err().to_string();
-        assert!(err.contains("redis.pool_size"), "{err}");
+        let err = load(&[("COUPON__REDIS__TIMEOUT_MS", "lots")]).unwrap_err().to_string();
+        assert!(err.contains("redis.timeout_ms"), "{err}");
         let err = load(&[("COUPON__HTTP__ADDR", "localhost")]).unwrap_err().to_string();
         assert!(err.contains("http.addr"), "{err}");
     }
 
     #[test]
+    fn topic_replication_is_configurable_and_checked() {
+        let s =
+            load(&[("COUPON__KAFKA__REPLICATION_FACTOR", "3"), ("COUPON__KAFKA__MIN_INSYNC_REPLICAS", "2")]).unwrap();
+        assert_eq!((s.kafka.replication_factor, s.kafka.min_insync_replicas), (3, Some(2)));
+        let err = load(&[("COUPON__KAFKA__MIN_INSYNC_REPLICAS", "2")]).unwrap_err().to_string();
+        assert!(err.contains("kafka.min_insync_replicas"), "{err}");
+    }
+
+    #[test]
+    fn cluster_mode_takes_seed_nodes_and_refuses_min_replicas() {
+        let s = load(&[
+            ("COUPON__REDIS__MODE", "cluster"),
+            ("COUPON__REDIS__URL", "redis://127.0.0.1:7001,redis://127.0.0.1:7002"),
+        ])
+        .unwrap();
+        assert_eq!(s.redis.mode, RedisMode::Cluster);
+        let err =
+            load(&[("COUPON__REDIS__MODE", "cluster"), ("COUPON__REDIS__MIN_REPLICAS", "1")]).unwrap_err().to_string();
+        assert!(err.contains("redis.min_replicas"), "{err}");
+    }
+
+    #[test]
     fn a_rule_violation_names_its_key() {
-        let err = load(&[("COUPON__REDIS__POOL_SIZE", "0")]).unwrap_err().to_string();
-        assert_eq!(err, "invalid value for key `redis.pool_size`: must be greater than 0");
+        let err = load(&[("COUPON__REDIS__TIMEOUT_MS", "0")]).unwrap_err().to_string();
+        assert_eq!(err, "invalid value for key `redis.timeout_ms`: must be greater than 0");
     }
 }

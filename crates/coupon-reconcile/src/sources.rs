@@ -6,7 +6,7 @@ use coupon_domain::keys::CouponKeys;
 use coupon_domain::CouponId;
 use coupon_infra::db::schema::{coupon, customer_coupon};
 use coupon_infra::db::PgPool;
-use deadpool_redis::Pool;
+use coupon_infra::redis::SharedRedis;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
@@ -17,7 +17,9 @@ use crate::Settings;
 const SCAN_PAGE: usize = 5_000;
 
 pub struct Sources {
-    redis: Pool,
+    /// Standalone, sentinel or cluster, as coupon-api: each command here
+    /// touches one coupon's slot.
+    redis: SharedRedis,
     db: PgPool,
     key_prefix: String,
 }
@@ -25,7 +27,7 @@ pub struct Sources {
 impl Sources {
     pub fn connect(settings: &Settings) -> anyhow::Result<Self> {
         Ok(Self {
-            redis: coupon_infra::redis::pool(&settings.redis)?,
+            redis: SharedRedis::new(&settings.redis)?,
             db: coupon_infra::db::pool(&settings.database)?,
             key_prefix: settings.redis.key_prefix.clone(),
         })
@@ -39,16 +41,18 @@ impl Sources {
 
     pub async fn redis_view(&self, id: CouponId) -> anyhow::Result<RedisView> {
         let keys = CouponKeys::new(&self.key_prefix, id);
-        let mut conn = self.redis.get().await?;
-        let (total, stock, outbox): (Option<i64>, Option<i64>, u64) = redis::pipe()
-            .cmd("HGET")
-            .arg(&keys.meta)
-            .arg("total")
-            .cmd("GET")
-            .arg(&keys.stock)
-            .cmd("XLEN")
-            .arg(&keys.outbox)
-            .query_async(&mut conn)
+        let (total, stock, outbox): (Option<i64>, Option<i64>, u64) = self
+            .redis
+            .query_pipe(
+                redis::pipe()
+                    .cmd("HGET")
+                    .arg(&keys.meta)
+                    .arg("total")
+                    .cmd("GET")
+                    .arg(&keys.stock)
+                    .cmd("XLEN")
+                    .arg(&keys.outbox),
+            )
             .await?;
         // SSCAN in pages, not SMEMBERS: a promotion's set can hold millions of
         // customers, and one reply that size would stall Redis (which decides
@@ -58,13 +62,8 @@ impl Sources {
         let mut issued = BTreeSet::new();
         let mut cursor = 0u64;
         loop {
-            let (next, page): (u64, Vec<i64>) = redis::cmd("SSCAN")
-                .arg(&keys.issued)
-                .arg(cursor)
-                .arg("COUNT")
-                .arg(SCAN_PAGE)
-                .query_async(&mut conn)
-                .await?;
+            let (next, page): (u64, Vec<i64>) =
+                self.redis.query(redis::cmd("SSCAN").arg(&keys.issued).arg(cursor).arg("COUNT").arg(SCAN_PAGE)).await?;
             issued.extend(page);
             if next == 0 {
                 break;

@@ -111,7 +111,7 @@ pub struct TestTopic {
 impl TestTopic {
     pub async fn create(prefix: &str, partitions: i32) -> Self {
         let name = unique_name(prefix).replace('_', ".");
-        coupon_infra::kafka::ensure_topics(&kafka_settings(), &[(&name, partitions)], 1)
+        coupon_infra::kafka::ensure_topics(&kafka_settings(), &[(&name, partitions)])
             .await
             .expect("creating a test topic; is the stack up (make up)?");
         Self { name }

@@ -98,6 +98,8 @@ pub struct RedisNode {
     /// Off only from a restart from a snapshot until AOF is switched on again.
     appendonly: bool,
     replica_of: Option<u16>,
+    /// A Redis Cluster node (`cluster-enabled`), see [`RedisCluster`].
+    clustered: bool,
     child: Option<Child>,
 }
 
@@ -120,6 +122,7 @@ impl RedisNode {
             dir: new_data_dir(name)?,
             appendonly: true,
             replica_of,
+            clustered: false,
             child: None,
         };
         node.spawn().await?;
@@ -164,6 +167,14 @@ impl RedisNode {
             .stderr(Stdio::null());
         if let Some(primary) = self.replica_of {
             command.arg("--replicaof").arg("127.0.0.1").arg(primary.to_string());
+        }
+        if self.clustered {
+            // A short node timeout: a dead master's replica takes over in seconds.
+            command.args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]);
+            command.args(["--cluster-node-timeout", "2000"]);
+            // A replica always stands for election, however long its link was
+            // down: the tests kill masters seconds after the cluster formed.
+            command.args(["--cluster-replica-validity-factor", "0"]);
         }
         let child = command.spawn().context("starting redis-server; is it installed (make setup)?")?;
         let url = self.url();
@@ -393,5 +404,94 @@ impl Drop for Sentinel {
     fn drop(&mut self) {
         stop(&mut self.child);
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A Redis Cluster of a test's own: `masters` masters with `replicas` replicas
+/// each, made by `redis-cli --cluster create`; every node persists like the
+/// stack's Redis and is SIGKILLed and removed on drop.
+pub struct RedisCluster {
+    nodes: Vec<RedisNode>,
+}
+
+impl RedisCluster {
+    pub async fn start(name: &str, masters: usize, replicas: usize) -> anyhow::Result<Self> {
+        let mut nodes = Vec::new();
+        for i in 0..masters * (1 + replicas) {
+            let mut node = RedisNode {
+                name: file_name(&format!("{name} node{i}")),
+                port: free_port(),
+                dir: new_data_dir(&format!("{name} node{i}"))?,
+                appendonly: true,
+                replica_of: None,
+                clustered: true,
+                child: None,
+            };
+            node.spawn().await?;
+            nodes.push(node);
+        }
+        let addresses: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let created = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addresses)
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+            .output()
+            .context("running redis-cli --cluster create")?;
+        if !created.status.success() {
+            bail!("redis-cli --cluster create failed: {}", String::from_utf8_lossy(&created.stdout));
+        }
+        let cluster = Self { nodes };
+        cluster.wait_ok(START_TIMEOUT).await?;
+        Ok(cluster)
+    }
+
+    /// Seed nodes for a client: every node, comma-separated.
+    pub fn seeds(&self) -> String {
+        self.nodes.iter().map(RedisNode::url).collect::<Vec<_>>().join(",")
+    }
+
+    /// Waits until every running node reports `cluster_state:ok` and agrees
+    /// on one master per slot range.
+    pub async fn wait_ok(&self, timeout: Duration) -> anyhow::Result<()> {
+        poll_until("the cluster to be ok on every node", timeout, || async {
+            for node in self.nodes.iter().filter(|n| n.child.is_some()) {
+                let info: String = query(&node.url(), redis::cmd("CLUSTER").arg("INFO")).await?;
+                if !info.lines().any(|line| line.trim() == "cluster_state:ok") {
+                    return Ok(None);
+                }
+            }
+            Ok(Some(()))
+        })
+        .await
+    }
+
+    /// The running node that is master of `key`'s slot.
+    pub async fn master_of(&mut self, key: &str) -> anyhow::Result<&mut RedisNode> {
+        let port = self.master_port_of(key).await?;
+        self.nodes.iter_mut().find(|n| n.port == port).context("the master is not one of this cluster's nodes")
+    }
+
+    /// The port of the master of `key`'s slot, as a running node sees it.
+    pub async fn master_port_of(&self, key: &str) -> anyhow::Result<u16> {
+        let running = self.nodes.iter().find(|n| n.child.is_some()).context("no node runs")?;
+        let slot: i64 = query(&running.url(), redis::cmd("CLUSTER").arg("KEYSLOT").arg(key)).await?;
+        let nodes: String = query(&running.url(), redis::cmd("CLUSTER").arg("NODES")).await?;
+        // <id> <ip:port@cport> <flags> <master> <ping> <pong> <epoch> <state> <slot ranges...>
+        let port = nodes
+            .lines()
+            .map(|line| line.split_whitespace().collect::<Vec<_>>())
+            .find(|fields| {
+                fields.get(2).is_some_and(|flags| flags.contains("master") && !flags.contains("fail"))
+                    && fields.iter().skip(8).any(|range| match range.split_once('-') {
+                        Some((from, to)) => {
+                            from.parse::<i64>().is_ok_and(|f| f <= slot) && to.parse::<i64>().is_ok_and(|t| slot <= t)
+                        }
+                        None => range.parse::<i64>() == Ok(slot),
+                    })
+            })
+            .and_then(|fields| fields[1].split(['@', ':']).nth(1)?.parse::<u16>().ok())
+            .with_context(|| format!("no master serves slot {slot}"))?;
+        Ok(port)
     }
 }

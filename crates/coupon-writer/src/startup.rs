@@ -29,7 +29,6 @@ impl Application {
             coupon_infra::kafka::ensure_topics(
                 &settings.kafka,
                 &[(&settings.kafka.topic, settings.kafka.partitions), (&settings.kafka.dlq_topic, 1)],
-                1,
             )
             .await?;
         }

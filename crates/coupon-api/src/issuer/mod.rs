@@ -184,28 +184,27 @@ impl Issuer {
 
     /// Fences coupons: the issue script answers FENCED for them from now on.
     pub async fn fence(&self, coupons: &[CouponId], token: &str) -> Result<(), RedisUnavailable> {
-        if coupons.is_empty() {
-            return Ok(());
-        }
-        let mut pipe = redis::pipe();
-        for coupon in coupons {
-            pipe.cmd("HSET").arg(self.keys(*coupon).meta).arg("fenced").arg(token).ignore();
-        }
-        Ok(self.redis.query_pipe(&pipe).await?)
+        let fences: Vec<redis::Cmd> = coupons
+            .iter()
+            .map(|coupon| redis::cmd("HSET").arg(self.keys(*coupon).meta).arg("fenced").arg(token).to_owned())
+            .collect();
+        let _: Vec<i64> = self.redis.query_each(&fences).await?;
+        Ok(())
     }
 
     pub async fn presence(&self, coupons: &[CouponId]) -> Result<Vec<Presence>, RedisUnavailable> {
-        if coupons.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        for coupon in coupons {
-            let keys = self.keys(*coupon);
-            pipe.cmd("HMGET").arg(&keys.meta).arg("ends_ms").arg("fenced").cmd("EXISTS").arg(&keys.stock);
-        }
-        // Per coupon: (ends_ms, fence token) of meta, and whether stock exists.
+        // Per coupon, one slot: meta's (ends_ms, fence token), and whether stock exists.
+        let probes: Vec<redis::Pipeline> = coupons
+            .iter()
+            .map(|coupon| {
+                let keys = self.keys(*coupon);
+                let mut pipe = redis::pipe();
+                pipe.cmd("HMGET").arg(&keys.meta).arg("ends_ms").arg("fenced").cmd("EXISTS").arg(&keys.stock);
+                pipe
+            })
+            .collect();
         type Reply = ((Option<i64>, Option<String>), bool);
-        let replies: Vec<Reply> = self.redis.query_pipe(&pipe).await?;
+        let replies: Vec<Reply> = try_join_all(probes.iter().map(|pipe| self.redis.query_pipe(pipe))).await?;
         Ok(replies
             .into_iter()
             .map(|((ends, fenced), stock)| match (ends, fenced, stock) {
@@ -259,14 +258,11 @@ impl Issuer {
     pub async fn ended(&self, now_ms: i64) -> Result<Vec<CouponId>, RedisUnavailable> {
         let ids: Vec<i64> = self.redis.query(redis::cmd("SMEMBERS").arg(self.index_key())).await?;
         let coupons: Vec<CouponId> = ids.into_iter().filter_map(|id| CouponId::new(id).ok()).collect();
-        if coupons.is_empty() {
-            return Ok(coupons);
-        }
-        let mut pipe = redis::pipe();
-        for coupon in &coupons {
-            pipe.cmd("HGET").arg(self.keys(*coupon).meta).arg("ends_ms");
-        }
-        let ends: Vec<Option<i64>> = self.redis.query_pipe(&pipe).await?;
+        let reads: Vec<redis::Cmd> = coupons
+            .iter()
+            .map(|coupon| redis::cmd("HGET").arg(self.keys(*coupon).meta).arg("ends_ms").to_owned())
+            .collect();
+        let ends: Vec<Option<i64>> = self.redis.query_each(&reads).await?;
         Ok(coupons
             .into_iter()
             .zip(ends)

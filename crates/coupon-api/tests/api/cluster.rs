@@ -1,0 +1,65 @@
+//! coupon-api on a Redis Cluster of the test's own (three masters with a
+//! replica each): coupons on every shard, and a master's failover noticed
+//! (its promoted replica has no issue script), fenced and rebuilt.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use coupon_infra::settings::RedisMode;
+use coupon_testkit::redis_node::RedisCluster;
+use coupon_testkit::wait_until;
+use reqwest::StatusCode;
+
+use crate::harness::{Isolation, TestApp};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn issues_on_every_shard_and_rebuilds_after_a_master_failover() {
+    let iso = Isolation::new().await;
+    let mut cluster = RedisCluster::start("api-test cluster", 3, 1).await.expect("a Redis Cluster");
+    let mut settings = iso.settings();
+    settings.redis.mode = RedisMode::Cluster;
+    settings.redis.url = cluster.seeds();
+    settings.relay.sync_interval_ms = 200;
+    let app = TestApp::spawn(settings).await;
+    let writer = iso.start_writer().await;
+
+    let mut coupons = Vec::new();
+    let mut masters = BTreeSet::new();
+    for _ in 0..6 {
+        let coupon = app.open_coupon(3).await;
+        let meta = format!("{}coupon:{{{coupon}}}:meta", iso.key_prefix);
+        masters.insert(cluster.master_of(&meta).await.expect("a master").port());
+        assert_eq!(app.issue(coupon, 1).await.0, StatusCode::CREATED);
+        assert_eq!(app.issue(coupon, 2).await.0, StatusCode::CREATED);
+        assert_eq!(app.issue(coupon, 1).await.1["code"], "ALREADY_ISSUED");
+        coupons.push(coupon);
+    }
+    assert!(masters.len() >= 2, "the coupons' slots spread over the masters: {masters:?}");
+
+    let meta = format!("{}coupon:{{{}}}:meta", iso.key_prefix, coupons[0]);
+    let old = cluster.master_of(&meta).await.expect("a master");
+    let old_port = old.port();
+    old.kill();
+    wait_until("the replica to take the slot over", Duration::from_secs(60), || {
+        let (cluster, meta) = (&cluster, &meta);
+        async move { cluster.master_port_of(meta).await.ok().filter(|port| *port != old_port) }
+    })
+    .await;
+    cluster.wait_ok(Duration::from_secs(60)).await.expect("the cluster is ok again");
+    for &coupon in &coupons {
+        let status = wait_until("issuance on the coupon again", Duration::from_secs(60), || {
+            let app = &app;
+            async move {
+                let (status, _) = app.issue(coupon, 3).await;
+                (status != StatusCode::SERVICE_UNAVAILABLE).then_some(status)
+            }
+        })
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "coupon {coupon}");
+        assert_eq!(app.issue(coupon, 1).await.1["code"], "ALREADY_ISSUED", "holders survive the failover");
+        assert_eq!(app.issue(coupon, 4).await.1["code"], "SOLD_OUT", "stock survives the failover");
+    }
+    assert!(app.metric("coupon_redis_new_incarnations_total").await >= 1.0, "the promoted replica was noticed");
+    writer.stop().await;
+    app.stop().await;
+}
