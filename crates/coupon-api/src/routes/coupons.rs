@@ -89,6 +89,16 @@ pub struct PrimeResponse {
     pub rebuilding: bool,
 }
 
+/// The coupon's PostgreSQL row, or `404 COUPON_NOT_FOUND`.
+async fn coupon_row(state: &AppState, id: CouponId) -> Result<CouponRow, ApiError> {
+    state
+        .catalog
+        .get(id)
+        .await
+        .map_err(|err| ApiError::unavailable("PostgreSQL is unavailable", &err))?
+        .ok_or(ApiError::Rejected(Rejection::CouponNotFound))
+}
+
 /// Checks `Authorization: Bearer <token>` in constant time.
 fn require_admin(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
     let expected = state.admin_token.as_ref().ok_or(ApiError::Unauthorized)?;
@@ -161,12 +171,7 @@ pub async fn create(
 #[get("/api/v1/coupons/{couponId}")]
 pub async fn get(state: web::Data<AppState>, coupon: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id: CouponId = parse_id(&coupon, "couponId")?;
-    let row = state
-        .catalog
-        .get(id)
-        .await
-        .map_err(|err| ApiError::unavailable("PostgreSQL is unavailable", &err))?
-        .ok_or(ApiError::Rejected(Rejection::CouponNotFound))?;
+    let row = coupon_row(&state, id).await?;
     let stock = state
         .issuer
         .stock(id)
@@ -202,12 +207,7 @@ pub async fn prime_coupon(
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&req, &state)?;
     let id: CouponId = parse_id(&coupon, "couponId")?;
-    let row = state
-        .catalog
-        .get(id)
-        .await
-        .map_err(|err| ApiError::unavailable("PostgreSQL is unavailable", &err))?
-        .ok_or(ApiError::Rejected(Rejection::CouponNotFound))?;
+    let row = coupon_row(&state, id).await?;
     if row.ends_at <= OffsetDateTime::now_utc() {
         return Err(ApiError::Rejected(Rejection::Expired));
     }
