@@ -155,10 +155,17 @@ impl Recovery {
                 };
                 let ids = ids(&candidates);
                 let presence = self.issuer.presence(&ids).await?;
+                // A coupon created moments ago may be in PostgreSQL and not yet
+                // in Redis: its creation is still under way, not lost.
+                let created_before = OffsetDateTime::now_utc() - self.settle;
                 candidates
                     .into_iter()
                     .zip(presence)
-                    .filter(|(_, p)| *p != Presence::Ready)
+                    .filter(|(row, p)| match p {
+                        Presence::Ready => false,
+                        Presence::Fenced => true,
+                        Presence::Missing => row.created_at < created_before,
+                    })
                     .map(|(row, _)| row)
                     .collect()
             };
