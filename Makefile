@@ -5,12 +5,13 @@
 CARGO ?= cargo
 STACK := scripts/stack.sh
 
-.PHONY: help setup up down status build build-release run demo bench reconcile test e2e fmt lint lint-deploy clean
+.PHONY: help setup up down status up-cluster down-cluster status-cluster build build-release run demo bench reconcile test e2e fmt lint lint-deploy clean
 
 help:
 	@echo "make run     stack up, then coupon-api and coupon-writer in the foreground"
 	@echo "make test    stack up, build once, run every test"
 	@echo "make up|down|status   the local Redis, PostgreSQL and Kafka"
+	@echo "make up-cluster|down-cluster|status-cluster   Redis Cluster and three Kafka brokers"
 	@echo "make demo    10,000 customers against 1,000 coupons, promises checked"
 	@echo "make reconcile   compare Redis with PostgreSQL for every coupon"
 	@echo "make e2e     the end-to-end fault scenarios at full size"
@@ -28,6 +29,17 @@ down:
 
 status:
 	@$(STACK) status
+
+# A Redis Cluster (7001-7006) and three Kafka brokers (9192, 9292, 9392), beside
+# the single-node stack: README.md, "The local cluster stack".
+up-cluster: setup
+	@scripts/stack-cluster.sh up
+
+down-cluster:
+	@scripts/stack-cluster.sh down
+
+status-cluster:
+	@scripts/stack-cluster.sh status
 
 build: setup
 	$(CARGO) build --workspace --all-targets
@@ -72,7 +84,7 @@ lint: setup lint-deploy
 lint-deploy:
 	@scripts/lint-deploy.sh
 
-clean: down
+clean: down down-cluster
 	$(CARGO) clean
 	if [ -L .stack/postgres ]; then rm -rf "$$(readlink .stack/postgres)"; fi
 	rm -rf .stack

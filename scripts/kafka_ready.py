@@ -3,8 +3,15 @@
 when it answers with at least one broker; prints the topics it knows.
 
 Used by the stack scripts as the readiness probe, so "ready" means the broker
-serves the Kafka protocol, not merely that its port is open."""
+serves the Kafka protocol, not merely that its port is open.
 
+    kafka_ready.py [HOST:PORT] [-v] [--partitions] [--brokers N] [--in-sync]
+
+--brokers N asks for at least N live brokers (a KRaft broker is listed once the
+controller unfenced it); --in-sync for a leader and a full ISR on every
+partition; --partitions prints each partition's leader, replicas and ISR."""
+
+import argparse
 import socket
 import struct
 import sys
@@ -63,19 +70,29 @@ def metadata(host, port, timeout):
         error, name, _internal = i16(), string(), payload[pos]
         pos += 1
         partitions = i32()
+        parts = []
         for _ in range(partitions):
-            i16(); i32(); i32()  # error, index, leader
-            # The count is read before `pos` is advanced past the ids:
-            # `pos += 4 * i32()` would read `pos` before i32() moved it.
-            for _ in range(2):  # replicas, isr
-                count = i32()
-                pos += 4 * count
-        topics.append((name, partitions, error))
+            _error, index, leader = i16(), i32(), i32()
+            replicas = [i32() for _ in range(i32())]
+            isr = [i32() for _ in range(i32())]
+            parts.append((index, leader, replicas, isr))
+        topics.append((name, partitions, error, parts))
     return brokers, topics
 
 
+def ids(nodes):
+    return ",".join(map(str, sorted(nodes)))
+
+
 def main():
-    addr = sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1:9092"
+    parser = argparse.ArgumentParser(description="Kafka readiness probe")
+    parser.add_argument("addr", nargs="?", default="127.0.0.1:9092")
+    parser.add_argument("-v", action="store_true", help="print the topics")
+    parser.add_argument("--partitions", action="store_true", help="print every partition (implies -v)")
+    parser.add_argument("--brokers", type=int, default=1, help="live brokers needed")
+    parser.add_argument("--in-sync", action="store_true", help="every partition led, ISR full")
+    args = parser.parse_args()
+    addr = args.addr
     host, port = addr.rsplit(":", 1)
     try:
         brokers, topics = metadata(host, int(port), timeout=3)
@@ -85,9 +102,21 @@ def main():
     if not brokers:
         print(f"kafka at {addr} answered with no brokers", file=sys.stderr)
         return 1
-    if "-v" in sys.argv:
-        for name, partitions, error in sorted(topics):
+    if len(brokers) < args.brokers:
+        print(f"kafka at {addr} knows {len(brokers)} brokers, not {args.brokers}", file=sys.stderr)
+        return 1
+    if args.v or args.partitions:
+        for name, partitions, error, parts in sorted(topics):
             print(f"  topic {name}: {partitions} partitions" + (f" (error {error})" if error else ""))
+            if args.partitions:
+                for index, leader, replicas, isr in sorted(parts):
+                    print(f"    partition {index}: leader {leader}, replicas {ids(replicas)}, isr {ids(isr)}")
+    lagging = [f"{name}-{index}" for name, _, _, parts in topics
+               for index, leader, replicas, isr in parts if leader < 0 or len(isr) < len(replicas)]
+    if args.in_sync and lagging:
+        print(f"kafka at {addr}: partitions without a leader or a full ISR: {' '.join(sorted(lagging))}",
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -34,24 +34,13 @@ KAFKA_DIR="$STACK_DIR/kafka"
 
 log() { printf '%s\n' "stack: $*" >&2; }
 die() { log "$*"; exit 1; }
+# shellcheck source=scripts/lib/stack-common.sh
+. "$ROOT/scripts/lib/stack-common.sh"
 
 # initdb and postgres refuse to run as root; Debian's package creates `postgres`.
 as_pg() {
     if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
-
-wait_for() { # name timeout_s logfile command...
-    local name=$1 timeout=$2 logfile=$3; shift 3
-    local deadline=$((SECONDS + timeout))
-    until "$@" >/dev/null 2>&1; do
-        if [ $SECONDS -ge $deadline ]; then
-            die "$name did not come up within ${timeout}s; see its log: $logfile"
-        fi
-        sleep 0.3
-    done
-}
-
-pid_alive() { [ -f "$1" ] && kill -0 "$(head -1 "$1")" 2>/dev/null; }
 
 # ---------------------------------------------------------------- Redis
 redis_ping() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping | grep -q PONG; }
@@ -127,18 +116,6 @@ pg_down() {
 # ---------------------------------------------------------------- Kafka
 kafka_ready() { python3 "$ROOT/scripts/kafka_ready.py" "127.0.0.1:$KAFKA_PORT"; }
 
-kafka_fetch() {
-    # The broker's jars come from Maven Central through scripts/kafka/pom.xml;
-    # after the first fetch they are cached here and in ~/.m2.
-    if [ -f "$KAFKA_DIR/libs/.complete" ]; then return; fi
-    command -v mvn >/dev/null || die "maven is not installed: run 'make setup'"
-    log "kafka: fetching the broker from Maven Central (first run only)"
-    mkdir -p "$KAFKA_DIR"
-    mvn -B -q -f "$ROOT/scripts/kafka/pom.xml" -Dkafka.libs.dir="$KAFKA_DIR/libs" package \
-        >"$KAFKA_DIR/maven.log" 2>&1 || die "kafka: maven could not fetch the broker; see $KAFKA_DIR/maven.log"
-    touch "$KAFKA_DIR/libs/.complete"
-}
-
 kafka_config() {
     cat >"$KAFKA_DIR/server.properties" <<PROPS
 process.roles=broker,controller
@@ -163,33 +140,12 @@ PROPS
     cp "$ROOT/scripts/kafka/log4j2.properties" "$KAFKA_DIR/log4j2.properties"
 }
 
-kafka_java() {
-    # JVM flags as Kafka's kafka-run-class.sh sets them, with a small heap. `exec`
-    # keeps the recorded PID the JVM's own; setsid gives the broker a session
-    # of its own, so a Ctrl-C meant for `make run` does not stop it (Redis and
-    # PostgreSQL detach by themselves). In this subshell, which leads no process
-    # group, setsid execs java in place.
-    exec setsid java -Xms"$KAFKA_HEAP" -Xmx"$KAFKA_HEAP" -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
-        -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent \
-        -XX:MaxInlineLevel=15 -Djava.awt.headless=true \
-        -Dlog4j2.configurationFile="$KAFKA_DIR/log4j2.properties" -Dkafka.logs.dir="$KAFKA_DIR" \
-        -cp "$KAFKA_DIR/libs/*" "$@"
-}
-
 kafka_up() {
     if kafka_ready 2>/dev/null; then log "kafka: already answering on 127.0.0.1:$KAFKA_PORT"; return; fi
     command -v java >/dev/null || die "java is not installed: run 'make setup'"
     kafka_fetch
     kafka_config
-    if [ ! -f "$KAFKA_DIR/cluster.id" ]; then
-        python3 -c 'import base64,uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))' \
-            >"$KAFKA_DIR/cluster.id"
-    fi
-    (kafka_java kafka.tools.StorageTool format --cluster-id "$(cat "$KAFKA_DIR/cluster.id")" \
-        --config "$KAFKA_DIR/server.properties" --ignore-formatted) >"$KAFKA_DIR/format.log" 2>&1 ||
-        die "kafka: storage format failed; see $KAFKA_DIR/format.log"
-    (kafka_java kafka.Kafka "$KAFKA_DIR/server.properties") >"$KAFKA_DIR/server.out" 2>&1 </dev/null &
-    echo $! >"$KAFKA_DIR/kafka.pid"
+    kafka_node_start "$KAFKA_DIR" "$KAFKA_DIR/cluster.id"
     wait_for kafka 90 "$KAFKA_DIR/server.log" kafka_ready
     log "kafka: up on 127.0.0.1:$KAFKA_PORT"
 }
@@ -201,15 +157,6 @@ kafka_down() {
         kill "$pid"
         wait_gone "$pid" "$KAFKA_DIR/kafka.pid" kafka 60
     fi
-}
-
-wait_gone() { # pid pidfile name [timeout]
-    local deadline=$((SECONDS + ${4:-30}))
-    while kill -0 "$1" 2>/dev/null; do
-        if [ $SECONDS -ge $deadline ]; then log "$3: still running after ${4:-30}s, killing"; kill -9 "$1" 2>/dev/null || true; fi
-        sleep 0.2
-    done
-    rm -f "$2"
 }
 
 status() {
