@@ -183,6 +183,10 @@ SQL
     writer=$started
     rate=$("$BIN/coupon-loadgen" drain --coupon "$coupon" --expected "$BACKLOG")
     stop "$writer"
+    # The drain's topic was the benchmark's own: leave the broker as it was.
+    java -cp "$ROOT/.stack/kafka/libs/*" org.apache.kafka.tools.TopicCommand --bootstrap-server \
+        "127.0.0.1:${KAFKA_PORT:-9092}" --delete --topic "$topic" >>"$OUT/logs/topics.log" 2>&1 ||
+        echo "   could not delete topic $topic (see $OUT/logs/topics.log)"
     echo "   batch $batch: writer drains $rate rows/s"
     pg_json+="\"$batch\": $pg_rows,"
     writer_json+="\"$batch\": $rate,"
