@@ -25,6 +25,7 @@ use futures::future::try_join_all;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
 use redis::sentinel::{SentinelClient, SentinelServerType};
 use redis::{
     AsyncConnectionConfig, Cmd, ErrorKind, FromRedisValue, Pipeline, RedisError, RedisFuture, RedisResult,
@@ -192,6 +193,24 @@ impl SharedRedis {
     pub async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> RedisResult<T> {
         let link = self.link().await?;
         let result = cmd.query_async(&mut link.conn.clone()).await;
+        self.observe(&link, result)
+    }
+
+    /// Sends `cmd` to the primary, or in cluster mode to every primary and to
+    /// no replica (the client's own routing of e.g. `SCRIPT LOAD` includes
+    /// the replicas).
+    pub async fn query_primaries<T: FromRedisValue>(&self, cmd: &Cmd) -> RedisResult<T> {
+        let link = self.link().await?;
+        let result = match link.conn.clone() {
+            Connection::Single(mut conn) => cmd.query_async(&mut conn).await,
+            Connection::Cluster(mut conn) => {
+                let routing =
+                    RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, Some(ResponsePolicy::AllSucceeded)));
+                conn.route_command(cmd.clone(), routing)
+                    .await
+                    .and_then(|value| T::from_redis_value(value).map_err(Into::into))
+            }
+        };
         self.observe(&link, result)
     }
 

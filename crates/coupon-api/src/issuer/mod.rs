@@ -158,7 +158,10 @@ impl Issuer {
     /// Lets requests decide again on this Redis. Only after every coupon it may
     /// hold stale is fenced.
     pub async fn trust(&self) -> Result<(), RedisUnavailable> {
-        let _: String = self.redis.query(redis::cmd("SCRIPT").arg("LOAD").arg(&self.issue_code)).await?;
+        // Primaries only: a replica holding the script would, once promoted,
+        // look like the incarnation it replaced (Redis replicates no script).
+        let _: redis::Value =
+            self.redis.query_primaries(redis::cmd("SCRIPT").arg("LOAD").arg(&self.issue_code)).await?;
         Ok(())
     }
 
