@@ -443,7 +443,27 @@ impl RedisCluster {
         }
         let cluster = Self { nodes };
         cluster.wait_ok(START_TIMEOUT).await?;
+        // Clients learn the replicas from CLUSTER SLOTS: wait until it lists
+        // them for every slot range, as in a cluster that has been up a while.
+        let url = cluster.nodes[0].url();
+        poll_until("the replicas in CLUSTER SLOTS", START_TIMEOUT, || async {
+            let ranges: Vec<Vec<redis::Value>> = query(&url, redis::cmd("CLUSTER").arg("SLOTS")).await?;
+            Ok((ranges.len() == masters && ranges.iter().all(|range| range.len() == 3 + replicas)).then_some(()))
+        })
+        .await?;
         Ok(cluster)
+    }
+
+    /// The URLs of the running nodes that are replicas now.
+    pub async fn replica_urls(&self) -> anyhow::Result<Vec<String>> {
+        let mut replicas = Vec::new();
+        for node in self.nodes.iter().filter(|n| n.child.is_some()) {
+            let role: Vec<redis::Value> = query(&node.url(), &redis::cmd("ROLE")).await?;
+            if matches!(role.first(), Some(redis::Value::BulkString(kind)) if kind == b"slave") {
+                replicas.push(node.url());
+            }
+        }
+        Ok(replicas)
     }
 
     /// Seed nodes for a client: every node, comma-separated.

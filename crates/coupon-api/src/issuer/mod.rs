@@ -112,6 +112,11 @@ impl Issuer {
         }
     }
 
+    /// The SHA of the issue script, the incarnation marker.
+    pub fn issue_sha(&self) -> &str {
+        self.issue.get_hash()
+    }
+
     pub fn redis(&self) -> &SharedRedis {
         &self.redis
     }

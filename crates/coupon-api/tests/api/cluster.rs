@@ -3,10 +3,13 @@
 //! (its promoted replica has no issue script), fenced and rebuilt.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
+use coupon_api::issuer::Issuer;
+use coupon_infra::redis::SharedRedis;
 use coupon_infra::settings::RedisMode;
-use coupon_testkit::redis_node::RedisCluster;
+use coupon_testkit::redis_node::{query, RedisCluster};
 use coupon_testkit::wait_until;
 use reqwest::StatusCode;
 
@@ -20,7 +23,7 @@ async fn issues_on_every_shard_and_rebuilds_after_a_master_failover() {
     settings.redis.mode = RedisMode::Cluster;
     settings.redis.url = cluster.seeds();
     settings.relay.sync_interval_ms = 200;
-    let app = TestApp::spawn(settings).await;
+    let app = TestApp::spawn(settings.clone()).await;
     let writer = iso.start_writer().await;
 
     let mut coupons = Vec::new();
@@ -35,6 +38,14 @@ async fn issues_on_every_shard_and_rebuilds_after_a_master_failover() {
         coupons.push(coupon);
     }
     assert!(masters.len() >= 2, "the coupons' slots spread over the masters: {masters:?}");
+    // A replica holding the issue script would, once promoted, pass for the
+    // primary it replaced.
+    let issuer = Issuer::new(Arc::new(SharedRedis::new(&settings.redis).unwrap()), iso.key_prefix.to_string());
+    for replica in cluster.replica_urls().await.expect("the replicas") {
+        let exists: Vec<bool> =
+            query(&replica, redis::cmd("SCRIPT").arg("EXISTS").arg(issuer.issue_sha())).await.expect("SCRIPT EXISTS");
+        assert_eq!(exists, [false], "{replica} holds the issue script");
+    }
 
     let meta = format!("{}coupon:{{{}}}:meta", iso.key_prefix, coupons[0]);
     let old = cluster.master_of(&meta).await.expect("a master");
