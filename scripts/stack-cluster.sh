@@ -159,15 +159,19 @@ redis_down() {
     for port in "${REDIS_PORTS[@]}"; do redis_stop "$port"; done
 }
 
+# SIGKILLs the process of a pid file, as a crash would, and waits until it is gone.
+sigkill() { # pidfile name
+    local pid
+    pid_alive "$1" || die "$2: not running"
+    pid="$(head -1 "$1")"
+    kill -9 "$pid"
+    wait_gone "$pid" "$1" "$2"
+    log "$2: killed (SIGKILL)"
+}
+
 redis_kill() { # port
     redis_check_port "${1:-}"
-    local dir pid
-    dir="$(redis_dir "$1")"
-    pid_alive "$dir/redis.pid" || die "redis $1: not running"
-    pid="$(head -1 "$dir/redis.pid")"
-    kill -9 "$pid"
-    wait_gone "$pid" "$dir/redis.pid" "redis $1"
-    log "redis $1: killed (SIGKILL)"
+    sigkill "$(redis_dir "$1")/redis.pid" "redis $1"
 }
 
 redis_restart() { # port
@@ -286,13 +290,7 @@ kafka_down() {
 
 kafka_kill() { # node
     kafka_check_node "${1:-}"
-    local dir pid
-    dir="$(kafka_dir "$1")"
-    pid_alive "$dir/kafka.pid" || die "kafka $1: not running"
-    pid="$(head -1 "$dir/kafka.pid")"
-    kill -9 "$pid"
-    wait_gone "$pid" "$dir/kafka.pid" "kafka $1"
-    log "kafka $1: killed (SIGKILL)"
+    sigkill "$(kafka_dir "$1")/kafka.pid" "kafka $1"
 }
 
 kafka_restart() { # node
