@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use coupon_domain::CouponId;
 use futures::future::join_all;
 use tokio_util::sync::CancellationToken;
 
@@ -61,9 +62,17 @@ impl Relay {
     /// One pass over every coupon's outbox; returns how many events it delivered.
     pub async fn relay_once(&self) -> Result<usize, RelayError> {
         let coupons = self.outbox.coupons().await?;
+        let relayed = self.relay_coupons(&coupons).await;
+        // Also after a failed delivery: while Kafka is down the depth is what
+        // the outbox alert watches grow.
+        self.metrics.outbox_depth.set(self.outbox.depth(&coupons).await? as i64);
+        relayed
+    }
+
+    async fn relay_coupons(&self, coupons: &[CouponId]) -> Result<usize, RelayError> {
         let until = self.outbox.server_time_ms().await? - self.settings.min_age_ms as i64;
         let mut delivered = 0;
-        for coupon in &coupons {
+        for coupon in coupons {
             loop {
                 let pending = self.outbox.pending(*coupon, until, self.settings.batch_size).await?;
                 if pending.is_empty() {
@@ -76,7 +85,6 @@ impl Relay {
                 }
             }
         }
-        self.metrics.outbox_depth.set(self.outbox.depth(&coupons).await? as i64);
         Ok(delivered)
     }
 
