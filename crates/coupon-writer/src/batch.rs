@@ -1,7 +1,10 @@
 //! The records the writer holds between Kafka and PostgreSQL, and when a batch
-//! of them closes: at `batch_max_records`, or `batch_max_wait_ms` after the
-//! batch's first record. Pure logic over explicit instants, so the limits are
-//! tested without a clock.
+//! of them closes: at its record limit, or `batch_max_wait_ms` after the
+//! batch's first record. The limit starts at `batch_max_records`; every batch
+//! that fills up doubles it, up to `batch_ceiling_records`, and a batch the
+//! wait closes sets it back: a backlog drains in fewer, larger transactions,
+//! a quiet stream keeps the small batches' latency. Pure logic over explicit
+//! instants, so the limits are tested without a clock.
 
 use std::time::{Duration, Instant};
 
@@ -35,6 +38,9 @@ impl Record {
 
 #[derive(Debug)]
 pub struct Batcher<T> {
+    base_records: usize,
+    ceiling_records: usize,
+    /// The open batch's record limit, between the two above.
     max_records: usize,
     max_wait: Duration,
     records: Vec<T>,
@@ -42,8 +48,21 @@ pub struct Batcher<T> {
 }
 
 impl<T> Batcher<T> {
-    pub fn new(max_records: usize, max_wait: Duration) -> Self {
-        Self { max_records, max_wait, records: Vec::new(), opened_at: None }
+    /// `ceiling_records` below `max_records` counts as `max_records`: no growth.
+    pub fn new(max_records: usize, ceiling_records: usize, max_wait: Duration) -> Self {
+        Self {
+            base_records: max_records,
+            ceiling_records: ceiling_records.max(max_records),
+            max_records,
+            max_wait,
+            records: Vec::new(),
+            opened_at: None,
+        }
+    }
+
+    /// The record limit of the batch being filled.
+    pub fn limit(&self) -> usize {
+        self.max_records
     }
 
     pub fn push(&mut self, record: T, now: Instant) {
@@ -67,9 +86,11 @@ impl<T> Batcher<T> {
     /// Takes the closed batch: at most `max_records`, oldest first. Records
     /// beyond it open the next batch at `now`.
     pub fn take(&mut self, now: Instant) -> Vec<T> {
+        let filled = self.records.len() >= self.max_records;
         let rest = self.records.split_off(self.records.len().min(self.max_records));
         let batch = std::mem::replace(&mut self.records, rest);
         self.opened_at = (!self.records.is_empty()).then_some(now);
+        self.max_records = if filled { (self.max_records * 2).min(self.ceiling_records) } else { self.base_records };
         batch
     }
 
@@ -87,7 +108,7 @@ mod tests {
     use super::*;
 
     fn batcher() -> Batcher<u32> {
-        Batcher::new(100, Duration::from_millis(500))
+        Batcher::new(100, 100, Duration::from_millis(500))
     }
 
     #[test]
@@ -124,6 +145,41 @@ mod tests {
     }
 
     #[test]
+    fn a_backlog_grows_the_batches_to_the_ceiling_and_a_trickle_shrinks_them_back() {
+        let start = Instant::now();
+        let mut batcher = Batcher::new(100, 1_000, Duration::from_millis(500));
+        for i in 0..5_000 {
+            batcher.push(i, start);
+        }
+        let mut sizes = Vec::new();
+        while batcher.is_ready(start) {
+            sizes.push(batcher.take(start).len());
+        }
+        assert_eq!(sizes, [100, 200, 400, 800, 1_000, 1_000, 1_000]);
+        assert_eq!(batcher.limit(), 1_000);
+
+        // The 500 left close by the wait: the backlog is gone.
+        let later = start + Duration::from_millis(500);
+        assert!(batcher.is_ready(later));
+        assert_eq!(batcher.take(later).len(), 500);
+        assert_eq!(batcher.limit(), 100, "back to the quiet stream's limit");
+    }
+
+    #[test]
+    fn a_ceiling_below_the_limit_means_no_growth() {
+        let start = Instant::now();
+        let mut batcher = Batcher::new(100, 10, Duration::from_millis(500));
+        for i in 0..300 {
+            batcher.push(i, start);
+        }
+        let mut sizes = Vec::new();
+        while batcher.is_ready(start) {
+            sizes.push(batcher.take(start).len());
+        }
+        assert_eq!(sizes, [100, 100, 100]);
+    }
+
+    #[test]
     fn an_empty_batcher_never_closes() {
         let batcher = batcher();
         assert!(!batcher.is_ready(Instant::now() + Duration::from_secs(3600)));
@@ -132,7 +188,7 @@ mod tests {
     #[test]
     fn leftovers_beyond_the_limit_open_the_next_batch() {
         let start = Instant::now();
-        let mut batcher = Batcher::new(2, Duration::from_millis(500));
+        let mut batcher = Batcher::new(2, 2, Duration::from_millis(500));
         for i in 0..3 {
             batcher.push(i, start);
         }

@@ -23,6 +23,9 @@ pub struct WriterSettings {
     pub group: String,
     /// A batch closes at this many records...
     pub batch_max_records: usize,
+    /// ...a limit each full batch doubles up to this one while a backlog
+    /// lasts (crate::batch); `batch_max_records` or less: no growth...
+    pub batch_ceiling_records: usize,
     /// ...or this long after its first record, whichever comes first.
     pub batch_max_wait_ms: u64,
     /// First delay before a batch that failed with a transient error is retried;
@@ -42,6 +45,13 @@ pub struct WriterSettings {
     pub session_timeout_ms: u64,
     /// How often librdkafka reports statistics; they feed the consumer lag gauge.
     pub stats_interval_ms: u64,
+    /// librdkafka's `auto.commit.interval.ms`: how often the offsets of applied
+    /// batches are committed. One commit per interval however small the batches
+    /// (a commit per batch, hundreds per second under a backlog, crowded the
+    /// coordinator connection until the member lost its group); a crash
+    /// redelivers at most this long's applied records, which the idempotent
+    /// writes absorb.
+    pub commit_interval_ms: u64,
 }
 
 impl Default for WriterSettings {
@@ -50,12 +60,14 @@ impl Default for WriterSettings {
             http: HttpSettings::default(),
             group: coupon_domain::WRITER_GROUP.into(),
             batch_max_records: 100,
+            batch_ceiling_records: 2_000,
             batch_max_wait_ms: 500,
             retry_initial_ms: 100,
             retry_max_ms: 10_000,
             max_poll_interval_ms: 300_000,
             session_timeout_ms: 10_000,
             stats_interval_ms: 5_000,
+            commit_interval_ms: 1_000,
         }
     }
 }
@@ -82,6 +94,7 @@ impl Validate for Settings {
         require_positive("writer.batch_max_wait_ms", writer.batch_max_wait_ms)?;
         require_positive("writer.retry_initial_ms", writer.retry_initial_ms)?;
         require_positive("writer.stats_interval_ms", writer.stats_interval_ms)?;
+        require_positive("writer.commit_interval_ms", writer.commit_interval_ms)?;
         require_positive("writer.session_timeout_ms", writer.session_timeout_ms)?;
         if writer.group.is_empty() {
             return Err(InvalidSetting::new("writer.group", "must not be empty"));

@@ -2,17 +2,19 @@
 //!
 //! Delivery guarantee: at least once from Kafka, exactly once in PostgreSQL. A
 //! batch is applied in one transaction (poison isolated and dead-lettered),
-//! and only then are its offsets committed (asynchronously, in order; see
-//! crate::offsets). A crash anywhere
-//! before the commit redelivers the batch, which the idempotent writes absorb.
+//! and only then are its offsets stored; librdkafka commits the stored
+//! offsets every `writer.commit_interval_ms`, and synchronously when
+//! partitions are revoked and when the consumer closes (see crate::offsets).
+//! A crash anywhere before the commit redelivers the batch, which the
+//! idempotent writes absorb.
 //! Batches are applied one after another, so a partition's records are applied
 //! in order.
 //!
 //! Rebalances: rdkafka runs the rebalance callback inside `recv`, that is only
-//! while the loop polls, never while it applies or commits a batch. Records of
-//! revoked partitions that are held but not yet applied are dropped without a
-//! commit; whoever owns the partition next reads them again from the last
-//! commit.
+//! while the loop polls, never while it applies a batch or stores its
+//! offsets. Records of revoked partitions that are held but not yet applied
+//! are dropped unstored; whoever owns the partition next reads them again from
+//! the last commit.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -95,7 +97,7 @@ impl ConsumerContext for WriterContext {
 
 /// What became of a closed batch.
 enum Settled {
-    /// Applied (and its poison dead-lettered); its offsets may be committed.
+    /// Applied (and its poison dead-lettered); its offsets are stored.
     Applied,
     /// Every partition it came from was revoked while it waited for a retry.
     Revoked,
@@ -111,6 +113,7 @@ pub struct Writer {
     readiness: Readiness,
     topic: String,
     batch_max_records: usize,
+    batch_ceiling_records: usize,
     batch_max_wait: Duration,
     retry_initial: Duration,
     retry_max: Duration,
@@ -124,7 +127,11 @@ impl Writer {
             WriterContext { topic: settings.kafka.topic.clone(), metrics: metrics.clone(), revoked: Mutex::default() };
         let consumer: WriterConsumer = coupon_infra::kafka::client_config(&settings.kafka, "coupon-writer")
             .set("group.id", &writer.group)
-            .set("enable.auto.commit", "false")
+            // The at-least-once pattern: offsets stored by hand after the
+            // transaction, committed by librdkafka on an interval, on revoke
+            // and on close.
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", writer.commit_interval_ms.to_string())
             .set("enable.auto.offset.store", "false")
             // A group without a committed offset must not skip any event.
             .set("auto.offset.reset", "earliest")
@@ -141,16 +148,17 @@ impl Writer {
             readiness,
             topic: settings.kafka.topic.clone(),
             batch_max_records: writer.batch_max_records,
+            batch_ceiling_records: writer.batch_ceiling_records,
             batch_max_wait: Duration::from_millis(writer.batch_max_wait_ms),
             retry_initial: Duration::from_millis(writer.retry_initial_ms),
             retry_max: Duration::from_millis(writer.retry_max_ms),
         })
     }
 
-    /// Consumes until `stop` is cancelled; then applies and commits what it
-    /// holds (unless the database is failing) and leaves the group.
+    /// Consumes until `stop` is cancelled; then applies what it holds (unless
+    /// the database is failing) and leaves the group, committing what it stored.
     pub async fn run(self, stop: CancellationToken) {
-        let mut batcher = Batcher::new(self.batch_max_records, self.batch_max_wait);
+        let mut batcher = Batcher::new(self.batch_max_records, self.batch_ceiling_records, self.batch_max_wait);
         loop {
             let stopping = self.fill(&mut batcher, &stop).await;
             if !batcher.is_empty() {
@@ -219,7 +227,7 @@ impl Writer {
     }
 
     /// Applies the batch, retrying transient failures with backoff while the
-    /// partitions are paused, then commits it.
+    /// partitions are paused, then stores its offsets.
     async fn settle(&self, mut batch: Vec<Record>, batcher: &mut Batcher<Record>, stop: &CancellationToken) -> Settled {
         let mut backoff = Backoff::new(self.retry_initial, self.retry_max);
         let mut attempt = 1;
@@ -256,7 +264,7 @@ impl Writer {
         }
         if let Settled::Applied = settled {
             self.readiness.set(true);
-            self.commit(&batch);
+            self.store_offsets(&batch);
         }
         settled
     }
@@ -308,7 +316,7 @@ impl Writer {
         Ok(())
     }
 
-    fn commit(&self, batch: &[Record]) {
+    fn store_offsets(&self, batch: &[Record]) {
         let mut next = NextOffsets::default();
         for record in batch {
             next.settled(record.partition, record.offset);
@@ -316,8 +324,8 @@ impl Writer {
         if next.is_empty() {
             return;
         }
-        if let Err(err) = offsets::commit(self.consumer.as_ref(), &next.to_list(&self.topic)) {
-            tracing::warn!(error = %err, "committing offsets failed; applied records may be redelivered");
+        if let Err(err) = self.consumer.store_offsets(&next.to_list(&self.topic)) {
+            tracing::warn!(error = %err, "storing offsets failed; applied records may be redelivered");
         }
     }
 

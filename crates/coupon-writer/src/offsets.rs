@@ -1,19 +1,12 @@
-//! Which offsets to commit after a batch, and committing them.
+//! Which offsets to store after a batch.
 //!
-//! Delivery guarantee: at least once. Offsets are committed only for records
+//! Delivery guarantee: at least once. Offsets are stored only for records
 //! that are durably applied or dead-lettered, after the batch's transaction
-//! committed; redelivery of anything later is harmless because the writes are
-//! idempotent.
-//!
-//! Commits are asynchronous: a synchronous commit costs a round trip to the
-//! group coordinator per batch, which measured as half of the writer's time per
-//! 100-record batch. librdkafka sends a consumer's commits in order, reports
-//! each outcome to the context's commit callback, and closing the consumer
-//! waits for commits in flight; a lost commit only means redelivery.
+//! committed; librdkafka commits what is stored (crate::consumer), and
+//! redelivery of anything later is harmless because the writes are idempotent.
 
 use std::collections::BTreeMap;
 
-use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
@@ -23,8 +16,8 @@ use rdkafka::{Offset, TopicPartitionList};
 pub struct NextOffsets(BTreeMap<i32, i64>);
 
 impl NextOffsets {
-    /// Records that `offset` of `partition` is settled. A list passed to
-    /// `commit` is taken as given, so it must hold the offset after it.
+    /// Records that `offset` of `partition` is settled. A stored list is taken
+    /// as given, so it must hold the offset after it.
     pub fn settled(&mut self, partition: i32, offset: i64) {
         let next = self.0.entry(partition).or_insert(offset + 1);
         *next = (*next).max(offset + 1);
@@ -44,19 +37,8 @@ impl NextOffsets {
     }
 }
 
-/// Enqueues the commit and returns at once. "Nothing new to commit" is not a
-/// failure.
-pub fn commit<C, K>(consumer: &C, offsets: &TopicPartitionList) -> Result<(), KafkaError>
-where
-    C: Consumer<K>,
-    K: ConsumerContext,
-{
-    match consumer.commit(offsets, CommitMode::Async) {
-        Err(err) if is_nothing_to_commit(&err) => Ok(()),
-        other => other,
-    }
-}
-
+/// "Nothing new to commit", which an interval commit with nothing stored
+/// since the last one reports, is not a failure.
 pub fn is_nothing_to_commit(err: &KafkaError) -> bool {
     matches!(err, KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))
 }

@@ -73,6 +73,7 @@ async fn batches_close_by_count_and_a_trickle_by_the_wait_limit() {
     world.send(&events).await;
     let mut settings = world.settings();
     settings.writer.batch_max_records = 100;
+    settings.writer.batch_ceiling_records = 100;
     settings.writer.batch_max_wait_ms = 1_000;
     let writer = RunningWriter::start(settings).await;
     world.wait_committed(250).await;

@@ -4,5 +4,6 @@
 mod batches;
 mod faults;
 mod harness;
+mod offsets;
 mod poison;
 mod sold_out;

@@ -1,0 +1,21 @@
+-- wrk script for a sustained flood on one coupon, a new customer per request
+-- (docs/PERFORMANCE.md, "A sustained flood"):
+--   COUPON=1 wrk -t2 -c128 -d120s --latency -s scripts/flood.lua http://127.0.0.1:8080
+-- Customers never repeat across wrk's threads: thread t sends n * 16 + t + 1.
+local threads = {}
+
+function setup(thread)
+  thread:set("tid", #threads)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  n = 0
+  path = "/api/v1/coupons/" .. os.getenv("COUPON") .. "/issue"
+end
+
+function request()
+  n = n + 1
+  local body = '{"customerId":' .. (n * 16 + tid + 1) .. '}'
+  return wrk.format("POST", path, { ["Content-Type"] = "application/json" }, body)
+end
