@@ -25,7 +25,7 @@ pub enum ApiError {
     Unavailable(&'static str),
     #[error("the coupon is being restored after a Redis failure; nothing was changed, try again shortly")]
     Fenced,
-    #[error("the coupon may have been issued but Redis replicas did not confirm it in time; ask GET /api/v1/coupons/{{couponId}}/customers/{{customerId}}")]
+    #[error("the coupon may have been issued but Redis did not confirm it in time; ask GET /api/v1/coupons/{{couponId}}/customers/{{customerId}}")]
     Unconfirmed,
 }
 

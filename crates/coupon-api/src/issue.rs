@@ -34,8 +34,9 @@ pub enum Answer {
     Rejected(Rejection),
     /// Redis may not decide for this coupon now (being rebuilt); nothing changed.
     Fenced,
-    /// Issued, but the required replicas did not confirm it in time: the
-    /// customer is told to check rather than told it holds the coupon.
+    /// Maybe issued: the required replicas did not confirm it in time, or
+    /// Redis's reply was lost. The customer is told to check rather than
+    /// told either way.
     Unconfirmed,
 }
 
@@ -66,6 +67,7 @@ pub async fn issue(state: &AppState, coupon: CouponId, customer: CustomerId) -> 
             Ok(Answer::Fenced)
         }
         Decision::Fenced(Fence::Coupon) => Ok(Answer::Fenced),
+        Decision::Unknown => Ok(Answer::Unconfirmed),
     }
 }
 

@@ -58,6 +58,10 @@ pub enum Decision {
     Issued(Issued),
     Rejected(Rejection),
     Fenced(Fence),
+    /// The script may have run, but its reply was lost (the connection broke
+    /// or timed out after the command was sent): nobody knows whether the
+    /// customer got the coupon until it is asked for again.
+    Unknown,
 }
 
 /// A coupon's period and stock as Redis needs them.
@@ -149,8 +153,21 @@ impl Issuer {
         match self.redis.observe(&link, reply) {
             Ok(reply) => parse_decision(reply, link.generation),
             Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => Ok(Decision::Fenced(Fence::Node)),
+            Err(err) if self.may_have_run(&err) => {
+                tracing::warn!(error = %err, coupon = %coupon, customer = %customer, "the issue script's reply was lost");
+                Ok(Decision::Unknown)
+            }
             Err(err) => Err(err.into()),
         }
+    }
+
+    /// Whether the issue script may have run although the command failed.
+    /// A server's error reply, or a refused connection, means it did not. In
+    /// cluster mode the client retries a failed command on its own (after a
+    /// failover, on the new master), so the error it returns may be a later
+    /// attempt's while the first one ran: any error there leaves it open.
+    fn may_have_run(&self, err: &RedisError) -> bool {
+        self.redis.is_cluster() || !(matches!(err.kind(), ErrorKind::Server(_)) || err.is_connection_refusal())
     }
 
     /// Whether this Redis has the issue script, i.e. has not restarted or

@@ -27,10 +27,14 @@ async fn issuance_answers_503_while_redis_is_away_and_recovers_by_itself() {
     assert_eq!(app.issue(coupon, 1).await.0, StatusCode::CREATED);
 
     redis.kill();
-    for customer in [2, 3] {
-        let (status, body) = app.issue(coupon, customer).await;
-        assert_eq!((status, body["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("UNAVAILABLE")));
-    }
+    // The first request meets the broken connection: whether its script ran
+    // is unknown to the API, so it may say UNCONFIRMED. The next one finds
+    // no Redis to connect to: nothing changed.
+    let (status, body) = app.issue(coupon, 2).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(matches!(body["code"].as_str(), Some("UNAVAILABLE" | "UNCONFIRMED")), "{body}");
+    let (status, body) = app.issue(coupon, 3).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("UNAVAILABLE")));
 
     redis.restart_empty().await.expect("restarting Redis empty");
     let (status, _) = app.issue(coupon, 4).await;
