@@ -5,7 +5,7 @@
 CARGO ?= cargo
 STACK := scripts/stack.sh
 
-.PHONY: help setup up down status up-cluster down-cluster status-cluster build build-release run demo bench reconcile test e2e fmt lint lint-deploy clean
+.PHONY: help setup up down status up-cluster down-cluster status-cluster build build-release run demo bench reconcile test e2e e2e-cluster fmt lint lint-deploy clean
 
 help:
 	@echo "make run     stack up, then coupon-api and coupon-writer in the foreground"
@@ -15,6 +15,7 @@ help:
 	@echo "make demo    10,000 customers against 1,000 coupons, promises checked"
 	@echo "make reconcile   compare Redis with PostgreSQL for every coupon"
 	@echo "make e2e     the end-to-end fault scenarios at full size"
+	@echo "make e2e-cluster   the Redis Cluster and Kafka cluster failovers at full size"
 	@echo "make bench   Kafka design against synchronous baseline: docs/BENCHMARK.md"
 	@echo "make setup|build|fmt|lint|clean"
 
@@ -60,18 +61,28 @@ bench: up build-release
 reconcile: build-release
 	target/release/coupon-reconcile
 
-# Build everything once, then run the tests against the stack. The end-to-end
-# scenarios stop and start stack components, so they run one at a time, last.
-test: up build lint-deploy
+E2E_SINGLE := --test scenarios --test bench_tool
+E2E_CLUSTER := --test cluster
+
+# Build everything once, then run the tests against the stacks. The end-to-end
+# scenarios stop and start stack components, so they run one at a time, last:
+# the single-node ones, then the cluster failovers at their short size.
+test: up up-cluster build lint-deploy
 	$(CARGO) test --workspace --exclude coupon-e2e --no-fail-fast
 	rm -f target/debug/e2e-logs/report.md
-	$(CARGO) test -p coupon-e2e -- --test-threads=1
+	$(CARGO) test -p coupon-e2e --lib $(E2E_SINGLE) -- --test-threads=1
+	$(CARGO) test -p coupon-e2e $(E2E_CLUSTER) -- --test-threads=1
 
 # The end-to-end scenarios at full size (20,000 customers per spike); the
 # table lands in target/debug/e2e-logs/report.md.
 e2e: up build
 	rm -f target/debug/e2e-logs/report.md
-	E2E_CUSTOMERS=20000 $(CARGO) test -p coupon-e2e -- --test-threads=1 --nocapture
+	E2E_CUSTOMERS=20000 $(CARGO) test -p coupon-e2e --lib $(E2E_SINGLE) -- --test-threads=1 --nocapture
+
+# The cluster failovers (Redis master, Kafka broker, API replica) at full size.
+e2e-cluster: up up-cluster build
+	rm -f target/debug/e2e-logs/report.md
+	E2E_CUSTOMERS=20000 $(CARGO) test -p coupon-e2e $(E2E_CLUSTER) -- --test-threads=1 --nocapture
 
 fmt:
 	$(CARGO) fmt --all

@@ -81,22 +81,32 @@ redis_expected_role() { # port
 
 # PORT is in an ok cluster in the expected role, a replica with its link to
 # its master up, and no answering node thinks PORT is failing.
-redis_node_ok() { # port [role]
-    local port=$1 role peer
-    [ "$(redis_field "$port" cluster_state cluster info)" = ok ] || return 1
+redis_node_ok() { # port [role]; says what is missing
+    local port=$1 role state link peer flags
+    state="$(redis_field "$port" cluster_state cluster info)"
+    [ "$state" = ok ] || { echo "cluster_state '$state'"; return 1; }
     role="$(redis_field "$port" role info replication)"
-    case "${2:-any}" in any) ;; "$role") ;; *) return 1 ;; esac
-    if [ "$role" = slave ]; then [ "$(redis_field "$port" master_link_status info replication)" = up ] || return 1; fi
+    case "${2:-any}" in any) ;; "$role") ;; *) echo "role $role, expected ${2:-any}"; return 1 ;; esac
+    if [ "$role" = slave ]; then
+        link="$(redis_field "$port" master_link_status info replication)"
+        [ "$link" = up ] || { echo "master link $link"; return 1; }
+    fi
     for peer in "${REDIS_PORTS[@]}"; do
-        redis_nodes "$peer" | awk -v a="127.0.0.1:$port@" 'index($2, a) == 1 && $3 ~ /fail/ { exit 1 }' || return 1
+        flags="$(redis_nodes "$peer" | awk -v a="127.0.0.1:$port@" 'index($2, a) == 1 && $3 ~ /fail/ { print $3 }')"
+        [ -z "$flags" ] || { echo "$peer flags it: $flags"; return 1; }
     done
 }
 
+# PORT is ok in the role its peers give it now (asked on every check: a
+# peer may still hold the view from before a failover).
+redis_rejoined() { redis_node_ok "$1" "$(redis_expected_role "$1")"; }
+
 redis_cluster_ok() {
-    local port
+    local port known why
     for port in "${REDIS_PORTS[@]}"; do
-        [ "$(redis_field "$port" cluster_known_nodes cluster info)" = "${#REDIS_PORTS[@]}" ] || return 1
-        redis_node_ok "$port" || return 1
+        known="$(redis_field "$port" cluster_known_nodes cluster info)"
+        [ "$known" = "${#REDIS_PORTS[@]}" ] || { echo "$port knows '$known' nodes"; return 1; }
+        why="$(redis_node_ok "$port")" || { echo "$port: $why"; return 1; }
     done
 }
 
@@ -176,10 +186,9 @@ redis_kill() { # port
 
 redis_restart() { # port
     redis_check_port "${1:-}"
-    local port=$1 role
-    role="$(redis_expected_role "$port")"
+    local port=$1
     redis_start "$port"
-    wait_for "redis $port" 60 "$(redis_dir "$port")/redis.log" redis_node_ok "$port" "$role"
+    wait_for "redis $port" 60 "$(redis_dir "$port")/redis.log" redis_rejoined "$port"
     log "redis $port: up as $(redis_field "$port" role info replication)"
 }
 

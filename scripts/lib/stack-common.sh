@@ -6,12 +6,14 @@
 # One copy of the broker's jars serves both stacks.
 KAFKA_LIBS="$STACK_DIR/kafka/libs"
 
+# A check may print why it failed; the last attempt's words go into the error.
 wait_for() { # name timeout_s logfile command...
     local name=$1 timeout=$2 logfile=$3; shift 3
-    local deadline=$((SECONDS + timeout))
+    local deadline=$((SECONDS + timeout)) why
     until "$@" >/dev/null 2>&1; do
         if [ $SECONDS -ge $deadline ]; then
-            die "$name did not come up within ${timeout}s; see its log: $logfile"
+            why="$("$@" 2>&1 | tail -3 | tr '\n' ' ' | sed 's/ *$//' || true)"
+            die "$name did not come up within ${timeout}s${why:+ ($why)}; see its log: $logfile"
         fi
         sleep 0.3
     done
@@ -77,7 +79,8 @@ kafka_node_start() { # dir cluster_id_file
         python3 -c 'import base64,uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))' \
             >"$id_file"
     fi
-    (kafka_java "$dir" kafka.tools.StorageTool format --cluster-id "$(cat "$id_file")" \
+    # `=`: an id may start with `-` (base64), which the tool would take for an option.
+    (kafka_java "$dir" kafka.tools.StorageTool format --cluster-id="$(cat "$id_file")" \
         --config "$dir/server.properties" --ignore-formatted) >"$dir/format.log" 2>&1 ||
         die "kafka: storage format failed; see $dir/format.log"
     (kafka_java "$dir" kafka.Kafka "$dir/server.properties") >"$dir/server.out" 2>&1 </dev/null &

@@ -8,19 +8,23 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{bail, Context};
 use coupon_domain::keys::CouponKeys;
 use coupon_infra::db::PgPool;
+use coupon_infra::redis::SharedRedis;
+use coupon_infra::settings::{KafkaSettings, RedisMode, RedisSettings};
 use coupon_loadgen::client::ApiClient;
 use coupon_loadgen::spike::{self, Spike};
-use coupon_testkit::{free_port, kafka_settings, redis_settings, unique_name, TestDatabase, TestPrefix, TestTopic};
+use coupon_testkit::redis_node;
+use coupon_testkit::{
+    cluster_kafka_settings, cluster_redis_settings, free_port, kafka_settings, redis_settings, unique_name,
+    TestDatabase, TestPrefix, TestTopic,
+};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use redis::AsyncCommands;
 
 use crate::invariants::{self, Observed, Verdict};
 use crate::process::{bin_dir, log_dir, wait_healthy, Service};
 use crate::report::FaultCost;
-use coupon_testkit::redis_node;
 
 pub const ADMIN_TOKEN: &str = "e2e-admin-token";
 
@@ -31,38 +35,49 @@ pub enum RedisTarget {
     Standalone { url: String },
     /// Whichever server these sentinels name as the primary `master_name`.
     Sentinel { sentinels: Vec<String>, master_name: String },
+    /// A Redis Cluster, found through these seed nodes.
+    Cluster { seeds: Vec<String> },
 }
 
 impl RedisTarget {
-    /// The services' settings for it.
-    fn env(&self) -> Vec<(&'static str, String)> {
+    /// The services' settings for it, as the checks use them too.
+    fn settings(&self) -> RedisSettings {
         match self {
-            RedisTarget::Standalone { url } => vec![("COUPON__REDIS__URL", url.clone())],
-            RedisTarget::Sentinel { sentinels, master_name } => vec![
-                ("COUPON__REDIS__MODE", "sentinel".to_string()),
-                ("COUPON__REDIS__URL", sentinels.join(",")),
-                ("COUPON__REDIS__MASTER_NAME", master_name.clone()),
-            ],
-        }
-    }
-
-    /// The URL of the server that holds the data now: in sentinel mode, the
-    /// primary the first sentinel that answers names.
-    pub async fn current_url(&self) -> anyhow::Result<String> {
-        match self {
-            RedisTarget::Standalone { url } => Ok(url.clone()),
-            RedisTarget::Sentinel { sentinels, master_name } => {
-                let mut last_error = anyhow!("no sentinel given");
-                for sentinel in sentinels {
-                    match redis_node::master_addr(sentinel, master_name).await {
-                        Ok((host, port)) => return Ok(format!("redis://{host}:{port}")),
-                        Err(err) => last_error = err,
-                    }
-                }
-                Err(last_error)
+            RedisTarget::Standalone { url } => RedisSettings { url: url.clone(), ..Default::default() },
+            RedisTarget::Sentinel { sentinels, master_name } => RedisSettings {
+                mode: RedisMode::Sentinel,
+                url: sentinels.join(","),
+                master_name: master_name.clone(),
+                ..Default::default()
+            },
+            RedisTarget::Cluster { seeds } => {
+                RedisSettings { mode: RedisMode::Cluster, url: seeds.join(","), ..Default::default() }
             }
         }
     }
+
+    fn env(&self) -> Vec<(&'static str, String)> {
+        let settings = self.settings();
+        let mode = match settings.mode {
+            RedisMode::Standalone => "standalone",
+            RedisMode::Sentinel => "sentinel",
+            RedisMode::Cluster => "cluster",
+        };
+        vec![
+            ("COUPON__REDIS__MODE", mode.to_string()),
+            ("COUPON__REDIS__URL", settings.url),
+            ("COUPON__REDIS__MASTER_NAME", settings.master_name),
+        ]
+    }
+}
+
+/// Where a world runs: the single-node stack (`make up`) or the cluster
+/// stack (`make up-cluster`: Redis Cluster, three brokers), with this many
+/// coupon-api replicas sharing the load.
+#[derive(Debug, Clone, Copy)]
+pub enum Stack {
+    Single,
+    Cluster { api_replicas: usize },
 }
 
 pub struct World {
@@ -77,7 +92,10 @@ pub struct World {
     pub dlq_topic: TestTopic,
     pub group: String,
     pub key_prefix: TestPrefix,
-    pub api_port: u16,
+    kafka: KafkaSettings,
+    /// One port per coupon-api replica.
+    api_ports: Vec<u16>,
+    /// Spreads requests over the replicas, as a load balancer would.
     pub api: ApiClient,
     /// Extra settings for every service of this world.
     pub overrides: BTreeMap<String, String>,
@@ -88,20 +106,34 @@ pub struct World {
 }
 
 impl World {
+    /// On the single-node stack, with one coupon-api.
     pub async fn new(name: &str) -> Self {
-        let api_port = free_port();
+        Self::on(name, Stack::Single).await
+    }
+
+    pub async fn on(name: &str, stack: Stack) -> Self {
+        let (redis, kafka, replicas) = match stack {
+            Stack::Single => (redis_settings(), kafka_settings(), 1),
+            Stack::Cluster { api_replicas } => (cluster_redis_settings(), cluster_kafka_settings(), api_replicas),
+        };
+        let target = match redis.mode {
+            RedisMode::Cluster => RedisTarget::Cluster { seeds: redis.url.split(',').map(str::to_string).collect() },
+            _ => RedisTarget::Standalone { url: redis.url.clone() },
+        };
+        let api_ports: Vec<u16> = (0..replicas).map(|_| free_port()).collect();
         let db = TestDatabase::create().await;
         Self {
             name: name.to_string(),
             pool: coupon_infra::db::pool(&db.settings()).expect("a database pool"),
-            redis: RedisTarget::Standalone { url: redis_settings().url },
+            redis: target,
             db,
-            topic: TestTopic::create("e2e", 6).await,
-            dlq_topic: TestTopic::create("e2e.dlq", 1).await,
+            topic: TestTopic::create_on(&kafka, "e2e", 6).await,
+            dlq_topic: TestTopic::create_on(&kafka, "e2e.dlq", 1).await,
             group: unique_name("e2e-group"),
-            key_prefix: TestPrefix::new("e2e"),
-            api_port,
-            api: ApiClient::new(&format!("http://127.0.0.1:{api_port}"), ADMIN_TOKEN, 256).expect("an HTTP client"),
+            key_prefix: TestPrefix::on("e2e", redis),
+            kafka,
+            api: ApiClient::new(&api_urls(&api_ports), ADMIN_TOKEN, 256).expect("an HTTP client"),
+            api_ports,
             overrides: BTreeMap::new(),
             spike_started: Mutex::default(),
             faults: Mutex::default(),
@@ -112,7 +144,7 @@ impl World {
         let mut env: BTreeMap<String, String> = [
             ("COUPON__DATABASE__URL", self.db.url().to_string()),
             ("COUPON__REDIS__KEY_PREFIX", self.key_prefix.to_string()),
-            ("COUPON__KAFKA__BROKERS", kafka_settings().brokers),
+            ("COUPON__KAFKA__BROKERS", self.kafka.brokers.clone()),
             ("COUPON__KAFKA__TOPIC", self.topic.to_string()),
             ("COUPON__KAFKA__DLQ_TOPIC", self.dlq_topic.to_string()),
             ("COUPON__KAFKA__CREATE_TOPICS", "false".to_string()),
@@ -129,12 +161,36 @@ impl World {
         env
     }
 
+    /// The replicas' base URLs, comma-separated (coupon-loadgen's `--api`).
+    pub fn api_urls(&self) -> String {
+        api_urls(&self.api_ports)
+    }
+
+    /// Starts the (first) coupon-api and waits until it is ready.
     pub async fn start_api(&self) -> Service {
+        self.start_api_replica(0).await
+    }
+
+    /// Starts coupon-api replica `replica` on its port and waits until it is ready.
+    pub async fn start_api_replica(&self, replica: usize) -> Service {
+        let port = self.api_ports[replica];
         let mut env = self.env();
-        env.insert("COUPON__HTTP__ADDR".into(), format!("127.0.0.1:{}", self.api_port));
-        let api = Service::start("coupon-api", &format!("{}-api", self.name), &env).expect("starting coupon-api");
-        self.api.wait_ready(Duration::from_secs(60)).await.expect("coupon-api ready");
+        env.insert("COUPON__HTTP__ADDR".into(), format!("127.0.0.1:{port}"));
+        let api =
+            Service::start("coupon-api", &format!("{}-api{replica}", self.name), &env).expect("starting coupon-api");
+        wait_healthy(&format!("{}/health/ready", api_url(port)), Duration::from_secs(60))
+            .await
+            .expect("coupon-api ready");
         api
+    }
+
+    /// Starts every coupon-api replica.
+    pub async fn start_apis(&self) -> Vec<Service> {
+        let mut apis = Vec::new();
+        for replica in 0..self.api_ports.len() {
+            apis.push(self.start_api_replica(replica).await);
+        }
+        apis
     }
 
     pub async fn start_writer(&self, n: usize) -> Service {
@@ -155,6 +211,21 @@ impl World {
             ids.push(self.api.create_coupon(&format!("{} #{i}", self.name), stock).await.expect("creating a coupon"));
         }
         ids
+    }
+
+    /// The port of the Redis Cluster master that holds `coupon`'s keys now,
+    /// as the first seed node that answers sees it.
+    pub async fn master_port(&self, coupon: i64) -> anyhow::Result<u16> {
+        let RedisTarget::Cluster { seeds } = &self.redis else { bail!("not a Redis Cluster: {:?}", self.redis) };
+        let keys = CouponKeys::new(&self.key_prefix, coupon_domain::CouponId::new(coupon)?);
+        let mut last_error = anyhow::anyhow!("no seed node");
+        for seed in seeds {
+            match redis_node::master_port_of(seed, &keys.stock).await {
+                Ok(port) => return Ok(port),
+                Err(err) => last_error = err,
+            }
+        }
+        Err(last_error)
     }
 
     /// Fires the spike; `progress` counts answers so faults can be timed by it.
@@ -233,10 +304,13 @@ impl World {
     /// then reads what each store holds. Returns the time it took.
     pub async fn drain(&self, coupon: i64, stock: i64, timeout: Duration) -> anyhow::Result<(Observed, Duration)> {
         let started = Instant::now();
+        // One client for every poll; like the services' it reconnects, and
+        // follows a failover.
+        let redis = SharedRedis::new(&self.redis.settings())?;
         loop {
             // A component restarted by the scenario may still be electing
             // leaders or recovering; only the deadline makes an error final.
-            let state = match self.observe(coupon, stock).await {
+            let state = match self.observe(&redis, coupon, stock).await {
                 Ok(mut seen) if seen.outbox == 0 && seen.db_holders == seen.redis_issued => {
                     // Read once drained: a Kafka client per poll would be waste.
                     match self.dlq_records() {
@@ -259,14 +333,13 @@ impl World {
         }
     }
 
-    /// What Redis (the current primary) and PostgreSQL hold for the coupon;
-    /// `dlq_records` is left 0.
-    async fn observe(&self, coupon: i64, stock: i64) -> anyhow::Result<Observed> {
+    /// What Redis (the current primary, or the coupon's master) and
+    /// PostgreSQL hold for the coupon; `dlq_records` is left 0.
+    async fn observe(&self, redis: &SharedRedis, coupon: i64, stock: i64) -> anyhow::Result<Observed> {
         let keys = CouponKeys::new(&self.key_prefix, coupon_domain::CouponId::new(coupon)?);
-        let mut redis = redis_node::connect(&self.redis.current_url().await?).await?;
-        let redis_issued: BTreeSet<i64> = redis.smembers(&keys.issued).await?;
-        let redis_stock: i64 = redis.get(&keys.stock).await?;
-        let outbox: u64 = redis.xlen(&keys.outbox).await?;
+        let redis_issued: BTreeSet<i64> = redis.query(redis::cmd("SMEMBERS").arg(&keys.issued)).await?;
+        let redis_stock: i64 = redis.query(redis::cmd("GET").arg(&keys.stock)).await?;
+        let outbox: u64 = redis.query(redis::cmd("XLEN").arg(&keys.outbox)).await?;
         let db = self.db_state(coupon).await?;
         Ok(Observed {
             stock,
@@ -292,20 +365,15 @@ impl World {
     }
 
     fn dlq_records(&self) -> anyhow::Result<i64> {
-        let consumer: BaseConsumer = coupon_infra::kafka::client_config(&kafka_settings(), "e2e").create()?;
+        let consumer: BaseConsumer = coupon_infra::kafka::client_config(&self.kafka, "e2e").create()?;
         let (low, high) = consumer.fetch_watermarks(&self.dlq_topic, 0, Duration::from_secs(10))?;
         Ok(high - low)
     }
 
     /// Runs coupon-reconcile on the coupons; true when it reports no drift.
     pub async fn reconcile(&self, coupons: &[i64]) -> anyhow::Result<bool> {
-        let mut env = self.env();
-        // coupon-reconcile reads one standalone Redis: give it the current primary.
-        env.insert("COUPON__REDIS__MODE".into(), "standalone".into());
-        env.insert("COUPON__REDIS__URL".into(), self.redis.current_url().await?);
-        env.remove("COUPON__REDIS__MASTER_NAME");
         let mut command = tokio::process::Command::new(bin_dir().join("coupon-reconcile"));
-        command.envs(env).env("RUST_LOG", "warn").arg("--settle-ms").arg("0");
+        command.envs(self.env()).env("RUST_LOG", "warn").arg("--settle-ms").arg("0");
         for coupon in coupons {
             command.arg("--coupon").arg(coupon.to_string());
         }
@@ -351,4 +419,12 @@ pub async fn reached(progress: &AtomicU64, at_least: u64) {
     while progress.load(Ordering::Relaxed) < at_least {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+fn api_url(port: u16) -> String {
+    format!("http://127.0.0.1:{port}")
+}
+
+fn api_urls(ports: &[u16]) -> String {
+    ports.iter().map(|port| api_url(*port)).collect::<Vec<_>>().join(",")
 }

@@ -13,7 +13,7 @@ use coupon_e2e::world::{World, ADMIN_TOKEN};
 fn loadgen(world: &World, args: &[&str]) -> String {
     let output = Command::new(bin_dir().join("coupon-loadgen"))
         .args(args)
-        .env("COUPON_API", format!("http://127.0.0.1:{}", world.api_port))
+        .env("COUPON_API", world.api_urls())
         .env("COUPON__ADMIN__TOKEN", ADMIN_TOKEN)
         .env("COUPON__DATABASE__URL", world.db.url())
         .output()

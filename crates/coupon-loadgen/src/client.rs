@@ -1,5 +1,8 @@
-//! The few coupon-api calls a load run needs.
+//! The few coupon-api calls a load run needs, spread over the API replicas
+//! as a load balancer would.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -10,44 +13,81 @@ use time::OffsetDateTime;
 
 #[derive(Clone)]
 pub struct ApiClient {
-    pub base: String,
+    /// Base URLs of the replicas, tried in turn.
+    bases: Arc<[String]>,
+    next: Arc<AtomicUsize>,
     http: reqwest::Client,
     admin_token: String,
 }
 
 impl ApiClient {
-    /// `connections` keep-alive connections at most, one per concurrent request.
-    pub fn new(base: &str, admin_token: &str, connections: usize) -> anyhow::Result<Self> {
+    /// `bases` is one base URL or several, comma-separated (one per replica);
+    /// `connections` keep-alive connections per replica at most, one per
+    /// concurrent request.
+    pub fn new(bases: &str, admin_token: &str, connections: usize) -> anyhow::Result<Self> {
+        let bases: Arc<[String]> = bases
+            .split(',')
+            .map(|base| base.trim().trim_end_matches('/').to_string())
+            .filter(|base| !base.is_empty())
+            .collect();
+        if bases.is_empty() {
+            bail!("no coupon-api base URL given");
+        }
         let http =
             reqwest::Client::builder().pool_max_idle_per_host(connections).timeout(Duration::from_secs(30)).build()?;
-        Ok(Self { base: base.trim_end_matches('/').to_string(), http, admin_token: admin_token.to_string() })
+        Ok(Self { bases, next: Arc::default(), http, admin_token: admin_token.to_string() })
+    }
+
+    /// The first replica's base URL.
+    pub fn base(&self) -> &str {
+        &self.bases[0]
     }
 
     pub fn http(&self) -> &reqwest::Client {
         &self.http
     }
 
-    /// Opens `connections` keep-alive connections (one per concurrent probe) so a
-    /// spike measures the service, not TCP handshakes.
+    /// Sends `request` (built for a replica's base URL) to the replicas in
+    /// turn. A replica that refuses the connection never saw the request, so
+    /// the next one gets it, as behind a load balancer; any other failure is
+    /// the caller's, since the request may have been served.
+    pub async fn send(
+        &self,
+        request: impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+    ) -> reqwest::Result<reqwest::Response> {
+        let first = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut outcome = request(&self.http, &self.bases[first % self.bases.len()]).send().await;
+        for i in 1..self.bases.len() {
+            match outcome {
+                Err(err) if err.is_connect() => {
+                    outcome = request(&self.http, &self.bases[(first + i) % self.bases.len()]).send().await;
+                }
+                done => return done,
+            }
+        }
+        outcome
+    }
+
+    /// Opens `connections` keep-alive connections to each replica (one per
+    /// concurrent probe) so a spike measures the service, not TCP handshakes.
     pub async fn open_connections(&self, connections: usize) {
-        let url = format!("{}/health/live", self.base);
-        join_all((0..connections).map(|_| self.http.get(&url).send())).await;
+        for base in self.bases.iter() {
+            let url = format!("{base}/health/live");
+            join_all((0..connections).map(|_| self.http.get(&url).send())).await;
+        }
     }
 
     /// Creates a coupon open from now for an hour; returns its id.
     pub async fn create_coupon(&self, name: &str, total: u64) -> anyhow::Result<i64> {
         let now = OffsetDateTime::now_utc();
+        let body = json!({
+            "name": name,
+            "totalQuantity": total,
+            "startsAt": (now - time::Duration::seconds(5)).format(&Rfc3339)?,
+            "endsAt": (now + time::Duration::hours(1)).format(&Rfc3339)?,
+        });
         let response = self
-            .http
-            .post(format!("{}/api/v1/coupons", self.base))
-            .bearer_auth(&self.admin_token)
-            .json(&json!({
-                "name": name,
-                "totalQuantity": total,
-                "startsAt": (now - time::Duration::seconds(5)).format(&Rfc3339)?,
-                "endsAt": (now + time::Duration::hours(1)).format(&Rfc3339)?,
-            }))
-            .send()
+            .send(|http, base| http.post(format!("{base}/api/v1/coupons")).bearer_auth(&self.admin_token).json(&body))
             .await
             .context("creating a coupon")?;
         let status = response.status();
@@ -61,25 +101,27 @@ impl ApiClient {
     /// Redis's view of whether a customer holds the coupon.
     pub async fn attempt(&self, coupon: i64, customer: i64) -> anyhow::Result<Value> {
         Ok(self
-            .http
-            .get(format!("{}/api/v1/coupons/{coupon}/customers/{customer}", self.base))
-            .send()
+            .send(|http, base| http.get(format!("{base}/api/v1/coupons/{coupon}/customers/{customer}")))
             .await?
             .json()
             .await?)
     }
 
+    /// Waits until every replica is ready.
     pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let ready = self.http.get(format!("{}/health/ready", self.base)).send().await;
-            if matches!(ready, Ok(ref r) if r.status().is_success()) {
-                return Ok(());
+        for base in self.bases.iter() {
+            loop {
+                let ready = self.http.get(format!("{base}/health/ready")).send().await;
+                if matches!(ready, Ok(ref r) if r.status().is_success()) {
+                    break;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    bail!("coupon-api at {base} not ready after {timeout:?}");
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            if tokio::time::Instant::now() >= deadline {
-                bail!("coupon-api at {} not ready after {timeout:?}", self.base);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        Ok(())
     }
 }

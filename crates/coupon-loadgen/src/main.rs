@@ -42,6 +42,8 @@ enum Command {
 /// The service under load and the database its writer fills.
 #[derive(Args, Clone)]
 struct Target {
+    /// coupon-api's base URL, or one per replica, comma-separated: requests
+    /// take turns, and one a replica refuses goes to the next.
     #[arg(long, env = "COUPON_API", default_value = "http://127.0.0.1:8080")]
     api: String,
     #[arg(long, env = "COUPON__ADMIN__TOKEN", default_value = "dev-admin-token", hide_env_values = true)]

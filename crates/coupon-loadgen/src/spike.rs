@@ -89,7 +89,7 @@ pub async fn run(client: &ApiClient, attempts: Vec<Attempt>, concurrency: usize,
 /// client and the HTTP server reach on their own, the ceiling of any endpoint.
 pub async fn noop_rate(client: &ApiClient, requests: usize, concurrency: usize) -> f64 {
     client.open_connections(concurrency.max(1)).await;
-    let url = format!("{}/health/live", client.base);
+    let url = format!("{}/health/live", client.base());
     let started = Instant::now();
     stream::iter(0..requests)
         .map(|_| async { client.http().get(&url).send().await.map(|r| r.status().is_success()) })
@@ -108,11 +108,16 @@ struct AnswerBody {
 /// Sends one request; `at` in the answer counts from `spike_started`.
 pub async fn send(client: &ApiClient, attempt: Attempt, spike_started: Instant) -> Answer {
     let sent = Instant::now();
-    let url = format!("{}/api/v1/coupons/{}/issue", client.base, attempt.coupon);
     // Written and read by hand-picked types rather than `serde_json::Value`:
     // the load generator shares the cores with the services it measures.
     let body = format!(r#"{{"customerId":{}}}"#, attempt.customer);
-    let response = client.http().post(url).header(CONTENT_TYPE, "application/json").body(body).send().await;
+    let response = client
+        .send(|http, base| {
+            http.post(format!("{base}/api/v1/coupons/{}/issue", attempt.coupon))
+                .header(CONTENT_TYPE, "application/json")
+                .body(body.clone())
+        })
+        .await;
     let (status, code) = match response {
         Ok(response) => {
             let status = response.status().as_u16();

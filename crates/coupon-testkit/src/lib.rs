@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use coupon_infra::settings::{DatabaseSettings, KafkaSettings, RedisSettings};
+use coupon_infra::settings::{DatabaseSettings, KafkaSettings, RedisMode, RedisSettings};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
@@ -40,6 +40,27 @@ pub fn redis_settings() -> RedisSettings {
 
 pub fn kafka_settings() -> KafkaSettings {
     KafkaSettings { brokers: env_or("COUPON__KAFKA__BROKERS", &KafkaSettings::default().brokers), ..Default::default() }
+}
+
+/// Seed nodes of the local cluster stack's Redis Cluster (`make up-cluster`,
+/// masters on 7001-7003).
+pub fn cluster_redis_settings() -> RedisSettings {
+    RedisSettings {
+        mode: RedisMode::Cluster,
+        url: "redis://127.0.0.1:7001,redis://127.0.0.1:7002,redis://127.0.0.1:7003".into(),
+        ..Default::default()
+    }
+}
+
+/// The local cluster stack's three brokers, and topics replicated as there:
+/// three replicas, two in sync for an `acks=all` write.
+pub fn cluster_kafka_settings() -> KafkaSettings {
+    KafkaSettings {
+        brokers: "127.0.0.1:9192,127.0.0.1:9292,127.0.0.1:9392".into(),
+        replication_factor: 3,
+        min_insync_replicas: Some(2),
+        ..Default::default()
+    }
 }
 
 fn env_or(key: &str, default: &str) -> String {
@@ -106,15 +127,22 @@ impl Drop for TestDatabase {
 /// A topic of a test's own, deleted again when the value is dropped.
 pub struct TestTopic {
     name: String,
+    kafka: KafkaSettings,
 }
 
 impl TestTopic {
+    /// On the stack's broker.
     pub async fn create(prefix: &str, partitions: i32) -> Self {
+        Self::create_on(&kafka_settings(), prefix, partitions).await
+    }
+
+    /// On the brokers of `kafka`, replicated as its settings say.
+    pub async fn create_on(kafka: &KafkaSettings, prefix: &str, partitions: i32) -> Self {
         let name = unique_name(prefix).replace('_', ".");
-        coupon_infra::kafka::ensure_topics(&kafka_settings(), &[(&name, partitions)])
+        coupon_infra::kafka::ensure_topics(kafka, &[(&name, partitions)])
             .await
-            .expect("creating a test topic; is the stack up (make up)?");
-        Self { name }
+            .unwrap_or_else(|err| panic!("creating a test topic on {}; is the stack up? {err:#}", kafka.brokers));
+        Self { name, kafka: kafka.clone() }
     }
 }
 
@@ -135,8 +163,9 @@ impl std::fmt::Display for TestTopic {
 impl Drop for TestTopic {
     fn drop(&mut self) {
         let name = std::mem::take(&mut self.name);
+        let kafka = self.kafka.clone();
         on_a_runtime_of_its_own(async move {
-            let Ok(admin) = coupon_infra::kafka::client_config(&kafka_settings(), "coupon-test-cleanup")
+            let Ok(admin) = coupon_infra::kafka::client_config(&kafka, "coupon-test-cleanup")
                 .create::<AdminClient<DefaultClientContext>>()
             else {
                 return;
@@ -146,15 +175,22 @@ impl Drop for TestTopic {
     }
 }
 
-/// A Redis key prefix of a test's own; its keys in the stack's Redis are
-/// deleted when the value is dropped.
+/// A Redis key prefix of a test's own; its keys are deleted when the value
+/// is dropped.
 pub struct TestPrefix {
     prefix: String,
+    redis: RedisSettings,
 }
 
 impl TestPrefix {
+    /// In the stack's Redis.
     pub fn new(name: &str) -> Self {
-        Self { prefix: format!("{}:", unique_name(name)) }
+        Self::on(name, redis_settings())
+    }
+
+    /// In the Redis (standalone server or cluster) that `redis` names.
+    pub fn on(name: &str, redis: RedisSettings) -> Self {
+        Self { prefix: format!("{}:", unique_name(name)), redis }
     }
 }
 
@@ -175,31 +211,47 @@ impl std::fmt::Display for TestPrefix {
 impl Drop for TestPrefix {
     fn drop(&mut self) {
         let pattern = format!("{}*", self.prefix);
+        let redis = self.redis.clone();
         on_a_runtime_of_its_own(async move {
-            let Ok(client) = redis::Client::open(redis_settings().url) else { return };
-            let Ok(mut conn) = client.get_multiplexed_async_connection().await else { return };
-            let mut cursor: u64 = 0;
-            loop {
-                let Ok((next, keys)): redis::RedisResult<(u64, Vec<String>)> = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(1_000)
-                    .query_async(&mut conn)
-                    .await
-                else {
-                    return;
-                };
-                if !keys.is_empty() {
-                    let _: redis::RedisResult<()> = redis::cmd("UNLINK").arg(keys).query_async(&mut conn).await;
+            let servers = match redis.mode {
+                // Each master holds its slots' keys; a replica's follow.
+                RedisMode::Cluster => {
+                    let Some(seed) = redis.url.split(',').next() else { return };
+                    let Ok(masters) = redis_node::cluster_masters(seed.trim()).await else { return };
+                    masters
                 }
-                if next == 0 {
-                    return;
-                }
-                cursor = next;
+                _ => vec![redis.url.clone()],
+            };
+            for server in servers {
+                let _ = unlink_matching(&server, &pattern).await;
             }
         });
+    }
+}
+
+/// Deletes the keys of one server that match `pattern`, one command per key
+/// (a cluster node refuses a command whose keys span slots).
+async fn unlink_matching(url: &str, pattern: &str) -> redis::RedisResult<()> {
+    let mut conn = redis::Client::open(url)?.get_multiplexed_async_connection().await?;
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1_000)
+            .query_async(&mut conn)
+            .await?;
+        let mut pipe = redis::pipe();
+        for key in &keys {
+            pipe.cmd("UNLINK").arg(key).ignore();
+        }
+        pipe.query_async::<()>(&mut conn).await?;
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
     }
 }
 

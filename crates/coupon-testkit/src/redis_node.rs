@@ -329,6 +329,11 @@ impl Sentinel {
         let port = free_port();
         let log = log_path(&name);
         // The sentinel rewrites this file as it learns; it must be its own and writable.
+        // `down-after-milliseconds` is 3 s, not less: right after a failover the
+        // sentinel opens new links to the promoted replica and counts from that
+        // moment; on two busy cores 1 s was sometimes too short for the first
+        // PING's answer, so it failed over a second time, back to the restarted
+        // old primary.
         let conf = dir.join("sentinel.conf");
         std::fs::write(
             &conf,
@@ -338,7 +343,7 @@ impl Sentinel {
                  dir \"{dir}\"\n\
                  logfile \"{log}\"\n\
                  sentinel monitor {MASTER_NAME} 127.0.0.1 {primary} 1\n\
-                 sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
+                 sentinel down-after-milliseconds {MASTER_NAME} 3000\n\
                  sentinel failover-timeout {MASTER_NAME} 5000\n\
                  sentinel parallel-syncs {MASTER_NAME} 1\n",
                 dir = dir.display(),
@@ -495,23 +500,64 @@ impl RedisCluster {
     /// The port of the master of `key`'s slot, as a running node sees it.
     pub async fn master_port_of(&self, key: &str) -> anyhow::Result<u16> {
         let running = self.nodes.iter().find(|n| n.child.is_some()).context("no node runs")?;
-        let slot: i64 = query(&running.url(), redis::cmd("CLUSTER").arg("KEYSLOT").arg(key)).await?;
-        let nodes: String = query(&running.url(), redis::cmd("CLUSTER").arg("NODES")).await?;
-        // <id> <ip:port@cport> <flags> <master> <ping> <pong> <epoch> <state> <slot ranges...>
-        let port = nodes
-            .lines()
-            .map(|line| line.split_whitespace().collect::<Vec<_>>())
-            .find(|fields| {
-                fields.get(2).is_some_and(|flags| flags.contains("master") && !flags.contains("fail"))
-                    && fields.iter().skip(8).any(|range| match range.split_once('-') {
-                        Some((from, to)) => {
-                            from.parse::<i64>().is_ok_and(|f| f <= slot) && to.parse::<i64>().is_ok_and(|t| slot <= t)
-                        }
-                        None => range.parse::<i64>() == Ok(slot),
-                    })
-            })
-            .and_then(|fields| fields[1].split(['@', ':']).nth(1)?.parse::<u16>().ok())
-            .with_context(|| format!("no master serves slot {slot}"))?;
-        Ok(port)
+        master_port_of(&running.url(), key).await
     }
+}
+
+/// One line of `CLUSTER NODES`:
+/// `<id> <ip:port@cport> <flags> <master> <ping> <pong> <epoch> <state> <slot ranges...>`.
+struct ClusterNode<'a> {
+    fields: Vec<&'a str>,
+}
+
+impl<'a> ClusterNode<'a> {
+    fn parse(line: &'a str) -> Self {
+        Self { fields: line.split_whitespace().collect() }
+    }
+
+    fn is_live_master(&self) -> bool {
+        self.fields.get(2).is_some_and(|flags| flags.contains("master") && !flags.contains("fail"))
+    }
+
+    fn serves(&self, slot: i64) -> bool {
+        self.fields.iter().skip(8).any(|range| match range.split_once('-') {
+            Some((from, to)) => {
+                from.parse::<i64>().is_ok_and(|f| f <= slot) && to.parse::<i64>().is_ok_and(|t| slot <= t)
+            }
+            None => range.parse::<i64>() == Ok(slot),
+        })
+    }
+
+    /// `ip:port`.
+    fn address(&self) -> Option<&'a str> {
+        self.fields.get(1)?.split('@').next()
+    }
+
+    fn port(&self) -> Option<u16> {
+        self.address()?.rsplit_once(':')?.1.parse().ok()
+    }
+}
+
+/// The port of the master of `key`'s slot, as the cluster node at `url` sees it.
+pub async fn master_port_of(url: &str, key: &str) -> anyhow::Result<u16> {
+    let slot: i64 = query(url, redis::cmd("CLUSTER").arg("KEYSLOT").arg(key)).await?;
+    let nodes: String = query(url, redis::cmd("CLUSTER").arg("NODES")).await?;
+    nodes
+        .lines()
+        .map(ClusterNode::parse)
+        .find(|node| node.is_live_master() && node.serves(slot))
+        .and_then(|node| node.port())
+        .with_context(|| format!("no master serves slot {slot}"))
+}
+
+/// The URLs of the masters that hold slots, as the cluster node at `url` sees it.
+pub async fn cluster_masters(url: &str) -> anyhow::Result<Vec<String>> {
+    let nodes: String = query(url, redis::cmd("CLUSTER").arg("NODES")).await?;
+    Ok(nodes
+        .lines()
+        .map(ClusterNode::parse)
+        .filter(|node| node.is_live_master() && node.fields.len() > 8)
+        .filter_map(|node| node.address())
+        .map(|address| format!("redis://{address}"))
+        .collect())
 }

@@ -1,0 +1,188 @@
+//! The three promises on the cluster stack (`make up-cluster`): Redis Cluster
+//! with three masters and a replica each, three Kafka brokers (replication
+//! factor 3, `min.insync.replicas=2`), two coupon-api replicas sharing the
+//! load and three writers. The coupons' slots land on all three masters. Each
+//! fault strikes while coupons are still being issued; every scenario ends
+//! with the same checks as the single-node suite (crate::invariants) and a
+//! reconciliation run.
+//!
+//! The scenarios kill nodes of the shared cluster stack, so this binary runs
+//! with `--test-threads=1` (see the Makefile). `E2E_CUSTOMERS` sets the spike
+//! size as in `scenarios.rs` (split over the three coupons here).
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use coupon_e2e::process::Service;
+use coupon_e2e::stack::{self, ClusterNode};
+use coupon_e2e::world::{reached, Stack, World};
+use coupon_loadgen::spike::Spike;
+
+/// Masters of the cluster stack: one coupon lands on each.
+const MASTERS: usize = 3;
+
+/// The second wave's customers, after a Redis fault, start here: none of
+/// the first spike's.
+const SECOND_WAVE_FIRST_CUSTOMER: i64 = 1_000_000;
+
+/// Distinct customers per coupon.
+fn customers() -> u64 {
+    std::env::var("E2E_CUSTOMERS").ok().and_then(|v| v.parse().ok()).unwrap_or(5_000) / MASTERS as u64
+}
+
+/// Stock per coupon: the coupons are still being issued when a fault strikes.
+fn stock() -> u64 {
+    customers() * 3 / 4
+}
+
+/// Requests of the whole spike: every customer of every coupon once, a tenth twice.
+fn requests() -> u64 {
+    (customers() + customers() / 10) * MASTERS as u64
+}
+
+/// A world on the cluster stack with two API replicas and three writers running.
+struct Cluster {
+    world: World,
+    apis: Vec<Service>,
+    _writers: Vec<Service>,
+    /// One per master, in the order the masters were first hit.
+    coupons: Vec<i64>,
+}
+
+impl Cluster {
+    async fn start(name: &str) -> Self {
+        let world = World::on(name, Stack::Cluster { api_replicas: 2 }).await;
+        let apis = world.start_apis().await;
+        let mut writers = Vec::new();
+        for n in 1..=3 {
+            writers.push(world.start_writer(n).await);
+        }
+        let coupons = coupons_on_every_master(&world).await;
+        Self { world, apis, _writers: writers, coupons }
+    }
+
+    async fn spike(&self, progress: Arc<AtomicU64>) -> Spike {
+        self.world.spike(&self.coupons, customers(), progress).await
+    }
+
+    /// The spike, with `fault` started (and timed as the fault) once a fifth
+    /// of it is answered; `fault` gets the spike's progress counter.
+    async fn spike_with_fault<T, F>(&self, fault: impl FnOnce(Arc<AtomicU64>) -> F) -> (Spike, T)
+    where
+        F: Future<Output = T>,
+    {
+        let progress = Arc::new(AtomicU64::new(0));
+        let fault = fault(progress.clone());
+        let faults = async {
+            reached(&progress, requests() / 5).await;
+            self.world.fault(fault).await
+        };
+        tokio::join!(self.spike(progress.clone()), faults)
+    }
+
+    /// Checks the promises for every coupon; each sells out exactly (the
+    /// spike, or a second wave, asks more than the stock).
+    async fn verify(&self, spike: &Spike) {
+        let verdicts = self.world.verify(&self.coupons, stock() as i64, spike).await;
+        for (coupon, verdict) in self.coupons.iter().zip(&verdicts) {
+            assert_eq!(verdict.rows, stock() as i64, "coupon {coupon} sells out exactly");
+        }
+    }
+}
+
+/// Creates coupons until each master holds one; the others stay unused.
+async fn coupons_on_every_master(world: &World) -> Vec<i64> {
+    let mut masters = BTreeSet::new();
+    let mut coupons = Vec::new();
+    for _ in 0..64 {
+        let coupon = world.create_coupons(1, stock()).await[0];
+        let master = world.master_port(coupon).await.expect("the coupon's master");
+        if masters.insert(master) {
+            coupons.push(coupon);
+            if coupons.len() == MASTERS {
+                return coupons;
+            }
+        }
+    }
+    panic!("64 coupons landed on only {masters:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn c1_spike_across_every_master() {
+    let cluster = Cluster::start("c1 cluster spike").await;
+    let spike = cluster.spike(Arc::default()).await;
+    cluster.verify(&spike).await;
+}
+
+/// The master of the first coupon's slot SIGKILLed once a fifth of the spike
+/// is answered; its replica takes over the slots. The services must fence the
+/// coupons (every open one: a new incarnation on any shard fences them all)
+/// until the writers caught up and rebuild them from PostgreSQL (an
+/// asynchronous replica may lack the last issuances). The old
+/// master is started again and rejoins as a replica; then a second wave of
+/// new customers, retried while fenced, sells every coupon out.
+#[tokio::test(flavor = "multi_thread")]
+async fn c2_redis_master_killed_replica_takes_over() {
+    let cluster = Cluster::start("c2 cluster Redis master SIGKILL").await;
+    let world = &cluster.world;
+    let victim = world.master_port(cluster.coupons[0]).await.expect("the first coupon's master");
+    let (mut spike, ()) = cluster
+        .spike_with_fault(|_| async {
+            let killed_at = Instant::now();
+            let killed = stack::kill(ClusterNode::Redis(victim)).await.expect("killing the master");
+            let promoted =
+                coupon_testkit::poll_until("a replica to take the slots over", Duration::from_secs(60), || async {
+                    Ok(world.master_port(cluster.coupons[0]).await.ok().filter(|port| *port != victim))
+                })
+                .await
+                .expect("the replica is promoted");
+            eprintln!("port {promoted} took over {:.1} s after the kill", killed_at.elapsed().as_secs_f64());
+            killed.start().await.expect("starting the old master again");
+            eprintln!("port {victim} is a replica again {:.1} s after the kill", killed_at.elapsed().as_secs_f64());
+        })
+        .await;
+    let wave = world
+        .wave_until_served(&cluster.coupons, SECOND_WAVE_FIRST_CUSTOMER, customers(), Duration::from_secs(180))
+        .await
+        .expect("issuance resumes after the failover");
+    spike.answers.extend(wave.answers);
+    cluster.verify(&spike).await;
+}
+
+/// One of the three brokers SIGKILLed once a fifth of the spike is answered
+/// and kept down until every promise is checked: partition leaders move to
+/// the other two, which still make `min.insync.replicas=2`.
+#[tokio::test(flavor = "multi_thread")]
+async fn c3_kafka_broker_killed() {
+    let cluster = Cluster::start("c3 cluster Kafka broker SIGKILL").await;
+    let (spike, killed) = cluster
+        .spike_with_fault(|progress| async move {
+            let killed = stack::kill(ClusterNode::Kafka(1)).await.expect("killing a broker");
+            // Down for the rest of the spike.
+            reached(&progress, requests()).await;
+            killed
+        })
+        .await;
+    cluster.verify(&spike).await;
+    killed.start().await.expect("starting the broker again");
+}
+
+/// One of the two API replicas SIGKILLed once a fifth of the spike is
+/// answered, then started again; the other serves meanwhile, and the relay
+/// delivers what the killed one left in the outboxes.
+#[tokio::test(flavor = "multi_thread")]
+async fn c4_api_replica_killed() {
+    let mut cluster = Cluster::start("c4 cluster API replica SIGKILL").await;
+    let victim = cluster.apis.pop().expect("two replicas");
+    let world = &cluster.world;
+    let (spike, _restarted) = cluster
+        .spike_with_fault(|_| async {
+            victim.kill();
+            world.start_api_replica(1).await
+        })
+        .await;
+    cluster.verify(&spike).await;
+}
