@@ -5,7 +5,7 @@
 CARGO ?= cargo
 STACK := scripts/stack.sh
 
-.PHONY: help setup up down status up-cluster down-cluster status-cluster build build-release run demo bench reconcile test e2e e2e-cluster fmt lint lint-deploy clean
+.PHONY: help setup up down status up-cluster down-cluster status-cluster build build-release run demo bench soak reconcile test e2e e2e-cluster fmt lint lint-deploy clean
 
 help:
 	@echo "make run     stack up, then coupon-api and coupon-writer in the foreground"
@@ -17,6 +17,7 @@ help:
 	@echo "make e2e     the end-to-end fault scenarios at full size"
 	@echo "make e2e-cluster   the Redis Cluster and Kafka cluster failovers at full size"
 	@echo "make bench   Kafka design against synchronous baseline: docs/BENCHMARK.md"
+	@echo "make soak    a 3-minute flood: writer membership, drain, memory, promises"
 	@echo "make setup|build|fmt|lint|clean"
 
 setup:
@@ -58,9 +59,20 @@ demo: up build-release
 bench: up build-release
 	@scripts/bench.sh
 
+# A sustained flood (3 minutes by default, SOAK_SECONDS) after a spike for
+# comparison; the soak section of docs/BENCHMARK.md. Not part of `test`.
+soak: up build-release
+	@scripts/soak.sh
+
 reconcile: build-release
 	target/release/coupon-reconcile
 
+# Every step selects targets of the whole workspace (`--workspace` with
+# `--lib`/`--bins`/`--test`), never a package alone or one excluded: cargo
+# resolves features over the packages selected, so `-p coupon-e2e` or
+# `--exclude coupon-e2e` would build every dependency again, once each.
+# The integration tests of every crate but coupon-e2e, found by their files:
+INTEGRATION_TESTS := $(foreach t,$(filter-out crates/coupon-e2e/%,$(wildcard crates/*/tests/*.rs crates/*/tests/*/main.rs)),--test $(notdir $(basename $(patsubst %/main.rs,%,$(t)))))
 E2E_SINGLE := --test scenarios --test bench_tool
 E2E_CLUSTER := --test cluster
 
@@ -68,21 +80,21 @@ E2E_CLUSTER := --test cluster
 # scenarios stop and start stack components, so they run one at a time, last:
 # the single-node ones, then the cluster failovers at their short size.
 test: up up-cluster build lint-deploy
-	$(CARGO) test --workspace --exclude coupon-e2e --no-fail-fast
+	$(CARGO) test --workspace --no-fail-fast --lib --bins $(INTEGRATION_TESTS)
 	rm -f target/debug/e2e-logs/report.md
-	$(CARGO) test -p coupon-e2e --lib $(E2E_SINGLE) -- --test-threads=1
-	$(CARGO) test -p coupon-e2e $(E2E_CLUSTER) -- --test-threads=1
+	$(CARGO) test --workspace $(E2E_SINGLE) -- --test-threads=1
+	$(CARGO) test --workspace $(E2E_CLUSTER) -- --test-threads=1
 
 # The end-to-end scenarios at full size (20,000 customers per spike); the
 # table lands in target/debug/e2e-logs/report.md.
 e2e: up build
 	rm -f target/debug/e2e-logs/report.md
-	E2E_CUSTOMERS=20000 $(CARGO) test -p coupon-e2e --lib $(E2E_SINGLE) -- --test-threads=1 --nocapture
+	E2E_CUSTOMERS=20000 $(CARGO) test --workspace $(E2E_SINGLE) -- --test-threads=1 --nocapture
 
 # The cluster failovers (Redis master, Kafka broker, API replica) at full size.
 e2e-cluster: up up-cluster build
 	rm -f target/debug/e2e-logs/report.md
-	E2E_CUSTOMERS=20000 $(CARGO) test -p coupon-e2e $(E2E_CLUSTER) -- --test-threads=1 --nocapture
+	E2E_CUSTOMERS=20000 $(CARGO) test --workspace $(E2E_CLUSTER) -- --test-threads=1 --nocapture
 
 fmt:
 	$(CARGO) fmt --all

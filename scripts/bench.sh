@@ -13,6 +13,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN="$ROOT/target/release"
+. "$ROOT/scripts/lib/machine.sh"
 CUSTOMERS="${CUSTOMERS:-50000}"
 STOCK="${STOCK:-10000}"
 CONCURRENCY="${CONCURRENCY:-256}"
@@ -114,6 +115,29 @@ lua_rps=$(redis-benchmark -p "${REDIS_PORT:-6379}" -n 200000 -c 50 -r 1000000000
 redis-cli -p "${REDIS_PORT:-6379}" DEL $keys >/dev/null
 echo "   $lua_rps calls/s"
 
+# A backlog of BACKLOG issuances on one coupon (one partition) in a topic of
+# its own, then a writer started with the given settings; its rows/s are left
+# in $drained (called directly, not in a command substitution: see `start`).
+drain_backlog() { # label env...
+    local label=$1 topic coupon api writer; shift
+    topic="bench.drain.$label.$(date +%s)"
+    start "api-drain-$label" COUPON__KAFKA__TOPIC="$topic" "$BIN/coupon-api"
+    api=$started
+    "$BIN/coupon-loadgen" spike --api "$API" --customers "$BACKLOG" --stock "$BACKLOG" --repeat-share 0 \
+        --concurrency "$CONCURRENCY" --no-writer --mode drain --json "$OUT/drain-$label.json" >/dev/null
+    stop "$api"
+    coupon=$(python3 -c "import json; print(json.load(open('$OUT/drain-$label.json'))['coupon'])")
+    start "writer-drain-$label" COUPON__KAFKA__TOPIC="$topic" COUPON__WRITER__GROUP="bench-$label-$$" \
+        "$@" "$BIN/coupon-writer" run
+    writer=$started
+    drained=$("$BIN/coupon-loadgen" drain --coupon "$coupon" --expected "$BACKLOG")
+    stop "$writer"
+    # The drain's topic was the benchmark's own: leave the broker as it was.
+    java -cp "$ROOT/.stack/kafka/libs/*" org.apache.kafka.tools.TopicCommand --bootstrap-server \
+        "127.0.0.1:${KAFKA_PORT:-9092}" --delete --topic "$topic" >>"$OUT/logs/topics.log" 2>&1 ||
+        echo "   could not delete topic $topic (see $OUT/logs/topics.log)"
+}
+
 echo "== ceiling: the writer's statements driven by pgbench, and the writer draining a backlog"
 psql_bench() { PGPASSWORD=coupon psql -h 127.0.0.1 -p "${PG_PORT:-5432}" -U coupon coupon -qAt "$@"; }
 bench_coupon=$(psql_bench -c "INSERT INTO coupon (name, total_quantity, remaining_quantity, starts_at, ends_at)
@@ -171,26 +195,15 @@ SQL
     pg_rows=$(python3 -c "print(round($tps * $batch))")
     echo "   batch $batch: pgbench $pg_rows rows/s"
 
-    topic="bench.drain.$batch.$(date +%s)"
-    start "api-drain-$batch" COUPON__KAFKA__TOPIC="$topic" "$BIN/coupon-api"
-    api=$started
-    "$BIN/coupon-loadgen" spike --api "$API" --customers "$BACKLOG" --stock "$BACKLOG" --repeat-share 0 \
-        --concurrency "$CONCURRENCY" --no-writer --mode drain --json "$OUT/drain-$batch.json" >/dev/null
-    stop "$api"
-    coupon=$(python3 -c "import json; print(json.load(open('$OUT/drain-$batch.json'))['coupon'])")
-    start "writer-drain-$batch" COUPON__KAFKA__TOPIC="$topic" COUPON__WRITER__GROUP="bench-$batch-$$" \
-        COUPON__WRITER__BATCH_MAX_RECORDS="$batch" "$BIN/coupon-writer" run
-    writer=$started
-    rate=$("$BIN/coupon-loadgen" drain --coupon "$coupon" --expected "$BACKLOG")
-    stop "$writer"
-    # The drain's topic was the benchmark's own: leave the broker as it was.
-    java -cp "$ROOT/.stack/kafka/libs/*" org.apache.kafka.tools.TopicCommand --bootstrap-server \
-        "127.0.0.1:${KAFKA_PORT:-9092}" --delete --topic "$topic" >>"$OUT/logs/topics.log" 2>&1 ||
-        echo "   could not delete topic $topic (see $OUT/logs/topics.log)"
-    echo "   batch $batch: writer drains $rate rows/s"
+    drain_backlog "$batch" COUPON__WRITER__BATCH_MAX_RECORDS="$batch" COUPON__WRITER__BATCH_CEILING_RECORDS="$batch"
+    echo "   batch $batch: writer drains $drained rows/s"
     pg_json+="\"$batch\": $pg_rows,"
-    writer_json+="\"$batch\": $rate,"
+    writer_json+="\"$batch\": $drained,"
 done
+# The defaults: batches of 100 that grow to the 2,000 ceiling while the backlog lasts.
+drain_backlog default
+writer_default=$drained
+echo "   defaults (100 growing to 2,000): writer drains $writer_default rows/s"
 psql_bench -c "DELETE FROM customer_coupon WHERE coupon_id = $bench_coupon; DELETE FROM sold_out_at_write WHERE coupon_id = $bench_coupon; DELETE FROM coupon WHERE id = $bench_coupon"
 
 echo "== the writer's batch limits under steady traffic ($TRICKLE_RATE issuances/s for 10 s)"
@@ -211,17 +224,15 @@ for limits in 100:50 100:500 100:2000 500:2000 2000:2000; do
         r.update(batch=$batch, wait_ms=$wait_ms); print(json.dumps(r))"),"
 done
 
-cores=$(nproc)
-memory=$(free -g | awk '/^Mem:/ {print $2 " GiB"}')
-cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
 cat >"$OUT/ceilings.json" <<JSON
 {
   "redis_lua_calls_per_s": $lua_rps,
   "http_noop_requests_per_s": $noop_rps,
   "pg_rows_per_s": {${pg_json%,}},
   "writer_rows_per_s": {${writer_json%,}},
+  "writer_default_rows_per_s": $writer_default,
   "writer_limits_sweep": [${sweep_json%,}],
-  "machine": "$cores cores ($cpu), $memory memory, $(uname -sr)",
+  "machine": "$(machine_description)",
   "command": "make bench (CUSTOMERS=$CUSTOMERS STOCK=$STOCK CONCURRENCY=$CONCURRENCY ROUNDS=$ROUNDS BACKLOG=$BACKLOG TRICKLE_RATE=$TRICKLE_RATE WARMUP_S=$WARMUP_S)"
 }
 JSON

@@ -194,6 +194,11 @@ impl World {
     }
 
     pub async fn start_writer(&self, n: usize) -> Service {
+        self.start_writer_watched(n).await.0
+    }
+
+    /// Starts writer `n` and returns it with the URL of its `/metrics`.
+    pub async fn start_writer_watched(&self, n: usize) -> (Service, String) {
         let port = free_port();
         let mut env = self.env();
         env.insert("COUPON__WRITER__HTTP__ADDR".into(), format!("127.0.0.1:{port}"));
@@ -202,7 +207,7 @@ impl World {
         wait_healthy(&format!("http://127.0.0.1:{port}/health/live"), Duration::from_secs(60))
             .await
             .expect("coupon-writer live");
-        writer
+        (writer, format!("http://127.0.0.1:{port}/metrics"))
     }
 
     pub async fn create_coupons(&self, count: usize, stock: u64) -> Vec<i64> {

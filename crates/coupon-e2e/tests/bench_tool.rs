@@ -1,7 +1,8 @@
 //! The benchmark tool at toy size against the real services, so it does not
 //! rot: a spike record per issuance mode, a steady-traffic record, and the
 //! report with its tables and plots built from them. It asserts what the
-//! tool writes, never how fast anything ran.
+//! tool writes, never how fast anything ran. The soak tool likewise, with a
+//! flood of seconds.
 
 use std::path::Path;
 use std::process::Command;
@@ -99,4 +100,42 @@ async fn the_benchmark_tool_records_both_modes_and_writes_its_report() {
     for plot in ["latency.svg", "throughput.svg", "lag.svg"] {
         assert!(plots.join(plot).metadata().unwrap().len() > 0, "{plot} is empty");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_soak_tool_watches_the_writer_and_writes_its_section_beside_the_benchmark() {
+    let world = World::new("soak tool").await;
+    let dir = log_dir().join(format!("soak-tool-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (_writer, writer_metrics) = world.start_writer_watched(1).await;
+    let api = world.start_api().await;
+    let page = dir.join("BENCHMARK.md");
+    std::fs::write(&page, "# Spike benchmark\n\nthe spike tables\n").unwrap();
+    let plots = dir.join("plots");
+
+    let redis = coupon_testkit::redis_settings().url;
+    let soak = ["soak", "--seconds", "3", "--concurrency", "16", "--spike-customers", "300", "--spike-stock", "100"];
+    let paths =
+        ["--writer-metrics", &writer_metrics, "--redis", &redis, "--output", path(&page), "--plots", path(&plots)];
+    let summary = loadgen(&world, &[&soak[..], &paths[..], &["--cross-check", "wrk: not run"]].concat());
+    assert!(summary.contains("writer: 0 rebalances"), "{summary}");
+
+    let md = std::fs::read_to_string(&page).unwrap();
+    for expected in [
+        "# Spike benchmark\n\nthe spike tables\n",
+        "## A sustained flood (`make soak`)",
+        "| writer group rebalances | – | 0 |",
+        "never oversold: held; lost: 0; rows without a 201: 0; twice: 0; sold out at write: 0",
+        "Cross-check: wrk: not run.",
+    ] {
+        assert!(md.contains(expected), "the page lacks {expected:?}:\n{md}");
+    }
+    assert!(plots.join("soak.svg").metadata().unwrap().len() > 0, "soak.svg is empty");
+
+    // A second soak replaces its section rather than adding one.
+    loadgen(&world, &[&soak[..], &paths[..]].concat());
+    let md = std::fs::read_to_string(&page).unwrap();
+    assert_eq!(md.matches("## A sustained flood").count(), 1, "{md}");
+    assert!(!md.contains("Cross-check"), "{md}");
+    api.terminate(Duration::from_secs(30)).await.expect("coupon-api stops on SIGTERM");
 }

@@ -37,3 +37,31 @@ pub fn render(registry: &Registry) -> String {
     TextEncoder::new().encode(&registry.gather(), &mut buffer).expect("encoding to memory cannot fail");
     String::from_utf8(buffer).expect("the text format is UTF-8")
 }
+
+/// The value of one series in a text-format scrape, named as it is written
+/// there (`coupon_writer_rows_inserted_total`,
+/// `coupon_writer_rebalances_total{event="revoked"}`); `None` when absent or
+/// not a number.
+pub fn sample(scrape: &str, series: &str) -> Option<f64> {
+    scrape
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.rsplit_once(' '))
+        .find(|(name, _)| *name == series)
+        .and_then(|(_, value)| value.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sample_is_found_by_its_whole_series_name() {
+        let scrape = "# HELP x_total X\n# TYPE x_total counter\nx_total 3\nx_total_more 9\n\
+                      y_total{event=\"revoked\"} 2\ny_total{event=\"assigned\"} 1\n";
+        assert_eq!(sample(scrape, "x_total"), Some(3.0));
+        assert_eq!(sample(scrape, "y_total{event=\"assigned\"}"), Some(1.0));
+        assert_eq!(sample(scrape, "y_total"), None);
+        assert_eq!(sample(scrape, "z_total"), None);
+    }
+}

@@ -8,5 +8,7 @@ pub mod dbstats;
 pub mod durable;
 pub mod record;
 pub mod report;
+pub mod soak;
+pub mod soak_report;
 pub mod spike;
 pub mod trickle;

@@ -9,7 +9,7 @@ use coupon_infra::db::PgPool;
 use coupon_infra::settings::DatabaseSettings;
 use coupon_loadgen::client::ApiClient;
 use coupon_loadgen::record::RunRecord;
-use coupon_loadgen::{dbstats, durable, report, spike, trickle};
+use coupon_loadgen::{dbstats, durable, report, soak, soak_report, spike, trickle};
 use indicatif::{ProgressBar, ProgressStyle};
 use secrecy::SecretString;
 
@@ -34,6 +34,10 @@ enum Command {
     /// Steady traffic at a fixed rate: how long until each issued coupon is in
     /// PostgreSQL, and the writer's transactions per 1,000 issued.
     Trickle(TrickleArgs),
+    /// A sustained flood on one coupon after a spike for comparison: the
+    /// writer's rows, lag, commits and membership and each service's memory
+    /// every second, the drain, the promises (`make soak`).
+    Soak(SoakArgs),
     /// Requests/s of an endpoint that does nothing, through the same client
     /// and server: the HTTP layer's own ceiling on this machine.
     Noop(NoopArgs),
@@ -88,6 +92,48 @@ struct TrickleArgs {
     /// Write the result here (JSON).
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+}
+
+#[derive(Args)]
+struct SoakArgs {
+    #[command(flatten)]
+    target: Target,
+    /// How long the flood lasts.
+    #[arg(long, default_value_t = 180)]
+    seconds: u64,
+    /// Requests in flight (keep-alive connections).
+    #[arg(long, default_value_t = 128)]
+    concurrency: usize,
+    /// The comparison spike's customers and stock.
+    #[arg(long, default_value_t = 50_000)]
+    spike_customers: u64,
+    #[arg(long, default_value_t = 10_000)]
+    spike_stock: u64,
+    /// coupon-writer's metrics endpoint.
+    #[arg(long, default_value = "http://127.0.0.1:9091/metrics")]
+    writer_metrics: String,
+    /// The Redis coupon-api uses (its memory is sampled).
+    #[arg(long, env = "COUPON__REDIS__URL", default_value = "redis://127.0.0.1:6379")]
+    redis: String,
+    /// How long after the flood the writer may take to catch up.
+    #[arg(long, default_value_t = 300)]
+    drain_timeout_s: u64,
+    /// Write the soak's record here (JSON).
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+    /// The page whose soak section is rewritten.
+    #[arg(long, default_value = "docs/BENCHMARK.md")]
+    output: std::path::PathBuf,
+    #[arg(long, default_value = "docs/bench")]
+    plots: std::path::PathBuf,
+    /// Named in the report.
+    #[arg(long, default_value = "")]
+    machine: String,
+    #[arg(long, default_value = "make soak")]
+    command: String,
+    /// What an independent load generator measured on the same services, for the report.
+    #[arg(long, default_value = "")]
+    cross_check: String,
 }
 
 #[derive(Args)]
@@ -152,8 +198,9 @@ struct SpikeArgs {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Demo(args) => run(args, 10_000, 1_000).await,
-        Command::Spike(args) => run(args, 50_000, 10_000).await,
+        Command::Demo(args) => spike_run(args, 10_000, 1_000).await,
+        Command::Spike(args) => spike_run(args, 50_000, 10_000).await,
+        Command::Soak(args) => soak(args).await,
         Command::Report(args) => report(args).map(|()| true),
         Command::Drain(args) => drain(args).await.map(|()| true),
         Command::Trickle(args) => trickle(args).await.map(|()| true),
@@ -169,8 +216,17 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Returns whether the three promises held.
-async fn run(args: SpikeArgs, default_customers: u64, default_stock: u64) -> anyhow::Result<bool> {
+/// A spike, its record written where `--json` says; whether the promises held.
+async fn spike_run(args: SpikeArgs, default_customers: u64, default_stock: u64) -> anyhow::Result<bool> {
+    let (held, record) = run(&args, default_customers, default_stock).await?;
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&record)?)?;
+    }
+    Ok(held)
+}
+
+/// Returns whether the three promises held, and the run's record.
+async fn run(args: &SpikeArgs, default_customers: u64, default_stock: u64) -> anyhow::Result<(bool, RunRecord)> {
     let customers = args.customers.unwrap_or(default_customers);
     let stock = args.stock.unwrap_or(default_stock);
     let (client, db) = args.target.connect(args.concurrency).await?;
@@ -208,15 +264,11 @@ async fn run(args: SpikeArgs, default_customers: u64, default_stock: u64) -> any
 
     let issued: HashSet<i64> = result.issued().map(|a| a.attempt.customer).collect();
     let granted = result.issued().count();
+    let mut record = RunRecord::from_spike(&args.mode, args.round, coupon, stock, customers, args.concurrency, &result);
     if args.no_writer {
         sampler.stop();
         println!("coupon {coupon}: {granted} issued; not waiting for the writer");
-        if let Some(path) = &args.json {
-            let record =
-                RunRecord::from_spike(&args.mode, args.round, coupon, stock, customers, args.concurrency, &result);
-            std::fs::write(path, serde_json::to_string_pretty(&record)?)?;
-        }
-        return Ok(true);
+        return Ok((true, record));
     }
     let samples =
         durable::wait_for_rows(&db, coupon, granted as i64, Duration::from_secs(args.drain_timeout_s)).await?;
@@ -235,16 +287,68 @@ async fn run(args: SpikeArgs, default_customers: u64, default_stock: u64) -> any
     println!("never oversell:               {} ({granted} issued, stock {stock})", verdict(never_oversold));
     println!("never lose an issued coupon:  {} (every 201 has its row)", verdict(never_lost));
     println!("never grant one twice:        {} (no customer twice)", verdict(never_twice));
+    record.durable_after_s = drained_after.as_secs_f64();
+    record.lag = samples.iter().map(|(t, n)| (t.as_secs_f64(), granted as i64 - n)).collect();
+    record.db_transactions = db_transactions;
+    record.peak_db_connections = peak_connections;
+    Ok((never_oversold && never_lost && never_twice, record))
+}
+
+/// A spike for comparison, then the flood; writes the soak's section of the
+/// benchmark page. Whether the promises held and the writer kept its group.
+async fn soak(args: SoakArgs) -> anyhow::Result<bool> {
+    let spike_args = SpikeArgs {
+        target: args.target.clone(),
+        customers: Some(args.spike_customers),
+        stock: Some(args.spike_stock),
+        concurrency: args.concurrency,
+        repeat_share: 0.1,
+        drain_timeout_s: args.drain_timeout_s,
+        mode: "kafka".into(),
+        round: 1,
+        json: None,
+        no_writer: false,
+    };
+    println!("== a spike for comparison");
+    let (spike_held, spike) = run(&spike_args, args.spike_customers, args.spike_stock).await?;
+
+    let (client, db) = args.target.connect(args.concurrency).await?;
+    let stock = coupon_loadgen::soak::FLOOD_STOCK;
+    let coupon = client.create_coupon("loadgen soak", stock as u64).await?;
+    println!("== coupon {coupon}: flooding for {} s with {} requests in flight", args.seconds, args.concurrency);
+    let watch = soak::Watch { writer_metrics: args.writer_metrics.clone(), redis_url: args.redis.clone() };
+    let record = soak::run(
+        &client,
+        &db,
+        &watch,
+        (coupon, stock),
+        Duration::from_secs(args.seconds),
+        args.concurrency,
+        Duration::from_secs(args.drain_timeout_s),
+    )
+    .await?;
+    println!(
+        "{} issued in {:.0} s ({:.0}/s), latency p50 {:.1} ms p99 {:.1} ms; drained {:.2} s after the flood",
+        record.issued, record.flood_s, record.issued_per_s, record.p50_ms, record.p99_ms, record.drain_s
+    );
+    println!(
+        "writer: {} rebalances, {:.2} commits/s, best second {} rows; max RSS {:?} MiB; Redis {:.0} bytes per customer",
+        record.rebalances,
+        record.commits_per_s,
+        record.peak_rows_per_s,
+        record.max_rss_mib,
+        record.redis_bytes_per_customer
+    );
+    println!("promises: {:?}", record.promises);
     if let Some(path) = &args.json {
-        let mut record =
-            RunRecord::from_spike(&args.mode, args.round, coupon, stock, customers, args.concurrency, &result);
-        record.durable_after_s = drained_after.as_secs_f64();
-        record.lag = samples.iter().map(|(t, n)| (t.as_secs_f64(), granted as i64 - n)).collect();
-        record.db_transactions = db_transactions;
-        record.peak_db_connections = peak_connections;
         std::fs::write(path, serde_json::to_string_pretty(&record)?)?;
     }
-    Ok(never_oversold && never_lost && never_twice)
+    let page = std::fs::read_to_string(&args.output).unwrap_or_default();
+    let section = soak_report::markdown(&record, &spike, &args.machine, &args.command, &args.cross_check);
+    std::fs::write(&args.output, soak_report::splice(&page, &section))?;
+    soak_report::plot(&record, &args.plots)?;
+    println!("wrote the soak section of {} and {}/soak.svg", args.output.display(), args.plots.display());
+    Ok(spike_held && record.promises.held() && record.rebalances == 0)
 }
 
 async fn drain(args: DrainArgs) -> anyhow::Result<()> {
@@ -294,7 +398,11 @@ fn report(args: ReportArgs) -> anyhow::Result<()> {
     runs.sort_by(|a, b| (a.round, &a.mode).cmp(&(b.round, &b.mode)));
     let ceilings: report::Ceilings = serde_json::from_slice(&std::fs::read(&args.ceilings)?)?;
     report::plots(&runs, &args.plots)?;
-    std::fs::write(&args.output, report::markdown(&runs, &ceilings))?;
+    let mut page = report::markdown(&runs, &ceilings);
+    if let Some(soak) = std::fs::read_to_string(&args.output).ok().as_deref().and_then(soak_report::section) {
+        page = soak_report::splice(&page, soak);
+    }
+    std::fs::write(&args.output, page)?;
     println!("wrote {} and plots in {}", args.output.display(), args.plots.display());
     Ok(())
 }

@@ -23,8 +23,12 @@ pub struct Ceilings {
     pub http_noop_requests_per_s: Option<f64>,
     /// The writer's statements driven by pgbench, rows/s per batch size.
     pub pg_rows_per_s: BTreeMap<u32, f64>,
-    /// The writer draining a backlog, rows/s per batch size.
+    /// The writer draining a backlog, rows/s per fixed batch size.
     pub writer_rows_per_s: BTreeMap<u32, f64>,
+    /// The writer draining the same backlog with its default limits (batches
+    /// growing to the ceiling), rows/s.
+    #[serde(default)]
+    pub writer_default_rows_per_s: Option<f64>,
     /// Steady traffic against the writer under several batch limits.
     #[serde(default)]
     pub writer_limits_sweep: Vec<LimitsPoint>,
@@ -174,6 +178,15 @@ pub fn markdown(runs: &[RunRecord], ceilings: &Ceilings) -> String {
             md,
             "- Batch {batch}: pgbench {pg:.0} rows/s; writer draining a backlog {} ",
             writer.map_or("not measured".to_string(), |w| format!("{w:.0} rows/s = {:.0}% of it", 100.0 * w / pg))
+        );
+    }
+    if let (Some(writer), Some((ceiling, pg))) =
+        (ceilings.writer_default_rows_per_s, ceilings.pg_rows_per_s.last_key_value())
+    {
+        let _ = writeln!(
+            md,
+            "- Default limits (batches of 100 growing to {ceiling} while the backlog lasts): writer {writer:.0} rows/s = {:.0}% of pgbench at batch {ceiling}",
+            100.0 * writer / pg
         );
     }
     if let Some(first) = ceilings.writer_limits_sweep.first() {

@@ -34,6 +34,18 @@ pub struct Answer {
     pub at: Duration,
 }
 
+impl Answer {
+    /// `ISSUED`, the error code, `HTTP <status>`, or `NO ANSWER`.
+    pub fn outcome(&self) -> String {
+        match (self.status, &self.code) {
+            (Some(201), _) => "ISSUED".to_string(),
+            (Some(_), Some(code)) => code.clone(),
+            (Some(status), None) => format!("HTTP {status}"),
+            (None, _) => "NO ANSWER".to_string(),
+        }
+    }
+}
+
 /// `customers` distinct customers per coupon (ids `first_customer..`), plus
 /// `repeat_share` of them asking again, all shuffled together so coupons and
 /// repeats interleave.
@@ -134,17 +146,11 @@ impl Spike {
         self.answers.iter().filter(|a| a.status == Some(201))
     }
 
-    /// Answers by outcome: `ISSUED`, an error code, `HTTP <status>`, or `NO ANSWER`.
+    /// Answers by outcome (`Answer::outcome`).
     pub fn by_outcome(&self) -> BTreeMap<String, u64> {
         let mut counts = BTreeMap::new();
         for answer in &self.answers {
-            let outcome = match (answer.status, &answer.code) {
-                (Some(201), _) => "ISSUED".to_string(),
-                (Some(_), Some(code)) => code.clone(),
-                (Some(status), None) => format!("HTTP {status}"),
-                (None, _) => "NO ANSWER".to_string(),
-            };
-            *counts.entry(outcome).or_default() += 1;
+            *counts.entry(answer.outcome()).or_default() += 1;
         }
         counts
     }

@@ -52,6 +52,10 @@ pub struct WriterSettings {
     /// redelivers at most this long's applied records, which the idempotent
     /// writes absorb.
     pub commit_interval_ms: u64,
+    /// librdkafka's `queued.max.messages.kbytes`: records fetched ahead of the
+    /// batches. Its default (64 MiB) let a backlog fill the writer's memory;
+    /// a few ceiling-sized batches ahead keep a drain at full speed.
+    pub fetch_queue_kbytes: u64,
 }
 
 impl Default for WriterSettings {
@@ -68,6 +72,7 @@ impl Default for WriterSettings {
             session_timeout_ms: 10_000,
             stats_interval_ms: 5_000,
             commit_interval_ms: 1_000,
+            fetch_queue_kbytes: 4_096,
         }
     }
 }
@@ -95,6 +100,7 @@ impl Validate for Settings {
         require_positive("writer.retry_initial_ms", writer.retry_initial_ms)?;
         require_positive("writer.stats_interval_ms", writer.stats_interval_ms)?;
         require_positive("writer.commit_interval_ms", writer.commit_interval_ms)?;
+        require_positive("writer.fetch_queue_kbytes", writer.fetch_queue_kbytes)?;
         require_positive("writer.session_timeout_ms", writer.session_timeout_ms)?;
         if writer.group.is_empty() {
             return Err(InvalidSetting::new("writer.group", "must not be empty"));

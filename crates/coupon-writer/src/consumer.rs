@@ -70,11 +70,14 @@ impl ClientContext for WriterContext {
 impl ConsumerContext for WriterContext {
     fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
         match result {
-            Ok(()) => {}
+            Ok(()) => self.metrics.offset_commits.with_label_values(&["committed"]).inc(),
             Err(err) if offsets::is_nothing_to_commit(&err) => {}
             // The batch is applied: without the commit it is only redelivered,
             // which the idempotent writes absorb.
-            Err(err) => tracing::warn!(error = %err, "committing offsets failed; applied records may be redelivered"),
+            Err(err) => {
+                self.metrics.offset_commits.with_label_values(&["failed"]).inc();
+                tracing::warn!(error = %err, "committing offsets failed; applied records may be redelivered");
+            }
         }
     }
 
@@ -84,11 +87,13 @@ impl ConsumerContext for WriterContext {
                 let partitions: Vec<i32> =
                     list.elements().iter().filter(|e| e.topic() == self.topic).map(|e| e.partition()).collect();
                 tracing::info!(?partitions, "partitions revoked");
+                self.metrics.rebalances.with_label_values(&["revoked"]).inc();
                 self.revoked.lock().expect("the revoked list is never poisoned").extend(partitions);
             }
             Rebalance::Assign(list) => {
                 let partitions: Vec<i32> = list.elements().iter().map(|e| e.partition()).collect();
                 tracing::info!(?partitions, "partitions assigned");
+                self.metrics.rebalances.with_label_values(&["assigned"]).inc();
             }
             Rebalance::Error(err) => tracing::warn!(error = %err, "rebalance failed"),
         }
@@ -138,6 +143,7 @@ impl Writer {
             .set("max.poll.interval.ms", writer.max_poll_interval_ms.to_string())
             .set("session.timeout.ms", writer.session_timeout_ms.to_string())
             .set("statistics.interval.ms", writer.stats_interval_ms.to_string())
+            .set("queued.max.messages.kbytes", writer.fetch_queue_kbytes.to_string())
             .create_with_context(context)?;
         consumer.subscribe(&[&settings.kafka.topic])?;
         Ok(Self {

@@ -3,7 +3,7 @@
 //! count each other's work.
 
 use prometheus::core::Collector;
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntGaugeVec, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 /// Cheap to clone: every field is a handle to the shared metric.
 #[derive(Clone)]
@@ -18,6 +18,12 @@ pub struct Metrics {
     pub retries: IntCounter,
     pub dead_lettered: IntCounter,
     pub consumer_lag: IntGaugeVec,
+    /// By `event`: `assigned` (joining counts once) or `revoked`. Any count
+    /// beyond a member's first assignment means it lost or shared partitions.
+    pub rebalances: IntCounterVec,
+    /// By `result`: `committed` or `failed`; an interval with nothing new
+    /// stored commits nothing and counts nothing.
+    pub offset_commits: IntCounterVec,
 }
 
 const SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0];
@@ -59,6 +65,16 @@ impl Metrics {
             &["partition"],
         )
         .expect("valid metric");
+        let rebalances = IntCounterVec::new(
+            Opts::new("coupon_writer_rebalances_total", "Partition assignments and revocations this member received"),
+            &["event"],
+        )
+        .expect("valid metric");
+        let offset_commits = IntCounterVec::new(
+            Opts::new("coupon_writer_offset_commits_total", "Offset commits of stored offsets, by result"),
+            &["result"],
+        )
+        .expect("valid metric");
         let registry = coupon_infra::telemetry::registry(vec![
             Box::new(batches_applied.clone()) as Box<dyn Collector>,
             Box::new(batch_size.clone()),
@@ -69,6 +85,8 @@ impl Metrics {
             Box::new(retries.clone()),
             Box::new(dead_lettered.clone()),
             Box::new(consumer_lag.clone()),
+            Box::new(rebalances.clone()),
+            Box::new(offset_commits.clone()),
         ]);
         Self {
             registry,
@@ -81,6 +99,8 @@ impl Metrics {
             retries,
             dead_lettered,
             consumer_lag,
+            rebalances,
+            offset_commits,
         }
     }
 

@@ -162,11 +162,7 @@ impl TestApp {
     /// One unlabelled sample of `/metrics`, e.g. `coupon_rebuilds_total`.
     pub async fn metric(&self, name: &str) -> f64 {
         let text = self.http.get(format!("{}/metrics", self.base)).send().await.unwrap().text().await.unwrap();
-        text.lines()
-            .filter_map(|line| line.split_once(' '))
-            .find(|(series, _)| *series == name)
-            .and_then(|(_, value)| value.parse().ok())
-            .unwrap_or_else(|| panic!("no sample {name} in /metrics"))
+        coupon_infra::telemetry::sample(&text, name).unwrap_or_else(|| panic!("no sample {name} in /metrics"))
     }
 
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {

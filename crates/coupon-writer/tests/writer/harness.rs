@@ -293,11 +293,7 @@ impl RunningWriter {
 
     pub async fn sample(&self, series: &str) -> Option<f64> {
         let text = self.http.get(format!("{}/metrics", self.base)).send().await.unwrap().text().await.unwrap();
-        text.lines()
-            .filter(|line| !line.starts_with('#'))
-            .filter_map(|line| line.rsplit_once(' '))
-            .find(|(name, _)| *name == series)
-            .map(|(_, value)| value.parse().unwrap())
+        coupon_infra::telemetry::sample(&text, series)
     }
 
     pub async fn wait_metric(&self, series: &str, at_least: f64) -> f64 {

@@ -22,6 +22,7 @@ async fn batches_do_not_commit_each_and_a_stop_commits_what_they_applied() {
     world.send(&events).await;
     writer.wait_metric("coupon_writer_batches_applied_total", 20.0).await;
     assert_eq!(world.committed().await, Some(0), "twenty batches applied, nothing committed before the interval");
+    assert_eq!(writer.metric(r#"coupon_writer_offset_commits_total{result="committed"}"#).await, 0.0);
 
     writer.stop().await;
     assert_eq!(world.committed().await, Some(20), "stopping commits every applied batch");
@@ -44,6 +45,11 @@ async fn a_revoke_commits_what_the_old_owner_applied() {
     // which commits its stored offsets, so the new owners start after them.
     let second = RunningWriter::start(settings).await;
     world.wait_committed(events.len() as i64).await;
+    assert!(
+        first.metric(r#"coupon_writer_rebalances_total{event="revoked"}"#).await >= 1.0,
+        "the first lost partitions"
+    );
+    assert!(first.metric(r#"coupon_writer_offset_commits_total{result="committed"}"#).await >= 1.0, "on revoke");
     assert_eq!(first.metric("coupon_writer_duplicates_skipped_total").await, 0.0);
     assert_eq!(second.metric("coupon_writer_duplicates_skipped_total").await, 0.0, "nothing redelivered");
     first.stop().await;

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# `make soak`: a sustained flood on one coupon, after a spike for comparison,
+# on release binaries of coupon-api and coupon-writer started for it (ports of
+# their own, so `make run` may stay up). First a short flood by wrk, the
+# independent load generator, as a cross-check of the request rate. Writes the
+# soak section of docs/BENCHMARK.md and docs/bench/soak.svg; exits non-zero
+# when a promise broke or the writer lost its group. Not a test: it asserts
+# nothing about time.
+#
+#   SOAK_SECONDS (180)  CONCURRENCY (128)  WRK_SECONDS (20; 0 skips wrk)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BIN="$ROOT/target/release"
+. "$ROOT/scripts/lib/machine.sh"
+SOAK_SECONDS="${SOAK_SECONDS:-180}"
+CONCURRENCY="${CONCURRENCY:-128}"
+WRK_SECONDS="${WRK_SECONDS:-20}"
+OUT="$ROOT/bench/results/soak-$(date -u +%Y%m%dT%H%M%SZ)"
+mkdir -p "$OUT"
+
+export COUPON__ADMIN__TOKEN=soak-admin-token
+export COUPON__HTTP__ADDR=127.0.0.1:18080
+export COUPON__WRITER__HTTP__ADDR=127.0.0.1:19091
+export COUPON__LOG__FORMAT=json RUST_LOG=warn
+API="http://$COUPON__HTTP__ADDR"
+
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+"$BIN/coupon-writer" migrate >/dev/null
+"$BIN/coupon-writer" run >"$OUT/writer.log" 2>&1 &
+pids+=($!)
+"$BIN/coupon-api" >"$OUT/api.log" 2>&1 &
+pids+=($!)
+
+cross_check=""
+if [ "$WRK_SECONDS" -gt 0 ]; then
+    if ! command -v wrk >/dev/null; then
+        sudo=""
+        [ "$(id -u)" = 0 ] || sudo="sudo"
+        echo "soak: installing wrk" >&2
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq wrk >/dev/null
+    fi
+    until curl -sf "$API/health/ready" >/dev/null; do sleep 0.2; done
+    coupon=$(curl -sf -X POST "$API/api/v1/coupons" -H "Authorization: Bearer $COUPON__ADMIN__TOKEN" \
+        -H 'Content-Type: application/json' \
+        -d '{"name":"wrk cross-check","totalQuantity":100000000,"startsAt":"2020-01-01T00:00:00Z","endsAt":"2100-01-01T00:00:00Z"}' |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+    echo "== wrk: ${WRK_SECONDS}s on coupon $coupon, $CONCURRENCY connections"
+    COUPON=$coupon wrk -t2 -c"$CONCURRENCY" -d"${WRK_SECONDS}s" --latency -s "$ROOT/scripts/flood.lua" "$API" |
+        tee "$OUT/wrk.txt"
+    rate=$(awk '/^Requests\/sec:/ {printf "%.0f", $2}' "$OUT/wrk.txt")
+    p99=$(awk '$1 == "99%" {print $2}' "$OUT/wrk.txt")
+    cross_check="wrk -t2 -c$CONCURRENCY -d${WRK_SECONDS}s with scripts/flood.lua just before: $rate requests/s, p99 $p99"
+    # Let the writer catch up, so the spike and the soak start from no backlog.
+    remaining=$(curl -sf "$API/api/v1/coupons/$coupon" | python3 -c 'import json,sys; print(json.load(sys.stdin)["remainingQuantity"])')
+    "$BIN/coupon-loadgen" drain --coupon "$coupon" --expected $((100000000 - remaining)) >/dev/null
+fi
+
+"$BIN/coupon-loadgen" soak --api "$API" --seconds "$SOAK_SECONDS" --concurrency "$CONCURRENCY" \
+    --writer-metrics "http://$COUPON__WRITER__HTTP__ADDR/metrics" --json "$OUT/soak.json" \
+    --output "$ROOT/docs/BENCHMARK.md" --plots "$ROOT/docs/bench" \
+    --machine "$(machine_description)" --cross-check "$cross_check" \
+    --command "make soak (SOAK_SECONDS=$SOAK_SECONDS CONCURRENCY=$CONCURRENCY WRK_SECONDS=$WRK_SECONDS)"
+echo "raw results: $OUT"
