@@ -166,22 +166,14 @@ impl Default for KafkaSettings {
     fn default() -> Self {
         Self {
             brokers: "127.0.0.1:9092".into(),
-            topic: coupon_topic().into(),
-            dlq_topic: coupon_dlq_topic().into(),
+            topic: coupon_domain::ISSUED_TOPIC.into(),
+            dlq_topic: coupon_domain::DLQ_TOPIC.into(),
             partitions: 6,
             replication_factor: 1,
             min_insync_replicas: None,
             create_topics: true,
         }
     }
-}
-
-fn coupon_topic() -> &'static str {
-    "inside.coupon.issued"
-}
-
-fn coupon_dlq_topic() -> &'static str {
-    "inside.coupon.issued.dlq"
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

@@ -98,15 +98,6 @@ impl ApiClient {
         body["id"].as_i64().context("the created coupon has an id")
     }
 
-    /// Redis's view of whether a customer holds the coupon.
-    pub async fn attempt(&self, coupon: i64, customer: i64) -> anyhow::Result<Value> {
-        Ok(self
-            .send(|http, base| http.get(format!("{base}/api/v1/coupons/{coupon}/customers/{customer}")))
-            .await?
-            .json()
-            .await?)
-    }
-
     /// Waits until every replica is ready.
     pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;

@@ -354,8 +354,10 @@ async fn soak(args: SoakArgs) -> anyhow::Result<bool> {
 async fn drain(args: DrainArgs) -> anyhow::Result<()> {
     let db = db_pool(&args.database_url)?;
     let samples = durable::wait_for_rows(&db, args.coupon, args.expected, Duration::from_secs(args.timeout_s)).await?;
-    // From the last sample without rows, so the first batch counts too.
-    let first = samples.iter().rev().find(|(_, n)| *n == 0).copied().unwrap_or_default();
+    // From the first sample past a tenth of the backlog: the steady rate, as
+    // pgbench's is, without the consumer's start (its first fetches, and the
+    // batches growing from 100), which would favour large first batches.
+    let first = samples.iter().find(|(_, n)| *n * 10 >= args.expected).copied().unwrap_or_default();
     let last = samples.last().copied().unwrap_or_default();
     let rate = (last.1 - first.1) as f64 / (last.0 - first.0).as_secs_f64().max(1e-3);
     println!("{rate:.0}");

@@ -124,7 +124,7 @@ pub async fn run(
         client.clone(),
         db.clone(),
         watch.writer_metrics.clone(),
-        (coupon, stock),
+        coupon,
         issued_count.clone(),
         flooding.clone(),
         drain_timeout,
@@ -195,7 +195,7 @@ async fn sample_every_second(
     client: ApiClient,
     db: PgPool,
     writer_metrics: String,
-    (coupon, stock): (i64, i64),
+    coupon: i64,
     issued: Arc<AtomicU64>,
     flooding: Arc<AtomicBool>,
     drain_timeout: Duration,
@@ -210,9 +210,7 @@ async fn sample_every_second(
     loop {
         ticks.tick().await;
         let still_flooding = flooding.load(Ordering::Relaxed);
-        // In the coupon's row the writer takes each inserted row off the
-        // stock: one row read instead of counting millions.
-        let rows = stock - durable::remaining(&db, coupon).await?;
+        let rows = durable::taken(&db, coupon).await?;
         let issued_now = issued.load(Ordering::Relaxed) as i64;
         let commits = WriterCounters::scrape(&client, &writer_metrics).await?.commits;
         seconds.push(Second {
@@ -230,7 +228,7 @@ async fn sample_every_second(
         let ended = *flood_ended.get_or_insert_with(Instant::now);
         if rows >= issued_now {
             // Drained between this sample and the last: the poll below says when.
-            return Ok((seconds, drained_at(&db, coupon, stock, issued_now, ended).await?));
+            return Ok((seconds, drained_at(&db, coupon, issued_now, ended).await?));
         }
         if ended.elapsed() > drain_timeout {
             bail!("coupon {coupon}: {rows} of {issued_now} rows {drain_timeout:?} after the flood");
@@ -239,9 +237,9 @@ async fn sample_every_second(
 }
 
 /// How long after `ended` the rows reached `issued`, to the nearest 50 ms.
-async fn drained_at(db: &PgPool, coupon: i64, stock: i64, issued: i64, ended: Instant) -> anyhow::Result<Duration> {
+async fn drained_at(db: &PgPool, coupon: i64, issued: i64, ended: Instant) -> anyhow::Result<Duration> {
     loop {
-        if stock - durable::remaining(db, coupon).await? >= issued {
+        if durable::taken(db, coupon).await? >= issued {
             return Ok(ended.elapsed());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -290,7 +288,7 @@ async fn redis_used_memory(url: &str) -> anyhow::Result<i64> {
 
 async fn promises(db: &PgPool, coupon: i64, stock: i64, issued: &[i64]) -> anyhow::Result<Promises> {
     let holders = durable::holders(db, coupon).await?;
-    let rows = stock - durable::remaining(db, coupon).await?;
+    let rows = durable::taken(db, coupon).await?;
     let granted: HashSet<i64> = issued.iter().copied().collect();
     Ok(Promises {
         never_oversold: issued.len() as i64 <= stock && rows <= stock,

@@ -43,10 +43,11 @@ pub fn markdown(soak: &SoakRecord, spike: &RunRecord, machine: &str, command: &s
     );
     let verdict = |ok: bool| if ok { "held" } else { "**BROKEN**" };
     let p = &soak.promises;
-    let rows: [(&str, String, String); 12] = [
+    let rows: [(&str, String, String); 13] = [
         ("duration", format!("{:.1} s", spike.elapsed_s), format!("{:.1} s", soak.flood_s)),
         ("requests", spike.requests.to_string(), soak.requests.to_string()),
         ("issued (201)", spike.issued.to_string(), soak.issued.to_string()),
+        ("requests/s", format!("{:.0}", spike.requests_per_s), format!("{:.0}", soak.requests as f64 / soak.flood_s)),
         ("issued/s", format!("{:.0}", spike.issued_per_s), format!("{:.0}", soak.issued_per_s)),
         (
             "latency p50 / p90 / p99 / p99.9 / max, ms",

@@ -21,7 +21,7 @@ use time::OffsetDateTime;
 
 pub use compare::{compare, CouponDrift, Report};
 pub use config::Settings;
-pub use push::push;
+pub use push::{exposition, push};
 use sources::Sources;
 
 #[derive(Debug, Clone, clap::Parser)]

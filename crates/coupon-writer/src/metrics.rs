@@ -75,6 +75,14 @@ impl Metrics {
             &["result"],
         )
         .expect("valid metric");
+        // Every known label value exported from the start, at 0: a series
+        // that first appears at 1 hides that increase from increase() and rate().
+        for event in ["assigned", "revoked"] {
+            rebalances.with_label_values(&[event]);
+        }
+        for result in ["committed", "failed"] {
+            offset_commits.with_label_values(&[result]);
+        }
         let registry = coupon_infra::telemetry::registry(vec![
             Box::new(batches_applied.clone()) as Box<dyn Collector>,
             Box::new(batch_size.clone()),

@@ -1,0 +1,69 @@
+//! The dashboard and the alert rules watch metrics the services really
+//! export: every `coupon_*` name that deploy/observability uses is scraped
+//! from a running coupon-api and coupon-writer after some traffic (or, for
+//! the reconcile job, found in what it pushes). A renamed metric would leave
+//! a panel empty or an alert silent while every linter passes.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use coupon_e2e::world::World;
+
+/// Metric names in a rules or dashboard file: `coupon_` and what follows.
+fn names_used(file: &str) -> BTreeSet<String> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/observability").join(file);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("reading {}: {err}", path.display()));
+    let mut names = BTreeSet::new();
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find("coupon_") {
+        let preceded_by_word = rest[..at].chars().last().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+        let name: String =
+            rest[at..].chars().take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_').collect();
+        if !preceded_by_word {
+            names.insert(name.clone());
+        }
+        rest = &rest[at + name.len()..];
+    }
+    names
+}
+
+/// The series names of a text-format scrape (labels dropped).
+fn names_exported(scrape: &str) -> BTreeSet<String> {
+    scrape
+        .lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .filter_map(|line| line.split(['{', ' ']).next())
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_metric_the_dashboard_and_the_alerts_use_is_exported() {
+    let world = World::new("observability").await;
+    let (_writer, writer_metrics) = world.start_writer_watched(1).await;
+    let _api = world.start_api().await;
+    let coupons = world.create_coupons(1, 50).await;
+    world.spike(&coupons, 100, Arc::default()).await;
+
+    let used: BTreeSet<String> =
+        names_used("coupon.rules.yml").into_iter().chain(names_used("coupon-dashboard.json")).collect();
+    assert!(used.len() > 10, "found only {used:?}");
+    let reconcile = names_exported(&coupon_reconcile::exposition(&coupon_reconcile::Report { coupons: Vec::new() }));
+    let http = reqwest::Client::new();
+    let api_metrics = format!("{}/metrics", world.api_urls());
+    // The writer's lag appears with its first statistics report (every 5 s).
+    coupon_testkit::poll_until("every metric the dashboard and the alerts use", Duration::from_secs(60), || async {
+        let mut exported = reconcile.clone();
+        for url in [&api_metrics, &writer_metrics] {
+            let scrape = http.get(url).send().await?.error_for_status()?.text().await?;
+            exported.extend(names_exported(&scrape));
+        }
+        let missing: Vec<&String> = used.iter().filter(|name| !exported.contains(*name)).collect();
+        anyhow::ensure!(missing.is_empty(), "used but not exported: {missing:?}");
+        Ok(Some(()))
+    })
+    .await
+    .unwrap_or_else(|err| panic!("{err:#}"));
+}
