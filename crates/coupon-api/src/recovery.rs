@@ -205,6 +205,16 @@ impl Recovery {
         token: &str,
         stop: &CancellationToken,
     ) -> Result<(), RecoveryError> {
+        // This replica saw the new incarnation before it had the lock; another
+        // one may have handled it meanwhile (replicas starting together on a
+        // fresh Redis, or noticing the same restart). That one fenced every
+        // open coupon before loading the script and rebuilt them, or left them
+        // fenced for the next pass, before it let the lock go: nothing is left
+        // to do here, and fencing again would stop coupons created since.
+        if trust && self.issuer.is_trusted().await? {
+            tracing::info!("another replica already took over this Redis; nothing to rebuild");
+            return Ok(());
+        }
         let ids = ids(coupons);
         self.issuer.fence(&ids, token).await?;
         self.metrics.fenced_coupons.set(ids.len() as i64);

@@ -93,7 +93,8 @@ async fn with_two_replicas_one_rebuilds_and_neither_issues_before() {
     let apps = [TestApp::spawn(settings.clone()).await, TestApp::spawn(settings).await];
     let writer = iso.start_writer().await;
     let coupon = apps[0].open_coupon(100).await;
-    assert_eq!(apps[1].issue(coupon, 1).await.0, StatusCode::CREATED);
+    let (status, body) = apps[1].issue(coupon, 1).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
 
     redis.restart_empty().await.expect("restarting Redis empty");
     for (customer, app) in [(2, &apps[0]), (3, &apps[1])] {
