@@ -79,6 +79,16 @@ impl Catalog {
             .await?)
     }
 
+    /// The coupons with these ids, ended or not.
+    pub async fn rows(&self, ids: &[CouponId]) -> Result<Vec<CouponRow>, CatalogError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<i64> = ids.iter().map(|id| id.get()).collect();
+        let mut conn = self.pool.get().await?;
+        Ok(coupon::table.filter(coupon::id.eq_any(ids)).select(CouponRow::as_select()).load(&mut conn).await?)
+    }
+
     pub async fn holders(&self, id: CouponId) -> Result<Vec<i64>, CatalogError> {
         let mut conn = self.pool.get().await?;
         Ok(customer_coupon::table

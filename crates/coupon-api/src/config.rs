@@ -107,8 +107,12 @@ pub struct RelaySettings {
     pub min_age_ms: u64,
     pub batch_size: usize,
     pub max_backoff_ms: u64,
-    /// How often open coupons missing from Redis are primed from PostgreSQL.
+    /// How often the recovery looks for coupons left fenced and retires
+    /// ended ones.
     pub sync_interval_ms: u64,
+    /// How long a replica that stopped beating counts as alive; its outboxes
+    /// are taken over by another replica after that.
+    pub replica_ttl_ms: u64,
 }
 
 impl Default for RelaySettings {
@@ -119,6 +123,7 @@ impl Default for RelaySettings {
             batch_size: 500,
             max_backoff_ms: 30_000,
             sync_interval_ms: 30_000,
+            replica_ttl_ms: 10_000,
         }
     }
 }
@@ -164,6 +169,12 @@ impl Validate for Settings {
         require_positive("relay.batch_size", self.relay.batch_size as u64)?;
         require_positive("relay.max_backoff_ms", self.relay.max_backoff_ms)?;
         require_positive("relay.sync_interval_ms", self.relay.sync_interval_ms)?;
+        if self.relay.replica_ttl_ms < 3 {
+            return Err(InvalidSetting::new(
+                "relay.replica_ttl_ms",
+                "must be at least 3 (a replica beats every third of it)",
+            ));
+        }
         require_positive("recovery.poll_ms", self.recovery.poll_ms)?;
         require_positive("recovery.ended_grace_ms", self.recovery.ended_grace_ms)?;
         if self.recovery.lock_ttl_ms < 3 * self.recovery.poll_ms.max(1_000) {

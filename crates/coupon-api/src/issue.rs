@@ -49,8 +49,12 @@ pub enum IssueError {
 }
 
 pub async fn issue(state: &AppState, coupon: CouponId, customer: CustomerId) -> Result<Answer, IssueError> {
+    // Before the script may write an entry, so that a replica dying right
+    // after it leaves the entry to another replica's relay.
+    state.watchlist.claim(coupon).await?;
     match state.issuer.issue(coupon, customer).await? {
         Decision::Issued(issued) => {
+            state.watchlist.wrote(coupon, &issued.outbox_entry);
             let handed_off = async {
                 match state.mode {
                     IssueMode::Kafka => hand_off(state, coupon, customer, &issued).await,

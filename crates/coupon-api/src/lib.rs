@@ -3,7 +3,7 @@
 //! Request path: `routes::issue` → `issue` (Redis decision by `issuer`, event
 //! hand-off by `publisher`) → 201. Around it: the `outbox` in Redis that keeps
 //! every issued event until Kafka acknowledged it, the `relay` that re-sends
-//! what was not, `durability`, which waits for Redis replicas before the 201,
+//! what was not (reading only the outboxes on its `watchlist`), `durability`, which waits for Redis replicas before the 201,
 //! and `recovery`, which rebuilds from PostgreSQL (`catalog`) what Redis lost
 //! or may have rolled back, behind a fence.
 
@@ -21,3 +21,4 @@ pub mod relay;
 pub mod routes;
 pub mod startup;
 pub mod state;
+pub mod watchlist;

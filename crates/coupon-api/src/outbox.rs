@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::issuer::{keys, release_all, Issuer, RedisUnavailable};
+use crate::issuer::{release_all, Issuer, RedisUnavailable};
 
 /// An outbox entry whose event Kafka acknowledged (or, in the `sync-db` mode,
 /// the database committed): it may go.
@@ -59,51 +59,48 @@ impl Outbox {
         Ok(())
     }
 
-    /// The coupons that may have outbox entries: every primed coupon.
-    pub async fn coupons(&self) -> Result<Vec<CouponId>, RedisUnavailable> {
-        let ids: Vec<i64> =
-            self.redis().query(redis::cmd("SMEMBERS").arg(keys::index_key(self.issuer.key_prefix()))).await?;
-        Ok(ids.into_iter().filter_map(|id| CouponId::new(id).ok()).collect())
-    }
-
     /// Redis's clock in milliseconds; outbox entry ids are stamped with it.
     pub async fn server_time_ms(&self) -> Result<i64, RedisUnavailable> {
         self.issuer.server_time_ms().await
     }
 
     /// Up to `count` entries written at or before `until_ms` (Redis time),
-    /// oldest first; none while the coupon is fenced, since nothing could leave
-    /// the outbox then and the relay would send the same entries again and again.
+    /// oldest first; `None` while the coupon is fenced, since nothing could
+    /// leave the outbox then and the relay would send the same entries again
+    /// and again.
     pub async fn pending(
         &self,
         coupon: CouponId,
         until_ms: i64,
         count: usize,
-    ) -> Result<Vec<PendingEvent>, RedisUnavailable> {
+    ) -> Result<Option<Vec<PendingEvent>>, RedisUnavailable> {
         let keys = self.issuer.keys(coupon);
         let mut pipe = redis::pipe();
         pipe.cmd("HEXISTS").arg(&keys.meta).arg("fenced");
         pipe.cmd("XRANGE").arg(&keys.outbox).arg("-").arg(until_ms).arg("COUNT").arg(count);
         let (fenced, reply): (bool, StreamRangeReply) = self.redis().query_pipe(&pipe).await?;
         if fenced {
-            return Ok(Vec::new());
+            return Ok(None);
         }
-        Ok(reply
-            .ids
-            .into_iter()
-            .filter_map(|entry| {
-                let customer = CustomerId::new(entry.get::<i64>("customer")?).ok()?;
-                let issued_ms: i64 = entry.get("issued_at")?;
-                let issued_at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(issued_ms) * 1_000_000).ok()?;
-                Some(PendingEvent {
-                    entry: entry.id,
-                    event: CouponIssuedEvent { coupon_id: coupon, customer_id: customer, issued_at },
+        Ok(Some(
+            reply
+                .ids
+                .into_iter()
+                .filter_map(|entry| {
+                    let customer = CustomerId::new(entry.get::<i64>("customer")?).ok()?;
+                    let issued_ms: i64 = entry.get("issued_at")?;
+                    let issued_at =
+                        OffsetDateTime::from_unix_timestamp_nanos(i128::from(issued_ms) * 1_000_000).ok()?;
+                    Some(PendingEvent {
+                        entry: entry.id,
+                        event: CouponIssuedEvent { coupon_id: coupon, customer_id: customer, issued_at },
+                    })
                 })
-            })
-            .collect())
+                .collect(),
+        ))
     }
 
-    /// Entries not yet acknowledged, over all coupons.
+    /// Entries not yet acknowledged in these coupons' outboxes.
     pub async fn depth(&self, coupons: &[CouponId]) -> Result<u64, RedisUnavailable> {
         let lengths: Vec<redis::Cmd> =
             coupons.iter().map(|coupon| redis::cmd("XLEN").arg(self.key(*coupon)).to_owned()).collect();

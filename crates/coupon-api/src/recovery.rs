@@ -18,10 +18,14 @@
 //! 6. writes each coupon's state from its PostgreSQL holders and its outbox,
 //!    overwriting what Redis holds, and lifts its fence (rebuild.lua).
 //!
-//! A pass runs at start, every `relay.sync_interval_ms`, and whenever a
-//! request finds the issue script missing or an open coupon missing from
-//! Redis. Whoever dies mid-way leaves fences behind; the lock expires and the
-//! next pass of any replica rebuilds the fenced coupons.
+//! A pass runs at start (looking at every open coupon), every
+//! `relay.sync_interval_ms` (looking at the fenced set only, so its cost does
+//! not grow with the number of coupons), and whenever a request finds the
+//! issue script missing or an open coupon missing from Redis. Whoever dies
+//! mid-way leaves fences behind, listed in the fenced set; the lock expires
+//! and the next pass of any replica rebuilds them. A rebuilt coupon's outbox
+//! goes on the rebuilder's watchlist, so its entries are relayed whoever
+//! wrote them.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -37,6 +41,7 @@ use crate::catalog::{Catalog, CatalogError, CouponRow};
 use crate::config::RecoverySettings;
 use crate::issuer::{CouponState, Issuer, Presence, RedisUnavailable};
 use crate::metrics::Metrics;
+use crate::watchlist::Watchlist;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecoveryError {
@@ -92,6 +97,7 @@ impl RecoveryRequests {
 pub struct Recovery {
     pub catalog: Catalog,
     pub issuer: Arc<Issuer>,
+    pub watchlist: Arc<Watchlist>,
     pub progress: Arc<GroupProgress>,
     pub metrics: Metrics,
     pub settings: RecoverySettings,
@@ -110,16 +116,32 @@ const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(2);
 /// Kafka calls (metadata, watermarks, committed offsets) give up after this.
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Which coupons a pass looks at (besides those requests asked about).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// Every open coupon: the first pass, after which every coupon Redis may
+    /// hold wrongly is fenced and listed in the fenced set.
+    Open,
+    /// The coupons in the fenced set: a periodic pass.
+    Fenced,
+    /// Only those asked about.
+    Asked,
+}
+
 impl Recovery {
     pub async fn run(self, stop: CancellationToken) {
-        let mut periodic = true;
+        let mut scope = Scope::Open;
         loop {
             let asked = self.requests.take();
-            let passed = self.pass(asked, periodic, &stop).await;
+            let passed = self.pass(asked, scope, &stop).await;
             self.tell_fenced();
             // After a failure the next pass looks at every open coupon again,
             // soon: a failed rebuild leaves its coupons fenced.
             let next_full = match passed {
+                Ok(()) if scope == Scope::Open => {
+                    scope = Scope::Fenced;
+                    self.interval
+                }
                 Ok(()) => self.interval,
                 Err(RecoveryError::Stopped) => break,
                 Err(err) => {
@@ -130,53 +152,69 @@ impl Recovery {
             // A pause between passes, so a flood of requests that find Redis
             // suspect costs one pass per poll, not one per request.
             let poll = tokio::time::sleep(Duration::from_millis(self.settings.poll_ms));
-            periodic = tokio::select! {
+            let periodic = tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = async { poll.await; self.requests.wake.notified().await } => false,
                 _ = tokio::time::sleep(next_full) => true,
             };
+            if scope != Scope::Open {
+                scope = if periodic { Scope::Fenced } else { Scope::Asked };
+            }
         }
         tracing::info!("recovery stopped");
     }
 
-    /// One look: rebuilds the coupons that need it, and on a periodic pass
-    /// retires ended coupons.
-    async fn pass(&self, asked: Asked, periodic: bool, stop: &CancellationToken) -> Result<(), RecoveryError> {
-        let new_incarnation = !self.issuer.is_trusted().await?;
-        if new_incarnation || periodic || !asked.coupons.is_empty() {
-            let open = self.catalog.open().await?;
-            let suspects = if new_incarnation {
-                open
-            } else {
-                let candidates: Vec<CouponRow> = if periodic {
-                    open
-                } else {
-                    open.into_iter().filter(|row| asked.coupons.iter().any(|c| c.get() == row.id)).collect()
-                };
-                let ids = ids(&candidates);
-                let presence = self.issuer.presence(&ids).await?;
-                // A coupon created moments ago may be in PostgreSQL and not yet
-                // in Redis: its creation is still under way, not lost.
-                let created_before = OffsetDateTime::now_utc() - self.settle;
-                candidates
-                    .into_iter()
-                    .zip(presence)
-                    .filter(|(row, p)| match p {
-                        Presence::Ready => false,
-                        Presence::Fenced => true,
-                        Presence::Missing => row.created_at < created_before,
-                    })
-                    .map(|(row, _)| row)
-                    .collect()
-            };
-            if new_incarnation || !suspects.is_empty() {
-                self.rebuild(suspects, new_incarnation, stop).await?;
+    /// One look: rebuilds the coupons that need it, and unless it only
+    /// answers requests, retires ended coupons.
+    async fn pass(&self, asked: Asked, scope: Scope, stop: &CancellationToken) -> Result<(), RecoveryError> {
+        if scope == Scope::Open {
+            let migrated = self.issuer.migrate_index().await?;
+            if migrated > 0 {
+                tracing::info!(coupons = migrated, "coupon index carried over to the index sorted by end");
             }
         }
-        if periodic {
+        if !self.issuer.is_trusted().await? {
+            let open = self.catalog.open().await?;
+            self.rebuild(open, true, stop).await?;
+        } else {
+            let mut wanted: BTreeSet<CouponId> = asked.coupons;
+            let candidates = match scope {
+                Scope::Open => self.catalog.open().await?,
+                Scope::Fenced => {
+                    wanted.extend(self.issuer.fenced().await?);
+                    self.catalog.rows(&wanted.into_iter().collect::<Vec<_>>()).await?
+                }
+                Scope::Asked => self.catalog.rows(&wanted.into_iter().collect::<Vec<_>>()).await?,
+            };
+            let suspects = self.suspects(candidates).await?;
+            if !suspects.is_empty() {
+                self.rebuild(suspects, false, stop).await?;
+            }
+        }
+        if scope != Scope::Asked {
             self.retire_ended().await?;
         }
         Ok(())
+    }
+
+    /// The candidates Redis holds fenced, or lacks while they are open; the
+    /// others leave the fenced set.
+    async fn suspects(&self, candidates: Vec<CouponRow>) -> Result<Vec<CouponRow>, RecoveryError> {
+        let presence = self.issuer.presence(&ids(&candidates)).await?;
+        // A coupon created moments ago may be in PostgreSQL and not yet
+        // in Redis: its creation is still under way, not lost.
+        let now = OffsetDateTime::now_utc();
+        let created_before = now - self.settle;
+        let (suspects, sound): (Vec<_>, Vec<_>) =
+            candidates.into_iter().zip(presence).partition(|(row, presence)| match presence {
+                Presence::Ready => false,
+                Presence::Fenced => true,
+                Presence::Missing => row.created_at < created_before && row.ends_at > now,
+            });
+        self.issuer
+            .unlist_fenced(&sound.iter().filter_map(|(row, _)| CouponId::new(row.id).ok()).collect::<Vec<_>>())
+            .await?;
+        Ok(suspects.into_iter().map(|(row, _)| row).collect())
     }
 
     async fn rebuild(
@@ -250,6 +288,8 @@ impl Recovery {
             };
             match self.issuer.rebuild(&state, token).await? {
                 Some(stock) => {
+                    // Whoever wrote the entries the rebuild kept may be gone.
+                    self.watchlist.watch(id, self.issuer.server_time_ms().await?).await?;
                     self.metrics.rebuilds.inc();
                     tracing::info!(coupon = %id, holders = state.holders.len(), stock, "coupon rebuilt from PostgreSQL");
                 }
@@ -325,11 +365,14 @@ impl Recovery {
 
     async fn retire_ended(&self) -> Result<(), RecoveryError> {
         let now_ms = crate::issuer::unix_ms(OffsetDateTime::now_utc());
+        let mut retired = Vec::new();
         for coupon in self.issuer.ended(now_ms).await? {
             if self.issuer.retire(coupon, self.settings.ended_grace_ms).await? {
                 tracing::info!(coupon = %coupon, grace_ms = self.settings.ended_grace_ms, "ended coupon retired from Redis");
+                retired.push(coupon);
             }
         }
+        self.watchlist.forget(&retired).await?;
         Ok(())
     }
 }

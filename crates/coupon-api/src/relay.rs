@@ -5,6 +5,11 @@
 //! Delivery guarantee: at least once. An entry younger than `relay.min_age_ms`
 //! is left to the request that wrote it; an older one may be sent twice, which
 //! the idempotent writer absorbs. Nothing is removed unacknowledged.
+//!
+//! Cost: the relay reads only the outboxes on this replica's watchlist (the
+//! coupons it wrote to, took over from a dead replica, or rebuilt) until each
+//! is seen drained; with nothing pending it sends Redis nothing
+//! (crate::watchlist).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +23,7 @@ use crate::issuer::RedisUnavailable;
 use crate::metrics::Metrics;
 use crate::outbox::{Delivered, Outbox, PendingEvent};
 use crate::publisher::{PublishError, Publisher};
+use crate::watchlist::Watchlist;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -30,6 +36,7 @@ pub enum RelayError {
 pub struct Relay {
     pub outbox: Arc<Outbox>,
     pub publisher: Arc<Publisher>,
+    pub watchlist: Arc<Watchlist>,
     pub metrics: Metrics,
     pub settings: RelaySettings,
 }
@@ -59,33 +66,39 @@ impl Relay {
         tracing::info!("outbox relay stopped");
     }
 
-    /// One pass over every coupon's outbox; returns how many events it delivered.
+    /// One pass over the watched outboxes; returns how many events it delivered.
     pub async fn relay_once(&self) -> Result<usize, RelayError> {
-        let coupons = self.outbox.coupons().await?;
-        let relayed = self.relay_coupons(&coupons).await;
-        // Also after a failed delivery: while Kafka is down the depth is what
-        // the outbox alert watches grow.
+        let watched = self.watchlist.pending();
+        let coupons: Vec<CouponId> = watched.iter().map(|(coupon, _)| *coupon).collect();
+        // Before relaying, so a failed delivery (Kafka down) still updates
+        // the depth, which the outbox alert watches grow.
         self.metrics.outbox_depth.set(self.outbox.depth(&coupons).await? as i64);
-        relayed
-    }
-
-    async fn relay_coupons(&self, coupons: &[CouponId]) -> Result<usize, RelayError> {
+        if watched.is_empty() {
+            return Ok(0);
+        }
         let until = self.outbox.server_time_ms().await? - self.settings.min_age_ms as i64;
         let mut delivered = 0;
-        for coupon in coupons {
-            loop {
-                let pending = self.outbox.pending(*coupon, until, self.settings.batch_size).await?;
-                if pending.is_empty() {
-                    break;
-                }
-                let full_page = pending.len() == self.settings.batch_size;
-                delivered += self.deliver(pending).await?;
-                if !full_page {
-                    break;
-                }
-            }
+        for (coupon, _) in watched {
+            delivered += self.relay_coupon(coupon, until).await?;
         }
         Ok(delivered)
+    }
+
+    /// Sends `coupon`'s entries up to `until` until a read finds none, which
+    /// settles the coupon on the watchlist.
+    async fn relay_coupon(&self, coupon: CouponId, until: i64) -> Result<usize, RelayError> {
+        let mut delivered = 0;
+        loop {
+            match self.outbox.pending(coupon, until, self.settings.batch_size).await? {
+                // Fenced: the rebuild keeps the entries, which wait for it.
+                None => return Ok(delivered),
+                Some(pending) if pending.is_empty() => {
+                    self.watchlist.settled(coupon, until);
+                    return Ok(delivered);
+                }
+                Some(pending) => delivered += self.deliver(pending).await?,
+            }
+        }
     }
 
     async fn deliver(&self, pending: Vec<PendingEvent>) -> Result<usize, RelayError> {

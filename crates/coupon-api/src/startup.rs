@@ -25,6 +25,7 @@ use crate::recovery::{Recovery, RecoveryRequests};
 use crate::relay::Relay;
 use crate::routes;
 use crate::state::AppState;
+use crate::watchlist::Watchlist;
 
 /// How long shutdown waits for Kafka to acknowledge what is queued; whatever is
 /// left stays in the outbox for the next relay.
@@ -52,6 +53,11 @@ impl Application {
         let redis = Arc::new(SharedRedis::new(&settings.redis)?);
         let issuer = Arc::new(Issuer::new(redis.clone(), settings.redis.key_prefix.clone()));
         let outbox = Arc::new(Outbox::new(issuer.clone()));
+        let watchlist = Arc::new(Watchlist::new(
+            redis.clone(),
+            &settings.redis.key_prefix,
+            Duration::from_millis(settings.relay.replica_ttl_ms),
+        ));
         let (acks, acknowledger) = Acknowledger::new(outbox.clone());
         let catalog = Catalog::new(coupon_infra::db::pool(&settings.database)?);
         let publisher = Arc::new(Publisher::new(&settings.kafka, metrics.clone(), acks.clone())?);
@@ -82,6 +88,7 @@ impl Application {
         let recovery = Recovery {
             catalog: catalog.clone(),
             issuer: issuer.clone(),
+            watchlist: watchlist.clone(),
             progress: Arc::new(GroupProgress::new(&settings.kafka.client, &settings.writer.group)?),
             metrics: metrics.clone(),
             settings: settings.recovery.clone(),
@@ -93,6 +100,7 @@ impl Application {
         let state = web::Data::new(AppState {
             issuer,
             outbox,
+            watchlist,
             acks,
             publisher,
             catalog,
@@ -121,9 +129,12 @@ impl Application {
         // Stopped last, after the producer flush has delivered what it can.
         let stop_acks = CancellationToken::new();
         let acknowledger = tokio::spawn(self.acknowledger.run(stop_acks.clone()));
+        let watchlist = self.state.watchlist.clone();
+        let mut heartbeat = tokio::spawn(watchlist.clone().run(stop.clone()));
         let relay = Relay {
             outbox: self.state.outbox.clone(),
             publisher: self.state.publisher.clone(),
+            watchlist: watchlist.clone(),
             metrics: self.state.metrics.clone(),
             settings: self.settings.relay.clone(),
         };
@@ -146,13 +157,14 @@ impl Application {
             served = &mut serving => Some(("the HTTP server", served.map_err(anyhow::Error::from).and_then(|r| r.map_err(Into::into)))),
             relayed = &mut relay => Some(("the outbox relay", relayed.map_err(Into::into))),
             recovered = &mut recovery => Some(("the recovery", recovered.map_err(Into::into))),
+            beaten = &mut heartbeat => Some(("the relay heartbeat", beaten.map_err(Into::into))),
         };
         if let Some((task, outcome)) = &ended_early {
             tracing::error!(task, outcome = ?outcome, "an essential task ended; stopping coupon-api");
         }
         handle.stop(true).await;
         stop.cancel();
-        for (name, task) in [("relay", relay), ("recovery", recovery)] {
+        for (name, task) in [("relay", relay), ("recovery", recovery), ("relay heartbeat", heartbeat)] {
             if !task.is_finished() || ended_early.is_none() {
                 task.await.with_context(|| format!("joining the {name}"))?;
             }
@@ -168,6 +180,9 @@ impl Application {
         let flushed = tokio::task::spawn_blocking(move || publisher.flush(FLUSH_TIMEOUT)).await?;
         stop_acks.cancel();
         acknowledger.await.context("joining the outbox acknowledger")?;
+        if let Err(err) = watchlist.leave().await {
+            tracing::warn!(error = %err, "could not leave the relay's replica set; another replica takes over once the heartbeat lapses");
+        }
         match flushed {
             Ok(()) => tracing::info!("coupon-api stopped; producer flushed"),
             Err(err) => tracing::warn!(error = %err, "coupon-api stopped; unflushed events stay in the outbox"),

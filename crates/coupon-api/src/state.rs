@@ -13,10 +13,13 @@ use crate::metrics::Metrics;
 use crate::outbox::{AckQueue, Outbox};
 use crate::publisher::Publisher;
 use crate::recovery::RecoveryRequests;
+use crate::watchlist::Watchlist;
 
 pub struct AppState {
     pub issuer: Arc<Issuer>,
     pub outbox: Arc<Outbox>,
+    /// The outboxes this replica's relay reads.
+    pub watchlist: Arc<Watchlist>,
     /// Delivered outbox entries, removed in batches.
     pub acks: AckQueue,
     pub publisher: Arc<Publisher>,

@@ -24,9 +24,50 @@ impl CouponKeys {
     }
 }
 
-/// The set of primed coupon ids, which the relay walks to find outboxes.
-pub fn index_key(prefix: &str) -> String {
-    format!("{prefix}coupons")
+/// The keys one system (one key prefix) shares over all its coupons and API
+/// replicas. They share the hash tag `{coupons}`, so one script may touch
+/// several of them on Redis Cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SystemKeys {
+    base: String,
+}
+
+impl SystemKeys {
+    pub fn new(prefix: &str) -> Self {
+        Self { base: format!("{prefix}{{coupons}}") }
+    }
+
+    /// Sorted set of the coupons Redis holds, scored by the end of their
+    /// period (ms), so ended ones are found without reading every coupon.
+    pub fn index(&self) -> String {
+        format!("{}:index", self.base)
+    }
+
+    /// Set of the coupons a recovery fenced and has not yet rebuilt.
+    pub fn fenced(&self) -> String {
+        format!("{}:fenced", self.base)
+    }
+
+    /// Set of the API replicas that may hold outbox entries to relay.
+    pub fn replicas(&self) -> String {
+        format!("{}:replicas", self.base)
+    }
+
+    /// Exists (with a TTL) while the replica lives.
+    pub fn alive(&self, replica: &str) -> String {
+        format!("{}:alive:{replica}", self.base)
+    }
+
+    /// Set of the coupons whose outboxes the replica may have written to.
+    pub fn claims(&self, replica: &str) -> String {
+        format!("{}:claims:{replica}", self.base)
+    }
+
+    /// Where the index lived before it was sorted by end (a set of ids); read
+    /// once at start to carry a running system's coupons over.
+    pub fn legacy_index(prefix: &str) -> String {
+        format!("{prefix}coupons")
+    }
 }
 
 #[cfg(test)]
@@ -40,5 +81,13 @@ mod tests {
         assert_eq!(keys.stock, "t1:coupon:{42}:stock");
         assert_eq!(keys.issued, "t1:coupon:{42}:issued");
         assert_eq!(keys.outbox, "t1:coupon:{42}:outbox");
+    }
+
+    #[test]
+    fn system_keys_share_one_hash_tag() {
+        let keys = SystemKeys::new("t1:");
+        for key in [keys.index(), keys.fenced(), keys.replicas(), keys.alive("r"), keys.claims("r")] {
+            assert!(key.starts_with("t1:{coupons}:"), "{key}");
+        }
     }
 }

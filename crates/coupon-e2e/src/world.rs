@@ -152,6 +152,7 @@ impl World {
             ("COUPON__ADMIN__TOKEN", ADMIN_TOKEN.to_string()),
             // The relay takes over from a dead API process sooner than in production.
             ("COUPON__RELAY__MIN_AGE_MS", "2000".to_string()),
+            ("COUPON__RELAY__REPLICA_TTL_MS", "3000".to_string()),
         ]
         .into_iter()
         .chain(self.redis.env())

@@ -22,7 +22,7 @@ use futures::future::try_join_all;
 use redis::{ErrorKind, RedisError, Script, ServerErrorKind, Value};
 use time::OffsetDateTime;
 
-pub use coupon_domain::keys::{self, CouponKeys};
+pub use coupon_domain::keys::{CouponKeys, SystemKeys};
 
 /// Redis could not decide: unreachable, timed out, or answered something the
 /// script never returns. In each case nothing was changed that we know of.
@@ -87,6 +87,7 @@ pub enum Presence {
 pub struct Issuer {
     redis: Arc<SharedRedis>,
     key_prefix: String,
+    system: SystemKeys,
     issue: Script,
     /// The issue script's text, which only the recovery loads.
     issue_code: String,
@@ -105,6 +106,7 @@ impl Issuer {
         let issue_code = format!("-- key prefix {key_prefix:?}\n{}", include_str!("issue.lua"));
         Self {
             redis,
+            system: SystemKeys::new(&key_prefix),
             key_prefix,
             issue: Script::new(&issue_code),
             issue_code,
@@ -129,12 +131,38 @@ impl Issuer {
         CouponKeys::new(&self.key_prefix, coupon)
     }
 
-    pub fn key_prefix(&self) -> &str {
-        &self.key_prefix
+    /// Adds `coupon` to the index, scored by the end of its period.
+    async fn index(&self, coupon: CouponId, ends_at: OffsetDateTime) -> Result<(), RedisUnavailable> {
+        let _: () = self
+            .redis
+            .query(redis::cmd("ZADD").arg(self.system.index()).arg(unix_ms(ends_at)).arg(coupon.get()))
+            .await?;
+        Ok(())
     }
 
-    fn index_key(&self) -> String {
-        keys::index_key(&self.key_prefix)
+    /// Carries the coupons of an index from before it was sorted by end (a
+    /// plain set) into the sorted one; a no-op once done. Every replica runs
+    /// it at start; running it twice at once does no harm.
+    pub async fn migrate_index(&self) -> Result<usize, RedisUnavailable> {
+        let legacy = SystemKeys::legacy_index(&self.key_prefix);
+        let ids: Vec<i64> = self.redis.query(redis::cmd("SMEMBERS").arg(&legacy)).await?;
+        let coupons: Vec<CouponId> = ids.into_iter().filter_map(|id| CouponId::new(id).ok()).collect();
+        let reads: Vec<redis::Cmd> = coupons
+            .iter()
+            .map(|coupon| redis::cmd("HGET").arg(self.keys(*coupon).meta).arg("ends_ms").to_owned())
+            .collect();
+        let ends: Vec<Option<i64>> = self.redis.query_each(&reads).await?;
+        for (coupon, ends) in coupons.iter().zip(&ends) {
+            // A coupon without state yet gets indexed now and its state from
+            // the recovery's first pass, which looks at every open coupon.
+            let score = ends.unwrap_or(i64::MAX);
+            let _: () =
+                self.redis.query(redis::cmd("ZADD").arg(self.system.index()).arg(score).arg(coupon.get())).await?;
+        }
+        if !coupons.is_empty() {
+            let _: () = self.redis.query(redis::cmd("DEL").arg(&legacy)).await?;
+        }
+        Ok(coupons.len())
     }
 
     pub async fn issue(&self, coupon: CouponId, customer: CustomerId) -> Result<Decision, RedisUnavailable> {
@@ -192,7 +220,7 @@ impl Issuer {
     /// written is found and rebuilt by the recovery's periodic pass.
     pub async fn create(&self, state: &CouponState) -> Result<bool, RedisUnavailable> {
         let keys = self.keys(state.id);
-        let _: () = self.redis.query(redis::cmd("SADD").arg(self.index_key()).arg(state.id.get())).await?;
+        self.index(state.id, state.ends_at).await?;
         let link = self.redis.link().await?;
         let created = self
             .create
@@ -208,7 +236,13 @@ impl Issuer {
     }
 
     /// Fences coupons: the issue script answers FENCED for them from now on.
+    /// They are listed in the fenced set first, so a recovery that dies before
+    /// it rebuilt them leaves them where the next pass of any replica looks.
     pub async fn fence(&self, coupons: &[CouponId], token: &str) -> Result<(), RedisUnavailable> {
+        if !coupons.is_empty() {
+            let ids: Vec<i64> = coupons.iter().map(|c| c.get()).collect();
+            let _: () = self.redis.query(redis::cmd("SADD").arg(self.system.fenced()).arg(ids)).await?;
+        }
         let fences: Vec<redis::Cmd> = coupons
             .iter()
             .map(|coupon| redis::cmd("HSET").arg(self.keys(*coupon).meta).arg("fenced").arg(token).to_owned())
@@ -250,7 +284,7 @@ impl Issuer {
         for chunk in state.holders.chunks(HOLDERS_CHUNK) {
             let _: () = self.redis.query(redis::cmd("SADD").arg(&staged).arg(chunk)).await?;
         }
-        let _: () = self.redis.query(redis::cmd("SADD").arg(self.index_key()).arg(state.id.get())).await?;
+        self.index(state.id, state.ends_at).await?;
         let link = self.redis.link().await?;
         let stock = self
             .rebuild
@@ -266,7 +300,27 @@ impl Issuer {
             .invoke_async::<i64>(&mut link.conn.clone())
             .await;
         let stock = self.redis.observe(&link, stock)?;
-        Ok((stock >= 0).then_some(stock))
+        if stock < 0 {
+            return Ok(None);
+        }
+        let _: () = self.redis.query(redis::cmd("SREM").arg(self.system.fenced()).arg(state.id.get())).await?;
+        Ok(Some(stock))
+    }
+
+    /// The coupons a recovery fenced and has not rebuilt yet (as far as the
+    /// fenced set knows: a coupon in it may have been rebuilt since).
+    pub async fn fenced(&self) -> Result<Vec<CouponId>, RedisUnavailable> {
+        let ids: Vec<i64> = self.redis.query(redis::cmd("SMEMBERS").arg(self.system.fenced())).await?;
+        Ok(ids.into_iter().filter_map(|id| CouponId::new(id).ok()).collect())
+    }
+
+    /// Takes coupons that are not fenced out of the fenced set.
+    pub async fn unlist_fenced(&self, coupons: &[CouponId]) -> Result<(), RedisUnavailable> {
+        if !coupons.is_empty() {
+            let ids: Vec<i64> = coupons.iter().map(|c| c.get()).collect();
+            let _: () = self.redis.query(redis::cmd("SREM").arg(self.system.fenced()).arg(ids)).await?;
+        }
+        Ok(())
     }
 
     /// Removes delivered outbox entries of one coupon unless it is fenced;
@@ -279,21 +333,13 @@ impl Issuer {
         Ok(self.redis.observe(&link, removed)?)
     }
 
-    /// The coupons in the index whose period ended before `now_ms`.
+    /// The coupons in the index whose period ended at or before `now_ms`.
     pub async fn ended(&self, now_ms: i64) -> Result<Vec<CouponId>, RedisUnavailable> {
-        let ids: Vec<i64> = self.redis.query(redis::cmd("SMEMBERS").arg(self.index_key())).await?;
-        let coupons: Vec<CouponId> = ids.into_iter().filter_map(|id| CouponId::new(id).ok()).collect();
-        let reads: Vec<redis::Cmd> = coupons
-            .iter()
-            .map(|coupon| redis::cmd("HGET").arg(self.keys(*coupon).meta).arg("ends_ms").to_owned())
-            .collect();
-        let ends: Vec<Option<i64>> = self.redis.query_each(&reads).await?;
-        Ok(coupons
-            .into_iter()
-            .zip(ends)
-            .filter(|(_, ends)| ends.is_some_and(|ends| ends <= now_ms))
-            .map(|(c, _)| c)
-            .collect())
+        let ids: Vec<i64> = self
+            .redis
+            .query(redis::cmd("ZRANGE").arg(self.system.index()).arg("-inf").arg(now_ms).arg("BYSCORE"))
+            .await?;
+        Ok(ids.into_iter().filter_map(|id| CouponId::new(id).ok()).collect())
     }
 
     /// Lets an ended coupon's keys expire after `grace_ms` once its outbox is
@@ -313,7 +359,7 @@ impl Issuer {
         if self.redis.observe(&link, retired)? == 0 {
             return Ok(false);
         }
-        let _: () = self.redis.query(redis::cmd("SREM").arg(self.index_key()).arg(coupon.get())).await?;
+        let _: () = self.redis.query(redis::cmd("ZREM").arg(self.system.index()).arg(coupon.get())).await?;
         Ok(true)
     }
 

@@ -9,3 +9,4 @@ mod outbox;
 mod queries;
 mod recovery;
 mod redis_restart;
+mod relay;

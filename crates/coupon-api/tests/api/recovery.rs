@@ -101,12 +101,13 @@ async fn an_ended_coupon_leaves_the_index_and_its_keys_expire() {
     assert_eq!(app.issue(coupon, 1).await.0, StatusCode::CREATED);
 
     let mut conn = redis().await;
-    let index = format!("{}coupons", iso.key_prefix);
+    let index = coupon_domain::keys::SystemKeys::new(&iso.key_prefix.to_string()).index();
     let meta = format!("{}coupon:{{{coupon}}}:meta", iso.key_prefix);
     let ttl_ms = wait_until("the ended coupon to retire", Duration::from_secs(30), || {
         let (mut conn, index, meta) = (conn.clone(), index.clone(), meta.clone());
         async move {
-            let indexed: bool = redis::cmd("SISMEMBER").arg(&index).arg(coupon).query_async(&mut conn).await.ok()?;
+            let score: Option<i64> = redis::cmd("ZSCORE").arg(&index).arg(coupon).query_async(&mut conn).await.ok()?;
+            let indexed = score.is_some();
             let ttl: i64 = redis::cmd("PTTL").arg(&meta).query_async(&mut conn).await.ok()?;
             (!indexed && ttl > 0).then_some(ttl)
         }
