@@ -5,7 +5,7 @@
 CARGO ?= cargo
 STACK := scripts/stack.sh
 
-.PHONY: help setup up down status up-cluster down-cluster status-cluster build build-release run demo bench soak reconcile test e2e e2e-cluster fmt lint lint-deploy clean
+.PHONY: help setup up down status up-cluster down-cluster status-cluster build build-release run demo bench bench-many soak reconcile test e2e e2e-cluster fmt lint lint-deploy clean
 
 help:
 	@echo "make run     stack up, then coupon-api and coupon-writer in the foreground"
@@ -17,6 +17,7 @@ help:
 	@echo "make e2e     the end-to-end fault scenarios at full size"
 	@echo "make e2e-cluster   the Redis Cluster and Kafka cluster failovers at full size"
 	@echo "make bench   Kafka design against synchronous baseline: docs/BENCHMARK.md"
+	@echo "make bench-many  idle cost and issuance with 10,000 open coupons"
 	@echo "make soak    a 3-minute flood: writer membership, drain, memory, promises"
 	@echo "make setup|build|fmt|lint|clean"
 
@@ -58,6 +59,11 @@ demo: up build-release
 # TO-BE against AS-IS, the ceilings, plots: docs/BENCHMARK.md. Not part of `test`.
 bench: up build-release
 	@scripts/bench.sh
+
+# What 10,000 open coupons cost an idle coupon-api and Redis, and issuance;
+# its section of docs/BENCHMARK.md (also run at the end of `bench`).
+bench-many: up build-release
+	@scripts/bench-many.sh
 
 # A sustained flood (3 minutes by default, SOAK_SECONDS) after a spike for
 # comparison; the soak section of docs/BENCHMARK.md. Not part of `test`.

@@ -2,8 +2,9 @@
 # `make bench`: the Kafka design (TO-BE) against the synchronous baseline (AS-IS)
 # on the same stack in one invocation, alternating A/B/A/B, plus the ceilings of
 # the stores alone (redis-benchmark on the issue script, pgbench on the
-# writer's statements) and the writer's drain rate per batch size, and what
-# stronger Redis durability costs (WAIT for a replica, appendfsync always). Writes
+# writer's statements) and the writer's drain rate per batch size, what
+# stronger Redis durability costs (WAIT for a replica, appendfsync always), and
+# what many open coupons cost (scripts/bench-many.sh). Writes
 # docs/BENCHMARK.md and docs/bench/*.svg. Not a test: it asserts nothing about time.
 #
 #   CUSTOMERS (50000)  STOCK (10000)  CONCURRENCY (256)  ROUNDS (3)  BACKLOG (100000)
@@ -30,21 +31,8 @@ export COUPON__WRITER__HTTP__ADDR=127.0.0.1:19091
 export COUPON__LOG__FORMAT=json RUST_LOG=warn
 API="http://$COUPON__HTTP__ADDR"
 
-pids=()
-cleanup() { for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-
-# Starts a service in the background as a child of this shell (not in a
-# command substitution, whose children `wait` and `cleanup` could not reach);
-# its pid is left in $started.
-start() { # name env... binary args...
-    local name=$1; shift
-    env "$@" >"$OUT/logs/$name.log" 2>&1 &
-    started=$!
-    pids+=("$started")
-}
-# SIGTERM, then waits for the graceful exit, so the next service can bind the port.
-stop() { kill -TERM "$1"; wait "$1" 2>/dev/null || true; }
+LOGS="$OUT/logs"
+. "$ROOT/scripts/lib/services.sh"
 
 "$BIN/coupon-writer" migrate >/dev/null
 start writer "$BIN/coupon-writer" run
@@ -132,14 +120,10 @@ drain_backlog() { # label env...
     writer=$started
     drained=$("$BIN/coupon-loadgen" drain --coupon "$coupon" --expected "$BACKLOG")
     stop "$writer"
-    # The drain's topic was the benchmark's own: leave the broker as it was.
-    java -cp "$ROOT/.stack/kafka/libs/*" org.apache.kafka.tools.TopicCommand --bootstrap-server \
-        "127.0.0.1:${KAFKA_PORT:-9092}" --delete --topic "$topic" >>"$OUT/logs/topics.log" 2>&1 ||
-        echo "   could not delete topic $topic (see $OUT/logs/topics.log)"
+    delete_topic "$topic"
 }
 
 echo "== ceiling: the writer's statements driven by pgbench, and the writer draining a backlog"
-psql_bench() { PGPASSWORD=coupon psql -h 127.0.0.1 -p "${PG_PORT:-5432}" -U coupon coupon -qAt "$@"; }
 bench_coupon=$(psql_bench -c "INSERT INTO coupon (name, total_quantity, remaining_quantity, starts_at, ends_at)
     VALUES ('pgbench', 2000000000, 2000000000, now(), now() + interval '1 day') RETURNING id" | head -1)
 pg_json=""
@@ -239,3 +223,4 @@ JSON
 "$BIN/coupon-loadgen" report --runs "$OUT/runs" --ceilings "$OUT/ceilings.json" \
     --output "$ROOT/docs/BENCHMARK.md" --plots "$ROOT/docs/bench"
 echo "raw results: $OUT"
+"$ROOT/scripts/bench-many.sh"

@@ -25,15 +25,12 @@ export COUPON__WRITER__HTTP__ADDR=127.0.0.1:19091
 export COUPON__LOG__FORMAT=json RUST_LOG=warn
 API="http://$COUPON__HTTP__ADDR"
 
-pids=()
-cleanup() { for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
+LOGS="$OUT"
+. "$ROOT/scripts/lib/services.sh"
 
 "$BIN/coupon-writer" migrate >/dev/null
-"$BIN/coupon-writer" run >"$OUT/writer.log" 2>&1 &
-pids+=($!)
-"$BIN/coupon-api" >"$OUT/api.log" 2>&1 &
-pids+=($!)
+start writer "$BIN/coupon-writer" run
+start api "$BIN/coupon-api"
 
 cross_check=""
 if [ "$WRK_SECONDS" -gt 0 ]; then

@@ -10,11 +10,13 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use coupon_domain::CouponIssuedEvent;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::ClientContext;
 use tokio::sync::oneshot;
 
@@ -23,10 +25,21 @@ use crate::metrics::Metrics;
 use crate::outbox::{AckQueue, Delivered};
 
 pub struct Publisher {
-    producer: ThreadedProducer<Deliveries>,
+    producer: Arc<BaseProducer<Deliveries>>,
+    /// Serves delivery reports until `stop_polling`.
+    polling: Option<JoinHandle<()>>,
+    stop_polling: Arc<AtomicBool>,
     topic: String,
     partition_key: PartitionKey,
 }
+
+/// How long one poll of the producer's event queue may wait. A poll returns
+/// as soon as a delivery report arrives, so this bounds only how soon the
+/// polling thread notices it should stop. rdkafka's `ThreadedProducer` polls
+/// every 100 ms and spins through the last millisecond of each poll (its
+/// timeout is rounded down to whole milliseconds): about 1% of a core while
+/// idle, which a second-long poll cuts tenfold.
+const POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -95,7 +108,23 @@ impl Publisher {
             .set("linger.ms", settings.linger_ms.to_string())
             .set("message.timeout.ms", settings.message_timeout_ms.to_string())
             .create_with_context(deliveries)?;
-        Ok(Self { producer, topic: settings.client.topic.clone(), partition_key: settings.partition_key })
+        let producer: Arc<BaseProducer<Deliveries>> = Arc::new(producer);
+        let stop_polling = Arc::new(AtomicBool::new(false));
+        let polling = {
+            let (producer, stop) = (producer.clone(), stop_polling.clone());
+            std::thread::Builder::new().name("kafka-deliveries".into()).spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    producer.poll(POLL_INTERVAL);
+                }
+            })?
+        };
+        Ok(Self {
+            producer,
+            polling: Some(polling),
+            stop_polling,
+            topic: settings.client.topic.clone(),
+            partition_key: settings.partition_key,
+        })
     }
 
     fn deliveries(&self) -> &Deliveries {
@@ -146,5 +175,14 @@ impl Publisher {
     /// Waits for queued records to be delivered. Blocks: call it off the async workers.
     pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
         self.producer.flush(timeout)
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.stop_polling.store(true, Ordering::Relaxed);
+        if let Some(polling) = self.polling.take() {
+            let _ = polling.join();
+        }
     }
 }

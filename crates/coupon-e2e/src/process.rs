@@ -41,7 +41,7 @@ impl Service {
         Ok(Self { name: name.to_string(), child: Some(child) })
     }
 
-    fn pid(&self) -> Pid {
+    pub fn pid(&self) -> Pid {
         Pid::from_raw(self.child.as_ref().expect("running").id() as i32)
     }
 

@@ -2,7 +2,7 @@
 //! rot: a spike record per issuance mode, a steady-traffic record, and the
 //! report with its tables and plots built from them. It asserts what the
 //! tool writes, never how fast anything ran. The soak tool likewise, with a
-//! flood of seconds.
+//! flood of seconds, and the many-coupons tool with a few dozen coupons.
 
 use std::path::Path;
 use std::process::Command;
@@ -138,4 +138,35 @@ async fn the_soak_tool_watches_the_writer_and_writes_its_section_beside_the_benc
     assert_eq!(md.matches("## A sustained flood").count(), 1, "{md}");
     assert!(!md.contains("Cross-check"), "{md}");
     api.terminate(Duration::from_secs(30)).await.expect("coupon-api stops on SIGTERM");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_many_coupons_tool_measures_idle_cost_and_spikes_and_writes_its_section() {
+    let (few, many) = (World::new("many-coupons tool A").await, World::new("many-coupons tool B").await);
+    let dir = log_dir().join(format!("many-tool-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (api_few, api_many) = (few.start_api().await, many.start_api().await);
+    let page = dir.join("BENCHMARK.md");
+    std::fs::write(&page, "# Spike benchmark\n\nthe spike tables\n").unwrap();
+    let json = dir.join("many.json");
+
+    let redis = coupon_testkit::redis_settings().url;
+    let (pid, pid_many, api_urls) = (api_few.pid().to_string(), api_many.pid().to_string(), many.api_urls());
+    let b = ["--api-many", &api_urls, "--database-url-many", many.db.url(), "--pid", &pid, "--pid-many", &pid_many];
+    let shape = ["--coupons", "40", "--idle-s", "1", "--settle-s", "1", "--spikes", "1"];
+    let spike = ["--customers", "200", "--stock", "50", "--concurrency", "16"];
+    let paths = ["--redis", &redis, "--output", path(&page), "--json", path(&json)];
+    loadgen(&few, &[&["many"][..], &b[..], &shape[..], &spike[..], &paths[..]].concat());
+
+    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(record["idle_after"]["open_coupons"], serde_json::json!([0, 40]), "{record}");
+    assert_eq!(record["spikes_many"].as_array().unwrap().len(), 1, "{record}");
+    let md = std::fs::read_to_string(&page).unwrap();
+    for expected in
+        ["# Spike benchmark\n\nthe spike tables\n", "## Many coupons at once", "| after B got 40 | 0 / 40 |"]
+    {
+        assert!(md.contains(expected), "the page lacks {expected:?}:\n{md}");
+    }
+    api_few.terminate(Duration::from_secs(30)).await.expect("coupon-api stops on SIGTERM");
+    api_many.terminate(Duration::from_secs(30)).await.expect("coupon-api stops on SIGTERM");
 }

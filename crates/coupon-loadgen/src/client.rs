@@ -79,12 +79,17 @@ impl ApiClient {
 
     /// Creates a coupon open from now for an hour; returns its id.
     pub async fn create_coupon(&self, name: &str, total: u64) -> anyhow::Result<i64> {
+        self.create_coupon_for(name, total, Duration::from_secs(3_600)).await
+    }
+
+    /// Creates a coupon open from now for `lasting`; returns its id.
+    pub async fn create_coupon_for(&self, name: &str, total: u64, lasting: Duration) -> anyhow::Result<i64> {
         let now = OffsetDateTime::now_utc();
         let body = json!({
             "name": name,
             "totalQuantity": total,
             "startsAt": (now - time::Duration::seconds(5)).format(&Rfc3339)?,
-            "endsAt": (now + time::Duration::hours(1)).format(&Rfc3339)?,
+            "endsAt": (now + lasting).format(&Rfc3339)?,
         });
         let response = self
             .send(|http, base| http.post(format!("{base}/api/v1/coupons")).bearer_auth(&self.admin_token).json(&body))

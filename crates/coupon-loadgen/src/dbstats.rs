@@ -41,6 +41,11 @@ pub async fn busy_connections(db: &PgPool) -> anyhow::Result<i64> {
     .await
 }
 
+/// Coupons whose period has not ended: the ones coupon-api keeps in Redis.
+pub async fn open_coupons(db: &PgPool) -> anyhow::Result<i64> {
+    count(db, "SELECT count(*) AS n FROM coupon WHERE ends_at > now()").await
+}
+
 /// Samples busy connections until stopped and keeps the peak.
 pub struct ConnectionSampler {
     pub peak: Arc<AtomicU64>,

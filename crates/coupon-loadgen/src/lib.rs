@@ -6,6 +6,8 @@ pub mod client;
 pub mod cpu;
 pub mod dbstats;
 pub mod durable;
+pub mod many;
+pub mod page;
 pub mod record;
 pub mod report;
 pub mod soak;

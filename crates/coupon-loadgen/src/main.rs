@@ -9,7 +9,7 @@ use coupon_infra::db::PgPool;
 use coupon_infra::settings::DatabaseSettings;
 use coupon_loadgen::client::ApiClient;
 use coupon_loadgen::record::RunRecord;
-use coupon_loadgen::{dbstats, durable, report, soak, soak_report, spike, trickle};
+use coupon_loadgen::{dbstats, durable, many, report, soak, soak_report, spike, trickle};
 use indicatif::{ProgressBar, ProgressStyle};
 use secrecy::SecretString;
 
@@ -41,6 +41,57 @@ enum Command {
     /// Requests/s of an endpoint that does nothing, through the same client
     /// and server: the HTTP layer's own ceiling on this machine.
     Noop(NoopArgs),
+    /// Idle cost and spike throughput with few coupons open, then with many;
+    /// writes its section of the benchmark page.
+    Many(ManyArgs),
+}
+
+#[derive(Args)]
+struct ManyArgs {
+    /// coupon-api A (keeps few coupons) and its database.
+    #[command(flatten)]
+    target: Target,
+    /// coupon-api B (gets the many coupons), its database, and the two processes.
+    #[arg(long)]
+    api_many: String,
+    #[arg(long)]
+    database_url_many: String,
+    #[arg(long)]
+    pid: i32,
+    #[arg(long)]
+    pid_many: i32,
+    /// The Redis both use; nothing else may use it during the run.
+    #[arg(long, env = "COUPON__REDIS__URL", default_value = "redis://127.0.0.1:6379")]
+    redis: String,
+    /// Coupons created between the two halves.
+    #[arg(long, default_value_t = 10_000)]
+    coupons: usize,
+    /// How long they stay open.
+    #[arg(long, default_value_t = 900)]
+    open_for_s: u64,
+    #[arg(long, default_value_t = 30)]
+    idle_s: u64,
+    /// Pause after creating them, so the relay has seen the spikes'
+    /// outboxes drained (relay.min_age_ms is 5 s by default).
+    #[arg(long, default_value_t = 10)]
+    settle_s: u64,
+    /// Spikes on each process.
+    #[arg(long, default_value_t = 5)]
+    spikes: usize,
+    #[arg(long, default_value_t = 50_000)]
+    customers: u64,
+    #[arg(long, default_value_t = 10_000)]
+    stock: u64,
+    #[arg(long, default_value_t = 256)]
+    concurrency: usize,
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+    #[arg(long, default_value = "docs/BENCHMARK.md")]
+    output: std::path::PathBuf,
+    #[arg(long, default_value = "")]
+    machine: String,
+    #[arg(long, default_value = "make bench")]
+    command: String,
 }
 
 /// The service under load and the database its writer fills.
@@ -205,6 +256,7 @@ async fn main() -> ExitCode {
         Command::Drain(args) => drain(args).await.map(|()| true),
         Command::Trickle(args) => trickle(args).await.map(|()| true),
         Command::Noop(args) => noop(args).await.map(|()| true),
+        Command::Many(args) => many_coupons(args).await.map(|()| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -343,12 +395,79 @@ async fn soak(args: SoakArgs) -> anyhow::Result<bool> {
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&record)?)?;
     }
-    let page = std::fs::read_to_string(&args.output).unwrap_or_default();
     let section = soak_report::markdown(&record, &spike, &args.machine, &args.command, &args.cross_check);
-    std::fs::write(&args.output, soak_report::splice(&page, &section))?;
+    soak_report::SECTION.write(&args.output, &section)?;
     soak_report::plot(&record, &args.plots)?;
     println!("wrote the soak section of {} and {}/soak.svg", args.output.display(), args.plots.display());
     Ok(spike_held && record.promises.held() && record.rebalances == 0)
+}
+
+/// Two coupon-api processes, A and B: an idle window, many coupons on B,
+/// another idle window, then spikes taking turns.
+async fn many_coupons(args: ManyArgs) -> anyhow::Result<()> {
+    let few = args.target.clone();
+    let many = Target { api: args.api_many.clone(), database_url: args.database_url_many.clone(), ..few.clone() };
+    let (_, db_few) = few.connect(1).await?;
+    let (client_many, db_many) = many.connect(32).await?;
+    let open = async || -> anyhow::Result<[i64; 2]> {
+        Ok([dbstats::open_coupons(&db_few).await?, dbstats::open_coupons(&db_many).await?])
+    };
+    let pids = [args.pid, args.pid_many];
+    let idle_window = Duration::from_secs(args.idle_s);
+    println!("== idle for {} s", args.idle_s);
+    let idle_before = many::idle(pids, &args.redis, open().await?, idle_window).await?;
+    println!("{idle_before:?}");
+
+    println!("== creating {} coupons on B", args.coupons);
+    let started = std::time::Instant::now();
+    let created =
+        many::create_coupons(&client_many, args.coupons, 32, Duration::from_secs(args.open_for_s)).await?.len();
+    let create_s = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(args.settle_s)).await;
+    println!("== idle for {} s", args.idle_s);
+    let idle_after = many::idle(pids, &args.redis, open().await?, idle_window).await?;
+    println!("{idle_after:?}");
+
+    let (mut spikes_few, mut spikes_many) = (Vec::new(), Vec::new());
+    for _ in 0..args.spikes {
+        for (target, rates) in [(&few, &mut spikes_few), (&many, &mut spikes_many)] {
+            let spike = SpikeArgs {
+                target: target.clone(),
+                customers: Some(args.customers),
+                stock: Some(args.stock),
+                concurrency: args.concurrency,
+                repeat_share: 0.1,
+                drain_timeout_s: 0,
+                mode: "many".into(),
+                round: 1,
+                json: None,
+                no_writer: true,
+            };
+            rates.push(run(&spike, args.customers, args.stock).await?.1.requests_per_s);
+        }
+    }
+
+    let record = many::ManyRecord {
+        idle_before,
+        idle_after,
+        spikes_few,
+        spikes_many,
+        created,
+        create_s,
+        settle_s: args.settle_s,
+        customers: args.customers,
+        stock: args.stock,
+        concurrency: args.concurrency,
+        machine: args.machine,
+        command: args.command,
+    };
+    println!("throughput on B (many coupons): {:.1} % of A's", record.throughput_ratio() * 100.0);
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&record)?)?;
+    }
+    many::SECTION.write(&args.output, &many::markdown(&record))?;
+    println!("wrote the many-coupons section of {}", args.output.display());
+    Ok(())
 }
 
 async fn drain(args: DrainArgs) -> anyhow::Result<()> {
@@ -401,8 +520,12 @@ fn report(args: ReportArgs) -> anyhow::Result<()> {
     let ceilings: report::Ceilings = serde_json::from_slice(&std::fs::read(&args.ceilings)?)?;
     report::plots(&runs, &args.plots)?;
     let mut page = report::markdown(&runs, &ceilings);
-    if let Some(soak) = std::fs::read_to_string(&args.output).ok().as_deref().and_then(soak_report::section) {
-        page = soak_report::splice(&page, soak);
+    // The sections other tools wrote stay as they were.
+    let old = std::fs::read_to_string(&args.output).unwrap_or_default();
+    for section in [soak_report::SECTION, many::SECTION] {
+        if let Some(kept) = section.find(&old) {
+            page = section.splice(&page, kept);
+        }
     }
     std::fs::write(&args.output, page)?;
     println!("wrote {} and plots in {}", args.output.display(), args.plots.display());

@@ -1,6 +1,5 @@
 //! The soak's section of docs/BENCHMARK.md, side by side with a spike of the
-//! same run, and its plot. The section sits between two markers, so the soak
-//! and the spike benchmark each rewrite only their own part of the page.
+//! same run, and its plot.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -8,27 +7,13 @@ use std::path::Path;
 use anyhow::Context;
 use plotters::prelude::*;
 
+use crate::page::Section;
 use crate::record::RunRecord;
 use crate::soak::{Second, SoakRecord};
 
-const BEGIN: &str = "<!-- soak: written by `make soak` -->";
-const END: &str = "<!-- /soak -->";
-
-/// The soak's section as it stands in `page`, markers included.
-pub fn section(page: &str) -> Option<&str> {
-    let start = page.find(BEGIN)?;
-    let end = page[start..].find(END)? + start + END.len();
-    Some(&page[start..end])
-}
-
-/// `page` with its soak section replaced by `new`, or `new` appended.
-pub fn splice(page: &str, new: &str) -> String {
-    match section(page) {
-        Some(old) => page.replacen(old, new, 1),
-        None if page.is_empty() => new.to_string(),
-        None => format!("{}\n\n{new}\n", page.trim_end()),
-    }
-}
+pub const SECTION: Section = Section { begin: "<!-- soak: written by `make soak` -->", end: "<!-- /soak -->" };
+const BEGIN: &str = SECTION.begin;
+const END: &str = SECTION.end;
 
 pub fn markdown(soak: &SoakRecord, spike: &RunRecord, machine: &str, command: &str, cross_check: &str) -> String {
     let mut md = String::new();
@@ -148,20 +133,4 @@ pub fn plot(soak: &SoakRecord, dir: &Path) -> anyhow::Result<()> {
         .map_err(chart_error)?;
     root.present().map_err(chart_error)?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_soak_section_is_appended_once_and_then_replaced_in_place() {
-        let page = "# Spike benchmark\n\nrows\n";
-        let first = splice(page, &format!("{BEGIN}\nfirst\n{END}"));
-        assert_eq!(first, format!("# Spike benchmark\n\nrows\n\n{BEGIN}\nfirst\n{END}\n"));
-        let second = splice(&first, &format!("{BEGIN}\nsecond\n{END}"));
-        assert_eq!(second, format!("# Spike benchmark\n\nrows\n\n{BEGIN}\nsecond\n{END}\n"));
-        assert_eq!(section(&second), Some(format!("{BEGIN}\nsecond\n{END}").as_str()));
-        assert_eq!(section(page), None);
-    }
 }
