@@ -2,7 +2,7 @@
 //! durable record (written by coupon-writer) of who holds one.
 
 use coupon_domain::{CouponId, CustomerId};
-use coupon_infra::db::schema::{coupon, customer_coupon};
+use coupon_infra::db::schema::{coupon, coupon_creation, customer_coupon};
 use coupon_infra::db::PgPool;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
@@ -45,6 +45,9 @@ pub struct HeldCoupon {
     pub issued_at: OffsetDateTime,
 }
 
+/// How long an idempotency key returns the coupon it created.
+pub const IDEMPOTENCY_WINDOW: time::Duration = time::Duration::days(1);
+
 #[derive(Clone)]
 pub struct Catalog {
     pool: PgPool,
@@ -55,13 +58,52 @@ impl Catalog {
         Self { pool }
     }
 
-    pub async fn create(&self, new: NewCoupon) -> Result<CouponRow, CatalogError> {
+    /// Creates a coupon. With an idempotency key used within the last day,
+    /// returns the coupon that key created instead (`true`: a replay). Requests
+    /// with the same key are serialized by a lock on the key, so two at once
+    /// never create two coupons.
+    pub async fn create(&self, new: NewCoupon, key: Option<&str>) -> Result<(CouponRow, bool), CatalogError> {
         let mut conn = self.pool.get().await?;
-        Ok(diesel::insert_into(coupon::table)
-            .values(&new)
-            .returning(CouponRow::as_returning())
-            .get_result(&mut conn)
-            .await?)
+        let created = conn
+            .transaction::<_, diesel::result::Error, _>(async |conn| {
+                if let Some(key) = key {
+                    diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+                        .bind::<diesel::sql_types::Text, _>(key)
+                        .execute(&mut *conn)
+                        .await?;
+                    let earlier: Option<CouponRow> = coupon_creation::table
+                        .inner_join(coupon::table)
+                        .filter(coupon_creation::idempotency_key.eq(key))
+                        .filter(coupon_creation::created_at.gt(OffsetDateTime::now_utc() - IDEMPOTENCY_WINDOW))
+                        .select(CouponRow::as_select())
+                        .first(&mut *conn)
+                        .await
+                        .optional()?;
+                    if let Some(row) = earlier {
+                        return Ok((row, true));
+                    }
+                }
+                let row: CouponRow = diesel::insert_into(coupon::table)
+                    .values(&new)
+                    .returning(CouponRow::as_returning())
+                    .get_result(&mut *conn)
+                    .await?;
+                if let Some(key) = key {
+                    diesel::insert_into(coupon_creation::table)
+                        .values((coupon_creation::idempotency_key.eq(key), coupon_creation::coupon_id.eq(row.id)))
+                        .on_conflict(coupon_creation::idempotency_key)
+                        .do_update()
+                        .set((
+                            coupon_creation::coupon_id.eq(row.id),
+                            coupon_creation::created_at.eq(OffsetDateTime::now_utc()),
+                        ))
+                        .execute(conn)
+                        .await?;
+                }
+                Ok((row, false))
+            })
+            .await?;
+        Ok(created)
     }
 
     pub async fn get(&self, id: CouponId) -> Result<Option<CouponRow>, CatalogError> {

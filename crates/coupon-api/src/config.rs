@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use coupon_infra::settings::{
     require_positive, DatabaseSettings, InvalidSetting, KafkaSettings, LogSettings, RedisSettings, Validate,
 };
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -164,6 +164,12 @@ impl Validate for Settings {
         self.redis.validate()?;
         self.kafka.client.validate()?;
         self.database.validate()?;
+        if self.admin.token.as_ref().is_some_and(|token| token.expose_secret().trim().is_empty()) {
+            return Err(InvalidSetting::new(
+                "admin.token",
+                "must not be empty (leave COUPON__ADMIN__TOKEN unset to turn the admin endpoints off)",
+            ));
+        }
         require_positive("kafka.message_timeout_ms", self.kafka.message_timeout_ms)?;
         require_positive("relay.interval_ms", self.relay.interval_ms)?;
         require_positive("relay.batch_size", self.relay.batch_size as u64)?;
@@ -203,7 +209,6 @@ impl Validate for Settings {
 mod tests {
     use super::*;
     use coupon_infra::settings::load_from_vars;
-    use secrecy::ExposeSecret;
 
     fn load(vars: &[(&str, &str)]) -> Result<Settings, coupon_infra::settings::SettingsError> {
         load_from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
@@ -236,5 +241,7 @@ mod tests {
         assert!(err.contains("partition_key"), "{err}");
         let err = load(&[("COUPON__RELAY__MIN_AGE_MS", "10")]).unwrap_err().to_string();
         assert!(err.contains("relay.min_age_ms"), "{err}");
+        let err = load(&[("COUPON__ADMIN__TOKEN", " ")]).unwrap_err().to_string();
+        assert!(err.contains("admin.token"), "{err}");
     }
 }

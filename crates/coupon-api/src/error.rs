@@ -16,6 +16,12 @@ pub enum ApiError {
     Rejected(Rejection),
     #[error("{0}")]
     InvalidRequest(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("method not allowed; this resource allows {allow}")]
+    MethodNotAllowed { allow: String },
     #[error("missing or wrong admin token")]
     Unauthorized,
     #[error("{0}")]
@@ -45,6 +51,9 @@ impl ApiError {
         match self {
             ApiError::Rejected(rejection) => rejection.code(),
             ApiError::InvalidRequest(_) => "INVALID_REQUEST",
+            ApiError::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
+            ApiError::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
+            ApiError::MethodNotAllowed { .. } => "METHOD_NOT_ALLOWED",
             ApiError::Unauthorized => "UNAUTHORIZED",
             ApiError::NotFound(_) => "NOT_FOUND",
             ApiError::Unavailable(_) | ApiError::Fenced => "UNAVAILABLE",
@@ -66,6 +75,9 @@ impl ResponseError for ApiError {
             ApiError::Rejected(Rejection::AlreadyIssued | Rejection::SoldOut) => StatusCode::CONFLICT,
             ApiError::Rejected(Rejection::NotStarted | Rejection::Expired) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Unavailable(_) | ApiError::Fenced | ApiError::Unconfirmed => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -73,8 +85,14 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status_code());
-        if self.status_code() == StatusCode::SERVICE_UNAVAILABLE {
-            response.insert_header((actix_web::http::header::RETRY_AFTER, RETRY_AFTER_SECS));
+        match self {
+            ApiError::Unavailable(_) | ApiError::Fenced | ApiError::Unconfirmed => {
+                response.insert_header((actix_web::http::header::RETRY_AFTER, RETRY_AFTER_SECS));
+            }
+            ApiError::MethodNotAllowed { allow } => {
+                response.insert_header((actix_web::http::header::ALLOW, allow.as_str()));
+            }
+            _ => {}
         }
         response.json(ErrorBody { code: self.code(), message: self.to_string() })
     }

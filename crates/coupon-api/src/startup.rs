@@ -10,6 +10,7 @@ use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use coupon_infra::kafka::GroupProgress;
 use coupon_infra::redis::SharedRedis;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -129,6 +130,7 @@ impl Application {
         // Stopped last, after the producer flush has delivered what it can.
         let stop_acks = CancellationToken::new();
         let acknowledger = tokio::spawn(self.acknowledger.run(stop_acks.clone()));
+        tokio::spawn(migrate_schema(self.settings.database.url.clone(), stop.clone()));
         let watchlist = self.state.watchlist.clone();
         let mut heartbeat = tokio::spawn(watchlist.clone().run(stop.clone()));
         let relay = Relay {
@@ -193,6 +195,28 @@ impl Application {
         }
     }
 }
+
+/// Applies the schema's pending migrations under the migrators' lock (as
+/// coupon-writer does), so coupon-api alone on a fresh database works.
+/// Retried while PostgreSQL cannot be reached; that does not hold the start up.
+async fn migrate_schema(url: SecretString, stop: CancellationToken) {
+    loop {
+        match coupon_infra::db::migrate(url.expose_secret()).await {
+            Ok(applied) if applied.is_empty() => return tracing::info!("database schema up to date"),
+            Ok(applied) => return tracing::info!(?applied, "database schema migrated"),
+            Err(err) => {
+                tracing::warn!(error = %format!("{err:#}"), "cannot migrate the database schema yet; will retry")
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(MIGRATE_RETRY) => {}
+        }
+    }
+}
+
+/// How soon a failed schema migration is tried again.
+const MIGRATE_RETRY: Duration = Duration::from_secs(2);
 
 /// Built outside `run_until` so that future stays `Send` (the builder is not).
 fn http_server(listener: TcpListener, state: web::Data<AppState>, workers: usize) -> std::io::Result<Server> {

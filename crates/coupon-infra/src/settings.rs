@@ -131,7 +131,14 @@ pub struct DatabaseSettings {
     /// Holds the password, so it is kept out of logs and debug output.
     pub url: SecretString,
     pub pool_size: usize,
+    /// Waiting for a pooled connection, and connecting.
     pub timeout_ms: u64,
+    /// PostgreSQL cancels a statement running longer (`statement_timeout`).
+    pub statement_timeout_ms: u64,
+    /// How long sent data may stay unacknowledged before the connection is
+    /// dropped (`tcp_user_timeout`), and the keepalive probes' idle time: a
+    /// silent network partition fails queries in bounded time, not minutes.
+    pub tcp_timeout_ms: u64,
 }
 
 impl Default for DatabaseSettings {
@@ -140,6 +147,8 @@ impl Default for DatabaseSettings {
             url: SecretString::from("postgres://coupon:coupon@127.0.0.1:5432/coupon"),
             pool_size: 10,
             timeout_ms: 5_000,
+            statement_timeout_ms: 10_000,
+            tcp_timeout_ms: 10_000,
         }
     }
 }

@@ -1,6 +1,9 @@
 //! Coupons: create (admin), read, and prime Redis from PostgreSQL (admin).
 
-use actix_web::{get, post, web, HttpRequest, HttpResponse};
+use std::future::{ready, Ready};
+
+use actix_web::dev::Payload;
+use actix_web::{get, post, web, FromRequest, HttpRequest, HttpResponse};
 use coupon_domain::{CouponId, Rejection};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
@@ -35,6 +38,10 @@ impl CreateCouponRequest {
         let name = self.name.trim().to_string();
         if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
             return Err(ApiError::InvalidRequest(format!("name must have 1 to {MAX_NAME_CHARS} characters")));
+        }
+        // PostgreSQL refuses NUL in text; no control character belongs in a name.
+        if name.chars().any(char::is_control) {
+            return Err(ApiError::InvalidRequest("name must not contain control characters".into()));
         }
         if !(1..=MAX_QUANTITY).contains(&self.total_quantity) {
             return Err(ApiError::InvalidRequest(format!("totalQuantity must be between 1 and {MAX_QUANTITY}")));
@@ -99,6 +106,24 @@ async fn coupon_row(state: &AppState, id: CouponId) -> Result<CouponRow, ApiErro
         .ok_or(ApiError::Rejected(Rejection::CouponNotFound))
 }
 
+/// The admin token was presented. As the first argument of a handler it is
+/// checked before the body is read, so a caller without it learns nothing
+/// about what the body should be.
+pub struct Admin;
+
+impl FromRequest for Admin {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let checked = match req.app_data::<web::Data<AppState>>() {
+            Some(state) => require_admin(req, state).map(|()| Admin),
+            None => Err(ApiError::Unauthorized),
+        };
+        ready(checked)
+    }
+}
+
 /// Checks `Authorization: Bearer <token>` in constant time.
 fn require_admin(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
     let expected = state.admin_token.as_ref().ok_or(ApiError::Unauthorized)?;
@@ -115,30 +140,54 @@ fn require_admin(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
     }
 }
 
+/// The most characters an `Idempotency-Key` may have.
+const MAX_IDEMPOTENCY_KEY_CHARS: usize = 200;
+
+/// The request's `Idempotency-Key`, if any: printable ASCII, 1 to 200 characters.
+fn idempotency_key(req: &HttpRequest) -> Result<Option<&str>, ApiError> {
+    let Some(value) = req.headers().get("Idempotency-Key") else { return Ok(None) };
+    match value.to_str() {
+        Ok(key)
+            if (1..=MAX_IDEMPOTENCY_KEY_CHARS).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            Ok(Some(key))
+        }
+        _ => Err(ApiError::InvalidRequest(format!(
+            "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} printable ASCII characters"
+        ))),
+    }
+}
+
 /// Create a coupon (admin). Written to PostgreSQL, then primed in Redis.
+/// With an `Idempotency-Key`, a retry within a day (say, after a timeout)
+/// answers with the coupon the first request created.
 #[utoipa::path(
     post,
     path = "/api/v1/coupons",
     request_body = CreateCouponRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry within a day return the first request's coupon")),
     security(("bearer" = [])),
     responses(
         (status = 201, body = CouponResponse),
         (status = 400, description = "INVALID_REQUEST", body = ErrorBody),
         (status = 401, description = "UNAUTHORIZED", body = ErrorBody),
+        (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorBody),
+        (status = 415, description = "UNSUPPORTED_MEDIA_TYPE", body = ErrorBody),
         (status = 503, description = "UNAVAILABLE: not saved, or saved but not yet open (the sync opens it)", body = ErrorBody),
     )
 )]
 #[post("/api/v1/coupons")]
 pub async fn create(
+    _: Admin,
     req: HttpRequest,
     state: web::Data<AppState>,
     body: web::Json<CreateCouponRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    require_admin(&req, &state)?;
+    let key = idempotency_key(&req)?;
     let new = body.into_inner().validate()?;
-    let row = state
+    let (row, replayed) = state
         .catalog
-        .create(new)
+        .create(new, key)
         .await
         .map_err(|err| ApiError::unavailable("PostgreSQL is unavailable; the coupon was not created", &err))?;
     let coupon_state = CouponState {
@@ -148,12 +197,18 @@ pub async fn create(
         total_quantity: row.total_quantity,
         holders: Vec::new(),
     };
-    // PostgreSQL has the coupon now; if Redis fails, the recovery's periodic pass creates it.
+    // PostgreSQL has the coupon now; if Redis fails, a request for it or a
+    // replica's start creates it. A replay creates it here if the first
+    // request could not (create.lua never touches an existing coupon).
     state.issuer.create(&coupon_state).await.map_err(|err| {
         ApiError::unavailable("coupon saved but Redis is unavailable; it opens once the sync primes it", &err)
     })?;
     let remaining = i64::from(row.remaining_quantity);
-    Ok(HttpResponse::Created().json(CouponResponse::new(row, remaining)))
+    let mut response = HttpResponse::Created();
+    if replayed {
+        response.insert_header(("Idempotent-Replayed", "true"));
+    }
+    Ok(response.json(CouponResponse::new(row, remaining)))
 }
 
 /// A coupon with its live remaining stock.
@@ -201,11 +256,10 @@ pub async fn get(state: web::Data<AppState>, coupon: web::Path<String>) -> Resul
 )]
 #[post("/api/v1/coupons/{couponId}/prime")]
 pub async fn prime_coupon(
-    req: HttpRequest,
+    _: Admin,
     state: web::Data<AppState>,
     coupon: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    require_admin(&req, &state)?;
     let id: CouponId = parse_id(&coupon, "couponId")?;
     let row = coupon_row(&state, id).await?;
     if row.ends_at <= OffsetDateTime::now_utc() {

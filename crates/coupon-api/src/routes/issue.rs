@@ -39,6 +39,8 @@ pub struct IssueResponse {
         (status = 400, description = "INVALID_REQUEST", body = ErrorBody),
         (status = 404, description = "COUPON_NOT_FOUND", body = ErrorBody),
         (status = 409, description = "ALREADY_ISSUED or SOLD_OUT", body = ErrorBody),
+        (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorBody),
+        (status = 415, description = "UNSUPPORTED_MEDIA_TYPE", body = ErrorBody),
         (status = 422, description = "NOT_STARTED or EXPIRED", body = ErrorBody),
         (status = 503, description = "UNAVAILABLE: Redis cannot be reached or the coupon is being rebuilt (nothing changed; retry after `Retry-After`); UNCONFIRMED: maybe issued: the required Redis replicas did not confirm it in time, or Redis's reply was lost (ask `GET /api/v1/coupons/{couponId}/customers/{customerId}`)", body = ErrorBody),
     )

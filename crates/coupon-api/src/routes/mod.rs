@@ -1,5 +1,7 @@
 //! HTTP routes, one module per resource, and the extractor settings that turn
-//! every malformed request into `400 INVALID_REQUEST`.
+//! every malformed request into a 4xx: `400 INVALID_REQUEST`, `413` for a body
+//! over the limit, `415` for a body that is not JSON, `405` (with `Allow`) for
+//! a method a known path does not serve.
 
 pub mod coupons;
 pub mod customers;
@@ -7,8 +9,12 @@ pub mod health;
 pub mod issue;
 pub mod openapi;
 
+use std::sync::LazyLock;
+
+use actix_web::dev::ResourceDef;
 use actix_web::error::{JsonPayloadError, PathError};
 use actix_web::{web, HttpRequest, HttpResponse};
+use utoipa::OpenApi;
 
 use crate::error::ApiError;
 
@@ -32,22 +38,43 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 fn invalid_json(err: JsonPayloadError) -> ApiError {
-    let message = match err {
-        JsonPayloadError::ContentType => "Content-Type must be application/json".to_string(),
+    match err {
+        JsonPayloadError::ContentType => ApiError::UnsupportedMediaType("Content-Type must be application/json".into()),
         JsonPayloadError::OverflowKnownLength { .. } | JsonPayloadError::Overflow { .. } => {
-            format!("body larger than {MAX_BODY_BYTES} bytes")
+            ApiError::PayloadTooLarge(format!("body larger than {MAX_BODY_BYTES} bytes"))
         }
-        JsonPayloadError::Deserialize(err) => format!("invalid JSON body: {err}"),
-        _ => "unreadable request body".to_string(),
-    };
-    ApiError::InvalidRequest(message)
+        JsonPayloadError::Deserialize(err) => ApiError::InvalidRequest(format!("invalid JSON body: {err}")),
+        _ => ApiError::InvalidRequest("unreadable request body".into()),
+    }
 }
 
 fn invalid_path(err: PathError) -> ApiError {
     ApiError::InvalidRequest(format!("invalid path: {err}"))
 }
 
+/// Every path served and its methods: the OpenAPI document's, plus the
+/// operational endpoints it leaves out.
+static ROUTES: LazyLock<Vec<(ResourceDef, String)>> = LazyLock::new(|| {
+    let documented = openapi::ApiDoc::openapi().paths.paths.into_iter().map(|(path, item)| {
+        let methods = [
+            ("GET", item.get.is_some()),
+            ("PUT", item.put.is_some()),
+            ("POST", item.post.is_some()),
+            ("DELETE", item.delete.is_some()),
+            ("PATCH", item.patch.is_some()),
+        ];
+        let allow: Vec<&str> = methods.iter().filter(|(_, served)| *served).map(|(method, _)| *method).collect();
+        (path, allow.join(", "))
+    });
+    let operational = ["/health/live", "/health/ready", "/metrics", "/api-docs/openapi.json"]
+        .map(|path| (path.to_string(), "GET".to_string()));
+    documented.chain(operational).map(|(path, allow)| (ResourceDef::new(path), allow)).collect()
+});
+
 async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    if let Some((_, allow)) = ROUTES.iter().find(|(route, _)| route.is_match(req.path())) {
+        return Err(ApiError::MethodNotAllowed { allow: allow.clone() });
+    }
     tracing::debug!(path = req.path(), "no such route");
     Err(ApiError::NotFound("no such resource"))
 }

@@ -21,6 +21,8 @@ async fn admin_endpoints_need_the_token() {
 
     let none = app.http.post(&url).json(&coupon_body()).send().await.unwrap();
     assert_eq!(none.status(), StatusCode::UNAUTHORIZED);
+    let unread = app.http.post(&url).header("content-type", "text/plain").body("?").send().await.unwrap();
+    assert_eq!(unread.status(), StatusCode::UNAUTHORIZED, "the token is checked before the body");
     let wrong = app.http.post(&url).bearer_auth("guess").json(&coupon_body()).send().await.unwrap();
     assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
     let right = app.http.post(&url).bearer_auth(ADMIN_TOKEN).json(&coupon_body()).send().await.unwrap();
@@ -51,6 +53,7 @@ async fn invalid_coupons_are_rejected_and_not_created() {
         json!({ "name": "x", "totalQuantity": 10, "startsAt": "2036-01-01T00:00:00Z", "endsAt": "2026-01-01T00:00:00Z" }),
         json!({ "name": "x", "totalQuantity": 10, "startsAt": "tomorrow", "endsAt": "2036-01-01T00:00:00Z" }),
         json!({ "name": "x", "totalQuantity": 10 }),
+        json!({ "name": "nul\u{0}inside", "totalQuantity": 10, "startsAt": "2026-01-01T00:00:00Z", "endsAt": "2036-01-01T00:00:00Z" }),
     ];
     for body in invalid {
         let response = app.http.post(&url).bearer_auth(ADMIN_TOKEN).json(&body).send().await.unwrap();
@@ -106,5 +109,45 @@ async fn prime_of_an_unknown_or_ended_coupon_changes_nothing() {
     let ended = app.create_coupon(5, now - time::Duration::hours(2), now - time::Duration::hours(1)).await;
     assert_eq!(prime(ended).await.unwrap().status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(app.issue(ended, 1).await.1["code"], "EXPIRED");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retried_creation_with_the_same_idempotency_key_makes_one_coupon() {
+    let iso = Isolation::new().await;
+    let app = TestApp::spawn(iso.settings()).await;
+    let url = format!("{}/api/v1/coupons", app.base);
+    let create = |key: &'static str| {
+        app.http.post(&url).bearer_auth(ADMIN_TOKEN).header("Idempotency-Key", key).json(&coupon_body()).send()
+    };
+
+    let first = create("order-42").await.unwrap();
+    assert_eq!(first.status(), StatusCode::CREATED);
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let first: serde_json::Value = first.json().await.unwrap();
+    let retry = create("order-42").await.unwrap();
+    assert_eq!(retry.status(), StatusCode::CREATED);
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    assert_eq!(retry.json::<serde_json::Value>().await.unwrap()["id"], first["id"], "the same coupon, not a second");
+    let other: serde_json::Value = create("order-43").await.unwrap().json().await.unwrap();
+    assert_ne!(other["id"], first["id"]);
+
+    let bad = app.http.post(&url).bearer_auth(ADMIN_TOKEN).header("Idempotency-Key", "with space").json(&coupon_body());
+    assert_eq!(bad.send().await.unwrap().status(), StatusCode::BAD_REQUEST);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn coupon_api_alone_on_an_empty_database_migrates_it() {
+    let mut iso = Isolation::new().await;
+    iso.db = coupon_testkit::TestDatabase::create_empty().await;
+    let app = TestApp::spawn(iso.settings()).await;
+    let url = format!("{}/api/v1/coupons", app.base);
+    let status = wait_until("the schema to be migrated", Duration::from_secs(30), || async {
+        let response = app.http.post(&url).bearer_auth(ADMIN_TOKEN).json(&coupon_body()).send().await.ok()?;
+        (response.status() != StatusCode::SERVICE_UNAVAILABLE).then_some(response.status())
+    })
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
     app.stop().await;
 }

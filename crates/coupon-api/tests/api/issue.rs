@@ -51,7 +51,6 @@ async fn bad_requests_get_400_and_change_nothing() {
         r#"{"customerId":9223372036854775808}"#.into(),
         r#"{"customer":7}"#.into(),
         "{}".into(),
-        format!(r#"{{"customerId":7,"pad":"{}"}}"#, "x".repeat(10_000)),
     ];
     for body in bodies {
         let response =
@@ -61,9 +60,22 @@ async fn bad_requests_get_400_and_change_nothing() {
         assert_eq!(error["code"], "INVALID_REQUEST", "{body:.60}");
     }
 
+    let oversized = format!(r#"{{"customerId":7,"pad":"{}"}}"#, "x".repeat(10_000));
+    let response = app.http.post(&url).header("content-type", "application/json").body(oversized).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(response.json::<serde_json::Value>().await.unwrap()["code"], "PAYLOAD_TOO_LARGE");
     let wrong_type =
         app.http.post(&url).header("content-type", "text/plain").body(r#"{"customerId":7}"#).send().await.unwrap();
-    assert_eq!(wrong_type.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(wrong_type.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(wrong_type.json::<serde_json::Value>().await.unwrap()["code"], "UNSUPPORTED_MEDIA_TYPE");
+
+    for method in [reqwest::Method::GET, reqwest::Method::PUT, reqwest::Method::DELETE, reqwest::Method::TRACE] {
+        let response = app.http.request(method.clone(), &url).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED, "{method}");
+        assert_eq!(response.headers()["allow"], "POST", "{method}");
+    }
+    let unknown = app.http.get(format!("{}/api/v1/nothing-here", app.base)).send().await.unwrap();
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
 
     for path in ["abc", "0", "-1", "99999999999999999999"] {
         let response = app

@@ -28,8 +28,7 @@ pub fn pool(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
     // (a transient error the caller retries or answers 503) and is dropped.
     let mut config = ManagerConfig::default();
     config.recycling_method = RecyclingMethod::Fast;
-    let manager =
-        AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(settings.url.expose_secret(), config);
+    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(connection_url(settings), config);
     let timeout = Duration::from_millis(settings.timeout_ms);
     Pool::builder(manager)
         .max_size(settings.pool_size)
@@ -39,6 +38,35 @@ pub fn pool(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
         .runtime(Runtime::Tokio1)
         .build()
         .context("building the PostgreSQL pool")
+}
+
+/// The configured URL with the timeouts added as connection parameters,
+/// unless the URL sets them itself. tokio-postgres takes them in whole seconds.
+pub fn connection_url(settings: &DatabaseSettings) -> String {
+    let url = settings.url.expose_secret();
+    let seconds = |ms: u64| ms.div_ceil(1_000).to_string();
+    let statement_timeout = format!("-c statement_timeout={}", settings.statement_timeout_ms);
+    let parameters = [
+        ("connect_timeout", seconds(settings.timeout_ms)),
+        ("tcp_user_timeout", seconds(settings.tcp_timeout_ms)),
+        ("keepalives_idle", seconds(settings.tcp_timeout_ms)),
+        ("options", statement_timeout),
+    ];
+    // A URL (`postgres://…?k=v&…`) or libpq's key/value form (`k=v k=v`).
+    let is_url = url.starts_with("postgres://") || url.starts_with("postgresql://");
+    let mut out = url.to_string();
+    for (key, value) in parameters {
+        if url.contains(&format!("{key}=")) {
+            continue;
+        }
+        if is_url {
+            let separator = if out.contains('?') { '&' } else { '?' };
+            out.push_str(&format!("{separator}{key}={}", value.replace(' ', "%20").replace('=', "%3D")));
+        } else {
+            out.push_str(&format!(" {key}='{value}'"));
+        }
+    }
+    out
 }
 
 /// Applies pending migrations and returns the versions it applied. Each
@@ -65,4 +93,33 @@ pub async fn migrate(url: &str) -> anyhow::Result<Vec<String>> {
         .await
         .context("releasing the migration lock")?;
     Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use secrecy::SecretString;
+
+    use super::*;
+
+    fn settings(url: &str) -> DatabaseSettings {
+        DatabaseSettings { url: SecretString::from(url.to_string()), ..Default::default() }
+    }
+
+    #[test]
+    fn timeouts_are_added_to_a_url_that_does_not_set_them() {
+        assert_eq!(
+            connection_url(&settings("postgres://u:p@h:5432/db?sslmode=disable&connect_timeout=3")),
+            "postgres://u:p@h:5432/db?sslmode=disable&connect_timeout=3&tcp_user_timeout=10\
+             &keepalives_idle=10&options=-c%20statement_timeout%3D10000"
+        );
+    }
+
+    #[test]
+    fn timeouts_are_added_to_the_key_value_form() {
+        assert_eq!(
+            connection_url(&settings("host=h dbname=db")),
+            "host=h dbname=db connect_timeout='5' tcp_user_timeout='10' keepalives_idle='10' \
+             options='-c statement_timeout=10000'"
+        );
+    }
 }

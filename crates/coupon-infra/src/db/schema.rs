@@ -31,6 +31,15 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    coupon_creation (idempotency_key) {
+        idempotency_key -> Text,
+        coupon_id -> Int8,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::joinable!(coupon_creation -> coupon (coupon_id));
 diesel::joinable!(customer_coupon -> coupon (coupon_id));
 diesel::joinable!(sold_out_at_write -> coupon (coupon_id));
-diesel::allow_tables_to_appear_in_same_query!(coupon, customer_coupon, sold_out_at_write);
+diesel::allow_tables_to_appear_in_same_query!(coupon, coupon_creation, customer_coupon, sold_out_at_write);
