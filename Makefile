@@ -5,13 +5,14 @@
 CARGO ?= cargo
 STACK := scripts/stack.sh
 
-.PHONY: help setup up down status up-cluster down-cluster status-cluster build build-release run demo bench bench-many soak reconcile test e2e e2e-cluster fmt lint lint-deploy clean
+.PHONY: help setup up down status up-cluster down-cluster status-cluster build build-release run demo token bench bench-many soak reconcile test e2e e2e-cluster fmt lint lint-deploy clean
 
 help:
 	@echo "make run     stack up, then coupon-api and coupon-writer in the foreground"
 	@echo "make test    stack up, build once, run every test"
 	@echo "make up|down|status   the local Redis, PostgreSQL and Kafka"
 	@echo "make up-cluster|down-cluster|status-cluster   Redis Cluster and three Kafka brokers"
+	@echo "make token CUSTOMER=7   a customer's bearer token for make run"
 	@echo "make demo    10,000 customers against 1,000 coupons, promises checked"
 	@echo "make reconcile   compare Redis with PostgreSQL for every coupon"
 	@echo "make e2e     the end-to-end fault scenarios at full size"
@@ -55,6 +56,11 @@ run: up build-release
 
 demo: up build-release
 	@scripts/demo.sh
+
+# A customer's bearer token for `make run` (signed with its development secret).
+CUSTOMER ?= 1
+token: build-release
+	@target/release/coupon-loadgen token --customer $(CUSTOMER)
 
 # TO-BE against AS-IS, the ceilings, plots: docs/BENCHMARK.md. Not part of `test`.
 bench: up build-release

@@ -24,6 +24,7 @@ mkdir -p "$LOGS"
 . "$ROOT/scripts/lib/services.sh"
 
 export COUPON__ADMIN__TOKEN=bench-admin-token
+export COUPON__AUTH__JWT_SECRET=bench-jwt-secret
 export COUPON__LOG__FORMAT=json RUST_LOG=warn
 
 # A and B: alike but for their database, topic and key prefix; B gets the coupons.

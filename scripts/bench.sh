@@ -26,6 +26,7 @@ OUT="$ROOT/bench/results/$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$OUT/runs" "$OUT/logs"
 
 export COUPON__ADMIN__TOKEN=bench-admin-token
+export COUPON__AUTH__JWT_SECRET=bench-jwt-secret
 export COUPON__HTTP__ADDR=127.0.0.1:18080
 export COUPON__WRITER__HTTP__ADDR=127.0.0.1:19091
 export COUPON__LOG__FORMAT=json RUST_LOG=warn

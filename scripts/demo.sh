@@ -8,6 +8,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN="${BIN:-$ROOT/target/release}"
 API="${COUPON_API:-http://${COUPON__HTTP__ADDR:-127.0.0.1:8080}}"
 export COUPON__ADMIN__TOKEN="${COUPON__ADMIN__TOKEN:-dev-admin-token}"
+export COUPON__AUTH__JWT_SECRET="${COUPON__AUTH__JWT_SECRET:-dev-jwt-secret}"
 
 started=""
 if ! curl -sf "$API/health/ready" >/dev/null 2>&1; then

@@ -16,6 +16,8 @@ end
 
 function request()
   n = n + 1
-  local body = '{"customerId":' .. (n * 16 + tid + 1) .. '}'
-  return wrk.format("POST", path, { ["Content-Type"] = "application/json" }, body)
+  local customer = n * 16 + tid + 1
+  local body = '{"customerId":' .. customer .. '}'
+  -- The API runs in gateway mode (scripts/soak.sh): this header names the customer.
+  return wrk.format("POST", path, { ["Content-Type"] = "application/json", ["X-Customer-Id"] = customer }, body)
 end

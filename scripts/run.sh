@@ -6,8 +6,11 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN="${BIN:-$ROOT/target/release}"
 export COUPON__ADMIN__TOKEN="${COUPON__ADMIN__TOKEN:-dev-admin-token}"
+# Customer tokens are HS256 JWTs signed with this development secret;
+# `make token CUSTOMER=7` mints one.
+export COUPON__AUTH__JWT_SECRET="${COUPON__AUTH__JWT_SECRET:-dev-jwt-secret}"
 
-echo "coupon-api    http://${COUPON__HTTP__ADDR:-127.0.0.1:8080}  (admin token: $COUPON__ADMIN__TOKEN)"
+echo "coupon-api    http://${COUPON__HTTP__ADDR:-127.0.0.1:8080}  (admin token: $COUPON__ADMIN__TOKEN; customer tokens: make token CUSTOMER=7)"
 echo "coupon-writer http://${COUPON__WRITER__HTTP__ADDR:-127.0.0.1:9091}/metrics"
 echo "Ctrl-C stops both; 'make down' stops the stack."
 

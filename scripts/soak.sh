@@ -20,6 +20,9 @@ OUT="$ROOT/bench/results/soak-$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$OUT"
 
 export COUPON__ADMIN__TOKEN=soak-admin-token
+# wrk cannot sign a token per request: the API takes the customer from a
+# gateway's header instead, for wrk and the load generator alike.
+export COUPON__AUTH__MODE=gateway
 export COUPON__HTTP__ADDR=127.0.0.1:18080
 export COUPON__WRITER__HTTP__ADDR=127.0.0.1:19091
 export COUPON__LOG__FORMAT=json RUST_LOG=warn

@@ -3,7 +3,8 @@
 use std::net::SocketAddr;
 
 use coupon_infra::settings::{
-    require_positive, DatabaseSettings, InvalidSetting, KafkaSettings, LogSettings, RedisSettings, Validate,
+    require_positive, AuthSettings, DatabaseSettings, InvalidSetting, KafkaSettings, LogSettings, RedisSettings,
+    Validate,
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -13,6 +14,7 @@ use serde::Deserialize;
 pub struct Settings {
     pub http: HttpSettings,
     pub admin: AdminSettings,
+    pub auth: AuthSettings,
     pub redis: RedisSettings,
     pub kafka: KafkaProducerSettings,
     pub database: DatabaseSettings,
@@ -164,6 +166,7 @@ impl Validate for Settings {
         self.redis.validate()?;
         self.kafka.client.validate()?;
         self.database.validate()?;
+        self.auth.validate()?;
         if self.admin.token.as_ref().is_some_and(|token| token.expose_secret().trim().is_empty()) {
             return Err(InvalidSetting::new(
                 "admin.token",
@@ -210,8 +213,18 @@ mod tests {
     use super::*;
     use coupon_infra::settings::load_from_vars;
 
+    /// Loads `vars` with a JWT secret, which the service cannot start without.
     fn load(vars: &[(&str, &str)]) -> Result<Settings, coupon_infra::settings::SettingsError> {
-        load_from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        let with_secret = [("COUPON__AUTH__JWT_SECRET", "test-secret")].iter().chain(vars);
+        load_from_vars(with_secret.map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    #[test]
+    fn jwt_mode_without_a_key_refuses_to_start_and_gateway_mode_needs_none() {
+        let err = load_from_vars::<Settings>(Default::default()).unwrap_err().to_string();
+        assert!(err.contains("auth.jwt_secret") && err.contains("COUPON__AUTH__JWT_PUBLIC_KEY_FILE"), "{err}");
+        let vars = [("COUPON__AUTH__MODE".to_string(), "gateway".to_string())].into_iter().collect();
+        assert!(load_from_vars::<Settings>(vars).is_ok());
     }
 
     #[test]

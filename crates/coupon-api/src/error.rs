@@ -24,6 +24,11 @@ pub enum ApiError {
     MethodNotAllowed { allow: String },
     #[error("missing or wrong admin token")]
     Unauthorized,
+    /// No customer credential, or one that does not verify.
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    Forbidden(&'static str),
     #[error("{0}")]
     NotFound(&'static str),
     /// Redis or PostgreSQL could not answer; the cause is logged where it happened.
@@ -54,7 +59,8 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
             ApiError::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
             ApiError::MethodNotAllowed { .. } => "METHOD_NOT_ALLOWED",
-            ApiError::Unauthorized => "UNAUTHORIZED",
+            ApiError::Unauthorized | ApiError::Unauthenticated(_) => "UNAUTHORIZED",
+            ApiError::Forbidden(_) => "FORBIDDEN",
             ApiError::NotFound(_) => "NOT_FOUND",
             ApiError::Unavailable(_) | ApiError::Fenced => "UNAVAILABLE",
             ApiError::Unconfirmed => "UNCONFIRMED",
@@ -78,7 +84,8 @@ impl ResponseError for ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized | ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Unavailable(_) | ApiError::Fenced | ApiError::Unconfirmed => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -88,6 +95,9 @@ impl ResponseError for ApiError {
         match self {
             ApiError::Unavailable(_) | ApiError::Fenced | ApiError::Unconfirmed => {
                 response.insert_header((actix_web::http::header::RETRY_AFTER, RETRY_AFTER_SECS));
+            }
+            ApiError::Unauthorized | ApiError::Unauthenticated(_) => {
+                response.insert_header((actix_web::http::header::WWW_AUTHENTICATE, "Bearer"));
             }
             ApiError::MethodNotAllowed { allow } => {
                 response.insert_header((actix_web::http::header::ALLOW, allow.as_str()));

@@ -7,6 +7,7 @@
 //! and `recovery`, which rebuilds from PostgreSQL (`catalog`) what Redis lost
 //! or may have rolled back, behind a fence.
 
+pub mod auth;
 pub mod catalog;
 pub mod config;
 pub mod durability;

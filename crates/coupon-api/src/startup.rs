@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::Authenticator;
 use crate::catalog::Catalog;
 use crate::config::Settings;
 use crate::durability::ReplicaAcks;
@@ -107,6 +108,7 @@ impl Application {
             catalog,
             metrics,
             admin_token: settings.admin.token.clone(),
+            authenticator: Authenticator::new(&settings.auth)?,
             ack_timeout: Duration::from_millis(settings.kafka.ack_timeout_ms),
             mode: settings.issue.mode,
             replicas,

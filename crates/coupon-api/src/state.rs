@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
+use crate::auth::Authenticator;
 use crate::catalog::Catalog;
 use crate::config::IssueMode;
 use crate::durability::ReplicaAcks;
@@ -26,6 +27,8 @@ pub struct AppState {
     pub catalog: Catalog,
     pub metrics: Metrics,
     pub admin_token: Option<SecretString>,
+    /// Who a request acts for.
+    pub authenticator: Authenticator,
     /// How long a request waits for Kafka's acknowledgement; zero: not at all.
     pub ack_timeout: Duration,
     pub mode: IssueMode,

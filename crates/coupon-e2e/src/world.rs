@@ -13,7 +13,7 @@ use coupon_domain::keys::CouponKeys;
 use coupon_infra::db::PgPool;
 use coupon_infra::redis::SharedRedis;
 use coupon_infra::settings::{KafkaSettings, RedisMode, RedisSettings};
-use coupon_loadgen::client::ApiClient;
+use coupon_loadgen::client::{ApiClient, CustomerAuth};
 use coupon_loadgen::spike::{self, Spike};
 use coupon_testkit::redis_node;
 use coupon_testkit::{
@@ -27,6 +27,8 @@ use crate::process::{bin_dir, log_dir, wait_healthy, Service};
 use crate::report::FaultCost;
 
 pub const ADMIN_TOKEN: &str = "e2e-admin-token";
+/// The services verify customer tokens with it; the load generator signs them.
+pub const JWT_SECRET: &str = "e2e-jwt-secret";
 
 /// The Redis a world's services use and its checks read.
 #[derive(Debug, Clone)]
@@ -132,7 +134,13 @@ impl World {
             group: unique_name("e2e-group"),
             key_prefix: TestPrefix::on("e2e", redis),
             kafka,
-            api: ApiClient::new(&api_urls(&api_ports), ADMIN_TOKEN, 256).expect("an HTTP client"),
+            api: ApiClient::new(
+                &api_urls(&api_ports),
+                ADMIN_TOKEN,
+                CustomerAuth::Jwt(JWT_SECRET.as_bytes().into()),
+                256,
+            )
+            .expect("an HTTP client"),
             api_ports,
             overrides: BTreeMap::new(),
             spike_started: Mutex::default(),
@@ -150,6 +158,7 @@ impl World {
             ("COUPON__KAFKA__CREATE_TOPICS", "false".to_string()),
             ("COUPON__WRITER__GROUP", self.group.clone()),
             ("COUPON__ADMIN__TOKEN", ADMIN_TOKEN.to_string()),
+            ("COUPON__AUTH__JWT_SECRET", JWT_SECRET.to_string()),
             // The relay takes over from a dead API process sooner than in production.
             ("COUPON__RELAY__MIN_AGE_MS", "2000".to_string()),
             ("COUPON__RELAY__REPLICA_TTL_MS", "3000".to_string()),

@@ -9,13 +9,14 @@ use std::process::Command;
 use std::time::Duration;
 
 use coupon_e2e::process::{bin_dir, log_dir};
-use coupon_e2e::world::{World, ADMIN_TOKEN};
+use coupon_e2e::world::{World, ADMIN_TOKEN, JWT_SECRET};
 
 fn loadgen(world: &World, args: &[&str]) -> String {
     let output = Command::new(bin_dir().join("coupon-loadgen"))
         .args(args)
         .env("COUPON_API", world.api_urls())
         .env("COUPON__ADMIN__TOKEN", ADMIN_TOKEN)
+        .env("COUPON__AUTH__JWT_SECRET", JWT_SECRET)
         .env("COUPON__DATABASE__URL", world.db.url())
         .output()
         .expect("running coupon-loadgen (built by cargo build --workspace)");

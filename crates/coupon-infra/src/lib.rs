@@ -1,6 +1,7 @@
 //! Infrastructure both services share, written once: settings loading, logging,
 //! the shutdown signal, the Redis pool, the PostgreSQL schema/migrations/pool and Kafka setup.
 
+pub mod auth;
 pub mod db;
 pub mod kafka;
 pub mod redis;

@@ -193,6 +193,67 @@ pub enum LogFormat {
     Json,
 }
 
+/// How coupon-api learns which customer a request acts for; the tools that
+/// act for customers read the same variables (`COUPON__AUTH__*`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// `Authorization: Bearer <JWT>` whose `sub` is the customer id.
+    #[default]
+    Jwt,
+    /// A gateway in front authenticated the customer and names it in a header.
+    Gateway,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct AuthSettings {
+    pub mode: AuthMode,
+    /// HS256 key.
+    pub jwt_secret: Option<SecretString>,
+    /// PEM public key (RSA for RS256, EC P-256 for ES256), instead of a secret.
+    pub jwt_public_key_file: Option<std::path::PathBuf>,
+    /// Required `iss`, when set.
+    pub jwt_issuer: Option<String>,
+    /// Required `aud`, when set.
+    pub jwt_audience: Option<String>,
+    /// The header naming the customer in `gateway` mode.
+    pub customer_header: String,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            mode: AuthMode::Jwt,
+            jwt_secret: None,
+            jwt_public_key_file: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+            customer_header: "X-Customer-Id".into(),
+        }
+    }
+}
+
+impl Validate for AuthSettings {
+    fn validate(&self) -> Result<(), InvalidSetting> {
+        let secret = self.jwt_secret.as_ref().filter(|s| !secrecy::ExposeSecret::expose_secret(*s).is_empty());
+        match (self.mode, secret, &self.jwt_public_key_file) {
+            (AuthMode::Jwt, None, None) => Err(InvalidSetting::new(
+                "auth.jwt_secret",
+                "jwt mode needs COUPON__AUTH__JWT_SECRET (HS256) or COUPON__AUTH__JWT_PUBLIC_KEY_FILE (RS256/ES256)",
+            )),
+            (AuthMode::Jwt, Some(_), Some(_)) => Err(InvalidSetting::new(
+                "auth.jwt_public_key_file",
+                "give COUPON__AUTH__JWT_SECRET or COUPON__AUTH__JWT_PUBLIC_KEY_FILE, not both",
+            )),
+            (AuthMode::Gateway, _, _) if self.customer_header.trim().is_empty() => {
+                Err(InvalidSetting::new("auth.customer_header", "must name a header in gateway mode"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct LogSettings {

@@ -18,13 +18,40 @@ pub struct ApiClient {
     next: Arc<AtomicUsize>,
     http: reqwest::Client,
     admin_token: String,
+    customers: CustomerAuth,
+}
+
+/// How a request says which customer it acts for, as coupon-api is configured.
+#[derive(Clone)]
+pub enum CustomerAuth {
+    /// A JWT signed with the API's HS256 secret, minted per request.
+    Jwt(Arc<[u8]>),
+    /// The header a gateway in front of the API would set.
+    Gateway(String),
+}
+
+/// How long the tokens this tool mints live.
+const TOKEN_TTL: Duration = Duration::from_secs(3_600);
+
+impl CustomerAuth {
+    /// Adds the credential of `customer` to `request`.
+    pub fn apply(&self, request: reqwest::RequestBuilder, customer: i64) -> reqwest::RequestBuilder {
+        match self {
+            CustomerAuth::Jwt(secret) => match coupon_infra::auth::mint(secret, customer, TOKEN_TTL) {
+                Ok(token) => request.bearer_auth(token),
+                // Sent without a credential: the answer (401) says what went wrong.
+                Err(_) => request,
+            },
+            CustomerAuth::Gateway(header) => request.header(header.as_str(), customer),
+        }
+    }
 }
 
 impl ApiClient {
     /// `bases` is one base URL or several, comma-separated (one per replica);
     /// `connections` keep-alive connections per replica at most, one per
     /// concurrent request.
-    pub fn new(bases: &str, admin_token: &str, connections: usize) -> anyhow::Result<Self> {
+    pub fn new(bases: &str, admin_token: &str, customers: CustomerAuth, connections: usize) -> anyhow::Result<Self> {
         let bases: Arc<[String]> = bases
             .split(',')
             .map(|base| base.trim().trim_end_matches('/').to_string())
@@ -35,7 +62,7 @@ impl ApiClient {
         }
         let http =
             reqwest::Client::builder().pool_max_idle_per_host(connections).timeout(Duration::from_secs(30)).build()?;
-        Ok(Self { bases, next: Arc::default(), http, admin_token: admin_token.to_string() })
+        Ok(Self { bases, next: Arc::default(), http, admin_token: admin_token.to_string(), customers })
     }
 
     /// The first replica's base URL.
@@ -45,6 +72,10 @@ impl ApiClient {
 
     pub fn http(&self) -> &reqwest::Client {
         &self.http
+    }
+
+    pub fn customers(&self) -> &CustomerAuth {
+        &self.customers
     }
 
     /// Sends `request` (built for a replica's base URL) to the replicas in

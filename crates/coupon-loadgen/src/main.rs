@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use coupon_infra::db::PgPool;
 use coupon_infra::settings::DatabaseSettings;
-use coupon_loadgen::client::ApiClient;
+use coupon_loadgen::client::{ApiClient, CustomerAuth};
 use coupon_loadgen::record::RunRecord;
 use coupon_loadgen::{dbstats, durable, many, report, soak, soak_report, spike, trickle};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -44,6 +44,9 @@ enum Command {
     /// Idle cost and spike throughput with few coupons open, then with many;
     /// writes its section of the benchmark page.
     Many(ManyArgs),
+    /// Prints a customer's bearer token signed with the HS256 secret
+    /// (`make token CUSTOMER=7`).
+    Token(TokenArgs),
 }
 
 #[derive(Args)]
@@ -105,13 +108,58 @@ struct Target {
     admin_token: String,
     #[arg(long, env = "COUPON__DATABASE__URL", default_value = "postgres://coupon:coupon@127.0.0.1:5432/coupon")]
     database_url: String,
+    #[command(flatten)]
+    auth: AuthArgs,
+}
+
+/// How requests act for customers: read from the same variables as coupon-api's.
+#[derive(Args, Clone)]
+struct AuthArgs {
+    #[arg(long, env = "COUPON__AUTH__MODE", value_enum, default_value_t = AuthMode::Jwt)]
+    auth_mode: AuthMode,
+    /// The HS256 secret customer tokens are signed with (jwt mode).
+    #[arg(long, env = "COUPON__AUTH__JWT_SECRET", default_value = DEV_JWT_SECRET, hide_env_values = true)]
+    jwt_secret: String,
+    /// The header naming the customer (gateway mode).
+    #[arg(long, env = "COUPON__AUTH__CUSTOMER_HEADER", default_value = "X-Customer-Id")]
+    customer_header: String,
+}
+
+/// The secret `make run` gives coupon-api (scripts/run.sh), so tokens minted
+/// here work against it without configuration.
+const DEV_JWT_SECRET: &str = "dev-jwt-secret";
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum AuthMode {
+    Jwt,
+    Gateway,
+}
+
+impl AuthArgs {
+    fn customers(&self) -> CustomerAuth {
+        match self.auth_mode {
+            AuthMode::Jwt => CustomerAuth::Jwt(self.jwt_secret.as_bytes().into()),
+            AuthMode::Gateway => CustomerAuth::Gateway(self.customer_header.clone()),
+        }
+    }
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    #[arg(long)]
+    customer: i64,
+    #[arg(long, env = "COUPON__AUTH__JWT_SECRET", default_value = DEV_JWT_SECRET, hide_env_values = true)]
+    jwt_secret: String,
+    /// How long the token is valid.
+    #[arg(long, default_value_t = 86_400)]
+    ttl_s: u64,
 }
 
 impl Target {
     /// A client with `connections` keep-alive connections once the API is
     /// ready, and a pool on the database.
     async fn connect(&self, connections: usize) -> anyhow::Result<(ApiClient, PgPool)> {
-        let client = ApiClient::new(&self.api, &self.admin_token, connections)?;
+        let client = ApiClient::new(&self.api, &self.admin_token, self.auth.customers(), connections)?;
         client.wait_ready(Duration::from_secs(30)).await?;
         Ok((client, db_pool(&self.database_url)?))
     }
@@ -257,6 +305,11 @@ async fn main() -> ExitCode {
         Command::Trickle(args) => trickle(args).await.map(|()| true),
         Command::Noop(args) => noop(args).await.map(|()| true),
         Command::Many(args) => many_coupons(args).await.map(|()| true),
+        Command::Token(args) => {
+            coupon_infra::auth::mint(args.jwt_secret.as_bytes(), args.customer, Duration::from_secs(args.ttl_s))
+                .map(|token| println!("{token}"))
+                .map(|()| true)
+        }
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -484,7 +537,7 @@ async fn drain(args: DrainArgs) -> anyhow::Result<()> {
 }
 
 async fn noop(args: NoopArgs) -> anyhow::Result<()> {
-    let client = ApiClient::new(&args.api, "", args.concurrency)?;
+    let client = ApiClient::new(&args.api, "", CustomerAuth::Gateway("X-Customer-Id".into()), args.concurrency)?;
     client.wait_ready(Duration::from_secs(30)).await?;
     println!("{:.0}", spike::noop_rate(&client, args.requests, args.concurrency).await);
     Ok(())

@@ -125,9 +125,11 @@ pub async fn send(client: &ApiClient, attempt: Attempt, spike_started: Instant) 
     let body = format!(r#"{{"customerId":{}}}"#, attempt.customer);
     let response = client
         .send(|http, base| {
-            http.post(format!("{base}/api/v1/coupons/{}/issue", attempt.coupon))
+            let request = http
+                .post(format!("{base}/api/v1/coupons/{}/issue", attempt.coupon))
                 .header(CONTENT_TYPE, "application/json")
-                .body(body.clone())
+                .body(body.clone());
+            client.customers().apply(request, attempt.customer)
         })
         .await;
     let (status, code) = match response {

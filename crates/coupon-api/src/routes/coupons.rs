@@ -1,16 +1,12 @@
 //! Coupons: create (admin), read, and prime Redis from PostgreSQL (admin).
 
-use std::future::{ready, Ready};
-
-use actix_web::dev::Payload;
-use actix_web::{get, post, web, FromRequest, HttpRequest, HttpResponse};
+use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use coupon_domain::{CouponId, Rejection};
-use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
-use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
+use crate::auth::Admin;
 use crate::catalog::{CouponRow, NewCoupon};
 use crate::error::{ApiError, ErrorBody};
 use crate::issuer::CouponState;
@@ -104,40 +100,6 @@ async fn coupon_row(state: &AppState, id: CouponId) -> Result<CouponRow, ApiErro
         .await
         .map_err(|err| ApiError::unavailable("PostgreSQL is unavailable", &err))?
         .ok_or(ApiError::Rejected(Rejection::CouponNotFound))
-}
-
-/// The admin token was presented. As the first argument of a handler it is
-/// checked before the body is read, so a caller without it learns nothing
-/// about what the body should be.
-pub struct Admin;
-
-impl FromRequest for Admin {
-    type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let checked = match req.app_data::<web::Data<AppState>>() {
-            Some(state) => require_admin(req, state).map(|()| Admin),
-            None => Err(ApiError::Unauthorized),
-        };
-        ready(checked)
-    }
-}
-
-/// Checks `Authorization: Bearer <token>` in constant time.
-fn require_admin(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
-    let expected = state.admin_token.as_ref().ok_or(ApiError::Unauthorized)?;
-    let given = req
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .ok_or(ApiError::Unauthorized)?;
-    if bool::from(given.as_bytes().ct_eq(expected.expose_secret().as_bytes())) {
-        Ok(())
-    } else {
-        Err(ApiError::Unauthorized)
-    }
 }
 
 /// The most characters an `Idempotency-Key` may have.

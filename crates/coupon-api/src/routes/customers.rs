@@ -6,6 +6,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
+use crate::auth::{Customer, Reader};
 use crate::error::{ApiError, ErrorBody};
 use crate::routes::parse_id;
 use crate::state::AppState;
@@ -27,20 +28,49 @@ pub struct AttemptResponse {
     pub persisted: bool,
 }
 
-/// The coupons a customer holds, as written by coupon-writer (eventually consistent).
+/// The authenticated customer's coupons, as written by coupon-writer
+/// (eventually consistent).
+#[utoipa::path(
+    get,
+    path = "/api/v1/customers/me/coupons",
+    security(("customer" = [])),
+    responses(
+        (status = 200, body = [HeldCouponResponse]),
+        (status = 401, description = "UNAUTHORIZED", body = ErrorBody),
+        (status = 503, description = "UNAVAILABLE", body = ErrorBody),
+    )
+)]
+#[get("/api/v1/customers/me/coupons")]
+pub async fn my_coupons(customer: Customer, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    held_by(&state, customer.0).await
+}
+
+/// A customer's coupons: for that customer, or for support staff (admin token).
 #[utoipa::path(
     get,
     path = "/api/v1/customers/{customerId}/coupons",
     params(("customerId" = i64, Path, minimum = 1)),
+    security(("customer" = []), ("bearer" = [])),
     responses(
         (status = 200, body = [HeldCouponResponse]),
         (status = 400, description = "INVALID_REQUEST", body = ErrorBody),
+        (status = 401, description = "UNAUTHORIZED", body = ErrorBody),
+        (status = 403, description = "FORBIDDEN: another customer's", body = ErrorBody),
         (status = 503, description = "UNAVAILABLE", body = ErrorBody),
     )
 )]
 #[get("/api/v1/customers/{customerId}/coupons")]
-pub async fn coupons(state: web::Data<AppState>, customer: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn coupons(
+    reader: Reader,
+    state: web::Data<AppState>,
+    customer: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let customer: CustomerId = parse_id(&customer, "customerId")?;
+    reader.may_read(customer)?;
+    held_by(&state, customer).await
+}
+
+async fn held_by(state: &AppState, customer: CustomerId) -> Result<HttpResponse, ApiError> {
     let held = state
         .catalog
         .held_by(customer)
@@ -53,21 +83,30 @@ pub async fn coupons(state: web::Data<AppState>, customer: web::Path<String>) ->
     Ok(HttpResponse::Ok().json(body))
 }
 
-/// Whether a customer got a coupon, and whether it is durable yet.
+/// Whether a customer got a coupon, and whether it is durable yet: for that
+/// customer, or for support staff (admin token).
 #[utoipa::path(
     get,
     path = "/api/v1/coupons/{couponId}/customers/{customerId}",
     params(("couponId" = i64, Path, minimum = 1), ("customerId" = i64, Path, minimum = 1)),
+    security(("customer" = []), ("bearer" = [])),
     responses(
         (status = 200, body = AttemptResponse),
         (status = 400, description = "INVALID_REQUEST", body = ErrorBody),
+        (status = 401, description = "UNAUTHORIZED", body = ErrorBody),
+        (status = 403, description = "FORBIDDEN: another customer's", body = ErrorBody),
         (status = 503, description = "UNAVAILABLE", body = ErrorBody),
     )
 )]
 #[get("/api/v1/coupons/{couponId}/customers/{customerId}")]
-pub async fn attempt(state: web::Data<AppState>, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+pub async fn attempt(
+    reader: Reader,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
     let coupon: CouponId = parse_id(&path.0, "couponId")?;
     let customer: CustomerId = parse_id(&path.1, "customerId")?;
+    reader.may_read(customer)?;
     let issued = state
         .issuer
         .holds(coupon, customer)

@@ -7,16 +7,19 @@ use coupon_domain::{CouponId, CustomerId};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::auth::Customer;
 use crate::error::{ApiError, ErrorBody};
 use crate::issue::Answer;
 use crate::routes::parse_id;
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IssueRequest {
-    #[schema(value_type = i64, minimum = 1)]
-    pub customer_id: CustomerId,
+    /// Optional: the customer comes from the credential; when given, it
+    /// must be that customer.
+    #[schema(value_type = Option<i64>, minimum = 1)]
+    pub customer_id: Option<CustomerId>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -28,15 +31,19 @@ pub struct IssueResponse {
     pub status: &'static str,
 }
 
-/// Try to get one coupon for one customer. Answers at once, without the database.
+/// Try to get one coupon for the authenticated customer. Answers at once,
+/// without the database.
 #[utoipa::path(
     post,
     path = "/api/v1/coupons/{couponId}/issue",
     params(("couponId" = i64, Path, minimum = 1)),
     request_body = IssueRequest,
+    security(("customer" = [])),
     responses(
         (status = 201, body = IssueResponse),
         (status = 400, description = "INVALID_REQUEST", body = ErrorBody),
+        (status = 401, description = "UNAUTHORIZED: no valid customer credential", body = ErrorBody),
+        (status = 403, description = "FORBIDDEN: customerId is not the authenticated customer", body = ErrorBody),
         (status = 404, description = "COUPON_NOT_FOUND", body = ErrorBody),
         (status = 409, description = "ALREADY_ISSUED or SOLD_OUT", body = ErrorBody),
         (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorBody),
@@ -47,12 +54,18 @@ pub struct IssueResponse {
 )]
 #[post("/api/v1/coupons/{couponId}/issue")]
 pub async fn issue(
+    customer: Customer,
     state: web::Data<AppState>,
     coupon: web::Path<String>,
     body: web::Json<IssueRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
-    let result = decide(&state, &coupon, body.customer_id).await;
+    let result = match body.customer_id {
+        Some(named) if named != customer.0 => {
+            Err(ApiError::Forbidden("customerId must be the authenticated customer, or left out"))
+        }
+        _ => decide(&state, &coupon, customer.0).await,
+    };
     let outcome = match &result {
         Ok(_) => "ISSUED",
         Err(ApiError::Fenced) => "FENCED",

@@ -28,6 +28,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(coupons::create)
         .service(coupons::get)
         .service(coupons::prime_coupon)
+        .service(customers::my_coupons)
         .service(customers::coupons)
         .service(customers::attempt)
         .service(health::live)

@@ -9,7 +9,15 @@ use crate::routes::{coupons, customers, issue};
 #[derive(OpenApi)]
 #[openapi(
     info(title = "coupon-api", description = "First-come-first-served coupon issuance"),
-    paths(issue::issue, coupons::create, coupons::get, coupons::prime_coupon, customers::coupons, customers::attempt),
+    paths(
+        issue::issue,
+        coupons::create,
+        coupons::get,
+        coupons::prime_coupon,
+        customers::my_coupons,
+        customers::coupons,
+        customers::attempt
+    ),
     components(schemas(crate::error::ErrorBody)),
     modifiers(&BearerAuth)
 )]
@@ -20,9 +28,16 @@ struct BearerAuth;
 impl Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
+        // The admin token.
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        // A customer's JWT (`sub`: the customer id); in gateway mode the
+        // gateway's header stands in for it.
+        components.add_security_scheme(
+            "customer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
         );
     }
 }

@@ -20,7 +20,7 @@
 //! its coupons again at its next heartbeat; an entry it writes between waking
 //! and that heartbeat is covered only if it lives until then.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,6 +28,7 @@ use coupon_domain::keys::SystemKeys;
 use coupon_domain::CouponId;
 use coupon_infra::redis::SharedRedis;
 use redis::Script;
+use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
 use crate::issuer::RedisUnavailable;
@@ -45,8 +46,10 @@ pub struct Watchlist {
 
 #[derive(Default)]
 struct Watched {
-    /// Coupons in this replica's claims set.
-    claimed: HashSet<CouponId>,
+    /// Coupons this replica claimed (`true`) or is claiming. One claim per
+    /// coupon: the requests of a spike's first moment wait for it rather
+    /// than each sending its own.
+    claims: HashMap<CouponId, Arc<OnceCell<bool>>>,
     /// Coupon → the time (Redis ms) up to which its outbox must be seen empty
     /// before the relay may stop reading it.
     pending: HashMap<CouponId, i64>,
@@ -72,17 +75,27 @@ impl Watchlist {
 
     /// Claims `coupon` unless this replica did already; before an issuance.
     /// A coupon Redis does not hold is not claimed (the issue script answers
-    /// for it without writing anything).
+    /// for it without writing anything), and the next request tries again.
     pub async fn claim(&self, coupon: CouponId) -> Result<(), RedisUnavailable> {
-        if self.watched().claimed.contains(&coupon) {
-            return Ok(());
-        }
-        let keys = [self.keys.index(), self.keys.claims(&self.replica), self.keys.replicas()];
-        let args = [coupon.to_string(), self.replica.clone()];
-        if self.invoke::<i64>(&self.claim, &keys, &args).await? == 1 {
-            self.watched().claimed.insert(coupon);
+        let cell = self.watched().claims.entry(coupon).or_default().clone();
+        let claimed = *cell
+            .get_or_try_init(|| async {
+                let keys = [self.keys.index(), self.keys.claims(&self.replica), self.keys.replicas()];
+                let args = [coupon.to_string(), self.replica.clone()];
+                Ok::<_, RedisUnavailable>(self.invoke::<i64>(&self.claim, &keys, &args).await? == 1)
+            })
+            .await?;
+        if !claimed {
+            let mut watched = self.watched();
+            if watched.claims.get(&coupon).is_some_and(|current| Arc::ptr_eq(current, &cell)) {
+                watched.claims.remove(&coupon);
+            }
         }
         Ok(())
+    }
+
+    fn claimed(&self) -> Vec<i64> {
+        self.watched().claims.iter().filter(|(_, cell)| cell.get() == Some(&true)).map(|(c, _)| c.get()).collect()
     }
 
     /// This replica wrote an outbox entry for `coupon` with this id.
@@ -134,7 +147,7 @@ impl Watchlist {
         let _: Vec<i64> = self.redis.query_each(&removals).await?;
         let mut watched = self.watched();
         for coupon in coupons {
-            watched.claimed.remove(coupon);
+            watched.claims.remove(coupon);
             watched.pending.remove(coupon);
         }
         Ok(())
@@ -152,7 +165,7 @@ impl Watchlist {
     }
 
     async fn claim_again(&self) -> Result<(), RedisUnavailable> {
-        let ids: Vec<i64> = self.watched().claimed.iter().map(|c| c.get()).collect();
+        let ids = self.claimed();
         if !ids.is_empty() {
             let _: () = self.redis.query(redis::cmd("SADD").arg(self.keys.claims(&self.replica)).arg(ids)).await?;
         }
@@ -180,7 +193,7 @@ impl Watchlist {
             let now_ms = self.server_time_ms().await?;
             let mut watched = self.watched();
             for coupon in coupons.iter().filter_map(|id| CouponId::new(*id).ok()) {
-                watched.claimed.insert(coupon);
+                watched.claims.insert(coupon, Arc::new(OnceCell::new_with(Some(true))));
                 let latest = watched.pending.entry(coupon).or_insert(now_ms);
                 *latest = (*latest).max(now_ms);
             }

@@ -18,6 +18,12 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token";
+pub const JWT_SECRET: &str = "test-jwt-secret";
+
+/// A customer's bearer token, as the shop's login would issue it.
+pub fn token(customer: i64) -> String {
+    coupon_infra::auth::mint(JWT_SECRET.as_bytes(), customer, Duration::from_secs(600)).unwrap()
+}
 
 /// Everything a test's coupon-api instance owns.
 pub struct Isolation {
@@ -61,6 +67,7 @@ impl Isolation {
         settings.http.addr = "127.0.0.1:0".parse().unwrap();
         settings.http.workers = 2;
         settings.admin.token = Some(SecretString::from(ADMIN_TOKEN));
+        settings.auth.jwt_secret = Some(SecretString::from(JWT_SECRET));
         settings.redis = RedisSettings { key_prefix: self.key_prefix.to_string(), ..redis_settings() };
         settings.kafka.client = kafka_settings();
         settings.kafka.client.topic = self.topic.to_string();
@@ -151,6 +158,7 @@ impl TestApp {
         let response = self
             .http
             .post(format!("{}/api/v1/coupons/{coupon}/issue", self.base))
+            .bearer_auth(token(customer))
             .json(&json!({ "customerId": customer }))
             .send()
             .await
@@ -165,8 +173,9 @@ impl TestApp {
         coupon_infra::telemetry::sample(&text, name).unwrap_or_else(|| panic!("no sample {name} in /metrics"))
     }
 
+    /// A GET as support staff (with the admin token).
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
-        let response = self.http.get(format!("{}{path}", self.base)).send().await.unwrap();
+        let response = self.http.get(format!("{}{path}", self.base)).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
         let status = response.status();
         (status, response.json().await.unwrap_or(Value::Null))
     }

@@ -9,7 +9,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 use time::OffsetDateTime;
 
-use crate::harness::{consume_events, redis_stock, Isolation, TestApp};
+use crate::harness::{consume_events, redis_stock, token, Isolation, TestApp};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn issues_once_per_customer_until_sold_out() {
@@ -50,22 +50,23 @@ async fn bad_requests_get_400_and_change_nothing() {
         r#"{"customerId":-4}"#.into(),
         r#"{"customerId":9223372036854775808}"#.into(),
         r#"{"customer":7}"#.into(),
-        "{}".into(),
     ];
+    let seven = token(7);
     for body in bodies {
-        let response =
-            app.http.post(&url).header("content-type", "application/json").body(body.clone()).send().await.unwrap();
+        let request = app.http.post(&url).bearer_auth(&seven).header("content-type", "application/json");
+        let response = request.body(body.clone()).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body:.60}");
         let error: serde_json::Value = response.json().await.unwrap();
         assert_eq!(error["code"], "INVALID_REQUEST", "{body:.60}");
     }
 
     let oversized = format!(r#"{{"customerId":7,"pad":"{}"}}"#, "x".repeat(10_000));
-    let response = app.http.post(&url).header("content-type", "application/json").body(oversized).send().await.unwrap();
+    let request = app.http.post(&url).bearer_auth(&seven).header("content-type", "application/json");
+    let response = request.body(oversized).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(response.json::<serde_json::Value>().await.unwrap()["code"], "PAYLOAD_TOO_LARGE");
-    let wrong_type =
-        app.http.post(&url).header("content-type", "text/plain").body(r#"{"customerId":7}"#).send().await.unwrap();
+    let request = app.http.post(&url).bearer_auth(&seven).header("content-type", "text/plain");
+    let wrong_type = request.body(r#"{"customerId":7}"#).send().await.unwrap();
     assert_eq!(wrong_type.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
     assert_eq!(wrong_type.json::<serde_json::Value>().await.unwrap()["code"], "UNSUPPORTED_MEDIA_TYPE");
 
@@ -81,6 +82,7 @@ async fn bad_requests_get_400_and_change_nothing() {
         let response = app
             .http
             .post(format!("{}/api/v1/coupons/{path}/issue", app.base))
+            .bearer_auth(&seven)
             .json(&json!({ "customerId": 7 }))
             .send()
             .await

@@ -2,6 +2,7 @@
 //! database, topic and Redis key prefix.
 
 mod admin;
+mod auth;
 mod cluster;
 mod harness;
 mod issue;
