@@ -25,6 +25,8 @@ mkdir -p "$LOGS"
 
 export COUPON__ADMIN__TOKEN=bench-admin-token
 export COUPON__AUTH__JWT_SECRET=bench-jwt-secret
+# All load comes from this machine's one address.
+export COUPON__LIMITS__PER_ADDRESS_PER_SECOND=0
 export COUPON__LOG__FORMAT=json RUST_LOG=warn
 
 # A and B: alike but for their database, topic and key prefix; B gets the coupons.

@@ -27,6 +27,8 @@ mkdir -p "$OUT/runs" "$OUT/logs"
 
 export COUPON__ADMIN__TOKEN=bench-admin-token
 export COUPON__AUTH__JWT_SECRET=bench-jwt-secret
+# All load comes from this machine's one address.
+export COUPON__LIMITS__PER_ADDRESS_PER_SECOND=0
 export COUPON__HTTP__ADDR=127.0.0.1:18080
 export COUPON__WRITER__HTTP__ADDR=127.0.0.1:19091
 export COUPON__LOG__FORMAT=json RUST_LOG=warn

@@ -9,6 +9,8 @@ export COUPON__ADMIN__TOKEN="${COUPON__ADMIN__TOKEN:-dev-admin-token}"
 # Customer tokens are HS256 JWTs signed with this development secret;
 # `make token CUSTOMER=7` mints one.
 export COUPON__AUTH__JWT_SECRET="${COUPON__AUTH__JWT_SECRET:-dev-jwt-secret}"
+# `make demo` drives these services from one address; the per-customer limit stays on.
+export COUPON__LIMITS__PER_ADDRESS_PER_SECOND="${COUPON__LIMITS__PER_ADDRESS_PER_SECOND:-0}"
 
 echo "coupon-api    http://${COUPON__HTTP__ADDR:-127.0.0.1:8080}  (admin token: $COUPON__ADMIN__TOKEN; customer tokens: make token CUSTOMER=7)"
 echo "coupon-writer http://${COUPON__WRITER__HTTP__ADDR:-127.0.0.1:9091}/metrics"

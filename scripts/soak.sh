@@ -23,6 +23,8 @@ export COUPON__ADMIN__TOKEN=soak-admin-token
 # wrk cannot sign a token per request: the API takes the customer from a
 # gateway's header instead, for wrk and the load generator alike.
 export COUPON__AUTH__MODE=gateway
+# All load comes from this machine's one address.
+export COUPON__LIMITS__PER_ADDRESS_PER_SECOND=0
 export COUPON__HTTP__ADDR=127.0.0.1:18080
 export COUPON__WRITER__HTTP__ADDR=127.0.0.1:19091
 export COUPON__LOG__FORMAT=json RUST_LOG=warn

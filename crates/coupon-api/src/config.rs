@@ -15,6 +15,7 @@ pub struct Settings {
     pub http: HttpSettings,
     pub admin: AdminSettings,
     pub auth: AuthSettings,
+    pub limits: LimitSettings,
     pub redis: RedisSettings,
     pub kafka: KafkaProducerSettings,
     pub database: DatabaseSettings,
@@ -62,6 +63,34 @@ impl Default for HttpSettings {
 pub struct AdminSettings {
     /// Bearer token for the admin endpoints; without one they answer 401.
     pub token: Option<SecretString>,
+}
+
+/// Issuance requests per second (and bursts) one customer and one client
+/// address may send; 0 turns a limit off. The defaults are far above what a
+/// person pressing a button does; a load test from one address turns the
+/// address limit off.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct LimitSettings {
+    pub per_customer_per_second: u32,
+    pub per_customer_burst: u32,
+    pub per_address_per_second: u32,
+    pub per_address_burst: u32,
+    /// The peer is a proxy that appends the client's address to
+    /// `X-Forwarded-For`; limit by that address instead of the peer's.
+    pub trust_forwarded_for: bool,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            per_customer_per_second: 5,
+            per_customer_burst: 10,
+            per_address_per_second: 100,
+            per_address_burst: 200,
+            trust_forwarded_for: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

@@ -29,6 +29,8 @@ pub enum ApiError {
     Unauthenticated(String),
     #[error("{0}")]
     Forbidden(&'static str),
+    #[error("too many requests; retry after {retry_after_secs} s")]
+    TooManyRequests { retry_after_secs: u64 },
     #[error("{0}")]
     NotFound(&'static str),
     /// Redis or PostgreSQL could not answer; the cause is logged where it happened.
@@ -61,6 +63,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => "METHOD_NOT_ALLOWED",
             ApiError::Unauthorized | ApiError::Unauthenticated(_) => "UNAUTHORIZED",
             ApiError::Forbidden(_) => "FORBIDDEN",
+            ApiError::TooManyRequests { .. } => "TOO_MANY_REQUESTS",
             ApiError::NotFound(_) => "NOT_FOUND",
             ApiError::Unavailable(_) | ApiError::Fenced => "UNAVAILABLE",
             ApiError::Unconfirmed => "UNCONFIRMED",
@@ -86,6 +89,7 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthorized | ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) | ApiError::Fenced | ApiError::Unconfirmed => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -98,6 +102,9 @@ impl ResponseError for ApiError {
             }
             ApiError::Unauthorized | ApiError::Unauthenticated(_) => {
                 response.insert_header((actix_web::http::header::WWW_AUTHENTICATE, "Bearer"));
+            }
+            ApiError::TooManyRequests { retry_after_secs } => {
+                response.insert_header((actix_web::http::header::RETRY_AFTER, retry_after_secs.to_string()));
             }
             ApiError::MethodNotAllowed { allow } => {
                 response.insert_header((actix_web::http::header::ALLOW, allow.as_str()));

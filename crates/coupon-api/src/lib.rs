@@ -14,6 +14,7 @@ pub mod durability;
 pub mod error;
 pub mod issue;
 pub mod issuer;
+pub mod limits;
 pub mod metrics;
 pub mod outbox;
 pub mod publisher;

@@ -20,6 +20,7 @@ use crate::catalog::Catalog;
 use crate::config::Settings;
 use crate::durability::ReplicaAcks;
 use crate::issuer::Issuer;
+use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::outbox::{Acknowledger, Outbox};
 use crate::publisher::Publisher;
@@ -109,6 +110,7 @@ impl Application {
             metrics,
             admin_token: settings.admin.token.clone(),
             authenticator: Authenticator::new(&settings.auth)?,
+            limits: Arc::new(Limits::new(&settings.limits)),
             ack_timeout: Duration::from_millis(settings.kafka.ack_timeout_ms),
             mode: settings.issue.mode,
             replicas,
@@ -133,6 +135,7 @@ impl Application {
         let stop_acks = CancellationToken::new();
         let acknowledger = tokio::spawn(self.acknowledger.run(stop_acks.clone()));
         tokio::spawn(migrate_schema(self.settings.database.url.clone(), stop.clone()));
+        tokio::spawn(self.state.limits.clone().clean_up(stop.clone()));
         let watchlist = self.state.watchlist.clone();
         let mut heartbeat = tokio::spawn(watchlist.clone().run(stop.clone()));
         let relay = Relay {

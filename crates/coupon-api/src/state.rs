@@ -10,6 +10,7 @@ use crate::catalog::Catalog;
 use crate::config::IssueMode;
 use crate::durability::ReplicaAcks;
 use crate::issuer::Issuer;
+use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::outbox::{AckQueue, Outbox};
 use crate::publisher::Publisher;
@@ -29,6 +30,8 @@ pub struct AppState {
     pub admin_token: Option<SecretString>,
     /// Who a request acts for.
     pub authenticator: Authenticator,
+    /// How fast one customer and one address may ask.
+    pub limits: Arc<Limits>,
     /// How long a request waits for Kafka's acknowledgement; zero: not at all.
     pub ack_timeout: Duration,
     pub mode: IssueMode,

@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use actix_web::{post, web, HttpResponse};
+use actix_web::{post, web, HttpRequest, HttpResponse};
 use coupon_domain::{CouponId, CustomerId};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -49,12 +49,14 @@ pub struct IssueResponse {
         (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorBody),
         (status = 415, description = "UNSUPPORTED_MEDIA_TYPE", body = ErrorBody),
         (status = 422, description = "NOT_STARTED or EXPIRED", body = ErrorBody),
+        (status = 429, description = "TOO_MANY_REQUESTS: over the customer's or the address's limit (nothing changed; retry after `Retry-After`)", body = ErrorBody),
         (status = 503, description = "UNAVAILABLE: Redis cannot be reached or the coupon is being rebuilt (nothing changed; retry after `Retry-After`); UNCONFIRMED: maybe issued: the required Redis replicas did not confirm it in time, or Redis's reply was lost (ask `GET /api/v1/coupons/{couponId}/customers/{customerId}`)", body = ErrorBody),
     )
 )]
 #[post("/api/v1/coupons/{couponId}/issue")]
 pub async fn issue(
     customer: Customer,
+    req: HttpRequest,
     state: web::Data<AppState>,
     coupon: web::Path<String>,
     body: web::Json<IssueRequest>,
@@ -64,7 +66,10 @@ pub async fn issue(
         Some(named) if named != customer.0 => {
             Err(ApiError::Forbidden("customerId must be the authenticated customer, or left out"))
         }
-        _ => decide(&state, &coupon, customer.0).await,
+        _ => match state.limits.check(&req, customer.0) {
+            Ok(()) => decide(&state, &coupon, customer.0).await,
+            Err(err) => Err(err),
+        },
     };
     let outcome = match &result {
         Ok(_) => "ISSUED",

@@ -58,3 +58,26 @@ async fn behind_a_gateway_the_customer_comes_from_its_header() {
     assert_eq!(with.json::<serde_json::Value>().await.unwrap()["customerId"], 9);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_from_one_customer_gets_429_with_retry_after() {
+    let iso = Isolation::new().await;
+    let mut settings = iso.settings();
+    settings.limits.per_customer_per_second = 1;
+    settings.limits.per_customer_burst = 3;
+    let app = TestApp::spawn(settings).await;
+    let coupon = app.open_coupon(10).await;
+
+    let mut answers = Vec::new();
+    for _ in 0..4 {
+        answers.push(app.issue(coupon, 7).await);
+    }
+    let codes: Vec<_> = answers.iter().map(|(_, body)| body["code"].as_str().unwrap_or("ISSUED").to_string()).collect();
+    assert_eq!(codes, ["ISSUED", "ALREADY_ISSUED", "ALREADY_ISSUED", "TOO_MANY_REQUESTS"]);
+    let issue = format!("{}/api/v1/coupons/{coupon}/issue", app.base);
+    let limited = app.http.post(&issue).bearer_auth(token(7)).json(&json!({})).send().await.unwrap();
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(limited.headers()["retry-after"], "1");
+    assert_eq!(app.issue(coupon, 8).await.0, StatusCode::CREATED, "another customer is not limited");
+    app.stop().await;
+}

@@ -68,6 +68,10 @@ impl Isolation {
         settings.http.workers = 2;
         settings.admin.token = Some(SecretString::from(ADMIN_TOKEN));
         settings.auth.jwt_secret = Some(SecretString::from(JWT_SECRET));
+        // Tests race thousands of requests from one address and one customer;
+        // the limits' own test turns them on.
+        settings.limits.per_address_per_second = 0;
+        settings.limits.per_customer_per_second = 0;
         settings.redis = RedisSettings { key_prefix: self.key_prefix.to_string(), ..redis_settings() };
         settings.kafka.client = kafka_settings();
         settings.kafka.client.topic = self.topic.to_string();
