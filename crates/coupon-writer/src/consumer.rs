@@ -38,6 +38,9 @@ use crate::retry::Backoff;
 
 pub type WriterConsumer = StreamConsumer<WriterContext>;
 
+/// The longest an idle writer waits in one `recv` before polling again.
+const IDLE_POLL: Duration = Duration::from_secs(1);
+
 /// How long shutdown waits for the group to confirm that this member left.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -215,10 +218,14 @@ impl Writer {
                     () = stop.cancelled() => return true,
                     received = tokio::time::timeout_at(deadline.into(), self.consumer.recv()) => received.ok(),
                 },
+                // Re-armed every second: the consumer's queue is polled by
+                // `recv`, and rebalance and commit events are served only
+                // then; a waiting `recv` that missed the queue's wake-up
+                // would never serve the assignment after a broker outage.
                 None => tokio::select! {
                     biased;
                     () = stop.cancelled() => return true,
-                    received = self.consumer.recv() => Some(received),
+                    received = tokio::time::timeout(IDLE_POLL, self.consumer.recv()) => received.ok(),
                 },
             };
             // A revocation seen in this poll concerns records held before it,
