@@ -47,14 +47,10 @@ impl Limits {
     /// Takes one request of `customer` from `req`'s client address off both limits.
     pub fn check(&self, req: &HttpRequest, customer: CustomerId) -> Result<(), ApiError> {
         if let (Some(limiter), Some(address)) = (&self.per_address, self.client_address(req)) {
-            limiter
-                .check_key(&address)
-                .map_err(|until| too_many(until.wait_time_from(DefaultClock::default().now())))?;
+            take(limiter, &address)?;
         }
         if let Some(limiter) = &self.per_customer {
-            limiter
-                .check_key(&customer.get())
-                .map_err(|until| too_many(until.wait_time_from(DefaultClock::default().now())))?;
+            take(limiter, &customer.get())?;
         }
         Ok(())
     }
@@ -89,8 +85,12 @@ impl Limits {
     }
 }
 
-fn too_many(wait: Duration) -> ApiError {
-    ApiError::TooManyRequests { retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64 }
+/// Takes one request off `key`'s allowance, or says when the next one fits.
+fn take<K: std::hash::Hash + Eq + Clone>(limiter: &DefaultKeyedRateLimiter<K>, key: &K) -> Result<(), ApiError> {
+    limiter.check_key(key).map_err(|until| {
+        let wait = until.wait_time_from(DefaultClock::default().now());
+        ApiError::TooManyRequests { retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64 }
+    })
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInf
 use redis::sentinel::{SentinelClient, SentinelServerType};
 use redis::{
     AsyncConnectionConfig, Cmd, ErrorKind, FromRedisValue, Pipeline, RedisError, RedisFuture, RedisResult,
-    ServerErrorKind, Value,
+    ScriptInvocation, ServerErrorKind, Value,
 };
 use tokio::sync::Mutex;
 
@@ -194,6 +194,19 @@ impl SharedRedis {
         let link = self.link().await?;
         let result = cmd.query_async(&mut link.conn.clone()).await;
         self.observe(&link, result)
+    }
+
+    /// Runs a script (loading it on NOSCRIPT), like [`Self::query`] a command.
+    pub async fn invoke<T: FromRedisValue>(&self, invocation: &ScriptInvocation<'_>) -> RedisResult<T> {
+        let link = self.link().await?;
+        let result = invocation.invoke_async(&mut link.conn.clone()).await;
+        self.observe(&link, result)
+    }
+
+    /// The server's clock in milliseconds (`TIME`).
+    pub async fn server_time_ms(&self) -> RedisResult<i64> {
+        let (secs, micros): (i64, i64) = self.query(&redis::cmd("TIME")).await?;
+        Ok(secs * 1_000 + micros / 1_000)
     }
 
     /// Sends `cmd` to the primary, or in cluster mode to every primary and to

@@ -221,18 +221,14 @@ impl Issuer {
     pub async fn create(&self, state: &CouponState) -> Result<bool, RedisUnavailable> {
         let keys = self.keys(state.id);
         self.index(state.id, state.ends_at).await?;
-        let link = self.redis.link().await?;
-        let created = self
-            .create
-            .key(&keys.meta)
+        let mut create = self.create.key(&keys.meta);
+        create
             .key(&keys.stock)
             .arg(unix_ms(state.starts_at))
             .arg(unix_ms(state.ends_at))
             .arg(state.total_quantity)
-            .arg(state.total_quantity)
-            .invoke_async::<i64>(&mut link.conn.clone())
-            .await;
-        Ok(self.redis.observe(&link, created)? == 1)
+            .arg(state.total_quantity);
+        Ok(self.redis.invoke::<i64>(&create).await? == 1)
     }
 
     /// Fences coupons: the issue script answers FENCED for them from now on.
@@ -285,10 +281,8 @@ impl Issuer {
             let _: () = self.redis.query(redis::cmd("SADD").arg(&staged).arg(chunk)).await?;
         }
         self.index(state.id, state.ends_at).await?;
-        let link = self.redis.link().await?;
-        let stock = self
-            .rebuild
-            .key(&keys.meta)
+        let mut rebuild = self.rebuild.key(&keys.meta);
+        rebuild
             .key(&keys.stock)
             .key(&keys.issued)
             .key(&keys.outbox)
@@ -296,10 +290,8 @@ impl Issuer {
             .arg(token)
             .arg(unix_ms(state.starts_at))
             .arg(unix_ms(state.ends_at))
-            .arg(state.total_quantity)
-            .invoke_async::<i64>(&mut link.conn.clone())
-            .await;
-        let stock = self.redis.observe(&link, stock)?;
+            .arg(state.total_quantity);
+        let stock: i64 = self.redis.invoke(&rebuild).await?;
         if stock < 0 {
             return Ok(None);
         }
@@ -327,10 +319,9 @@ impl Issuer {
     /// returns how many went.
     pub async fn release(&self, coupon: CouponId, entries: &[&str]) -> Result<u64, RedisUnavailable> {
         let keys = self.keys(coupon);
-        let link = self.redis.link().await?;
-        let removed =
-            self.release.key(&keys.meta).key(&keys.outbox).arg(entries).invoke_async(&mut link.conn.clone()).await;
-        Ok(self.redis.observe(&link, removed)?)
+        let mut release = self.release.key(&keys.meta);
+        release.key(&keys.outbox).arg(entries);
+        Ok(self.redis.invoke(&release).await?)
     }
 
     /// The coupons in the index whose period ended at or before `now_ms`.
@@ -346,17 +337,9 @@ impl Issuer {
     /// empty, and takes it out of the index; returns whether it did.
     pub async fn retire(&self, coupon: CouponId, grace_ms: u64) -> Result<bool, RedisUnavailable> {
         let keys = self.keys(coupon);
-        let link = self.redis.link().await?;
-        let retired = self
-            .retire
-            .key(&keys.meta)
-            .key(&keys.stock)
-            .key(&keys.issued)
-            .key(&keys.outbox)
-            .arg(grace_ms)
-            .invoke_async::<i64>(&mut link.conn.clone())
-            .await;
-        if self.redis.observe(&link, retired)? == 0 {
+        let mut retire = self.retire.key(&keys.meta);
+        retire.key(&keys.stock).key(&keys.issued).key(&keys.outbox).arg(grace_ms);
+        if self.redis.invoke::<i64>(&retire).await? == 0 {
             return Ok(false);
         }
         let _: () = self.redis.query(redis::cmd("ZREM").arg(self.system.index()).arg(coupon.get())).await?;
@@ -376,10 +359,9 @@ impl Issuer {
 
     /// Extends the lock (`ttl_ms` > 0) or releases it (0); false when it was lost.
     pub async fn relock(&self, token: &str, ttl_ms: u64) -> Result<bool, RedisUnavailable> {
-        let link = self.redis.link().await?;
-        let held =
-            self.unlock.key(self.lock_key()).arg(token).arg(ttl_ms).invoke_async::<i64>(&mut link.conn.clone()).await;
-        Ok(self.redis.observe(&link, held)? == 1)
+        let mut unlock = self.unlock.key(self.lock_key());
+        unlock.arg(token).arg(ttl_ms);
+        Ok(self.redis.invoke::<i64>(&unlock).await? == 1)
     }
 
     /// Live stock, or `None` when Redis does not know the coupon.
@@ -398,8 +380,7 @@ impl Issuer {
 
     /// Redis's clock in milliseconds; outbox entry ids are stamped with it.
     pub async fn server_time_ms(&self) -> Result<i64, RedisUnavailable> {
-        let (secs, micros): (i64, i64) = self.redis.query(&redis::cmd("TIME")).await?;
-        Ok(secs * 1_000 + micros / 1_000)
+        Ok(self.redis.server_time_ms().await?)
     }
 }
 

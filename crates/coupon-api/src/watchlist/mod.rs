@@ -55,6 +55,15 @@ struct Watched {
     pending: HashMap<CouponId, i64>,
 }
 
+impl Watched {
+    /// The relay reads `coupon`'s outbox until it is seen empty up to `at_ms`
+    /// (or a later time already asked for).
+    fn read_until(&mut self, coupon: CouponId, at_ms: i64) {
+        let until = self.pending.entry(coupon).or_insert(at_ms);
+        *until = (*until).max(at_ms);
+    }
+}
+
 impl Watchlist {
     pub fn new(redis: Arc<SharedRedis>, key_prefix: &str, ttl: Duration) -> Self {
         Self {
@@ -80,9 +89,13 @@ impl Watchlist {
         let cell = self.watched().claims.entry(coupon).or_default().clone();
         let claimed = *cell
             .get_or_try_init(|| async {
-                let keys = [self.keys.index(), self.keys.claims(&self.replica), self.keys.replicas()];
-                let args = [coupon.to_string(), self.replica.clone()];
-                Ok::<_, RedisUnavailable>(self.invoke::<i64>(&self.claim, &keys, &args).await? == 1)
+                let mut claim = self.claim.key(self.keys.index());
+                claim
+                    .key(self.keys.claims(&self.replica))
+                    .key(self.keys.replicas())
+                    .arg(coupon.get())
+                    .arg(&self.replica);
+                Ok::<_, RedisUnavailable>(self.redis.invoke::<i64>(&claim).await? == 1)
             })
             .await?;
         if !claimed {
@@ -102,9 +115,7 @@ impl Watchlist {
     pub fn wrote(&self, coupon: CouponId, entry: &str) {
         // The id's first part is Redis's clock at the write.
         let at = entry.split_once('-').and_then(|(ms, _)| ms.parse().ok()).unwrap_or(i64::MAX);
-        let mut watched = self.watched();
-        let latest = watched.pending.entry(coupon).or_insert(at);
-        *latest = (*latest).max(at);
+        self.watched().read_until(coupon, at);
     }
 
     /// Claims `coupon` and has the relay read its outbox until it holds no
@@ -112,9 +123,7 @@ impl Watchlist {
     /// (taken over from a dead replica, rebuilt by the recovery).
     pub async fn watch(&self, coupon: CouponId, since_ms: i64) -> Result<(), RedisUnavailable> {
         self.claim(coupon).await?;
-        let mut watched = self.watched();
-        let latest = watched.pending.entry(coupon).or_insert(since_ms);
-        *latest = (*latest).max(since_ms);
+        self.watched().read_until(coupon, since_ms);
         Ok(())
     }
 
@@ -156,9 +165,9 @@ impl Watchlist {
     /// Beats, then takes over the claims of replicas that died. Returns how
     /// many coupons were taken over.
     pub async fn beat(&self) -> Result<usize, RedisUnavailable> {
-        let keys = [self.keys.replicas(), self.keys.alive(&self.replica)];
-        let args = [self.replica.clone(), self.ttl_ms.to_string()];
-        if self.invoke::<i64>(&self.heartbeat, &keys, &args).await? == 1 {
+        let mut heartbeat = self.heartbeat.key(self.keys.replicas());
+        heartbeat.key(self.keys.alive(&self.replica)).arg(&self.replica).arg(self.ttl_ms);
+        if self.redis.invoke::<i64>(&heartbeat).await? == 1 {
             self.claim_again().await?;
         }
         self.adopt_dead().await
@@ -183,19 +192,14 @@ impl Watchlist {
         let alive: Vec<bool> = self.redis.query_each(&probes).await?;
         let mut adopted = 0;
         for (replica, _) in others.into_iter().zip(alive).filter(|(_, alive)| !alive) {
-            let keys = [
-                self.keys.replicas(),
-                self.keys.alive(replica),
-                self.keys.claims(replica),
-                self.keys.claims(&self.replica),
-            ];
-            let coupons: Vec<i64> = self.invoke(&self.adopt, &keys, std::slice::from_ref(replica)).await?;
-            let now_ms = self.server_time_ms().await?;
+            let mut adopt = self.adopt.key(self.keys.replicas());
+            adopt.key(self.keys.alive(replica)).key(self.keys.claims(replica)).key(self.keys.claims(&self.replica));
+            let coupons: Vec<i64> = self.redis.invoke(adopt.arg(replica)).await?;
+            let now_ms = self.redis.server_time_ms().await?;
             let mut watched = self.watched();
             for coupon in coupons.iter().filter_map(|id| CouponId::new(*id).ok()) {
                 watched.claims.insert(coupon, Arc::new(OnceCell::new_with(Some(true))));
-                let latest = watched.pending.entry(coupon).or_insert(now_ms);
-                *latest = (*latest).max(now_ms);
+                watched.read_until(coupon, now_ms);
             }
             drop(watched);
             tracing::warn!(replica = %replica, coupons = coupons.len(), "took over a stopped API replica's outboxes");
@@ -231,29 +235,6 @@ impl Watchlist {
         }
         let _: () = self.redis.query_pipe(&pipe).await?;
         Ok(())
-    }
-
-    async fn invoke<T: redis::FromRedisValue>(
-        &self,
-        script: &Script,
-        keys: &[String],
-        args: &[String],
-    ) -> Result<T, RedisUnavailable> {
-        let mut invocation = script.prepare_invoke();
-        for key in keys {
-            invocation.key(key);
-        }
-        for arg in args {
-            invocation.arg(arg);
-        }
-        let link = self.redis.link().await?;
-        let result = invocation.invoke_async(&mut link.conn.clone()).await;
-        Ok(self.redis.observe(&link, result)?)
-    }
-
-    async fn server_time_ms(&self) -> Result<i64, RedisUnavailable> {
-        let (secs, micros): (i64, i64) = self.redis.query(&redis::cmd("TIME")).await?;
-        Ok(secs * 1_000 + micros / 1_000)
     }
 }
 
