@@ -177,14 +177,14 @@ impl Recovery {
             let open = self.catalog.open().await?;
             self.rebuild(open, true, stop).await?;
         } else {
-            let mut wanted: BTreeSet<CouponId> = asked.coupons;
-            let candidates = match scope {
-                Scope::Open => self.catalog.open().await?,
-                Scope::Fenced => {
+            let candidates = if scope == Scope::Open {
+                self.catalog.open().await?
+            } else {
+                let mut wanted: BTreeSet<CouponId> = asked.coupons;
+                if scope == Scope::Fenced {
                     wanted.extend(self.issuer.fenced().await?);
-                    self.catalog.rows(&wanted.into_iter().collect::<Vec<_>>()).await?
                 }
-                Scope::Asked => self.catalog.rows(&wanted.into_iter().collect::<Vec<_>>()).await?,
+                self.catalog.rows(&wanted.into_iter().collect::<Vec<_>>()).await?
             };
             let suspects = self.suspects(candidates).await?;
             if !suspects.is_empty() {
