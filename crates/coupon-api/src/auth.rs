@@ -86,10 +86,8 @@ impl Authenticator {
         };
         customer
             .trim()
-            .parse::<i64>()
-            .ok()
-            .and_then(|id| CustomerId::new(id).ok())
-            .ok_or(ApiError::Unauthenticated("the credential does not name a customer id".into()))
+            .parse::<CustomerId>()
+            .map_err(|_| ApiError::Unauthenticated("the credential does not name a customer id".into()))
     }
 }
 
