@@ -1,7 +1,7 @@
 //! The coupons in PostgreSQL: the source of truth for what a coupon is, and the
 //! durable record (written by coupon-writer) of who holds one.
 
-use coupon_domain::{CouponId, CustomerId};
+use coupon_domain::{CouponId, CustomerId, Discount};
 use coupon_infra::db::schema::{coupon, coupon_creation, customer_coupon};
 use coupon_infra::db::PgPool;
 use diesel::prelude::*;
@@ -26,6 +26,56 @@ pub struct CouponRow {
     pub starts_at: OffsetDateTime,
     pub ends_at: OffsetDateTime,
     pub created_at: OffsetDateTime,
+    #[diesel(embed)]
+    pub discount: DiscountColumns,
+    pub min_order_amount: i64,
+    pub valid_until: Option<OffsetDateTime>,
+}
+
+impl CouponRow {
+    /// Until when held coupons can be used.
+    pub fn valid_until(&self) -> OffsetDateTime {
+        self.valid_until.unwrap_or(self.ends_at)
+    }
+}
+
+/// A discount policy as the `coupon` table stores it (all NULL: none).
+#[derive(Debug, Clone, Default, Queryable, Selectable, Insertable)]
+#[diesel(table_name = coupon)]
+pub struct DiscountColumns {
+    discount_type: Option<String>,
+    discount_amount: Option<i64>,
+    discount_percent: Option<i16>,
+    discount_max_amount: Option<i64>,
+}
+
+impl DiscountColumns {
+    /// The policy; `None` for a coupon that cannot be redeemed. The table's
+    /// constraints admit only the shapes read here.
+    pub fn policy(&self) -> Option<Discount> {
+        match (self.discount_type.as_deref(), self.discount_amount, self.discount_percent) {
+            (Some("FIXED"), Some(amount), _) => Some(Discount::Fixed { amount }),
+            (Some("RATE"), _, Some(percent)) => Some(Discount::Rate { percent, max_amount: self.discount_max_amount }),
+            _ => None,
+        }
+    }
+}
+
+impl From<Option<Discount>> for DiscountColumns {
+    fn from(discount: Option<Discount>) -> Self {
+        match discount {
+            None => Self::default(),
+            Some(Discount::Fixed { amount }) => {
+                Self { discount_type: Some("FIXED".into()), discount_amount: Some(amount), ..Self::default() }
+            }
+            Some(Discount::Rate { percent, max_amount }) => Self {
+                discount_type: Some("RATE".into()),
+                discount_percent: Some(percent),
+                discount_max_amount: max_amount,
+                ..Self::default()
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, Insertable)]
@@ -36,13 +86,30 @@ pub struct NewCoupon {
     pub remaining_quantity: i32,
     pub starts_at: OffsetDateTime,
     pub ends_at: OffsetDateTime,
+    #[diesel(embed)]
+    pub discount: DiscountColumns,
+    pub min_order_amount: i64,
+    pub valid_until: Option<OffsetDateTime>,
 }
 
-#[derive(Debug, Clone, Queryable)]
-pub struct HeldCoupon {
-    pub coupon_id: i64,
-    pub name: String,
+/// A customer's coupon: the holding's row and its coupon's.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = customer_coupon)]
+pub struct Holding {
     pub issued_at: OffsetDateTime,
+    pub status: String,
+    pub order_id: Option<String>,
+    pub discount_amount: Option<i64>,
+    pub used_at: Option<OffsetDateTime>,
+    /// The order that last gave it back.
+    pub released_order_id: Option<String>,
+}
+
+impl Holding {
+    /// The order using the coupon, if it is used.
+    pub fn used_by(&self) -> Option<&str> {
+        (self.status == "USED").then_some(self.order_id.as_deref()).flatten()
+    }
 }
 
 /// How long an idempotency key returns the coupon it created.
@@ -140,13 +207,13 @@ impl Catalog {
             .await?)
     }
 
-    pub async fn held_by(&self, customer: CustomerId) -> Result<Vec<HeldCoupon>, CatalogError> {
+    pub async fn held_by(&self, customer: CustomerId) -> Result<Vec<(Holding, CouponRow)>, CatalogError> {
         let mut conn = self.pool.get().await?;
         Ok(customer_coupon::table
             .inner_join(coupon::table)
             .filter(customer_coupon::customer_id.eq(customer.get()))
             .order(customer_coupon::issued_at.asc())
-            .select((customer_coupon::coupon_id, coupon::name, customer_coupon::issued_at))
+            .select((Holding::as_select(), CouponRow::as_select()))
             .load(&mut conn)
             .await?)
     }

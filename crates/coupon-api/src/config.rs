@@ -115,6 +115,9 @@ pub struct KafkaProducerSettings {
     /// How long a request waits for Kafka's acknowledgement before answering
     /// anyway (the outbox keeps the event). 0: never wait.
     pub ack_timeout_ms: u64,
+    /// Where uses and releases of held coupons go (key = coupon id).
+    pub used_topic: String,
+    pub released_topic: String,
 }
 
 impl Default for KafkaProducerSettings {
@@ -125,6 +128,8 @@ impl Default for KafkaProducerSettings {
             linger_ms: 2,
             message_timeout_ms: 10_000,
             ack_timeout_ms: 1_000,
+            used_topic: coupon_domain::USED_TOPIC.into(),
+            released_topic: coupon_domain::RELEASED_TOPIC.into(),
         }
     }
 }
@@ -203,6 +208,16 @@ impl Validate for Settings {
             ));
         }
         require_positive("kafka.message_timeout_ms", self.kafka.message_timeout_ms)?;
+        for (name, topic) in
+            [("kafka.used_topic", &self.kafka.used_topic), ("kafka.released_topic", &self.kafka.released_topic)]
+        {
+            if topic.is_empty() || *topic == self.kafka.client.topic || *topic == self.kafka.client.dlq_topic {
+                return Err(InvalidSetting::new(name, "must be set and differ from kafka.topic and kafka.dlq_topic"));
+            }
+        }
+        if self.kafka.used_topic == self.kafka.released_topic {
+            return Err(InvalidSetting::new("kafka.released_topic", "must differ from kafka.used_topic"));
+        }
         require_positive("relay.interval_ms", self.relay.interval_ms)?;
         require_positive("relay.batch_size", self.relay.batch_size as u64)?;
         require_positive("relay.max_backoff_ms", self.relay.max_backoff_ms)?;

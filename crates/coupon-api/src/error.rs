@@ -6,14 +6,19 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
-use coupon_domain::Rejection;
+use coupon_domain::{Rejection, UseRejection};
 use serde::Serialize;
 use utoipa::ToSchema;
+
+use crate::redemption::RedemptionError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
     Rejected(Rejection),
+    /// A redeem or release refused.
+    #[error("{0}")]
+    Usage(UseRejection),
     #[error("{0}")]
     InvalidRequest(String),
     #[error("{0}")]
@@ -42,6 +47,19 @@ pub enum ApiError {
     Unconfirmed,
 }
 
+impl From<RedemptionError> for ApiError {
+    fn from(err: RedemptionError) -> Self {
+        match err {
+            RedemptionError::Rejected(rejection) => ApiError::Usage(rejection),
+            RedemptionError::Undecided => ApiError::Fenced,
+            RedemptionError::Redis(err) => ApiError::unavailable("Redis is unavailable; nothing was changed", &err),
+            err @ (RedemptionError::Pool(_) | RedemptionError::Query(_) | RedemptionError::Publish(_)) => {
+                ApiError::unavailable("PostgreSQL is unavailable; nothing was changed", &err)
+            }
+        }
+    }
+}
+
 /// What `Retry-After` says on a 503: the seconds after which a retry may succeed.
 const RETRY_AFTER_SECS: &str = "1";
 
@@ -57,6 +75,7 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::Rejected(rejection) => rejection.code(),
+            ApiError::Usage(rejection) => rejection.code(),
             ApiError::InvalidRequest(_) => "INVALID_REQUEST",
             ApiError::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
             ApiError::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
@@ -83,6 +102,11 @@ impl ResponseError for ApiError {
             ApiError::Rejected(Rejection::CouponNotFound) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Rejected(Rejection::AlreadyIssued | Rejection::SoldOut) => StatusCode::CONFLICT,
             ApiError::Rejected(Rejection::NotStarted | Rejection::Expired) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Usage(UseRejection::CouponNotFound | UseRejection::NotHeld) => StatusCode::NOT_FOUND,
+            ApiError::Usage(UseRejection::AlreadyUsed | UseRejection::NotUsedByOrder) => StatusCode::CONFLICT,
+            ApiError::Usage(UseRejection::Expired | UseRejection::BelowMinimum | UseRejection::NotRedeemable) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -6,6 +6,10 @@
 //! what was not (reading only the outboxes on its `watchlist`), `durability`, which waits for Redis replicas before the 201,
 //! and `recovery`, which rebuilds from PostgreSQL (`catalog`) what Redis lost
 //! or may have rolled back, behind a fence.
+//!
+//! Spending: `routes::redemption` → `redemption` (one PostgreSQL transaction
+//! per redeem or release, its event in a PostgreSQL outbox) and its `relay` to
+//! Kafka.
 
 pub mod auth;
 pub mod catalog;
@@ -19,6 +23,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod publisher;
 pub mod recovery;
+pub mod redemption;
 pub mod relay;
 pub mod routes;
 pub mod startup;

@@ -18,6 +18,8 @@ pub struct Metrics {
     pub rebuilds: IntCounter,
     pub redis_new_incarnations: IntCounter,
     pub replica_ack_failures: IntCounter,
+    pub usage_requests: IntCounterVec,
+    pub usage_events_published: IntCounter,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0];
@@ -64,6 +66,16 @@ impl Metrics {
             "Issuances answered 503 because Redis replicas did not confirm them in time",
         )
         .expect("valid metric");
+        let usage_requests = IntCounterVec::new(
+            Opts::new("coupon_usage_requests_total", "Redeem and release requests by action and outcome code"),
+            &["action", "outcome"],
+        )
+        .expect("valid metric");
+        let usage_events_published = IntCounter::new(
+            "coupon_usage_events_published_total",
+            "Use and release events Kafka acknowledged from the PostgreSQL outbox",
+        )
+        .expect("valid metric");
         let registry = coupon_infra::telemetry::registry(vec![
             Box::new(issue_requests.clone()) as Box<dyn Collector>,
             Box::new(issue_seconds.clone()),
@@ -76,6 +88,8 @@ impl Metrics {
             Box::new(rebuilds.clone()),
             Box::new(redis_new_incarnations.clone()),
             Box::new(replica_ack_failures.clone()),
+            Box::new(usage_requests.clone()),
+            Box::new(usage_events_published.clone()),
         ]);
         Self {
             registry,
@@ -90,6 +104,8 @@ impl Metrics {
             rebuilds,
             redis_new_incarnations,
             replica_ack_failures,
+            usage_requests,
+            usage_events_published,
         }
     }
 

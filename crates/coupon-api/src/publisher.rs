@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use coupon_domain::CouponIssuedEvent;
+use coupon_domain::{CouponIssuedEvent, CouponUsageEvent};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::ClientContext;
@@ -151,14 +151,33 @@ impl Publisher {
         let key = match self.partition_key {
             PartitionKey::Coupon => event.coupon_id.get(),
             PartitionKey::Customer => event.customer_id.get(),
-        }
-        .to_string();
-        let payload = event.to_json();
+        };
+        self.queue(&self.topic, &key.to_string(), &event.to_json(), remove)
+    }
+
+    /// Queues a use or a release of a held coupon (key = coupon id), on the
+    /// same idempotent producer; the future tells when Kafka acknowledged it.
+    pub fn send_usage(
+        &self,
+        topic: &str,
+        event: &CouponUsageEvent,
+    ) -> impl Future<Output = Result<(), PublishError>> + use<> {
+        let payload = serde_json::to_string(event).expect("a usage event always serializes");
+        self.queue(topic, &event.coupon_id.to_string(), &payload, None)
+    }
+
+    fn queue(
+        &self,
+        topic: &str,
+        key: &str,
+        payload: &str,
+        remove: Option<Delivered>,
+    ) -> impl Future<Output = Result<(), PublishError>> + use<> {
         let (answer, answered) = oneshot::channel();
         let pending = Box::new(Pending { remove, sent: Instant::now(), answer });
         let refused = self
             .producer
-            .send(BaseRecord::with_opaque_to(&self.topic, pending).key(&key).payload(&payload))
+            .send(BaseRecord::with_opaque_to(topic, pending).key(key).payload(payload))
             .err()
             .map(|(err, _)| err);
         if refused.is_some() {

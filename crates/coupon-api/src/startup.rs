@@ -11,7 +11,7 @@ use anyhow::Context;
 use coupon_infra::kafka::GroupProgress;
 use coupon_infra::redis::SharedRedis;
 use secrecy::{ExposeSecret, SecretString};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -25,6 +25,8 @@ use crate::metrics::Metrics;
 use crate::outbox::{Acknowledger, Outbox};
 use crate::publisher::Publisher;
 use crate::recovery::{Recovery, RecoveryRequests};
+use crate::redemption::relay::UsageRelay;
+use crate::redemption::Redemptions;
 use crate::relay::Relay;
 use crate::routes;
 use crate::state::AppState;
@@ -42,6 +44,7 @@ pub struct Application {
     state: web::Data<AppState>,
     acknowledger: Acknowledger,
     recovery: Recovery,
+    usage_relay: UsageRelay,
     /// Fires once the recovery's first pass fenced what it must.
     fenced: oneshot::Receiver<()>,
     /// Stops the background tasks that serve requests (replica acknowledgements).
@@ -62,14 +65,21 @@ impl Application {
             Duration::from_millis(settings.relay.replica_ttl_ms),
         ));
         let (acks, acknowledger) = Acknowledger::new(outbox.clone());
-        let catalog = Catalog::new(coupon_infra::db::pool(&settings.database)?);
+        let pool = coupon_infra::db::pool(&settings.database)?;
+        let catalog = Catalog::new(pool.clone());
+        let usage_committed = Arc::new(Notify::new());
         let publisher = Arc::new(Publisher::new(&settings.kafka, metrics.clone(), acks.clone())?);
         if settings.kafka.client.create_topics {
             // Kafka may be down at start; issuance does not need it to be up.
-            let kafka = settings.kafka.client.clone();
+            let kafka = settings.kafka.clone();
             tokio::spawn(async move {
-                let topics = [(kafka.topic.as_str(), kafka.partitions), (kafka.dlq_topic.as_str(), 1)];
-                if let Err(err) = coupon_infra::kafka::ensure_topics(&kafka, &topics).await {
+                let topics = [
+                    (kafka.client.topic.as_str(), kafka.client.partitions),
+                    (kafka.client.dlq_topic.as_str(), 1),
+                    (kafka.used_topic.as_str(), kafka.client.partitions),
+                    (kafka.released_topic.as_str(), kafka.client.partitions),
+                ];
+                if let Err(err) = coupon_infra::kafka::ensure_topics(&kafka.client, &topics).await {
                     tracing::warn!(error = %err, "could not ensure the Kafka topics exist");
                 }
             });
@@ -100,12 +110,21 @@ impl Application {
             interval: Duration::from_millis(settings.relay.sync_interval_ms),
             fenced: Mutex::new(Some(tell_fenced)),
         };
+        let usage_relay = UsageRelay {
+            pool: pool.clone(),
+            publisher: publisher.clone(),
+            used_topic: settings.kafka.used_topic.clone(),
+            released_topic: settings.kafka.released_topic.clone(),
+            metrics: metrics.clone(),
+            committed: usage_committed.clone(),
+        };
         let state = web::Data::new(AppState {
-            issuer,
+            issuer: issuer.clone(),
             outbox,
             watchlist,
             acks,
             publisher,
+            redemptions: Redemptions::new(pool, issuer.clone(), usage_committed),
             catalog,
             metrics,
             admin_token: settings.admin.token.clone(),
@@ -116,7 +135,7 @@ impl Application {
             replicas,
             recovery: requests,
         });
-        Ok(Self { listener, state, acknowledger, recovery, fenced, stop_serving, replica_acks, settings })
+        Ok(Self { listener, state, acknowledger, recovery, usage_relay, fenced, stop_serving, replica_acks, settings })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -147,6 +166,7 @@ impl Application {
         };
         let mut relay = tokio::spawn(relay.run(stop.clone()));
         let mut recovery = tokio::spawn(self.recovery.run(stop.clone()));
+        let mut usage_relay = tokio::spawn(self.usage_relay.run(stop.clone()));
         // Requests answered before the first recovery pass would find the
         // issue script missing and answer 503; a Redis that is down does not
         // hold the start up for longer than this.
@@ -165,13 +185,16 @@ impl Application {
             relayed = &mut relay => Some(("the outbox relay", relayed.map_err(Into::into))),
             recovered = &mut recovery => Some(("the recovery", recovered.map_err(Into::into))),
             beaten = &mut heartbeat => Some(("the relay heartbeat", beaten.map_err(Into::into))),
+            relayed = &mut usage_relay => Some(("the usage relay", relayed.map_err(Into::into))),
         };
         if let Some((task, outcome)) = &ended_early {
             tracing::error!(task, outcome = ?outcome, "an essential task ended; stopping coupon-api");
         }
         handle.stop(true).await;
         stop.cancel();
-        for (name, task) in [("relay", relay), ("recovery", recovery), ("relay heartbeat", heartbeat)] {
+        for (name, task) in
+            [("relay", relay), ("recovery", recovery), ("relay heartbeat", heartbeat), ("usage relay", usage_relay)]
+        {
             if !task.is_finished() || ended_early.is_none() {
                 task.await.with_context(|| format!("joining the {name}"))?;
             }

@@ -15,6 +15,7 @@ use crate::metrics::Metrics;
 use crate::outbox::{AckQueue, Outbox};
 use crate::publisher::Publisher;
 use crate::recovery::RecoveryRequests;
+use crate::redemption::Redemptions;
 use crate::watchlist::Watchlist;
 
 pub struct AppState {
@@ -26,6 +27,8 @@ pub struct AppState {
     pub acks: AckQueue,
     pub publisher: Arc<Publisher>,
     pub catalog: Catalog,
+    /// Redeems and releases held coupons.
+    pub redemptions: Redemptions,
     pub metrics: Metrics,
     pub admin_token: Option<SecretString>,
     /// Who a request acts for.

@@ -1,7 +1,7 @@
 //! Coupons: create (admin), read, and prime Redis from PostgreSQL (admin).
 
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
-use coupon_domain::{CouponId, Rejection};
+use coupon_domain::{CouponId, Discount, Rejection, MAX_AMOUNT};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
@@ -18,7 +18,7 @@ pub const MAX_QUANTITY: i64 = 100_000_000;
 const MAX_NAME_CHARS: usize = 200;
 
 #[derive(Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateCouponRequest {
     pub name: String,
     #[schema(minimum = 1, maximum = 100_000_000)]
@@ -27,6 +27,16 @@ pub struct CreateCouponRequest {
     pub starts_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub ends_at: OffsetDateTime,
+    /// What the coupon takes off an order; without one the coupon can be
+    /// issued but not redeemed.
+    pub discount: Option<Discount>,
+    /// The smallest order (in the currency's smallest unit) it applies to; default 0.
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_i64)]
+    #[serde(default)]
+    pub min_order_amount: i64,
+    /// Until when held coupons can be used; at or after `endsAt`, default `endsAt`.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub valid_until: Option<OffsetDateTime>,
 }
 
 impl CreateCouponRequest {
@@ -45,6 +55,15 @@ impl CreateCouponRequest {
         if self.starts_at >= self.ends_at {
             return Err(ApiError::InvalidRequest("startsAt must be before endsAt".into()));
         }
+        if let Some(discount) = &self.discount {
+            discount.validate().map_err(|err| ApiError::InvalidRequest(err.to_string()))?;
+        }
+        if !(0..=MAX_AMOUNT).contains(&self.min_order_amount) {
+            return Err(ApiError::InvalidRequest(format!("minOrderAmount must be between 0 and {MAX_AMOUNT}")));
+        }
+        if self.valid_until.is_some_and(|until| until < self.ends_at) {
+            return Err(ApiError::InvalidRequest("validUntil must not be before endsAt".into()));
+        }
         let quantity = self.total_quantity as i32;
         Ok(NewCoupon {
             name,
@@ -52,6 +71,9 @@ impl CreateCouponRequest {
             remaining_quantity: quantity,
             starts_at: self.starts_at,
             ends_at: self.ends_at,
+            discount: self.discount.into(),
+            min_order_amount: self.min_order_amount,
+            valid_until: self.valid_until,
         })
     }
 }
@@ -70,10 +92,17 @@ pub struct CouponResponse {
     pub ends_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// `null`: the coupon can be issued but not redeemed.
+    pub discount: Option<Discount>,
+    pub min_order_amount: i64,
+    /// Until when held coupons can be used.
+    #[serde(with = "time::serde::rfc3339")]
+    pub valid_until: OffsetDateTime,
 }
 
 impl CouponResponse {
     fn new(row: CouponRow, remaining_quantity: i64) -> Self {
+        let (discount, valid_until) = (row.discount.policy(), row.valid_until());
         Self {
             id: row.id,
             name: row.name,
@@ -82,6 +111,9 @@ impl CouponResponse {
             starts_at: row.starts_at,
             ends_at: row.ends_at,
             created_at: row.created_at,
+            discount,
+            min_order_amount: row.min_order_amount,
+            valid_until,
         }
     }
 }

@@ -1,12 +1,13 @@
 //! A customer's coupons (from PostgreSQL) and the state of one attempt.
 
 use actix_web::{get, web, HttpResponse};
-use coupon_domain::{CouponId, CustomerId};
+use coupon_domain::{CouponId, CustomerId, Discount, HoldingStatus};
 use serde::Serialize;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use crate::auth::{Customer, Reader};
+use crate::catalog::{CouponRow, Holding};
 use crate::error::{ApiError, ErrorBody};
 use crate::routes::parse_id;
 use crate::state::AppState;
@@ -18,6 +19,38 @@ pub struct HeldCouponResponse {
     pub name: String,
     #[serde(with = "time::serde::rfc3339")]
     pub issued_at: OffsetDateTime,
+    /// `AVAILABLE`, `USED`, or `EXPIRED` (available but past `validUntil`).
+    pub status: HoldingStatus,
+    /// `null`: the coupon cannot be redeemed.
+    pub discount: Option<Discount>,
+    pub min_order_amount: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub valid_until: OffsetDateTime,
+    /// The order using it, and what that order got off (while `USED`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discount_amount: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
+    pub used_at: Option<OffsetDateTime>,
+}
+
+impl HeldCouponResponse {
+    fn new(holding: Holding, coupon: CouponRow, now: OffsetDateTime) -> Self {
+        let valid_until = coupon.valid_until();
+        Self {
+            coupon_id: coupon.id,
+            name: coupon.name,
+            issued_at: holding.issued_at,
+            status: HoldingStatus::as_of(holding.used_by().is_some(), valid_until, now),
+            discount: coupon.discount.policy(),
+            min_order_amount: coupon.min_order_amount,
+            valid_until,
+            order_id: holding.order_id,
+            discount_amount: holding.discount_amount,
+            used_at: holding.used_at,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -76,10 +109,9 @@ async fn held_by(state: &AppState, customer: CustomerId) -> Result<HttpResponse,
         .held_by(customer)
         .await
         .map_err(|err| ApiError::unavailable("PostgreSQL is unavailable", &err))?;
-    let body: Vec<HeldCouponResponse> = held
-        .into_iter()
-        .map(|h| HeldCouponResponse { coupon_id: h.coupon_id, name: h.name, issued_at: h.issued_at })
-        .collect();
+    let now = OffsetDateTime::now_utc();
+    let body: Vec<HeldCouponResponse> =
+        held.into_iter().map(|(holding, coupon)| HeldCouponResponse::new(holding, coupon, now)).collect();
     Ok(HttpResponse::Ok().json(body))
 }
 

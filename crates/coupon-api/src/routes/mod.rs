@@ -8,6 +8,7 @@ pub mod customers;
 pub mod health;
 pub mod issue;
 pub mod openapi;
+pub mod redemption;
 
 use std::sync::LazyLock;
 
@@ -29,6 +30,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(coupons::get)
         .service(coupons::prime_coupon)
         .service(customers::my_coupons)
+        .service(redemption::redeem_mine)
+        .service(redemption::release_mine)
+        .service(redemption::redeem_for)
+        .service(redemption::release_for)
         .service(customers::coupons)
         .service(customers::attempt)
         .service(health::live)

@@ -4,7 +4,7 @@ use actix_web::{get, HttpResponse};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{coupons, customers, issue};
+use crate::routes::{coupons, customers, issue, redemption};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -16,7 +16,11 @@ use crate::routes::{coupons, customers, issue};
         coupons::prime_coupon,
         customers::my_coupons,
         customers::coupons,
-        customers::attempt
+        customers::attempt,
+        redemption::redeem_mine,
+        redemption::release_mine,
+        redemption::redeem_for,
+        redemption::release_for
     ),
     components(schemas(crate::error::ErrorBody)),
     modifiers(&BearerAuth)

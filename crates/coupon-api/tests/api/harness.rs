@@ -32,6 +32,8 @@ pub struct Isolation {
     pub key_prefix: TestPrefix,
     /// The writer's consumer group, whose progress the API's rebuilds wait for.
     pub group: String,
+    /// Where uses and releases go, for tests that redeem (`with_usage_topics`).
+    pub usage_topics: Option<(TestTopic, TestTopic)>,
 }
 
 impl Isolation {
@@ -41,7 +43,14 @@ impl Isolation {
             topic: TestTopic::create("api", 3).await,
             key_prefix: TestPrefix::new("api"),
             group: unique_name("api-writer"),
+            usage_topics: None,
         }
+    }
+
+    /// With topics of its own for use and release events.
+    pub async fn with_usage_topics() -> Self {
+        let (used, released) = tokio::join!(TestTopic::create("api-used", 1), TestTopic::create("api-released", 1));
+        Self { usage_topics: Some((used, released)), ..Self::new().await }
     }
 
     /// coupon-writer on this isolation's topic, database and group, in this process.
@@ -77,6 +86,11 @@ impl Isolation {
         settings.kafka.client.topic = self.topic.to_string();
         settings.kafka.client.dlq_topic = format!("{}.dlq", self.topic);
         settings.kafka.client.create_topics = false;
+        (settings.kafka.used_topic, settings.kafka.released_topic) = match &self.usage_topics {
+            Some((used, released)) => (used.to_string(), released.to_string()),
+            // Never published to: the test does not redeem.
+            None => (format!("{}.used", self.topic), format!("{}.released", self.topic)),
+        };
         settings.database = self.db.settings();
         settings.relay.interval_ms = 100;
         settings.relay.min_age_ms = 1_500;
@@ -135,21 +149,42 @@ impl TestApp {
     }
 
     pub async fn create_coupon(&self, total: i64, starts_at: OffsetDateTime, ends_at: OffsetDateTime) -> i64 {
+        self.create_coupon_with(json!({
+            "name": "test coupon",
+            "totalQuantity": total,
+            "startsAt": starts_at.format(&Rfc3339).unwrap(),
+            "endsAt": ends_at.format(&Rfc3339).unwrap(),
+        }))
+        .await
+    }
+
+    /// Creates the coupon `body` describes (as support staff); returns its id.
+    pub async fn create_coupon_with(&self, body: Value) -> i64 {
+        let (status, created) = self.post_admin("/api/v1/coupons", &body).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        created["id"].as_i64().unwrap()
+    }
+
+    /// A POST with the admin token.
+    pub async fn post_admin(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        let response =
+            self.http.post(format!("{}{path}", self.base)).bearer_auth(ADMIN_TOKEN).json(body).send().await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A POST as `customer` (their bearer token).
+    pub async fn post_as(&self, customer: i64, path: &str, body: &Value) -> (StatusCode, Value) {
         let response = self
             .http
-            .post(format!("{}/api/v1/coupons", self.base))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(&json!({
-                "name": "test coupon",
-                "totalQuantity": total,
-                "startsAt": starts_at.format(&Rfc3339).unwrap(),
-                "endsAt": ends_at.format(&Rfc3339).unwrap(),
-            }))
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token(customer))
+            .json(body)
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status(), StatusCode::CREATED);
-        response.json::<Value>().await.unwrap()["id"].as_i64().unwrap()
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
     }
 
     /// A coupon open from an hour ago until an hour from now.

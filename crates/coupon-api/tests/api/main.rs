@@ -9,5 +9,6 @@ mod issue;
 mod outbox;
 mod queries;
 mod recovery;
+mod redemption;
 mod redis_restart;
 mod relay;

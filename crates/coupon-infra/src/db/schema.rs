@@ -9,6 +9,12 @@ diesel::table! {
         starts_at -> Timestamptz,
         ends_at -> Timestamptz,
         created_at -> Timestamptz,
+        discount_type -> Nullable<Text>,
+        discount_amount -> Nullable<Int8>,
+        discount_percent -> Nullable<Int2>,
+        discount_max_amount -> Nullable<Int8>,
+        min_order_amount -> Int8,
+        valid_until -> Nullable<Timestamptz>,
     }
 }
 
@@ -18,6 +24,23 @@ diesel::table! {
         coupon_id -> Int8,
         customer_id -> Int8,
         issued_at -> Timestamptz,
+        status -> Text,
+        order_id -> Nullable<Text>,
+        discount_amount -> Nullable<Int8>,
+        used_at -> Nullable<Timestamptz>,
+        released_order_id -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    coupon_usage_outbox (id) {
+        id -> Int8,
+        kind -> Text,
+        coupon_id -> Int8,
+        customer_id -> Int8,
+        order_id -> Text,
+        discount_amount -> Int8,
+        occurred_at -> Timestamptz,
     }
 }
 
@@ -42,4 +65,10 @@ diesel::table! {
 diesel::joinable!(coupon_creation -> coupon (coupon_id));
 diesel::joinable!(customer_coupon -> coupon (coupon_id));
 diesel::joinable!(sold_out_at_write -> coupon (coupon_id));
-diesel::allow_tables_to_appear_in_same_query!(coupon, coupon_creation, customer_coupon, sold_out_at_write);
+diesel::allow_tables_to_appear_in_same_query!(
+    coupon,
+    coupon_creation,
+    coupon_usage_outbox,
+    customer_coupon,
+    sold_out_at_write
+);

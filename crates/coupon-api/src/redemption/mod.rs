@@ -1,0 +1,295 @@
+//! Spending held coupons: an order uses one (redeem) and gives it back when
+//! its payment fails (release).
+//!
+//! PostgreSQL decides, one transaction per request: the held coupon's row is
+//! locked `FOR UPDATE`, so two orders redeeming one coupon at once, or a
+//! redeem racing a release, run one after the other and the second sees the
+//! first's outcome. The same transaction writes the change's event to
+//! `coupon_usage_outbox`; the `relay` publishes it. A change without its event,
+//! or an event without its change, cannot commit.
+//!
+//! A coupon Redis issued that coupon-writer has not written yet is usable:
+//! when the row is missing and Redis (trusted, with the coupon present and
+//! not fenced) says the customer holds it, the transaction writes the row as
+//! coupon-writer would (under the coupon's lock, taking one from the remaining
+//! quantity, never for a customer already recorded as sold out at write), and
+//! the writer's later insert of the same event does nothing. A customer never
+//! has to wait for the writer to pay with what the API told them they got.
+
+pub mod relay;
+
+use std::sync::Arc;
+
+use coupon_domain::{CouponId, CustomerId, HoldingStatus, UsageKind, UseRejection};
+use coupon_infra::db::schema::{coupon, coupon_usage_outbox, customer_coupon, sold_out_at_write};
+use coupon_infra::db::PgPool;
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use time::OffsetDateTime;
+use tokio::sync::Notify;
+
+use crate::catalog::{CouponRow, Holding};
+use crate::issuer::{Issuer, Presence, RedisUnavailable};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RedemptionError {
+    #[error("{0}")]
+    Rejected(UseRejection),
+    /// Redis cannot tell now whether a coupon PostgreSQL does not have yet
+    /// was issued (being rebuilt, or not trusted since a restart).
+    #[error("whether the coupon was issued cannot be told until Redis is restored")]
+    Undecided,
+    #[error("no PostgreSQL connection: {0}")]
+    Pool(#[from] diesel_async::pooled_connection::deadpool::PoolError),
+    #[error("PostgreSQL query failed: {0}")]
+    Query(#[from] diesel::result::Error),
+    #[error(transparent)]
+    Redis(#[from] RedisUnavailable),
+    #[error("Kafka did not acknowledge a usage event: {0}")]
+    Publish(#[from] crate::publisher::PublishError),
+}
+
+/// An order's use of a held coupon: redeem with `order_amount`, release without.
+#[derive(Debug, Clone)]
+pub struct OrderRef {
+    pub coupon: CouponId,
+    pub customer: CustomerId,
+    pub order_id: String,
+}
+
+/// A held coupon's state after a redeem or a release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Usage {
+    pub coupon: CouponId,
+    pub customer: CustomerId,
+    pub order_id: String,
+    /// What the order gets off; `None` after a release.
+    pub discount_amount: Option<i64>,
+    pub status: HoldingStatus,
+}
+
+pub struct Redemptions {
+    pool: PgPool,
+    issuer: Arc<Issuer>,
+    /// Wakes the relay when an event was committed.
+    committed: Arc<Notify>,
+}
+
+impl Redemptions {
+    pub fn new(pool: PgPool, issuer: Arc<Issuer>, committed: Arc<Notify>) -> Self {
+        Self { pool, issuer, committed }
+    }
+
+    /// Uses the coupon for the order. The same order again answers as the
+    /// first time did; another order while it is used: `ALREADY_USED`.
+    pub async fn redeem(&self, order: &OrderRef, order_amount: i64) -> Result<Usage, RedemptionError> {
+        let now = OffsetDateTime::now_utc();
+        let mut conn = self.pool.get().await?;
+        let usage = conn
+            .transaction::<_, RedemptionError, _>(async |conn| {
+                let coupon = coupon_row(conn, order.coupon).await?;
+                let holding = match locked_holding(conn, order).await? {
+                    Some(holding) => holding,
+                    None => self.write_issued(conn, order).await?,
+                };
+                let usage = |discount_amount, status| Usage {
+                    coupon: order.coupon,
+                    customer: order.customer,
+                    order_id: order.order_id.clone(),
+                    discount_amount,
+                    status,
+                };
+                match holding.used_by() {
+                    Some(used_by) if used_by == order.order_id => {
+                        return Ok((usage(holding.discount_amount, HoldingStatus::Used), false));
+                    }
+                    Some(_) => return Err(RedemptionError::Rejected(UseRejection::AlreadyUsed)),
+                    None => {}
+                }
+                let discount =
+                    coupon.discount.policy().ok_or(RedemptionError::Rejected(UseRejection::NotRedeemable))?;
+                if now > coupon.valid_until() {
+                    return Err(RedemptionError::Rejected(UseRejection::Expired));
+                }
+                if order_amount < coupon.min_order_amount {
+                    return Err(RedemptionError::Rejected(UseRejection::BelowMinimum));
+                }
+                let off = discount.amount_off(order_amount);
+                diesel::update(holding_row(order))
+                    .set((
+                        customer_coupon::status.eq("USED"),
+                        customer_coupon::order_id.eq(&order.order_id),
+                        customer_coupon::discount_amount.eq(off),
+                        customer_coupon::used_at.eq(now),
+                    ))
+                    .execute(&mut *conn)
+                    .await?;
+                record_event(conn, UsageKind::Used, order, off, now).await?;
+                Ok((usage(Some(off), HoldingStatus::Used), true))
+            })
+            .await;
+        self.told(usage)
+    }
+
+    /// Gives the coupon back from the order that used it. Again for the same
+    /// order (already given back): the same answer; while another order uses
+    /// it, or if this order never did (or the customer holds no such coupon):
+    /// `NOT_USED_BY_ORDER`.
+    pub async fn release(&self, order: &OrderRef) -> Result<Usage, RedemptionError> {
+        let now = OffsetDateTime::now_utc();
+        let mut conn = self.pool.get().await?;
+        let usage = conn
+            .transaction::<_, RedemptionError, _>(async |conn| {
+                let coupon = coupon_row(conn, order.coupon).await?;
+                // A coupon not written yet was never used: nothing to give back.
+                let holding = locked_holding(conn, order)
+                    .await?
+                    .ok_or(RedemptionError::Rejected(UseRejection::NotUsedByOrder))?;
+                let available = HoldingStatus::as_of(false, coupon.valid_until(), now);
+                let usage = Usage {
+                    coupon: order.coupon,
+                    customer: order.customer,
+                    order_id: order.order_id.clone(),
+                    discount_amount: None,
+                    status: available,
+                };
+                match holding.used_by() {
+                    Some(used_by) if used_by == order.order_id => {}
+                    None if holding.released_order_id.as_deref() == Some(order.order_id.as_str()) => {
+                        return Ok((usage, false));
+                    }
+                    _ => return Err(RedemptionError::Rejected(UseRejection::NotUsedByOrder)),
+                }
+                let off = holding.discount_amount.unwrap_or(0);
+                diesel::update(holding_row(order))
+                    .set((
+                        customer_coupon::status.eq("AVAILABLE"),
+                        customer_coupon::order_id.eq(None::<String>),
+                        customer_coupon::discount_amount.eq(None::<i64>),
+                        customer_coupon::used_at.eq(None::<OffsetDateTime>),
+                        customer_coupon::released_order_id.eq(&order.order_id),
+                    ))
+                    .execute(&mut *conn)
+                    .await?;
+                record_event(conn, UsageKind::Released, order, off, now).await?;
+                Ok((usage, true))
+            })
+            .await;
+        self.told(usage)
+    }
+
+    /// Wakes the relay after a commit that wrote an event.
+    fn told(&self, outcome: Result<(Usage, bool), RedemptionError>) -> Result<Usage, RedemptionError> {
+        let (usage, changed) = outcome?;
+        if changed {
+            self.committed.notify_one();
+        }
+        Ok(usage)
+    }
+
+    /// The row for a coupon PostgreSQL does not have for this customer yet,
+    /// if Redis issued it (see the module's documentation), locked.
+    async fn write_issued(&self, conn: &mut AsyncPgConnection, order: &OrderRef) -> Result<Holding, RedemptionError> {
+        let not_held = RedemptionError::Rejected(UseRejection::NotHeld);
+        if !self.issuer.is_trusted().await? {
+            return Err(RedemptionError::Undecided);
+        }
+        match <[Presence]>::first(&self.issuer.presence(&[order.coupon]).await?) {
+            Some(Presence::Ready) => {}
+            Some(Presence::Fenced) => return Err(RedemptionError::Undecided),
+            // Redis drops a coupon only after its period, once coupon-writer
+            // has caught up; an open coupon missing is being restored.
+            Some(Presence::Missing) | None => {
+                let ended: bool = diesel::select(diesel::dsl::exists(
+                    coupon::table.find(order.coupon.get()).filter(coupon::ends_at.lt(diesel::dsl::now)),
+                ))
+                .get_result(&mut *conn)
+                .await?;
+                return Err(if ended { not_held } else { RedemptionError::Undecided });
+            }
+        }
+        if !self.issuer.holds(order.coupon, order.customer).await? {
+            return Err(not_held);
+        }
+        let remaining: i32 = coupon::table
+            .find(order.coupon.get())
+            .select(coupon::remaining_quantity)
+            .for_no_key_update()
+            .first(&mut *conn)
+            .await?;
+        let recorded_sold_out: bool = diesel::select(diesel::dsl::exists(
+            sold_out_at_write::table
+                .filter(sold_out_at_write::coupon_id.eq(order.coupon.get()))
+                .filter(sold_out_at_write::customer_id.eq(order.customer.get())),
+        ))
+        .get_result(&mut *conn)
+        .await?;
+        if remaining == 0 || recorded_sold_out {
+            return Err(not_held);
+        }
+        let inserted = diesel::insert_into(customer_coupon::table)
+            .values((
+                customer_coupon::coupon_id.eq(order.coupon.get()),
+                customer_coupon::customer_id.eq(order.customer.get()),
+                customer_coupon::issued_at.eq(OffsetDateTime::now_utc()),
+            ))
+            .on_conflict((customer_coupon::coupon_id, customer_coupon::customer_id))
+            .do_nothing()
+            .execute(&mut *conn)
+            .await?;
+        if inserted == 1 {
+            diesel::update(coupon::table.find(order.coupon.get()))
+                .set(coupon::remaining_quantity.eq(coupon::remaining_quantity - 1))
+                .execute(&mut *conn)
+                .await?;
+            tracing::info!(coupon = %order.coupon, customer = %order.customer, "redeemed before coupon-writer wrote the issuance; wrote it");
+        }
+        locked_holding(conn, order).await?.ok_or(not_held)
+    }
+}
+
+async fn coupon_row(conn: &mut AsyncPgConnection, id: CouponId) -> Result<CouponRow, RedemptionError> {
+    coupon::table
+        .find(id.get())
+        .select(CouponRow::as_select())
+        .first(conn)
+        .await
+        .optional()?
+        .ok_or(RedemptionError::Rejected(UseRejection::CouponNotFound))
+}
+
+fn holding_row(
+    order: &OrderRef,
+) -> diesel::dsl::Filter<
+    diesel::dsl::Filter<customer_coupon::table, diesel::dsl::Eq<customer_coupon::coupon_id, i64>>,
+    diesel::dsl::Eq<customer_coupon::customer_id, i64>,
+> {
+    customer_coupon::table
+        .filter(customer_coupon::coupon_id.eq(order.coupon.get()))
+        .filter(customer_coupon::customer_id.eq(order.customer.get()))
+}
+
+async fn locked_holding(conn: &mut AsyncPgConnection, order: &OrderRef) -> Result<Option<Holding>, RedemptionError> {
+    Ok(holding_row(order).select(Holding::as_select()).for_update().first(conn).await.optional()?)
+}
+
+async fn record_event(
+    conn: &mut AsyncPgConnection,
+    kind: UsageKind,
+    order: &OrderRef,
+    discount_amount: i64,
+    at: OffsetDateTime,
+) -> Result<(), RedemptionError> {
+    diesel::insert_into(coupon_usage_outbox::table)
+        .values((
+            coupon_usage_outbox::kind.eq(kind.as_str()),
+            coupon_usage_outbox::coupon_id.eq(order.coupon.get()),
+            coupon_usage_outbox::customer_id.eq(order.customer.get()),
+            coupon_usage_outbox::order_id.eq(&order.order_id),
+            coupon_usage_outbox::discount_amount.eq(discount_amount),
+            coupon_usage_outbox::occurred_at.eq(at),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,221 @@
+//! Redeem and release a held coupon: by the customer (their credential), or
+//! by support staff for a customer (admin token).
+
+use actix_web::{post, web, HttpResponse};
+use coupon_domain::{is_valid_order_id, CouponId, CustomerId, HoldingStatus, MAX_AMOUNT, MAX_ORDER_ID_LEN};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::auth::{Admin, Customer};
+use crate::error::{ApiError, ErrorBody};
+use crate::redemption::{OrderRef, Usage};
+use crate::routes::parse_id;
+use crate::state::AppState;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RedeemRequest {
+    /// The order service's id: 1 to 64 of `A-Z a-z 0-9 . _ : -`.
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._:-]{1,64}$")]
+    pub order_id: String,
+    /// In the currency's smallest unit.
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_i64)]
+    pub order_amount: i64,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReleaseRequest {
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._:-]{1,64}$")]
+    pub order_id: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageResponse {
+    pub coupon_id: i64,
+    pub customer_id: i64,
+    pub order_id: String,
+    /// What the order gets off, in the currency's smallest unit (after a redeem).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discount_amount: Option<i64>,
+    /// `USED` after a redeem; `AVAILABLE` after a release (`EXPIRED` if the
+    /// coupon is past its validity by then).
+    pub status: HoldingStatus,
+}
+
+impl From<Usage> for UsageResponse {
+    fn from(usage: Usage) -> Self {
+        Self {
+            coupon_id: usage.coupon.get(),
+            customer_id: usage.customer.get(),
+            order_id: usage.order_id,
+            discount_amount: usage.discount_amount,
+            status: usage.status,
+        }
+    }
+}
+
+fn order_ref(coupon: CouponId, customer: CustomerId, order_id: String) -> Result<OrderRef, ApiError> {
+    if !is_valid_order_id(&order_id) {
+        return Err(ApiError::InvalidRequest(format!(
+            "orderId must be 1 to {MAX_ORDER_ID_LEN} of A-Z a-z 0-9 . _ : -"
+        )));
+    }
+    Ok(OrderRef { coupon, customer, order_id })
+}
+
+async fn redeem(
+    state: &AppState,
+    customer: CustomerId,
+    coupon: &str,
+    body: RedeemRequest,
+) -> Result<HttpResponse, ApiError> {
+    let coupon: CouponId = parse_id(coupon, "couponId")?;
+    let order = order_ref(coupon, customer, body.order_id)?;
+    if !(1..=MAX_AMOUNT).contains(&body.order_amount) {
+        return Err(ApiError::InvalidRequest(format!("orderAmount must be between 1 and {MAX_AMOUNT}")));
+    }
+    let outcome = state.redemptions.redeem(&order, body.order_amount).await.map_err(ApiError::from);
+    answer(state, "redeem", outcome)
+}
+
+async fn release(
+    state: &AppState,
+    customer: CustomerId,
+    coupon: &str,
+    body: ReleaseRequest,
+) -> Result<HttpResponse, ApiError> {
+    let coupon: CouponId = parse_id(coupon, "couponId")?;
+    let order = order_ref(coupon, customer, body.order_id)?;
+    let outcome = state.redemptions.release(&order).await.map_err(ApiError::from);
+    answer(state, "release", outcome)
+}
+
+fn answer(state: &AppState, action: &str, outcome: Result<Usage, ApiError>) -> Result<HttpResponse, ApiError> {
+    let code = match &outcome {
+        Ok(_) => "OK",
+        Err(err) => err.code(),
+    };
+    state.metrics.usage_requests.with_label_values(&[action, code]).inc();
+    Ok(HttpResponse::Ok().json(UsageResponse::from(outcome?)))
+}
+
+/// Use a held coupon for an order. Idempotent per order: the same `orderId`
+/// again answers as the first time. A coupon issued moments ago that
+/// coupon-writer has not written yet is usable: the API writes it first.
+#[utoipa::path(
+    post,
+    path = "/api/v1/customers/me/coupons/{couponId}/redeem",
+    params(("couponId" = i64, Path, minimum = 1)),
+    request_body = RedeemRequest,
+    security(("customer" = [])),
+    responses(
+        (status = 200, body = UsageResponse),
+        (status = 400, description = "INVALID_REQUEST", body = ErrorBody),
+        (status = 401, description = "UNAUTHORIZED", body = ErrorBody),
+        (status = 404, description = "COUPON_NOT_FOUND, NOT_HELD", body = ErrorBody),
+        (status = 409, description = "ALREADY_USED: by another order", body = ErrorBody),
+        (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorBody),
+        (status = 415, description = "UNSUPPORTED_MEDIA_TYPE", body = ErrorBody),
+        (status = 422, description = "EXPIRED, BELOW_MINIMUM, NOT_REDEEMABLE (no discount policy)", body = ErrorBody),
+        (status = 503, description = "UNAVAILABLE: nothing was changed", body = ErrorBody),
+    )
+)]
+#[post("/api/v1/customers/me/coupons/{couponId}/redeem")]
+pub async fn redeem_mine(
+    customer: Customer,
+    state: web::Data<AppState>,
+    coupon: web::Path<String>,
+    body: web::Json<RedeemRequest>,
+) -> Result<HttpResponse, ApiError> {
+    redeem(&state, customer.0, &coupon, body.into_inner()).await
+}
+
+/// Give a used coupon back from its order (say, the payment failed).
+/// Idempotent per order.
+#[utoipa::path(
+    post,
+    path = "/api/v1/customers/me/coupons/{couponId}/release",
+    params(("couponId" = i64, Path, minimum = 1)),
+    request_body = ReleaseRequest,
+    security(("customer" = [])),
+    responses(
+        (status = 200, body = UsageResponse),
+        (status = 400, description = "INVALID_REQUEST", body = ErrorBody),
+        (status = 401, description = "UNAUTHORIZED", body = ErrorBody),
+        (status = 404, description = "COUPON_NOT_FOUND", body = ErrorBody),
+        (status = 409, description = "NOT_USED_BY_ORDER: used by another order, not used, or not held", body = ErrorBody),
+        (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorBody),
+        (status = 415, description = "UNSUPPORTED_MEDIA_TYPE", body = ErrorBody),
+        (status = 503, description = "UNAVAILABLE: nothing was changed", body = ErrorBody),
+    )
+)]
+#[post("/api/v1/customers/me/coupons/{couponId}/release")]
+pub async fn release_mine(
+    customer: Customer,
+    state: web::Data<AppState>,
+    coupon: web::Path<String>,
+    body: web::Json<ReleaseRequest>,
+) -> Result<HttpResponse, ApiError> {
+    release(&state, customer.0, &coupon, body.into_inner()).await
+}
+
+/// Redeem for a customer (support staff, admin token).
+#[utoipa::path(
+    post,
+    path = "/api/v1/customers/{customerId}/coupons/{couponId}/redeem",
+    params(("customerId" = i64, Path, minimum = 1), ("couponId" = i64, Path, minimum = 1)),
+    request_body = RedeemRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = UsageResponse),
+        (status = 400, description = "INVALID_REQUEST", body = ErrorBody),
+        (status = 401, description = "UNAUTHORIZED", body = ErrorBody),
+        (status = 404, description = "COUPON_NOT_FOUND, NOT_HELD", body = ErrorBody),
+        (status = 409, description = "ALREADY_USED: by another order", body = ErrorBody),
+        (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorBody),
+        (status = 415, description = "UNSUPPORTED_MEDIA_TYPE", body = ErrorBody),
+        (status = 422, description = "EXPIRED, BELOW_MINIMUM, NOT_REDEEMABLE (no discount policy)", body = ErrorBody),
+        (status = 503, description = "UNAVAILABLE: nothing was changed", body = ErrorBody),
+    )
+)]
+#[post("/api/v1/customers/{customerId}/coupons/{couponId}/redeem")]
+pub async fn redeem_for(
+    _: Admin,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    body: web::Json<RedeemRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let customer: CustomerId = parse_id(&path.0, "customerId")?;
+    redeem(&state, customer, &path.1, body.into_inner()).await
+}
+
+/// Release for a customer (support staff, admin token).
+#[utoipa::path(
+    post,
+    path = "/api/v1/customers/{customerId}/coupons/{couponId}/release",
+    params(("customerId" = i64, Path, minimum = 1), ("couponId" = i64, Path, minimum = 1)),
+    request_body = ReleaseRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = UsageResponse),
+        (status = 400, description = "INVALID_REQUEST", body = ErrorBody),
+        (status = 401, description = "UNAUTHORIZED", body = ErrorBody),
+        (status = 404, description = "COUPON_NOT_FOUND", body = ErrorBody),
+        (status = 409, description = "NOT_USED_BY_ORDER: used by another order, not used, or not held", body = ErrorBody),
+        (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorBody),
+        (status = 415, description = "UNSUPPORTED_MEDIA_TYPE", body = ErrorBody),
+        (status = 503, description = "UNAVAILABLE: nothing was changed", body = ErrorBody),
+    )
+)]
+#[post("/api/v1/customers/{customerId}/coupons/{couponId}/release")]
+pub async fn release_for(
+    _: Admin,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    body: web::Json<ReleaseRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let customer: CustomerId = parse_id(&path.0, "customerId")?;
+    release(&state, customer, &path.1, body.into_inner()).await
+}

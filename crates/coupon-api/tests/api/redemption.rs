@@ -1,0 +1,283 @@
+//! Redeem and release against the real PostgreSQL and Kafka: every answer,
+//! idempotency per order, the races, and one event per change.
+
+use std::time::Duration;
+
+use coupon_domain::{CouponUsageEvent, UsageKind};
+use coupon_testkit::{kafka_settings, unique_name};
+use diesel_async::RunQueryDsl;
+use futures::future::join_all;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::Message;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::harness::{Isolation, TestApp};
+
+fn at(offset: time::Duration) -> String {
+    (OffsetDateTime::now_utc() + offset).format(&Rfc3339).unwrap()
+}
+
+/// Open for an hour either side of now, with `extra` fields (a discount...).
+fn coupon_body(total: i64, extra: Value) -> Value {
+    let mut body = json!({
+        "name": "spendable",
+        "totalQuantity": total,
+        "startsAt": at(-time::Duration::hours(1)),
+        "endsAt": at(time::Duration::hours(1)),
+    });
+    body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    body
+}
+
+fn redeem_path(coupon: i64) -> String {
+    format!("/api/v1/customers/me/coupons/{coupon}/redeem")
+}
+
+fn release_path(coupon: i64) -> String {
+    format!("/api/v1/customers/me/coupons/{coupon}/release")
+}
+
+fn order(id: &str, amount: i64) -> Value {
+    json!({ "orderId": id, "orderAmount": amount })
+}
+
+/// Reads `topic` from the beginning until `expected` events arrived.
+async fn usage_events(topic: &str, expected: usize) -> Vec<CouponUsageEvent> {
+    let consumer: StreamConsumer = coupon_infra::kafka::client_config(&kafka_settings(), "api-test")
+        .set("group.id", unique_name("api-usage"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut events = Vec::new();
+    while events.len() < expected {
+        let message = tokio::time::timeout_at(deadline, consumer.recv())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {expected} events on {topic} in 60 s", events.len()))
+            .unwrap();
+        events.push(serde_json::from_slice(message.payload().unwrap()).unwrap());
+    }
+    events
+}
+
+async fn remaining_in_postgres(iso: &Isolation, coupon: i64) -> i64 {
+    #[derive(diesel::QueryableByName)]
+    struct Remaining {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        remaining_quantity: i32,
+    }
+    let row: Remaining = diesel::sql_query(format!("SELECT remaining_quantity FROM coupon WHERE id = {coupon}"))
+        .get_result(&mut iso.db.connect().await)
+        .await
+        .unwrap();
+    i64::from(row.remaining_quantity)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_coupon_is_redeemed_released_and_redeemed_again_with_one_event_per_change() {
+    let iso = Isolation::with_usage_topics().await;
+    let app = TestApp::spawn(iso.settings()).await;
+    let coupon = app
+        .create_coupon_with(coupon_body(
+            10,
+            json!({ "discount": { "type": "FIXED", "amount": 3000 }, "minOrderAmount": 5000 }),
+        ))
+        .await;
+    let (_, shown) = app.get(&format!("/api/v1/coupons/{coupon}")).await;
+    assert_eq!(shown["discount"], json!({ "type": "FIXED", "amount": 3000 }));
+    assert_eq!(shown["minOrderAmount"], 5000);
+    assert_eq!(shown["validUntil"], shown["endsAt"], "usable until the period ends by default");
+    assert_eq!(app.issue(coupon, 7).await.0, StatusCode::CREATED);
+
+    // No coupon-writer runs: the coupon is only in Redis (and Kafka), and still usable.
+    let (status, used) = app.post_as(7, &redeem_path(coupon), &order("o-1", 10_000)).await;
+    assert_eq!(status, StatusCode::OK, "{used}");
+    assert_eq!(
+        used,
+        json!({ "couponId": coupon, "customerId": 7, "orderId": "o-1", "discountAmount": 3000, "status": "USED" })
+    );
+    assert_eq!(remaining_in_postgres(&iso, coupon).await, 9, "the API wrote the issuance as the writer would");
+    assert_eq!(app.post_as(7, &redeem_path(coupon), &order("o-1", 10_000)).await, (StatusCode::OK, used.clone()));
+    let (status, body) = app.post_as(7, &redeem_path(coupon), &order("o-2", 10_000)).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::CONFLICT, Some("ALREADY_USED")));
+    let (status, body) = app.post_as(7, &release_path(coupon), &json!({ "orderId": "o-2" })).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::CONFLICT, Some("NOT_USED_BY_ORDER")));
+
+    let (status, released) = app.post_as(7, &release_path(coupon), &json!({ "orderId": "o-1" })).await;
+    assert_eq!(status, StatusCode::OK, "{released}");
+    assert_eq!(released, json!({ "couponId": coupon, "customerId": 7, "orderId": "o-1", "status": "AVAILABLE" }));
+    assert_eq!(app.post_as(7, &release_path(coupon), &json!({ "orderId": "o-1" })).await, (StatusCode::OK, released));
+
+    let (status, again) = app.post_as(7, &redeem_path(coupon), &order("o-2", 20_000)).await;
+    assert_eq!((status, &again["status"], &again["orderId"]), (StatusCode::OK, &json!("USED"), &json!("o-2")));
+    let response =
+        app.http.get(format!("{}/api/v1/customers/me/coupons", app.base)).bearer_auth(crate::harness::token(7));
+    let held: Value = response.send().await.unwrap().json().await.unwrap();
+    assert_eq!(held[0]["status"], "USED");
+    assert_eq!(held[0]["orderId"], "o-2");
+    assert_eq!(held[0]["discountAmount"], 3000);
+    assert_eq!(held[0]["discount"], json!({ "type": "FIXED", "amount": 3000 }));
+
+    // Three changes, three events, in the order they were made.
+    let (used_topic, released_topic) = iso.usage_topics.as_ref().unwrap();
+    let used_events = usage_events(used_topic, 2).await;
+    let released_events = usage_events(released_topic, 1).await;
+    assert_eq!(used_events.iter().map(|e| e.order_id.as_str()).collect::<Vec<_>>(), ["o-1", "o-2"]);
+    assert!(used_events.iter().all(|e| e.kind == UsageKind::Used && e.discount_amount == 3000));
+    assert_eq!(released_events[0].kind, UsageKind::Released);
+    assert_eq!(released_events[0].order_id, "o-1");
+    assert!(used_events[0].event_id < released_events[0].event_id);
+    assert!(released_events[0].event_id < used_events[1].event_id);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_refusal_has_its_code_and_changes_nothing() {
+    let iso = Isolation::with_usage_topics().await;
+    let app = TestApp::spawn(iso.settings()).await;
+    let rate = json!({ "discount": { "type": "RATE", "percent": 30, "maxAmount": 5000 }, "minOrderAmount": 500 });
+    let coupon = app.create_coupon_with(coupon_body(10, rate)).await;
+    let plain = app.create_coupon_with(coupon_body(10, json!({}))).await;
+    for c in [coupon, plain] {
+        assert_eq!(app.issue(c, 7).await.0, StatusCode::CREATED);
+    }
+    let refused = |status: StatusCode, code: &str| (status, Some(code.to_string()));
+    let outcome = |(status, body): (StatusCode, Value)| (status, body["code"].as_str().map(str::to_string));
+
+    assert_eq!(
+        outcome(app.post_as(8, &redeem_path(coupon), &order("o-1", 1_000)).await),
+        refused(StatusCode::NOT_FOUND, "NOT_HELD")
+    );
+    assert_eq!(
+        outcome(app.post_as(7, &redeem_path(999_999), &order("o-1", 1_000)).await),
+        refused(StatusCode::NOT_FOUND, "COUPON_NOT_FOUND")
+    );
+    assert_eq!(
+        outcome(app.post_as(7, &redeem_path(coupon), &order("o-1", 499)).await),
+        refused(StatusCode::UNPROCESSABLE_ENTITY, "BELOW_MINIMUM")
+    );
+    assert_eq!(
+        outcome(app.post_as(7, &redeem_path(plain), &order("o-1", 1_000)).await),
+        refused(StatusCode::UNPROCESSABLE_ENTITY, "NOT_REDEEMABLE")
+    );
+    assert_eq!(
+        outcome(app.post_as(7, &release_path(coupon), &json!({ "orderId": "o-1" })).await),
+        refused(StatusCode::CONFLICT, "NOT_USED_BY_ORDER")
+    );
+    for bad in [
+        json!({ "orderId": "", "orderAmount": 1_000 }),
+        json!({ "orderId": "o 1", "orderAmount": 1_000 }),
+        json!({ "orderId": "o-1", "orderAmount": 0 }),
+        json!({ "orderId": "o-1", "orderAmount": 1_000, "coupon": 1 }),
+        json!({ "orderId": "o-1" }),
+    ] {
+        assert_eq!(outcome(app.post_as(7, &redeem_path(coupon), &bad).await).0, StatusCode::BAD_REQUEST, "{bad}");
+    }
+    let anonymous = app.http.post(format!("{}{}", app.base, redeem_path(coupon))).json(&order("o-1", 1_000));
+    assert_eq!(anonymous.send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    // The support staff's variant takes the admin token, not a customer's.
+    let for_seven = format!("/api/v1/customers/7/coupons/{coupon}/redeem");
+    assert_eq!(app.post_as(7, &for_seven, &order("o-1", 1_000)).await.0, StatusCode::UNAUTHORIZED);
+
+    // Refusals changed nothing: the rate discount still applies in full, rounded down.
+    let (status, used) = app.post_admin(&for_seven, &order("o-1", 999)).await;
+    assert_eq!((status, &used["discountAmount"]), (StatusCode::OK, &json!(299)), "{used}");
+    let release_for_seven = format!("/api/v1/customers/7/coupons/{coupon}/release");
+    assert_eq!(app.post_admin(&release_for_seven, &json!({ "orderId": "o-1" })).await.0, StatusCode::OK);
+    let (_, capped) = app.post_as(7, &redeem_path(coupon), &order("o-2", 100_000)).await;
+    assert_eq!(capped["discountAmount"], 5000, "30 % of 100,000 capped at 5,000");
+
+    for bad in [
+        json!({ "discount": { "type": "RATE", "percent": 0 } }),
+        json!({ "discount": { "type": "RATE", "percent": 101 } }),
+        json!({ "discount": { "type": "FIXED", "amount": 0 } }),
+        json!({ "discount": { "type": "FIXED", "amount": 5, "percent": 5 } }),
+        json!({ "discount": { "type": "BOGO" } }),
+        json!({ "minOrderAmount": -1 }),
+        json!({ "validUntil": at(time::Duration::minutes(30)) }),
+        json!({ "discunt": { "type": "FIXED", "amount": 5 } }),
+    ] {
+        let (status, body) = app.post_admin("/api/v1/coupons", &coupon_body(1, bad.clone())).await;
+        assert_eq!((status, &body["code"]), (StatusCode::BAD_REQUEST, &json!("INVALID_REQUEST")), "{bad}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_held_coupon_past_its_validity_reads_expired_and_cannot_be_used() {
+    let iso = Isolation::new().await;
+    let app = TestApp::spawn(iso.settings()).await;
+    let ended = app
+        .create_coupon_with(json!({
+            "name": "last week",
+            "totalQuantity": 5,
+            "startsAt": at(-time::Duration::days(7)),
+            "endsAt": at(-time::Duration::days(1)),
+            "discount": { "type": "FIXED", "amount": 1000 },
+        }))
+        .await;
+    // Issued and written while it was open.
+    diesel::sql_query(format!(
+        "INSERT INTO customer_coupon (coupon_id, customer_id, issued_at) VALUES ({ended}, 7, now() - interval '3 days')"
+    ))
+    .execute(&mut iso.db.connect().await)
+    .await
+    .unwrap();
+
+    let (status, body) = app.post_as(7, &redeem_path(ended), &order("o-1", 10_000)).await;
+    assert_eq!((status, &body["code"]), (StatusCode::UNPROCESSABLE_ENTITY, &json!("EXPIRED")));
+    let (_, held) = app.get("/api/v1/customers/7/coupons").await;
+    assert_eq!(held[0]["status"], "EXPIRED");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn of_orders_racing_for_one_coupon_exactly_one_wins() {
+    let iso = Isolation::with_usage_topics().await;
+    let app = TestApp::spawn(iso.settings()).await;
+    let coupon =
+        app.create_coupon_with(coupon_body(10, json!({ "discount": { "type": "FIXED", "amount": 100 } }))).await;
+    assert_eq!(app.issue(coupon, 7).await.0, StatusCode::CREATED);
+
+    let (path, release_at) = (redeem_path(coupon), release_path(coupon));
+    let orders: Vec<Value> = (0..16).map(|n| order(&format!("race-{n}"), 1_000)).collect();
+    let answers = join_all(orders.iter().map(|body| app.post_as(7, &path, body))).await;
+    let winners: Vec<&Value> = answers.iter().filter(|(s, _)| *s == StatusCode::OK).map(|(_, b)| b).collect();
+    assert_eq!(winners.len(), 1, "{answers:?}");
+    assert!(answers.iter().all(|(s, b)| *s == StatusCode::OK || b["code"] == "ALREADY_USED"), "{answers:?}");
+    let winner = winners[0]["orderId"].as_str().unwrap().to_string();
+
+    // A release of the winner racing a redeem by another order: either the
+    // release came first (both succeed, the other order holds it) or the
+    // redeem did (refused; the coupon is available).
+    for round in 0..10 {
+        let current = if round == 0 { winner.clone() } else { format!("round-{}", round - 1) };
+        let next = format!("round-{round}");
+        let (release, redeem) = (json!({ "orderId": current }), order(&next, 1_000));
+        let (released, redeemed) = tokio::join!(app.post_as(7, &release_at, &release), app.post_as(7, &path, &redeem));
+        assert_eq!(released.0, StatusCode::OK, "{released:?}");
+        let (_, held) = app.get("/api/v1/customers/7/coupons").await;
+        match redeemed.0 {
+            StatusCode::OK => assert_eq!((&held[0]["status"], &held[0]["orderId"]), (&json!("USED"), &json!(next))),
+            StatusCode::CONFLICT => {
+                assert_eq!(redeemed.1["code"], "ALREADY_USED");
+                assert_eq!(held[0]["status"], "AVAILABLE");
+                let (status, _) = app.post_as(7, &path, &order(&next, 1_000)).await;
+                assert_eq!(status, StatusCode::OK);
+            }
+            other => panic!("redeem answered {other}: {:?}", redeemed.1),
+        }
+    }
+
+    // One event per successful change: 1 + 10 uses, 10 releases.
+    let (used_topic, released_topic) = iso.usage_topics.as_ref().unwrap();
+    let (used, released) = tokio::join!(usage_events(used_topic, 11), usage_events(released_topic, 10));
+    let ids: std::collections::BTreeSet<i64> = used.iter().chain(&released).map(|e| e.event_id).collect();
+    assert_eq!(ids.len(), 21, "distinct event ids");
+    app.stop().await;
+}

@@ -1,0 +1,17 @@
+DROP TABLE coupon_usage_outbox;
+ALTER TABLE customer_coupon
+    DROP CONSTRAINT customer_coupon_use_shape,
+    DROP COLUMN released_order_id,
+    DROP COLUMN used_at,
+    DROP COLUMN discount_amount,
+    DROP COLUMN order_id,
+    DROP COLUMN status;
+ALTER TABLE coupon
+    DROP CONSTRAINT coupon_valid_after_period,
+    DROP CONSTRAINT coupon_discount_shape,
+    DROP COLUMN valid_until,
+    DROP COLUMN min_order_amount,
+    DROP COLUMN discount_max_amount,
+    DROP COLUMN discount_percent,
+    DROP COLUMN discount_amount,
+    DROP COLUMN discount_type;
