@@ -5,7 +5,7 @@
 CARGO ?= cargo
 STACK := scripts/stack.sh
 
-.PHONY: help setup up down status up-cluster down-cluster status-cluster build build-release run demo token bench bench-many soak reconcile test e2e e2e-cluster fmt lint lint-deploy clean
+.PHONY: help setup up down status up-cluster down-cluster status-cluster build build-release run demo token bench bench-many soak reconcile test test-tools e2e e2e-cluster fmt lint lint-deploy clean
 
 help:
 	@echo "make run     stack up, then coupon-api and coupon-writer in the foreground"
@@ -91,11 +91,16 @@ E2E_CLUSTER := --test cluster
 # Build everything once, then run the tests against the stacks. The end-to-end
 # scenarios stop and start stack components, so they run one at a time, last:
 # the single-node ones, then the cluster failovers at their short size.
-test: up up-cluster build lint-deploy
+test: up up-cluster build lint-deploy test-tools
 	$(CARGO) test --workspace --no-fail-fast --lib --bins $(INTEGRATION_TESTS)
 	rm -f target/debug/e2e-logs/report.md
 	$(CARGO) test --workspace $(E2E_SINGLE) -- --test-threads=1
 	$(CARGO) test --workspace $(E2E_CLUSTER) -- --test-threads=1
+
+# Tools the tests run besides cargo (schemathesis for the API's contract test),
+# installed once under .stack/tools.
+test-tools:
+	@scripts/test-tools.sh
 
 # The end-to-end scenarios at full size (20,000 customers per spike); the
 # table lands in target/debug/e2e-logs/report.md.

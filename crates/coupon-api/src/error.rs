@@ -21,6 +21,9 @@ pub enum ApiError {
     Usage(UseRejection),
     #[error("{0}")]
     InvalidRequest(String),
+    /// Well-formed and schema-valid, but the dates are out of order.
+    #[error("{0}")]
+    InvalidPeriod(&'static str),
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]
@@ -77,6 +80,7 @@ impl ApiError {
             ApiError::Rejected(rejection) => rejection.code(),
             ApiError::Usage(rejection) => rejection.code(),
             ApiError::InvalidRequest(_) => "INVALID_REQUEST",
+            ApiError::InvalidPeriod(_) => "INVALID_PERIOD",
             ApiError::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
             ApiError::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
             ApiError::MethodNotAllowed { .. } => "METHOD_NOT_ALLOWED",
@@ -108,6 +112,7 @@ impl ResponseError for ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::InvalidPeriod(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,

@@ -8,6 +8,10 @@
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+use utoipa::openapi::schema::{
+    AdditionalProperties, KnownFormat, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, Type,
+};
+use utoipa::openapi::RefOr;
 use utoipa::ToSchema;
 
 use crate::{CouponId, CustomerId};
@@ -21,23 +25,59 @@ pub const MAX_ORDER_ID_LEN: usize = 64;
 
 /// What a coupon takes off an order: `{"type": "FIXED", "amount": 3000}` or
 /// `{"type": "RATE", "percent": 30, "maxAmount": 5000}` (`maxAmount` optional).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "SCREAMING_SNAKE_CASE", deny_unknown_fields)]
 pub enum Discount {
     /// A fixed amount off.
     Fixed {
-        #[schema(minimum = 1, maximum = 1_000_000_000_000_i64)]
+        #[serde(deserialize_with = "crate::whole::number")]
         amount: i64,
     },
     /// A percentage of the order, rounded down, optionally capped.
     Rate {
-        #[schema(minimum = 1, maximum = 100)]
+        #[serde(deserialize_with = "crate::whole::number")]
         percent: i16,
-        #[serde(default, rename = "maxAmount", skip_serializing_if = "Option::is_none")]
-        #[schema(minimum = 1, maximum = 1_000_000_000_000_i64)]
+        #[serde(
+            default,
+            rename = "maxAmount",
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "crate::whole::optional"
+        )]
         max_amount: Option<i64>,
     },
 }
+
+/// Written out because utoipa's derive cannot mark an internally tagged
+/// variant closed (`additionalProperties: false`), and the service refuses
+/// unknown fields: the document has to say so.
+impl utoipa::PartialSchema for Discount {
+    fn schema() -> RefOr<Schema> {
+        let integer = |min: i64, max: i64| {
+            ObjectBuilder::new().schema_type(Type::Integer).format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64))).minimum(Some(min)).maximum(Some(max))
+        };
+        let variant = |tag: &str, description: &str| {
+            ObjectBuilder::new()
+                .description(Some(description))
+                .property("type", ObjectBuilder::new().schema_type(Type::String).enum_values(Some([tag])))
+                .required("type")
+                .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+        };
+        let fixed = variant("FIXED", "A fixed amount off; never more than the order.")
+            .property("amount", integer(1, MAX_AMOUNT))
+            .required("amount");
+        let rate = variant("RATE", "A percentage of the order, rounded down, capped at maxAmount if given.")
+            .property("percent", integer(1, 100))
+            .required("percent")
+            .property("maxAmount", integer(1, MAX_AMOUNT));
+        OneOfBuilder::new()
+            .item(fixed)
+            .item(rate)
+            .description(Some("What a coupon takes off an order, in the currency's smallest unit."))
+            .into()
+    }
+}
+
+impl ToSchema for Discount {}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidDiscount {

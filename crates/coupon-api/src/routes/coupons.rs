@@ -20,7 +20,10 @@ const MAX_NAME_CHARS: usize = 200;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateCouponRequest {
+    /// 1 to 200 characters, not all blank, no control characters; stored trimmed.
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$")]
     pub name: String,
+    #[serde(deserialize_with = "coupon_domain::whole::number")]
     #[schema(minimum = 1, maximum = 100_000_000)]
     pub total_quantity: i64,
     #[serde(with = "time::serde::rfc3339")]
@@ -31,8 +34,8 @@ pub struct CreateCouponRequest {
     /// issued but not redeemed.
     pub discount: Option<Discount>,
     /// The smallest order (in the currency's smallest unit) it applies to; default 0.
+    #[serde(default, deserialize_with = "coupon_domain::whole::number")]
     #[schema(minimum = 0, maximum = 1_000_000_000_000_i64)]
-    #[serde(default)]
     pub min_order_amount: i64,
     /// Until when held coupons can be used; at or after `endsAt`, default `endsAt`.
     #[serde(default, with = "time::serde::rfc3339::option")]
@@ -42,7 +45,7 @@ pub struct CreateCouponRequest {
 impl CreateCouponRequest {
     fn validate(self) -> Result<NewCoupon, ApiError> {
         let name = self.name.trim().to_string();
-        if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
+        if name.is_empty() || self.name.chars().count() > MAX_NAME_CHARS {
             return Err(ApiError::InvalidRequest(format!("name must have 1 to {MAX_NAME_CHARS} characters")));
         }
         // PostgreSQL refuses NUL in text; no control character belongs in a name.
@@ -53,7 +56,7 @@ impl CreateCouponRequest {
             return Err(ApiError::InvalidRequest(format!("totalQuantity must be between 1 and {MAX_QUANTITY}")));
         }
         if self.starts_at >= self.ends_at {
-            return Err(ApiError::InvalidRequest("startsAt must be before endsAt".into()));
+            return Err(ApiError::InvalidPeriod("startsAt must be before endsAt"));
         }
         if let Some(discount) = &self.discount {
             discount.validate().map_err(|err| ApiError::InvalidRequest(err.to_string()))?;
@@ -62,7 +65,7 @@ impl CreateCouponRequest {
             return Err(ApiError::InvalidRequest(format!("minOrderAmount must be between 0 and {MAX_AMOUNT}")));
         }
         if self.valid_until.is_some_and(|until| until < self.ends_at) {
-            return Err(ApiError::InvalidRequest("validUntil must not be before endsAt".into()));
+            return Err(ApiError::InvalidPeriod("validUntil must not be before endsAt"));
         }
         let quantity = self.total_quantity as i32;
         Ok(NewCoupon {
@@ -159,7 +162,8 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<&str>, ApiError> {
     post,
     path = "/api/v1/coupons",
     request_body = CreateCouponRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry within a day return the first request's coupon")),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 200, pattern = r"^[\x21-\x7e]+$",
+        description = "Makes a retry within a day return the first request's coupon; 1 to 200 printable ASCII characters")),
     security(("bearer" = [])),
     responses(
         (status = 201, body = CouponResponse),
@@ -167,6 +171,7 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<&str>, ApiError> {
         (status = 401, description = "UNAUTHORIZED", body = ErrorBody),
         (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorBody),
         (status = 415, description = "UNSUPPORTED_MEDIA_TYPE", body = ErrorBody),
+        (status = 422, description = "INVALID_PERIOD: startsAt not before endsAt, or validUntil before endsAt", body = ErrorBody),
         (status = 503, description = "UNAVAILABLE: not saved, or saved but not yet open (the sync opens it)", body = ErrorBody),
     )
 )]

@@ -18,6 +18,7 @@ use crate::state::AppState;
 pub struct IssueRequest {
     /// Optional: the customer comes from the credential; when given, it
     /// must be that customer.
+    #[serde(default, deserialize_with = "coupon_domain::whole::optional")]
     #[schema(value_type = Option<i64>, minimum = 1)]
     pub customer_id: Option<CustomerId>,
 }

@@ -19,6 +19,7 @@ pub struct RedeemRequest {
     #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._:-]{1,64}$")]
     pub order_id: String,
     /// In the currency's smallest unit.
+    #[serde(deserialize_with = "coupon_domain::whole::number")]
     #[schema(minimum = 1, maximum = 1_000_000_000_000_i64)]
     pub order_amount: i64,
 }
