@@ -53,7 +53,11 @@ pub enum Discount {
 impl utoipa::PartialSchema for Discount {
     fn schema() -> RefOr<Schema> {
         let integer = |min: i64, max: i64| {
-            ObjectBuilder::new().schema_type(Type::Integer).format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64))).minimum(Some(min)).maximum(Some(max))
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+                .minimum(Some(min))
+                .maximum(Some(max))
         };
         let variant = |tag: &str, description: &str| {
             ObjectBuilder::new()

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use coupon_domain::keys::CouponKeys;
+use coupon_domain::CouponUsageEvent;
 use coupon_infra::db::PgPool;
 use coupon_infra::redis::SharedRedis;
 use coupon_infra::settings::{KafkaSettings, RedisMode, RedisSettings};
@@ -21,6 +22,7 @@ use coupon_testkit::{
     TestDatabase, TestPrefix, TestTopic,
 };
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::invariants::{self, Observed, Verdict};
 use crate::process::{bin_dir, log_dir, wait_healthy, Service};
@@ -92,6 +94,9 @@ pub struct World {
     pub db: TestDatabase,
     pub topic: TestTopic,
     pub dlq_topic: TestTopic,
+    /// Where coupon-api publishes uses and releases.
+    pub used_topic: TestTopic,
+    pub released_topic: TestTopic,
     pub group: String,
     pub key_prefix: TestPrefix,
     kafka: KafkaSettings,
@@ -131,6 +136,8 @@ impl World {
             db,
             topic: TestTopic::create_on(&kafka, "e2e", 6).await,
             dlq_topic: TestTopic::create_on(&kafka, "e2e.dlq", 1).await,
+            used_topic: TestTopic::create_on(&kafka, "e2e.used", 1).await,
+            released_topic: TestTopic::create_on(&kafka, "e2e.released", 1).await,
             group: unique_name("e2e-group"),
             key_prefix: TestPrefix::on("e2e", redis),
             kafka,
@@ -155,6 +162,8 @@ impl World {
             ("COUPON__KAFKA__BROKERS", self.kafka.brokers.clone()),
             ("COUPON__KAFKA__TOPIC", self.topic.to_string()),
             ("COUPON__KAFKA__DLQ_TOPIC", self.dlq_topic.to_string()),
+            ("COUPON__KAFKA__USED_TOPIC", self.used_topic.to_string()),
+            ("COUPON__KAFKA__RELEASED_TOPIC", self.released_topic.to_string()),
             ("COUPON__KAFKA__CREATE_TOPICS", "false".to_string()),
             ("COUPON__WRITER__GROUP", self.group.clone()),
             ("COUPON__ADMIN__TOKEN", ADMIN_TOKEN.to_string()),
@@ -387,6 +396,42 @@ impl World {
         let consumer: BaseConsumer = coupon_infra::kafka::client_config(&self.kafka, "e2e").create()?;
         let (low, high) = consumer.fetch_watermarks(&self.dlq_topic, 0, Duration::from_secs(10))?;
         Ok(high - low)
+    }
+
+    /// Every record on the use topic once at least `expected` are there
+    /// (within `timeout`), in offset order.
+    pub async fn used_events(&self, expected: i64, timeout: Duration) -> anyhow::Result<Vec<CouponUsageEvent>> {
+        let consumer: BaseConsumer = coupon_infra::kafka::client_config(&self.kafka, "e2e")
+            .set("group.id", unique_name("e2e-used"))
+            .set("enable.auto.commit", "false")
+            .create()?;
+        let started = Instant::now();
+        let (low, high) = loop {
+            let (low, high) = consumer.fetch_watermarks(&self.used_topic, 0, Duration::from_secs(10))?;
+            if high - low >= expected {
+                break (low, high);
+            }
+            if started.elapsed() > timeout {
+                bail!("{} of {expected} use events on {} after {timeout:?}", high - low, self.used_topic);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let mut assignment = TopicPartitionList::new();
+        assignment.add_partition_offset(&self.used_topic, 0, Offset::Offset(low))?;
+        consumer.assign(&assignment)?;
+        let mut events = Vec::new();
+        let mut next = low;
+        while next < high {
+            if started.elapsed() > timeout {
+                bail!("read {} of {} use events after {timeout:?}", next - low, high - low);
+            }
+            let Some(message) = consumer.poll(Duration::from_millis(500)) else { continue };
+            let message = message?;
+            next = message.offset() + 1;
+            let payload = message.payload().context("a use event without a payload")?;
+            events.push(serde_json::from_slice(payload).context("a use event that does not parse")?);
+        }
+        Ok(events)
     }
 
     /// Runs coupon-reconcile on the coupons; true when it reports no drift.

@@ -30,6 +30,9 @@ pub enum CustomerAuth {
     Gateway(String),
 }
 
+/// What the coupons this tool creates take off an order.
+pub const REDEEMED_DISCOUNT: i64 = 1_000;
+
 /// How long the tokens this tool mints live.
 const TOKEN_TTL: Duration = Duration::from_secs(3_600);
 
@@ -113,7 +116,8 @@ impl ApiClient {
         self.create_coupon_for(name, total, Duration::from_secs(3_600)).await
     }
 
-    /// Creates a coupon open from now for `lasting`; returns its id.
+    /// Creates a coupon open from now for `lasting`, worth `REDEEMED_DISCOUNT`
+    /// off an order; returns its id.
     pub async fn create_coupon_for(&self, name: &str, total: u64, lasting: Duration) -> anyhow::Result<i64> {
         let now = OffsetDateTime::now_utc();
         let body = json!({
@@ -121,6 +125,7 @@ impl ApiClient {
             "totalQuantity": total,
             "startsAt": (now - time::Duration::seconds(5)).format(&Rfc3339)?,
             "endsAt": (now + lasting).format(&Rfc3339)?,
+            "discount": { "type": "FIXED", "amount": REDEEMED_DISCOUNT },
         });
         let response = self
             .send(|http, base| http.post(format!("{base}/api/v1/coupons")).bearer_auth(&self.admin_token).json(&body))
@@ -132,6 +137,25 @@ impl ApiClient {
             bail!("creating a coupon answered {status}: {body}");
         }
         body["id"].as_i64().context("the created coupon has an id")
+    }
+
+    /// Redeems `customer`'s coupon for an order; the status and the body.
+    pub async fn redeem(
+        &self,
+        coupon: i64,
+        customer: i64,
+        order_id: &str,
+        amount: i64,
+    ) -> reqwest::Result<(u16, Value)> {
+        let body = json!({ "orderId": order_id, "orderAmount": amount });
+        let response = self
+            .send(|http, base| {
+                let url = format!("{base}/api/v1/customers/me/coupons/{coupon}/redeem");
+                self.customers.apply(http.post(url), customer).json(&body)
+            })
+            .await?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await.unwrap_or(Value::Null)))
     }
 
     /// Waits until every replica is ready.
