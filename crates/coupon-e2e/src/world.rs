@@ -436,8 +436,14 @@ impl World {
 
     /// Runs coupon-reconcile on the coupons; true when it reports no drift.
     pub async fn reconcile(&self, coupons: &[i64]) -> anyhow::Result<bool> {
+        Ok(self.reconcile_settling(coupons, Duration::ZERO).await?.0)
+    }
+
+    /// Runs coupon-reconcile with `--settle-ms`; whether it reported no drift,
+    /// and what it printed (also appended to `reconcile.log`).
+    pub async fn reconcile_settling(&self, coupons: &[i64], settle: Duration) -> anyhow::Result<(bool, String)> {
         let mut command = tokio::process::Command::new(bin_dir().join("coupon-reconcile"));
-        command.envs(self.env()).env("RUST_LOG", "warn").arg("--settle-ms").arg("0");
+        command.envs(self.env()).env("RUST_LOG", "info").arg("--settle-ms").arg(settle.as_millis().to_string());
         for coupon in coupons {
             command.arg("--coupon").arg(coupon.to_string());
         }
@@ -445,7 +451,8 @@ impl World {
         let mut log = std::fs::File::options().create(true).append(true).open(log_dir().join("reconcile.log"))?;
         log.write_all(&output.stdout)?;
         log.write_all(&output.stderr)?;
-        Ok(output.status.success())
+        let printed = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        Ok((output.status.success(), printed))
     }
 
     /// Checks every promise for every coupon, runs reconciliation, and appends

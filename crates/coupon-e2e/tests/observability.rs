@@ -6,10 +6,11 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use coupon_e2e::world::World;
+use coupon_e2e::world::{reached, World};
 
 /// Metric names in a rules or dashboard file: `coupon_` and what follows.
 fn names_used(file: &str) -> BTreeSet<String> {
@@ -66,4 +67,34 @@ async fn every_metric_the_dashboard_and_the_alerts_use_is_exported() {
     })
     .await
     .unwrap_or_else(|err| panic!("{err:#}"));
+}
+
+/// While a promotion runs, the last moments of issuance are always in flight
+/// (outbox, Kafka, the writer's batch): coupon-reconcile must not call that
+/// drift, or the periodic job pages during every promotion. Rows that stay
+/// missing for the settle time are drift.
+#[tokio::test(flavor = "multi_thread")]
+async fn reconcile_passes_during_a_promotion_and_fails_once_rows_stay_missing() {
+    const SETTLE: Duration = Duration::from_secs(3);
+    let world = World::new("reconcile during issuance").await;
+    let _api = world.start_api().await;
+    let writer = world.start_writer(1).await;
+    let coupons = world.create_coupons(1, 1_000_000).await;
+    let progress = Arc::new(AtomicU64::new(0));
+    let checks = async {
+        reached(&progress, 2_000).await;
+        let during = world.reconcile_settling(&coupons, SETTLE).await.expect("running coupon-reconcile");
+        writer.kill();
+        let answered = progress.load(Ordering::Relaxed);
+        reached(&progress, answered + 2_000).await;
+        let stalled = world.reconcile_settling(&coupons, SETTLE).await.expect("running coupon-reconcile");
+        (during, stalled)
+    };
+    // Enough customers that issuance outlasts both checks.
+    let (_, ((clean, during), (stalled_clean, stalled))) =
+        tokio::join!(world.spike(&coupons, 40_000, progress.clone()), checks);
+    assert!(during.contains("reading them again"), "the first read saw issuances in flight:\n{during}");
+    assert!(clean, "in-flight issuances are not drift:\n{during}");
+    assert!(!stalled_clean, "rows missing for the settle time are drift:\n{stalled}");
+    assert!(stalled.contains("issued but not in PostgreSQL"), "{stalled}");
 }

@@ -10,16 +10,71 @@ pub struct RedisView {
     /// `None` when Redis does not know the coupon.
     pub total: Option<i64>,
     pub stock: Option<i64>,
+    /// The issued set's size, read atomically with `stock`.
+    pub issued_count: i64,
+    /// The issued set's members (read in pages, not one snapshot).
     pub issued: BTreeSet<i64>,
     /// Events not yet acknowledged by Kafka.
     pub outbox: u64,
+    /// The outbox's oldest and newest entry ids, `(milliseconds, sequence)`.
+    pub outbox_span: Option<(EntryId, EntryId)>,
 }
+
+/// A Redis stream entry id; ids grow with time.
+pub type EntryId = (u64, u64);
 
 #[derive(Debug, Clone, Default)]
 pub struct DbView {
     pub total: i64,
     pub remaining: i64,
     pub holders: BTreeSet<i64>,
+}
+
+/// One way Redis and PostgreSQL disagree about a coupon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    NotInPostgres,
+    NotInRedis,
+    RemainingMiscounted {
+        remaining: i64,
+        total: i64,
+        rows: usize,
+    },
+    OversoldInPostgres {
+        rows: usize,
+        total: i64,
+    },
+    RedisStockMismatch {
+        stock: i64,
+        issued: i64,
+        total: i64,
+    },
+    RedisStockNegative(i64),
+    /// Issued in Redis (the customer got a 201) but not in PostgreSQL.
+    MissingInPostgres(usize),
+    /// In PostgreSQL but not issued in Redis.
+    ExtraInPostgres(usize),
+    OutboxNotEmpty(u64),
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Problem::NotInPostgres => write!(f, "not in PostgreSQL"),
+            Problem::NotInRedis => write!(f, "not primed in Redis"),
+            Problem::RemainingMiscounted { remaining, total, rows } => {
+                write!(f, "PostgreSQL remaining {remaining} != total {total} - rows {rows}")
+            }
+            Problem::OversoldInPostgres { rows, total } => write!(f, "oversold in PostgreSQL: {rows} rows for {total}"),
+            Problem::RedisStockMismatch { stock, issued, total } => {
+                write!(f, "Redis stock {stock} + issued {issued} != total {total}")
+            }
+            Problem::RedisStockNegative(stock) => write!(f, "Redis stock below zero: {stock}"),
+            Problem::MissingInPostgres(n) => write!(f, "{n} issued but not in PostgreSQL"),
+            Problem::ExtraInPostgres(n) => write!(f, "{n} in PostgreSQL but not issued in Redis"),
+            Problem::OutboxNotEmpty(n) => write!(f, "{n} events still in the outbox"),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -29,18 +84,56 @@ pub struct CouponDrift {
     pub redis_issued: usize,
     pub redis_stock: Option<i64>,
     pub outbox: u64,
+    /// The outbox's oldest and newest entry when read, for telling later
+    /// which entries were already there.
+    pub outbox_span: Option<(EntryId, EntryId)>,
     pub db_rows: usize,
     pub db_remaining: Option<i64>,
-    /// Issued in Redis (the customer got a 201) but not in PostgreSQL.
     pub missing_in_db: Vec<i64>,
-    /// In PostgreSQL but not issued in Redis.
     pub extra_in_db: Vec<i64>,
-    pub problems: Vec<String>,
+    pub problems: Vec<Problem>,
 }
 
 impl CouponDrift {
     pub fn is_clean(&self) -> bool {
         self.problems.is_empty()
+    }
+
+    /// What of `self`, read `settle` after `earlier`, was already wrong in
+    /// `earlier`: differences that lasted at least that long. While coupons
+    /// are issued the last moments are always in flight (in the outbox, in
+    /// Kafka, in the writer's batch); only what outlasts the settle time is
+    /// drift. Customers must be missing (or extra) in both reads, outbox
+    /// entries must have been there at the first, and any other problem
+    /// must show in both.
+    pub fn lasting_since(mut self, earlier: &CouponDrift) -> CouponDrift {
+        let before_missing: BTreeSet<i64> = earlier.missing_in_db.iter().copied().collect();
+        let before_extra: BTreeSet<i64> = earlier.extra_in_db.iter().copied().collect();
+        self.missing_in_db.retain(|customer| before_missing.contains(customer));
+        self.extra_in_db.retain(|customer| before_extra.contains(customer));
+        let (missing, extra) = (self.missing_in_db.len(), self.extra_in_db.len());
+        // Entry ids grow with time: an entry no newer than the first read's
+        // newest was there at the first read.
+        let outbox_stayed = match (self.outbox_span, earlier.outbox_span) {
+            (Some((oldest, _)), Some((_, newest_before))) => oldest <= newest_before,
+            _ => false,
+        };
+        let kept: Vec<Problem> = self
+            .problems
+            .iter()
+            .filter_map(|problem| match problem {
+                Problem::MissingInPostgres(_) => (missing > 0).then_some(Problem::MissingInPostgres(missing)),
+                Problem::ExtraInPostgres(_) => (extra > 0).then_some(Problem::ExtraInPostgres(extra)),
+                Problem::OutboxNotEmpty(_) => outbox_stayed.then(|| problem.clone()),
+                other => earlier
+                    .problems
+                    .iter()
+                    .any(|before| std::mem::discriminant(before) == std::mem::discriminant(other))
+                    .then(|| other.clone()),
+            })
+            .collect();
+        self.problems = kept;
+        self
     }
 }
 
@@ -52,40 +145,36 @@ pub fn compare(coupon: CouponId, redis: &RedisView, db: Option<&DbView>) -> Coup
     let extra_in_db: Vec<i64> = holders.difference(&redis.issued).copied().collect();
 
     match db {
-        None => problems.push("not in PostgreSQL".to_string()),
+        None => problems.push(Problem::NotInPostgres),
         Some(db) => {
-            if db.remaining != db.total - db.holders.len() as i64 {
-                problems.push(format!(
-                    "PostgreSQL remaining {} != total {} - rows {}",
-                    db.remaining,
-                    db.total,
-                    db.holders.len()
-                ));
+            let rows = db.holders.len();
+            if db.remaining != db.total - rows as i64 {
+                problems.push(Problem::RemainingMiscounted { remaining: db.remaining, total: db.total, rows });
             }
-            if db.holders.len() as i64 > db.total {
-                problems.push(format!("oversold in PostgreSQL: {} rows for {}", db.holders.len(), db.total));
+            if rows as i64 > db.total {
+                problems.push(Problem::OversoldInPostgres { rows, total: db.total });
             }
         }
     }
     match (redis.total, redis.stock) {
         (Some(total), Some(stock)) => {
-            if stock + redis.issued.len() as i64 != total {
-                problems.push(format!("Redis stock {stock} + issued {} != total {total}", redis.issued.len()));
+            if stock + redis.issued_count != total {
+                problems.push(Problem::RedisStockMismatch { stock, issued: redis.issued_count, total });
             }
             if stock < 0 {
-                problems.push(format!("Redis stock below zero: {stock}"));
+                problems.push(Problem::RedisStockNegative(stock));
             }
         }
-        _ => problems.push("not primed in Redis".to_string()),
+        _ => problems.push(Problem::NotInRedis),
     }
     if !missing_in_db.is_empty() {
-        problems.push(format!("{} issued but not in PostgreSQL", missing_in_db.len()));
+        problems.push(Problem::MissingInPostgres(missing_in_db.len()));
     }
     if !extra_in_db.is_empty() {
-        problems.push(format!("{} in PostgreSQL but not issued in Redis", extra_in_db.len()));
+        problems.push(Problem::ExtraInPostgres(extra_in_db.len()));
     }
     if redis.outbox > 0 {
-        problems.push(format!("{} events still in the outbox", redis.outbox));
+        problems.push(Problem::OutboxNotEmpty(redis.outbox));
     }
 
     CouponDrift {
@@ -94,6 +183,7 @@ pub fn compare(coupon: CouponId, redis: &RedisView, db: Option<&DbView>) -> Coup
         redis_issued: redis.issued.len(),
         redis_stock: redis.stock,
         outbox: redis.outbox,
+        outbox_span: redis.outbox_span,
         db_rows: holders.len(),
         db_remaining: db.map(|db| db.remaining),
         missing_in_db,
@@ -110,6 +200,18 @@ pub struct Report {
 impl Report {
     pub fn is_clean(&self) -> bool {
         self.coupons.iter().all(CouponDrift::is_clean)
+    }
+
+    /// Per coupon, what was already wrong in `earlier` (the same coupons, in
+    /// the same order): see `CouponDrift::lasting_since`.
+    pub fn lasting_since(self, earlier: &Report) -> Report {
+        let coupons = self
+            .coupons
+            .into_iter()
+            .zip(&earlier.coupons)
+            .map(|(later, earlier)| later.lasting_since(earlier))
+            .collect();
+        Report { coupons }
     }
 
     pub fn table(&self) -> Table {
@@ -134,7 +236,11 @@ impl Report {
                 c.outbox.to_string(),
                 c.db_rows.to_string(),
                 show(c.db_remaining),
-                if c.is_clean() { "OK".to_string() } else { format!("DRIFT: {}", c.problems.join("; ")) },
+                if c.is_clean() {
+                    "OK".to_string()
+                } else {
+                    format!("DRIFT: {}", c.problems.iter().map(Problem::to_string).collect::<Vec<_>>().join("; "))
+                },
             ]);
         }
         table
@@ -164,7 +270,13 @@ pub(crate) mod tests {
     }
 
     fn redis(total: i64, issued: &[i64]) -> RedisView {
-        RedisView { total: Some(total), stock: Some(total - issued.len() as i64), issued: set(issued), outbox: 0 }
+        RedisView {
+            total: Some(total),
+            stock: Some(total - issued.len() as i64),
+            issued_count: issued.len() as i64,
+            issued: set(issued),
+            ..RedisView::default()
+        }
     }
 
     fn db(total: i64, holders: &[i64]) -> DbView {
@@ -196,7 +308,7 @@ pub(crate) mod tests {
         let mut counted_twice = db(3, &[1]);
         counted_twice.remaining = 1;
         let drift = compare(id(), &redis(3, &[1]), Some(&counted_twice));
-        assert!(drift.problems.iter().any(|p| p.contains("PostgreSQL remaining")), "{:?}", drift.problems);
+        assert_eq!(drift.problems, [Problem::RemainingMiscounted { remaining: 1, total: 3, rows: 1 }]);
     }
 
     #[test]
@@ -205,7 +317,44 @@ pub(crate) mod tests {
         view.stock = Some(1);
         view.outbox = 2;
         let drift = compare(id(), &view, Some(&db(3, &[1])));
-        assert_eq!(drift.problems.len(), 2, "{:?}", drift.problems);
+        assert_eq!(
+            drift.problems,
+            [Problem::RedisStockMismatch { stock: 1, issued: 1, total: 3 }, Problem::OutboxNotEmpty(2)]
+        );
+    }
+
+    #[test]
+    fn what_is_in_flight_during_issuance_is_not_drift() {
+        // First read: 2 and 3 issued, not yet written; two outbox entries.
+        let mut first = redis(10, &[1, 2, 3]);
+        first.outbox = 2;
+        first.outbox_span = Some(((100, 0), (105, 0)));
+        let earlier = compare(id(), &first, Some(&db(10, &[1])));
+        // Settle later: 2 and 3 written, 4 and 5 issued meanwhile and in flight.
+        let mut second = redis(10, &[1, 2, 3, 4, 5]);
+        second.outbox = 1;
+        second.outbox_span = Some(((230, 0), (230, 0)));
+        let later = compare(id(), &second, Some(&db(10, &[1, 2, 3])));
+        assert!(!later.is_clean());
+        assert!(later.lasting_since(&earlier).is_clean());
+    }
+
+    #[test]
+    fn what_outlasts_the_settle_time_is_drift() {
+        let mut first = redis(10, &[1, 2, 3]);
+        first.outbox = 1;
+        first.outbox_span = Some(((100, 0), (100, 0)));
+        let earlier = compare(id(), &first, Some(&db(10, &[1, 7])));
+        let mut second = redis(10, &[1, 2, 3, 4]);
+        second.outbox = 2;
+        second.outbox_span = Some(((100, 0), (230, 0)));
+        let lasting = compare(id(), &second, Some(&db(10, &[1, 7]))).lasting_since(&earlier);
+        assert_eq!(lasting.missing_in_db, [2, 3], "4 is in flight");
+        assert_eq!(lasting.extra_in_db, [7]);
+        assert_eq!(
+            lasting.problems,
+            [Problem::MissingInPostgres(2), Problem::ExtraInPostgres(1), Problem::OutboxNotEmpty(2)]
+        );
     }
 
     #[test]

@@ -33,14 +33,19 @@ pub struct Args {
     /// Republish through Kafka the events PostgreSQL is missing.
     #[arg(long)]
     pub repair: bool,
-    /// How long to let in-flight events (outbox, Kafka, writer) land before
-    /// calling a difference drift.
+    /// How long a difference must last to be drift: a second read this much
+    /// after a first that found any keeps only what both found. Issuances in
+    /// flight (outbox, Kafka, the writer's batch) land well within it.
     #[arg(long, default_value_t = 10_000, value_name = "MS")]
     pub settle_ms: u64,
     /// Push the outcome (`coupon_reconcile_drift`, the coupons with drift) to
     /// this Prometheus Pushgateway, for the drift alert.
     #[arg(long, env = "COUPON_RECONCILE_PUSHGATEWAY", value_name = "URL")]
     pub pushgateway: Option<String>,
+    /// The environment's namespace, a grouping key of the push, so
+    /// environments sharing a Pushgateway do not overwrite each other.
+    #[arg(long, env = "COUPON_RECONCILE_NAMESPACE", value_name = "NAME")]
+    pub namespace: Option<String>,
 }
 
 pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<Report> {
@@ -50,11 +55,18 @@ pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<Report> {
     } else {
         args.coupons.iter().map(|id| CouponId::new(*id).context("coupon ids are positive")).collect::<Result<_, _>>()?
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(args.settle_ms);
+    // Issuance goes on while this runs: only what is still wrong a settle
+    // time later, and was wrong before, is drift.
     let mut report = check(&sources, &coupons).await?;
-    while !report.is_clean() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        report = check(&sources, &coupons).await?;
+    if !report.is_clean() {
+        let differing = report.coupons.iter().filter(|coupon| !coupon.is_clean()).count();
+        tracing::info!(
+            differing,
+            settle_ms = args.settle_ms,
+            "coupons differ; reading them again after the settle time"
+        );
+        tokio::time::sleep(Duration::from_millis(args.settle_ms)).await;
+        report = check(&sources, &coupons).await?.lasting_since(&report);
     }
     if args.repair && !report.is_clean() {
         let republished = repair(settings, &report).await?;

@@ -13,7 +13,7 @@ async fn main() -> ExitCode {
         Ok(report) => {
             println!("{}", report.table());
             if let Some(gateway) = &args.pushgateway {
-                if let Err(err) = coupon_reconcile::push(gateway, &report).await {
+                if let Err(err) = coupon_reconcile::push(gateway, args.namespace.as_deref(), &report).await {
                     eprintln!("coupon-reconcile: {err:#}");
                     return ExitCode::from(2);
                 }

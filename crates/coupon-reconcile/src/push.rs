@@ -22,9 +22,10 @@ pub fn exposition(report: &Report) -> String {
     )
 }
 
-/// Replaces the job's metrics on the gateway with this run's.
-pub async fn push(gateway: &str, report: &Report) -> anyhow::Result<()> {
-    let url = format!("{}/metrics/job/{JOB}", gateway.trim_end_matches('/'));
+/// Replaces the job's metrics on the gateway (in `namespace`'s group, if
+/// given) with this run's.
+pub async fn push(gateway: &str, namespace: Option<&str>, report: &Report) -> anyhow::Result<()> {
+    let url = push_url(gateway, namespace);
     reqwest::Client::new()
         .put(&url)
         .body(exposition(report))
@@ -33,6 +34,16 @@ pub async fn push(gateway: &str, report: &Report) -> anyhow::Result<()> {
         .and_then(reqwest::Response::error_for_status)
         .with_context(|| format!("pushing the outcome to {url}"))?;
     Ok(())
+}
+
+/// The Pushgateway's URL for this job's group: `job`, then `namespace`.
+fn push_url(gateway: &str, namespace: Option<&str>) -> String {
+    let mut url = format!("{}/metrics/job/{JOB}", gateway.trim_end_matches('/'));
+    if let Some(namespace) = namespace.filter(|namespace| !namespace.is_empty()) {
+        url.push_str("/namespace/");
+        url.push_str(namespace);
+    }
+    url
 }
 
 #[cfg(test)]
@@ -52,6 +63,15 @@ mod tests {
         let text = exposition(&report(3, 2));
         assert!(text.contains("\ncoupon_reconcile_drift 2\n"), "{text}");
         assert!(text.contains("\ncoupon_reconcile_coupons_checked 5\n"), "{text}");
+    }
+
+    #[test]
+    fn each_namespace_pushes_to_a_group_of_its_own() {
+        assert_eq!(push_url("http://gw:9091/", None), "http://gw:9091/metrics/job/coupon-reconcile");
+        assert_eq!(
+            push_url("http://gw:9091", Some("coupon-staging")),
+            "http://gw:9091/metrics/job/coupon-reconcile/namespace/coupon-staging"
+        );
     }
 
     #[test]

@@ -9,8 +9,9 @@ use coupon_infra::db::PgPool;
 use coupon_infra::redis::SharedRedis;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
+use redis::streams::{StreamId, StreamRangeReply};
 
-use crate::compare::{DbView, RedisView};
+use crate::compare::{DbView, EntryId, RedisView};
 use crate::Settings;
 
 /// Members per SSCAN page: small replies keep Redis responsive.
@@ -41,24 +42,43 @@ impl Sources {
 
     pub async fn redis_view(&self, id: CouponId) -> anyhow::Result<RedisView> {
         let keys = CouponKeys::new(&self.key_prefix, id);
-        let (total, stock, outbox): (Option<i64>, Option<i64>, u64) = self
+        // One MULTI: the issue script changes stock and set together, so only
+        // an atomic read can check that they add up while issuance goes on.
+        type Counts = (Option<i64>, Option<i64>, i64, u64, StreamRangeReply, StreamRangeReply);
+        let (total, stock, issued_count, outbox, oldest, newest): Counts = self
             .redis
             .query_pipe(
                 redis::pipe()
+                    .atomic()
                     .cmd("HGET")
                     .arg(&keys.meta)
                     .arg("total")
                     .cmd("GET")
                     .arg(&keys.stock)
+                    .cmd("SCARD")
+                    .arg(&keys.issued)
                     .cmd("XLEN")
-                    .arg(&keys.outbox),
+                    .arg(&keys.outbox)
+                    .cmd("XRANGE")
+                    .arg(&keys.outbox)
+                    .arg("-")
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(1)
+                    .cmd("XREVRANGE")
+                    .arg(&keys.outbox)
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(1),
             )
             .await?;
+        let outbox_span = entry_id(&oldest).zip(entry_id(&newest));
         // SSCAN in pages, not SMEMBERS: a promotion's set can hold millions of
         // customers, and one reply that size would stall Redis (which decides
         // every issuance) and outlast the client's response timeout. The pages
-        // are not one snapshot; the settle loop in `run` absorbs issuances
-        // that land meanwhile.
+        // are not one snapshot; issuances that land meanwhile are in flight,
+        // which the settle time in `run` tells from drift.
         let mut issued = BTreeSet::new();
         let mut cursor = 0u64;
         loop {
@@ -70,27 +90,43 @@ impl Sources {
             }
             cursor = next;
         }
-        Ok(RedisView { total, stock, issued, outbox })
+        Ok(RedisView { total, stock, issued_count, issued, outbox, outbox_span })
     }
 
+    /// The coupon row and its holders as of one snapshot, so the remaining
+    /// quantity and the rows are compared as one writer transaction left them.
     pub async fn db_view(&self, id: CouponId) -> anyhow::Result<Option<DbView>> {
         let mut conn = self.db.get().await?;
-        let quantities: Option<(i32, i32)> = coupon::table
-            .find(id.get())
-            .select((coupon::total_quantity, coupon::remaining_quantity))
-            .first(&mut conn)
-            .await
-            .optional()?;
-        let Some((total, remaining)) = quantities else {
-            return Ok(None);
-        };
-        let holders: BTreeSet<i64> = customer_coupon::table
-            .filter(customer_coupon::coupon_id.eq(id.get()))
-            .select(customer_coupon::customer_id)
-            .load::<i64>(&mut conn)
-            .await?
-            .into_iter()
-            .collect();
-        Ok(Some(DbView { total: i64::from(total), remaining: i64::from(remaining), holders }))
+        let view = conn
+            .build_transaction()
+            .repeatable_read()
+            .read_only()
+            .run::<_, diesel::result::Error, _>(async |conn| {
+                let quantities: Option<(i32, i32)> = coupon::table
+                    .find(id.get())
+                    .select((coupon::total_quantity, coupon::remaining_quantity))
+                    .first(&mut *conn)
+                    .await
+                    .optional()?;
+                let Some((total, remaining)) = quantities else {
+                    return Ok(None);
+                };
+                let holders: BTreeSet<i64> = customer_coupon::table
+                    .filter(customer_coupon::coupon_id.eq(id.get()))
+                    .select(customer_coupon::customer_id)
+                    .load::<i64>(conn)
+                    .await?
+                    .into_iter()
+                    .collect();
+                Ok(Some(DbView { total: i64::from(total), remaining: i64::from(remaining), holders }))
+            })
+            .await?;
+        Ok(view)
     }
+}
+
+/// The id of a one-entry `XRANGE` reply, as `(milliseconds, sequence)`.
+fn entry_id(reply: &StreamRangeReply) -> Option<EntryId> {
+    let (ms, seq) = <[StreamId]>::first(&reply.ids)?.id.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
 }

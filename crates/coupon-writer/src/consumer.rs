@@ -51,16 +51,35 @@ pub struct WriterContext {
     metrics: Metrics,
     /// Partitions revoked since the loop last looked.
     revoked: Mutex<Vec<i32>>,
+    /// When the statistics last showed this member in the group (join state
+    /// `steady`), or it was last assigned partitions; creation until then.
+    in_group_at: Mutex<Instant>,
 }
 
 impl WriterContext {
+    fn new(topic: String, metrics: Metrics) -> Self {
+        Self { topic, metrics, revoked: Mutex::default(), in_group_at: Mutex::new(Instant::now()) }
+    }
+
     fn take_revoked(&self) -> Vec<i32> {
         std::mem::take(&mut *self.revoked.lock().expect("the revoked list is never poisoned"))
+    }
+
+    fn in_group(&self) {
+        *self.in_group_at.lock().expect("the group timestamp is never poisoned") = Instant::now();
+    }
+
+    /// How long this member has been outside its group (zero while in it).
+    fn out_of_group_for(&self) -> Duration {
+        self.in_group_at.lock().expect("the group timestamp is never poisoned").elapsed()
     }
 }
 
 impl ClientContext for WriterContext {
     fn stats(&self, statistics: Statistics) {
+        if statistics.cgrp.as_ref().is_some_and(|group| group.join_state == "steady") {
+            self.in_group();
+        }
         self.metrics.consumer_lag.reset();
         let Some(topic) = statistics.topics.get(&self.topic) else { return };
         // Partitions this member does not own report a lag of -1.
@@ -97,10 +116,21 @@ impl ConsumerContext for WriterContext {
                 let partitions: Vec<i32> = list.elements().iter().map(|e| e.partition()).collect();
                 tracing::info!(?partitions, "partitions assigned");
                 self.metrics.rebalances.with_label_values(&["assigned"]).inc();
+                self.in_group();
             }
             Rebalance::Error(err) => tracing::warn!(error = %err, "rebalance failed"),
         }
     }
+}
+
+/// Why `fill` returned.
+enum Filled {
+    /// The batch is ready (or empty and shutdown was not requested).
+    Ready,
+    /// Shutdown was requested; what is held stays in the batcher.
+    Stopping,
+    /// The member has been out of its group for `writer.rejoin_timeout_ms`.
+    OutOfGroup,
 }
 
 /// What became of a closed batch.
@@ -115,6 +145,9 @@ enum Settled {
 
 pub struct Writer {
     consumer: Arc<WriterConsumer>,
+    /// For building a new consumer when the old one cannot rejoin its group.
+    settings: Settings,
+    rejoin_timeout: Duration,
     pool: PgPool,
     dlq: DlqProducer,
     metrics: Metrics,
@@ -131,26 +164,10 @@ impl Writer {
     /// Creates the consumer and subscribes; nothing is fetched before `run`.
     pub fn new(settings: &Settings, pool: PgPool, metrics: Metrics, readiness: Readiness) -> Result<Self, KafkaError> {
         let writer = &settings.writer;
-        let context =
-            WriterContext { topic: settings.kafka.topic.clone(), metrics: metrics.clone(), revoked: Mutex::default() };
-        let consumer: WriterConsumer = coupon_infra::kafka::client_config(&settings.kafka, "coupon-writer")
-            .set("group.id", &writer.group)
-            // The at-least-once pattern: offsets stored by hand after the
-            // transaction, committed by librdkafka on an interval, on revoke
-            // and on close.
-            .set("enable.auto.commit", "true")
-            .set("auto.commit.interval.ms", writer.commit_interval_ms.to_string())
-            .set("enable.auto.offset.store", "false")
-            // A group without a committed offset must not skip any event.
-            .set("auto.offset.reset", "earliest")
-            .set("max.poll.interval.ms", writer.max_poll_interval_ms.to_string())
-            .set("session.timeout.ms", writer.session_timeout_ms.to_string())
-            .set("statistics.interval.ms", writer.stats_interval_ms.to_string())
-            .set("queued.max.messages.kbytes", writer.fetch_queue_kbytes.to_string())
-            .create_with_context(context)?;
-        consumer.subscribe(&[&settings.kafka.topic])?;
         Ok(Self {
-            consumer: Arc::new(consumer),
+            consumer: Arc::new(subscribed_consumer(settings, &metrics)?),
+            settings: settings.clone(),
+            rejoin_timeout: Duration::from_millis(writer.rejoin_timeout_ms),
             pool,
             dlq: DlqProducer::new(&settings.kafka)?,
             metrics,
@@ -166,10 +183,14 @@ impl Writer {
 
     /// Consumes until `stop` is cancelled; then applies what it holds (unless
     /// the database is failing) and leaves the group, committing what it stored.
-    pub async fn run(self, stop: CancellationToken) {
+    pub async fn run(mut self, stop: CancellationToken) {
         let mut batcher = Batcher::new(self.batch_max_records, self.batch_ceiling_records, self.batch_max_wait);
         loop {
-            let stopping = self.fill(&mut batcher, &stop).await;
+            let filled = self.fill(&mut batcher, &stop).await;
+            if let Filled::OutOfGroup = filled {
+                self.replace_consumer(&mut batcher, &stop).await;
+                continue;
+            }
             if !batcher.is_empty() {
                 let batch = batcher.take(Instant::now());
                 match self.settle(batch, &mut batcher, &stop).await {
@@ -177,45 +198,60 @@ impl Writer {
                     Settled::Abandoned => break,
                 }
             }
-            if stopping && batcher.is_empty() {
+            if matches!(filled, Filled::Stopping) && batcher.is_empty() {
                 break;
             }
         }
-        // Closing waits for the group to acknowledge that this member left,
-        // which never comes while Kafka is unreachable. It runs on a thread of
-        // its own (the runtime would wait for a blocking task forever at exit)
-        // and is given up after a while: nothing is lost, the group evicts the
-        // member after its session timeout and uncommitted records are
-        // delivered again.
-        let consumer = self.consumer;
-        let (closed, close_done) = tokio::sync::oneshot::channel();
-        std::thread::spawn(move || {
-            drop(consumer);
-            let _ = closed.send(());
-        });
-        match tokio::time::timeout(CLOSE_TIMEOUT, close_done).await {
-            Ok(_) => tracing::info!("left the consumer group"),
-            Err(_) => tracing::warn!(
-                timeout_s = CLOSE_TIMEOUT.as_secs(),
-                "Kafka did not confirm that this member left the group; stopping without it"
-            ),
-        }
+        close(self.consumer).await;
     }
 
-    /// Polls until the batch closes. Returns true when shutdown was requested,
-    /// with whatever is held left in the batcher.
-    async fn fill(&self, batcher: &mut Batcher<Record>, stop: &CancellationToken) -> bool {
+    /// A fresh consumer in place of one that has not rejoined its group for
+    /// `writer.rejoin_timeout_ms`. After a broker outage librdkafka has been
+    /// seen to stay out of the group for good (a request to the coordinator
+    /// left queued, no rebalance ever served); a new consumer joins as a
+    /// restarted process would. What the old one held belongs to partitions
+    /// it no longer owns: dropped unstored, read again by their next owner.
+    async fn replace_consumer(&mut self, batcher: &mut Batcher<Record>, stop: &CancellationToken) {
+        tracing::error!(
+            out_of_group_s = self.consumer.context().out_of_group_for().as_secs(),
+            "the consumer has not rejoined its group; replacing it"
+        );
+        self.metrics.rebalances.with_label_values(&["consumer_replaced"]).inc();
+        drop(batcher.take(Instant::now()));
+        let mut backoff = Backoff::new(self.retry_initial, self.retry_max);
+        let fresh = loop {
+            match subscribed_consumer(&self.settings, &self.metrics) {
+                Ok(consumer) => break consumer,
+                Err(err) => {
+                    tracing::warn!(error = %err, "could not create a new consumer; trying again");
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = tokio::time::sleep(backoff.next_delay()) => {}
+                    }
+                }
+            }
+        };
+        close(std::mem::replace(&mut self.consumer, Arc::new(fresh))).await;
+    }
+
+    /// Polls until the batch closes, shutdown is requested (with whatever is
+    /// held left in the batcher), or the member has been out of its group
+    /// too long.
+    async fn fill(&self, batcher: &mut Batcher<Record>, stop: &CancellationToken) -> Filled {
         loop {
             if stop.is_cancelled() {
-                return true;
+                return Filled::Stopping;
             }
             if batcher.is_ready(Instant::now()) {
-                return false;
+                return Filled::Ready;
+            }
+            if self.consumer.context().out_of_group_for() > self.rejoin_timeout {
+                return Filled::OutOfGroup;
             }
             let received = match batcher.deadline() {
                 Some(deadline) => tokio::select! {
                     biased;
-                    () = stop.cancelled() => return true,
+                    () = stop.cancelled() => return Filled::Stopping,
                     received = tokio::time::timeout_at(deadline.into(), self.consumer.recv()) => received.ok(),
                 },
                 // Re-armed every second: the consumer's queue is polled by
@@ -224,7 +260,7 @@ impl Writer {
                 // would never serve the assignment after a broker outage.
                 None => tokio::select! {
                     biased;
-                    () = stop.cancelled() => return true,
+                    () = stop.cancelled() => return Filled::Stopping,
                     received = tokio::time::timeout(IDLE_POLL, self.consumer.recv()) => received.ok(),
                 },
             };
@@ -390,5 +426,49 @@ impl Writer {
         if let Err(err) = self.consumer.assignment().and_then(|list| self.consumer.resume(&list)) {
             tracing::warn!(error = %err, "could not resume the assigned partitions");
         }
+    }
+}
+
+/// A consumer of the writer's group, subscribed to the topic.
+fn subscribed_consumer(settings: &Settings, metrics: &Metrics) -> Result<WriterConsumer, KafkaError> {
+    let writer = &settings.writer;
+    let context = WriterContext::new(settings.kafka.topic.clone(), metrics.clone());
+    let consumer: WriterConsumer = coupon_infra::kafka::client_config(&settings.kafka, "coupon-writer")
+        .set("group.id", &writer.group)
+        // The at-least-once pattern: offsets stored by hand after the
+        // transaction, committed by librdkafka on an interval, on revoke
+        // and on close.
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", writer.commit_interval_ms.to_string())
+        .set("enable.auto.offset.store", "false")
+        // A group without a committed offset must not skip any event.
+        .set("auto.offset.reset", "earliest")
+        .set("max.poll.interval.ms", writer.max_poll_interval_ms.to_string())
+        .set("session.timeout.ms", writer.session_timeout_ms.to_string())
+        .set("statistics.interval.ms", writer.stats_interval_ms.to_string())
+        .set("queued.max.messages.kbytes", writer.fetch_queue_kbytes.to_string())
+        .create_with_context(context)?;
+    consumer.subscribe(&[&settings.kafka.topic])?;
+    Ok(consumer)
+}
+
+/// Leaves the group, committing what was stored. Closing waits for the group
+/// to acknowledge that this member left, which never comes while Kafka is
+/// unreachable. It runs on a thread of its own (the runtime would wait for a
+/// blocking task forever at exit) and is given up after a while: nothing is
+/// lost, the group evicts the member after its session timeout and
+/// uncommitted records are delivered again.
+async fn close(consumer: Arc<WriterConsumer>) {
+    let (closed, close_done) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        drop(consumer);
+        let _ = closed.send(());
+    });
+    match tokio::time::timeout(CLOSE_TIMEOUT, close_done).await {
+        Ok(_) => tracing::info!("left the consumer group"),
+        Err(_) => tracing::warn!(
+            timeout_s = CLOSE_TIMEOUT.as_secs(),
+            "Kafka did not confirm that this member left the group; stopping without it"
+        ),
     }
 }

@@ -66,7 +66,7 @@ impl Metrics {
         )
         .expect("valid metric");
         let rebalances = IntCounterVec::new(
-            Opts::new("coupon_writer_rebalances_total", "Partition assignments and revocations this member received"),
+            Opts::new("coupon_writer_rebalances_total", "Partition assignments and revocations this member received, and consumers replaced after failing to rejoin"),
             &["event"],
         )
         .expect("valid metric");
@@ -77,7 +77,7 @@ impl Metrics {
         .expect("valid metric");
         // Every known label value exported from the start, at 0: a series
         // that first appears at 1 hides that increase from increase() and rate().
-        for event in ["assigned", "revoked"] {
+        for event in ["assigned", "revoked", "consumer_replaced"] {
             rebalances.with_label_values(&[event]);
         }
         for result in ["committed", "failed"] {

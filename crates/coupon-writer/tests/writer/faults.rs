@@ -99,3 +99,22 @@ async fn a_writer_killed_mid_stream_and_restarted_loses_and_doubles_nothing() {
     assert_eq!((world.remaining(a).await, world.remaining(b).await), (1_500, 1_500));
     drop(second);
 }
+
+/// A consumer that stays out of its group (here: no broker answers at all)
+/// is replaced after `writer.rejoin_timeout_ms`, as a restarted process
+/// would be, and the writer goes on serving. After a broker outage
+/// librdkafka has been seen to never rejoin on its own.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_consumer_out_of_its_group_too_long_is_replaced() {
+    let world = World::new(1).await;
+    let mut settings = world.settings();
+    settings.kafka.brokers = format!("127.0.0.1:{}", coupon_testkit::free_port());
+    settings.writer.session_timeout_ms = 6_000;
+    settings.writer.rejoin_timeout_ms = 12_000;
+    let writer = RunningWriter::start(settings).await;
+    let replaced = r#"coupon_writer_rebalances_total{event="consumer_replaced"}"#;
+    assert_eq!(writer.metric(replaced).await, 0.0);
+    writer.wait_metric(replaced, 1.0).await;
+    assert_eq!(writer.ready_status().await, 200, "still serving");
+    writer.stop().await;
+}
