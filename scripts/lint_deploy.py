@@ -9,6 +9,7 @@ Exits non-zero with one line per problem.
 """
 
 import json
+import pathlib
 import re
 import sys
 
@@ -73,6 +74,57 @@ def check_scaled_object(doc, partitions, where):
     return problems
 
 
+def api_shutdown_seconds():
+    """coupon-api's request drain and producer flush, read from the code that
+    sets them (crates/coupon-api/src/startup.rs), so the manifests cannot
+    drift from it."""
+    code = (pathlib.Path(__file__).resolve().parent.parent / "crates/coupon-api/src/startup.rs").read_text()
+    drain = re.search(r"\.shutdown_timeout\((\d+)\)", code)
+    flush = re.search(r"FLUSH_TIMEOUT: Duration = Duration::from_secs\((\d+)\)", code)
+    if not (drain and flush):
+        raise SystemExit("lint-deploy: shutdown_timeout or FLUSH_TIMEOUT not found in coupon-api's startup.rs")
+    return int(drain.group(1)), int(flush.group(1))
+
+
+def pre_stop_seconds(container):
+    hook = container.get("lifecycle", {}).get("preStop", {})
+    if "sleep" in hook:
+        return int(hook["sleep"]["seconds"])
+    command = hook.get("exec", {}).get("command", [])
+    return int(command[1]) if len(command) == 2 and command[0] == "sleep" else 0
+
+
+def check_operations(docs, where):
+    """Rules the schemas cannot express: an autoscaled Deployment sets no
+    replica count (every apply would reset what the autoscaler chose);
+    coupon-api's grace period covers its preStop, request drain and producer
+    flush; a PodDisruptionBudget lets NotReady pods be evicted (or a store
+    outage that makes every pod unready blocks node drains)."""
+    problems = []
+    scaled = {
+        doc["spec"]["scaleTargetRef"]["name"]
+        for doc in docs
+        if doc.get("kind") in ("ScaledObject", "HorizontalPodAutoscaler")
+    }
+    drain, flush = api_shutdown_seconds()
+    for doc in docs:
+        kind, name = doc.get("kind"), doc.get("metadata", {}).get("name")
+        if kind == "Deployment" and name in scaled and "replicas" in doc["spec"]:
+            problems.append(f"{where}: Deployment/{name} sets replicas but is autoscaled")
+        if kind == "Deployment" and name == "coupon-api":
+            pod = doc["spec"]["template"]["spec"]
+            grace = pod.get("terminationGracePeriodSeconds", 30)
+            needed = max(pre_stop_seconds(c) for c in pod["containers"]) + drain + flush
+            if grace < needed:
+                problems.append(
+                    f"{where}: Deployment/coupon-api terminationGracePeriodSeconds {grace} < "
+                    f"preStop + {drain} s drain + {flush} s flush = {needed}"
+                )
+        if kind == "PodDisruptionBudget" and doc["spec"].get("unhealthyPodEvictionPolicy") != "AlwaysAllow":
+            problems.append(f"{where}: PodDisruptionBudget/{name} needs unhealthyPodEvictionPolicy: AlwaysAllow")
+    return problems
+
+
 def cmd_k8s(paths):
     import kubernetes_validate
 
@@ -106,6 +158,7 @@ def cmd_k8s(paths):
                     problems.append(f"{where} (Kubernetes {version}): {loc}: {e.message}")
                 except kubernetes_validate.SchemaNotFoundError as e:
                     problems.append(f"{where}: {e.message}")
+        problems += check_operations(docs, path)
         summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
         print(f"lint-deploy: {path}: {summary}")
     fail(problems)
