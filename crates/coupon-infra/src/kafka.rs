@@ -96,6 +96,13 @@ impl GroupProgress {
 
     /// Records the group has yet to commit before it reaches `marks` (0 once it has).
     pub fn behind(&self, marks: &[Mark], timeout: Duration) -> anyhow::Result<i64> {
+        Ok(self.lag(marks, timeout)?.iter().map(|(_, lag)| lag).sum())
+    }
+
+    /// Per partition of `marks`, the records between the group's committed
+    /// offset and the high watermark: its lag as the broker sees it, whether
+    /// or not a member is fetching.
+    pub fn lag(&self, marks: &[Mark], timeout: Duration) -> anyhow::Result<Vec<(i32, i64)>> {
         let mut partitions = TopicPartitionList::new();
         for mark in marks {
             partitions.add_partition(&self.topic, mark.partition);
@@ -110,8 +117,8 @@ impl GroupProgress {
                     // Nothing committed yet: the group starts at the oldest record kept.
                     _ => mark.low,
                 };
-                (mark.high - at.max(mark.low)).max(0)
+                (mark.partition, (mark.high - at.max(mark.low)).max(0))
             })
-            .sum())
+            .collect())
     }
 }

@@ -43,7 +43,8 @@ pub struct WriterSettings {
     /// long (the e2e suite measured ~45 s of lag per kill with librdkafka's
     /// 45 s default); the broker accepts no less than 6 s.
     pub session_timeout_ms: u64,
-    /// How often librdkafka reports statistics; they feed the consumer lag gauge.
+    /// How often librdkafka reports statistics (whether the member is in its
+    /// group) and the group's lag is read from the broker.
     pub stats_interval_ms: u64,
     /// librdkafka's `auto.commit.interval.ms`: how often the offsets of applied
     /// batches are committed. One commit per interval however small the batches

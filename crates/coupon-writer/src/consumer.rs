@@ -44,8 +44,8 @@ const IDLE_POLL: Duration = Duration::from_secs(1);
 /// How long shutdown waits for the group to confirm that this member left.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Hears about rebalances and statistics, which librdkafka reports from
-/// within a poll.
+/// Hears about rebalances and statistics (whether the member is in its
+/// group), which librdkafka reports from within a poll.
 pub struct WriterContext {
     topic: String,
     metrics: Metrics,
@@ -79,12 +79,6 @@ impl ClientContext for WriterContext {
     fn stats(&self, statistics: Statistics) {
         if statistics.cgrp.as_ref().is_some_and(|group| group.join_state == "steady") {
             self.in_group();
-        }
-        self.metrics.consumer_lag.reset();
-        let Some(topic) = statistics.topics.get(&self.topic) else { return };
-        // Partitions this member does not own report a lag of -1.
-        for (partition, stats) in topic.partitions.iter().filter(|(&p, s)| p >= 0 && s.consumer_lag >= 0) {
-            self.metrics.consumer_lag.with_label_values(&[partition.to_string()]).set(stats.consumer_lag);
         }
     }
 }

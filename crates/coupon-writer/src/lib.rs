@@ -7,6 +7,7 @@ pub mod consumer;
 pub mod dlq;
 pub mod error;
 pub mod http;
+pub mod lag;
 pub mod metrics;
 pub mod offsets;
 pub mod retry;

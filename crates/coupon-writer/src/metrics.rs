@@ -61,7 +61,10 @@ impl Metrics {
             IntCounter::new("coupon_writer_dead_lettered_total", "Records published to the dead-letter topic")
                 .expect("valid metric");
         let consumer_lag = IntGaugeVec::new(
-            Opts::new("coupon_writer_consumer_lag", "High watermark minus committed offset, per assigned partition"),
+            Opts::new(
+                "coupon_writer_consumer_lag",
+                "High watermark minus the group's committed offset, per partition, read from the broker",
+            ),
             &["partition"],
         )
         .expect("valid metric");

@@ -2,19 +2,25 @@
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
 
 use anyhow::Context;
+use coupon_infra::kafka::GroupProgress;
 use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::consumer::Writer;
 use crate::http::{self, Readiness};
+use crate::lag;
 use crate::metrics::Metrics;
 
 pub struct Application {
     listener: TcpListener,
     writer: Writer,
+    /// Reads the group's lag from the broker for `coupon_writer_consumer_lag`.
+    progress: GroupProgress,
+    lag_interval: Duration,
     metrics: Metrics,
     readiness: Readiness,
 }
@@ -40,7 +46,9 @@ impl Application {
             .context("creating the Kafka consumer and producer")?;
         let listener = TcpListener::bind(settings.writer.http.addr)
             .with_context(|| format!("binding writer.http.addr {}", settings.writer.http.addr))?;
-        Ok(Self { listener, writer, metrics, readiness })
+        let progress = GroupProgress::new(&settings.kafka, &settings.writer.group)?;
+        let lag_interval = Duration::from_millis(settings.writer.stats_interval_ms);
+        Ok(Self { listener, writer, progress, lag_interval, metrics, readiness })
     }
 
     /// The address of the HTTP listener, with the port chosen when it was 0.
@@ -52,17 +60,19 @@ impl Application {
     /// commits it, leaves the group and stops the HTTP listener.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let addr = self.http_addr();
-        let server = http::server(self.listener, self.metrics, self.readiness)?;
+        let server = http::server(self.listener, self.metrics.clone(), self.readiness)?;
         let handle = server.handle();
         let serving = tokio::spawn(server);
         tracing::info!(%addr, "coupon-writer ready");
 
         let stop = CancellationToken::new();
+        let lag = tokio::spawn(lag::report(self.progress, self.metrics, self.lag_interval, stop.clone()));
         let stopping = async {
             shutdown.await;
             stop.cancel();
         };
         tokio::join!(stopping, self.writer.run(stop.clone()));
+        lag.await.context("joining the lag reporter")?;
         handle.stop(true).await;
         serving.await.context("joining the HTTP server")??;
         tracing::info!("coupon-writer stopped");

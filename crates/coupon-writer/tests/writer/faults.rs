@@ -49,6 +49,11 @@ async fn a_database_outage_mid_stream_loses_and_doubles_nothing() {
     world.send(&events[150..]).await;
     writer.wait_metric("coupon_writer_retries_total", 3.0).await;
     assert_eq!(writer.ready_status().await, 503, "not ready while the database is away");
+    // The partitions are paused meanwhile; the lag still shows what waits.
+    wait_until("the lag to show the events sent during the outage", TIMEOUT, || async {
+        (writer.lag().await >= 150.0).then_some(())
+    })
+    .await;
     set_database_reachable(&world, true).await;
 
     world.wait_committed(300).await;

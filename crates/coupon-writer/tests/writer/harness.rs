@@ -296,6 +296,15 @@ impl RunningWriter {
         coupon_infra::telemetry::sample(&text, series)
     }
 
+    /// `coupon_writer_consumer_lag` summed over the partitions.
+    pub async fn lag(&self) -> f64 {
+        let text = self.http.get(format!("{}/metrics", self.base)).send().await.unwrap().text().await.unwrap();
+        text.lines()
+            .filter(|line| line.starts_with("coupon_writer_consumer_lag{"))
+            .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    }
+
     pub async fn wait_metric(&self, series: &str, at_least: f64) -> f64 {
         wait_until(&format!("{series} >= {at_least}"), TIMEOUT, || async {
             let value = self.metric(series).await;
