@@ -20,6 +20,7 @@ pub struct Metrics {
     pub replica_ack_failures: IntCounter,
     pub usage_requests: IntCounterVec,
     pub usage_events_published: IntCounter,
+    pub usage_outbox_depth: IntGauge,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0];
@@ -76,6 +77,11 @@ impl Metrics {
             "Use and release events Kafka acknowledged from the PostgreSQL outbox",
         )
         .expect("valid metric");
+        let usage_outbox_depth = IntGauge::new(
+            "coupon_usage_outbox_depth",
+            "Use and release events in the PostgreSQL outbox not yet acknowledged by Kafka",
+        )
+        .expect("valid metric");
         let registry = coupon_infra::telemetry::registry(vec![
             Box::new(issue_requests.clone()) as Box<dyn Collector>,
             Box::new(issue_seconds.clone()),
@@ -90,6 +96,7 @@ impl Metrics {
             Box::new(replica_ack_failures.clone()),
             Box::new(usage_requests.clone()),
             Box::new(usage_events_published.clone()),
+            Box::new(usage_outbox_depth.clone()),
         ]);
         Self {
             registry,
@@ -106,6 +113,7 @@ impl Metrics {
             replica_ack_failures,
             usage_requests,
             usage_events_published,
+            usage_outbox_depth,
         }
     }
 

@@ -145,6 +145,9 @@ impl UsageRelay {
             })
             .await?;
         self.metrics.usage_events_published.inc_by(published as u64);
+        // Every replica reports the shared outbox, the one relaying or not.
+        let depth: i64 = coupon_usage_outbox::table.count().get_result(&mut conn).await?;
+        self.metrics.usage_outbox_depth.set(depth);
         match failure {
             Some(err) => Err(RedemptionError::Publish(err)),
             None => Ok(published),
