@@ -16,6 +16,8 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=lib/venv.sh
+. "$ROOT/scripts/lib/venv.sh"
 TOOLS="${TOOLS_DIR:-$ROOT/.stack/tools}"
 VENV="$TOOLS/venv"
 BIN="$TOOLS/bin"
@@ -36,19 +38,7 @@ die() { log "$*"; exit 1; }
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-install_python_tools() {
-    local stamp="$VENV/.installed" want
-    want="$(printf '%s\n' "${PY_TOOLS[@]}")"
-    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return; fi
-    command -v python3 >/dev/null || die "python3 is missing: run 'make setup'"
-    if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
-        as_root apt-get install -y -qq python3-venv >/dev/null
-    fi
-    log "installing ${PY_TOOLS[*]} into $VENV"
-    python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q --disable-pip-version-check "${PY_TOOLS[@]}"
-    printf '%s\n' "$want" >"$stamp"
-}
+install_python_tools() { python_tools "$VENV" "${PY_TOOLS[@]}"; }
 
 # promtool from Debian's prometheus package, unpacked without installing it
 # (installing would also set up and start a Prometheus server).
