@@ -5,7 +5,7 @@
 CARGO ?= cargo
 STACK := scripts/stack.sh
 
-.PHONY: help setup up down status up-cluster down-cluster status-cluster build build-release run demo token bench bench-many soak reconcile test test-tools e2e e2e-cluster fmt lint lint-deploy clean
+.PHONY: help setup up down status up-cluster down-cluster status-cluster build build-release run demo token bench bench-many soak reconcile test test-tools e2e e2e-cluster fmt lint lint-deploy images compose-smoke clean
 
 help:
 	@echo "make run     stack up, then coupon-api and coupon-writer in the foreground"
@@ -20,6 +20,8 @@ help:
 	@echo "make bench   Kafka design against synchronous baseline: docs/BENCHMARK.md"
 	@echo "make bench-many  idle cost and issuance with 10,000 open coupons"
 	@echo "make soak    a 3-minute flood: writer membership, drain, memory, promises"
+	@echo "make images   the three container images (podman or docker), sizes printed"
+	@echo "make compose-smoke   the images against the local stack, as Kubernetes runs them"
 	@echo "make setup|build|fmt|lint|clean"
 
 setup:
@@ -123,6 +125,15 @@ lint: setup lint-deploy
 # docker/ and deploy/ checked offline (tools installed under .stack/tools).
 lint-deploy:
 	@scripts/lint-deploy.sh
+
+# Container images of docker/Dockerfile, tagged localhost/<binary>:dev: docker/README.md.
+images:
+	@scripts/images.sh
+
+# The images against the local stack (own database, topics, key prefix), as
+# the Kubernetes manifests run them: non-root, read-only, no capabilities.
+compose-smoke: up images
+	@scripts/compose-smoke.sh
 
 clean: down down-cluster
 	$(CARGO) clean
