@@ -5,7 +5,7 @@ use coupon_domain::{CouponId, CustomerId, Discount};
 use coupon_infra::db::schema::{coupon, coupon_creation, customer_coupon};
 use coupon_infra::db::PgPool;
 use diesel::prelude::*;
-use diesel_async::{AsyncConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use time::OffsetDateTime;
 
 #[derive(Debug, thiserror::Error)]
@@ -218,8 +218,7 @@ impl Catalog {
             .await?)
     }
 
-    /// The baseline's per-request transaction: insert the holder, then take one
-    /// from the remaining quantity only if the row was new.
+    /// The baseline's per-request transaction: `grant`.
     pub async fn record_issue(
         &self,
         id: CouponId,
@@ -227,26 +226,8 @@ impl Catalog {
         issued_at: OffsetDateTime,
     ) -> Result<(), CatalogError> {
         let mut conn = self.pool.get().await?;
-        conn.transaction::<_, diesel::result::Error, _>(async |conn| {
-            let inserted = diesel::insert_into(customer_coupon::table)
-                .values((
-                    customer_coupon::coupon_id.eq(id.get()),
-                    customer_coupon::customer_id.eq(customer.get()),
-                    customer_coupon::issued_at.eq(issued_at),
-                ))
-                .on_conflict((customer_coupon::coupon_id, customer_coupon::customer_id))
-                .do_nothing()
-                .execute(&mut *conn)
-                .await?;
-            if inserted == 1 {
-                diesel::update(coupon::table.find(id.get()))
-                    .set(coupon::remaining_quantity.eq(coupon::remaining_quantity - 1))
-                    .execute(conn)
-                    .await?;
-            }
-            Ok(())
-        })
-        .await?;
+        conn.transaction::<_, diesel::result::Error, _>(async |conn| grant(conn, id, customer, issued_at).await)
+            .await?;
         Ok(())
     }
 
@@ -260,4 +241,32 @@ impl Catalog {
         .get_result(&mut conn)
         .await?)
     }
+}
+
+/// Writes a holder as coupon-writer would: the row if absent, and one taken
+/// from the remaining quantity only if the row was new. Returns whether it
+/// was. Run it inside the caller's transaction.
+pub async fn grant(
+    conn: &mut AsyncPgConnection,
+    id: CouponId,
+    customer: CustomerId,
+    issued_at: OffsetDateTime,
+) -> Result<bool, diesel::result::Error> {
+    let inserted = diesel::insert_into(customer_coupon::table)
+        .values((
+            customer_coupon::coupon_id.eq(id.get()),
+            customer_coupon::customer_id.eq(customer.get()),
+            customer_coupon::issued_at.eq(issued_at),
+        ))
+        .on_conflict((customer_coupon::coupon_id, customer_coupon::customer_id))
+        .do_nothing()
+        .execute(&mut *conn)
+        .await?;
+    if inserted == 1 {
+        diesel::update(coupon::table.find(id.get()))
+            .set(coupon::remaining_quantity.eq(coupon::remaining_quantity - 1))
+            .execute(conn)
+            .await?;
+    }
+    Ok(inserted == 1)
 }

@@ -2,6 +2,7 @@
 //! the shutdown signal, the Redis pool, the PostgreSQL schema/migrations/pool and Kafka setup.
 
 pub mod auth;
+pub mod backoff;
 pub mod db;
 pub mod kafka;
 pub mod redis;

@@ -19,6 +19,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use coupon_infra::backoff::Backoff;
 use coupon_infra::db::PgPool;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult};
@@ -34,7 +35,6 @@ use crate::error::WriteError;
 use crate::http::Readiness;
 use crate::metrics::Metrics;
 use crate::offsets::{self, NextOffsets};
-use crate::retry::Backoff;
 
 pub type WriterConsumer = StreamConsumer<WriterContext>;
 

@@ -10,6 +10,5 @@ pub mod http;
 pub mod lag;
 pub mod metrics;
 pub mod offsets;
-pub mod retry;
 pub mod startup;
 pub mod statements;

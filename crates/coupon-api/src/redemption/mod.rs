@@ -28,7 +28,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use time::OffsetDateTime;
 use tokio::sync::Notify;
 
-use crate::catalog::{CouponRow, Holding};
+use crate::catalog::{self, CouponRow, Holding};
 use crate::issuer::{Issuer, Presence, RedisUnavailable};
 
 #[derive(Debug, thiserror::Error)]
@@ -227,21 +227,7 @@ impl Redemptions {
         if remaining == 0 || recorded_sold_out {
             return Err(not_held);
         }
-        let inserted = diesel::insert_into(customer_coupon::table)
-            .values((
-                customer_coupon::coupon_id.eq(order.coupon.get()),
-                customer_coupon::customer_id.eq(order.customer.get()),
-                customer_coupon::issued_at.eq(OffsetDateTime::now_utc()),
-            ))
-            .on_conflict((customer_coupon::coupon_id, customer_coupon::customer_id))
-            .do_nothing()
-            .execute(&mut *conn)
-            .await?;
-        if inserted == 1 {
-            diesel::update(coupon::table.find(order.coupon.get()))
-                .set(coupon::remaining_quantity.eq(coupon::remaining_quantity - 1))
-                .execute(&mut *conn)
-                .await?;
+        if catalog::grant(conn, order.coupon, order.customer, OffsetDateTime::now_utc()).await? {
             tracing::info!(coupon = %order.coupon, customer = %order.customer, "redeemed before coupon-writer wrote the issuance; wrote it");
         }
         locked_holding(conn, order).await?.ok_or(not_held)

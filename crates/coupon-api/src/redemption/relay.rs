@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use coupon_domain::{CouponId, CouponUsageEvent, CustomerId, UsageKind};
+use coupon_infra::backoff::Backoff;
 use coupon_infra::db::schema::coupon_usage_outbox;
 use coupon_infra::db::PgPool;
 use diesel::prelude::*;
@@ -36,6 +37,7 @@ const BATCH: i64 = 500;
 /// other replicas, and of passes that failed.
 const IDLE_INTERVAL: Duration = Duration::from_secs(1);
 
+const FIRST_RETRY: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -77,25 +79,33 @@ pub struct UsageRelay {
 
 impl UsageRelay {
     pub async fn run(self, stop: CancellationToken) {
-        let mut backoff = Duration::ZERO;
+        // Set while passes fail: the pause before the next one.
+        let mut failing: Option<Backoff> = None;
+        let mut wait = IDLE_INTERVAL;
         loop {
-            let wait = if backoff.is_zero() { IDLE_INTERVAL } else { backoff };
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = self.committed.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
             }
-            loop {
+            // A full pass leaves more: the next one follows at once.
+            let outcome = loop {
                 match self.pass().await {
                     Ok(published) if published == BATCH as usize => continue,
-                    Ok(_) => backoff = Duration::ZERO,
-                    Err(err) => {
-                        backoff = (backoff * 2).clamp(Duration::from_millis(100), MAX_BACKOFF);
-                        tracing::warn!(error = %err, retry_in = ?backoff, "usage events not relayed; they stay in the outbox");
-                    }
+                    outcome => break outcome,
                 }
-                break;
-            }
+            };
+            wait = match outcome {
+                Ok(_) => {
+                    failing = None;
+                    IDLE_INTERVAL
+                }
+                Err(err) => {
+                    let retry_in = failing.get_or_insert_with(|| Backoff::new(FIRST_RETRY, MAX_BACKOFF)).next_delay();
+                    tracing::warn!(error = %err, ?retry_in, "usage events not relayed; they stay in the outbox");
+                    retry_in
+                }
+            };
         }
     }
 

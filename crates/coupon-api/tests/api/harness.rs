@@ -232,9 +232,8 @@ pub async fn outbox_len(prefix: &str, coupon: i64) -> usize {
     redis().await.xlen(format!("{prefix}coupon:{{{coupon}}}:outbox")).await.unwrap()
 }
 
-/// Reads the topic from the beginning until `expected` distinct events arrived;
-/// returns (key, coupon id, customer id) per distinct event.
-pub async fn consume_events(topic: &str, expected: usize) -> Vec<(String, i64, i64)> {
+/// A consumer of a group of its own, subscribed to `topic` from its beginning.
+pub fn topic_reader(topic: &str) -> StreamConsumer {
     let consumer: StreamConsumer = coupon_infra::kafka::client_config(&kafka_settings(), "api-test")
         .set("group.id", unique_name("api-test"))
         .set("auto.offset.reset", "earliest")
@@ -242,6 +241,13 @@ pub async fn consume_events(topic: &str, expected: usize) -> Vec<(String, i64, i
         .create()
         .unwrap();
     consumer.subscribe(&[topic]).unwrap();
+    consumer
+}
+
+/// Reads the topic from the beginning until `expected` distinct events arrived;
+/// returns (key, coupon id, customer id) per distinct event.
+pub async fn consume_events(topic: &str, expected: usize) -> Vec<(String, i64, i64)> {
+    let consumer = topic_reader(topic);
     let mut seen = std::collections::BTreeMap::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while seen.len() < expected {

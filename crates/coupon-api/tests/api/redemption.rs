@@ -4,17 +4,15 @@
 use std::time::Duration;
 
 use coupon_domain::{CouponUsageEvent, UsageKind};
-use coupon_testkit::{kafka_settings, unique_name};
 use diesel_async::RunQueryDsl;
 use futures::future::join_all;
-use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::Message;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::harness::{Isolation, TestApp};
+use crate::harness::{topic_reader, Isolation, TestApp};
 
 fn at(offset: time::Duration) -> String {
     (OffsetDateTime::now_utc() + offset).format(&Rfc3339).unwrap()
@@ -46,13 +44,7 @@ fn order(id: &str, amount: i64) -> Value {
 
 /// Reads `topic` from the beginning until `expected` events arrived.
 async fn usage_events(topic: &str, expected: usize) -> Vec<CouponUsageEvent> {
-    let consumer: StreamConsumer = coupon_infra::kafka::client_config(&kafka_settings(), "api-test")
-        .set("group.id", unique_name("api-usage"))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[topic]).unwrap();
+    let consumer = topic_reader(topic);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let mut events = Vec::new();
     while events.len() < expected {

@@ -1,4 +1,5 @@
-//! Capped exponential backoff for retrying a batch after a transient error.
+//! Capped exponential backoff: the writer retrying a batch after a transient
+//! error, coupon-api's usage relay retrying a pass.
 
 use std::time::Duration;
 
