@@ -10,6 +10,7 @@ use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use coupon_infra::kafka::GroupProgress;
 use coupon_infra::redis::SharedRedis;
+use coupon_infra::shutdown::{until_shutdown_or_ended, Essential};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
@@ -179,17 +180,17 @@ impl Application {
         let mut serving = tokio::spawn(server);
         tracing::info!(%addr, "coupon-api ready");
 
-        let ended_early = tokio::select! {
-            _ = shutdown => None,
-            served = &mut serving => Some(("the HTTP server", served.map_err(anyhow::Error::from).and_then(|r| r.map_err(Into::into)))),
-            relayed = &mut relay => Some(("the outbox relay", relayed.map_err(Into::into))),
-            recovered = &mut recovery => Some(("the recovery", recovered.map_err(Into::into))),
-            beaten = &mut heartbeat => Some(("the relay heartbeat", beaten.map_err(Into::into))),
-            relayed = &mut usage_relay => Some(("the usage relay", relayed.map_err(Into::into))),
-        };
-        if let Some((task, outcome)) = &ended_early {
-            tracing::error!(task, outcome = ?outcome, "an essential task ended; stopping coupon-api");
-        }
+        let ended_early = until_shutdown_or_ended(
+            shutdown,
+            vec![
+                Essential::task("the HTTP server", &mut serving),
+                Essential::task("the outbox relay", &mut relay),
+                Essential::task("the recovery", &mut recovery),
+                Essential::task("the relay heartbeat", &mut heartbeat),
+                Essential::task("the usage relay", &mut usage_relay),
+            ],
+        )
+        .await;
         handle.stop(true).await;
         stop.cancel();
         for (name, task) in
@@ -218,7 +219,7 @@ impl Application {
             Err(err) => tracing::warn!(error = %err, "coupon-api stopped; unflushed events stay in the outbox"),
         }
         match ended_early {
-            Some((task, _)) => anyhow::bail!("{task} ended unexpectedly"),
+            Some(ended) => anyhow::bail!("{} ended unexpectedly", ended.task),
             None => Ok(()),
         }
     }

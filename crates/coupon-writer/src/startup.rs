@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use coupon_infra::kafka::GroupProgress;
+use coupon_infra::shutdown::{until_shutdown_or_ended, Essential};
 use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
@@ -62,20 +63,38 @@ impl Application {
         let addr = self.http_addr();
         let server = http::server(self.listener, self.metrics.clone(), self.readiness)?;
         let handle = server.handle();
-        let serving = tokio::spawn(server);
+        let mut serving = tokio::spawn(server);
         tracing::info!(%addr, "coupon-writer ready");
 
         let stop = CancellationToken::new();
-        let lag = tokio::spawn(lag::report(self.progress, self.metrics, self.lag_interval, stop.clone()));
-        let stopping = async {
-            shutdown.await;
-            stop.cancel();
-        };
-        tokio::join!(stopping, self.writer.run(stop.clone()));
-        lag.await.context("joining the lag reporter")?;
+        let mut lag = tokio::spawn(lag::report(self.progress, self.metrics, self.lag_interval, stop.clone()));
+        let mut consuming = tokio::spawn(self.writer.run(stop.clone()));
+        let ended_early = until_shutdown_or_ended(
+            shutdown,
+            vec![
+                Essential::task("the consumer", &mut consuming),
+                Essential::task("the HTTP server", &mut serving),
+                Essential::task("the lag reporter", &mut lag),
+            ],
+        )
+        .await;
+        // The consumer finishes and commits its batch, then leaves the group.
+        stop.cancel();
         handle.stop(true).await;
-        serving.await.context("joining the HTTP server")??;
-        tracing::info!("coupon-writer stopped");
-        Ok(())
+        for (name, task) in [("consumer", consuming), ("lag reporter", lag)] {
+            if !task.is_finished() || ended_early.is_none() {
+                task.await.with_context(|| format!("joining the {name}"))?;
+            }
+        }
+        if ended_early.is_none() {
+            serving.await.context("joining the HTTP server")??;
+        }
+        match ended_early {
+            Some(ended) => anyhow::bail!("{} ended unexpectedly", ended.task),
+            None => {
+                tracing::info!("coupon-writer stopped");
+                Ok(())
+            }
+        }
     }
 }
