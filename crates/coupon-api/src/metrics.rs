@@ -14,6 +14,7 @@ pub struct Metrics {
     pub outbox_depth: IntGauge,
     pub relay_republished: IntCounter,
     pub relay_retries: IntCounter,
+    pub outbox_malformed: IntCounter,
     pub fenced_coupons: IntGauge,
     pub rebuilds: IntCounter,
     pub redis_new_incarnations: IntCounter,
@@ -52,6 +53,11 @@ impl Metrics {
                 .expect("valid metric");
         let relay_retries = IntCounter::new("coupon_relay_retries_total", "Relay passes that failed and were retried")
             .expect("valid metric");
+        let outbox_malformed = IntCounter::new(
+            "coupon_outbox_malformed_total",
+            "Outbox entries that were not an issuance, moved to the coupon's outbox:malformed stream",
+        )
+        .expect("valid metric");
         let fenced_coupons =
             IntGauge::new("coupon_fenced_coupons", "Coupons this replica fenced for a rebuild from PostgreSQL")
                 .expect("valid metric");
@@ -90,6 +96,7 @@ impl Metrics {
             Box::new(outbox_depth.clone()),
             Box::new(relay_republished.clone()),
             Box::new(relay_retries.clone()),
+            Box::new(outbox_malformed.clone()),
             Box::new(fenced_coupons.clone()),
             Box::new(rebuilds.clone()),
             Box::new(redis_new_incarnations.clone()),
@@ -107,6 +114,7 @@ impl Metrics {
             outbox_depth,
             relay_republished,
             relay_retries,
+            outbox_malformed,
             fenced_coupons,
             rebuilds,
             redis_new_incarnations,

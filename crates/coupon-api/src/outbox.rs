@@ -6,9 +6,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use coupon_domain::keys::CouponKeys;
 use coupon_domain::{CouponId, CouponIssuedEvent, CustomerId};
 use coupon_infra::redis::SharedRedis;
-use redis::streams::StreamRangeReply;
+use redis::streams::{StreamId, StreamRangeReply};
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -21,6 +22,17 @@ use crate::issuer::{release_all, Issuer, RedisUnavailable};
 pub struct Delivered {
     pub coupon: CouponId,
     pub entry: String,
+}
+
+/// A page of a coupon's outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub events: Vec<PendingEvent>,
+    /// Entries read, malformed ones included: only a read of none means the
+    /// outbox has nothing more up to the time asked for.
+    pub read: usize,
+    /// Malformed entries moved out of the outbox by this read.
+    pub moved_aside: usize,
 }
 
 /// An outbox entry with the event it stands for.
@@ -67,13 +79,16 @@ impl Outbox {
     /// Up to `count` entries written at or before `until_ms` (Redis time),
     /// oldest first; `None` while the coupon is fenced, since nothing could
     /// leave the outbox then and the relay would send the same entries again
-    /// and again.
+    /// and again. An entry that is not an issuance (no customer id or time)
+    /// is moved to the coupon's `outbox:malformed` stream and logged: left in
+    /// place it would stay forever, and a page it shortened could be taken
+    /// for the end of the outbox.
     pub async fn pending(
         &self,
         coupon: CouponId,
         until_ms: i64,
         count: usize,
-    ) -> Result<Option<Vec<PendingEvent>>, RedisUnavailable> {
+    ) -> Result<Option<Page>, RedisUnavailable> {
         let keys = self.issuer.keys(coupon);
         let mut pipe = redis::pipe();
         pipe.cmd("HEXISTS").arg(&keys.meta).arg("fenced");
@@ -82,22 +97,40 @@ impl Outbox {
         if fenced {
             return Ok(None);
         }
-        Ok(Some(
-            reply
-                .ids
-                .into_iter()
-                .filter_map(|entry| {
-                    let customer = CustomerId::new(entry.get::<i64>("customer")?).ok()?;
-                    let issued_ms: i64 = entry.get("issued_at")?;
-                    let issued_at =
-                        OffsetDateTime::from_unix_timestamp_nanos(i128::from(issued_ms) * 1_000_000).ok()?;
-                    Some(PendingEvent {
-                        entry: entry.id,
-                        event: CouponIssuedEvent { coupon_id: coupon, customer_id: customer, issued_at },
-                    })
-                })
-                .collect(),
-        ))
+        let read = reply.ids.len();
+        let mut events = Vec::with_capacity(read);
+        let mut malformed = Vec::new();
+        for entry in reply.ids {
+            match issued_event(coupon, &entry) {
+                Some(event) => events.push(PendingEvent { entry: entry.id, event }),
+                None => malformed.push(entry),
+            }
+        }
+        if !malformed.is_empty() {
+            self.move_aside(&keys, &malformed).await?;
+        }
+        Ok(Some(Page { events, read, moved_aside: malformed.len() }))
+    }
+
+    /// Moves entries to the `outbox:malformed` stream, each with its id and
+    /// fields, and out of the outbox, in one transaction (one slot: same hash tag).
+    async fn move_aside(&self, keys: &CouponKeys, entries: &[StreamId]) -> Result<(), RedisUnavailable> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for entry in entries {
+            let fields = format!("{:?}", entry.map);
+            tracing::error!(outbox = %keys.outbox, entry = %entry.id, %fields, "outbox entry is not an issuance; moved to {}", keys.outbox_malformed);
+            pipe.cmd("XADD")
+                .arg(&keys.outbox_malformed)
+                .arg("*")
+                .arg("entry")
+                .arg(&entry.id)
+                .arg("fields")
+                .arg(&fields)
+                .ignore();
+            pipe.cmd("XDEL").arg(&keys.outbox).arg(&entry.id).ignore();
+        }
+        Ok(self.redis().query_pipe::<()>(&pipe).await?)
     }
 
     /// Entries not yet acknowledged in these coupons' outboxes.
@@ -107,6 +140,14 @@ impl Outbox {
         let lengths: Vec<u64> = self.redis().query_each(&lengths).await?;
         Ok(lengths.iter().sum())
     }
+}
+
+/// The event an entry written by issue.lua stands for; `None` if it is not one.
+fn issued_event(coupon: CouponId, entry: &StreamId) -> Option<CouponIssuedEvent> {
+    let customer = CustomerId::new(entry.get::<i64>("customer")?).ok()?;
+    let issued_ms: i64 = entry.get("issued_at")?;
+    let issued_at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(issued_ms) * 1_000_000).ok()?;
+    Some(CouponIssuedEvent { coupon_id: coupon, customer_id: customer, issued_at })
 }
 
 /// The most entries one acknowledgement round trip removes.

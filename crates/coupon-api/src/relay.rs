@@ -92,11 +92,16 @@ impl Relay {
             match self.outbox.pending(coupon, until, self.settings.batch_size).await? {
                 // Fenced: the rebuild keeps the entries, which wait for it.
                 None => return Ok(delivered),
-                Some(pending) if pending.is_empty() => {
+                Some(page) if page.read == 0 => {
                     self.watchlist.settled(coupon, until);
                     return Ok(delivered);
                 }
-                Some(pending) => delivered += self.deliver(pending).await?,
+                Some(page) => {
+                    self.metrics.outbox_malformed.inc_by(page.moved_aside as u64);
+                    if !page.events.is_empty() {
+                        delivered += self.deliver(page.events).await?;
+                    }
+                }
             }
         }
     }

@@ -10,6 +10,9 @@ pub struct CouponKeys {
     pub stock: String,
     pub issued: String,
     pub outbox: String,
+    /// Outbox entries that could not be read as an issuance, moved here by
+    /// the relay for an operator (never expires).
+    pub outbox_malformed: String,
 }
 
 impl CouponKeys {
@@ -20,6 +23,7 @@ impl CouponKeys {
             stock: format!("{base}:stock"),
             issued: format!("{base}:issued"),
             outbox: format!("{base}:outbox"),
+            outbox_malformed: format!("{base}:outbox:malformed"),
         }
     }
 }

@@ -4,9 +4,11 @@
 use std::time::Duration;
 
 use coupon_testkit::wait_until;
+use redis::streams::StreamRangeReply;
+use redis::AsyncCommands;
 use reqwest::StatusCode;
 
-use crate::harness::{consume_events, outbox_len, Isolation, TestApp};
+use crate::harness::{consume_events, outbox_len, redis, Isolation, TestApp};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn events_issued_while_kafka_is_unreachable_are_relayed_later() {
@@ -36,6 +38,50 @@ async fn events_issued_while_kafka_is_unreachable_are_relayed_later() {
         (outbox_len(&iso.key_prefix, coupon).await == 0).then_some(())
     })
     .await;
+    app.stop().await;
+}
+
+/// An entry that is not an issuance (here written by hand) is moved to the
+/// coupon's `outbox:malformed` stream and counted, and the entries behind it
+/// are relayed: with one entry per page, the page it made empty is not taken
+/// for the end of the outbox.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_malformed_outbox_entry_is_moved_aside_and_the_entries_behind_it_are_relayed() {
+    let iso = Isolation::new().await;
+    let mut kafka_down = iso.settings();
+    kafka_down.kafka.client.brokers = "127.0.0.1:9".into();
+    kafka_down.kafka.message_timeout_ms = 1_000;
+    kafka_down.relay.batch_size = 1;
+    let app = TestApp::spawn(kafka_down).await;
+    let coupon = app.open_coupon(100).await;
+    let outbox = format!("{}coupon:{{{coupon}}}:outbox", iso.key_prefix);
+    // Customer 1's entry comes first and cannot be delivered while Kafka is
+    // down, so this instance's relay never reaches the malformed one.
+    assert_eq!(app.issue(coupon, 1).await.0, StatusCode::CREATED);
+    let malformed: String =
+        redis().await.xadd(&outbox, "*", &[("customer", "not-a-number"), ("issued_at", "1")]).await.unwrap();
+    for customer in 2..=3 {
+        assert_eq!(app.issue(coupon, customer).await.0, StatusCode::CREATED);
+    }
+    app.stop().await;
+    assert_eq!(outbox_len(&iso.key_prefix, coupon).await, 4);
+
+    let mut kafka_up = iso.settings();
+    kafka_up.relay.batch_size = 1;
+    let app = TestApp::spawn(kafka_up).await;
+    let events = consume_events(&iso.topic, 3).await;
+    let customers: Vec<i64> = events.iter().map(|(_, _, customer)| *customer).collect();
+    assert_eq!(customers, vec![1, 2, 3]);
+    wait_until("the outbox to drain", Duration::from_secs(30), || async {
+        (outbox_len(&iso.key_prefix, coupon).await == 0).then_some(())
+    })
+    .await;
+    let moved: StreamRangeReply = redis().await.xrange_all(format!("{outbox}:malformed")).await.unwrap();
+    assert_eq!(moved.ids.len(), 1);
+    assert_eq!(moved.ids[0].get::<String>("entry"), Some(malformed));
+    let fields: String = moved.ids[0].get("fields").unwrap();
+    assert!(fields.contains("not-a-number"), "{fields}");
+    assert_eq!(app.metric("coupon_outbox_malformed_total").await, 1.0);
     app.stop().await;
 }
 
