@@ -18,6 +18,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=lib/venv.sh
 . "$ROOT/scripts/lib/venv.sh"
+# shellcheck source=lib/prometheus.sh
+. "$ROOT/scripts/lib/prometheus.sh"
 TOOLS="${TOOLS_DIR:-$ROOT/.stack/tools}"
 VENV="$TOOLS/venv"
 BIN="$TOOLS/bin"
@@ -36,24 +38,13 @@ KUSTOMIZE_MODULE=sigs.k8s.io/kustomize/kustomize/v5@v5.5.0
 log() { printf '%s\n' "lint-deploy: $*" >&2; }
 die() { log "$*"; exit 1; }
 
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
-
 install_python_tools() { python_tools "$VENV" "${PY_TOOLS[@]}"; }
 
-# promtool from Debian's prometheus package, unpacked without installing it
-# (installing would also set up and start a Prometheus server).
+# promtool from Debian's prometheus package (scripts/lib/prometheus.sh).
 install_promtool() {
     if command -v promtool >/dev/null; then PROMTOOL="$(command -v promtool)"; return; fi
+    prometheus_binaries "$BIN" promtool || die "could not install promtool"
     PROMTOOL="$BIN/promtool"
-    [ -x "$PROMTOOL" ] && return
-    mkdir -p "$BIN" "$TOOLS/deb"
-    if ! apt-cache show prometheus >/dev/null 2>&1; then as_root apt-get update -qq; fi
-    log "fetching promtool from Debian's prometheus package"
-    (cd "$TOOLS/deb" && apt-get download prometheus >/dev/null 2>&1) ||
-        die "could not download Debian's prometheus package"
-    dpkg-deb --fsys-tarfile "$TOOLS"/deb/prometheus_*.deb | tar -xO ./usr/bin/promtool >"$PROMTOOL.tmp"
-    chmod +x "$PROMTOOL.tmp" && mv "$PROMTOOL.tmp" "$PROMTOOL"
-    rm -f "$TOOLS"/deb/prometheus_*.deb
 }
 
 # A kustomize renderer: kubectl's built-in one, a kustomize on PATH, or one

@@ -4,6 +4,8 @@
 #
 #   schemathesis   property-based test of the served OpenAPI document (PyPI);
 #                  coupon-api's contract test runs it against a live instance
+#   prometheus     server from Debian's package; coupon-e2e's observability
+#                  test loads the alert rules into it and scrapes the services
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -17,3 +19,8 @@ PY_TOOLS=(schemathesis==4.32.5)
 . "$ROOT/scripts/lib/venv.sh"
 
 python_tools "$VENV" "${PY_TOOLS[@]}"
+
+# Prometheus (server): an e2e test loads deploy/observability's rules into it.
+# shellcheck source=lib/prometheus.sh
+. "$ROOT/scripts/lib/prometheus.sh"
+prometheus_binaries "$TOOLS/bin" prometheus

@@ -4,6 +4,7 @@
 
 pub mod invariants;
 pub mod process;
+pub mod prometheus;
 pub mod redemption;
 pub mod report;
 pub mod stack;

@@ -29,15 +29,17 @@ pub struct Service {
 
 impl Service {
     pub fn start(binary: &str, name: &str, env: &BTreeMap<String, String>) -> anyhow::Result<Self> {
+        let mut command = Command::new(bin_dir().join(binary));
+        command.envs(env).env("RUST_LOG", "info");
+        Self::spawn(command, name)
+            .with_context(|| format!("starting {binary}; was it built (cargo build --workspace)?"))
+    }
+
+    /// Runs `command` with its output appended to `e2e-logs/<name>.log`.
+    pub fn spawn(mut command: Command, name: &str) -> anyhow::Result<Self> {
         let log = log_dir().join(format!("{name}.log"));
         let out = File::options().create(true).append(true).open(&log)?;
-        let child = Command::new(bin_dir().join(binary))
-            .envs(env)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::from(out.try_clone()?))
-            .stderr(Stdio::from(out))
-            .spawn()
-            .with_context(|| format!("starting {binary}; was it built (cargo build --workspace)?"))?;
+        let child = command.stdout(Stdio::from(out.try_clone()?)).stderr(Stdio::from(out)).spawn()?;
         Ok(Self { name: name.to_string(), child: Some(child) })
     }
 

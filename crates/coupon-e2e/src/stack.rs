@@ -37,13 +37,35 @@ async fn run_script_async(name: &'static str, args: Vec<String>) -> anyhow::Resu
     tokio::task::spawn_blocking(move || run_script(name, &args)).await?
 }
 
-pub async fn stop(component: Component) -> anyhow::Result<()> {
-    run_script_async("stack.sh", vec![format!("{}-down", component.name())]).await
+/// A stack component stopped by the test. It is started again when the test
+/// says so, or when the value is dropped (a failing test must not leave the
+/// stack without it for the next one).
+#[must_use = "the component starts again when this is dropped"]
+pub struct Stopped {
+    component: Option<Component>,
 }
 
-/// Starts the component and waits until it answers.
-pub async fn start(component: Component) -> anyhow::Result<()> {
-    run_script_async("stack.sh", vec![format!("{}-up", component.name())]).await
+impl Stopped {
+    /// Starts the component again and waits until it answers.
+    pub async fn start(mut self) -> anyhow::Result<()> {
+        let component = self.component.take().expect("not started yet");
+        run_script_async("stack.sh", vec![format!("{}-up", component.name())]).await
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        if let Some(component) = self.component.take() {
+            if let Err(err) = run_script("stack.sh", &[format!("{}-up", component.name())]) {
+                eprintln!("starting {component:?} again after the test: {err:#}");
+            }
+        }
+    }
+}
+
+pub async fn stop(component: Component) -> anyhow::Result<Stopped> {
+    run_script_async("stack.sh", vec![format!("{}-down", component.name())]).await?;
+    Ok(Stopped { component: Some(component) })
 }
 
 /// A node of the local cluster stack.

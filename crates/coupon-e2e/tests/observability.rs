@@ -2,7 +2,9 @@
 //! export: every `coupon_*` name that deploy/observability uses is scraped
 //! from a running coupon-api and coupon-writer after some traffic (or, for
 //! the reconcile job, found in what it pushes). A renamed metric would leave
-//! a panel empty or an alert silent while every linter passes.
+//! a panel empty or an alert silent while every linter passes. A real
+//! Prometheus with the rules loaded then shows an alert raised by a fault and
+//! cleared after it, and none by a normal promotion.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -10,7 +12,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use coupon_e2e::prometheus::{Prometheus, Target};
+use coupon_e2e::stack::{self, Component};
 use coupon_e2e::world::{reached, World};
+use coupon_loadgen::spike;
 
 /// Metric names in a rules or dashboard file: `coupon_` and what follows.
 fn names_used(file: &str) -> BTreeSet<String> {
@@ -97,4 +102,57 @@ async fn reconcile_passes_during_a_promotion_and_fails_once_rows_stay_missing() 
     assert!(clean, "in-flight issuances are not drift:\n{during}");
     assert!(!stalled_clean, "rows missing for the settle time are drift:\n{stalled}");
     assert!(stalled.contains("issued but not in PostgreSQL"), "{stalled}");
+}
+
+/// A real Prometheus with deploy/observability's rules, scraping coupon-api
+/// and coupon-writer every second. A promotion fires no alert. Kafka stopped
+/// while customers keep getting coupons raises `CouponOutboxGrowing`: pending
+/// here, and firing after its `for: 5m` when `E2E_ALERTS_FIRE` is set (`make
+/// e2e` sets it). With Kafka back the relay drains the outbox and the alert
+/// clears.
+#[tokio::test(flavor = "multi_thread")]
+async fn prometheus_raises_the_outbox_alert_while_kafka_is_down_and_clears_it_after() {
+    const ALERT: &str = "CouponOutboxGrowing";
+    const STOCK: u64 = 1_000_000;
+    let world = World::new("alerts").await;
+    let (_writer, writer_metrics) = world.start_writer_watched(1).await;
+    let _api = world.start_api().await;
+    let api_metrics = format!("{}/metrics", world.api_urls());
+    let targets = [
+        Target { job: "coupon-api", metrics_url: &api_metrics },
+        Target { job: "coupon-writer", metrics_url: &writer_metrics },
+    ];
+    let prometheus = Prometheus::start("alerts", &targets).await.expect("a Prometheus scraping both services");
+    let coupons = world.create_coupons(1, STOCK).await;
+
+    world.spike(&coupons, 2_000, Arc::default()).await;
+    world.drain(coupons[0], STOCK as i64, Duration::from_secs(60)).await.expect("the promotion written");
+    prometheus.evaluate_now().await.expect("rules evaluated after the promotion");
+    let alerts = prometheus.alerts().await.expect("Prometheus's alerts");
+    let firing: Vec<_> = alerts.iter().filter(|alert| alert.state == "firing").collect();
+    assert!(firing.is_empty(), "a normal promotion fires no alert: {firing:?}");
+    assert!(!alerts.iter().any(|alert| alert.name == ALERT), "{ALERT} before the outage: {alerts:?}");
+
+    let (state, timeout) = match std::env::var_os("E2E_ALERTS_FIRE") {
+        Some(_) => ("firing", Duration::from_secs(600)),
+        None => ("pending", Duration::from_secs(120)),
+    };
+    let kafka = stack::stop(Component::Kafka).await.expect("stopping Kafka");
+    // New customers every second: the outbox grows as long as Kafka is away.
+    let issuing = async {
+        for wave in 0_i64.. {
+            spike::run(&world.api, spike::plan(&coupons, 50, 1_000_000 + wave * 50, 0.0), 8, Arc::default()).await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    };
+    let raised = tokio::select! {
+        raised = prometheus.wait_for(ALERT, state, timeout) => raised,
+        () = issuing => unreachable!("issues until the alert is raised"),
+    };
+    let raised = raised.unwrap_or_else(|err| panic!("{ALERT} not {state} while Kafka is down: {err:#}"));
+    kafka.start().await.expect("starting Kafka");
+    let cleared = prometheus.wait_resolved(ALERT, Duration::from_secs(180)).await;
+    let cleared = cleared.unwrap_or_else(|err| panic!("{ALERT} still raised with Kafka back: {err:#}"));
+    world.drain(coupons[0], STOCK as i64, Duration::from_secs(120)).await.expect("everything issued written");
+    eprintln!("{ALERT} {state} {raised:?} after Kafka stopped; cleared {cleared:?} after it started again");
 }

@@ -122,10 +122,11 @@ async fn spike_through_outage(name: &str, component: Component) {
         reached(&progress, requests() / 10).await;
         world
             .fault(async {
-                stack::stop(component).await.unwrap_or_else(|err| panic!("stopping {component:?}: {err:#}"));
+                let stopped =
+                    stack::stop(component).await.unwrap_or_else(|err| panic!("stopping {component:?}: {err:#}"));
                 // The outage itself: issuance goes on meanwhile.
                 tokio::time::sleep(OUTAGE).await;
-                stack::start(component).await.unwrap_or_else(|err| panic!("starting {component:?}: {err:#}"));
+                stopped.start().await.unwrap_or_else(|err| panic!("starting {component:?}: {err:#}"));
             })
             .await;
     };
@@ -308,9 +309,9 @@ async fn s11_redemptions_while_the_writer_catches_up_and_postgres_restarts() {
         reached(&progress, holders.len() as u64 / 4).await;
         world
             .fault(async {
-                stack::stop(Component::Postgres).await.expect("stopping PostgreSQL");
+                let stopped = stack::stop(Component::Postgres).await.expect("stopping PostgreSQL");
                 tokio::time::sleep(OUTAGE).await;
-                stack::start(Component::Postgres).await.expect("starting PostgreSQL");
+                stopped.start().await.expect("starting PostgreSQL");
             })
             .await;
         writer
