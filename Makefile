@@ -119,9 +119,15 @@ e2e-cluster: up up-cluster build
 fmt:
 	$(CARGO) fmt --all
 
-lint: setup lint-deploy
+# cargo-machete (unused dependencies) is installed once under .stack/tools.
+MACHETE := .stack/tools/bin/cargo-machete
+lint: setup lint-deploy $(MACHETE)
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(MACHETE)
+
+$(MACHETE):
+	$(CARGO) install --locked --quiet --root .stack/tools cargo-machete@0.9.2
 
 # docker/ and deploy/ checked offline (tools installed under .stack/tools).
 lint-deploy:

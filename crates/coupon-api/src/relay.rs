@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use coupon_domain::CouponId;
+use coupon_infra::backoff::Backoff;
 use futures::future::join_all;
 use tokio_util::sync::CancellationToken;
 
@@ -47,6 +48,8 @@ impl Relay {
     pub async fn run(self, stop: CancellationToken) {
         let idle = Duration::from_millis(self.settings.interval_ms);
         let max_backoff = Duration::from_millis(self.settings.max_backoff_ms);
+        // Set while passes fail: the pause before the next one.
+        let mut failing: Option<Backoff> = None;
         let mut wait = idle;
         loop {
             tokio::select! {
@@ -54,12 +57,15 @@ impl Relay {
                 _ = tokio::time::sleep(wait) => {}
             }
             wait = match self.relay_once().await {
-                Ok(_) => idle,
+                Ok(_) => {
+                    failing = None;
+                    idle
+                }
                 Err(err) => {
                     self.metrics.relay_retries.inc();
-                    let next = (wait * 2).min(max_backoff);
-                    tracing::warn!(error = %err, retry_in_ms = next.as_millis() as u64, "outbox relay failed");
-                    next
+                    let retry_in = failing.get_or_insert_with(|| Backoff::new(idle * 2, max_backoff)).next_delay();
+                    tracing::warn!(error = %err, ?retry_in, "outbox relay failed");
+                    retry_in
                 }
             };
         }

@@ -1,5 +1,5 @@
 //! Capped exponential backoff: the writer retrying a batch after a transient
-//! error, coupon-api's usage relay retrying a pass.
+//! error, coupon-api's outbox and usage relays retrying a pass.
 
 use std::time::Duration;
 
