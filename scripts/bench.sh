@@ -160,10 +160,12 @@ WITH batch AS (SELECT * FROM unnest(array_fill($bench_coupon::bigint, ARRAY[$bat
     granted AS (INSERT INTO customer_coupon (coupon_id, customer_id, issued_at)
         SELECT r.coupon_id, r.customer_id, r.issued_at FROM ranked r JOIN plan p ON p.id = r.coupon_id
         WHERE NOT p.deferred AND r.rank <= p.stock
+        ORDER BY r.coupon_id, r.customer_id
         ON CONFLICT (coupon_id, customer_id) DO NOTHING RETURNING coupon_id),
     refused AS (INSERT INTO sold_out_at_write (coupon_id, customer_id, issued_at, reason)
         SELECT r.coupon_id, r.customer_id, r.issued_at, 'STOCK_EXHAUSTED' FROM ranked r JOIN plan p ON p.id = r.coupon_id
         WHERE NOT p.deferred AND r.rank > p.stock
+        ORDER BY r.coupon_id, r.customer_id
         ON CONFLICT (coupon_id, customer_id) DO NOTHING RETURNING coupon_id),
     inserted AS (SELECT coupon_id, count(*)::int AS n FROM granted GROUP BY coupon_id),
     sold_out AS (SELECT coupon_id, count(*)::int AS n FROM refused GROUP BY coupon_id),
