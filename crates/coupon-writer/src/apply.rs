@@ -21,7 +21,7 @@ use coupon_infra::db::PgPool;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use time::OffsetDateTime;
 
-use crate::error::WriteError;
+use crate::error::{Poison, WriteError};
 use crate::metrics::Metrics;
 use crate::statements::ApplyBatch;
 
@@ -47,11 +47,11 @@ impl AddAssign for Applied {
 }
 
 /// An event that can never be applied.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Rejected {
     /// Its position in the slice given to `apply`.
     pub index: usize,
-    pub reason: String,
+    pub reason: Poison<'static>,
     /// The transactions it took part in.
     pub attempts: u32,
 }
@@ -117,7 +117,7 @@ async fn apply_all(
                 }
                 outcome.rejected.extend(done.unknown.into_iter().map(|i| Rejected {
                     index: indexes[i],
-                    reason: format!("unknown coupon id {}", chosen[i].coupon_id),
+                    reason: Poison::UnknownCoupon(chosen[i].coupon_id),
                     attempts,
                 }));
                 if !done.deferred.is_empty() {
@@ -132,7 +132,11 @@ async fn apply_all(
                 }
             }
             Err(err) if err.is_poison() && indexes.len() == 1 => {
-                outcome.rejected.push(Rejected { index: indexes[0], reason: err.to_string(), attempts });
+                outcome.rejected.push(Rejected {
+                    index: indexes[0],
+                    reason: Poison::Refused(err.to_string()),
+                    attempts,
+                });
             }
             Err(err) if err.is_poison() => {
                 let (left, right) = indexes.split_at(indexes.len() / 2);

@@ -8,24 +8,24 @@
 
 use std::time::{Duration, Instant};
 
-use coupon_domain::CouponIssuedEvent;
+use coupon_domain::{CouponIssuedEvent, EventDecodeError};
 use rdkafka::message::{BorrowedMessage, Message};
 
 /// One Kafka record, owned, with its decoding already attempted: a record that
 /// does not decode is known to be poison before any transaction starts.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Record {
     pub partition: i32,
     pub offset: i64,
     pub key: Option<Vec<u8>>,
     pub payload: Vec<u8>,
-    pub event: Result<CouponIssuedEvent, String>,
+    pub event: Result<CouponIssuedEvent, EventDecodeError>,
 }
 
 impl Record {
     pub fn from_message(message: &BorrowedMessage<'_>) -> Self {
         let payload = message.payload().unwrap_or_default().to_vec();
-        let event = CouponIssuedEvent::from_json(&payload).map_err(|err| err.to_string());
+        let event = CouponIssuedEvent::from_json(&payload);
         Self {
             partition: message.partition(),
             offset: message.offset(),

@@ -31,7 +31,7 @@ use crate::apply;
 use crate::batch::{Batcher, Record};
 use crate::config::Settings;
 use crate::dlq::{DeadLetter, DlqProducer};
-use crate::error::WriteError;
+use crate::error::{Poison, WriteError};
 use crate::http::Readiness;
 use crate::metrics::Metrics;
 use crate::offsets::{self, NextOffsets};
@@ -324,7 +324,9 @@ impl Writer {
                     decoded.push(record);
                     events.push(event);
                 }
-                Err(reason) => letters.push(DeadLetter { record, reason: reason.clone(), attempts: attempt }),
+                Err(undecodable) => {
+                    letters.push(DeadLetter { record, reason: Poison::Undecodable(undecodable), attempts: attempt })
+                }
             }
         }
         let outcome = apply::apply(&self.pool, &self.metrics, &events).await?;

@@ -24,6 +24,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::batch::Record;
+use crate::error::Poison;
 
 pub const REASON: &str = "reason";
 pub const FAILED_AT: &str = "failed-at";
@@ -40,7 +41,7 @@ const KAFKA_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub struct DeadLetter<'a> {
     pub record: &'a Record,
-    pub reason: String,
+    pub reason: Poison<'a>,
     pub attempts: u32,
 }
 
@@ -65,8 +66,9 @@ impl DlqProducer {
         for letter in letters {
             let (partition, offset, attempts) =
                 (letter.record.partition.to_string(), letter.record.offset.to_string(), letter.attempts.to_string());
+            let reason = letter.reason.to_string();
             let headers = OwnedHeaders::new()
-                .insert(Header { key: REASON, value: Some(letter.reason.as_str()) })
+                .insert(Header { key: REASON, value: Some(reason.as_str()) })
                 .insert(Header { key: FAILED_AT, value: Some(failed_at.as_str()) })
                 .insert(Header { key: ATTEMPTS, value: Some(attempts.as_str()) })
                 .insert(Header { key: ORIGINAL_TOPIC, value: Some(self.source_topic.as_str()) })

@@ -16,10 +16,26 @@
 //! Records that do not decode never reach the database; they are poison from
 //! the start.
 
-use coupon_domain::CouponId;
+use coupon_domain::{CouponId, EventDecodeError};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::pooled_connection::deadpool::PoolError;
 use rdkafka::error::KafkaError;
+
+/// Why a record can never be applied: it is dead-lettered with this text as
+/// its `reason` header.
+#[derive(Debug, thiserror::Error)]
+pub enum Poison<'a> {
+    /// The payload is not a coupon event.
+    #[error("{0}")]
+    Undecodable(&'a EventDecodeError),
+    /// The event names a coupon PostgreSQL does not have.
+    #[error("unknown coupon id {0}")]
+    UnknownCoupon(CouponId),
+    /// PostgreSQL refused the event for good (a constraint violation, with
+    /// the database's message).
+    #[error("{0}")]
+    Refused(String),
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
