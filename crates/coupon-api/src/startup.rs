@@ -10,7 +10,7 @@ use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use coupon_infra::kafka::GroupProgress;
 use coupon_infra::redis::SharedRedis;
-use coupon_infra::shutdown::{until_shutdown_or_ended, Essential};
+use coupon_infra::shutdown::Essential;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
@@ -157,7 +157,8 @@ impl Application {
         tokio::spawn(migrate_schema(self.settings.database.url.clone(), stop.clone()));
         tokio::spawn(self.state.limits.clone().clean_up(stop.clone()));
         let watchlist = self.state.watchlist.clone();
-        let mut heartbeat = tokio::spawn(watchlist.clone().run(stop.clone()));
+        let mut essential = Essential::default();
+        essential.spawn("the relay heartbeat", watchlist.clone().run(stop.clone()));
         let relay = Relay {
             outbox: self.state.outbox.clone(),
             publisher: self.state.publisher.clone(),
@@ -165,9 +166,9 @@ impl Application {
             metrics: self.state.metrics.clone(),
             settings: self.settings.relay.clone(),
         };
-        let mut relay = tokio::spawn(relay.run(stop.clone()));
-        let mut recovery = tokio::spawn(self.recovery.run(stop.clone()));
-        let mut usage_relay = tokio::spawn(self.usage_relay.run(stop.clone()));
+        essential.spawn("the outbox relay", relay.run(stop.clone()));
+        essential.spawn("the recovery", self.recovery.run(stop.clone()));
+        essential.spawn("the usage relay", self.usage_relay.run(stop.clone()));
         // Requests answered before the first recovery pass would find the
         // issue script missing and answer 503; a Redis that is down does not
         // hold the start up for longer than this.
@@ -177,32 +178,14 @@ impl Application {
 
         let server = http_server(self.listener, self.state.clone(), self.settings.http.workers)?;
         let handle = server.handle();
-        let mut serving = tokio::spawn(server);
+        essential.spawn("the HTTP server", server);
         tracing::info!(%addr, "coupon-api ready");
 
-        let ended_early = until_shutdown_or_ended(
-            shutdown,
-            vec![
-                Essential::task("the HTTP server", &mut serving),
-                Essential::task("the outbox relay", &mut relay),
-                Essential::task("the recovery", &mut recovery),
-                Essential::task("the relay heartbeat", &mut heartbeat),
-                Essential::task("the usage relay", &mut usage_relay),
-            ],
-        )
-        .await;
+        let ended_early = essential.until_shutdown_or_ended(shutdown).await;
         handle.stop(true).await;
         stop.cancel();
-        for (name, task) in
-            [("relay", relay), ("recovery", recovery), ("relay heartbeat", heartbeat), ("usage relay", usage_relay)]
-        {
-            if !task.is_finished() || ended_early.is_none() {
-                task.await.with_context(|| format!("joining the {name}"))?;
-            }
-        }
-        if ended_early.is_none() {
-            serving.await.context("joining the HTTP server")??;
-        }
+        // Whatever failed while stopping, the producer is still flushed.
+        let joined = essential.join().await;
         self.stop_serving.cancel();
         if let Some(task) = self.replica_acks {
             task.await.context("joining the replica acknowledgements")?;
@@ -220,7 +203,7 @@ impl Application {
         }
         match ended_early {
             Some(ended) => anyhow::bail!("{} ended unexpectedly", ended.task),
-            None => Ok(()),
+            None => joined,
         }
     }
 }

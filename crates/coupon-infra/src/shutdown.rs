@@ -3,11 +3,11 @@
 //! over a service's essential tasks: one that ends before the signal stops
 //! the service, which then exits non-zero so its orchestrator restarts it.
 
+use std::collections::HashMap;
 use std::future::Future;
 
-use futures::future::{select_all, BoxFuture, FutureExt};
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::task::JoinHandle;
+use tokio::task::{Id, JoinError, JoinSet};
 
 pub async fn signal_received() {
     let mut terminate = match signal(SignalKind::terminate()) {
@@ -25,23 +25,60 @@ pub async fn signal_received() {
     tracing::info!(signal = name, "shutting down");
 }
 
-/// A task the service cannot do without, as [`until_shutdown_or_ended`] watches it.
-pub struct Essential<'a> {
-    name: &'static str,
-    ended: BoxFuture<'a, anyhow::Result<()>>,
+/// The tasks a service cannot do without, spawned together. The first that
+/// ends before the shutdown signal, a panic included, stops the service.
+#[derive(Default)]
+pub struct Essential {
+    tasks: JoinSet<anyhow::Result<()>>,
+    names: HashMap<Id, &'static str>,
 }
 
-impl<'a> Essential<'a> {
-    /// Watches a spawned task without taking it: once the watch is over the
-    /// caller still joins the tasks that did not end.
-    pub fn task<T: TaskOutcome + Send>(name: &'static str, task: &'a mut JoinHandle<T>) -> Self {
-        let ended = async move {
-            match task.await {
-                Ok(outcome) => outcome.into_result(),
-                Err(join) => Err(join.into()),
+impl Essential {
+    pub fn spawn<F>(&mut self, name: &'static str, task: F)
+    where
+        F: Future + Send + 'static,
+        F::Output: TaskOutcome,
+    {
+        let handle = self.tasks.spawn(async move { task.await.into_result() });
+        self.names.insert(handle.id(), name);
+    }
+
+    /// Waits for `shutdown` (`None`) or for the first task to end (`Some`),
+    /// whichever comes first. The other tasks go on either way.
+    pub async fn until_shutdown_or_ended(&mut self, shutdown: impl Future<Output = ()>) -> Option<Ended> {
+        if self.tasks.is_empty() {
+            shutdown.await;
+            return None;
+        }
+        tokio::select! {
+            () = shutdown => None,
+            Some(joined) = self.tasks.join_next_with_id() => {
+                let ended = self.ended(joined);
+                tracing::error!(task = ended.task, outcome = ?ended.outcome, "an essential task ended; stopping");
+                Some(ended)
             }
+        }
+    }
+
+    /// Waits for the remaining tasks, once the caller told them to stop;
+    /// returns the first failure or panic among them.
+    pub async fn join(mut self) -> anyhow::Result<()> {
+        let mut first_failure = None;
+        while let Some(joined) = self.tasks.join_next_with_id().await {
+            let Ended { task, outcome } = self.ended(joined);
+            if let Err(err) = outcome {
+                first_failure.get_or_insert(err.context(format!("{task} failed")));
+            }
+        }
+        first_failure.map_or(Ok(()), Err)
+    }
+
+    fn ended(&self, joined: Result<(Id, anyhow::Result<()>), JoinError>) -> Ended {
+        let (id, outcome) = match joined {
+            Ok((id, outcome)) => (id, outcome),
+            Err(err) => (err.id(), Err(err.into())),
         };
-        Self { name, ended: ended.boxed() }
+        Ended { task: self.names.get(&id).copied().unwrap_or("an unnamed task"), outcome }
     }
 }
 
@@ -69,78 +106,61 @@ pub struct Ended {
     pub outcome: anyhow::Result<()>,
 }
 
-/// Waits for `shutdown` (`None`) or for the first of `essential` to end, a
-/// panic included (`Some`), whichever comes first. The tasks are not
-/// cancelled either way.
-pub async fn until_shutdown_or_ended(
-    shutdown: impl Future<Output = ()>,
-    essential: Vec<Essential<'_>>,
-) -> Option<Ended> {
-    if essential.is_empty() {
-        shutdown.await;
-        return None;
-    }
-    let first_to_end =
-        select_all(essential.into_iter().map(|Essential { name, ended }| ended.map(move |outcome| (name, outcome))));
-    tokio::select! {
-        () = shutdown => None,
-        ((task, outcome), _, _) = first_to_end => {
-            tracing::error!(task, outcome = ?outcome, "an essential task ended; stopping");
-            Some(Ended { task, outcome })
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
     use super::*;
 
-    fn forever() -> JoinHandle<anyhow::Result<()>> {
-        tokio::spawn(futures::future::pending())
-    }
-
     #[tokio::test]
     async fn a_task_that_returns_ends_the_watch_at_once_with_its_name() {
-        let mut serving = forever();
-        let mut relay = tokio::spawn(async { anyhow::Ok(()) });
-        let watch = until_shutdown_or_ended(
-            futures::future::pending(),
-            vec![Essential::task("the server", &mut serving), Essential::task("the relay", &mut relay)],
-        );
+        let mut essential = Essential::default();
+        essential.spawn("the server", futures::future::pending::<()>());
+        essential.spawn("the relay", async {});
+        let watch = essential.until_shutdown_or_ended(futures::future::pending());
         let ended = tokio::time::timeout(Duration::from_secs(1), watch).await.expect("within a second");
         let ended = ended.expect("a task ended");
         assert_eq!(ended.task, "the relay");
         assert!(ended.outcome.is_ok());
-        assert!(!serving.is_finished(), "the other tasks are left running");
+        assert_eq!(essential.tasks.len(), 1, "the other tasks are left running");
     }
 
     #[tokio::test]
     async fn a_task_that_panics_or_fails_ends_the_watch_with_the_cause() {
-        let mut panicking = tokio::spawn(async { panic!("relay bug") as anyhow::Result<()> });
-        let mut serving = forever();
-        let ended = until_shutdown_or_ended(
-            futures::future::pending(),
-            vec![Essential::task("the relay", &mut panicking), Essential::task("the server", &mut serving)],
-        );
-        let ended = tokio::time::timeout(Duration::from_secs(1), ended).await.expect("within a second").expect("ended");
+        let mut essential = Essential::default();
+        essential.spawn("the relay", async { panic!("relay bug") as anyhow::Result<()> });
+        essential.spawn("the server", futures::future::pending::<()>());
+        let watch = essential.until_shutdown_or_ended(futures::future::pending());
+        let ended = tokio::time::timeout(Duration::from_secs(1), watch).await.expect("within a second").expect("ended");
         assert_eq!(ended.task, "the relay");
         let err = ended.outcome.expect_err("a panic is a failure");
-        assert!(err.downcast_ref::<tokio::task::JoinError>().is_some_and(|join| join.is_panic()), "{err:#}");
+        assert!(err.downcast_ref::<JoinError>().is_some_and(JoinError::is_panic), "{err:#}");
 
-        let mut failing = tokio::spawn(async { Err::<(), _>(std::io::Error::other("listener closed")) });
-        let ended =
-            until_shutdown_or_ended(futures::future::pending(), vec![Essential::task("the server", &mut failing)]);
-        let ended = tokio::time::timeout(Duration::from_secs(1), ended).await.expect("within a second").expect("ended");
-        assert_eq!(ended.outcome.expect_err("failed").to_string(), "listener closed");
+        let mut essential = Essential::default();
+        essential.spawn("the server", async { Err::<(), _>(std::io::Error::other("listener closed")) });
+        let watch = essential.until_shutdown_or_ended(futures::future::pending());
+        let ended = tokio::time::timeout(Duration::from_secs(1), watch).await.expect("within a second").expect("ended");
+        assert_eq!(
+            (ended.task, ended.outcome.expect_err("failed").to_string().as_str()),
+            ("the server", "listener closed")
+        );
     }
 
     #[tokio::test]
-    async fn the_shutdown_signal_ends_the_watch_without_a_culprit() {
-        let mut serving = forever();
-        let ended = until_shutdown_or_ended(async {}, vec![Essential::task("the server", &mut serving)]).await;
-        assert!(ended.is_none());
-        assert!(until_shutdown_or_ended(async {}, Vec::new()).await.is_none());
+    async fn the_shutdown_signal_ends_the_watch_and_join_waits_for_the_rest() {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let mut essential = Essential::default();
+        essential.spawn("the relay", async {
+            let _ = stopped.await;
+        });
+        essential.spawn("the server", async { Err::<(), _>(anyhow::anyhow!("flush failed")) });
+        assert!(Essential::default().until_shutdown_or_ended(async {}).await.is_none());
+        let mut quiet = Essential::default();
+        quiet.spawn("the relay", futures::future::pending::<()>());
+        assert!(quiet.until_shutdown_or_ended(async {}).await.is_none(), "the signal came first");
+
+        stop.send(()).expect("the relay waits");
+        let err = essential.join().await.expect_err("the server failed");
+        assert_eq!(format!("{err:#}"), "the server failed: flush failed");
     }
 }

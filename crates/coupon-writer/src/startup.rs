@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use coupon_infra::kafka::GroupProgress;
-use coupon_infra::shutdown::{until_shutdown_or_ended, Essential};
+use coupon_infra::shutdown::Essential;
 use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
@@ -58,42 +58,30 @@ impl Application {
     }
 
     /// Consumes until `shutdown` completes; then finishes the current batch,
-    /// commits it, leaves the group and stops the HTTP listener.
+    /// commits it, leaves the group and stops the HTTP listener. If the
+    /// consumer, the HTTP server or the lag reporter ends first, it stops
+    /// the same way and fails, so the process exits non-zero and is restarted.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let addr = self.http_addr();
         let server = http::server(self.listener, self.metrics.clone(), self.readiness)?;
         let handle = server.handle();
-        let mut serving = tokio::spawn(server);
+        let mut essential = Essential::default();
+        essential.spawn("the HTTP server", server);
         tracing::info!(%addr, "coupon-writer ready");
 
         let stop = CancellationToken::new();
-        let mut lag = tokio::spawn(lag::report(self.progress, self.metrics, self.lag_interval, stop.clone()));
-        let mut consuming = tokio::spawn(self.writer.run(stop.clone()));
-        let ended_early = until_shutdown_or_ended(
-            shutdown,
-            vec![
-                Essential::task("the consumer", &mut consuming),
-                Essential::task("the HTTP server", &mut serving),
-                Essential::task("the lag reporter", &mut lag),
-            ],
-        )
-        .await;
+        essential.spawn("the lag reporter", lag::report(self.progress, self.metrics, self.lag_interval, stop.clone()));
+        essential.spawn("the consumer", self.writer.run(stop.clone()));
+        let ended_early = essential.until_shutdown_or_ended(shutdown).await;
         // The consumer finishes and commits its batch, then leaves the group.
         stop.cancel();
         handle.stop(true).await;
-        for (name, task) in [("consumer", consuming), ("lag reporter", lag)] {
-            if !task.is_finished() || ended_early.is_none() {
-                task.await.with_context(|| format!("joining the {name}"))?;
-            }
-        }
-        if ended_early.is_none() {
-            serving.await.context("joining the HTTP server")??;
-        }
+        let joined = essential.join().await;
         match ended_early {
             Some(ended) => anyhow::bail!("{} ended unexpectedly", ended.task),
             None => {
                 tracing::info!("coupon-writer stopped");
-                Ok(())
+                joined
             }
         }
     }
