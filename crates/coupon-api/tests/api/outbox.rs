@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use coupon_api::config::Settings;
 use coupon_testkit::wait_until;
 use redis::streams::StreamRangeReply;
 use redis::AsyncCommands;
@@ -10,15 +11,20 @@ use reqwest::StatusCode;
 
 use crate::harness::{consume_events, outbox_len, redis, Isolation, TestApp};
 
+/// This isolation's settings with a broker address where nothing listens:
+/// Kafka is down for the instance.
+fn kafka_down(iso: &Isolation) -> Settings {
+    let mut settings = iso.settings();
+    settings.kafka.client.brokers = "127.0.0.1:9".into();
+    settings.kafka.message_timeout_ms = 1_000;
+    settings
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn events_issued_while_kafka_is_unreachable_are_relayed_later() {
     let iso = Isolation::new().await;
 
-    // A broker address where nothing listens: Kafka is down for this instance.
-    let mut kafka_down = iso.settings();
-    kafka_down.kafka.client.brokers = "127.0.0.1:9".into();
-    kafka_down.kafka.message_timeout_ms = 1_000;
-    let app = TestApp::spawn(kafka_down).await;
+    let app = TestApp::spawn(kafka_down(&iso)).await;
     let coupon = app.open_coupon(100).await;
     for customer in 1..=30 {
         assert_eq!(app.issue(coupon, customer).await.0, StatusCode::CREATED, "issuance does not need Kafka");
@@ -48,9 +54,7 @@ async fn events_issued_while_kafka_is_unreachable_are_relayed_later() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_malformed_outbox_entry_is_moved_aside_and_the_entries_behind_it_are_relayed() {
     let iso = Isolation::new().await;
-    let mut kafka_down = iso.settings();
-    kafka_down.kafka.client.brokers = "127.0.0.1:9".into();
-    kafka_down.kafka.message_timeout_ms = 1_000;
+    let mut kafka_down = kafka_down(&iso);
     kafka_down.relay.batch_size = 1;
     let app = TestApp::spawn(kafka_down).await;
     let coupon = app.open_coupon(100).await;
