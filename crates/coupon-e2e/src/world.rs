@@ -45,7 +45,7 @@ pub enum RedisTarget {
 
 impl RedisTarget {
     /// The services' settings for it, as the checks use them too.
-    fn settings(&self) -> RedisSettings {
+    pub fn settings(&self) -> RedisSettings {
         match self {
             RedisTarget::Standalone { url } => RedisSettings { url: url.clone(), ..Default::default() },
             RedisTarget::Sentinel { sentinels, master_name } => RedisSettings {
@@ -442,8 +442,18 @@ impl World {
     /// Runs coupon-reconcile with `--settle-ms`; whether it reported no drift,
     /// and what it printed (also appended to `reconcile.log`).
     pub async fn reconcile_settling(&self, coupons: &[i64], settle: Duration) -> anyhow::Result<(bool, String)> {
+        self.run_reconcile(coupons, &["--settle-ms".into(), settle.as_millis().to_string()]).await
+    }
+
+    /// Runs `coupon-reconcile --repair` (no settle time): whether it found no
+    /// drift, and what it printed.
+    pub async fn reconcile_repair(&self, coupons: &[i64]) -> anyhow::Result<(bool, String)> {
+        self.run_reconcile(coupons, &["--settle-ms".into(), "0".into(), "--repair".into()]).await
+    }
+
+    async fn run_reconcile(&self, coupons: &[i64], args: &[String]) -> anyhow::Result<(bool, String)> {
         let mut command = tokio::process::Command::new(bin_dir().join("coupon-reconcile"));
-        command.envs(self.env()).env("RUST_LOG", "info").arg("--settle-ms").arg(settle.as_millis().to_string());
+        command.envs(self.env()).env("RUST_LOG", "info").args(args);
         for coupon in coupons {
             command.arg("--coupon").arg(coupon.to_string());
         }

@@ -12,9 +12,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use coupon_domain::keys::CouponKeys;
+use coupon_domain::CouponId;
 use coupon_e2e::prometheus::{Prometheus, Target};
 use coupon_e2e::stack::{self, Component};
 use coupon_e2e::world::{reached, World};
+use coupon_infra::redis::SharedRedis;
 use coupon_loadgen::spike;
 
 /// Metric names in a rules or dashboard file: `coupon_` and what follows.
@@ -155,4 +158,37 @@ async fn prometheus_raises_the_outbox_alert_while_kafka_is_down_and_clears_it_af
     let cleared = cleared.unwrap_or_else(|err| panic!("{ALERT} still raised with Kafka back: {err:#}"));
     world.drain(coupons[0], STOCK as i64, Duration::from_secs(120)).await.expect("everything issued written");
     eprintln!("{ALERT} {state} {raised:?} after Kafka stopped; cleared {cleared:?} after it started again");
+}
+
+/// Issuances whose events never reached Kafka (here: the API could not reach
+/// it, and its outbox was lost with it) are drift; `coupon-reconcile --repair`
+/// publishes them again, the writer applies them, and the next run is clean.
+#[tokio::test(flavor = "multi_thread")]
+async fn reconcile_repair_republishes_issuances_missing_from_postgres() {
+    const CUSTOMERS: u64 = 40;
+    let mut world = World::new("reconcile repair").await;
+    // A broker address where nothing listens, for coupon-api only.
+    world.overrides.insert("COUPON__KAFKA__BROKERS".into(), "127.0.0.1:9".into());
+    let api = world.start_api().await;
+    world.overrides.clear();
+    let coupons = world.create_coupons(1, 100).await;
+    let spike = world.spike(&coupons, CUSTOMERS, Arc::default()).await;
+    assert_eq!(spike.issued().count() as u64, CUSTOMERS);
+    api.kill();
+    let outbox = CouponKeys::new(&world.key_prefix, CouponId::new(coupons[0]).expect("an id")).outbox;
+    let redis = SharedRedis::new(&world.redis.settings()).expect("a Redis client");
+    let removed: i64 = redis.query(redis::cmd("DEL").arg(&outbox)).await.expect("deleting the outbox");
+    assert_eq!(removed, 1, "the events waited in the outbox");
+    let _writer = world.start_writer(1).await;
+
+    let (clean, printed) = world.reconcile_repair(&coupons).await.expect("running coupon-reconcile --repair");
+    assert!(!clean, "issuances missing from PostgreSQL are drift:\n{printed}");
+    assert!(printed.contains(&format!("{CUSTOMERS} issued but not in PostgreSQL")), "{printed}");
+    coupon_testkit::poll_until(
+        "a clean reconcile once the writer applied the republished events",
+        Duration::from_secs(60),
+        || async { Ok(world.reconcile(&coupons).await?.then_some(())) },
+    )
+    .await
+    .unwrap_or_else(|err| panic!("{err:#}"));
 }
