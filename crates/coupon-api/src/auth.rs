@@ -129,7 +129,11 @@ impl FromRequest for Customer {
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(state(req).and_then(|state| state.authenticator.customer(req)).map(Customer))
+        let customer = state(req).and_then(|state| state.authenticator.customer(req));
+        if let Ok(customer) = customer {
+            crate::request_span::record_customer(customer);
+        }
+        ready(customer.map(Customer))
     }
 }
 

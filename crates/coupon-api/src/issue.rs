@@ -48,7 +48,12 @@ pub enum IssueError {
     Catalog(#[from] CatalogError),
 }
 
-pub async fn issue(state: &AppState, coupon: CouponId, customer: CustomerId) -> Result<Answer, IssueError> {
+pub async fn issue(
+    state: &AppState,
+    coupon: CouponId,
+    customer: CustomerId,
+    request_id: &str,
+) -> Result<Answer, IssueError> {
     // Before the script may write an entry, so that a replica dying right
     // after it leaves the entry to another replica's relay.
     state.watchlist.claim(coupon).await?;
@@ -57,7 +62,7 @@ pub async fn issue(state: &AppState, coupon: CouponId, customer: CustomerId) -> 
             state.watchlist.wrote(coupon, &issued.outbox_entry);
             let handed_off = async {
                 match state.mode {
-                    IssueMode::Kafka => hand_off(state, coupon, customer, &issued).await,
+                    IssueMode::Kafka => hand_off(state, coupon, customer, &issued, request_id).await,
                     IssueMode::SyncDb => write_through(state, coupon, customer, &issued).await,
                 }
             };
@@ -101,11 +106,12 @@ async fn write_through(state: &AppState, coupon: CouponId, customer: CustomerId,
     }
 }
 
-async fn hand_off(state: &AppState, coupon: CouponId, customer: CustomerId, issued: &Issued) {
+async fn hand_off(state: &AppState, coupon: CouponId, customer: CustomerId, issued: &Issued, request_id: &str) {
     let event = CouponIssuedEvent { coupon_id: coupon, customer_id: customer, issued_at: issued.issued_at };
     // The delivery callback removes the outbox entry, whether or not this
     // request is still waiting by then.
-    let delivery = state.publisher.send(&event, Some(Delivered { coupon, entry: issued.outbox_entry.clone() }));
+    let remove = Delivered { coupon, entry: issued.outbox_entry.clone() };
+    let delivery = state.publisher.send(&event, Some(remove), Some(request_id));
     if state.ack_timeout.is_zero() || !state.publisher.is_healthy() {
         return;
     }

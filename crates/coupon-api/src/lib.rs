@@ -25,6 +25,7 @@ pub mod publisher;
 pub mod recovery;
 pub mod redemption;
 pub mod relay;
+pub mod request_span;
 pub mod routes;
 pub mod startup;
 pub mod state;

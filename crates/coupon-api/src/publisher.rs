@@ -14,8 +14,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use coupon_domain::{CouponIssuedEvent, CouponUsageEvent};
+use coupon_domain::{CouponIssuedEvent, CouponUsageEvent, REQUEST_ID_HEADER};
 use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::ClientContext;
 use tokio::sync::oneshot;
@@ -142,17 +143,21 @@ impl Publisher {
     /// Queues one event. The returned future tells when Kafka acknowledged it
     /// or gave up (bounded by the producer's `message.timeout.ms`); `remove`,
     /// if given, leaves the outbox on acknowledgement whether or not the
-    /// future is awaited.
+    /// future is awaited. `request_id`, the HTTP request's that issued it,
+    /// goes in the `request-id` header (none when the relay re-sends).
     pub fn send(
         &self,
         event: &CouponIssuedEvent,
         remove: Option<Delivered>,
+        request_id: Option<&str>,
     ) -> impl Future<Output = Result<(), PublishError>> + use<> {
         let key = match self.partition_key {
             PartitionKey::Coupon => event.coupon_id.get(),
             PartitionKey::Customer => event.customer_id.get(),
         };
-        self.queue(&self.topic, &key.to_string(), &event.to_json(), remove)
+        let headers =
+            request_id.map(|id| OwnedHeaders::new().insert(Header { key: REQUEST_ID_HEADER, value: Some(id) }));
+        self.queue(&self.topic, &key.to_string(), &event.to_json(), remove, headers)
     }
 
     /// Queues a use or a release of a held coupon (key = coupon id), on the
@@ -163,7 +168,7 @@ impl Publisher {
         event: &CouponUsageEvent,
     ) -> impl Future<Output = Result<(), PublishError>> + use<> {
         let payload = serde_json::to_string(event).expect("a usage event always serializes");
-        self.queue(topic, &event.coupon_id.to_string(), &payload, None)
+        self.queue(topic, &event.coupon_id.to_string(), &payload, None, None)
     }
 
     fn queue(
@@ -172,14 +177,15 @@ impl Publisher {
         key: &str,
         payload: &str,
         remove: Option<Delivered>,
+        headers: Option<OwnedHeaders>,
     ) -> impl Future<Output = Result<(), PublishError>> + use<> {
         let (answer, answered) = oneshot::channel();
         let pending = Box::new(Pending { remove, sent: Instant::now(), answer });
-        let refused = self
-            .producer
-            .send(BaseRecord::with_opaque_to(topic, pending).key(key).payload(payload))
-            .err()
-            .map(|(err, _)| err);
+        let mut record = BaseRecord::with_opaque_to(topic, pending).key(key).payload(payload);
+        if let Some(headers) = headers {
+            record = record.headers(headers);
+        }
+        let refused = self.producer.send(record).err().map(|(err, _)| err);
         if refused.is_some() {
             self.mark_unhealthy();
         }

@@ -115,7 +115,7 @@ impl Relay {
     async fn deliver(&self, pending: Vec<PendingEvent>) -> Result<usize, RelayError> {
         // Removed here rather than by the delivery callback, so the next page
         // read does not find them again.
-        let results = join_all(pending.iter().map(|p| self.publisher.send(&p.event, None))).await;
+        let results = join_all(pending.iter().map(|p| self.publisher.send(&p.event, None, None))).await;
         let mut delivered = Vec::with_capacity(pending.len());
         let mut first_error = None;
         for (entry, result) in pending.into_iter().zip(results) {

@@ -15,6 +15,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing_actix_web::TracingLogger;
 
 use crate::auth::Authenticator;
 use crate::catalog::Catalog;
@@ -29,6 +30,7 @@ use crate::recovery::{Recovery, RecoveryRequests};
 use crate::redemption::relay::UsageRelay;
 use crate::redemption::Redemptions;
 use crate::relay::Relay;
+use crate::request_span::RequestSpan;
 use crate::routes;
 use crate::state::AppState;
 use crate::watchlist::Watchlist;
@@ -232,9 +234,11 @@ const MIGRATE_RETRY: Duration = Duration::from_secs(2);
 
 /// Built outside `run_until` so that future stays `Send` (the builder is not).
 fn http_server(listener: TcpListener, state: web::Data<AppState>, workers: usize) -> std::io::Result<Server> {
-    let mut server = HttpServer::new(move || App::new().app_data(state.clone()).configure(routes::configure))
-        .disable_signals()
-        .shutdown_timeout(30);
+    let mut server = HttpServer::new(move || {
+        App::new().wrap(TracingLogger::<RequestSpan>::new()).app_data(state.clone()).configure(routes::configure)
+    })
+    .disable_signals()
+    .shutdown_timeout(30);
     if workers > 0 {
         server = server.workers(workers);
     }

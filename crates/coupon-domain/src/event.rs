@@ -16,6 +16,11 @@ pub struct CouponIssuedEvent {
     pub issued_at: OffsetDateTime,
 }
 
+/// The Kafka header naming the HTTP request that issued an event (absent when
+/// the relay re-sent it), so one request can be followed through the logs of
+/// coupon-api and coupon-writer.
+pub const REQUEST_ID_HEADER: &str = "request-id";
+
 #[derive(Debug, thiserror::Error)]
 #[error("undecodable coupon event: {0}")]
 pub struct EventDecodeError(#[from] serde_json::Error);

@@ -10,7 +10,7 @@ mod redemption;
 pub mod whole;
 
 pub use batch::{group_by_coupon, CouponBatch};
-pub use event::{CouponIssuedEvent, EventDecodeError};
+pub use event::{CouponIssuedEvent, EventDecodeError, REQUEST_ID_HEADER};
 pub use ids::{CouponId, CustomerId, InvalidId};
 pub use outcome::Rejection;
 pub use redemption::{

@@ -8,8 +8,8 @@
 
 use std::time::{Duration, Instant};
 
-use coupon_domain::{CouponIssuedEvent, EventDecodeError};
-use rdkafka::message::{BorrowedMessage, Message};
+use coupon_domain::{CouponIssuedEvent, EventDecodeError, REQUEST_ID_HEADER};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 
 /// One Kafka record, owned, with its decoding already attempted: a record that
 /// does not decode is known to be poison before any transaction starts.
@@ -20,6 +20,8 @@ pub struct Record {
     pub key: Option<Vec<u8>>,
     pub payload: Vec<u8>,
     pub event: Result<CouponIssuedEvent, EventDecodeError>,
+    /// The HTTP request that issued it, when coupon-api sent it (not the relay).
+    pub request_id: Option<String>,
 }
 
 impl Record {
@@ -32,6 +34,11 @@ impl Record {
             key: message.key().map(<[u8]>::to_vec),
             payload,
             event,
+            request_id: message.headers().and_then(|headers| {
+                headers.iter().find(|header| header.key == REQUEST_ID_HEADER).and_then(|header| {
+                    header.value.and_then(|value| std::str::from_utf8(value).ok()).map(str::to_string)
+                })
+            }),
         }
     }
 }

@@ -341,6 +341,7 @@ impl Writer {
             tracing::warn!(
                 partition = letter.record.partition,
                 offset = letter.record.offset,
+                request_id = letter.record.request_id.as_deref(),
                 reason = %letter.reason,
                 "record dead-lettered"
             );

@@ -13,6 +13,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use coupon_domain::REQUEST_ID_HEADER;
 use coupon_infra::kafka::client_config;
 use coupon_infra::settings::KafkaSettings;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -67,13 +68,16 @@ impl DlqProducer {
             let (partition, offset, attempts) =
                 (letter.record.partition.to_string(), letter.record.offset.to_string(), letter.attempts.to_string());
             let reason = letter.reason.to_string();
-            let headers = OwnedHeaders::new()
+            let mut headers = OwnedHeaders::new()
                 .insert(Header { key: REASON, value: Some(reason.as_str()) })
                 .insert(Header { key: FAILED_AT, value: Some(failed_at.as_str()) })
                 .insert(Header { key: ATTEMPTS, value: Some(attempts.as_str()) })
                 .insert(Header { key: ORIGINAL_TOPIC, value: Some(self.source_topic.as_str()) })
                 .insert(Header { key: ORIGINAL_PARTITION, value: Some(partition.as_str()) })
                 .insert(Header { key: ORIGINAL_OFFSET, value: Some(offset.as_str()) });
+            if let Some(request_id) = &letter.record.request_id {
+                headers = headers.insert(Header { key: REQUEST_ID_HEADER, value: Some(request_id.as_str()) });
+            }
             let mut record =
                 FutureRecord::<[u8], [u8]>::to(&self.dlq_topic).payload(&letter.record.payload).headers(headers);
             if let Some(key) = &letter.record.key {

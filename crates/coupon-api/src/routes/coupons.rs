@@ -10,7 +10,7 @@ use crate::auth::Admin;
 use crate::catalog::{CouponRow, NewCoupon};
 use crate::error::{ApiError, ErrorBody};
 use crate::issuer::CouponState;
-use crate::routes::parse_id;
+use crate::routes::parse_coupon;
 use crate::state::AppState;
 
 /// Largest stock one coupon may have; keeps every quantity inside PostgreSQL's INTEGER.
@@ -228,7 +228,7 @@ pub async fn create(
 )]
 #[get("/api/v1/coupons/{couponId}")]
 pub async fn get(state: web::Data<AppState>, coupon: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let id: CouponId = parse_id(&coupon, "couponId")?;
+    let id: CouponId = parse_coupon(&coupon)?;
     let row = coupon_row(&state, id).await?;
     let stock = state
         .issuer
@@ -263,7 +263,7 @@ pub async fn prime_coupon(
     state: web::Data<AppState>,
     coupon: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id: CouponId = parse_id(&coupon, "couponId")?;
+    let id: CouponId = parse_coupon(&coupon)?;
     let row = coupon_row(&state, id).await?;
     if row.ends_at <= OffsetDateTime::now_utc() {
         return Err(ApiError::Rejected(Rejection::Expired));

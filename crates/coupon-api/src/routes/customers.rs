@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use crate::auth::{Customer, Reader};
 use crate::catalog::{CouponRow, Holding};
 use crate::error::{ApiError, ErrorBody};
-use crate::routes::parse_id;
+use crate::routes::{parse_coupon, parse_id};
 use crate::state::AppState;
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -136,7 +136,7 @@ pub async fn attempt(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    let coupon: CouponId = parse_id(&path.0, "couponId")?;
+    let coupon: CouponId = parse_coupon(&path.0)?;
     let customer: CustomerId = parse_id(&path.1, "customerId")?;
     reader.may_read(customer)?;
     let issued = state

@@ -5,12 +5,13 @@ use std::time::Instant;
 use actix_web::{post, web, HttpRequest, HttpResponse};
 use coupon_domain::{CouponId, CustomerId};
 use serde::{Deserialize, Serialize};
+use tracing_actix_web::RequestId;
 use utoipa::ToSchema;
 
 use crate::auth::Customer;
 use crate::error::{ApiError, ErrorBody};
 use crate::issue::Answer;
-use crate::routes::parse_id;
+use crate::routes::parse_coupon;
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -57,6 +58,7 @@ pub struct IssueResponse {
 #[post("/api/v1/coupons/{couponId}/issue")]
 pub async fn issue(
     customer: Customer,
+    request_id: RequestId,
     req: HttpRequest,
     state: web::Data<AppState>,
     coupon: web::Path<String>,
@@ -68,7 +70,7 @@ pub async fn issue(
             Err(ApiError::Forbidden("customerId must be the authenticated customer, or left out"))
         }
         _ => match state.limits.check(&req, customer.0) {
-            Ok(()) => decide(&state, &coupon, customer.0).await,
+            Ok(()) => decide(&state, &coupon, customer.0, &request_id.to_string()).await,
             Err(err) => Err(err),
         },
     };
@@ -82,9 +84,14 @@ pub async fn issue(
     result
 }
 
-async fn decide(state: &AppState, coupon: &str, customer: CustomerId) -> Result<HttpResponse, ApiError> {
-    let coupon: CouponId = parse_id(coupon, "couponId")?;
-    match crate::issue::issue(state, coupon, customer).await {
+async fn decide(
+    state: &AppState,
+    coupon: &str,
+    customer: CustomerId,
+    request_id: &str,
+) -> Result<HttpResponse, ApiError> {
+    let coupon: CouponId = parse_coupon(coupon)?;
+    match crate::issue::issue(state, coupon, customer, request_id).await {
         Ok(Answer::Issued) => Ok(HttpResponse::Created().json(IssueResponse {
             coupon_id: coupon.get(),
             customer_id: customer.get(),

@@ -92,3 +92,10 @@ where
 {
     raw.parse().map_err(|err| ApiError::InvalidRequest(format!("{name} {err}")))
 }
+
+/// Parses the `couponId` path parameter and names the coupon on the request's span.
+pub fn parse_coupon(raw: &str) -> Result<coupon_domain::CouponId, ApiError> {
+    let coupon = parse_id(raw, "couponId")?;
+    crate::request_span::record_coupon(coupon);
+    Ok(coupon)
+}

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use crate::auth::{Admin, Customer};
 use crate::error::{ApiError, ErrorBody};
 use crate::redemption::{OrderRef, Usage};
-use crate::routes::parse_id;
+use crate::routes::{parse_coupon, parse_id};
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -72,7 +72,7 @@ async fn redeem(
     coupon: &str,
     body: RedeemRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let coupon: CouponId = parse_id(coupon, "couponId")?;
+    let coupon: CouponId = parse_coupon(coupon)?;
     let order = order_ref(coupon, customer, body.order_id)?;
     if !(1..=MAX_AMOUNT).contains(&body.order_amount) {
         return Err(ApiError::InvalidRequest(format!("orderAmount must be between 1 and {MAX_AMOUNT}")));
@@ -87,7 +87,7 @@ async fn release(
     coupon: &str,
     body: ReleaseRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let coupon: CouponId = parse_id(coupon, "couponId")?;
+    let coupon: CouponId = parse_coupon(coupon)?;
     let order = order_ref(coupon, customer, body.order_id)?;
     let outcome = state.redemptions.release(&order).await.map_err(ApiError::from);
     answer(state, "release", outcome)

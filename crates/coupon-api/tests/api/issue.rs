@@ -9,7 +9,9 @@ use reqwest::StatusCode;
 use serde_json::json;
 use time::OffsetDateTime;
 
-use crate::harness::{consume_events, redis_stock, token, Isolation, TestApp};
+use rdkafka::message::{Headers, Message};
+
+use crate::harness::{consume_events, redis_stock, token, topic_reader, Isolation, TestApp};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn issues_once_per_customer_until_sold_out() {
@@ -210,5 +212,29 @@ async fn the_sync_db_baseline_writes_before_it_answers() {
     .await
     .unwrap();
     assert_eq!(row.remaining_quantity, 2);
+    app.stop().await;
+}
+
+/// The event of an issuance names the HTTP request that made it (its request
+/// id, also on the request's log span), so coupon-writer's logs and dead
+/// letters can be traced back to it.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_issued_event_carries_its_request_id() {
+    let iso = Isolation::new().await;
+    let app = TestApp::spawn(iso.settings()).await;
+    let coupon = app.open_coupon(10).await;
+    for customer in 1..=2 {
+        assert_eq!(app.issue(coupon, customer).await.0, StatusCode::CREATED);
+    }
+    let consumer = topic_reader(&iso.topic);
+    let mut request_ids = HashSet::new();
+    while request_ids.len() < 2 {
+        let message = tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await.expect("an event").unwrap();
+        let header =
+            message.headers().and_then(|headers| headers.iter().find(|h| h.key == coupon_domain::REQUEST_ID_HEADER));
+        let id = std::str::from_utf8(header.and_then(|h| h.value).expect("a request-id header")).unwrap().to_string();
+        assert_eq!((id.len(), id.matches('-').count()), (36, 4), "a UUID: {id}");
+        request_ids.insert(id);
+    }
     app.stop().await;
 }

@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use coupon_domain::{CouponId, CouponIssuedEvent, CustomerId};
+use coupon_domain::{CouponId, CouponIssuedEvent, CustomerId, REQUEST_ID_HEADER};
 use coupon_infra::db::schema::{coupon, customer_coupon, sold_out_at_write};
 use coupon_testkit::{kafka_settings, unique_name, wait_until, TestDatabase, TestTopic};
 use coupon_writer::config::Settings;
@@ -15,6 +15,7 @@ use coupon_writer::startup::Application;
 use diesel::{ExpressionMethods, QueryDsl};
 use diesel_async::RunQueryDsl;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use time::OffsetDateTime;
@@ -141,8 +142,18 @@ impl World {
     }
 
     pub async fn send_raw(&self, key: &str, payload: &[u8]) {
+        self.send_record(FutureRecord::to(&self.topic).key(key).payload(payload)).await;
+    }
+
+    /// A record as coupon-api sends it from a request: with its request id.
+    pub async fn send_raw_from_request(&self, key: &str, payload: &[u8], request_id: &str) {
+        let headers = OwnedHeaders::new().insert(Header { key: REQUEST_ID_HEADER, value: Some(request_id) });
+        self.send_record(FutureRecord::to(&self.topic).key(key).payload(payload).headers(headers)).await;
+    }
+
+    async fn send_record(&self, record: FutureRecord<'_, str, [u8]>) {
         self.producer
-            .send(FutureRecord::to(&self.topic).key(key).payload(payload), Duration::from_secs(10))
+            .send(record, Duration::from_secs(10))
             .await
             .map_err(|(err, _)| err)
             .expect("Kafka acknowledges the test event");

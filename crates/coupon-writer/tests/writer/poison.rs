@@ -13,7 +13,7 @@ async fn poison_is_dead_lettered_the_partition_moves_on_and_replay_applies_the_f
     let scarce = world.coupon(1).await;
     let missing = coupon_domain::CouponId::new(9_000).unwrap();
     world.send(&[event(a, 1)]).await;
-    world.send_raw("x", b"not json").await;
+    world.send_raw_from_request("x", b"not json", "request-7").await;
     world.send(&[event(missing, 2), event(a, 3), event(scarce, 4), event(scarce, 5), event(a, 6)]).await;
 
     let writer = RunningWriter::start(world.settings()).await;
@@ -35,6 +35,8 @@ async fn poison_is_dead_lettered_the_partition_moves_on_and_replay_applies_the_f
     assert_eq!(reasons[0].0, "1");
     assert!(reasons[0].1.contains("undecodable"), "{reasons:?}");
     assert_eq!(reasons[1], ("2", "unknown coupon id 9000"));
+    assert_eq!(entries[0].header("request-id"), Some("request-7"), "the issuing request is named");
+    assert_eq!(entries[1].header("request-id"), None, "none was given");
     for entry in &entries {
         assert_eq!(entry.header("original-topic"), Some(&*world.topic));
         assert_eq!(entry.header("original-partition"), Some("0"));
