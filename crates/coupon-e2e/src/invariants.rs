@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
+use coupon_loadgen::promises::Promises;
 use coupon_loadgen::spike::Spike;
 
 /// What the stores hold for one coupon once everything has drained.
@@ -128,8 +129,7 @@ impl Verdict {
 
 pub fn check(coupon: i64, spike: &Spike, seen: &Observed) -> Verdict {
     let answers: Vec<_> = spike.answers.iter().filter(|a| a.attempt.coupon == coupon).collect();
-    let issued: BTreeSet<i64> = answers.iter().filter(|a| a.status == Some(201)).map(|a| a.attempt.customer).collect();
-    let issued_answers = answers.iter().filter(|a| a.status == Some(201)).count();
+    let issued: Vec<i64> = answers.iter().filter(|a| a.status == Some(201)).map(|a| a.attempt.customer).collect();
     // Customers who cannot know whether they got the coupon: no answer (the API
     // process was killed mid-request), or UNCONFIRMED (maybe issued: the
     // required Redis replicas did not confirm it in time, or Redis's reply
@@ -147,6 +147,11 @@ pub fn check(coupon: i64, spike: &Spike, seen: &Observed) -> Verdict {
         .filter(|a| a.status == Some(409) && a.code.as_deref() == Some("ALREADY_ISSUED"))
         .map(|a| a.attempt.customer)
         .collect();
+    // A row without a 201 is allowed only where the customer was not told
+    // either way, or told it holds the coupon.
+    let promises = Promises::judge(&issued, &seen.db_holders, seen.db_rows, seen.stock, seen.sold_out_at_write, |c| {
+        unanswered.contains(&c) || told_held.contains(&c)
+    });
     let mut violations = Vec::new();
     let mut expect = |ok: bool, violation: Violation| {
         if !ok {
@@ -155,37 +160,31 @@ pub fn check(coupon: i64, spike: &Spike, seen: &Observed) -> Verdict {
     };
 
     expect(
-        issued_answers == issued.len(),
-        Violation::GrantedTwice { answers: issued_answers, customers: issued.len() },
+        promises.answers_201 == promises.customers_201,
+        Violation::GrantedTwice { answers: promises.answers_201, customers: promises.customers_201 },
     );
     // What customers were told, whatever the stores say afterwards.
     expect(
-        issued.len() as i64 <= seen.stock,
-        Violation::OversoldAnswers { customers: issued.len(), stock: seen.stock },
+        promises.customers_201 as i64 <= seen.stock,
+        Violation::OversoldAnswers { customers: promises.customers_201, stock: seen.stock },
     );
     expect(seen.db_rows <= seen.stock, Violation::OversoldRows { rows: seen.db_rows, stock: seen.stock });
     expect(
         seen.redis_issued.len() as i64 <= seen.stock,
         Violation::OversoldInRedis { issued: seen.redis_issued.len(), stock: seen.stock },
     );
-    let lost: Vec<i64> = issued.difference(&seen.db_holders).copied().collect();
-    expect(lost.is_empty(), Violation::Lost { customers: lost.len() });
-    // A row without a 201 is allowed only where the customer was not told
-    // either way, or told it holds the coupon.
-    let unexplained: Vec<i64> = seen
-        .db_holders
-        .difference(&issued)
-        .filter(|c| !unanswered.contains(c) && !told_held.contains(c))
-        .copied()
-        .collect();
+    expect(promises.lost.is_empty(), Violation::Lost { customers: promises.lost.len() });
     expect(
-        unexplained.is_empty(),
-        Violation::RowsWithout201 { count: unexplained.len(), sample: unexplained.iter().take(5).copied().collect() },
+        promises.rows_without_201.is_empty(),
+        Violation::RowsWithout201 {
+            count: promises.rows_without_201.len(),
+            sample: promises.rows_without_201.iter().take(5).copied().collect(),
+        },
     );
     expect(seen.redis_issued == seen.db_holders, Violation::RedisDiffersFromPostgres);
     expect(
-        seen.db_rows == seen.db_holders.len() as i64,
-        Violation::HeldTwice { rows: seen.db_rows, holders: seen.db_holders.len() },
+        seen.db_rows == promises.holders as i64,
+        Violation::HeldTwice { rows: seen.db_rows, holders: promises.holders },
     );
     expect(
         seen.db_remaining == seen.stock - seen.db_rows,
@@ -201,10 +200,10 @@ pub fn check(coupon: i64, spike: &Spike, seen: &Observed) -> Verdict {
 
     Verdict {
         requests: answers.len(),
-        issued: issued.len(),
+        issued: promises.customers_201,
         rows: seen.db_rows,
-        duplicates: seen.db_rows - seen.db_holders.len() as i64,
-        lost: lost.len(),
+        duplicates: seen.db_rows - promises.holders as i64,
+        lost: promises.lost.len(),
         unanswered: unanswered.len(),
         violations,
     }

@@ -385,7 +385,7 @@ impl World {
     async fn db_state(&self, coupon: i64) -> anyhow::Result<DbState> {
         use coupon_loadgen::durable;
         Ok(DbState {
-            holders: durable::holders(&self.pool, coupon).await?.into_iter().collect(),
+            holders: durable::holders(&self.pool, coupon).await?,
             rows: durable::rows(&self.pool, coupon).await?,
             remaining: durable::remaining(&self.pool, coupon).await?,
             sold_out_at_write: durable::sold_out_at_write(&self.pool, coupon).await?,

@@ -1,6 +1,6 @@
 //! Watching PostgreSQL until the writer has applied every issued coupon.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
@@ -35,7 +35,7 @@ pub async fn taken(db: &PgPool, coupon: i64) -> anyhow::Result<i64> {
     Ok(i64::from(total - remaining))
 }
 
-pub async fn holders(db: &PgPool, coupon: i64) -> anyhow::Result<HashSet<i64>> {
+pub async fn holders(db: &PgPool, coupon: i64) -> anyhow::Result<BTreeSet<i64>> {
     let mut conn = db.get().await?;
     Ok(customer_coupon::table
         .filter(customer_coupon::coupon_id.eq(coupon))

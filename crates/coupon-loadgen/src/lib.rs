@@ -8,6 +8,7 @@ pub mod dbstats;
 pub mod durable;
 pub mod many;
 pub mod page;
+pub mod promises;
 pub mod record;
 pub mod report;
 pub mod soak;

@@ -1,4 +1,3 @@
-use std::collections::HashSet;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -8,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use coupon_infra::db::PgPool;
 use coupon_infra::settings::DatabaseSettings;
 use coupon_loadgen::client::{ApiClient, CustomerAuth};
+use coupon_loadgen::promises::Promises;
 use coupon_loadgen::record::RunRecord;
 use coupon_loadgen::{dbstats, durable, many, report, soak, soak_report, spike, trickle};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -367,7 +367,7 @@ async fn run(args: &SpikeArgs, default_customers: u64, default_stock: u64) -> an
     }
     println!("latency: {}", result.latency_summary());
 
-    let issued: HashSet<i64> = result.issued().map(|a| a.attempt.customer).collect();
+    let issued: Vec<i64> = result.issued().map(|a| a.attempt.customer).collect();
     let granted = result.issued().count();
     let mut record = RunRecord::from_spike(&args.mode, args.round, coupon, stock, customers, args.concurrency, &result);
     if args.no_writer {
@@ -385,18 +385,20 @@ async fn run(args: &SpikeArgs, default_customers: u64, default_stock: u64) -> an
     let db_transactions = dbstats::next_transaction_id(&db).await? - transactions_before;
     println!("database: {db_transactions} write transactions, peak {peak_connections} busy connections");
     let holders = durable::holders(&db, coupon).await?;
-    let never_oversold = granted as u64 <= stock && rows as u64 <= stock;
-    let never_lost = holders == issued;
-    let never_twice = granted == issued.len() && holders.len() as i64 == rows;
+    let sold_out_at_write = durable::sold_out_at_write(&db, coupon).await?;
+    let promises = Promises::judge(&issued, &holders, rows, stock as i64, sold_out_at_write, |_| false);
     let verdict = |ok: bool| if ok { "held" } else { "BROKEN" };
-    println!("never oversell:               {} ({granted} issued, stock {stock})", verdict(never_oversold));
-    println!("never lose an issued coupon:  {} (every 201 has its row)", verdict(never_lost));
-    println!("never grant one twice:        {} (no customer twice)", verdict(never_twice));
+    println!(
+        "never oversell:               {} ({granted} issued, stock {stock})",
+        verdict(promises.never_oversold() && sold_out_at_write == 0)
+    );
+    println!("never lose an issued coupon:  {} (every 201 has its row)", verdict(promises.never_lost()));
+    println!("never grant one twice:        {} (no customer twice)", verdict(promises.twice() == 0));
     record.durable_after_s = drained_after.as_secs_f64();
     record.lag = samples.iter().map(|(t, n)| (t.as_secs_f64(), granted as i64 - n)).collect();
     record.db_transactions = db_transactions;
     record.peak_db_connections = peak_connections;
-    Ok((never_oversold && never_lost && never_twice, record))
+    Ok((promises.held(), record))
 }
 
 /// A spike for comparison, then the flood; writes the soak's section of the

@@ -64,10 +64,10 @@ pub fn markdown(soak: &SoakRecord, spike: &RunRecord, machine: &str, command: &s
             "checked by the spike".into(),
             format!(
                 "never oversold: {}; lost: {}; rows without a 201: {}; twice: {}; sold out at write: {}",
-                verdict(p.never_oversold),
-                p.lost,
-                p.rows_without_201,
-                p.twice,
+                verdict(p.never_oversold()),
+                p.lost.len(),
+                p.rows_without_201.len(),
+                p.twice(),
                 p.sold_out_at_write
             ),
         ),
