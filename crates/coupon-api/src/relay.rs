@@ -48,8 +48,8 @@ impl Relay {
     pub async fn run(self, stop: CancellationToken) {
         let idle = Duration::from_millis(self.settings.interval_ms);
         let max_backoff = Duration::from_millis(self.settings.max_backoff_ms);
-        // Set while passes fail: the pause before the next one.
-        let mut failing: Option<Backoff> = None;
+        // The pause after a failed pass; reset by a pass that succeeds.
+        let mut backoff = Backoff::new(idle * 2, max_backoff);
         let mut wait = idle;
         loop {
             tokio::select! {
@@ -58,12 +58,12 @@ impl Relay {
             }
             wait = match self.relay_once().await {
                 Ok(_) => {
-                    failing = None;
+                    backoff.reset();
                     idle
                 }
                 Err(err) => {
                     self.metrics.relay_retries.inc();
-                    let retry_in = failing.get_or_insert_with(|| Backoff::new(idle * 2, max_backoff)).next_delay();
+                    let retry_in = backoff.next_delay();
                     tracing::warn!(error = %err, ?retry_in, "outbox relay failed");
                     retry_in
                 }

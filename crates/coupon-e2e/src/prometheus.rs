@@ -158,23 +158,25 @@ impl Prometheus {
 
     /// Waits until `alert` is in `state` (`pending` or `firing`); returns how long that took.
     pub async fn wait_for(&self, alert: &str, state: &str, timeout: Duration) -> anyhow::Result<Duration> {
-        let started = std::time::Instant::now();
-        coupon_testkit::poll_until(&format!("{alert} {state}"), timeout, || async {
-            let alerts = self.alerts().await?;
-            Ok(alerts.iter().any(|a| a.name == alert && a.state == state).then_some(()))
+        self.wait_alerts(&format!("{alert} {state}"), timeout, |alerts| {
+            alerts.iter().any(|a| a.name == alert && a.state == state)
         })
-        .await?;
-        Ok(started.elapsed())
+        .await
     }
 
     /// Waits until `alert` is neither pending nor firing; returns how long that took.
     pub async fn wait_resolved(&self, alert: &str, timeout: Duration) -> anyhow::Result<Duration> {
+        self.wait_alerts(&format!("{alert} resolved"), timeout, |alerts| alerts.iter().all(|a| a.name != alert)).await
+    }
+
+    async fn wait_alerts(
+        &self,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&[Alert]) -> bool,
+    ) -> anyhow::Result<Duration> {
         let started = std::time::Instant::now();
-        coupon_testkit::poll_until(&format!("{alert} resolved"), timeout, || async {
-            let alerts = self.alerts().await?;
-            Ok(alerts.iter().all(|a| a.name != alert).then_some(()))
-        })
-        .await?;
+        coupon_testkit::poll_until(what, timeout, || async { Ok(done(&self.alerts().await?).then_some(())) }).await?;
         Ok(started.elapsed())
     }
 }

@@ -37,35 +37,36 @@ async fn run_script_async(name: &'static str, args: Vec<String>) -> anyhow::Resu
     tokio::task::spawn_blocking(move || run_script(name, &args)).await?
 }
 
-/// A stack component stopped by the test. It is started again when the test
-/// says so, or when the value is dropped (a failing test must not leave the
-/// stack without it for the next one).
-#[must_use = "the component starts again when this is dropped"]
-pub struct Stopped {
-    component: Option<Component>,
+/// A stack component or cluster node the test stopped or killed. It is
+/// started again when the test says so, or when the value is dropped (a
+/// failing test must not leave the stack short of it for the next one).
+#[must_use = "it starts again when this is dropped"]
+pub struct Down {
+    /// The script and the arguments that start it again.
+    restart: Option<(&'static str, Vec<String>)>,
 }
 
-impl Stopped {
-    /// Starts the component again and waits until it answers.
+impl Down {
+    /// Starts it again and waits until it answers.
     pub async fn start(mut self) -> anyhow::Result<()> {
-        let component = self.component.take().expect("not started yet");
-        run_script_async("stack.sh", vec![format!("{}-up", component.name())]).await
+        let (script, args) = self.restart.take().expect("not started yet");
+        run_script_async(script, args).await
     }
 }
 
-impl Drop for Stopped {
+impl Drop for Down {
     fn drop(&mut self) {
-        if let Some(component) = self.component.take() {
-            if let Err(err) = run_script("stack.sh", &[format!("{}-up", component.name())]) {
-                eprintln!("starting {component:?} again after the test: {err:#}");
+        if let Some((script, args)) = self.restart.take() {
+            if let Err(err) = run_script(script, &args) {
+                eprintln!("scripts/{script} {} after the test: {err:#}", args.join(" "));
             }
         }
     }
 }
 
-pub async fn stop(component: Component) -> anyhow::Result<Stopped> {
+pub async fn stop(component: Component) -> anyhow::Result<Down> {
     run_script_async("stack.sh", vec![format!("{}-down", component.name())]).await?;
-    Ok(Stopped { component: Some(component) })
+    Ok(Down { restart: Some(("stack.sh", vec![format!("{}-up", component.name())])) })
 }
 
 /// A node of the local cluster stack.
@@ -86,33 +87,8 @@ impl ClusterNode {
     }
 }
 
-/// A cluster node SIGKILLed by the test. It is started again when the test
-/// says so, or when the value is dropped (a failing test must not leave the
-/// cluster stack short of a node for the next one).
-pub struct KilledNode {
-    node: Option<ClusterNode>,
-}
-
-impl KilledNode {
-    /// Starts the node again and waits until it answers.
-    pub async fn start(mut self) -> anyhow::Result<()> {
-        let node = self.node.take().expect("not started yet");
-        run_script_async("stack-cluster.sh", node.args("start")).await
-    }
-}
-
-impl Drop for KilledNode {
-    fn drop(&mut self) {
-        if let Some(node) = self.node.take() {
-            if let Err(err) = run_script("stack-cluster.sh", &node.args("start")) {
-                eprintln!("starting {node:?} again after the test: {err:#}");
-            }
-        }
-    }
-}
-
 /// SIGKILLs one node of the cluster stack, as a crash would.
-pub async fn kill(node: ClusterNode) -> anyhow::Result<KilledNode> {
+pub async fn kill(node: ClusterNode) -> anyhow::Result<Down> {
     run_script_async("stack-cluster.sh", node.args("kill")).await?;
-    Ok(KilledNode { node: Some(node) })
+    Ok(Down { restart: Some(("stack-cluster.sh", node.args("start"))) })
 }

@@ -170,7 +170,7 @@ async fn reconcile_repair_republishes_issuances_missing_from_postgres() {
     // A broker address where nothing listens, for coupon-api only.
     world.overrides.insert("COUPON__KAFKA__BROKERS".into(), "127.0.0.1:9".into());
     let api = world.start_api().await;
-    world.overrides.clear();
+    world.overrides.remove("COUPON__KAFKA__BROKERS");
     let coupons = world.create_coupons(1, 100).await;
     let spike = world.spike(&coupons, CUSTOMERS, Arc::default()).await;
     assert_eq!(spike.issued().count() as u64, CUSTOMERS);

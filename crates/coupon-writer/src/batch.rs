@@ -34,11 +34,12 @@ impl Record {
             key: message.key().map(<[u8]>::to_vec),
             payload,
             event,
-            request_id: message.headers().and_then(|headers| {
-                headers.iter().find(|header| header.key == REQUEST_ID_HEADER).and_then(|header| {
-                    header.value.and_then(|value| std::str::from_utf8(value).ok()).map(str::to_string)
-                })
-            }),
+            request_id: message
+                .headers()
+                .and_then(|headers| headers.iter().find(|header| header.key == REQUEST_ID_HEADER))
+                .and_then(|header| header.value)
+                .and_then(|value| std::str::from_utf8(value).ok())
+                .map(str::to_string),
         }
     }
 }

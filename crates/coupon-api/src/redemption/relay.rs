@@ -79,8 +79,8 @@ pub struct UsageRelay {
 
 impl UsageRelay {
     pub async fn run(self, stop: CancellationToken) {
-        // Set while passes fail: the pause before the next one.
-        let mut failing: Option<Backoff> = None;
+        // The pause after a failed pass; reset by a pass that succeeds.
+        let mut backoff = Backoff::new(FIRST_RETRY, MAX_BACKOFF);
         let mut wait = IDLE_INTERVAL;
         loop {
             tokio::select! {
@@ -97,11 +97,11 @@ impl UsageRelay {
             };
             wait = match outcome {
                 Ok(_) => {
-                    failing = None;
+                    backoff.reset();
                     IDLE_INTERVAL
                 }
                 Err(err) => {
-                    let retry_in = failing.get_or_insert_with(|| Backoff::new(FIRST_RETRY, MAX_BACKOFF)).next_delay();
+                    let retry_in = backoff.next_delay();
                     tracing::warn!(error = %err, ?retry_in, "usage events not relayed; they stay in the outbox");
                     retry_in
                 }
