@@ -218,19 +218,6 @@ impl Catalog {
             .await?)
     }
 
-    /// The baseline's per-request transaction: `grant`.
-    pub async fn record_issue(
-        &self,
-        id: CouponId,
-        customer: CustomerId,
-        issued_at: OffsetDateTime,
-    ) -> Result<(), CatalogError> {
-        let mut conn = self.pool.get().await?;
-        conn.transaction::<_, diesel::result::Error, _>(async |conn| grant(conn, id, customer, issued_at).await)
-            .await?;
-        Ok(())
-    }
-
     pub async fn is_persisted(&self, id: CouponId, customer: CustomerId) -> Result<bool, CatalogError> {
         let mut conn = self.pool.get().await?;
         Ok(diesel::select(diesel::dsl::exists(

@@ -1,7 +1,8 @@
 //! coupon-api: the HTTP service that decides issuance requests.
 //!
-//! Request path: `routes::issue` → `issue` (Redis decision by `issuer`, event
-//! hand-off by `publisher`) → 201. Around it: the `outbox` in Redis that keeps
+//! Request path: `routes::issue` → `issuance` (Redis decision by `issuer`,
+//! event hand-off by `publisher`) → 201. The synchronous `baseline` the design
+//! replaces is a mode of its own, for benchmarks. Around it: the `outbox` in Redis that keeps
 //! every issued event until Kafka acknowledged it, the `relay` that re-sends
 //! what was not (reading only the outboxes on its `watchlist`), `durability`, which waits for Redis replicas before the 201,
 //! and `recovery`, which rebuilds from PostgreSQL (`catalog`) what Redis lost
@@ -12,11 +13,12 @@
 //! Kafka.
 
 pub mod auth;
+pub mod baseline;
 pub mod catalog;
 pub mod config;
 pub mod durability;
 pub mod error;
-pub mod issue;
+pub mod issuance;
 pub mod issuer;
 pub mod limits;
 pub mod metrics;

@@ -10,11 +10,10 @@ use coupon_domain::keys::CouponKeys;
 use coupon_domain::{CouponId, CouponIssuedEvent, CustomerId};
 use coupon_infra::redis::SharedRedis;
 use redis::streams::{StreamId, StreamRangeReply};
-use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::issuer::{release_all, Issuer, RedisUnavailable};
+use crate::issuer::{from_unix_ms, release_all, Issuer, RedisUnavailable};
 
 /// An outbox entry whose event Kafka acknowledged (or, in the `sync-db` mode,
 /// the database committed): it may go.
@@ -145,8 +144,7 @@ impl Outbox {
 /// The event an entry written by issue.lua stands for; `None` if it is not one.
 fn issued_event(coupon: CouponId, entry: &StreamId) -> Option<CouponIssuedEvent> {
     let customer = CustomerId::new(entry.get::<i64>("customer")?).ok()?;
-    let issued_ms: i64 = entry.get("issued_at")?;
-    let issued_at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(issued_ms) * 1_000_000).ok()?;
+    let issued_at = from_unix_ms(entry.get("issued_at")?)?;
     Some(CouponIssuedEvent { coupon_id: coupon, customer_id: customer, issued_at })
 }
 

@@ -21,6 +21,7 @@ use crate::auth::Authenticator;
 use crate::catalog::Catalog;
 use crate::config::Settings;
 use crate::durability::ReplicaAcks;
+use crate::issuance::HandOff;
 use crate::issuer::Issuer;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
@@ -127,14 +128,14 @@ impl Application {
             watchlist,
             acks,
             publisher,
-            redemptions: Redemptions::new(pool, issuer.clone(), usage_committed),
+            redemptions: Redemptions::new(pool.clone(), issuer.clone(), usage_committed),
             catalog,
             metrics,
             admin_token: settings.admin.token.clone(),
             authenticator: Authenticator::new(&settings.auth)?,
             limits: Arc::new(Limits::new(&settings.limits)),
             ack_timeout: Duration::from_millis(settings.kafka.ack_timeout_ms),
-            mode: settings.issue.mode,
+            hand_off: HandOff::new(settings.issue.mode, pool),
             replicas,
             recovery: requests,
         });

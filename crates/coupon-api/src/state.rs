@@ -7,8 +7,8 @@ use secrecy::SecretString;
 
 use crate::auth::Authenticator;
 use crate::catalog::Catalog;
-use crate::config::IssueMode;
 use crate::durability::ReplicaAcks;
+use crate::issuance::HandOff;
 use crate::issuer::Issuer;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
@@ -37,7 +37,7 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     /// How long a request waits for Kafka's acknowledgement; zero: not at all.
     pub ack_timeout: Duration,
-    pub mode: IssueMode,
+    pub hand_off: HandOff,
     /// Waits for Redis replicas before a 201 (`redis.min_replicas`).
     pub replicas: ReplicaAcks,
     /// Asks for a rebuild when a request finds Redis suspect.

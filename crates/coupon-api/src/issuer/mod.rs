@@ -391,8 +391,14 @@ pub async fn release_all(issuer: &Issuer, by_coupon: &[(CouponId, Vec<&str>)]) -
     Ok(removed.iter().sum())
 }
 
+/// Milliseconds since the Unix epoch: how the script and the outbox write time.
 pub fn unix_ms(at: OffsetDateTime) -> i64 {
     (at.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// The inverse of [`unix_ms`]; `None` outside the representable range.
+pub fn from_unix_ms(ms: i64) -> Option<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
 }
 
 fn parse_decision(reply: Value, connection: u64) -> Result<Decision, RedisUnavailable> {
@@ -401,7 +407,7 @@ fn parse_decision(reply: Value, connection: u64) -> Result<Decision, RedisUnavai
             [Value::BulkString(code)] if code == b"FENCED" => Some(Decision::Fenced(Fence::Coupon)),
             [Value::BulkString(code)] => Rejection::from_code(&String::from_utf8_lossy(code)).map(Decision::Rejected),
             [Value::BulkString(code), Value::BulkString(entry), Value::Int(now_ms)] if code == b"ISSUED" => {
-                OffsetDateTime::from_unix_timestamp_nanos(i128::from(*now_ms) * 1_000_000).ok().map(|issued_at| {
+                from_unix_ms(*now_ms).map(|issued_at| {
                     Decision::Issued(Issued {
                         outbox_entry: String::from_utf8_lossy(entry).into_owned(),
                         issued_at,

@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 
 use crate::auth::Customer;
 use crate::error::{ApiError, ErrorBody};
-use crate::issue::Answer;
+use crate::issuance::Answer;
 use crate::routes::parse_coupon;
 use crate::state::AppState;
 
@@ -91,7 +91,7 @@ async fn decide(
     request_id: &str,
 ) -> Result<HttpResponse, ApiError> {
     let coupon: CouponId = parse_coupon(coupon)?;
-    match crate::issue::issue(state, coupon, customer, request_id).await {
+    match crate::issuance::issue(state, coupon, customer, request_id).await {
         Ok(Answer::Issued) => Ok(HttpResponse::Created().json(IssueResponse {
             coupon_id: coupon.get(),
             customer_id: customer.get(),

@@ -15,12 +15,12 @@
 //! (crate::recovery).
 //!
 //! In the `sync-db` baseline mode the request instead writes its own database
-//! transaction and answers after the commit; a failed transaction leaves the
-//! outbox entry to the relay, so even the baseline loses nothing.
+//! transaction (crate::baseline).
 
 use coupon_domain::{CouponId, CouponIssuedEvent, CustomerId, Rejection};
 use time::OffsetDateTime;
 
+use crate::baseline::WriteThrough;
 use crate::catalog::CatalogError;
 use crate::config::IssueMode;
 use crate::issuer::{Decision, Fence, Issued, RedisUnavailable};
@@ -38,6 +38,23 @@ pub enum Answer {
     /// Redis's reply was lost. The customer is told to check rather than
     /// told either way.
     Unconfirmed,
+}
+
+/// Where an issued event goes before the customer is answered.
+pub enum HandOff {
+    /// To Kafka, for coupon-writer (the design).
+    Kafka,
+    /// Into PostgreSQL by the request itself (the baseline).
+    WriteThrough(WriteThrough),
+}
+
+impl HandOff {
+    pub fn new(mode: IssueMode, pool: coupon_infra::db::PgPool) -> Self {
+        match mode {
+            IssueMode::Kafka => HandOff::Kafka,
+            IssueMode::SyncDb => HandOff::WriteThrough(WriteThrough::new(pool)),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,9 +78,9 @@ pub async fn issue(
         Decision::Issued(issued) => {
             state.watchlist.wrote(coupon, &issued.outbox_entry);
             let handed_off = async {
-                match state.mode {
-                    IssueMode::Kafka => hand_off(state, coupon, customer, &issued, request_id).await,
-                    IssueMode::SyncDb => write_through(state, coupon, customer, &issued).await,
+                match &state.hand_off {
+                    HandOff::Kafka => hand_off(state, coupon, customer, &issued, request_id).await,
+                    HandOff::WriteThrough(baseline) => baseline.write(&state.acks, coupon, customer, &issued).await,
                 }
             };
             let (replicated, ()) = tokio::join!(state.replicas.acknowledged(issued.connection), handed_off);
@@ -95,15 +112,6 @@ async fn unknown_to_redis(state: &AppState, coupon: CouponId) -> Result<Answer, 
     }
     state.recovery.coupon(coupon);
     Ok(Answer::Fenced)
-}
-
-async fn write_through(state: &AppState, coupon: CouponId, customer: CustomerId, issued: &Issued) {
-    match state.catalog.record_issue(coupon, customer, issued.issued_at).await {
-        Ok(()) => state.acks.push(Delivered { coupon, entry: issued.outbox_entry.clone() }),
-        Err(err) => {
-            tracing::warn!(error = %err, coupon = %coupon, "database write failed; event left in the outbox for the relay")
-        }
-    }
 }
 
 async fn hand_off(state: &AppState, coupon: CouponId, customer: CustomerId, issued: &Issued, request_id: &str) {
