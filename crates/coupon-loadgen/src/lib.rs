@@ -2,6 +2,7 @@
 //! and the end-to-end suite. It records every answer (status and latency), so
 //! callers can check the promises, not only measure speed.
 
+pub mod chart;
 pub mod client;
 pub mod cpu;
 pub mod dbstats;
@@ -14,4 +15,5 @@ pub mod report;
 pub mod soak;
 pub mod soak_report;
 pub mod spike;
+pub mod table;
 pub mod trickle;

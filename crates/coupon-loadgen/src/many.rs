@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::client::ApiClient;
 use crate::page::Section;
+use crate::table;
 
 pub const SECTION: Section =
     Section { begin: "<!-- many-coupons: written by `make bench` -->", end: "<!-- /many-coupons -->" };
@@ -124,54 +125,66 @@ impl ManyRecord {
     }
 }
 
+/// The many-coupons section, between its markers: what ran, the idle cost
+/// before and after, and the spikes.
 pub fn markdown(record: &ManyRecord) -> String {
     let mut md = String::new();
-    let (before, after) = (&record.idle_before, &record.idle_after);
     let _ = writeln!(md, "{}\n## Many coupons at once\n", SECTION.begin);
     let _ = writeln!(md, "Machine: {}  \nCommand: `{}`\n", record.machine, record.command);
-    let _ = writeln!(
-        md,
+    let _ = writeln!(md, "{}\n", what_ran(record));
+    md.push_str(&idle_table(record));
+    let _ = writeln!(md, "\n{}\n{}", spikes(record), SECTION.end);
+    md
+}
+
+/// The paragraph saying how the two processes were measured.
+fn what_ran(record: &ManyRecord) -> String {
+    format!(
         "Two coupon-api processes, A and B, alike but for their database, topic and key prefix, on one Redis. \
          Idle: no requests for {:.0} s; each process's CPU time from /proc, Redis's \
          `total_commands_processed`. Then {} coupons created on B through the admin API ({:.1} s), a pause \
          of {} s, and another idle window. Then spikes taking turns, A then B: {} customers for a coupon of \
-         {}, {} requests in flight, the writer not awaited.\n",
-        before.seconds,
+         {}, {} requests in flight, the writer not awaited.",
+        record.idle_before.seconds,
         record.created,
         record.create_s,
         record.settle_s,
         record.customers,
         record.stock,
         record.concurrency
-    );
-    let _ = writeln!(md, "| idle window | open coupons A / B | CPU A / B, % of a core | Redis commands/s, both |");
-    let _ = writeln!(md, "|---|---|---|---|");
-    for (label, idle) in [("before", before), (&format!("after B got {}", record.created) as &str, after)] {
-        let _ = writeln!(
-            md,
-            "| {label} | {} / {} | {:.2} / {:.2} | {:.1} |",
-            idle.open_coupons[0],
-            idle.open_coupons[1],
-            idle.api_cpu_percent[0],
-            idle.api_cpu_percent[1],
-            idle.redis_commands_per_s
-        );
-    }
-    let spikes = |rates: &[f64]| rates.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", ");
-    let _ = writeln!(
-        md,
-        "\nSpikes, requests/s: A ({} open coupons) {} (median {:.0}); B ({} open coupons) {} (median {:.0}). \
-         B's throughput is {:.1} % of A's.\n{}",
-        after.open_coupons[0],
-        spikes(&record.spikes_few),
+    )
+}
+
+/// The idle cost before and after B got its coupons, one row each.
+fn idle_table(record: &ManyRecord) -> String {
+    let after = format!("after B got {}", record.created);
+    let rows = [("before", &record.idle_before), (after.as_str(), &record.idle_after)].map(|(label, idle)| {
+        [
+            label.to_string(),
+            format!("{} / {}", idle.open_coupons[0], idle.open_coupons[1]),
+            format!("{:.2} / {:.2}", idle.api_cpu_percent[0], idle.api_cpu_percent[1]),
+            format!("{:.1}", idle.redis_commands_per_s),
+        ]
+    });
+    let header = ["idle window", "open coupons A / B", "CPU A / B, % of a core", "Redis commands/s, both"];
+    table::markdown(header, rows)
+}
+
+/// The spikes' rates on A and on B, their medians, and B's against A's.
+fn spikes(record: &ManyRecord) -> String {
+    let rates = |rates: &[f64]| rates.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", ");
+    let open = &record.idle_after.open_coupons;
+    format!(
+        "Spikes, requests/s: A ({} open coupons) {} (median {:.0}); B ({} open coupons) {} (median {:.0}). \
+         B's throughput is {:.1} % of A's.",
+        open[0],
+        rates(&record.spikes_few),
         median(&record.spikes_few),
-        after.open_coupons[1],
-        spikes(&record.spikes_many),
+        open[1],
+        rates(&record.spikes_many),
         median(&record.spikes_many),
-        record.throughput_ratio() * 100.0,
-        SECTION.end
-    );
-    md
+        record.throughput_ratio() * 100.0
+    )
 }
 
 #[cfg(test)]
@@ -201,7 +214,15 @@ mod tests {
         assert!((record.throughput_ratio() - 11_000.0 / 12_000.0).abs() < 1e-9, "medians, not means");
         let md = markdown(&record);
         assert!(md.starts_with(SECTION.begin) && md.trim_end().ends_with(SECTION.end), "{md}");
-        assert!(md.contains("| after B got 10000 | 1 / 10001 | 0.20 / 0.20 | 2.0 |"), "{md}");
+        assert!(
+            table::rows(&md).contains(&vec![
+                "after B got 10000".to_string(),
+                "1 / 10001".into(),
+                "0.20 / 0.20".into(),
+                "2.0".into()
+            ]),
+            "{md}"
+        );
         assert!(md.contains("B (10001 open coupons) 10500, 11000, 12000 (median 11000)"), "{md}");
         assert!(md.contains("B's throughput is 91.7 % of A's"), "{md}");
     }
