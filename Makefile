@@ -4,6 +4,9 @@
 
 CARGO ?= cargo
 STACK := scripts/stack.sh
+# Test builds carry the services' fail points (the `fail` crate, inert unless
+# the FAILPOINTS variable sets one); release builds never do.
+TEST_FEATURES := --features coupon-api/failpoints,coupon-writer/failpoints
 
 .PHONY: help setup up down status up-cluster down-cluster status-cluster build build-release run demo token bench bench-many soak reconcile test test-tools e2e e2e-cluster fmt lint lint-deploy images compose-smoke clean
 
@@ -48,7 +51,7 @@ status-cluster:
 	@scripts/stack-cluster.sh status
 
 build: setup
-	$(CARGO) build --workspace --all-targets
+	$(CARGO) build --workspace --all-targets $(TEST_FEATURES)
 
 build-release: setup
 	$(CARGO) build --release --bins
@@ -94,10 +97,10 @@ E2E_CLUSTER := --test cluster
 # scenarios stop and start stack components, so they run one at a time, last:
 # the single-node ones, then the cluster failovers at their short size.
 test: up up-cluster build lint-deploy test-tools
-	$(CARGO) test --workspace --no-fail-fast --lib --bins $(INTEGRATION_TESTS)
+	$(CARGO) test --workspace $(TEST_FEATURES) --no-fail-fast --lib --bins $(INTEGRATION_TESTS)
 	rm -f target/debug/e2e-logs/report.md
-	$(CARGO) test --workspace $(E2E_SINGLE) -- --test-threads=1
-	$(CARGO) test --workspace $(E2E_CLUSTER) -- --test-threads=1
+	$(CARGO) test --workspace $(TEST_FEATURES) $(E2E_SINGLE) -- --test-threads=1
+	$(CARGO) test --workspace $(TEST_FEATURES) $(E2E_CLUSTER) -- --test-threads=1
 
 # Tools the tests run besides cargo (schemathesis for the API's contract test),
 # installed once under .stack/tools.
@@ -109,12 +112,12 @@ test-tools:
 # pending; the table lands in target/debug/e2e-logs/report.md.
 e2e: up build test-tools
 	rm -f target/debug/e2e-logs/report.md
-	E2E_CUSTOMERS=20000 E2E_ALERTS_FIRE=1 $(CARGO) test --workspace $(E2E_SINGLE) -- --test-threads=1 --nocapture
+	E2E_CUSTOMERS=20000 E2E_ALERTS_FIRE=1 $(CARGO) test --workspace $(TEST_FEATURES) $(E2E_SINGLE) -- --test-threads=1 --nocapture
 
 # The cluster failovers (Redis master, Kafka broker, API replica) at full size.
 e2e-cluster: up up-cluster build
 	rm -f target/debug/e2e-logs/report.md
-	E2E_CUSTOMERS=20000 $(CARGO) test --workspace $(E2E_CLUSTER) -- --test-threads=1 --nocapture
+	E2E_CUSTOMERS=20000 $(CARGO) test --workspace $(TEST_FEATURES) $(E2E_CLUSTER) -- --test-threads=1 --nocapture
 
 fmt:
 	$(CARGO) fmt --all
@@ -123,7 +126,7 @@ fmt:
 MACHETE := .stack/tools/bin/cargo-machete
 lint: setup lint-deploy $(MACHETE)
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets $(TEST_FEATURES) -- -D warnings
 	$(MACHETE)
 
 $(MACHETE):

@@ -1,13 +1,15 @@
 //! coupon-api settings (see coupon_infra::settings for how they are loaded).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use coupon_infra::settings::{
-    require_positive, AuthSettings, DatabaseSettings, InvalidSetting, KafkaSettings, LogSettings, RedisSettings,
-    Validate,
+    require_nonzero, require_positive, AuthSettings, DatabaseSettings, InvalidSetting, KafkaSettings, LogSettings,
+    RedisSettings, Validate,
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+use serde_with::{serde_as, DurationMilliSeconds};
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
@@ -103,18 +105,22 @@ pub enum PartitionKey {
     Customer,
 }
 
+#[serde_as]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct KafkaProducerSettings {
     #[serde(flatten)]
     pub client: KafkaSettings,
     pub partition_key: PartitionKey,
-    pub linger_ms: u64,
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    pub linger_ms: Duration,
     /// How long librdkafka keeps retrying one record; the relay takes over after.
-    pub message_timeout_ms: u64,
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    pub message_timeout_ms: Duration,
     /// How long a request waits for Kafka's acknowledgement before answering
     /// anyway (the outbox keeps the event). 0: never wait.
-    pub ack_timeout_ms: u64,
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    pub ack_timeout_ms: Duration,
     /// Where uses and releases of held coupons go (key = coupon id).
     pub used_topic: String,
     pub released_topic: String,
@@ -125,41 +131,42 @@ impl Default for KafkaProducerSettings {
         Self {
             client: KafkaSettings::default(),
             partition_key: PartitionKey::Coupon,
-            linger_ms: 2,
-            message_timeout_ms: 10_000,
-            ack_timeout_ms: 1_000,
+            linger_ms: Duration::from_millis(2),
+            message_timeout_ms: Duration::from_millis(10_000),
+            ack_timeout_ms: Duration::from_millis(1_000),
             used_topic: coupon_domain::USED_TOPIC.into(),
             released_topic: coupon_domain::RELEASED_TOPIC.into(),
         }
     }
 }
 
+#[serde_as]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct RelaySettings {
     /// Pause between passes over the outboxes when all is well.
-    pub interval_ms: u64,
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    pub interval_ms: Duration,
     /// Entries younger than this belong to the request that wrote them.
-    pub min_age_ms: u64,
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    pub min_age_ms: Duration,
     pub batch_size: usize,
-    pub max_backoff_ms: u64,
-    /// How often the recovery looks for coupons left fenced and retires
-    /// ended ones.
-    pub sync_interval_ms: u64,
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    pub max_backoff_ms: Duration,
     /// How long a replica that stopped beating counts as alive; its outboxes
     /// are taken over by another replica after that.
-    pub replica_ttl_ms: u64,
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    pub replica_ttl_ms: Duration,
 }
 
 impl Default for RelaySettings {
     fn default() -> Self {
         Self {
-            interval_ms: 1_000,
-            min_age_ms: 5_000,
+            interval_ms: Duration::from_millis(1_000),
+            min_age_ms: Duration::from_millis(5_000),
             batch_size: 500,
-            max_backoff_ms: 30_000,
-            sync_interval_ms: 30_000,
-            replica_ttl_ms: 10_000,
+            max_backoff_ms: Duration::from_millis(30_000),
+            replica_ttl_ms: Duration::from_millis(10_000),
         }
     }
 }
@@ -178,20 +185,33 @@ impl Default for WriterRef {
     }
 }
 
+#[serde_as]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct RecoverySettings {
     /// How often a rebuild asks Kafka whether the writer has caught up.
-    pub poll_ms: u64,
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    pub poll_ms: Duration,
     /// How long the recovery lock outlives a replica that died holding it.
-    pub lock_ttl_ms: u64,
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    pub lock_ttl_ms: Duration,
     /// How long an ended coupon's keys stay in Redis once its outbox is empty.
-    pub ended_grace_ms: u64,
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    pub ended_grace_ms: Duration,
+    /// How often the recovery looks for coupons left fenced and retires
+    /// ended ones.
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    pub sync_interval_ms: Duration,
 }
 
 impl Default for RecoverySettings {
     fn default() -> Self {
-        Self { poll_ms: 250, lock_ttl_ms: 30_000, ended_grace_ms: 86_400_000 }
+        Self {
+            poll_ms: Duration::from_millis(250),
+            lock_ttl_ms: Duration::from_millis(30_000),
+            ended_grace_ms: Duration::from_millis(86_400_000),
+            sync_interval_ms: Duration::from_millis(30_000),
+        }
     }
 }
 
@@ -207,7 +227,7 @@ impl Validate for Settings {
                 "must not be empty (leave COUPON__ADMIN__TOKEN unset to turn the admin endpoints off)",
             ));
         }
-        require_positive("kafka.message_timeout_ms", self.kafka.message_timeout_ms)?;
+        require_nonzero("kafka.message_timeout_ms", self.kafka.message_timeout_ms)?;
         for (name, topic) in
             [("kafka.used_topic", &self.kafka.used_topic), ("kafka.released_topic", &self.kafka.released_topic)]
         {
@@ -218,19 +238,19 @@ impl Validate for Settings {
         if self.kafka.used_topic == self.kafka.released_topic {
             return Err(InvalidSetting::new("kafka.released_topic", "must differ from kafka.used_topic"));
         }
-        require_positive("relay.interval_ms", self.relay.interval_ms)?;
+        require_nonzero("relay.interval_ms", self.relay.interval_ms)?;
         require_positive("relay.batch_size", self.relay.batch_size as u64)?;
-        require_positive("relay.max_backoff_ms", self.relay.max_backoff_ms)?;
-        require_positive("relay.sync_interval_ms", self.relay.sync_interval_ms)?;
-        if self.relay.replica_ttl_ms < 3 {
+        require_nonzero("relay.max_backoff_ms", self.relay.max_backoff_ms)?;
+        if self.relay.replica_ttl_ms < Duration::from_millis(3) {
             return Err(InvalidSetting::new(
                 "relay.replica_ttl_ms",
                 "must be at least 3 (a replica beats every third of it)",
             ));
         }
-        require_positive("recovery.poll_ms", self.recovery.poll_ms)?;
-        require_positive("recovery.ended_grace_ms", self.recovery.ended_grace_ms)?;
-        if self.recovery.lock_ttl_ms < 3 * self.recovery.poll_ms.max(1_000) {
+        require_nonzero("recovery.poll_ms", self.recovery.poll_ms)?;
+        require_nonzero("recovery.ended_grace_ms", self.recovery.ended_grace_ms)?;
+        require_nonzero("recovery.sync_interval_ms", self.recovery.sync_interval_ms)?;
+        if self.recovery.lock_ttl_ms < 3 * self.recovery.poll_ms.max(Duration::from_secs(1)) {
             return Err(InvalidSetting::new(
                 "recovery.lock_ttl_ms",
                 "must be at least three times recovery.poll_ms and 3000, or the lock expires between renewals",
@@ -290,6 +310,112 @@ mod tests {
         assert_eq!(s.redis.key_prefix, "shop1:");
         assert_eq!(s.admin.token.unwrap().expose_secret(), "12345");
         assert_eq!(s.issue.mode, IssueMode::SyncDb);
+    }
+
+    #[test]
+    fn durations_are_read_in_milliseconds() {
+        let s = load(&[
+            ("COUPON__KAFKA__LINGER_MS", "5"),
+            ("COUPON__KAFKA__MESSAGE_TIMEOUT_MS", "20000"),
+            ("COUPON__KAFKA__ACK_TIMEOUT_MS", "750"),
+            ("COUPON__RELAY__INTERVAL_MS", "100"),
+            ("COUPON__RELAY__MIN_AGE_MS", "1500"),
+            ("COUPON__RELAY__MAX_BACKOFF_MS", "500"),
+            ("COUPON__RELAY__REPLICA_TTL_MS", "3000"),
+            ("COUPON__RECOVERY__POLL_MS", "100"),
+            ("COUPON__RECOVERY__LOCK_TTL_MS", "9000"),
+            ("COUPON__RECOVERY__ENDED_GRACE_MS", "600000"),
+            ("COUPON__RECOVERY__SYNC_INTERVAL_MS", "200"),
+            ("COUPON__REDIS__MIN_REPLICAS", "1"),
+            ("COUPON__REDIS__REPLICA_ACK_TIMEOUT_MS", "250"),
+            ("COUPON__REDIS__TIMEOUT_MS", "800"),
+            ("COUPON__DATABASE__TIMEOUT_MS", "1000"),
+            ("COUPON__DATABASE__STATEMENT_TIMEOUT_MS", "300"),
+            ("COUPON__DATABASE__TCP_TIMEOUT_MS", "4000"),
+        ])
+        .unwrap();
+        let ms = Duration::from_millis;
+        assert_eq!(
+            (s.kafka.linger_ms, s.kafka.message_timeout_ms, s.kafka.ack_timeout_ms),
+            (ms(5), ms(20_000), ms(750))
+        );
+        assert_eq!((s.relay.interval_ms, s.relay.min_age_ms, s.relay.max_backoff_ms), (ms(100), ms(1_500), ms(500)));
+        assert_eq!(s.relay.replica_ttl_ms, ms(3_000));
+        assert_eq!((s.recovery.poll_ms, s.recovery.lock_ttl_ms), (ms(100), ms(9_000)));
+        assert_eq!((s.recovery.ended_grace_ms, s.recovery.sync_interval_ms), (ms(600_000), ms(200)));
+        assert_eq!((s.redis.replica_ack_timeout_ms, s.redis.timeout_ms), (ms(250), ms(800)));
+        assert_eq!(s.database.timeout_ms, ms(1_000));
+        assert_eq!((s.database.statement_timeout_ms, s.database.tcp_timeout_ms), (ms(300), ms(4_000)));
+    }
+
+    #[test]
+    fn defaults_keep_their_values() {
+        let s = load(&[]).unwrap();
+        let ms = Duration::from_millis;
+        assert_eq!(
+            (s.kafka.linger_ms, s.kafka.message_timeout_ms, s.kafka.ack_timeout_ms),
+            (ms(2), ms(10_000), ms(1_000))
+        );
+        assert_eq!(
+            (s.relay.interval_ms, s.relay.min_age_ms, s.relay.max_backoff_ms),
+            (ms(1_000), ms(5_000), ms(30_000))
+        );
+        assert_eq!(s.relay.replica_ttl_ms, ms(10_000));
+        assert_eq!((s.recovery.poll_ms, s.recovery.lock_ttl_ms), (ms(250), ms(30_000)));
+        assert_eq!((s.recovery.ended_grace_ms, s.recovery.sync_interval_ms), (ms(86_400_000), ms(30_000)));
+    }
+
+    #[test]
+    fn a_zero_duration_is_refused_where_zero_means_nothing() {
+        for (var, key) in [
+            ("COUPON__KAFKA__MESSAGE_TIMEOUT_MS", "kafka.message_timeout_ms"),
+            ("COUPON__RELAY__INTERVAL_MS", "relay.interval_ms"),
+            ("COUPON__RELAY__MAX_BACKOFF_MS", "relay.max_backoff_ms"),
+            ("COUPON__RECOVERY__POLL_MS", "recovery.poll_ms"),
+            ("COUPON__RECOVERY__ENDED_GRACE_MS", "recovery.ended_grace_ms"),
+            ("COUPON__RECOVERY__SYNC_INTERVAL_MS", "recovery.sync_interval_ms"),
+            ("COUPON__REDIS__TIMEOUT_MS", "redis.timeout_ms"),
+            ("COUPON__DATABASE__TIMEOUT_MS", "database.timeout_ms"),
+        ] {
+            let err = load(&[(var, "0")]).unwrap_err().to_string();
+            assert_eq!(err, format!("invalid value for key `{key}`: must be greater than 0"), "{var}");
+        }
+        let err = load(&[("COUPON__REDIS__MIN_REPLICAS", "1"), ("COUPON__REDIS__REPLICA_ACK_TIMEOUT_MS", "0")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("redis.replica_ack_timeout_ms") && err.contains("greater than 0"), "{err}");
+        // 0 means "never wait" and "send at once".
+        let s = load(&[("COUPON__KAFKA__ACK_TIMEOUT_MS", "0"), ("COUPON__KAFKA__LINGER_MS", "0")]).unwrap();
+        assert!(s.kafka.ack_timeout_ms.is_zero() && s.kafka.linger_ms.is_zero());
+        let err = load(&[("COUPON__RECOVERY__POLL_MS", "-5")]).unwrap_err().to_string();
+        assert!(err.contains("recovery.poll_ms"), "{err}");
+    }
+
+    #[test]
+    fn rules_between_durations_keep_their_bounds() {
+        let err = load(&[("COUPON__RELAY__REPLICA_TTL_MS", "2")]).unwrap_err().to_string();
+        assert!(err.contains("relay.replica_ttl_ms") && err.contains("at least 3"), "{err}");
+        assert!(load(&[("COUPON__RELAY__REPLICA_TTL_MS", "3")]).is_ok());
+        let err = load(&[("COUPON__RECOVERY__LOCK_TTL_MS", "2999")]).unwrap_err().to_string();
+        assert!(err.contains("recovery.lock_ttl_ms"), "{err}");
+        assert!(load(&[("COUPON__RECOVERY__LOCK_TTL_MS", "3000")]).is_ok());
+        let err = load(&[("COUPON__RECOVERY__POLL_MS", "1001"), ("COUPON__RECOVERY__LOCK_TTL_MS", "3002")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("recovery.lock_ttl_ms"), "{err}");
+        let min_replicas = ("COUPON__REDIS__MIN_REPLICAS", "1");
+        let err = load(&[min_replicas, ("COUPON__REDIS__REPLICA_ACK_TIMEOUT_MS", "1000")]).unwrap_err().to_string();
+        assert!(err.contains("redis.replica_ack_timeout_ms") && err.contains("redis.timeout_ms"), "{err}");
+        assert!(load(&[min_replicas, ("COUPON__REDIS__REPLICA_ACK_TIMEOUT_MS", "999")]).is_ok());
+        let err = load(&[("COUPON__KAFKA__ACK_TIMEOUT_MS", "5000")]).unwrap_err().to_string();
+        assert!(err.contains("relay.min_age_ms") && err.contains("kafka.ack_timeout_ms"), "{err}");
+        assert!(load(&[("COUPON__KAFKA__ACK_TIMEOUT_MS", "4999")]).is_ok());
+    }
+
+    #[test]
+    fn the_sync_interval_moved_to_the_recovery() {
+        let s = load(&[("COUPON__RECOVERY__SYNC_INTERVAL_MS", "200")]).unwrap();
+        assert_eq!(s.recovery.sync_interval_ms, Duration::from_millis(200));
     }
 
     #[test]

@@ -9,6 +9,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // The FAILPOINTS variable's fail points, for the tests that make an
+    // essential task end; present only in builds with the `failpoints` feature.
+    #[cfg(feature = "failpoints")]
+    let _fail_points = fail::FailScenario::setup();
     let settings: Settings = settings::load_or_exit("coupon-api");
     telemetry::init(settings.log.format);
     let app = Application::build(settings).await?;

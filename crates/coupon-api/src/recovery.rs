@@ -19,7 +19,7 @@
 //!    overwriting what Redis holds, and lifts its fence (rebuild.lua).
 //!
 //! A pass runs at start (looking at every open coupon), every
-//! `relay.sync_interval_ms` (looking at the fenced set only, so its cost does
+//! `recovery.sync_interval_ms` (looking at the fenced set only, so its cost does
 //! not grow with the number of coupons), and whenever a request finds the
 //! issue script missing or an open coupon missing from Redis. Whoever dies
 //! mid-way leaves fences behind, listed in the fenced set; the lock expires
@@ -151,7 +151,7 @@ impl Recovery {
             };
             // A pause between passes, so a flood of requests that find Redis
             // suspect costs one pass per poll, not one per request.
-            let poll = tokio::time::sleep(Duration::from_millis(self.settings.poll_ms));
+            let poll = tokio::time::sleep(self.settings.poll_ms);
             let periodic = tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = async { poll.await; self.requests.wake.notified().await } => false,
@@ -224,7 +224,7 @@ impl Recovery {
         stop: &CancellationToken,
     ) -> Result<(), RecoveryError> {
         let token = format!("{:032x}", rand::random::<u128>());
-        if !self.issuer.lock(&token, self.settings.lock_ttl_ms).await? {
+        if !self.issuer.lock(&token, self.settings.lock_ttl_ms.as_millis() as u64).await? {
             tracing::info!("another replica is rebuilding; leaving it to that one");
             return Ok(());
         }
@@ -307,7 +307,7 @@ impl Recovery {
 
     /// Sleeps for `wait` in steps, renewing the lock.
     async fn hold_lock_for(&self, wait: Duration, token: &str, stop: &CancellationToken) -> Result<(), RecoveryError> {
-        let step = Duration::from_millis(self.settings.lock_ttl_ms / 3);
+        let step = self.settings.lock_ttl_ms / 3;
         let deadline = tokio::time::Instant::now() + wait;
         while tokio::time::Instant::now() < deadline {
             tokio::select! {
@@ -320,7 +320,7 @@ impl Recovery {
     }
 
     async fn renew(&self, token: &str) -> Result<(), RecoveryError> {
-        if self.issuer.relock(token, self.settings.lock_ttl_ms).await? {
+        if self.issuer.relock(token, self.settings.lock_ttl_ms.as_millis() as u64).await? {
             Ok(())
         } else {
             Err(RecoveryError::LockLost)
@@ -336,7 +336,9 @@ impl Recovery {
         token: &str,
         stop: &CancellationToken,
     ) -> Result<(), RecoveryError> {
-        let poll = Duration::from_millis(self.settings.poll_ms);
+        let poll = self.settings.poll_ms;
+        // A line about every 10 s.
+        let log_every = (10_000 / (poll.as_millis() as u64).max(1)).max(1);
         let mut polls: u64 = 0;
         loop {
             let marks_owned = marks.to_vec();
@@ -344,7 +346,7 @@ impl Recovery {
             if behind == 0 {
                 return Ok(());
             }
-            if polls.is_multiple_of((10_000 / self.settings.poll_ms).max(1)) {
+            if polls.is_multiple_of(log_every) {
                 tracing::info!(records = behind, "waiting for coupon-writer to apply what was issued before the fence");
             }
             polls += 1;
@@ -367,8 +369,9 @@ impl Recovery {
         let now_ms = crate::issuer::unix_ms(OffsetDateTime::now_utc());
         let mut retired = Vec::new();
         for coupon in self.issuer.ended(now_ms).await? {
-            if self.issuer.retire(coupon, self.settings.ended_grace_ms).await? {
-                tracing::info!(coupon = %coupon, grace_ms = self.settings.ended_grace_ms, "ended coupon retired from Redis");
+            let grace_ms = self.settings.ended_grace_ms.as_millis() as u64;
+            if self.issuer.retire(coupon, grace_ms).await? {
+                tracing::info!(coupon = %coupon, grace_ms, "ended coupon retired from Redis");
                 retired.push(coupon);
             }
         }

@@ -12,7 +12,6 @@
 //! (crate::watchlist).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use coupon_domain::CouponId;
 use coupon_infra::backoff::Backoff;
@@ -46,8 +45,8 @@ impl Relay {
     /// Runs until `stop` is cancelled, backing off exponentially while Redis or
     /// Kafka fail.
     pub async fn run(self, stop: CancellationToken) {
-        let idle = Duration::from_millis(self.settings.interval_ms);
-        let max_backoff = Duration::from_millis(self.settings.max_backoff_ms);
+        let idle = self.settings.interval_ms;
+        let max_backoff = self.settings.max_backoff_ms;
         // The pause after a failed pass; reset by a pass that succeeds.
         let mut backoff = Backoff::new(idle * 2, max_backoff);
         let mut wait = idle;
@@ -56,6 +55,7 @@ impl Relay {
                 _ = stop.cancelled() => break,
                 _ = tokio::time::sleep(wait) => {}
             }
+            fail::fail_point!("relay-pass");
             wait = match self.relay_once().await {
                 Ok(_) => {
                     backoff.reset();
@@ -82,7 +82,7 @@ impl Relay {
         if watched.is_empty() {
             return Ok(0);
         }
-        let until = self.outbox.server_time_ms().await? - self.settings.min_age_ms as i64;
+        let until = self.outbox.server_time_ms().await? - self.settings.min_age_ms.as_millis() as i64;
         let mut delivered = 0;
         for (coupon, _) in watched {
             delivered += self.relay_coupon(coupon, until).await?;

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -25,6 +25,9 @@ pub fn log_dir() -> PathBuf {
 pub struct Service {
     name: String,
     child: Option<Child>,
+    log: PathBuf,
+    /// Where this run's output starts in the log, which earlier runs share.
+    log_start: u64,
 }
 
 impl Service {
@@ -39,8 +42,32 @@ impl Service {
     pub fn spawn(mut command: Command, name: &str) -> anyhow::Result<Self> {
         let log = log_dir().join(format!("{name}.log"));
         let out = File::options().create(true).append(true).open(&log)?;
+        let log_start = out.metadata()?.len();
         let child = command.stdout(Stdio::from(out.try_clone()?)).stderr(Stdio::from(out)).spawn()?;
-        Ok(Self { name: name.to_string(), child: Some(child) })
+        Ok(Self { name: name.to_string(), child: Some(child), log, log_start })
+    }
+
+    /// What this run has written to its log so far.
+    pub fn output(&self) -> anyhow::Result<String> {
+        let log = std::fs::read(&self.log).with_context(|| format!("reading {}", self.log.display()))?;
+        let start = (self.log_start as usize).min(log.len());
+        Ok(String::from_utf8_lossy(&log[start..]).into_owned())
+    }
+
+    /// Waits for the process to exit by itself.
+    pub async fn exited(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
+        let child = self.child.as_mut().expect("running");
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                return Ok(status);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!("{} still running after {timeout:?}", self.name);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     pub fn pid(&self) -> Pid {

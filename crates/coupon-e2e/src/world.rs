@@ -233,6 +233,16 @@ impl World {
         (writer, format!("http://127.0.0.1:{port}/metrics"))
     }
 
+    /// Starts `binary` (coupon-api or coupon-writer) with this world's
+    /// settings and `extra` environment, without waiting for it to be ready.
+    pub fn spawn(&self, binary: &str, extra: &[(&str, &str)]) -> Service {
+        let mut env = self.env();
+        let addr = if binary == "coupon-writer" { "COUPON__WRITER__HTTP__ADDR" } else { "COUPON__HTTP__ADDR" };
+        env.insert(addr.into(), format!("127.0.0.1:{}", free_port()));
+        env.extend(extra.iter().map(|(key, value)| (key.to_string(), value.to_string())));
+        Service::start(binary, &format!("{}-{binary}", self.name), &env).unwrap_or_else(|err| panic!("{err:#}"))
+    }
+
     pub async fn create_coupons(&self, count: usize, stock: u64) -> Vec<i64> {
         let mut ids = Vec::new();
         for i in 0..count {

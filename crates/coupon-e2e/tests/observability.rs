@@ -4,7 +4,8 @@
 //! the reconcile job, found in what it pushes). A renamed metric would leave
 //! a panel empty or an alert silent while every linter passes. A real
 //! Prometheus with the rules loaded then shows an alert raised by a fault and
-//! cleared after it, and none by a normal promotion.
+//! cleared after it, and none by a normal promotion. And a service whose
+//! essential task ends exits non-zero, for its orchestrator to restart it.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -191,4 +192,24 @@ async fn reconcile_repair_republishes_issuances_missing_from_postgres() {
     )
     .await
     .unwrap_or_else(|err| panic!("{err:#}"));
+}
+
+/// A service whose essential task ends stops and exits non-zero, naming the
+/// task, rather than living on without it (the orchestrator restarts it). No
+/// task ends by itself: each retries every fault until the shutdown signal.
+/// So a fail point panics it (the `failpoints` build of the tests).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_service_whose_essential_task_ends_exits_non_zero() {
+    let world = World::new("supervision").await;
+    for (binary, fail_point, task) in
+        [("coupon-api", "relay-pass", "the outbox relay"), ("coupon-writer", "consumer-poll", "the consumer")]
+    {
+        let mut service = world.spawn(binary, &[("FAILPOINTS", &format!("{fail_point}=panic"))]);
+        let status = service.exited(Duration::from_secs(60)).await.unwrap_or_else(|err| panic!("{err:#}"));
+        let output = service.output().expect("the service's log");
+        assert!(!status.success(), "{binary} exited with {status} after {task} ended:\n{output}");
+        assert!(output.contains("an essential task ended; stopping"), "{binary} did not report the task:\n{output}");
+        assert!(output.contains(&format!("{task} ended unexpectedly")), "{binary} did not name {task}:\n{output}");
+        eprintln!("{binary}: {task} panicked at its fail point; exited with {status}");
+    }
 }

@@ -6,11 +6,13 @@
 //! each service composes them into its own settings type.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use config::{Config, Environment};
 use secrecy::SecretString;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use serde_with::{serde_as, DurationMilliSeconds};
 
 pub const ENV_PREFIX: &str = "COUPON";
 
@@ -78,6 +80,15 @@ pub fn require_positive(key: &'static str, value: u64) -> Result<(), InvalidSett
     Ok(())
 }
 
+/// [`require_positive`] for a duration: rejects zero with the same message.
+/// (A duration setting holds whole milliseconds, so non-zero is at least 1 ms.)
+pub fn require_nonzero(key: &'static str, value: Duration) -> Result<(), InvalidSetting> {
+    if value.is_zero() {
+        return Err(InvalidSetting::new(key, "must be greater than 0"));
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RedisMode {
@@ -92,6 +103,7 @@ pub enum RedisMode {
     Cluster,
 }
 
+#[serde_as]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct RedisSettings {
@@ -103,10 +115,12 @@ pub struct RedisSettings {
     /// 0 answers once the primary has it.
     pub min_replicas: u32,
     /// How long an issuance waits for those replicas before answering `503`.
-    pub replica_ack_timeout_ms: u64,
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    pub replica_ack_timeout_ms: Duration,
     /// Upper bound for connecting and for one command: how fast an
     /// unreachable Redis is noticed.
-    pub timeout_ms: u64,
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    pub timeout_ms: Duration,
     /// Prepended to every key, so several systems (or tests) can share one Redis.
     pub key_prefix: String,
 }
@@ -118,13 +132,14 @@ impl Default for RedisSettings {
             url: "redis://127.0.0.1:6379".into(),
             master_name: "coupon".into(),
             min_replicas: 0,
-            replica_ack_timeout_ms: 500,
-            timeout_ms: 1_000,
+            replica_ack_timeout_ms: Duration::from_millis(500),
+            timeout_ms: Duration::from_millis(1_000),
             key_prefix: String::new(),
         }
     }
 }
 
+#[serde_as]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct DatabaseSettings {
@@ -132,13 +147,16 @@ pub struct DatabaseSettings {
     pub url: SecretString,
     pub pool_size: usize,
     /// Waiting for a pooled connection, and connecting.
-    pub timeout_ms: u64,
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    pub timeout_ms: Duration,
     /// PostgreSQL cancels a statement running longer (`statement_timeout`).
-    pub statement_timeout_ms: u64,
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    pub statement_timeout_ms: Duration,
     /// How long sent data may stay unacknowledged before the connection is
     /// dropped (`tcp_user_timeout`), and the keepalive probes' idle time: a
     /// silent network partition fails queries in bounded time, not minutes.
-    pub tcp_timeout_ms: u64,
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    pub tcp_timeout_ms: Duration,
 }
 
 impl Default for DatabaseSettings {
@@ -146,9 +164,9 @@ impl Default for DatabaseSettings {
         Self {
             url: SecretString::from("postgres://coupon:coupon@127.0.0.1:5432/coupon"),
             pool_size: 10,
-            timeout_ms: 5_000,
-            statement_timeout_ms: 10_000,
-            tcp_timeout_ms: 10_000,
+            timeout_ms: Duration::from_millis(5_000),
+            statement_timeout_ms: Duration::from_millis(10_000),
+            tcp_timeout_ms: Duration::from_millis(10_000),
         }
     }
 }
@@ -269,21 +287,21 @@ impl Validate for RedisSettings {
             return Err(InvalidSetting::new("redis.master_name", "must name the primary in sentinel mode"));
         }
         if self.min_replicas > 0 {
-            require_positive("redis.replica_ack_timeout_ms", self.replica_ack_timeout_ms)?;
+            require_nonzero("redis.replica_ack_timeout_ms", self.replica_ack_timeout_ms)?;
             if self.mode == RedisMode::Cluster {
                 // WAIT answers for the writes of its own connection; a cluster
                 // client's WAIT goes to every primary over other connections.
                 return Err(InvalidSetting::new("redis.min_replicas", "is not supported in cluster mode yet"));
             }
         }
-        require_positive("redis.timeout_ms", self.timeout_ms)
+        require_nonzero("redis.timeout_ms", self.timeout_ms)
     }
 }
 
 impl Validate for DatabaseSettings {
     fn validate(&self) -> Result<(), InvalidSetting> {
         require_positive("database.pool_size", self.pool_size as u64)?;
-        require_positive("database.timeout_ms", self.timeout_ms)
+        require_nonzero("database.timeout_ms", self.timeout_ms)
     }
 }
 
@@ -361,7 +379,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(s.redis.url, "redis://10.0.0.1:7000");
-        assert_eq!(s.redis.timeout_ms, 64);
+        assert_eq!(s.redis.timeout_ms, Duration::from_millis(64));
         assert_eq!(s.http.addr.port(), 18080);
     }
 
@@ -393,6 +411,22 @@ mod tests {
         let err =
             load(&[("COUPON__REDIS__MODE", "cluster"), ("COUPON__REDIS__MIN_REPLICAS", "1")]).unwrap_err().to_string();
         assert!(err.contains("redis.min_replicas"), "{err}");
+    }
+
+    #[test]
+    fn durations_are_read_in_milliseconds() {
+        let s =
+            load(&[("COUPON__REDIS__MIN_REPLICAS", "1"), ("COUPON__REDIS__REPLICA_ACK_TIMEOUT_MS", "250")]).unwrap();
+        assert_eq!(s.redis.replica_ack_timeout_ms, Duration::from_millis(250));
+        assert_eq!(s.redis.timeout_ms, Duration::from_secs(1), "the default");
+        let err = load(&[("COUPON__REDIS__TIMEOUT_MS", "-1")]).unwrap_err().to_string();
+        assert!(err.contains("redis.timeout_ms"), "{err}");
+        let err = load(&[("COUPON__REDIS__MIN_REPLICAS", "1"), ("COUPON__REDIS__REPLICA_ACK_TIMEOUT_MS", "0")])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "invalid value for key `redis.replica_ack_timeout_ms`: must be greater than 0");
+        // Without replicas to wait for, the timeout is unused and 0 is fine.
+        assert!(load(&[("COUPON__REDIS__REPLICA_ACK_TIMEOUT_MS", "0")]).is_ok());
     }
 
     #[test]

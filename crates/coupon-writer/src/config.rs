@@ -1,11 +1,13 @@
 //! coupon-writer settings (see coupon_infra::settings for how they are loaded).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use coupon_infra::settings::{
-    require_positive, DatabaseSettings, InvalidSetting, KafkaSettings, LogSettings, Validate,
+    require_nonzero, require_positive, DatabaseSettings, InvalidSetting, KafkaSettings, LogSettings, Validate,
 };
 use serde::Deserialize;
+use serde_with::{serde_as, DurationMilliSeconds};
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
@@ -16,6 +18,7 @@ pub struct Settings {
     pub log: LogSettings,
 }
 
+#[serde_as]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct WriterSettings {
@@ -27,32 +30,39 @@ pub struct WriterSettings {
     /// lasts (crate::batch); `batch_max_records` or less: no growth...
     pub batch_ceiling_records: usize,
     /// ...or this long after its first record, whichever comes first.
-    pub batch_max_wait_ms: u64,
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    pub batch_max_wait_ms: Duration,
     /// First delay before a batch that failed with a transient error is retried;
     /// it doubles with every further failure...
-    pub retry_initial_ms: u64,
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    pub retry_initial_ms: Duration,
     /// ...up to this cap. Retries go on until the batch is applied.
-    pub retry_max_ms: u64,
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    pub retry_max_ms: Duration,
     /// librdkafka's `max.poll.interval.ms`: the consumer leaves the group when
     /// the writer does not poll for this long. Polling continues while a batch
     /// waits for a retry, so only one database transaction has to fit in it.
-    pub max_poll_interval_ms: u64,
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    pub max_poll_interval_ms: Duration,
     /// librdkafka's `session.timeout.ms`: how long the group waits for a member
     /// that stopped heartbeating (e.g. was killed) before giving its partitions
     /// to the others. Short, because a killed writer's partitions stall for this
     /// long (the e2e suite measured ~45 s of lag per kill with librdkafka's
     /// 45 s default); the broker accepts no less than 6 s.
-    pub session_timeout_ms: u64,
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    pub session_timeout_ms: Duration,
     /// How often librdkafka reports statistics (whether the member is in its
     /// group) and the group's lag is read from the broker.
-    pub stats_interval_ms: u64,
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    pub stats_interval_ms: Duration,
     /// librdkafka's `auto.commit.interval.ms`: how often the offsets of applied
     /// batches are committed. One commit per interval however small the batches
     /// (a commit per batch, hundreds per second under a backlog, crowded the
     /// coordinator connection until the member lost its group); a crash
     /// redelivers at most this long's applied records, which the idempotent
     /// writes absorb.
-    pub commit_interval_ms: u64,
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    pub commit_interval_ms: Duration,
     /// librdkafka's `queued.max.messages.kbytes`: records fetched ahead of the
     /// batches. Its default (64 MiB) let a backlog fill the writer's memory;
     /// a few ceiling-sized batches ahead keep a drain at full speed.
@@ -61,7 +71,8 @@ pub struct WriterSettings {
     /// outage or a rebalance) gets a new consumer, as if the process had been
     /// restarted. Longer than a slow rejoin (28 s was measured after a broker
     /// outage), so only a consumer that will not rejoin is replaced.
-    pub rejoin_timeout_ms: u64,
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    pub rejoin_timeout_ms: Duration,
 }
 
 impl Default for WriterSettings {
@@ -71,15 +82,15 @@ impl Default for WriterSettings {
             group: coupon_domain::WRITER_GROUP.into(),
             batch_max_records: 100,
             batch_ceiling_records: 2_000,
-            batch_max_wait_ms: 500,
-            retry_initial_ms: 100,
-            retry_max_ms: 10_000,
-            max_poll_interval_ms: 300_000,
-            session_timeout_ms: 10_000,
-            stats_interval_ms: 5_000,
-            commit_interval_ms: 1_000,
+            batch_max_wait_ms: Duration::from_millis(500),
+            retry_initial_ms: Duration::from_millis(100),
+            retry_max_ms: Duration::from_millis(10_000),
+            max_poll_interval_ms: Duration::from_millis(300_000),
+            session_timeout_ms: Duration::from_millis(10_000),
+            stats_interval_ms: Duration::from_millis(5_000),
+            commit_interval_ms: Duration::from_millis(1_000),
             fetch_queue_kbytes: 4_096,
-            rejoin_timeout_ms: 60_000,
+            rejoin_timeout_ms: Duration::from_millis(60_000),
         }
     }
 }
@@ -103,12 +114,12 @@ impl Validate for Settings {
         self.database.validate()?;
         let writer = &self.writer;
         require_positive("writer.batch_max_records", writer.batch_max_records as u64)?;
-        require_positive("writer.batch_max_wait_ms", writer.batch_max_wait_ms)?;
-        require_positive("writer.retry_initial_ms", writer.retry_initial_ms)?;
-        require_positive("writer.stats_interval_ms", writer.stats_interval_ms)?;
-        require_positive("writer.commit_interval_ms", writer.commit_interval_ms)?;
+        require_nonzero("writer.batch_max_wait_ms", writer.batch_max_wait_ms)?;
+        require_nonzero("writer.retry_initial_ms", writer.retry_initial_ms)?;
+        require_nonzero("writer.stats_interval_ms", writer.stats_interval_ms)?;
+        require_nonzero("writer.commit_interval_ms", writer.commit_interval_ms)?;
         require_positive("writer.fetch_queue_kbytes", writer.fetch_queue_kbytes)?;
-        require_positive("writer.session_timeout_ms", writer.session_timeout_ms)?;
+        require_nonzero("writer.session_timeout_ms", writer.session_timeout_ms)?;
         if writer.rejoin_timeout_ms < 2 * writer.stats_interval_ms.max(writer.session_timeout_ms) {
             return Err(InvalidSetting::new(
                 "writer.rejoin_timeout_ms",
@@ -158,9 +169,65 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(s.writer.batch_max_records, 250);
-        assert_eq!(s.writer.batch_max_wait_ms, 50);
-        assert_eq!(s.writer.retry_max_ms, 2_000);
+        assert_eq!(s.writer.batch_max_wait_ms, Duration::from_millis(50));
+        assert_eq!(s.writer.retry_max_ms, Duration::from_secs(2));
         assert_eq!(s.writer.http.addr.port(), 0);
+    }
+
+    #[test]
+    fn durations_are_read_in_milliseconds_and_keep_their_defaults() {
+        let s = load(&[
+            ("COUPON__WRITER__RETRY_INITIAL_MS", "25"),
+            ("COUPON__WRITER__MAX_POLL_INTERVAL_MS", "120000"),
+            ("COUPON__WRITER__SESSION_TIMEOUT_MS", "6000"),
+            ("COUPON__WRITER__STATS_INTERVAL_MS", "1000"),
+            ("COUPON__WRITER__COMMIT_INTERVAL_MS", "250"),
+            ("COUPON__WRITER__REJOIN_TIMEOUT_MS", "12000"),
+        ])
+        .unwrap();
+        let ms = Duration::from_millis;
+        let w = &s.writer;
+        assert_eq!((w.retry_initial_ms, w.max_poll_interval_ms), (ms(25), ms(120_000)));
+        assert_eq!((w.session_timeout_ms, w.stats_interval_ms), (ms(6_000), ms(1_000)));
+        assert_eq!((w.commit_interval_ms, w.rejoin_timeout_ms), (ms(250), ms(12_000)));
+        let w = load(&[]).unwrap().writer;
+        assert_eq!((w.batch_max_wait_ms, w.retry_initial_ms, w.retry_max_ms), (ms(500), ms(100), ms(10_000)));
+        assert_eq!((w.max_poll_interval_ms, w.session_timeout_ms), (ms(300_000), ms(10_000)));
+        assert_eq!(
+            (w.stats_interval_ms, w.commit_interval_ms, w.rejoin_timeout_ms),
+            (ms(5_000), ms(1_000), ms(60_000))
+        );
+    }
+
+    #[test]
+    fn a_zero_duration_is_refused() {
+        for key in
+            ["batch_max_wait_ms", "retry_initial_ms", "stats_interval_ms", "commit_interval_ms", "session_timeout_ms"]
+        {
+            let var = format!("COUPON__WRITER__{}", key.to_uppercase());
+            let err = load(&[(&var, "0")]).unwrap_err().to_string();
+            assert_eq!(err, format!("invalid value for key `writer.{key}`: must be greater than 0"));
+        }
+    }
+
+    #[test]
+    fn cross_field_rules_keep_their_bounds() {
+        // max_poll_interval must exceed batch_max_wait (500) + database.timeout (5000)
+        // (and not be below session_timeout).
+        let session = ("COUPON__WRITER__SESSION_TIMEOUT_MS", "5000");
+        assert!(load(&[session, ("COUPON__WRITER__MAX_POLL_INTERVAL_MS", "5501")]).is_ok());
+        let err = load(&[session, ("COUPON__WRITER__MAX_POLL_INTERVAL_MS", "5500")]).unwrap_err().to_string();
+        assert!(err.contains("writer.max_poll_interval_ms"), "{err}");
+        // rejoin_timeout must be at least twice max(stats_interval, session_timeout) = 2 * 10000.
+        assert!(load(&[("COUPON__WRITER__REJOIN_TIMEOUT_MS", "20000")]).is_ok());
+        let err = load(&[("COUPON__WRITER__REJOIN_TIMEOUT_MS", "19999")]).unwrap_err().to_string();
+        assert!(err.contains("writer.rejoin_timeout_ms"), "{err}");
+        let err =
+            load(&[("COUPON__WRITER__SESSION_TIMEOUT_MS", "6000"), ("COUPON__WRITER__MAX_POLL_INTERVAL_MS", "5999")])
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("`writer.session_timeout_ms`"), "{err}");
+        assert!(load(&[("COUPON__WRITER__RETRY_MAX_MS", "100")]).is_ok());
     }
 
     #[test]

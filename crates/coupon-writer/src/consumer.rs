@@ -161,7 +161,7 @@ impl Writer {
         Ok(Self {
             consumer: Arc::new(subscribed_consumer(settings, &metrics)?),
             settings: settings.clone(),
-            rejoin_timeout: Duration::from_millis(writer.rejoin_timeout_ms),
+            rejoin_timeout: writer.rejoin_timeout_ms,
             pool,
             dlq: DlqProducer::new(&settings.kafka)?,
             metrics,
@@ -169,9 +169,9 @@ impl Writer {
             topic: settings.kafka.topic.clone(),
             batch_max_records: writer.batch_max_records,
             batch_ceiling_records: writer.batch_ceiling_records,
-            batch_max_wait: Duration::from_millis(writer.batch_max_wait_ms),
-            retry_initial: Duration::from_millis(writer.retry_initial_ms),
-            retry_max: Duration::from_millis(writer.retry_max_ms),
+            batch_max_wait: writer.batch_max_wait_ms,
+            retry_initial: writer.retry_initial_ms,
+            retry_max: writer.retry_max_ms,
         })
     }
 
@@ -180,6 +180,7 @@ impl Writer {
     pub async fn run(mut self, stop: CancellationToken) {
         let mut batcher = Batcher::new(self.batch_max_records, self.batch_ceiling_records, self.batch_max_wait);
         loop {
+            fail::fail_point!("consumer-poll");
             let filled = self.fill(&mut batcher, &stop).await;
             if let Filled::OutOfGroup = filled {
                 self.replace_consumer(&mut batcher, &stop).await;
@@ -436,13 +437,13 @@ fn subscribed_consumer(settings: &Settings, metrics: &Metrics) -> Result<WriterC
         // transaction, committed by librdkafka on an interval, on revoke
         // and on close.
         .set("enable.auto.commit", "true")
-        .set("auto.commit.interval.ms", writer.commit_interval_ms.to_string())
+        .set("auto.commit.interval.ms", writer.commit_interval_ms.as_millis().to_string())
         .set("enable.auto.offset.store", "false")
         // A group without a committed offset must not skip any event.
         .set("auto.offset.reset", "earliest")
-        .set("max.poll.interval.ms", writer.max_poll_interval_ms.to_string())
-        .set("session.timeout.ms", writer.session_timeout_ms.to_string())
-        .set("statistics.interval.ms", writer.stats_interval_ms.to_string())
+        .set("max.poll.interval.ms", writer.max_poll_interval_ms.as_millis().to_string())
+        .set("session.timeout.ms", writer.session_timeout_ms.as_millis().to_string())
+        .set("statistics.interval.ms", writer.stats_interval_ms.as_millis().to_string())
         .set("queued.max.messages.kbytes", writer.fetch_queue_kbytes.to_string())
         .create_with_context(context)?;
     consumer.subscribe(&[&settings.kafka.topic])?;

@@ -48,6 +48,10 @@ enum DlqCommand {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // The FAILPOINTS variable's fail points, for the tests that make an
+    // essential task end; present only in builds with the `failpoints` feature.
+    #[cfg(feature = "failpoints")]
+    let _fail_points = fail::FailScenario::setup();
     let settings: Settings = settings::load_or_exit("coupon-writer");
     telemetry::init(settings.log.format);
     match cli.command.unwrap_or(Command::Run) {

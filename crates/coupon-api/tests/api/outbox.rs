@@ -16,7 +16,7 @@ use crate::harness::{consume_events, outbox_len, redis, Isolation, TestApp};
 fn kafka_down(iso: &Isolation) -> Settings {
     let mut settings = iso.settings();
     settings.kafka.client.brokers = "127.0.0.1:9".into();
-    settings.kafka.message_timeout_ms = 1_000;
+    settings.kafka.message_timeout_ms = Duration::from_secs(1);
     settings
 }
 

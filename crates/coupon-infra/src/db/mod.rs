@@ -29,7 +29,7 @@ pub fn pool(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
     let mut config = ManagerConfig::default();
     config.recycling_method = RecyclingMethod::Fast;
     let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(connection_url(settings), config);
-    let timeout = Duration::from_millis(settings.timeout_ms);
+    let timeout = settings.timeout_ms;
     Pool::builder(manager)
         .max_size(settings.pool_size)
         .wait_timeout(Some(timeout))
@@ -44,8 +44,8 @@ pub fn pool(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
 /// unless the URL sets them itself. tokio-postgres takes them in whole seconds.
 pub fn connection_url(settings: &DatabaseSettings) -> String {
     let url = settings.url.expose_secret();
-    let seconds = |ms: u64| ms.div_ceil(1_000).to_string();
-    let statement_timeout = format!("-c statement_timeout={}", settings.statement_timeout_ms);
+    let seconds = |timeout: Duration| timeout.as_millis().div_ceil(1_000).to_string();
+    let statement_timeout = format!("-c statement_timeout={}", settings.statement_timeout_ms.as_millis());
     let parameters = [
         ("connect_timeout", seconds(settings.timeout_ms)),
         ("tcp_user_timeout", seconds(settings.tcp_timeout_ms)),

@@ -39,7 +39,7 @@ async fn a_database_outage_mid_stream_loses_and_doubles_nothing() {
     let events = stream(a, b, 300);
     let mut settings = world.settings();
     settings.writer.batch_max_records = 20;
-    settings.writer.batch_max_wait_ms = 100;
+    settings.writer.batch_max_wait_ms = Duration::from_millis(100);
     let writer = RunningWriter::start(settings).await;
 
     world.send(&events[..150]).await;
@@ -114,8 +114,8 @@ async fn a_consumer_out_of_its_group_too_long_is_replaced() {
     let world = World::new(1).await;
     let mut settings = world.settings();
     settings.kafka.brokers = format!("127.0.0.1:{}", coupon_testkit::free_port());
-    settings.writer.session_timeout_ms = 6_000;
-    settings.writer.rejoin_timeout_ms = 12_000;
+    settings.writer.session_timeout_ms = Duration::from_secs(6);
+    settings.writer.rejoin_timeout_ms = Duration::from_secs(12);
     let writer = RunningWriter::start(settings).await;
     let replaced = r#"coupon_writer_rebalances_total{event="consumer_replaced"}"#;
     assert_eq!(writer.metric(replaced).await, 0.0);

@@ -73,15 +73,15 @@ impl World {
         let mut settings = Settings::default();
         settings.writer.http.addr = "127.0.0.1:0".parse().unwrap();
         settings.writer.group = self.group.clone();
-        settings.writer.retry_initial_ms = 50;
-        settings.writer.retry_max_ms = 500;
-        settings.writer.stats_interval_ms = 1_000;
+        settings.writer.retry_initial_ms = Duration::from_millis(50);
+        settings.writer.retry_max_ms = Duration::from_millis(500);
+        settings.writer.stats_interval_ms = Duration::from_secs(1);
         settings.kafka = kafka_settings();
         settings.kafka.topic = self.topic.to_string();
         settings.kafka.dlq_topic = self.dlq_topic.to_string();
         settings.kafka.create_topics = false;
         settings.database = self.db.settings();
-        settings.database.timeout_ms = 1_000;
+        settings.database.timeout_ms = Duration::from_secs(1);
         settings
     }
 
