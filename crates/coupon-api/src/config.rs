@@ -113,14 +113,17 @@ pub struct KafkaProducerSettings {
     pub client: KafkaSettings,
     pub partition_key: PartitionKey,
     #[serde_as(as = "DurationMilliSeconds<u64>")]
-    pub linger_ms: Duration,
+    #[serde(rename = "linger_ms")]
+    pub linger: Duration,
     /// How long librdkafka keeps retrying one record; the relay takes over after.
     #[serde_as(as = "DurationMilliSeconds<u64>")]
-    pub message_timeout_ms: Duration,
+    #[serde(rename = "message_timeout_ms")]
+    pub message_timeout: Duration,
     /// How long a request waits for Kafka's acknowledgement before answering
     /// anyway (the outbox keeps the event). 0: never wait.
     #[serde_as(as = "DurationMilliSeconds<u64>")]
-    pub ack_timeout_ms: Duration,
+    #[serde(rename = "ack_timeout_ms")]
+    pub ack_timeout: Duration,
     /// Where uses and releases of held coupons go (key = coupon id).
     pub used_topic: String,
     pub released_topic: String,
@@ -131,9 +134,9 @@ impl Default for KafkaProducerSettings {
         Self {
             client: KafkaSettings::default(),
             partition_key: PartitionKey::Coupon,
-            linger_ms: Duration::from_millis(2),
-            message_timeout_ms: Duration::from_millis(10_000),
-            ack_timeout_ms: Duration::from_millis(1_000),
+            linger: Duration::from_millis(2),
+            message_timeout: Duration::from_millis(10_000),
+            ack_timeout: Duration::from_millis(1_000),
             used_topic: coupon_domain::USED_TOPIC.into(),
             released_topic: coupon_domain::RELEASED_TOPIC.into(),
         }
@@ -146,27 +149,31 @@ impl Default for KafkaProducerSettings {
 pub struct RelaySettings {
     /// Pause between passes over the outboxes when all is well.
     #[serde_as(as = "DurationMilliSeconds<u64>")]
-    pub interval_ms: Duration,
+    #[serde(rename = "interval_ms")]
+    pub interval: Duration,
     /// Entries younger than this belong to the request that wrote them.
     #[serde_as(as = "DurationMilliSeconds<u64>")]
-    pub min_age_ms: Duration,
+    #[serde(rename = "min_age_ms")]
+    pub min_age: Duration,
     pub batch_size: usize,
     #[serde_as(as = "DurationMilliSeconds<u64>")]
-    pub max_backoff_ms: Duration,
+    #[serde(rename = "max_backoff_ms")]
+    pub max_backoff: Duration,
     /// How long a replica that stopped beating counts as alive; its outboxes
     /// are taken over by another replica after that.
     #[serde_as(as = "DurationMilliSeconds<u64>")]
-    pub replica_ttl_ms: Duration,
+    #[serde(rename = "replica_ttl_ms")]
+    pub replica_ttl: Duration,
 }
 
 impl Default for RelaySettings {
     fn default() -> Self {
         Self {
-            interval_ms: Duration::from_millis(1_000),
-            min_age_ms: Duration::from_millis(5_000),
+            interval: Duration::from_millis(1_000),
+            min_age: Duration::from_millis(5_000),
             batch_size: 500,
-            max_backoff_ms: Duration::from_millis(30_000),
-            replica_ttl_ms: Duration::from_millis(10_000),
+            max_backoff: Duration::from_millis(30_000),
+            replica_ttl: Duration::from_millis(10_000),
         }
     }
 }
@@ -191,26 +198,30 @@ impl Default for WriterRef {
 pub struct RecoverySettings {
     /// How often a rebuild asks Kafka whether the writer has caught up.
     #[serde_as(as = "DurationMilliSeconds<u64>")]
-    pub poll_ms: Duration,
+    #[serde(rename = "poll_ms")]
+    pub poll: Duration,
     /// How long the recovery lock outlives a replica that died holding it.
     #[serde_as(as = "DurationMilliSeconds<u64>")]
-    pub lock_ttl_ms: Duration,
+    #[serde(rename = "lock_ttl_ms")]
+    pub lock_ttl: Duration,
     /// How long an ended coupon's keys stay in Redis once its outbox is empty.
     #[serde_as(as = "DurationMilliSeconds<u64>")]
-    pub ended_grace_ms: Duration,
+    #[serde(rename = "ended_grace_ms")]
+    pub ended_grace: Duration,
     /// How often the recovery looks for coupons left fenced and retires
     /// ended ones.
     #[serde_as(as = "DurationMilliSeconds<u64>")]
-    pub sync_interval_ms: Duration,
+    #[serde(rename = "sync_interval_ms")]
+    pub sync_interval: Duration,
 }
 
 impl Default for RecoverySettings {
     fn default() -> Self {
         Self {
-            poll_ms: Duration::from_millis(250),
-            lock_ttl_ms: Duration::from_millis(30_000),
-            ended_grace_ms: Duration::from_millis(86_400_000),
-            sync_interval_ms: Duration::from_millis(30_000),
+            poll: Duration::from_millis(250),
+            lock_ttl: Duration::from_millis(30_000),
+            ended_grace: Duration::from_millis(86_400_000),
+            sync_interval: Duration::from_millis(30_000),
         }
     }
 }
@@ -227,7 +238,7 @@ impl Validate for Settings {
                 "must not be empty (leave COUPON__ADMIN__TOKEN unset to turn the admin endpoints off)",
             ));
         }
-        require_nonzero("kafka.message_timeout_ms", self.kafka.message_timeout_ms)?;
+        require_nonzero("kafka.message_timeout_ms", self.kafka.message_timeout)?;
         for (name, topic) in
             [("kafka.used_topic", &self.kafka.used_topic), ("kafka.released_topic", &self.kafka.released_topic)]
         {
@@ -238,31 +249,31 @@ impl Validate for Settings {
         if self.kafka.used_topic == self.kafka.released_topic {
             return Err(InvalidSetting::new("kafka.released_topic", "must differ from kafka.used_topic"));
         }
-        require_nonzero("relay.interval_ms", self.relay.interval_ms)?;
+        require_nonzero("relay.interval_ms", self.relay.interval)?;
         require_positive("relay.batch_size", self.relay.batch_size as u64)?;
-        require_nonzero("relay.max_backoff_ms", self.relay.max_backoff_ms)?;
-        if self.relay.replica_ttl_ms < Duration::from_millis(3) {
+        require_nonzero("relay.max_backoff_ms", self.relay.max_backoff)?;
+        if self.relay.replica_ttl < Duration::from_millis(3) {
             return Err(InvalidSetting::new(
                 "relay.replica_ttl_ms",
                 "must be at least 3 (a replica beats every third of it)",
             ));
         }
-        require_nonzero("recovery.poll_ms", self.recovery.poll_ms)?;
-        require_nonzero("recovery.ended_grace_ms", self.recovery.ended_grace_ms)?;
-        require_nonzero("recovery.sync_interval_ms", self.recovery.sync_interval_ms)?;
-        if self.recovery.lock_ttl_ms < 3 * self.recovery.poll_ms.max(Duration::from_secs(1)) {
+        require_nonzero("recovery.poll_ms", self.recovery.poll)?;
+        require_nonzero("recovery.ended_grace_ms", self.recovery.ended_grace)?;
+        require_nonzero("recovery.sync_interval_ms", self.recovery.sync_interval)?;
+        if self.recovery.lock_ttl < 3 * self.recovery.poll.max(Duration::from_secs(1)) {
             return Err(InvalidSetting::new(
                 "recovery.lock_ttl_ms",
                 "must be at least three times recovery.poll_ms and 3000, or the lock expires between renewals",
             ));
         }
-        if self.redis.min_replicas > 0 && self.redis.replica_ack_timeout_ms >= self.redis.timeout_ms {
+        if self.redis.min_replicas > 0 && self.redis.replica_ack_timeout >= self.redis.timeout {
             return Err(InvalidSetting::new(
                 "redis.replica_ack_timeout_ms",
                 "must be below redis.timeout_ms, or the connection gives up on WAIT first",
             ));
         }
-        if self.relay.min_age_ms <= self.kafka.ack_timeout_ms {
+        if self.relay.min_age <= self.kafka.ack_timeout {
             return Err(InvalidSetting::new(
                 "relay.min_age_ms",
                 "must exceed kafka.ack_timeout_ms, or the relay races the requests",
@@ -335,34 +346,25 @@ mod tests {
         ])
         .unwrap();
         let ms = Duration::from_millis;
-        assert_eq!(
-            (s.kafka.linger_ms, s.kafka.message_timeout_ms, s.kafka.ack_timeout_ms),
-            (ms(5), ms(20_000), ms(750))
-        );
-        assert_eq!((s.relay.interval_ms, s.relay.min_age_ms, s.relay.max_backoff_ms), (ms(100), ms(1_500), ms(500)));
-        assert_eq!(s.relay.replica_ttl_ms, ms(3_000));
-        assert_eq!((s.recovery.poll_ms, s.recovery.lock_ttl_ms), (ms(100), ms(9_000)));
-        assert_eq!((s.recovery.ended_grace_ms, s.recovery.sync_interval_ms), (ms(600_000), ms(200)));
-        assert_eq!((s.redis.replica_ack_timeout_ms, s.redis.timeout_ms), (ms(250), ms(800)));
-        assert_eq!(s.database.timeout_ms, ms(1_000));
-        assert_eq!((s.database.statement_timeout_ms, s.database.tcp_timeout_ms), (ms(300), ms(4_000)));
+        assert_eq!((s.kafka.linger, s.kafka.message_timeout, s.kafka.ack_timeout), (ms(5), ms(20_000), ms(750)));
+        assert_eq!((s.relay.interval, s.relay.min_age, s.relay.max_backoff), (ms(100), ms(1_500), ms(500)));
+        assert_eq!(s.relay.replica_ttl, ms(3_000));
+        assert_eq!((s.recovery.poll, s.recovery.lock_ttl), (ms(100), ms(9_000)));
+        assert_eq!((s.recovery.ended_grace, s.recovery.sync_interval), (ms(600_000), ms(200)));
+        assert_eq!((s.redis.replica_ack_timeout, s.redis.timeout), (ms(250), ms(800)));
+        assert_eq!(s.database.timeout, ms(1_000));
+        assert_eq!((s.database.statement_timeout, s.database.tcp_timeout), (ms(300), ms(4_000)));
     }
 
     #[test]
     fn defaults_keep_their_values() {
         let s = load(&[]).unwrap();
         let ms = Duration::from_millis;
-        assert_eq!(
-            (s.kafka.linger_ms, s.kafka.message_timeout_ms, s.kafka.ack_timeout_ms),
-            (ms(2), ms(10_000), ms(1_000))
-        );
-        assert_eq!(
-            (s.relay.interval_ms, s.relay.min_age_ms, s.relay.max_backoff_ms),
-            (ms(1_000), ms(5_000), ms(30_000))
-        );
-        assert_eq!(s.relay.replica_ttl_ms, ms(10_000));
-        assert_eq!((s.recovery.poll_ms, s.recovery.lock_ttl_ms), (ms(250), ms(30_000)));
-        assert_eq!((s.recovery.ended_grace_ms, s.recovery.sync_interval_ms), (ms(86_400_000), ms(30_000)));
+        assert_eq!((s.kafka.linger, s.kafka.message_timeout, s.kafka.ack_timeout), (ms(2), ms(10_000), ms(1_000)));
+        assert_eq!((s.relay.interval, s.relay.min_age, s.relay.max_backoff), (ms(1_000), ms(5_000), ms(30_000)));
+        assert_eq!(s.relay.replica_ttl, ms(10_000));
+        assert_eq!((s.recovery.poll, s.recovery.lock_ttl), (ms(250), ms(30_000)));
+        assert_eq!((s.recovery.ended_grace, s.recovery.sync_interval), (ms(86_400_000), ms(30_000)));
     }
 
     #[test]
@@ -386,7 +388,7 @@ mod tests {
         assert!(err.contains("redis.replica_ack_timeout_ms") && err.contains("greater than 0"), "{err}");
         // 0 means "never wait" and "send at once".
         let s = load(&[("COUPON__KAFKA__ACK_TIMEOUT_MS", "0"), ("COUPON__KAFKA__LINGER_MS", "0")]).unwrap();
-        assert!(s.kafka.ack_timeout_ms.is_zero() && s.kafka.linger_ms.is_zero());
+        assert!(s.kafka.ack_timeout.is_zero() && s.kafka.linger.is_zero());
         let err = load(&[("COUPON__RECOVERY__POLL_MS", "-5")]).unwrap_err().to_string();
         assert!(err.contains("recovery.poll_ms"), "{err}");
     }
@@ -410,12 +412,6 @@ mod tests {
         let err = load(&[("COUPON__KAFKA__ACK_TIMEOUT_MS", "5000")]).unwrap_err().to_string();
         assert!(err.contains("relay.min_age_ms") && err.contains("kafka.ack_timeout_ms"), "{err}");
         assert!(load(&[("COUPON__KAFKA__ACK_TIMEOUT_MS", "4999")]).is_ok());
-    }
-
-    #[test]
-    fn the_sync_interval_moved_to_the_recovery() {
-        let s = load(&[("COUPON__RECOVERY__SYNC_INTERVAL_MS", "200")]).unwrap();
-        assert_eq!(s.recovery.sync_interval_ms, Duration::from_millis(200));
     }
 
     #[test]

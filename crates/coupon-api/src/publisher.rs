@@ -106,8 +106,8 @@ impl Publisher {
         let producer = coupon_infra::kafka::client_config(&settings.client, "coupon-api")
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", settings.linger_ms.as_millis().to_string())
-            .set("message.timeout.ms", settings.message_timeout_ms.as_millis().to_string())
+            .set("linger.ms", settings.linger.as_millis().to_string())
+            .set("message.timeout.ms", settings.message_timeout.as_millis().to_string())
             .create_with_context(deliveries)?;
         let producer: Arc<BaseProducer<Deliveries>> = Arc::new(producer);
         let stop_polling = Arc::new(AtomicBool::new(false));

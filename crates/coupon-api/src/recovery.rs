@@ -151,7 +151,7 @@ impl Recovery {
             };
             // A pause between passes, so a flood of requests that find Redis
             // suspect costs one pass per poll, not one per request.
-            let poll = tokio::time::sleep(self.settings.poll_ms);
+            let poll = tokio::time::sleep(self.settings.poll);
             let periodic = tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = async { poll.await; self.requests.wake.notified().await } => false,
@@ -224,7 +224,7 @@ impl Recovery {
         stop: &CancellationToken,
     ) -> Result<(), RecoveryError> {
         let token = format!("{:032x}", rand::random::<u128>());
-        if !self.issuer.lock(&token, self.settings.lock_ttl_ms.as_millis() as u64).await? {
+        if !self.issuer.lock(&token, self.settings.lock_ttl.as_millis() as u64).await? {
             tracing::info!("another replica is rebuilding; leaving it to that one");
             return Ok(());
         }
@@ -307,7 +307,7 @@ impl Recovery {
 
     /// Sleeps for `wait` in steps, renewing the lock.
     async fn hold_lock_for(&self, wait: Duration, token: &str, stop: &CancellationToken) -> Result<(), RecoveryError> {
-        let step = self.settings.lock_ttl_ms / 3;
+        let step = self.settings.lock_ttl / 3;
         let deadline = tokio::time::Instant::now() + wait;
         while tokio::time::Instant::now() < deadline {
             tokio::select! {
@@ -320,7 +320,7 @@ impl Recovery {
     }
 
     async fn renew(&self, token: &str) -> Result<(), RecoveryError> {
-        if self.issuer.relock(token, self.settings.lock_ttl_ms.as_millis() as u64).await? {
+        if self.issuer.relock(token, self.settings.lock_ttl.as_millis() as u64).await? {
             Ok(())
         } else {
             Err(RecoveryError::LockLost)
@@ -336,7 +336,7 @@ impl Recovery {
         token: &str,
         stop: &CancellationToken,
     ) -> Result<(), RecoveryError> {
-        let poll = self.settings.poll_ms;
+        let poll = self.settings.poll;
         // A line about every 10 s.
         let log_every = (10_000 / (poll.as_millis() as u64).max(1)).max(1);
         let mut polls: u64 = 0;
@@ -369,7 +369,7 @@ impl Recovery {
         let now_ms = crate::issuer::unix_ms(OffsetDateTime::now_utc());
         let mut retired = Vec::new();
         for coupon in self.issuer.ended(now_ms).await? {
-            let grace_ms = self.settings.ended_grace_ms.as_millis() as u64;
+            let grace_ms = self.settings.ended_grace.as_millis() as u64;
             if self.issuer.retire(coupon, grace_ms).await? {
                 tracing::info!(coupon = %coupon, grace_ms, "ended coupon retired from Redis");
                 retired.push(coupon);

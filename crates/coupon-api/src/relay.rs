@@ -45,8 +45,8 @@ impl Relay {
     /// Runs until `stop` is cancelled, backing off exponentially while Redis or
     /// Kafka fail.
     pub async fn run(self, stop: CancellationToken) {
-        let idle = self.settings.interval_ms;
-        let max_backoff = self.settings.max_backoff_ms;
+        let idle = self.settings.interval;
+        let max_backoff = self.settings.max_backoff;
         // The pause after a failed pass; reset by a pass that succeeds.
         let mut backoff = Backoff::new(idle * 2, max_backoff);
         let mut wait = idle;
@@ -82,7 +82,7 @@ impl Relay {
         if watched.is_empty() {
             return Ok(0);
         }
-        let until = self.outbox.server_time_ms().await? - self.settings.min_age_ms.as_millis() as i64;
+        let until = self.outbox.server_time_ms().await? - self.settings.min_age.as_millis() as i64;
         let mut delivered = 0;
         for (coupon, _) in watched {
             delivered += self.relay_coupon(coupon, until).await?;

@@ -63,8 +63,7 @@ impl Application {
         let redis = Arc::new(SharedRedis::new(&settings.redis)?);
         let issuer = Arc::new(Issuer::new(redis.clone(), settings.redis.key_prefix.clone()));
         let outbox = Arc::new(Outbox::new(issuer.clone()));
-        let watchlist =
-            Arc::new(Watchlist::new(redis.clone(), &settings.redis.key_prefix, settings.relay.replica_ttl_ms));
+        let watchlist = Arc::new(Watchlist::new(redis.clone(), &settings.redis.key_prefix, settings.relay.replica_ttl));
         let (acks, acknowledger) = Acknowledger::new(outbox.clone());
         let pool = coupon_infra::db::pool(&settings.database)?;
         let catalog = Catalog::new(pool.clone());
@@ -91,7 +90,7 @@ impl Application {
         let (replicas, replica_acks) = match settings.redis.min_replicas {
             0 => (ReplicaAcks::disabled(), None),
             required => {
-                let timeout = settings.redis.replica_ack_timeout_ms;
+                let timeout = settings.redis.replica_ack_timeout;
                 let (acks, task) =
                     ReplicaAcks::start(redis.clone(), required, timeout, metrics.clone(), stop_serving.clone());
                 (acks, Some(task))
@@ -107,8 +106,8 @@ impl Application {
             metrics: metrics.clone(),
             settings: settings.recovery.clone(),
             requests: requests.clone(),
-            settle: settings.kafka.message_timeout_ms,
-            interval: settings.recovery.sync_interval_ms,
+            settle: settings.kafka.message_timeout,
+            interval: settings.recovery.sync_interval,
             fenced: Mutex::new(Some(tell_fenced)),
         };
         let usage_relay = UsageRelay {
@@ -131,7 +130,7 @@ impl Application {
             admin_token: settings.admin.token.clone(),
             authenticator: Authenticator::new(&settings.auth)?,
             limits: Arc::new(Limits::new(&settings.limits)),
-            ack_timeout: settings.kafka.ack_timeout_ms,
+            ack_timeout: settings.kafka.ack_timeout,
             hand_off: HandOff::new(settings.issue.mode, pool),
             replicas,
             recovery: requests,

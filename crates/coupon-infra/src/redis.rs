@@ -100,7 +100,7 @@ pub struct SharedRedis {
 impl SharedRedis {
     /// Connects lazily: building it does not need Redis up.
     pub fn new(settings: &RedisSettings) -> anyhow::Result<Self> {
-        let timeout = settings.timeout_ms;
+        let timeout = settings.timeout;
         let target = match settings.mode {
             RedisMode::Standalone => {
                 Target::Standalone(redis::Client::open(settings.url.as_str()).context("redis.url")?)

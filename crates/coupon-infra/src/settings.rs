@@ -116,11 +116,13 @@ pub struct RedisSettings {
     pub min_replicas: u32,
     /// How long an issuance waits for those replicas before answering `503`.
     #[serde_as(as = "DurationMilliSeconds<u64>")]
-    pub replica_ack_timeout_ms: Duration,
+    #[serde(rename = "replica_ack_timeout_ms")]
+    pub replica_ack_timeout: Duration,
     /// Upper bound for connecting and for one command: how fast an
     /// unreachable Redis is noticed.
     #[serde_as(as = "DurationMilliSeconds<u64>")]
-    pub timeout_ms: Duration,
+    #[serde(rename = "timeout_ms")]
+    pub timeout: Duration,
     /// Prepended to every key, so several systems (or tests) can share one Redis.
     pub key_prefix: String,
 }
@@ -132,8 +134,8 @@ impl Default for RedisSettings {
             url: "redis://127.0.0.1:6379".into(),
             master_name: "coupon".into(),
             min_replicas: 0,
-            replica_ack_timeout_ms: Duration::from_millis(500),
-            timeout_ms: Duration::from_millis(1_000),
+            replica_ack_timeout: Duration::from_millis(500),
+            timeout: Duration::from_millis(1_000),
             key_prefix: String::new(),
         }
     }
@@ -148,15 +150,18 @@ pub struct DatabaseSettings {
     pub pool_size: usize,
     /// Waiting for a pooled connection, and connecting.
     #[serde_as(as = "DurationMilliSeconds<u64>")]
-    pub timeout_ms: Duration,
+    #[serde(rename = "timeout_ms")]
+    pub timeout: Duration,
     /// PostgreSQL cancels a statement running longer (`statement_timeout`).
     #[serde_as(as = "DurationMilliSeconds<u64>")]
-    pub statement_timeout_ms: Duration,
+    #[serde(rename = "statement_timeout_ms")]
+    pub statement_timeout: Duration,
     /// How long sent data may stay unacknowledged before the connection is
     /// dropped (`tcp_user_timeout`), and the keepalive probes' idle time: a
     /// silent network partition fails queries in bounded time, not minutes.
     #[serde_as(as = "DurationMilliSeconds<u64>")]
-    pub tcp_timeout_ms: Duration,
+    #[serde(rename = "tcp_timeout_ms")]
+    pub tcp_timeout: Duration,
 }
 
 impl Default for DatabaseSettings {
@@ -164,9 +169,9 @@ impl Default for DatabaseSettings {
         Self {
             url: SecretString::from("postgres://coupon:coupon@127.0.0.1:5432/coupon"),
             pool_size: 10,
-            timeout_ms: Duration::from_millis(5_000),
-            statement_timeout_ms: Duration::from_millis(10_000),
-            tcp_timeout_ms: Duration::from_millis(10_000),
+            timeout: Duration::from_millis(5_000),
+            statement_timeout: Duration::from_millis(10_000),
+            tcp_timeout: Duration::from_millis(10_000),
         }
     }
 }
@@ -287,21 +292,21 @@ impl Validate for RedisSettings {
             return Err(InvalidSetting::new("redis.master_name", "must name the primary in sentinel mode"));
         }
         if self.min_replicas > 0 {
-            require_nonzero("redis.replica_ack_timeout_ms", self.replica_ack_timeout_ms)?;
+            require_nonzero("redis.replica_ack_timeout_ms", self.replica_ack_timeout)?;
             if self.mode == RedisMode::Cluster {
                 // WAIT answers for the writes of its own connection; a cluster
                 // client's WAIT goes to every primary over other connections.
                 return Err(InvalidSetting::new("redis.min_replicas", "is not supported in cluster mode yet"));
             }
         }
-        require_nonzero("redis.timeout_ms", self.timeout_ms)
+        require_nonzero("redis.timeout_ms", self.timeout)
     }
 }
 
 impl Validate for DatabaseSettings {
     fn validate(&self) -> Result<(), InvalidSetting> {
         require_positive("database.pool_size", self.pool_size as u64)?;
-        require_nonzero("database.timeout_ms", self.timeout_ms)
+        require_nonzero("database.timeout_ms", self.timeout)
     }
 }
 
@@ -379,7 +384,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(s.redis.url, "redis://10.0.0.1:7000");
-        assert_eq!(s.redis.timeout_ms, Duration::from_millis(64));
+        assert_eq!(s.redis.timeout, Duration::from_millis(64));
         assert_eq!(s.http.addr.port(), 18080);
     }
 
@@ -417,8 +422,8 @@ mod tests {
     fn durations_are_read_in_milliseconds() {
         let s =
             load(&[("COUPON__REDIS__MIN_REPLICAS", "1"), ("COUPON__REDIS__REPLICA_ACK_TIMEOUT_MS", "250")]).unwrap();
-        assert_eq!(s.redis.replica_ack_timeout_ms, Duration::from_millis(250));
-        assert_eq!(s.redis.timeout_ms, Duration::from_secs(1), "the default");
+        assert_eq!(s.redis.replica_ack_timeout, Duration::from_millis(250));
+        assert_eq!(s.redis.timeout, Duration::from_secs(1), "the default");
         let err = load(&[("COUPON__REDIS__TIMEOUT_MS", "-1")]).unwrap_err().to_string();
         assert!(err.contains("redis.timeout_ms"), "{err}");
         let err = load(&[("COUPON__REDIS__MIN_REPLICAS", "1"), ("COUPON__REDIS__REPLICA_ACK_TIMEOUT_MS", "0")])

@@ -161,17 +161,17 @@ impl Writer {
         Ok(Self {
             consumer: Arc::new(subscribed_consumer(settings, &metrics)?),
             settings: settings.clone(),
-            rejoin_timeout: writer.rejoin_timeout_ms,
+            rejoin_timeout: writer.rejoin_timeout,
             pool,
-            dlq: DlqProducer::new(&settings.kafka)?,
+            dlq: DlqProducer::new(&settings.kafka, writer.dlq_timeout)?,
             metrics,
             readiness,
             topic: settings.kafka.topic.clone(),
             batch_max_records: writer.batch_max_records,
             batch_ceiling_records: writer.batch_ceiling_records,
-            batch_max_wait: writer.batch_max_wait_ms,
-            retry_initial: writer.retry_initial_ms,
-            retry_max: writer.retry_max_ms,
+            batch_max_wait: writer.batch_max_wait,
+            retry_initial: writer.retry_initial,
+            retry_max: writer.retry_max,
         })
     }
 
@@ -390,18 +390,22 @@ impl Writer {
         loop {
             let received = tokio::select! {
                 biased;
-                () = stop.cancelled() => return,
-                () = tokio::time::sleep_until(until) => return,
-                received = self.consumer.recv() => received,
+                () = stop.cancelled() => None,
+                () = tokio::time::sleep_until(until) => None,
+                received = self.consumer.recv() => Some(received),
             };
+            // Also when the wait ends without a record: a `recv` that served a
+            // rebalance returns nothing, and the batch must not be attempted
+            // again with the records of partitions revoked meanwhile.
             self.forget_revoked(batch, batcher);
             match received {
-                Ok(message) => {
+                None => return,
+                Some(Ok(message)) => {
                     batcher.push(Record::from_message(&message), Instant::now());
                     // A rebalance may have brought partitions that are not paused.
                     self.pause();
                 }
-                Err(err) => tracing::warn!(error = %err, "Kafka consumer error"),
+                Some(Err(err)) => tracing::warn!(error = %err, "Kafka consumer error"),
             }
         }
     }
@@ -437,13 +441,13 @@ fn subscribed_consumer(settings: &Settings, metrics: &Metrics) -> Result<WriterC
         // transaction, committed by librdkafka on an interval, on revoke
         // and on close.
         .set("enable.auto.commit", "true")
-        .set("auto.commit.interval.ms", writer.commit_interval_ms.as_millis().to_string())
+        .set("auto.commit.interval.ms", writer.commit_interval.as_millis().to_string())
         .set("enable.auto.offset.store", "false")
         // A group without a committed offset must not skip any event.
         .set("auto.offset.reset", "earliest")
-        .set("max.poll.interval.ms", writer.max_poll_interval_ms.as_millis().to_string())
-        .set("session.timeout.ms", writer.session_timeout_ms.as_millis().to_string())
-        .set("statistics.interval.ms", writer.stats_interval_ms.as_millis().to_string())
+        .set("max.poll.interval.ms", writer.max_poll_interval.as_millis().to_string())
+        .set("session.timeout.ms", writer.session_timeout.as_millis().to_string())
+        .set("statistics.interval.ms", writer.stats_interval.as_millis().to_string())
         .set("queued.max.messages.kbytes", writer.fetch_queue_kbytes.to_string())
         .create_with_context(context)?;
     consumer.subscribe(&[&settings.kafka.topic])?;

@@ -34,8 +34,9 @@ pub const ORIGINAL_TOPIC: &str = "original-topic";
 pub const ORIGINAL_PARTITION: &str = "original-partition";
 pub const ORIGINAL_OFFSET: &str = "original-offset";
 
-/// How long a send may wait in the producer queue or for the broker, and how
-/// long reading the topic may take.
+/// How long reading the topic back may take, and how long a replayed record
+/// may wait in the producer queue or for the broker. (The writer's own
+/// dead letters wait `writer.dlq_timeout_ms`.)
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A record to dead-letter and why.
@@ -50,18 +51,24 @@ pub struct DlqProducer {
     producer: FutureProducer,
     source_topic: String,
     dlq_topic: String,
+    /// How long a send may wait in the producer queue or for the broker.
+    timeout: Duration,
 }
 
 impl DlqProducer {
-    pub fn new(settings: &KafkaSettings) -> Result<Self, KafkaError> {
+    /// A producer whose sends fail after `timeout` (`writer.dlq_timeout_ms`).
+    pub fn new(settings: &KafkaSettings, timeout: Duration) -> Result<Self, KafkaError> {
         Ok(Self {
-            producer: producer(settings, "coupon-writer-dlq")?,
+            producer: producer(settings, "coupon-writer-dlq", timeout)?,
             source_topic: settings.topic.clone(),
             dlq_topic: settings.dlq_topic.clone(),
+            timeout,
         })
     }
 
-    /// Publishes each letter, returning once Kafka acknowledged all of them.
+    /// Publishes each letter, returning once Kafka acknowledged all of them;
+    /// fails when one is not acknowledged within the timeout (the topic is
+    /// missing, the brokers are unreachable).
     pub async fn send(&self, letters: &[DeadLetter<'_>]) -> Result<(), KafkaError> {
         let failed_at = OffsetDateTime::now_utc().format(&Rfc3339).expect("the current time formats as RFC 3339");
         for letter in letters {
@@ -83,16 +90,16 @@ impl DlqProducer {
             if let Some(key) = &letter.record.key {
                 record = record.key(key);
             }
-            self.producer.send(record, KAFKA_TIMEOUT).await.map_err(|(err, _)| err)?;
+            self.producer.send(record, self.timeout).await.map_err(|(err, _)| err)?;
         }
         Ok(())
     }
 }
 
-fn producer(settings: &KafkaSettings, client_id: &str) -> Result<FutureProducer, KafkaError> {
+fn producer(settings: &KafkaSettings, client_id: &str, timeout: Duration) -> Result<FutureProducer, KafkaError> {
     client_config(settings, client_id)
         .set("enable.idempotence", "true")
-        .set("message.timeout.ms", KAFKA_TIMEOUT.as_millis().to_string())
+        .set("message.timeout.ms", timeout.as_millis().to_string())
         .create()
 }
 
@@ -216,7 +223,8 @@ pub async fn replay(settings: &KafkaSettings, selection: &Selection) -> anyhow::
             chosen
         }
     };
-    let producer = producer(settings, "coupon-writer-dlq-replay").context("creating the replay producer")?;
+    let producer =
+        producer(settings, "coupon-writer-dlq-replay", KAFKA_TIMEOUT).context("creating the replay producer")?;
     for entry in &chosen {
         let mut record = FutureRecord::<[u8], [u8]>::to(&settings.topic).payload(&entry.payload);
         if let Some(key) = &entry.key {

@@ -48,7 +48,7 @@ impl Application {
         let listener = TcpListener::bind(settings.writer.http.addr)
             .with_context(|| format!("binding writer.http.addr {}", settings.writer.http.addr))?;
         let progress = GroupProgress::new(&settings.kafka, &settings.writer.group)?;
-        let lag_interval = settings.writer.stats_interval_ms;
+        let lag_interval = settings.writer.stats_interval;
         Ok(Self { listener, writer, progress, lag_interval, metrics, readiness })
     }
 

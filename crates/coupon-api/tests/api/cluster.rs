@@ -22,7 +22,7 @@ async fn issues_on_every_shard_and_rebuilds_after_a_master_failover() {
     let mut settings = iso.settings();
     settings.redis.mode = RedisMode::Cluster;
     settings.redis.url = cluster.seeds();
-    settings.recovery.sync_interval_ms = Duration::from_millis(200);
+    settings.recovery.sync_interval = Duration::from_millis(200);
     let app = TestApp::spawn(settings.clone()).await;
     let writer = iso.start_writer().await;
 

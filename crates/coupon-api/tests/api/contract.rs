@@ -29,7 +29,11 @@ fn schemathesis() -> PathBuf {
 /// Runs one pass; panics with schemathesis's report if it found anything.
 async fn run(app: &TestApp, config: &str, held_coupon: i64, extra: &[&str]) {
     let seed = std::env::var("SCHEMATHESIS_SEED").unwrap_or_else(|_| "1".into());
+    // schemathesis keeps a cache in its working folder: under target/, not in the source tree.
+    let workdir = coupon_testkit::target_dir().join("schemathesis");
+    std::fs::create_dir_all(&workdir).expect("creating schemathesis's folder");
     let output = tokio::process::Command::new(schemathesis())
+        .current_dir(&workdir)
         .arg("--config-file")
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/api").join(config))
         .arg("--no-color")

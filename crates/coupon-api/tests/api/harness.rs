@@ -92,13 +92,13 @@ impl Isolation {
             None => (format!("{}.used", self.topic), format!("{}.released", self.topic)),
         };
         settings.database = self.db.settings();
-        settings.relay.interval_ms = Duration::from_millis(100);
-        settings.relay.min_age_ms = Duration::from_millis(1_500);
-        settings.relay.max_backoff_ms = Duration::from_millis(500);
+        settings.relay.interval = Duration::from_millis(100);
+        settings.relay.min_age = Duration::from_millis(1_500);
+        settings.relay.max_backoff = Duration::from_millis(500);
         settings.writer.group = self.group.clone();
         // A rebuild waits this long for requests still on their way to Kafka.
-        settings.kafka.message_timeout_ms = Duration::from_secs(2);
-        settings.recovery.poll_ms = Duration::from_millis(100);
+        settings.kafka.message_timeout = Duration::from_secs(2);
+        settings.recovery.poll = Duration::from_millis(100);
         settings
     }
 }

@@ -1,6 +1,7 @@
 //! coupon-api against the real stack: one test binary, each test with its own
 //! database, topic and Redis key prefix.
 
+mod acknowledger;
 mod admin;
 mod auth;
 mod cluster;

@@ -13,10 +13,10 @@ use crate::harness::{consume_events, outbox_len, redis, Isolation, TestApp};
 
 /// This isolation's settings with a broker address where nothing listens:
 /// Kafka is down for the instance.
-fn kafka_down(iso: &Isolation) -> Settings {
+pub fn kafka_down(iso: &Isolation) -> Settings {
     let mut settings = iso.settings();
     settings.kafka.client.brokers = "127.0.0.1:9".into();
-    settings.kafka.message_timeout_ms = Duration::from_secs(1);
+    settings.kafka.message_timeout = Duration::from_secs(1);
     settings
 }
 

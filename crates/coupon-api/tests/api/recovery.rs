@@ -93,8 +93,8 @@ async fn a_coupon_redis_lost_answers_503_not_404_and_comes_back() {
 async fn an_ended_coupon_leaves_the_index_and_its_keys_expire() {
     let iso = Isolation::new().await;
     let mut settings = iso.settings();
-    settings.recovery.sync_interval_ms = Duration::from_millis(200);
-    settings.recovery.ended_grace_ms = Duration::from_secs(600);
+    settings.recovery.sync_interval = Duration::from_millis(200);
+    settings.recovery.ended_grace = Duration::from_secs(600);
     let app = TestApp::spawn(settings).await;
     let now = time::OffsetDateTime::now_utc();
     let coupon = app.create_coupon(5, now - time::Duration::hours(1), now + time::Duration::seconds(2)).await;

@@ -20,7 +20,7 @@ async fn issuance_answers_503_while_redis_is_away_and_recovers_by_itself() {
     let mut redis = RedisNode::primary("api-test redis").await.expect("a Redis of the test's own");
     let mut settings = iso.settings();
     settings.redis.url = redis.url();
-    settings.recovery.sync_interval_ms = Duration::from_millis(200);
+    settings.recovery.sync_interval = Duration::from_millis(200);
     let app = TestApp::spawn(settings).await;
     let writer = iso.start_writer().await;
     let coupon = app.open_coupon(100).await;

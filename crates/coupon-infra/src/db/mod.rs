@@ -29,7 +29,7 @@ pub fn pool(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
     let mut config = ManagerConfig::default();
     config.recycling_method = RecyclingMethod::Fast;
     let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(connection_url(settings), config);
-    let timeout = settings.timeout_ms;
+    let timeout = settings.timeout;
     Pool::builder(manager)
         .max_size(settings.pool_size)
         .wait_timeout(Some(timeout))
@@ -45,11 +45,11 @@ pub fn pool(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
 pub fn connection_url(settings: &DatabaseSettings) -> String {
     let url = settings.url.expose_secret();
     let seconds = |timeout: Duration| timeout.as_millis().div_ceil(1_000).to_string();
-    let statement_timeout = format!("-c statement_timeout={}", settings.statement_timeout_ms.as_millis());
+    let statement_timeout = format!("-c statement_timeout={}", settings.statement_timeout.as_millis());
     let parameters = [
-        ("connect_timeout", seconds(settings.timeout_ms)),
-        ("tcp_user_timeout", seconds(settings.tcp_timeout_ms)),
-        ("keepalives_idle", seconds(settings.tcp_timeout_ms)),
+        ("connect_timeout", seconds(settings.timeout)),
+        ("tcp_user_timeout", seconds(settings.tcp_timeout)),
+        ("keepalives_idle", seconds(settings.tcp_timeout)),
         ("options", statement_timeout),
     ];
     // A URL (`postgres://…?k=v&…`) or libpq's key/value form (`k=v k=v`).

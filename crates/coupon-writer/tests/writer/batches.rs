@@ -20,7 +20,7 @@ async fn a_batch_for_several_coupons_lands_in_one_transaction() {
     // The batch closes by count only once every event is in it.
     let mut settings = world.settings();
     settings.writer.batch_max_records = events.len();
-    settings.writer.batch_max_wait_ms = Duration::from_secs(20);
+    settings.writer.batch_max_wait = Duration::from_secs(20);
     let writer = RunningWriter::start(settings).await;
     world.wait_committed(events.len() as i64).await;
 
@@ -78,7 +78,7 @@ async fn batches_close_by_count_and_a_trickle_by_the_wait_limit() {
     let mut settings = world.settings();
     settings.writer.batch_max_records = 100;
     settings.writer.batch_ceiling_records = 100;
-    settings.writer.batch_max_wait_ms = Duration::from_secs(3);
+    settings.writer.batch_max_wait = Duration::from_secs(3);
     let writer = RunningWriter::start(settings).await;
     world.wait_committed(200).await;
     assert_eq!(writer.metric("coupon_writer_batches_applied_total").await, 2.0);

@@ -6,7 +6,7 @@ use coupon_domain::{CouponId, CouponIssuedEvent};
 use coupon_testkit::wait_until;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
-use crate::harness::{event, RunningWriter, World, TIMEOUT};
+use crate::harness::{event, ConsumerOnly, RunningWriter, World, TIMEOUT};
 
 /// Events alternating between two coupons, customers 1..=n.
 fn stream(a: CouponId, b: CouponId, n: i64) -> Vec<CouponIssuedEvent> {
@@ -39,7 +39,7 @@ async fn a_database_outage_mid_stream_loses_and_doubles_nothing() {
     let events = stream(a, b, 300);
     let mut settings = world.settings();
     settings.writer.batch_max_records = 20;
-    settings.writer.batch_max_wait_ms = Duration::from_millis(100);
+    settings.writer.batch_max_wait = Duration::from_millis(100);
     let writer = RunningWriter::start(settings).await;
 
     world.send(&events[..150]).await;
@@ -63,6 +63,83 @@ async fn a_database_outage_mid_stream_loses_and_doubles_nothing() {
     assert!(world.dlq_entries().await.is_empty(), "nothing dead-lettered");
     assert_eq!(writer.ready_status().await, 200);
     writer.stop().await;
+}
+
+/// A member whose batch waits for a retry keeps polling, so a rebalance is
+/// served meanwhile: the records of the partitions it loses are dropped
+/// unapplied and unstored, and their new owner reads them again from the last
+/// commit. Whichever partitions end up where, every event is applied once,
+/// by one member, and every partition is committed to its end.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partition_revoked_while_its_batch_waits_for_a_retry_is_left_to_its_new_owner() {
+    const PARTITIONS: i32 = 4;
+    const PER_PARTITION: i64 = 5;
+    let (assigned, revoked) =
+        (r#"coupon_writer_rebalances_total{event="assigned"}"#, r#"coupon_writer_rebalances_total{event="revoked"}"#);
+    let world = World::new(PARTITIONS).await;
+    let coupon = world.coupon(1_000).await;
+    let settings = world.settings();
+    let first = RunningWriter::start(settings.clone()).await;
+    first.wait_metric(assigned, 1.0).await;
+
+    set_database_reachable(&world, false).await;
+    let events: Vec<CouponIssuedEvent> =
+        (1..=i64::from(PARTITIONS) * PER_PARTITION).map(|customer| event(coupon, customer)).collect();
+    for (partition, events) in (0..PARTITIONS).zip(events.chunks(PER_PARTITION as usize)) {
+        world.send_to(partition, events).await;
+    }
+    // The first member holds them, from every partition, in a batch it retries.
+    first.wait_metric("coupon_writer_retries_total", 2.0).await;
+    assert_eq!(first.metric(revoked).await, 0.0);
+
+    // A second member joins (without migrating: the database is away). The
+    // rebalance is eager: the first member gives up every partition and gets
+    // some of them back.
+    let second = ConsumerOnly::start(&settings);
+    first.wait_metric(revoked, 1.0).await;
+    first.wait_metric(assigned, 2.0).await;
+    wait_until("the second member's assignment", TIMEOUT, || async { (second.metric(assigned) >= 1.0).then_some(()) })
+        .await;
+    wait_until("the group to be stable with both members", TIMEOUT, || async {
+        (world.stable_members().await == Some(2)).then_some(())
+    })
+    .await;
+    // The second member has read its partitions' records and failed to apply them too.
+    wait_until("the second member's first failed batch", TIMEOUT, || async {
+        (second.metric("coupon_writer_retries_total") >= 1.0).then_some(())
+    })
+    .await;
+    set_database_reachable(&world, true).await;
+
+    let ends = world.end_offsets().await;
+    assert_eq!(ends, vec![PER_PARTITION; PARTITIONS as usize]);
+    wait_until("every partition committed to its end", TIMEOUT, || async {
+        (world.committed_by_partition().await.as_ref() == Some(&ends)).then_some(())
+    })
+    .await;
+    let expected: Vec<(i64, i64)> = events.iter().map(|e| (coupon.get(), e.customer_id.get())).collect();
+    assert_eq!(world.rows().await, expected, "every event written once");
+    assert_eq!(world.remaining(coupon).await, 1_000 - expected.len() as i32);
+    // Had the first member kept the records of the partitions it lost, it
+    // would have applied them too, and one of the two would have found their
+    // rows already there.
+    let inserted =
+        [first.metric("coupon_writer_rows_inserted_total").await, second.metric("coupon_writer_rows_inserted_total")];
+    let duplicates = [
+        first.metric("coupon_writer_duplicates_skipped_total").await,
+        second.metric("coupon_writer_duplicates_skipped_total"),
+    ];
+    let rebalances = (first.metric(revoked).await, second.metric(revoked));
+    assert_eq!(
+        duplicates,
+        [0.0, 0.0],
+        "no record applied by both members (inserted {inserted:?}, revocations {rebalances:?})"
+    );
+    assert_eq!(inserted[0] + inserted[1], expected.len() as f64);
+    assert!(inserted.iter().all(|&n| n > 0.0), "each member applied its own partitions: {inserted:?}");
+    first.stop().await;
+    second.stop().await;
+    assert_eq!(world.committed_by_partition().await, Some(ends));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -114,8 +191,8 @@ async fn a_consumer_out_of_its_group_too_long_is_replaced() {
     let world = World::new(1).await;
     let mut settings = world.settings();
     settings.kafka.brokers = format!("127.0.0.1:{}", coupon_testkit::free_port());
-    settings.writer.session_timeout_ms = Duration::from_secs(6);
-    settings.writer.rejoin_timeout_ms = Duration::from_secs(12);
+    settings.writer.session_timeout = Duration::from_secs(6);
+    settings.writer.rejoin_timeout = Duration::from_secs(12);
     let writer = RunningWriter::start(settings).await;
     let replaced = r#"coupon_writer_rebalances_total{event="consumer_replaced"}"#;
     assert_eq!(writer.metric(replaced).await, 0.0);

@@ -1,6 +1,7 @@
 //! A test's own database, topics and consumer group, the writer run in-process
 //! (or as its real binary), and probes of what it did.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -8,12 +9,18 @@ use std::time::Duration;
 
 use coupon_domain::{CouponId, CouponIssuedEvent, CustomerId, REQUEST_ID_HEADER};
 use coupon_infra::db::schema::{coupon, customer_coupon, sold_out_at_write};
+use coupon_infra::settings::KafkaSettings;
 use coupon_testkit::{kafka_settings, unique_name, wait_until, TestDatabase, TestTopic};
 use coupon_writer::config::Settings;
+use coupon_writer::consumer::Writer;
 use coupon_writer::dlq::{self, DlqEntry};
+use coupon_writer::http::Readiness;
+use coupon_writer::metrics::Metrics;
 use coupon_writer::startup::Application;
 use diesel::{ExpressionMethods, QueryDsl};
 use diesel_async::RunQueryDsl;
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -21,6 +28,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// Generous: the stack is shared with other suites on a small machine.
 pub const TIMEOUT: Duration = Duration::from_secs(60);
@@ -73,15 +81,15 @@ impl World {
         let mut settings = Settings::default();
         settings.writer.http.addr = "127.0.0.1:0".parse().unwrap();
         settings.writer.group = self.group.clone();
-        settings.writer.retry_initial_ms = Duration::from_millis(50);
-        settings.writer.retry_max_ms = Duration::from_millis(500);
-        settings.writer.stats_interval_ms = Duration::from_secs(1);
+        settings.writer.retry_initial = Duration::from_millis(50);
+        settings.writer.retry_max = Duration::from_millis(500);
+        settings.writer.stats_interval = Duration::from_secs(1);
         settings.kafka = kafka_settings();
         settings.kafka.topic = self.topic.to_string();
         settings.kafka.dlq_topic = self.dlq_topic.to_string();
         settings.kafka.create_topics = false;
         settings.database = self.db.settings();
-        settings.database.timeout_ms = Duration::from_secs(1);
+        settings.database.timeout = Duration::from_secs(1);
         settings
     }
 
@@ -141,6 +149,17 @@ impl World {
         }
     }
 
+    /// Each event to the given partition, whatever its key.
+    pub async fn send_to(&self, partition: i32, events: &[CouponIssuedEvent]) {
+        for event in events {
+            let (key, payload) = (event.coupon_id.to_string(), event.to_json());
+            self.send_record(
+                FutureRecord::to(&self.topic).partition(partition).key(key.as_str()).payload(payload.as_bytes()),
+            )
+            .await;
+        }
+    }
+
     pub async fn send_raw(&self, key: &str, payload: &[u8]) {
         self.send_record(FutureRecord::to(&self.topic).key(key).payload(payload)).await;
     }
@@ -197,6 +216,48 @@ impl World {
         .unwrap()
     }
 
+    /// The group's committed offset of each partition (0 where none is).
+    pub async fn committed_by_partition(&self) -> Option<Vec<i64>> {
+        let (consumer, list) = (self.offsets.clone(), self.partition_list(Offset::Invalid));
+        let topic = self.topic.to_string();
+        tokio::task::spawn_blocking(move || {
+            let committed = consumer.committed_offsets(list, Duration::from_secs(10)).ok()?;
+            let mut by_partition: Vec<(i32, i64)> = committed
+                .elements_for_topic(&topic)
+                .iter()
+                .map(|e| (e.partition(), if let Offset::Offset(n) = e.offset() { n } else { 0 }))
+                .collect();
+            by_partition.sort();
+            Some(by_partition.into_iter().map(|(_, offset)| offset).collect())
+        })
+        .await
+        .unwrap()
+    }
+
+    /// Each partition's high watermark: the offset its next record will get.
+    pub async fn end_offsets(&self) -> Vec<i64> {
+        let (consumer, topic, partitions) = (self.offsets.clone(), self.topic.to_string(), self.partitions);
+        tokio::task::spawn_blocking(move || {
+            (0..partitions)
+                .map(|partition| consumer.fetch_watermarks(&topic, partition, Duration::from_secs(10)).unwrap().1)
+                .collect()
+        })
+        .await
+        .unwrap()
+    }
+
+    /// How many members the group has, if it is `Stable` (no rebalance under way).
+    pub async fn stable_members(&self) -> Option<usize> {
+        let (consumer, group) = (self.offsets.clone(), self.group.clone());
+        tokio::task::spawn_blocking(move || {
+            let list = consumer.fetch_group_list(Some(&group), Duration::from_secs(10)).ok()?;
+            let described = list.groups().iter().find(|g| g.name() == group)?;
+            (described.state() == "Stable").then(|| described.members().len())
+        })
+        .await
+        .unwrap()
+    }
+
     pub async fn wait_committed(&self, expected: i64) {
         wait_until(&format!("the group to commit {expected} records"), TIMEOUT, || async {
             (self.committed().await == Some(expected)).then_some(())
@@ -227,8 +288,14 @@ impl World {
     }
 
     pub async fn dlq_entries(&self) -> Vec<DlqEntry> {
-        let kafka = self.settings().kafka;
-        tokio::task::spawn_blocking(move || dlq::read_all(&kafka)).await.unwrap().unwrap()
+        self.dlq_entries_in(&self.dlq_topic).await.unwrap()
+    }
+
+    /// Every record of the dead-letter topic `topic`; an error while it is missing.
+    pub async fn dlq_entries_in(&self, topic: &str) -> anyhow::Result<Vec<DlqEntry>> {
+        let mut kafka = self.settings().kafka;
+        kafka.dlq_topic = topic.to_string();
+        tokio::task::spawn_blocking(move || dlq::read_all(&kafka)).await.unwrap()
     }
 
     /// Runs the real binary with this world's environment and the given
@@ -275,6 +342,94 @@ impl Drop for WriterProcess {
             let log = std::fs::read_to_string(&self.log).unwrap_or_default();
             eprintln!("--- coupon-writer log {}:\n{log}", self.log.display());
         }
+    }
+}
+
+/// The name of a topic that does not exist until `create`; whether or not it
+/// was created, it is deleted when the value is dropped. (A `TestTopic` exists
+/// from the start.)
+pub struct LateTopic {
+    name: String,
+    kafka: KafkaSettings,
+}
+
+impl LateTopic {
+    pub fn reserve(prefix: &str) -> Self {
+        Self { name: unique_name(prefix).replace('_', "."), kafka: kafka_settings() }
+    }
+
+    pub async fn create(&self, partitions: i32) {
+        coupon_infra::kafka::ensure_topics(&self.kafka, &[(&self.name, partitions)]).await.unwrap();
+    }
+}
+
+impl std::ops::Deref for LateTopic {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for LateTopic {
+    fn drop(&mut self) {
+        let (name, kafka) = (std::mem::take(&mut self.name), self.kafka.clone());
+        on_a_runtime_of_its_own(async move {
+            let Ok(admin) = coupon_infra::kafka::client_config(&kafka, "writer-test-cleanup")
+                .create::<AdminClient<DefaultClientContext>>()
+            else {
+                return;
+            };
+            let _ = admin.delete_topics(&[&name], &AdminOptions::new()).await;
+        });
+    }
+}
+
+/// Runs a clean-up from `Drop`, which runs inside a runtime: a thread of its
+/// own may block on another.
+fn on_a_runtime_of_its_own(cleanup: impl Future<Output = ()> + Send + 'static) {
+    let _ = std::thread::spawn(move || {
+        if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            runtime.block_on(cleanup);
+        }
+    })
+    .join();
+}
+
+/// The writer's consume loop alone in this process: no migrations, lag
+/// reporter or HTTP listener. Unlike `RunningWriter` (whose start migrates
+/// the database), it can join its group while the database is unreachable.
+pub struct ConsumerOnly {
+    metrics: Metrics,
+    stop: CancellationToken,
+    running: Option<JoinHandle<()>>,
+}
+
+impl ConsumerOnly {
+    pub fn start(settings: &Settings) -> Self {
+        let pool = coupon_infra::db::pool(&settings.database).unwrap();
+        let metrics = Metrics::new();
+        let writer = Writer::new(settings, pool, metrics.clone(), Readiness::new(true)).unwrap();
+        let stop = CancellationToken::new();
+        let running = tokio::spawn(writer.run(stop.clone()));
+        Self { metrics, stop, running: Some(running) }
+    }
+
+    /// One sample of its metrics, as `RunningWriter::metric`.
+    pub fn metric(&self, series: &str) -> f64 {
+        coupon_infra::telemetry::sample(&self.metrics.render(), series).unwrap_or(0.0)
+    }
+
+    /// Stops the loop the way SIGTERM would and waits until it left its group.
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        self.running.take().unwrap().await.unwrap();
+    }
+}
+
+impl Drop for ConsumerOnly {
+    fn drop(&mut self) {
+        self.stop.cancel();
     }
 }
 

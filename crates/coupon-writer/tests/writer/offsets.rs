@@ -18,7 +18,7 @@ async fn batches_do_not_commit_each_and_a_stop_commits_what_they_applied() {
     let mut settings = world.settings();
     settings.writer.batch_max_records = 1;
     settings.writer.batch_ceiling_records = 1;
-    settings.writer.commit_interval_ms = NO_INTERVAL_COMMIT;
+    settings.writer.commit_interval = NO_INTERVAL_COMMIT;
     let writer = RunningWriter::start(settings).await;
     let events: Vec<CouponIssuedEvent> = (1..=20).map(|n| event(coupon, n)).collect();
     world.send(&events).await;
@@ -36,7 +36,7 @@ async fn a_revoke_commits_what_the_old_owner_applied() {
     let world = World::new(2).await;
     let (a, b) = (world.coupon(100).await, world.coupon(100).await);
     let mut settings = world.settings();
-    settings.writer.commit_interval_ms = NO_INTERVAL_COMMIT;
+    settings.writer.commit_interval = NO_INTERVAL_COMMIT;
     let first = RunningWriter::start(settings.clone()).await;
     let events: Vec<CouponIssuedEvent> = (1..=10).flat_map(|n| [event(a, n), event(b, n)]).collect();
     world.send(&events).await;

@@ -2,9 +2,12 @@
 //! records around them are written, and a fixed record can be replayed. An
 //! event beyond its coupon's stock is not poison: it is recorded as sold out.
 
+use std::time::Duration;
+
+use coupon_testkit::wait_until;
 use coupon_writer::statements::SoldOutReason;
 
-use crate::harness::{event, RunningWriter, World};
+use crate::harness::{event, LateTopic, RunningWriter, World, TIMEOUT};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn poison_is_dead_lettered_the_partition_moves_on_and_replay_applies_the_fixed_record() {
@@ -59,4 +62,61 @@ async fn poison_is_dead_lettered_the_partition_moves_on_and_replay_applies_the_f
     assert_eq!(world.remaining(missing).await, 4);
     assert_eq!(world.dlq_entries().await.len(), 2, "nothing new was dead-lettered");
     writer.stop().await;
+}
+
+/// A dead letter Kafka does not take (here: its topic does not exist, and the
+/// brokers create none on their own) fails the batch: the batch is retried,
+/// its good records are written once, and its offsets are held, so the
+/// poison record is neither lost nor passed until its dead letter is
+/// published.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_letter_that_cannot_be_published_holds_the_offsets_until_it_can() {
+    let world = World::new(1).await;
+    let a = world.coupon(10).await;
+    let dlq_topic = LateTopic::reserve("writer.dlq.late");
+    let mut settings = world.settings();
+    settings.kafka.dlq_topic = dlq_topic.to_string();
+    settings.writer.dlq_timeout = Duration::from_secs(1);
+    // Offsets stored after a failed publish would be committed within a tenth
+    // of an attempt.
+    settings.writer.commit_interval = Duration::from_millis(100);
+    let writer = RunningWriter::start(settings).await;
+    world.send(&[event(a, 1)]).await;
+    world.send_raw_from_request("x", b"not json", "request-9").await;
+    let poison_offset = 1;
+
+    world.wait_rows(1).await;
+    // Every failed attempt waits writer.dlq_timeout_ms for the publish.
+    for retries in 1..=3 {
+        writer.wait_metric("coupon_writer_retries_total", f64::from(retries)).await;
+        let committed = world.committed().await.expect("the committed offsets are readable");
+        assert!(
+            committed <= poison_offset,
+            "committed {committed}, past the poison record at offset {poison_offset}, after {retries} failed publish(es)"
+        );
+    }
+    assert_eq!(writer.metric("coupon_writer_dead_lettered_total").await, 0.0);
+    assert!(world.dlq_entries_in(&dlq_topic).await.is_err(), "the dead-letter topic does not exist yet");
+
+    dlq_topic.create(1).await;
+    world.wait_committed(poison_offset + 1).await;
+    let entries = wait_until("the dead letter in its topic", TIMEOUT, || async {
+        world.dlq_entries_in(&dlq_topic).await.ok().filter(|entries| !entries.is_empty())
+    })
+    .await;
+    // At least once: an attempt that timed out just as the topic appeared
+    // may have been published too.
+    for entry in &entries {
+        assert_eq!(entry.header("original-offset"), Some(&*poison_offset.to_string()), "{entry}");
+        assert!(entry.header("reason").is_some_and(|reason| reason.contains("undecodable")), "{entry}");
+        assert_eq!(entry.header("request-id"), Some("request-9"), "{entry}");
+        assert_eq!(entry.payload, b"not json");
+    }
+    let attempts: u32 = entries.last().unwrap().header("attempts").unwrap().parse().unwrap();
+    assert!(attempts > 3, "published at attempt {attempts}, after the failed ones");
+    assert_eq!(world.rows().await, [(a.get(), 1)], "the good record is written once");
+    assert_eq!(world.remaining(a).await, 9, "and takes one coupon, however often its batch was retried");
+    assert_eq!(writer.metric("coupon_writer_dead_lettered_total").await, 1.0);
+    writer.stop().await;
+    assert_eq!(world.committed().await, Some(poison_offset + 1));
 }

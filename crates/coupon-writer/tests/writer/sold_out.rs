@@ -45,7 +45,7 @@ async fn a_batch_beyond_the_stock_grants_the_earliest_and_records_the_rest_once(
     let mut settings = world.settings();
     settings.writer.batch_max_records = events.len();
     settings.writer.batch_ceiling_records = events.len();
-    settings.writer.batch_max_wait_ms = std::time::Duration::from_secs(20);
+    settings.writer.batch_max_wait = std::time::Duration::from_secs(20);
     let writer = RunningWriter::start(settings).await;
     world.wait_committed(6).await;
 
