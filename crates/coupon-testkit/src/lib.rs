@@ -138,11 +138,26 @@ impl TestTopic {
 
     /// On the brokers of `kafka`, replicated as its settings say.
     pub async fn create_on(kafka: &KafkaSettings, prefix: &str, partitions: i32) -> Self {
-        let name = unique_name(prefix).replace('_', ".");
-        coupon_infra::kafka::ensure_topics(kafka, &[(&name, partitions)])
+        let topic = Self::reserve_on(kafka, prefix);
+        topic.create_now(partitions).await;
+        topic
+    }
+
+    /// A name on the stack's broker for a topic that does not exist yet (the
+    /// brokers create none on their own): `create_now` makes it later. Deleted
+    /// when dropped either way.
+    pub fn reserve(prefix: &str) -> Self {
+        Self::reserve_on(&kafka_settings(), prefix)
+    }
+
+    fn reserve_on(kafka: &KafkaSettings, prefix: &str) -> Self {
+        Self { name: unique_name(prefix).replace('_', "."), kafka: kafka.clone() }
+    }
+
+    pub async fn create_now(&self, partitions: i32) {
+        coupon_infra::kafka::ensure_topics(&self.kafka, &[(&self.name, partitions)])
             .await
-            .unwrap_or_else(|err| panic!("creating a test topic on {}; is the stack up? {err:#}", kafka.brokers));
-        Self { name, kafka: kafka.clone() }
+            .unwrap_or_else(|err| panic!("creating a test topic on {}; is the stack up? {err:#}", self.kafka.brokers));
     }
 }
 

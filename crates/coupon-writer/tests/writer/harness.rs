@@ -1,7 +1,6 @@
 //! A test's own database, topics and consumer group, the writer run in-process
 //! (or as its real binary), and probes of what it did.
 
-use std::future::Future;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -9,7 +8,6 @@ use std::time::Duration;
 
 use coupon_domain::{CouponId, CouponIssuedEvent, CustomerId, REQUEST_ID_HEADER};
 use coupon_infra::db::schema::{coupon, customer_coupon, sold_out_at_write};
-use coupon_infra::settings::KafkaSettings;
 use coupon_testkit::{kafka_settings, unique_name, wait_until, TestDatabase, TestTopic};
 use coupon_writer::config::Settings;
 use coupon_writer::consumer::Writer;
@@ -19,8 +17,6 @@ use coupon_writer::metrics::Metrics;
 use coupon_writer::startup::Application;
 use diesel::{ExpressionMethods, QueryDsl};
 use diesel_async::RunQueryDsl;
-use rdkafka::admin::{AdminClient, AdminOptions};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -343,57 +339,6 @@ impl Drop for WriterProcess {
             eprintln!("--- coupon-writer log {}:\n{log}", self.log.display());
         }
     }
-}
-
-/// The name of a topic that does not exist until `create`; whether or not it
-/// was created, it is deleted when the value is dropped. (A `TestTopic` exists
-/// from the start.)
-pub struct LateTopic {
-    name: String,
-    kafka: KafkaSettings,
-}
-
-impl LateTopic {
-    pub fn reserve(prefix: &str) -> Self {
-        Self { name: unique_name(prefix).replace('_', "."), kafka: kafka_settings() }
-    }
-
-    pub async fn create(&self, partitions: i32) {
-        coupon_infra::kafka::ensure_topics(&self.kafka, &[(&self.name, partitions)]).await.unwrap();
-    }
-}
-
-impl std::ops::Deref for LateTopic {
-    type Target = str;
-
-    fn deref(&self) -> &str {
-        &self.name
-    }
-}
-
-impl Drop for LateTopic {
-    fn drop(&mut self) {
-        let (name, kafka) = (std::mem::take(&mut self.name), self.kafka.clone());
-        on_a_runtime_of_its_own(async move {
-            let Ok(admin) = coupon_infra::kafka::client_config(&kafka, "writer-test-cleanup")
-                .create::<AdminClient<DefaultClientContext>>()
-            else {
-                return;
-            };
-            let _ = admin.delete_topics(&[&name], &AdminOptions::new()).await;
-        });
-    }
-}
-
-/// Runs a clean-up from `Drop`, which runs inside a runtime: a thread of its
-/// own may block on another.
-fn on_a_runtime_of_its_own(cleanup: impl Future<Output = ()> + Send + 'static) {
-    let _ = std::thread::spawn(move || {
-        if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            runtime.block_on(cleanup);
-        }
-    })
-    .join();
 }
 
 /// The writer's consume loop alone in this process: no migrations, lag

@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use coupon_testkit::wait_until;
+use coupon_testkit::{wait_until, TestTopic};
 use coupon_writer::statements::SoldOutReason;
 
-use crate::harness::{event, LateTopic, RunningWriter, World, TIMEOUT};
+use crate::harness::{event, RunningWriter, World, TIMEOUT};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn poison_is_dead_lettered_the_partition_moves_on_and_replay_applies_the_fixed_record() {
@@ -73,7 +73,7 @@ async fn poison_is_dead_lettered_the_partition_moves_on_and_replay_applies_the_f
 async fn a_dead_letter_that_cannot_be_published_holds_the_offsets_until_it_can() {
     let world = World::new(1).await;
     let a = world.coupon(10).await;
-    let dlq_topic = LateTopic::reserve("writer.dlq.late");
+    let dlq_topic = TestTopic::reserve("writer.dlq.late");
     let mut settings = world.settings();
     settings.kafka.dlq_topic = dlq_topic.to_string();
     settings.writer.dlq_timeout = Duration::from_secs(1);
@@ -98,7 +98,7 @@ async fn a_dead_letter_that_cannot_be_published_holds_the_offsets_until_it_can()
     assert_eq!(writer.metric("coupon_writer_dead_lettered_total").await, 0.0);
     assert!(world.dlq_entries_in(&dlq_topic).await.is_err(), "the dead-letter topic does not exist yet");
 
-    dlq_topic.create(1).await;
+    dlq_topic.create_now(1).await;
     world.wait_committed(poison_offset + 1).await;
     let entries = wait_until("the dead letter in its topic", TIMEOUT, || async {
         world.dlq_entries_in(&dlq_topic).await.ok().filter(|entries| !entries.is_empty())
