@@ -224,12 +224,12 @@ impl Recovery {
         stop: &CancellationToken,
     ) -> Result<(), RecoveryError> {
         let token = format!("{:032x}", rand::random::<u128>());
-        if !self.issuer.lock(&token, self.settings.lock_ttl.as_millis() as u64).await? {
+        if !self.issuer.lock(&token, self.settings.lock_ttl).await? {
             tracing::info!("another replica is rebuilding; leaving it to that one");
             return Ok(());
         }
         let result = self.rebuild_locked(&coupons, trust, &token, stop).await;
-        if let Err(err) = self.issuer.relock(&token, 0).await {
+        if let Err(err) = self.issuer.relock(&token, Duration::ZERO).await {
             tracing::warn!(error = %err, "could not release the recovery lock; it expires by itself");
         }
         self.metrics.fenced_coupons.set(0);
@@ -320,7 +320,7 @@ impl Recovery {
     }
 
     async fn renew(&self, token: &str) -> Result<(), RecoveryError> {
-        if self.issuer.relock(token, self.settings.lock_ttl.as_millis() as u64).await? {
+        if self.issuer.relock(token, self.settings.lock_ttl).await? {
             Ok(())
         } else {
             Err(RecoveryError::LockLost)
@@ -369,9 +369,8 @@ impl Recovery {
         let now_ms = crate::issuer::unix_ms(OffsetDateTime::now_utc());
         let mut retired = Vec::new();
         for coupon in self.issuer.ended(now_ms).await? {
-            let grace_ms = self.settings.ended_grace.as_millis() as u64;
-            if self.issuer.retire(coupon, grace_ms).await? {
-                tracing::info!(coupon = %coupon, grace_ms, "ended coupon retired from Redis");
+            if self.issuer.retire(coupon, self.settings.ended_grace).await? {
+                tracing::info!(coupon = %coupon, grace = ?self.settings.ended_grace, "ended coupon retired from Redis");
                 retired.push(coupon);
             }
         }

@@ -33,6 +33,23 @@ fn path(p: &Path) -> &str {
     p.to_str().expect("a UTF-8 path")
 }
 
+/// A written page with its table rows' padding (comfy-table aligns the
+/// columns) cut to one space, so a row reads `| a | b |` whatever the widths.
+fn read_unpadded(page: &Path) -> String {
+    let md = std::fs::read_to_string(page).unwrap();
+    let lines: Vec<String> = md
+        .lines()
+        .map(|line| {
+            if line.starts_with('|') {
+                line.split_whitespace().collect::<Vec<_>>().join(" ")
+            } else {
+                line.to_string()
+            }
+        })
+        .collect();
+    lines.join("\n") + "\n"
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_benchmark_tool_records_both_modes_and_writes_its_report() {
     let mut world = World::new("bench tool").await;
@@ -87,7 +104,7 @@ async fn the_benchmark_tool_records_both_modes_and_writes_its_report() {
             path(&plots),
         ],
     );
-    let md = std::fs::read_to_string(&report).unwrap();
+    let md = read_unpadded(&report);
     for expected in [
         "| kafka | 1 | 330 | 100 |",
         "| sync-db | 1 | 330 | 100 |",
@@ -121,7 +138,7 @@ async fn the_soak_tool_watches_the_writer_and_writes_its_section_beside_the_benc
     let summary = loadgen(&world, &[&soak[..], &paths[..], &["--cross-check", "wrk: not run"]].concat());
     assert!(summary.contains("writer: 0 rebalances"), "{summary}");
 
-    let md = std::fs::read_to_string(&page).unwrap();
+    let md = read_unpadded(&page);
     for expected in [
         "# Spike benchmark\n\nthe spike tables\n",
         "## A sustained flood (`make soak`)",
@@ -135,7 +152,7 @@ async fn the_soak_tool_watches_the_writer_and_writes_its_section_beside_the_benc
 
     // A second soak replaces its section rather than adding one.
     loadgen(&world, &[&soak[..], &paths[..]].concat());
-    let md = std::fs::read_to_string(&page).unwrap();
+    let md = read_unpadded(&page);
     assert_eq!(md.matches("## A sustained flood").count(), 1, "{md}");
     assert!(!md.contains("Cross-check"), "{md}");
     api.terminate(Duration::from_secs(30)).await.expect("coupon-api stops on SIGTERM");
@@ -162,7 +179,7 @@ async fn the_many_coupons_tool_measures_idle_cost_and_spikes_and_writes_its_sect
     let record: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(record["idle_after"]["open_coupons"], serde_json::json!([0, 40]), "{record}");
     assert_eq!(record["spikes_many"].as_array().unwrap().len(), 1, "{record}");
-    let md = std::fs::read_to_string(&page).unwrap();
+    let md = read_unpadded(&page);
     for expected in
         ["# Spike benchmark\n\nthe spike tables\n", "## Many coupons at once", "| after B got 40 | 0 / 40 |"]
     {

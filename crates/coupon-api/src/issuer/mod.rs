@@ -15,6 +15,7 @@
 //! their own marker. The other scripts reload themselves on NOSCRIPT.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use coupon_domain::{CouponId, CustomerId, Rejection};
 use coupon_infra::redis::SharedRedis;
@@ -333,12 +334,12 @@ impl Issuer {
         Ok(ids.into_iter().filter_map(|id| CouponId::new(id).ok()).collect())
     }
 
-    /// Lets an ended coupon's keys expire after `grace_ms` once its outbox is
+    /// Lets an ended coupon's keys expire after `grace` once its outbox is
     /// empty, and takes it out of the index; returns whether it did.
-    pub async fn retire(&self, coupon: CouponId, grace_ms: u64) -> Result<bool, RedisUnavailable> {
+    pub async fn retire(&self, coupon: CouponId, grace: Duration) -> Result<bool, RedisUnavailable> {
         let keys = self.keys(coupon);
         let mut retire = self.retire.key(&keys.meta);
-        retire.key(&keys.stock).key(&keys.issued).key(&keys.outbox).arg(grace_ms);
+        retire.key(&keys.stock).key(&keys.issued).key(&keys.outbox).arg(grace.as_millis() as u64);
         if self.redis.invoke::<i64>(&retire).await? == 0 {
             return Ok(false);
         }
@@ -350,17 +351,19 @@ impl Issuer {
         format!("{}recovery-lock", self.key_prefix)
     }
 
-    /// Takes the recovery lock for `ttl_ms` unless another holds it.
-    pub async fn lock(&self, token: &str, ttl_ms: u64) -> Result<bool, RedisUnavailable> {
-        let set: Option<String> =
-            self.redis.query(redis::cmd("SET").arg(self.lock_key()).arg(token).arg("NX").arg("PX").arg(ttl_ms)).await?;
+    /// Takes the recovery lock for `ttl` unless another holds it.
+    pub async fn lock(&self, token: &str, ttl: Duration) -> Result<bool, RedisUnavailable> {
+        let set: Option<String> = self
+            .redis
+            .query(redis::cmd("SET").arg(self.lock_key()).arg(token).arg("NX").arg("PX").arg(ttl.as_millis() as u64))
+            .await?;
         Ok(set.is_some())
     }
 
-    /// Extends the lock (`ttl_ms` > 0) or releases it (0); false when it was lost.
-    pub async fn relock(&self, token: &str, ttl_ms: u64) -> Result<bool, RedisUnavailable> {
+    /// Extends the lock (`ttl` > 0) or releases it (zero); false when it was lost.
+    pub async fn relock(&self, token: &str, ttl: Duration) -> Result<bool, RedisUnavailable> {
         let mut unlock = self.unlock.key(self.lock_key());
-        unlock.arg(token).arg(ttl_ms);
+        unlock.arg(token).arg(ttl.as_millis() as u64);
         Ok(self.redis.invoke::<i64>(&unlock).await? == 1)
     }
 
