@@ -54,20 +54,18 @@ impl Service {
         Ok(String::from_utf8_lossy(&log[start..]).into_owned())
     }
 
-    /// Waits for the process to exit by itself.
+    /// Waits for the process to exit; after `timeout` it is still running
+    /// (and killed when the value is dropped).
     pub async fn exited(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
+        let what = format!("{} to exit", self.name);
         let child = self.child.as_mut().expect("running");
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            if let Some(status) = child.try_wait()? {
-                self.child = None;
-                return Ok(status);
-            }
-            if tokio::time::Instant::now() >= deadline {
-                bail!("{} still running after {timeout:?}", self.name);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let status = coupon_testkit::poll_until(&what, timeout, || {
+            let exited = child.try_wait().map_err(anyhow::Error::from);
+            async move { exited }
+        })
+        .await?;
+        self.child = None;
+        Ok(status)
     }
 
     pub fn pid(&self) -> Pid {
@@ -83,21 +81,11 @@ impl Service {
     /// SIGTERM, then waits for a clean exit.
     pub async fn terminate(mut self, timeout: Duration) -> anyhow::Result<()> {
         let _ = kill(self.pid(), Signal::SIGTERM);
-        let mut child = self.child.take().expect("running");
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            if let Some(status) = child.try_wait()? {
-                if !status.success() {
-                    bail!("{} exited with {status} after SIGTERM", self.name);
-                }
-                return Ok(());
-            }
-            if tokio::time::Instant::now() >= deadline {
-                let _ = child.kill();
-                bail!("{} did not stop within {timeout:?} of SIGTERM", self.name);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let status = self.exited(timeout).await.context("after SIGTERM")?;
+        if !status.success() {
+            bail!("{} exited with {status} after SIGTERM", self.name);
         }
+        Ok(())
     }
 }
 

@@ -203,13 +203,7 @@ impl World {
 
     /// The group's committed offsets, summed over the partitions.
     pub async fn committed(&self) -> Option<i64> {
-        let (consumer, list) = (self.offsets.clone(), self.partition_list(Offset::Invalid));
-        tokio::task::spawn_blocking(move || {
-            let committed = consumer.committed_offsets(list, Duration::from_secs(10)).ok()?;
-            Some(committed.elements().iter().map(|e| if let Offset::Offset(n) = e.offset() { n } else { 0 }).sum())
-        })
-        .await
-        .unwrap()
+        Some(self.committed_by_partition().await?.iter().sum())
     }
 
     /// The group's committed offset of each partition (0 where none is).
