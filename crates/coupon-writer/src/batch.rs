@@ -3,8 +3,10 @@
 //! batch's first record. The limit starts at `batch_max_records`; every batch
 //! that fills up doubles it, up to `batch_ceiling_records`, and a batch the
 //! wait closes sets it back: a backlog drains in fewer, larger transactions,
-//! a quiet stream keeps the small batches' latency. Pure logic over explicit
-//! instants, so the limits are tested without a clock.
+//! a quiet stream keeps the small batches' latency. A backlog's last batch
+//! closes as soon as the consumer has caught up with the partition's end: no
+//! more records are coming to fill it. Pure logic over explicit instants, so
+//! the limits are tested without a clock.
 
 use std::time::{Duration, Instant};
 
@@ -53,6 +55,9 @@ pub struct Batcher<T> {
     max_wait: Duration,
     records: Vec<T>,
     opened_at: Option<Instant>,
+    /// The open batch follows full ones and the consumer has reached the end
+    /// of what there is to read: it closes without waiting.
+    backlog_drained: bool,
 }
 
 impl<T> Batcher<T> {
@@ -65,6 +70,7 @@ impl<T> Batcher<T> {
             max_wait,
             records: Vec::new(),
             opened_at: None,
+            backlog_drained: false,
         }
     }
 
@@ -84,20 +90,36 @@ impl<T> Batcher<T> {
     }
 
     pub fn is_ready(&self, now: Instant) -> bool {
-        self.records.len() >= self.max_records || self.deadline().is_some_and(|deadline| now >= deadline)
+        self.is_full() || self.backlog_drained || self.deadline().is_some_and(|deadline| now >= deadline)
+    }
+
+    /// The consumer has reached the end of a partition. A batch that follows
+    /// full ones (its limit has grown) is the backlog's last and closes now;
+    /// a quiet stream's batch still waits for its deadline, so a trickle's
+    /// records keep sharing transactions.
+    pub fn caught_up(&mut self) {
+        if !self.records.is_empty() && self.max_records > self.base_records {
+            self.backlog_drained = true;
+        }
     }
 
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
     }
 
+    /// Whether the open batch holds its record limit: nothing more is taken in.
+    pub fn is_full(&self) -> bool {
+        self.records.len() >= self.max_records
+    }
+
     /// Takes the closed batch: at most `max_records`, oldest first. Records
     /// beyond it open the next batch at `now`.
     pub fn take(&mut self, now: Instant) -> Vec<T> {
-        let filled = self.records.len() >= self.max_records;
+        let filled = self.is_full();
         let rest = self.records.split_off(self.records.len().min(self.max_records));
         let batch = std::mem::replace(&mut self.records, rest);
         self.opened_at = (!self.records.is_empty()).then_some(now);
+        self.backlog_drained = false;
         self.max_records = if filled { (self.max_records * 2).min(self.ceiling_records) } else { self.base_records };
         batch
     }
@@ -107,6 +129,7 @@ impl<T> Batcher<T> {
         self.records.retain(keep);
         if self.records.is_empty() {
             self.opened_at = None;
+            self.backlog_drained = false;
         }
     }
 }
@@ -171,6 +194,37 @@ mod tests {
         assert!(batcher.is_ready(later));
         assert_eq!(batcher.take(later).len(), 500);
         assert_eq!(batcher.limit(), 100, "back to the quiet stream's limit");
+    }
+
+    #[test]
+    fn a_backlog_s_last_batch_closes_once_the_consumer_has_caught_up() {
+        let start = Instant::now();
+        let mut batcher = Batcher::new(100, 1_000, Duration::from_millis(500));
+        for i in 0..150 {
+            batcher.push(i, start);
+        }
+        assert_eq!(batcher.take(start).len(), 100, "full: the limit grows");
+        assert!(!batcher.is_ready(start), "50 of 200");
+        batcher.caught_up();
+        assert!(batcher.is_ready(start), "nothing more to read: no reason to wait");
+        assert_eq!(batcher.take(start).len(), 50);
+        assert_eq!(batcher.limit(), 100, "the backlog is over");
+
+        batcher.push(1, start);
+        batcher.caught_up();
+        assert!(!batcher.is_ready(start), "a quiet stream's batch still waits for its deadline");
+        assert!(batcher.is_ready(start + Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn catching_up_with_nothing_held_does_not_close_the_next_batch() {
+        let start = Instant::now();
+        let mut batcher = Batcher::new(1, 10, Duration::from_millis(500));
+        batcher.push(0, start);
+        assert_eq!(batcher.take(start).len(), 1, "full: the limit grows to 2");
+        batcher.caught_up();
+        batcher.push(1, start);
+        assert!(!batcher.is_ready(start));
     }
 
     #[test]

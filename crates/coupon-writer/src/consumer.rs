@@ -8,13 +8,14 @@
 //! A crash anywhere before the commit redelivers the batch, which the
 //! idempotent writes absorb.
 //! Batches are applied one after another, so a partition's records are applied
-//! in order.
+//! in order; the next batch is received and decoded while one is applied, so
+//! PostgreSQL does not wait for the writer between statements.
 //!
-//! Rebalances: rdkafka runs the rebalance callback inside `recv`, that is only
-//! while the loop polls, never while it applies a batch or stores its
-//! offsets. Records of revoked partitions that are held but not yet applied
-//! are dropped unstored; whoever owns the partition next reads them again from
-//! the last commit.
+//! Rebalances: rdkafka runs the rebalance callback inside `recv`, so also while
+//! a batch's statement runs, but never while offsets are stored. Records of
+//! revoked partitions that are held are dropped unstored, and so are the
+//! offsets of a batch applied while its partitions were revoked; whoever owns
+//! the partition next reads them again from the last commit.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,6 +24,7 @@ use coupon_infra::backoff::Backoff;
 use coupon_infra::db::PgPool;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
@@ -262,22 +264,22 @@ impl Writer {
             // A revocation seen in this poll concerns records held before it,
             // not the one it returned.
             self.forget_revoked(&mut Vec::new(), batcher);
-            match received {
-                Some(Ok(message)) => batcher.push(Record::from_message(&message), Instant::now()),
-                Some(Err(err)) => tracing::warn!(error = %err, "Kafka consumer error"),
-                None => {}
+            if let Some(received) = received {
+                take_in(received, batcher);
             }
         }
     }
 
     /// Applies the batch, retrying transient failures with backoff while the
-    /// partitions are paused, then stores its offsets.
+    /// partitions are paused, then stores its offsets. The first attempt
+    /// receives the next batch while it runs.
     async fn settle(&self, mut batch: Vec<Record>, batcher: &mut Batcher<Record>, stop: &CancellationToken) -> Settled {
         let mut backoff = Backoff::new(self.retry_initial, self.retry_max);
+        let mut result = self.apply_while_receiving(&mut batch, batcher, stop).await;
         let mut attempt = 1;
         let mut paused = false;
         let settled = loop {
-            let err = match self.process(&batch, attempt).await {
+            let err = match result {
                 Ok(()) => break Settled::Applied,
                 Err(err) => err,
             };
@@ -287,21 +289,24 @@ impl Writer {
                 tracing::warn!(error = %err, records = batch.len(), "stopping; the failing batch stays uncommitted");
                 break Settled::Abandoned;
             }
-            let delay = backoff.next_delay();
-            tracing::warn!(
-                error = %err,
-                attempt,
-                retry_in_ms = delay.as_millis() as u64,
-                "batch failed with a transient error; retrying it"
-            );
-            self.pause();
-            paused = true;
-            self.poll_while_waiting(delay, &mut batch, batcher, stop).await;
+            if !batch.is_empty() {
+                let delay = backoff.next_delay();
+                tracing::warn!(
+                    error = %err,
+                    attempt,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "batch failed with a transient error; retrying it"
+                );
+                self.pause();
+                paused = true;
+                self.poll_while_waiting(delay, &mut batch, batcher, stop).await;
+            }
             if batch.is_empty() {
                 tracing::info!("every partition of the failing batch was revoked; its new owner applies it");
                 break Settled::Revoked;
             }
             attempt += 1;
+            result = self.process(&batch, attempt).await;
         };
         if paused {
             self.resume();
@@ -311,6 +316,52 @@ impl Writer {
             self.store_offsets(&batch);
         }
         settled
+    }
+
+    /// The batch's first attempt, with the next batch received and decoded
+    /// into `batcher` (up to its limit) while the statement runs, so a backlog
+    /// keeps PostgreSQL busy instead of waiting for the writer between
+    /// statements. Rebalances served meanwhile drop the held records of
+    /// revoked partitions as `fill` does, and take them out of `batch` once
+    /// the attempt is over: applied or not, they are their next owner's to
+    /// read again from the last commit, so their offsets are not stored and
+    /// they are not retried here.
+    async fn apply_while_receiving(
+        &self,
+        batch: &mut Vec<Record>,
+        batcher: &mut Batcher<Record>,
+        stop: &CancellationToken,
+    ) -> Result<(), WriteError> {
+        let mut revoked = Vec::new();
+        let result = {
+            let applying = self.process(batch, 1);
+            tokio::pin!(applying);
+            // The statement goes out through the connection's own task, which
+            // its wake-up queues behind this one: let it run before receiving.
+            let mut sent = false;
+            loop {
+                if batcher.is_full() || stop.is_cancelled() {
+                    break applying.await;
+                }
+                tokio::select! {
+                    biased;
+                    result = &mut applying => break result,
+                    () = tokio::task::yield_now(), if !sent => sent = true,
+                    received = self.consumer.recv(), if sent => {
+                        let now_revoked = self.consumer.context().take_revoked();
+                        if !now_revoked.is_empty() {
+                            batcher.retain(|record| !now_revoked.contains(&record.partition));
+                            revoked.extend(now_revoked);
+                        }
+                        take_in(received, batcher);
+                    }
+                }
+            }
+        };
+        if !revoked.is_empty() {
+            batch.retain(|record| !revoked.contains(&record.partition));
+        }
+        result
     }
 
     /// Applies a batch: undecodable records and records the database rejects
@@ -400,12 +451,11 @@ impl Writer {
             self.forget_revoked(batch, batcher);
             match received {
                 None => return,
-                Some(Ok(message)) => {
-                    batcher.push(Record::from_message(&message), Instant::now());
+                Some(received) => {
+                    take_in(received, batcher);
                     // A rebalance may have brought partitions that are not paused.
                     self.pause();
                 }
-                Some(Err(err)) => tracing::warn!(error = %err, "Kafka consumer error"),
             }
         }
     }
@@ -431,6 +481,16 @@ impl Writer {
     }
 }
 
+/// Holds a received record for the next batch; the end of a partition may
+/// close a backlog's last batch.
+fn take_in(received: KafkaResult<BorrowedMessage<'_>>, batcher: &mut Batcher<Record>) {
+    match received {
+        Ok(message) => batcher.push(Record::from_message(&message), Instant::now()),
+        Err(KafkaError::PartitionEOF(_)) => batcher.caught_up(),
+        Err(err) => tracing::warn!(error = %err, "Kafka consumer error"),
+    }
+}
+
 /// A consumer of the writer's group, subscribed to the topic.
 fn subscribed_consumer(settings: &Settings, metrics: &Metrics) -> Result<WriterConsumer, KafkaError> {
     let writer = &settings.writer;
@@ -445,6 +505,8 @@ fn subscribed_consumer(settings: &Settings, metrics: &Metrics) -> Result<WriterC
         .set("enable.auto.offset.store", "false")
         // A group without a committed offset must not skip any event.
         .set("auto.offset.reset", "earliest")
+        // Reaching a partition's end closes a backlog's last batch at once.
+        .set("enable.partition.eof", "true")
         .set("max.poll.interval.ms", writer.max_poll_interval.as_millis().to_string())
         .set("session.timeout.ms", writer.session_timeout.as_millis().to_string())
         .set("statistics.interval.ms", writer.stats_interval.as_millis().to_string())

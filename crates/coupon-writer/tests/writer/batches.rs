@@ -99,3 +99,23 @@ async fn batches_close_by_count_and_a_trickle_by_the_wait_limit() {
         .await;
     writer.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backlog_s_last_batch_closes_when_the_partition_is_read_to_its_end() {
+    let world = World::new(1).await;
+    let coupon = world.coupon(1_000).await;
+    // The first 100 fill a batch and grow the limit; the 50 after them are all
+    // there is, and waiting for the limit would take ten minutes.
+    let events: Vec<CouponIssuedEvent> = (1..=150).map(|n| event(coupon, n)).collect();
+    world.send(&events).await;
+    let mut settings = world.settings();
+    settings.writer.batch_max_records = 100;
+    settings.writer.batch_ceiling_records = 1_000;
+    settings.writer.batch_max_wait = Duration::from_secs(600);
+    let writer = RunningWriter::start(settings).await;
+    world.wait_committed(150).await;
+    assert_eq!(world.rows().await.len(), 150);
+    assert_eq!(writer.metric("coupon_writer_batches_applied_total").await, 2.0);
+    assert_eq!(writer.metric("coupon_writer_batch_size_sum").await, 150.0);
+    writer.stop().await;
+}
