@@ -109,6 +109,12 @@ echo "   $lua_rps calls/s"
 # A backlog of BACKLOG issuances on one coupon (one partition) in a topic of
 # its own, then a writer started with the given settings; its rows/s are left
 # in $drained (called directly, not in a command substitution: see `start`).
+# The rows earlier steps deleted, vacuumed before a measured step: left to
+# autovacuum, they made one drain differ from the next by up to a third.
+vacuum_tables() {
+    psql_bench -c "VACUUM ANALYZE customer_coupon" -c "VACUUM ANALYZE sold_out_at_write" -c "VACUUM ANALYZE coupon" >/dev/null
+}
+
 drain_backlog() { # label env...
     local label=$1 topic coupon api writer; shift
     topic="bench.drain.$label.$(date +%s)"
@@ -118,12 +124,14 @@ drain_backlog() { # label env...
         --concurrency "$CONCURRENCY" --no-writer --mode drain --json "$OUT/drain-$label.json" >/dev/null
     stop "$api"
     coupon=$(python3 -c "import json; print(json.load(open('$OUT/drain-$label.json'))['coupon'])")
+    vacuum_tables
     start "writer-drain-$label" COUPON__KAFKA__TOPIC="$topic" COUPON__WRITER__GROUP="bench-$label-$$" \
         "$@" "$BIN/coupon-writer" run
     writer=$started
     drained=$("$BIN/coupon-loadgen" drain --coupon "$coupon" --expected "$BACKLOG")
     stop "$writer"
     delete_topic "$topic"
+    psql_bench -c "DELETE FROM customer_coupon WHERE coupon_id = $coupon" >/dev/null
 }
 
 echo "== ceiling: the writer's statements driven by pgbench, and the writer draining a backlog"
@@ -176,6 +184,7 @@ SELECT p.id, coalesce(i.n, 0), coalesce(s.n, 0), p.deferred FROM plan p
 SQL
     # pgbench exits non-zero when any client aborted, yet still reports the
     # rate of what ran; its log says why.
+    vacuum_tables
     PGPASSWORD=coupon pgbench -h 127.0.0.1 -p "${PG_PORT:-5432}" -U coupon -n -M prepared -c 1 -T 10 \
         -f "$OUT/pgbench-$batch.sql" coupon >"$OUT/logs/pgbench-$batch.log" 2>&1 ||
         echo "   pgbench exited with $? (see $OUT/logs/pgbench-$batch.log)"

@@ -113,16 +113,28 @@ impl TestDatabase {
 }
 
 impl Drop for TestDatabase {
+    /// Tried again for a while: under a full test run the server may refuse
+    /// the connection (every slot taken) or not end the database's sessions
+    /// within the five seconds `FORCE` waits, and once let go of, nothing
+    /// else removes the database.
     fn drop(&mut self) {
         let name = std::mem::take(&mut self.name);
         on_a_runtime_of_its_own(async move {
-            if let Ok(mut conn) = AsyncPgConnection::establish(&server_url()).await {
-                let _ =
-                    diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await;
+            let dropped = poll_until(&format!("dropping the test database {name}"), DROP_TIMEOUT, || async {
+                let mut conn = AsyncPgConnection::establish(&server_url()).await?;
+                diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await?;
+                Ok(Some(()))
+            })
+            .await;
+            if let Err(err) = dropped {
+                eprintln!("left behind: {err:#}");
             }
         });
     }
 }
+
+/// How long a test database's removal is tried.
+const DROP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A topic of a test's own, deleted again when the value is dropped.
 pub struct TestTopic {
