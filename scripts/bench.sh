@@ -106,15 +106,15 @@ lua_rps=$(redis-benchmark -p "${REDIS_PORT:-6379}" -n 200000 -c 50 -r 1000000000
 redis-cli -p "${REDIS_PORT:-6379}" DEL $keys >/dev/null
 echo "   $lua_rps calls/s"
 
-# A backlog of BACKLOG issuances on one coupon (one partition) in a topic of
-# its own, then a writer started with the given settings; its rows/s are left
-# in $drained (called directly, not in a command substitution: see `start`).
 # The rows earlier steps deleted, vacuumed before a measured step: left to
 # autovacuum, they made one drain differ from the next by up to a third.
 vacuum_tables() {
     psql_bench -c "VACUUM ANALYZE customer_coupon" -c "VACUUM ANALYZE sold_out_at_write" -c "VACUUM ANALYZE coupon" >/dev/null
 }
 
+# A backlog of BACKLOG issuances on one coupon (one partition) in a topic of
+# its own, then a writer started with the given settings; its rows/s are left
+# in $drained (called directly, not in a command substitution: see `start`).
 drain_backlog() { # label env...
     local label=$1 topic coupon api writer; shift
     topic="bench.drain.$label.$(date +%s)"

@@ -263,7 +263,7 @@ impl Writer {
             };
             // A revocation seen in this poll concerns records held before it,
             // not the one it returned.
-            self.forget_revoked(&mut Vec::new(), batcher);
+            self.forget_revoked_held(batcher);
             if let Some(received) = received {
                 take_in(received, batcher);
             }
@@ -348,11 +348,7 @@ impl Writer {
                     result = &mut applying => break result,
                     () = tokio::task::yield_now(), if !sent => sent = true,
                     received = self.consumer.recv(), if sent => {
-                        let now_revoked = self.consumer.context().take_revoked();
-                        if !now_revoked.is_empty() {
-                            batcher.retain(|record| !now_revoked.contains(&record.partition));
-                            revoked.extend(now_revoked);
-                        }
+                        revoked.extend(self.forget_revoked_held(batcher));
                         take_in(received, batcher);
                     }
                 }
@@ -461,11 +457,20 @@ impl Writer {
     }
 
     fn forget_revoked(&self, batch: &mut Vec<Record>, batcher: &mut Batcher<Record>) {
-        let revoked = self.consumer.context().take_revoked();
+        let revoked = self.forget_revoked_held(batcher);
         if !revoked.is_empty() {
             batch.retain(|record| !revoked.contains(&record.partition));
+        }
+    }
+
+    /// Drops the held records of the partitions revoked since the last look,
+    /// and names those partitions.
+    fn forget_revoked_held(&self, batcher: &mut Batcher<Record>) -> Vec<i32> {
+        let revoked = self.consumer.context().take_revoked();
+        if !revoked.is_empty() {
             batcher.retain(|record| !revoked.contains(&record.partition));
         }
+        revoked
     }
 
     fn pause(&self) {
