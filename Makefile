@@ -90,7 +90,7 @@ reconcile: build-release
 # `--exclude coupon-e2e` would build every dependency again, once each.
 # The integration tests of every crate but coupon-e2e, found by their files:
 INTEGRATION_TESTS := $(foreach t,$(filter-out crates/coupon-e2e/%,$(wildcard crates/*/tests/*.rs crates/*/tests/*/main.rs)),--test $(notdir $(basename $(patsubst %/main.rs,%,$(t)))))
-E2E_SINGLE := --test scenarios --test bench_tool --test observability
+E2E_SINGLE := --test newcomer --test scenarios --test bench_tool --test observability
 E2E_CLUSTER := --test cluster
 
 # Build everything once, then run the tests against the stacks. The end-to-end

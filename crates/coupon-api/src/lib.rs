@@ -24,6 +24,7 @@ pub mod limits;
 pub mod metrics;
 pub mod outbox;
 pub mod publisher;
+pub mod readiness;
 pub mod recovery;
 pub mod redemption;
 pub mod relay;

@@ -19,7 +19,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::ClientContext;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 
 use crate::config::{KafkaProducerSettings, PartitionKey};
 use crate::metrics::Metrics;
@@ -41,6 +41,10 @@ pub struct Publisher {
 /// timeout is rounded down to whole milliseconds): about 1% of a core while
 /// idle, which a second-long poll cuts tenfold.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often librdkafka reports its statistics, from which `warm_up` learns
+/// that the producer has its id. A start waits at most this long beyond that.
+const STATISTICS_INTERVAL: Duration = Duration::from_millis(250);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -66,6 +70,10 @@ struct Deliveries {
     /// False after a failed or late acknowledgement, true again after the next
     /// success. While false, requests do not wait for acknowledgements.
     healthy: AtomicBool,
+    /// Whether librdkafka holds an idempotent producer id, as its statistics
+    /// last said: until it does, no record can be sent.
+    producer_id: AtomicBool,
+    producer_id_changed: Notify,
 }
 
 impl Deliveries {
@@ -75,7 +83,28 @@ impl Deliveries {
     }
 }
 
-impl ClientContext for Deliveries {}
+/// The one part of librdkafka's statistics read here.
+#[derive(serde::Deserialize)]
+struct IdempotenceStats {
+    eos: Option<Idempotence>,
+}
+
+#[derive(serde::Deserialize)]
+struct Idempotence {
+    idemp_state: String,
+}
+
+impl ClientContext for Deliveries {
+    fn stats_raw(&self, statistics: &[u8]) {
+        let assigned = match serde_json::from_slice::<IdempotenceStats>(statistics) {
+            Ok(stats) => stats.eos.is_some_and(|eos| eos.idemp_state == "Assigned"),
+            Err(err) => return tracing::warn!(error = %err, "unreadable librdkafka statistics"),
+        };
+        if self.producer_id.swap(assigned, Ordering::Relaxed) != assigned {
+            self.producer_id_changed.notify_waiters();
+        }
+    }
+}
 
 impl ProducerContext for Deliveries {
     type DeliveryOpaque = Box<Pending>;
@@ -102,12 +131,19 @@ impl ProducerContext for Deliveries {
 
 impl Publisher {
     pub fn new(settings: &KafkaProducerSettings, metrics: Metrics, acks: AckQueue) -> anyhow::Result<Self> {
-        let deliveries = Deliveries { acks, metrics, healthy: AtomicBool::new(true) };
+        let deliveries = Deliveries {
+            acks,
+            metrics,
+            healthy: AtomicBool::new(true),
+            producer_id: AtomicBool::new(false),
+            producer_id_changed: Notify::new(),
+        };
         let producer = coupon_infra::kafka::client_config(&settings.client, "coupon-api")
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", settings.linger.as_millis().to_string())
             .set("message.timeout.ms", settings.message_timeout.as_millis().to_string())
+            .set("statistics.interval.ms", STATISTICS_INTERVAL.as_millis().to_string())
             .create_with_context(deliveries)?;
         let producer: Arc<BaseProducer<Deliveries>> = Arc::new(producer);
         let stop_polling = Arc::new(AtomicBool::new(false));
@@ -138,6 +174,31 @@ impl Publisher {
 
     pub fn mark_unhealthy(&self) {
         self.deliveries().mark_unhealthy();
+    }
+
+    /// Waits up to `timeout` until a record sent now would go out at once:
+    /// the topic's metadata is known and the idempotent producer has its id.
+    /// Returns whether it got there; the first requests of a cold producer
+    /// wait for both, and a spike right after the start would see it.
+    pub async fn warm_up(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let (producer, topic) = (self.producer.clone(), self.topic.clone());
+        let metadata =
+            tokio::task::spawn_blocking(move || producer.client().fetch_metadata(Some(&topic), timeout).map(drop))
+                .await;
+        if !matches!(metadata, Ok(Ok(()))) {
+            return false;
+        }
+        let deliveries = self.deliveries();
+        loop {
+            let changed = deliveries.producer_id_changed.notified();
+            if deliveries.producer_id.load(Ordering::Relaxed) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return false;
+            }
+        }
     }
 
     /// Queues one event. The returned future tells when Kafka acknowledged it

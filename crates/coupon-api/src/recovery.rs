@@ -10,7 +10,9 @@
 //! 2. fences the coupons (the issue script answers FENCED, the API `503`);
 //! 3. when the Redis is a new incarnation (no issue script: it restarted or
 //!    failed over), loads the issue script now that every coupon it may hold
-//!    stale is fenced;
+//!    stale is fenced. A coupon created on this very incarnation cannot be
+//!    stale (nothing was issued from it without the script), so it is neither
+//!    fenced nor rebuilt: a brand-new Redis with no older coupons serves at once;
 //! 4. waits `settle`, the producer's `message.timeout.ms`, so that whatever a
 //!    request sent to Kafka before the fence is either there or failed;
 //! 5. reads the topic's high watermarks and waits until the writer's group has
@@ -41,6 +43,7 @@ use crate::catalog::{Catalog, CatalogError, CouponRow};
 use crate::config::RecoverySettings;
 use crate::issuer::{CouponState, Issuer, Presence, RedisUnavailable};
 use crate::metrics::Metrics;
+use crate::readiness::{Readiness, Stage};
 use crate::watchlist::Watchlist;
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +56,8 @@ pub enum RecoveryError {
     Kafka(anyhow::Error),
     #[error("lost the recovery lock; another replica goes on")]
     LockLost,
+    #[error("another replica holds the recovery lock and has not made this Redis safe to issue from yet")]
+    TakenOverElsewhere,
     #[error("stopped")]
     Stopped,
 }
@@ -105,9 +110,9 @@ pub struct Recovery {
     /// How long a request may still be on its way to Kafka (`message.timeout.ms`).
     pub settle: Duration,
     pub interval: Duration,
-    /// Told once the first pass has fenced what it must (or failed), so the
-    /// API starts serving only then.
-    pub fenced: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    /// Waited for before the first pass (the schema), and told once a pass
+    /// has fenced what it must and loaded the issue script.
+    pub readiness: Readiness,
 }
 
 /// How soon a failed pass is tried again.
@@ -130,20 +135,28 @@ enum Scope {
 
 impl Recovery {
     pub async fn run(self, stop: CancellationToken) {
+        tokio::select! {
+            _ = stop.cancelled() => return tracing::info!("recovery stopped"),
+            _ = self.readiness.reached(Stage::FirstRecoveryPass) => {}
+        }
         let mut scope = Scope::Open;
         loop {
             let asked = self.requests.take();
             let passed = self.pass(asked, scope, &stop).await;
-            self.tell_fenced();
             // After a failure the next pass looks at every open coupon again,
             // soon: a failed rebuild leaves its coupons fenced.
             let next_full = match passed {
                 Ok(()) if scope == Scope::Open => {
+                    self.made_safe();
                     scope = Scope::Fenced;
                     self.interval
                 }
                 Ok(()) => self.interval,
                 Err(RecoveryError::Stopped) => break,
+                Err(RecoveryError::TakenOverElsewhere) => {
+                    tracing::info!("another replica is making this Redis safe to issue from; looking again soon");
+                    self.interval.min(RETRY_AFTER_FAILURE)
+                }
                 Err(err) => {
                     tracing::warn!(error = %err, "recovery pass failed; will retry");
                     self.interval.min(RETRY_AFTER_FAILURE)
@@ -175,7 +188,12 @@ impl Recovery {
         }
         if !self.issuer.is_trusted().await? {
             let open = self.catalog.open().await?;
-            self.rebuild(open, true, stop).await?;
+            let born_here = self.issuer.born_here(&ids(&open)).await?;
+            let (new, stale): (Vec<_>, Vec<_>) = open.into_iter().zip(born_here).partition(|(_, born)| *born);
+            if !new.is_empty() {
+                tracing::info!(coupons = new.len(), "coupons created on this Redis since it started need no rebuild");
+            }
+            self.rebuild(stale.into_iter().map(|(row, _)| row).collect(), true, stop).await?;
         } else {
             let candidates = if scope == Scope::Open {
                 self.catalog.open().await?
@@ -225,6 +243,10 @@ impl Recovery {
     ) -> Result<(), RecoveryError> {
         let token = format!("{:032x}", rand::random::<u128>());
         if !self.issuer.lock(&token, self.settings.lock_ttl).await? {
+            // Until the issue script is loaded this replica cannot serve.
+            if trust {
+                return Err(RecoveryError::TakenOverElsewhere);
+            }
             tracing::info!("another replica is rebuilding; leaving it to that one");
             return Ok(());
         }
@@ -270,7 +292,7 @@ impl Recovery {
         } else {
             tracing::warn!(coupons = ?ids, "coupons missing from Redis or fenced: rebuilding them from PostgreSQL");
         }
-        self.tell_fenced();
+        self.made_safe();
         if coupons.is_empty() {
             return Ok(());
         }
@@ -299,10 +321,10 @@ impl Recovery {
         Ok(())
     }
 
-    fn tell_fenced(&self) {
-        if let Some(fenced) = self.fenced.lock().expect("not poisoned").take() {
-            let _ = fenced.send(());
-        }
+    /// Every coupon Redis may hold stale is fenced and the issue script is
+    /// loaded: requests may be served from here on.
+    fn made_safe(&self) {
+        self.readiness.advance(Stage::WarmingProducer);
     }
 
     /// Sleeps for `wait` in steps, renewing the lock.

@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
@@ -12,7 +12,7 @@ use coupon_infra::kafka::GroupProgress;
 use coupon_infra::redis::SharedRedis;
 use coupon_infra::shutdown::Essential;
 use secrecy::{ExposeSecret, SecretString};
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing_actix_web::TracingLogger;
@@ -27,6 +27,7 @@ use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::outbox::{Acknowledger, Outbox};
 use crate::publisher::Publisher;
+use crate::readiness::{Readiness, Stage};
 use crate::recovery::{Recovery, RecoveryRequests};
 use crate::redemption::relay::UsageRelay;
 use crate::redemption::Redemptions;
@@ -40,17 +41,12 @@ use crate::watchlist::Watchlist;
 /// left stays in the outbox for the next relay.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long the start waits for the recovery's first pass.
-const FIRST_PASS_TIMEOUT: Duration = Duration::from_secs(10);
-
 pub struct Application {
     listener: TcpListener,
     state: web::Data<AppState>,
     acknowledger: Acknowledger,
     recovery: Recovery,
     usage_relay: UsageRelay,
-    /// Fires once the recovery's first pass fenced what it must.
-    fenced: oneshot::Receiver<()>,
     /// Stops the background tasks that serve requests (replica acknowledgements).
     stop_serving: CancellationToken,
     replica_acks: Option<JoinHandle<()>>,
@@ -97,7 +93,7 @@ impl Application {
             }
         };
         let requests = RecoveryRequests::default();
-        let (tell_fenced, fenced) = oneshot::channel();
+        let readiness = Readiness::default();
         let recovery = Recovery {
             catalog: catalog.clone(),
             issuer: issuer.clone(),
@@ -108,7 +104,7 @@ impl Application {
             requests: requests.clone(),
             settle: settings.kafka.message_timeout,
             interval: settings.recovery.sync_interval,
-            fenced: Mutex::new(Some(tell_fenced)),
+            readiness: readiness.clone(),
         };
         let usage_relay = UsageRelay {
             pool: pool.clone(),
@@ -134,16 +130,19 @@ impl Application {
             hand_off: HandOff::new(settings.issue.mode, pool),
             replicas,
             recovery: requests,
+            readiness,
         });
-        Ok(Self { listener, state, acknowledger, recovery, usage_relay, fenced, stop_serving, replica_acks, settings })
+        Ok(Self { listener, state, acknowledger, recovery, usage_relay, stop_serving, replica_acks, settings })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("a bound listener has an address")
     }
 
-    /// Serves until `shutdown` completes; then stops accepting, finishes
-    /// in-flight requests, stops the relay and the recovery, and flushes the
+    /// Listens at once (liveness) and is ready once the schema is migrated,
+    /// a recovery pass has made Redis safe to issue from and the producer is
+    /// warm (crate::readiness). Serves until `shutdown` completes; then stops
+    /// accepting, finishes in-flight requests, stops the relay and the recovery, and flushes the
     /// producer. If the HTTP server, the relay or the recovery ends before
     /// that, the service cannot do its work: it stops the others and returns
     /// the error, so the process exits non-zero and is restarted.
@@ -153,7 +152,6 @@ impl Application {
         // Stopped last, after the producer flush has delivered what it can.
         let stop_acks = CancellationToken::new();
         let acknowledger = tokio::spawn(self.acknowledger.run(stop_acks.clone()));
-        tokio::spawn(migrate_schema(self.settings.database.url.clone(), stop.clone()));
         tokio::spawn(self.state.limits.clone().clean_up(stop.clone()));
         let watchlist = self.state.watchlist.clone();
         let mut essential = Essential::default();
@@ -168,17 +166,18 @@ impl Application {
         essential.spawn("the outbox relay", relay.run(stop.clone()));
         essential.spawn("the recovery", self.recovery.run(stop.clone()));
         essential.spawn("the usage relay", self.usage_relay.run(stop.clone()));
-        // Requests answered before the first recovery pass would find the
-        // issue script missing and answer 503; a Redis that is down does not
-        // hold the start up for longer than this.
-        if tokio::time::timeout(FIRST_PASS_TIMEOUT, self.fenced).await.is_err() {
-            tracing::warn!("serving before the first recovery pass finished (Redis or PostgreSQL slow or down)");
-        }
-
         let server = http_server(self.listener, self.state.clone(), self.settings.http.workers)?;
         let handle = server.handle();
         essential.spawn("the HTTP server", server);
-        tracing::info!(%addr, "coupon-api ready");
+        tracing::info!(%addr, "coupon-api listening; starting: waiting for {}", Stage::MigratingSchema.waiting_for());
+        tokio::spawn(start_up(
+            self.state.readiness.clone(),
+            self.settings.database.url.clone(),
+            self.state.publisher.clone(),
+            self.settings.kafka.message_timeout,
+            addr,
+            stop.clone(),
+        ));
 
         let ended_early = essential.until_shutdown_or_ended(shutdown).await;
         handle.stop(true).await;
@@ -207,20 +206,55 @@ impl Application {
     }
 }
 
+/// Passes the start-up stages that are not the recovery's: the schema before
+/// the recovery's first pass (which reads it), the producer after it.
+async fn start_up(
+    readiness: Readiness,
+    database: SecretString,
+    publisher: Arc<Publisher>,
+    warm_timeout: Duration,
+    addr: SocketAddr,
+    stop: CancellationToken,
+) {
+    let started = async {
+        migrate_schema(database, &stop).await?;
+        readiness.advance(Stage::FirstRecoveryPass);
+        readiness.reached(Stage::WarmingProducer).await;
+        if !publisher.warm_up(warm_timeout).await {
+            tracing::warn!(
+                timeout = ?warm_timeout,
+                "Kafka gave the producer no topic metadata or producer id in time; serving anyway (the outbox keeps what Kafka does not take)"
+            );
+        }
+        readiness.advance(Stage::Ready);
+        Some(())
+    };
+    tokio::select! {
+        _ = stop.cancelled() => {}
+        started = started => if started.is_some() { tracing::info!(%addr, "coupon-api ready") },
+    }
+}
+
 /// Applies the schema's pending migrations under the migrators' lock (as
 /// coupon-writer does), so coupon-api alone on a fresh database works.
-/// Retried while PostgreSQL cannot be reached; that does not hold the start up.
-async fn migrate_schema(url: SecretString, stop: CancellationToken) {
+/// Retried while PostgreSQL cannot be reached; `None` when stopped first.
+async fn migrate_schema(url: SecretString, stop: &CancellationToken) -> Option<()> {
     loop {
         match coupon_infra::db::migrate(url.expose_secret()).await {
-            Ok(applied) if applied.is_empty() => return tracing::info!("database schema up to date"),
-            Ok(applied) => return tracing::info!(?applied, "database schema migrated"),
+            Ok(applied) => {
+                if applied.is_empty() {
+                    tracing::info!("database schema up to date");
+                } else {
+                    tracing::info!(?applied, "database schema migrated");
+                }
+                return Some(());
+            }
             Err(err) => {
                 tracing::warn!(error = %format!("{err:#}"), "cannot migrate the database schema yet; will retry")
             }
         }
         tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => return None,
             _ = tokio::time::sleep(MIGRATE_RETRY) => {}
         }
     }

@@ -14,6 +14,7 @@ use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::outbox::{AckQueue, Outbox};
 use crate::publisher::Publisher;
+use crate::readiness::Readiness;
 use crate::recovery::RecoveryRequests;
 use crate::redemption::Redemptions;
 use crate::watchlist::Watchlist;
@@ -42,4 +43,6 @@ pub struct AppState {
     pub replicas: ReplicaAcks,
     /// Asks for a rebuild when a request finds Redis suspect.
     pub recovery: RecoveryRequests,
+    /// How far the start has come (`/health/ready`).
+    pub readiness: Readiness,
 }

@@ -8,4 +8,5 @@ pub mod prometheus;
 pub mod redemption;
 pub mod report;
 pub mod stack;
+pub mod walkthrough;
 pub mod world;

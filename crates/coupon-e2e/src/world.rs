@@ -119,6 +119,17 @@ impl World {
     }
 
     pub async fn on(name: &str, stack: Stack) -> Self {
+        Self::with_database(name, stack, TestDatabase::create().await).await
+    }
+
+    /// On the single-node stack, with a database that has no schema yet and
+    /// a Redis prefix and topics no service has used: what a new user's first
+    /// `make run` meets.
+    pub async fn from_nothing(name: &str) -> Self {
+        Self::with_database(name, Stack::Single, TestDatabase::create_empty().await).await
+    }
+
+    async fn with_database(name: &str, stack: Stack, db: TestDatabase) -> Self {
         let (redis, kafka, replicas) = match stack {
             Stack::Single => (redis_settings(), kafka_settings(), 1),
             Stack::Cluster { api_replicas } => (cluster_redis_settings(), cluster_kafka_settings(), api_replicas),
@@ -128,7 +139,6 @@ impl World {
             _ => RedisTarget::Standalone { url: redis.url.clone() },
         };
         let api_ports: Vec<u16> = (0..replicas).map(|_| free_port()).collect();
-        let db = TestDatabase::create().await;
         Self {
             name: name.to_string(),
             pool: coupon_infra::db::pool(&db.settings()).expect("a database pool"),

@@ -110,6 +110,26 @@ impl TestDatabase {
     pub async fn connect(&self) -> AsyncPgConnection {
         AsyncPgConnection::establish(&self.url).await.expect("connecting to the test database")
     }
+
+    /// Makes the database unreachable for new and existing connections, as a
+    /// stopped server would be, without touching the server other tests share;
+    /// or reachable again.
+    pub async fn set_reachable(&self, reachable: bool) {
+        let name = &self.name;
+        let mut admin = AsyncPgConnection::establish(&server_url()).await.expect("connecting to PostgreSQL");
+        diesel::sql_query(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS {reachable}"))
+            .execute(&mut admin)
+            .await
+            .expect("ALTER DATABASE");
+        if !reachable {
+            diesel::sql_query(format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+            ))
+            .execute(&mut admin)
+            .await
+            .expect("ending the database's sessions");
+        }
+    }
 }
 
 impl Drop for TestDatabase {

@@ -1,6 +1,7 @@
 //! The coupon state in Redis and the scripts that change it: the issuance
-//! decision (`issue.lua`), a new coupon's state (`create.lua`), the rebuild
-//! of a fenced coupon (`rebuild.lua`), removal of delivered outbox entries
+//! decision (`issue.lua`), a new coupon's state (`create.lua`, stamped with
+//! the Redis incarnation it was born on, which `born_here.lua` compares), the
+//! rebuild of a fenced coupon (`rebuild.lua`), removal of delivered outbox entries
 //! (`release.lua`), retirement of ended coupons (`retire.lua`), and the
 //! recovery lock (`unlock.lua`). Every script touches one coupon's keys, which
 //! share one hash tag.
@@ -93,6 +94,7 @@ pub struct Issuer {
     /// The issue script's text, which only the recovery loads.
     issue_code: String,
     create: Script,
+    born_here: Script,
     rebuild: Script,
     release: Script,
     retire: Script,
@@ -111,7 +113,8 @@ impl Issuer {
             key_prefix,
             issue: Script::new(&issue_code),
             issue_code,
-            create: Script::new(include_str!("create.lua")),
+            create: Script::new(&with_incarnation(include_str!("create.lua"))),
+            born_here: Script::new(&with_incarnation(include_str!("born_here.lua"))),
             rebuild: Script::new(include_str!("rebuild.lua")),
             release: Script::new(include_str!("release.lua")),
             retire: Script::new(include_str!("retire.lua")),
@@ -230,6 +233,20 @@ impl Issuer {
             .arg(state.total_quantity)
             .arg(state.total_quantity);
         Ok(self.redis.invoke::<i64>(&create).await? == 1)
+    }
+
+    /// For each coupon, whether its state was created on the Redis incarnation
+    /// that holds it now and is whole and unfenced. On a Redis without the
+    /// issue script, such a coupon never issued anything, so it needs no
+    /// rebuild: it is new, not lost.
+    pub async fn born_here(&self, coupons: &[CouponId]) -> Result<Vec<bool>, RedisUnavailable> {
+        let probes = coupons.iter().map(|coupon| async move {
+            let keys = self.keys(*coupon);
+            let mut probe = self.born_here.key(&keys.meta);
+            probe.key(&keys.stock);
+            self.redis.invoke::<i64>(&probe).await.map(|born| born == 1)
+        });
+        Ok(try_join_all(probes).await?)
     }
 
     /// Fences coupons: the issue script answers FENCED for them from now on.
@@ -392,6 +409,11 @@ impl Issuer {
 pub async fn release_all(issuer: &Issuer, by_coupon: &[(CouponId, Vec<&str>)]) -> Result<u64, RedisUnavailable> {
     let removed = try_join_all(by_coupon.iter().map(|(coupon, entries)| issuer.release(*coupon, entries))).await?;
     Ok(removed.iter().sum())
+}
+
+/// `script` with the `incarnation()` function it calls defined before it.
+fn with_incarnation(script: &str) -> String {
+    format!("{}{script}", include_str!("incarnation.lua"))
 }
 
 /// Milliseconds since the Unix epoch: how the script and the outbox write time.

@@ -3,6 +3,7 @@
 use actix_web::{get, web, HttpResponse};
 use serde_json::json;
 
+use crate::readiness::Stage;
 use crate::state::AppState;
 
 #[get("/health/live")]
@@ -10,10 +11,16 @@ pub async fn live() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "UP" }))
 }
 
-/// Ready when Redis answers. Kafka's state is reported but does not make the
-/// API unready: the outbox keeps issuance safe while Kafka is away.
+/// Ready once started (crate::readiness) and while Redis answers. Kafka's
+/// state is reported but does not make the API unready: the outbox keeps
+/// issuance safe while Kafka is away.
 #[get("/health/ready")]
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    let stage = state.readiness.stage();
+    if stage != Stage::Ready {
+        return HttpResponse::ServiceUnavailable()
+            .json(json!({ "status": "STARTING", "waitingFor": stage.waiting_for() }));
+    }
     let kafka = if state.publisher.is_healthy() { "UP" } else { "DEGRADED" };
     match state.issuer.ping().await {
         Ok(()) => HttpResponse::Ok().json(json!({ "status": "UP", "redis": "UP", "kafka": kafka })),

@@ -5,7 +5,7 @@ use std::time::Duration;
 use coupon_api::config::Settings;
 use coupon_api::startup::Application;
 use coupon_infra::settings::RedisSettings;
-use coupon_testkit::{kafka_settings, redis_settings, unique_name, TestDatabase, TestPrefix, TestTopic};
+use coupon_testkit::{kafka_settings, redis_settings, unique_name, wait_until, TestDatabase, TestPrefix, TestTopic};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::Message;
 use redis::AsyncCommands;
@@ -132,7 +132,20 @@ pub struct TestApp {
 }
 
 impl TestApp {
+    /// Starts coupon-api and waits until it is ready, as a load balancer would.
     pub async fn spawn(settings: Settings) -> Self {
+        let app = Self::spawn_starting(settings).await;
+        let ready = format!("{}/health/ready", app.base);
+        wait_until("coupon-api to be ready", Duration::from_secs(60), || async {
+            let response = app.http.get(&ready).send().await.ok()?;
+            response.status().is_success().then_some(())
+        })
+        .await;
+        app
+    }
+
+    /// Starts coupon-api without waiting for it to be ready.
+    pub async fn spawn_starting(settings: Settings) -> Self {
         let app = Application::build(settings).await.expect("building coupon-api");
         let base = format!("http://{}", app.local_addr());
         let (stop, stopped) = oneshot::channel::<()>();

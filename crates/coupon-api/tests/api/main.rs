@@ -14,3 +14,4 @@ mod recovery;
 mod redemption;
 mod redis_restart;
 mod relay;
+mod startup;

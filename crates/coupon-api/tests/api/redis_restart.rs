@@ -118,3 +118,40 @@ async fn with_two_replicas_one_rebuilds_and_neither_issues_before() {
         app.stop().await;
     }
 }
+
+/// A coupon created on a Redis that restarted, before anything noticed the
+/// restart, is new there, not lost: the recovery fences and rebuilds the
+/// coupon that was there before, and lets the new one serve at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_coupon_created_on_a_restarted_redis_before_the_recovery_noticed_is_not_fenced() {
+    let iso = Isolation::new().await;
+    let mut redis = RedisNode::primary("api-test born here").await.expect("a Redis of the test's own");
+    let mut settings = iso.settings();
+    settings.redis.url = redis.url();
+    // Only a request that meets the restart starts a pass.
+    settings.recovery.sync_interval = Duration::from_secs(3_600);
+    let app = TestApp::spawn(settings).await;
+    let writer = iso.start_writer().await;
+    let before = app.open_coupon(10).await;
+    assert_eq!(app.issue(before, 1).await.0, StatusCode::CREATED);
+
+    redis.restart_empty().await.expect("restarting Redis empty");
+    let created_after = app.open_coupon(10).await;
+    let mut customer = 100;
+    wait_until("the new coupon to issue", Duration::from_secs(30), || {
+        customer += 1;
+        let app = &app;
+        async move { (app.issue(created_after, customer).await.0 == StatusCode::CREATED).then_some(()) }
+    })
+    .await;
+    wait_until("the coupon from before the restart to be rebuilt", Duration::from_secs(30), || {
+        customer += 1;
+        let app = &app;
+        async move { (app.issue(before, customer).await.0 == StatusCode::CREATED).then_some(()) }
+    })
+    .await;
+    assert_eq!(app.issue(before, 1).await.1["code"], "ALREADY_ISSUED", "the holder comes back from PostgreSQL");
+    assert_eq!(app.metric("coupon_rebuilds_total").await, 1.0, "only the coupon from before the restart is rebuilt");
+    writer.stop().await;
+    app.stop().await;
+}

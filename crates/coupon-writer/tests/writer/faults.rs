@@ -4,32 +4,12 @@ use std::time::Duration;
 
 use coupon_domain::{CouponId, CouponIssuedEvent};
 use coupon_testkit::wait_until;
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
 use crate::harness::{event, ConsumerOnly, RunningWriter, World, TIMEOUT};
 
 /// Events alternating between two coupons, customers 1..=n.
 fn stream(a: CouponId, b: CouponId, n: i64) -> Vec<CouponIssuedEvent> {
     (1..=n).map(|customer| event(if customer % 2 == 0 { a } else { b }, customer)).collect()
-}
-
-/// Makes the test database unreachable for new and existing connections, as
-/// a stopped server would be, without touching the server other tests share.
-async fn set_database_reachable(world: &World, reachable: bool) {
-    let (server, name) = world.db.url().rsplit_once('/').unwrap();
-    let mut admin = AsyncPgConnection::establish(&format!("{server}/coupon")).await.unwrap();
-    diesel::sql_query(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS {reachable}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    if !reachable {
-        diesel::sql_query(format!(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()"
-        ))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -45,7 +25,7 @@ async fn a_database_outage_mid_stream_loses_and_doubles_nothing() {
     world.send(&events[..150]).await;
     wait_until("some rows before the outage", TIMEOUT, || async { (!world.rows().await.is_empty()).then_some(()) })
         .await;
-    set_database_reachable(&world, false).await;
+    world.db.set_reachable(false).await;
     world.send(&events[150..]).await;
     writer.wait_metric("coupon_writer_retries_total", 3.0).await;
     assert_eq!(writer.ready_status().await, 503, "not ready while the database is away");
@@ -54,7 +34,7 @@ async fn a_database_outage_mid_stream_loses_and_doubles_nothing() {
         (writer.lag().await >= 150.0).then_some(())
     })
     .await;
-    set_database_reachable(&world, true).await;
+    world.db.set_reachable(true).await;
 
     world.wait_committed(300).await;
     assert_eq!(world.rows().await.len(), 300);
@@ -82,7 +62,7 @@ async fn a_partition_revoked_while_its_batch_waits_for_a_retry_is_left_to_its_ne
     let first = RunningWriter::start(settings.clone()).await;
     first.wait_metric(assigned, 1.0).await;
 
-    set_database_reachable(&world, false).await;
+    world.db.set_reachable(false).await;
     let events: Vec<CouponIssuedEvent> =
         (1..=i64::from(PARTITIONS) * PER_PARTITION).map(|customer| event(coupon, customer)).collect();
     for (partition, events) in (0..PARTITIONS).zip(events.chunks(PER_PARTITION as usize)) {
@@ -109,7 +89,7 @@ async fn a_partition_revoked_while_its_batch_waits_for_a_retry_is_left_to_its_ne
         (second.metric("coupon_writer_retries_total") >= 1.0).then_some(())
     })
     .await;
-    set_database_reachable(&world, true).await;
+    world.db.set_reachable(true).await;
 
     let ends = world.end_offsets().await;
     assert_eq!(ends, vec![PER_PARTITION; PARTITIONS as usize]);
