@@ -101,8 +101,6 @@ pub struct Holding {
     pub order_id: Option<String>,
     pub discount_amount: Option<i64>,
     pub used_at: Option<OffsetDateTime>,
-    /// The order that last gave it back.
-    pub released_order_id: Option<String>,
 }
 
 impl Holding {

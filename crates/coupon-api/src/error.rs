@@ -107,7 +107,9 @@ impl ResponseError for ApiError {
             ApiError::Rejected(Rejection::AlreadyIssued | Rejection::SoldOut) => StatusCode::CONFLICT,
             ApiError::Rejected(Rejection::NotStarted | Rejection::Expired) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Usage(UseRejection::CouponNotFound | UseRejection::NotHeld) => StatusCode::NOT_FOUND,
-            ApiError::Usage(UseRejection::AlreadyUsed | UseRejection::NotUsedByOrder) => StatusCode::CONFLICT,
+            ApiError::Usage(UseRejection::AlreadyUsed | UseRejection::OrderReleased | UseRejection::NotUsedByOrder) => {
+                StatusCode::CONFLICT
+            }
             ApiError::Usage(UseRejection::Expired | UseRejection::BelowMinimum | UseRejection::NotRedeemable) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
@@ -159,6 +161,25 @@ mod tests {
         ];
         for (rejection, status) in expect {
             let err = ApiError::Rejected(rejection);
+            assert_eq!(err.status_code().as_u16(), status, "{rejection:?}");
+            assert_eq!(err.code(), rejection.code());
+        }
+    }
+
+    #[test]
+    fn use_rejections_map_to_the_documented_statuses() {
+        let expect = [
+            (UseRejection::CouponNotFound, 404),
+            (UseRejection::NotHeld, 404),
+            (UseRejection::AlreadyUsed, 409),
+            (UseRejection::OrderReleased, 409),
+            (UseRejection::NotUsedByOrder, 409),
+            (UseRejection::Expired, 422),
+            (UseRejection::BelowMinimum, 422),
+            (UseRejection::NotRedeemable, 422),
+        ];
+        for (rejection, status) in expect {
+            let err = ApiError::Usage(rejection);
             assert_eq!(err.status_code().as_u16(), status, "{rejection:?}");
             assert_eq!(err.code(), rejection.code());
         }

@@ -120,7 +120,7 @@ impl Application {
             watchlist,
             acks,
             publisher,
-            redemptions: Redemptions::new(pool.clone(), issuer.clone(), usage_committed),
+            redemptions: Redemptions::new(pool.clone(), issuer.clone(), usage_committed, settings.recovery.ended_grace),
             catalog,
             metrics,
             admin_token: settings.admin.token.clone(),

@@ -130,6 +130,10 @@ pub enum UseRejection {
     NotRedeemable,
     #[error("the coupon is already used by another order")]
     AlreadyUsed,
+    /// The order's use was given back: a late retry of a cancelled order's
+    /// redeem must not tie the coupon to that order again.
+    #[error("this order's use of the coupon was released; redeem under a new order id")]
+    OrderReleased,
     #[error("the coupon is not in use by this order")]
     NotUsedByOrder,
     #[error("the coupon is past its validity")]
@@ -145,6 +149,7 @@ impl UseRejection {
             UseRejection::NotHeld => "NOT_HELD",
             UseRejection::NotRedeemable => "NOT_REDEEMABLE",
             UseRejection::AlreadyUsed => "ALREADY_USED",
+            UseRejection::OrderReleased => "ORDER_RELEASED",
             UseRejection::NotUsedByOrder => "NOT_USED_BY_ORDER",
             UseRejection::Expired => "EXPIRED",
             UseRejection::BelowMinimum => "BELOW_MINIMUM",

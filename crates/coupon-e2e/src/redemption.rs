@@ -1,7 +1,8 @@
 //! Customers spending what a spike gave them: each tries two orders at the
 //! same moment, and asks again while the answer says it may (503, or no answer
 //! at all), as a checkout would. Nothing a customer holds may be refused for
-//! good, and exactly one of the two orders may use it.
+//! good (least of all as `NOT_HELD`, which an order service takes as "not
+//! theirs"), and exactly one of the two orders may use it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -31,6 +32,8 @@ pub struct Redemptions {
     pub uses: Vec<Use>,
     /// Broken promises: a holder refused for good, a coupon used twice or never.
     pub violations: Vec<String>,
+    /// Holders answered `404 NOT_HELD` (also among `violations`).
+    pub not_held: Vec<i64>,
     /// Requests asked again after a 503 or no answer.
     pub retries: u64,
 }
@@ -38,7 +41,15 @@ pub struct Redemptions {
 enum Decided {
     Used(i64),
     AlreadyUsed,
+    NotHeld,
     Refused(String),
+}
+
+/// A customer's two orders, decided.
+enum Outcome {
+    Used(Use),
+    NotHeld,
+    Broken(String),
 }
 
 /// Each of `customers` redeems `coupon` for orders `<customer>-a` and
@@ -52,7 +63,7 @@ pub async fn redeem_twice_each(
 ) -> Redemptions {
     let deadline = Instant::now() + timeout;
     let retries = AtomicU64::new(0);
-    let outcomes: Vec<Result<Use, String>> = stream::iter(customers)
+    let outcomes: Vec<(i64, Outcome)> = stream::iter(customers)
         .map(|&customer| {
             let (progress, retries) = (progress.clone(), &retries);
             async move {
@@ -62,33 +73,39 @@ pub async fn redeem_twice_each(
                     decide(api, coupon, customer, &b, deadline, retries)
                 );
                 progress.fetch_add(1, Ordering::Relaxed);
-                match (first, second) {
+                let outcome = match (first, second) {
                     (Decided::Used(off), Decided::AlreadyUsed) => {
-                        Ok(Use { customer, order_id: a, discount_amount: off })
+                        Outcome::Used(Use { customer, order_id: a, discount_amount: off })
                     }
                     (Decided::AlreadyUsed, Decided::Used(off)) => {
-                        Ok(Use { customer, order_id: b, discount_amount: off })
+                        Outcome::Used(Use { customer, order_id: b, discount_amount: off })
                     }
+                    (Decided::NotHeld, _) | (_, Decided::NotHeld) => Outcome::NotHeld,
                     (Decided::Refused(why), _) | (_, Decided::Refused(why)) => {
-                        Err(format!("customer {customer}: {why}"))
+                        Outcome::Broken(format!("customer {customer}: {why}"))
                     }
                     (Decided::Used(_), Decided::Used(_)) => {
-                        Err(format!("customer {customer}: both orders used the coupon"))
+                        Outcome::Broken(format!("customer {customer}: both orders used the coupon"))
                     }
                     (Decided::AlreadyUsed, Decided::AlreadyUsed) => {
-                        Err(format!("customer {customer}: neither order used it"))
+                        Outcome::Broken(format!("customer {customer}: neither order used it"))
                     }
-                }
+                };
+                (customer, outcome)
             }
         })
         .buffer_unordered(CONCURRENCY)
         .collect()
         .await;
     let mut redemptions = Redemptions { retries: retries.into_inner(), ..Default::default() };
-    for outcome in outcomes {
+    for (customer, outcome) in outcomes {
         match outcome {
-            Ok(used) => redemptions.uses.push(used),
-            Err(violation) => redemptions.violations.push(violation),
+            Outcome::Used(used) => redemptions.uses.push(used),
+            Outcome::NotHeld => {
+                redemptions.not_held.push(customer);
+                redemptions.violations.push(format!("customer {customer}: 404 NOT_HELD for a coupon it holds"));
+            }
+            Outcome::Broken(violation) => redemptions.violations.push(violation),
         }
     }
     redemptions
@@ -111,6 +128,7 @@ async fn decide(
                 _ => return Decided::Refused(format!("order {order}: 200 with {body}")),
             },
             Ok((409, body)) if body["code"] == "ALREADY_USED" => return Decided::AlreadyUsed,
+            Ok((404, body)) if body["code"] == "NOT_HELD" => return Decided::NotHeld,
             Ok((503, body)) => format!("503 {body}"),
             Ok((status, body)) => return Decided::Refused(format!("order {order}: {status} {body}")),
             Err(err) => format!("no answer: {err}"),

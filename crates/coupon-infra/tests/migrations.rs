@@ -40,7 +40,10 @@ async fn migrations_apply_on_an_empty_database_and_rerun_as_a_no_op() {
     .map(|t| t.table_name)
     .collect();
     tables.sort();
-    assert_eq!(tables, ["coupon", "coupon_creation", "coupon_usage_outbox", "customer_coupon", "sold_out_at_write"]);
+    assert_eq!(
+        tables,
+        ["coupon", "coupon_creation", "coupon_usage_outbox", "customer_coupon", "released_order", "sold_out_at_write"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

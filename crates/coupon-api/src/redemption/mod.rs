@@ -15,13 +15,17 @@
 //! quantity, never for a customer already recorded as sold out at write), and
 //! the writer's later insert of the same event does nothing. A customer never
 //! has to wait for the writer to pay with what the API told them they got.
+//!
+//! An order whose use was released (`released_order`) never uses the coupon
+//! again: the order service cancelled it, so a late retry of its redeem is
+//! refused (`ORDER_RELEASED`) instead of tying the coupon to it once more.
 
 pub mod relay;
 
 use std::sync::Arc;
 
 use coupon_domain::{CouponId, CustomerId, HoldingStatus, UsageKind, UseRejection};
-use coupon_infra::db::schema::{coupon, coupon_usage_outbox, customer_coupon, sold_out_at_write};
+use coupon_infra::db::schema::{coupon, coupon_usage_outbox, customer_coupon, released_order, sold_out_at_write};
 use coupon_infra::db::PgPool;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
@@ -73,15 +77,23 @@ pub struct Redemptions {
     issuer: Arc<Issuer>,
     /// Wakes the relay when an event was committed.
     committed: Arc<Notify>,
+    /// How long after its period Redis keeps an ended coupon
+    /// (`recovery.ended_grace_ms`). A coupon missing from Redis sooner was
+    /// lost with Redis, and coupon-writer may not have applied all of its
+    /// issuances yet.
+    ended_grace: time::Duration,
 }
 
 impl Redemptions {
-    pub fn new(pool: PgPool, issuer: Arc<Issuer>, committed: Arc<Notify>) -> Self {
-        Self { pool, issuer, committed }
+    pub fn new(pool: PgPool, issuer: Arc<Issuer>, committed: Arc<Notify>, ended_grace: std::time::Duration) -> Self {
+        // Beyond time's range only for a grace nobody configures; a century is as final.
+        let ended_grace = time::Duration::try_from(ended_grace).unwrap_or(time::Duration::days(36_500));
+        Self { pool, issuer, committed, ended_grace }
     }
 
     /// Uses the coupon for the order. The same order again answers as the
-    /// first time did; another order while it is used: `ALREADY_USED`.
+    /// first time did; another order while it is used: `ALREADY_USED`; an
+    /// order whose use was released: `ORDER_RELEASED`.
     pub async fn redeem(&self, order: &OrderRef, order_amount: i64) -> Result<Usage, RedemptionError> {
         let now = OffsetDateTime::now_utc();
         let mut conn = self.pool.get().await?;
@@ -90,7 +102,7 @@ impl Redemptions {
                 let coupon = coupon_row(conn, order.coupon).await?;
                 let holding = match locked_holding(conn, order).await? {
                     Some(holding) => holding,
-                    None => self.write_issued(conn, order).await?,
+                    None => self.write_issued(conn, order, &coupon).await?,
                 };
                 let usage = |discount_amount, status| Usage {
                     coupon: order.coupon,
@@ -102,6 +114,9 @@ impl Redemptions {
                 match holding.used_by() {
                     Some(used_by) if used_by == order.order_id => {
                         return Ok((usage(holding.discount_amount, HoldingStatus::Used), false));
+                    }
+                    _ if was_released(conn, order).await? => {
+                        return Err(RedemptionError::Rejected(UseRejection::OrderReleased));
                     }
                     Some(_) => return Err(RedemptionError::Rejected(UseRejection::AlreadyUsed)),
                     None => {}
@@ -132,9 +147,9 @@ impl Redemptions {
     }
 
     /// Gives the coupon back from the order that used it. Again for the same
-    /// order (already given back): the same answer; while another order uses
-    /// it, or if this order never did (or the customer holds no such coupon):
-    /// `NOT_USED_BY_ORDER`.
+    /// order (already given back, and no other order uses it since): the same
+    /// answer; while another order uses it, or if this order never did (or the
+    /// customer holds no such coupon): `NOT_USED_BY_ORDER`.
     pub async fn release(&self, order: &OrderRef) -> Result<Usage, RedemptionError> {
         let now = OffsetDateTime::now_utc();
         let mut conn = self.pool.get().await?;
@@ -155,9 +170,7 @@ impl Redemptions {
                 };
                 match holding.used_by() {
                     Some(used_by) if used_by == order.order_id => {}
-                    None if holding.released_order_id.as_deref() == Some(order.order_id.as_str()) => {
-                        return Ok((usage, false));
-                    }
+                    None if was_released(conn, order).await? => return Ok((usage, false)),
                     _ => return Err(RedemptionError::Rejected(UseRejection::NotUsedByOrder)),
                 }
                 let off = holding.discount_amount.unwrap_or(0);
@@ -167,8 +180,20 @@ impl Redemptions {
                         customer_coupon::order_id.eq(None::<String>),
                         customer_coupon::discount_amount.eq(None::<i64>),
                         customer_coupon::used_at.eq(None::<OffsetDateTime>),
+                        // Read only by replicas of the previous version (see
+                        // the migration that added `released_order`).
                         customer_coupon::released_order_id.eq(&order.order_id),
                     ))
+                    .execute(&mut *conn)
+                    .await?;
+                // Present already if an earlier version let this order redeem again.
+                diesel::insert_into(released_order::table)
+                    .values((
+                        released_order::coupon_id.eq(order.coupon.get()),
+                        released_order::customer_id.eq(order.customer.get()),
+                        released_order::order_id.eq(&order.order_id),
+                    ))
+                    .on_conflict_do_nothing()
                     .execute(&mut *conn)
                     .await?;
                 record_event(conn, UsageKind::Released, order, off, now).await?;
@@ -187,36 +212,45 @@ impl Redemptions {
         Ok(usage)
     }
 
-    /// The row for a coupon PostgreSQL does not have for this customer yet,
-    /// if Redis issued it (see the module's documentation), locked.
-    async fn write_issued(&self, conn: &mut AsyncPgConnection, order: &OrderRef) -> Result<Holding, RedemptionError> {
+    /// The row for a coupon PostgreSQL did not have for this customer: the one
+    /// coupon-writer committed while this waited for the coupon's lock, or
+    /// else one written here if Redis issued it (see the module's
+    /// documentation); locked.
+    async fn write_issued(
+        &self,
+        conn: &mut AsyncPgConnection,
+        order: &OrderRef,
+        coupon: &CouponRow,
+    ) -> Result<Holding, RedemptionError> {
         let not_held = RedemptionError::Rejected(UseRejection::NotHeld);
         if !self.issuer.is_trusted().await? {
             return Err(RedemptionError::Undecided);
         }
-        match <[Presence]>::first(&self.issuer.presence(&[order.coupon]).await?) {
-            Some(Presence::Ready) => {}
+        let now = OffsetDateTime::now_utc();
+        // Whether Redis still knows the coupon: then it says who holds it.
+        let known = match <[Presence]>::first(&self.issuer.presence(&[order.coupon]).await?) {
+            Some(Presence::Ready) => true,
             Some(Presence::Fenced) => return Err(RedemptionError::Undecided),
-            // Redis drops a coupon only after its period, once coupon-writer
-            // has caught up; an open coupon missing is being restored.
-            Some(Presence::Missing) | None => {
-                let ended: bool = diesel::select(diesel::dsl::exists(
-                    coupon::table.find(order.coupon.get()).filter(coupon::ends_at.lt(diesel::dsl::now)),
-                ))
-                .get_result(&mut *conn)
-                .await?;
-                return Err(if ended { not_held } else { RedemptionError::Undecided });
-            }
-        }
-        if !self.issuer.holds(order.coupon, order.customer).await? {
+            // Redis drops a coupon only after its period; an open coupon
+            // missing is being restored.
+            Some(Presence::Missing) | None if now <= coupon.ends_at => return Err(RedemptionError::Undecided),
+            Some(Presence::Missing) | None => false,
+        };
+        if known && !self.issuer.holds(order.coupon, order.customer).await? {
             return Err(not_held);
         }
+        // Waits behind a coupon-writer statement that holds the coupon, and
+        // each statement after it reads what that one committed.
         let remaining: i32 = coupon::table
             .find(order.coupon.get())
             .select(coupon::remaining_quantity)
             .for_no_key_update()
             .first(&mut *conn)
             .await?;
+        // The writer may have written this customer's row while we waited.
+        if let Some(holding) = locked_holding(conn, order).await? {
+            return Ok(holding);
+        }
         let recorded_sold_out: bool = diesel::select(diesel::dsl::exists(
             sold_out_at_write::table
                 .filter(sold_out_at_write::coupon_id.eq(order.coupon.get()))
@@ -224,10 +258,20 @@ impl Redemptions {
         ))
         .get_result(&mut *conn)
         .await?;
+        // Final either way: stock never comes back, or the writer refused this customer.
         if remaining == 0 || recorded_sold_out {
             return Err(not_held);
         }
-        if catalog::grant(conn, order.coupon, order.customer, OffsetDateTime::now_utc()).await? {
+        if !known {
+            // Whether coupon-writer still has this customer's issuance to
+            // apply cannot be told, and a 404 would make the order service
+            // drop a coupon the customer may hold: 503 while the coupon is
+            // usable and the writer has had less time than a retired coupon
+            // gives it.
+            let unsettled = now <= coupon.valid_until() && now < coupon.ends_at + self.ended_grace;
+            return Err(if unsettled { RedemptionError::Undecided } else { not_held });
+        }
+        if catalog::grant(conn, order.coupon, order.customer, now).await? {
             tracing::info!(coupon = %order.coupon, customer = %order.customer, "redeemed before coupon-writer wrote the issuance; wrote it");
         }
         locked_holding(conn, order).await?.ok_or(not_held)
@@ -257,6 +301,12 @@ fn holding_row(
 
 async fn locked_holding(conn: &mut AsyncPgConnection, order: &OrderRef) -> Result<Option<Holding>, RedemptionError> {
     Ok(holding_row(order).select(Holding::as_select()).for_update().first(conn).await.optional()?)
+}
+
+/// Whether this order's use of the holding was released.
+async fn was_released(conn: &mut AsyncPgConnection, order: &OrderRef) -> Result<bool, RedemptionError> {
+    let key = (order.coupon.get(), order.customer.get(), &order.order_id);
+    Ok(diesel::select(diesel::dsl::exists(released_order::table.find(key))).get_result(conn).await?)
 }
 
 async fn record_event(

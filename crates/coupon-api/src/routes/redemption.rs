@@ -103,8 +103,10 @@ fn answer(state: &AppState, action: &str, outcome: Result<Usage, ApiError>) -> R
 }
 
 /// Use a held coupon for an order. Idempotent per order: the same `orderId`
-/// again answers as the first time. A coupon issued moments ago that
-/// coupon-writer has not written yet is usable: the API writes it first.
+/// again answers as the first time. An `orderId` whose use was released never
+/// uses the coupon again (a late retry of a cancelled order's redeem):
+/// `ORDER_RELEASED`. A coupon issued moments ago that coupon-writer has not
+/// written yet is usable: the API writes it first.
 #[utoipa::path(
     post,
     path = "/api/v1/customers/me/coupons/{couponId}/redeem",
@@ -116,11 +118,11 @@ fn answer(state: &AppState, action: &str, outcome: Result<Usage, ApiError>) -> R
         (status = 400, description = "INVALID_REQUEST", body = ErrorBody),
         (status = 401, description = "UNAUTHORIZED", body = ErrorBody),
         (status = 404, description = "COUPON_NOT_FOUND, NOT_HELD", body = ErrorBody),
-        (status = 409, description = "ALREADY_USED: by another order", body = ErrorBody),
+        (status = 409, description = "ALREADY_USED: by another order; ORDER_RELEASED: this order's use was released, so it cannot use the coupon again (a new order id can)", body = ErrorBody),
         (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorBody),
         (status = 415, description = "UNSUPPORTED_MEDIA_TYPE", body = ErrorBody),
         (status = 422, description = "EXPIRED, BELOW_MINIMUM, NOT_REDEEMABLE (no discount policy)", body = ErrorBody),
-        (status = 503, description = "UNAVAILABLE: nothing was changed", body = ErrorBody),
+        (status = 503, description = "UNAVAILABLE: nothing was changed (a backing service is away, or whether the customer holds the coupon cannot be told yet); retry after Retry-After", body = ErrorBody),
     )
 )]
 #[post("/api/v1/customers/me/coupons/{couponId}/redeem")]
@@ -174,11 +176,11 @@ pub async fn release_mine(
         (status = 400, description = "INVALID_REQUEST", body = ErrorBody),
         (status = 401, description = "UNAUTHORIZED", body = ErrorBody),
         (status = 404, description = "COUPON_NOT_FOUND, NOT_HELD", body = ErrorBody),
-        (status = 409, description = "ALREADY_USED: by another order", body = ErrorBody),
+        (status = 409, description = "ALREADY_USED: by another order; ORDER_RELEASED: this order's use was released, so it cannot use the coupon again (a new order id can)", body = ErrorBody),
         (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorBody),
         (status = 415, description = "UNSUPPORTED_MEDIA_TYPE", body = ErrorBody),
         (status = 422, description = "EXPIRED, BELOW_MINIMUM, NOT_REDEEMABLE (no discount policy)", body = ErrorBody),
-        (status = 503, description = "UNAVAILABLE: nothing was changed", body = ErrorBody),
+        (status = 503, description = "UNAVAILABLE: nothing was changed (a backing service is away, or whether the customer holds the coupon cannot be told yet); retry after Retry-After", body = ErrorBody),
     )
 )]
 #[post("/api/v1/customers/{customerId}/coupons/{couponId}/redeem")]

@@ -3,16 +3,22 @@
 
 use std::time::Duration;
 
-use coupon_domain::{CouponUsageEvent, UsageKind};
-use diesel_async::RunQueryDsl;
+use std::collections::BTreeMap;
+
+use coupon_domain::keys::CouponKeys;
+use coupon_domain::{CouponId, CouponUsageEvent, UsageKind};
+use coupon_testkit::wait_until;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use futures::future::join_all;
 use rdkafka::Message;
+use redis::AsyncCommands;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
+use tokio::sync::Mutex;
 
-use crate::harness::{topic_reader, Isolation, TestApp};
+use crate::harness::{redis, topic_reader, Isolation, TestApp};
 
 fn at(offset: time::Duration) -> String {
     (OffsetDateTime::now_utc() + offset).format(&Rfc3339).unwrap()
@@ -55,6 +61,50 @@ async fn usage_events(topic: &str, expected: usize) -> Vec<CouponUsageEvent> {
         events.push(serde_json::from_slice(message.payload().unwrap()).unwrap());
     }
     events
+}
+
+/// Reads `topic` from the beginning until `last_order`'s event arrived; returns
+/// the distinct events (by id) per order. One partition, published in id
+/// order: every event committed before `last_order`'s is among them.
+async fn usage_events_per_order(topic: &str, last_order: &str) -> BTreeMap<String, usize> {
+    let consumer = topic_reader(topic);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut events = BTreeMap::new();
+    while !events.values().any(|order: &String| order == last_order) {
+        let message = tokio::time::timeout_at(deadline, consumer.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no event for {last_order} on {topic} in 60 s; got {events:?}"))
+            .unwrap();
+        let event: CouponUsageEvent = serde_json::from_slice(message.payload().unwrap()).unwrap();
+        events.insert(event.event_id, event.order_id);
+    }
+    events.into_values().fold(BTreeMap::new(), |mut per_order, order| {
+        *per_order.entry(order).or_default() += 1;
+        per_order
+    })
+}
+
+/// Sessions of this test's database waiting for a lock.
+async fn lock_waiters(conn: &mut AsyncPgConnection) -> i64 {
+    #[derive(diesel::QueryableByName)]
+    struct Waiting {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let waiting: Waiting = diesel::sql_query(
+        "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+    )
+    .get_result(conn)
+    .await
+    .unwrap();
+    waiting.n
+}
+
+async fn wait_for_lock_waiters(watcher: &Mutex<AsyncPgConnection>, what: &str, n: i64) {
+    wait_until(what, Duration::from_secs(30), || async {
+        (lock_waiters(&mut *watcher.lock().await).await >= n).then_some(())
+    })
+    .await;
 }
 
 async fn remaining_in_postgres(iso: &Isolation, coupon: i64) -> i64 {
@@ -270,5 +320,148 @@ async fn of_orders_racing_for_one_coupon_exactly_one_wins() {
     let (used, released) = tokio::join!(usage_events(used_topic, 11), usage_events(released_topic, 10));
     let ids: std::collections::BTreeSet<i64> = used.iter().chain(&released).map(|e| e.event_id).collect();
     assert_eq!(ids.len(), 21, "distinct event ids");
+    app.stop().await;
+}
+
+/// Issue 33, part 1: coupon-writer's statement for the batch that holds a
+/// customer and the coupon's last units waits for the coupon's row lock (held
+/// here as psql would), and the customer's redeem, finding no row yet, waits
+/// behind it for the same lock. Once the writer commits, the customer holds a
+/// row, and the redeem answers from it instead of `NOT_HELD`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redeem_that_waited_for_the_writers_commit_answers_from_the_row_it_wrote() {
+    const STOCK: i64 = 3;
+    let iso = Isolation::with_usage_topics().await;
+    let app = TestApp::spawn(iso.settings()).await;
+    let coupon =
+        app.create_coupon_with(coupon_body(STOCK, json!({ "discount": { "type": "FIXED", "amount": 100 } }))).await;
+    // No coupon-writer runs yet: the issuances wait in Kafka.
+    for customer in 1..=STOCK {
+        assert_eq!(app.issue(coupon, customer).await.0, StatusCode::CREATED);
+    }
+
+    let mut psql = iso.db.connect().await;
+    diesel::sql_query("BEGIN").execute(&mut psql).await.unwrap();
+    diesel::sql_query(format!("SELECT 1 FROM coupon WHERE id = {coupon} FOR NO KEY UPDATE"))
+        .execute(&mut psql)
+        .await
+        .unwrap();
+    let writer = iso.start_writer().await;
+    let watcher = Mutex::new(iso.db.connect().await);
+    wait_for_lock_waiters(&watcher, "coupon-writer's statement to wait for the coupon's lock", 1).await;
+
+    let (path, body) = (redeem_path(coupon), order("o-1", 1_000));
+    let (redeemed, ()) = tokio::join!(app.post_as(1, &path, &body), async {
+        wait_for_lock_waiters(&watcher, "the redeem to wait for the coupon's lock", 2).await;
+        diesel::sql_query("COMMIT").execute(&mut psql).await.unwrap();
+    });
+    assert_eq!(
+        redeemed,
+        (
+            StatusCode::OK,
+            json!({ "couponId": coupon, "customerId": 1, "orderId": "o-1", "discountAmount": 100, "status": "USED" })
+        )
+    );
+    assert_eq!(remaining_in_postgres(&iso, coupon).await, 0, "the writer took the stock; the redeem took none");
+    let (_, held) = app.get("/api/v1/customers/1/coupons").await;
+    assert_eq!((&held[0]["status"], &held[0]["orderId"]), (&json!("USED"), &json!("o-1")), "{held}");
+    writer.stop().await;
+    app.stop().await;
+}
+
+/// Issue 33, part 1, the other branch: Redis lost a coupon whose period
+/// ended (it is not rebuilt: nothing is issued any more), so it cannot say
+/// who holds it, and coupon-writer may still have a customer's issuance to
+/// apply. While the coupon is usable and ended less than a day ago (as long as
+/// Redis keeps an ended coupon), a customer without a row is answered `503`,
+/// never a final `NOT_HELD`; one with a row redeems as usual.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_customer_without_a_row_is_not_told_not_held_after_redis_lost_a_recently_ended_coupon() {
+    let iso = Isolation::with_usage_topics().await;
+    let app = TestApp::spawn(iso.settings()).await;
+    let ended = |ago: time::Duration| {
+        json!({
+            "name": "ended",
+            "totalQuantity": 10,
+            "startsAt": at(-ago - time::Duration::hours(1)),
+            "endsAt": at(-ago),
+            "validUntil": at(time::Duration::days(7)),
+            "discount": { "type": "FIXED", "amount": 100 },
+        })
+    };
+    let recent = app.create_coupon_with(ended(time::Duration::hours(1))).await;
+    let long_ago = app.create_coupon_with(ended(time::Duration::days(2))).await;
+    let mut redis = redis().await;
+    for coupon in [recent, long_ago] {
+        let keys = CouponKeys::new(&iso.key_prefix.to_string(), CouponId::new(coupon).unwrap());
+        let _: () = redis.del(&[keys.meta, keys.stock, keys.issued, keys.outbox]).await.unwrap();
+    }
+    // Customer 7's issuance was written before Redis lost the coupon.
+    diesel::sql_query(format!(
+        "INSERT INTO customer_coupon (coupon_id, customer_id, issued_at) VALUES ({recent}, 7, now() - interval '2 hours')"
+    ))
+    .execute(&mut iso.db.connect().await)
+    .await
+    .unwrap();
+
+    let response = app
+        .http
+        .post(format!("{}{}", app.base, redeem_path(recent)))
+        .bearer_auth(crate::harness::token(8))
+        .json(&order("o-8", 1_000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().contains_key(reqwest::header::RETRY_AFTER));
+    assert_eq!(response.json::<Value>().await.unwrap()["code"], "UNAVAILABLE");
+    let (status, used) = app.post_as(7, &redeem_path(recent), &order("o-7", 1_000)).await;
+    assert_eq!((status, &used["status"]), (StatusCode::OK, &json!("USED")), "{used}");
+    // Ended two days ago: the writer has had its time, and the answer is final.
+    let (status, body) = app.post_as(8, &redeem_path(long_ago), &order("o-8", 1_000)).await;
+    assert_eq!((status, &body["code"]), (StatusCode::NOT_FOUND, &json!("NOT_HELD")));
+    app.stop().await;
+}
+
+/// Issue 33, part 2: an order whose use was released never uses the coupon
+/// again (`ORDER_RELEASED`), however late its retry comes; a retried release
+/// answers as the first; a new order id may redeem. One event per change:
+/// exactly one use and one release per order.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_released_order_never_uses_the_coupon_again_and_a_new_order_may() {
+    let iso = Isolation::with_usage_topics().await;
+    let app = TestApp::spawn(iso.settings()).await;
+    let coupon =
+        app.create_coupon_with(coupon_body(10, json!({ "discount": { "type": "FIXED", "amount": 3000 } }))).await;
+    assert_eq!(app.issue(coupon, 7).await.0, StatusCode::CREATED);
+    let redeem = async |order_id: &str| app.post_as(7, &redeem_path(coupon), &order(order_id, 10_000)).await;
+    let release = async |order_id: &str| app.post_as(7, &release_path(coupon), &json!({ "orderId": order_id })).await;
+    let refused = |(status, body): (StatusCode, Value)| (status, body["code"].as_str().map(str::to_string));
+    let order_released = (StatusCode::CONFLICT, Some("ORDER_RELEASED".to_string()));
+    let held = async || app.get("/api/v1/customers/7/coupons").await.1[0].clone();
+
+    assert_eq!(redeem("o-1").await.0, StatusCode::OK);
+    let (status, released) = release("o-1").await;
+    assert_eq!(status, StatusCode::OK, "{released}");
+    assert_eq!(refused(redeem("o-1").await), order_released, "a late retry of the cancelled order");
+    assert_eq!(held().await["status"], "AVAILABLE", "the refusal changed nothing");
+    assert_eq!(release("o-1").await, (StatusCode::OK, released.clone()), "a retried release");
+
+    assert_eq!(redeem("o-2").await.0, StatusCode::OK);
+    assert_eq!(refused(redeem("o-1").await), order_released, "also while another order uses it");
+    assert_eq!(release("o-2").await.0, StatusCode::OK);
+    assert_eq!(release("o-1").await, (StatusCode::OK, released), "not only the last released order");
+    assert_eq!(refused(redeem("o-2").await), order_released);
+    let (status, used) = redeem("o-3").await;
+    assert_eq!((status, &used["orderId"]), (StatusCode::OK, &json!("o-3")), "{used}");
+    let now = held().await;
+    assert_eq!((&now["status"], &now["orderId"]), (&json!("USED"), &json!("o-3")));
+
+    let (used_topic, released_topic) = iso.usage_topics.as_ref().unwrap();
+    let (used, released) =
+        tokio::join!(usage_events_per_order(used_topic, "o-3"), usage_events_per_order(released_topic, "o-2"));
+    let once = |orders: &[&str]| orders.iter().map(|o| (o.to_string(), 1)).collect::<BTreeMap<_, _>>();
+    assert_eq!(used, once(&["o-1", "o-2", "o-3"]), "one use event per order");
+    assert_eq!(released, once(&["o-1", "o-2"]), "one release event per order");
     app.stop().await;
 }

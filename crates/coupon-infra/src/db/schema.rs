@@ -45,6 +45,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    released_order (coupon_id, customer_id, order_id) {
+        coupon_id -> Int8,
+        customer_id -> Int8,
+        order_id -> Text,
+    }
+}
+
+diesel::table! {
     sold_out_at_write (coupon_id, customer_id) {
         coupon_id -> Int8,
         customer_id -> Int8,
@@ -70,5 +78,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     coupon_creation,
     coupon_usage_outbox,
     customer_coupon,
+    released_order,
     sold_out_at_write
 );
