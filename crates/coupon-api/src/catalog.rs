@@ -176,14 +176,10 @@ impl Catalog {
         Ok(coupon::table.find(id.get()).select(CouponRow::as_select()).first(&mut conn).await.optional()?)
     }
 
-    /// Coupons whose period has not ended: the ones Redis must know.
-    pub async fn open(&self) -> Result<Vec<CouponRow>, CatalogError> {
+    /// Coupons whose period had not ended at `since`: the ones Redis must know.
+    pub async fn open(&self, since: OffsetDateTime) -> Result<Vec<CouponRow>, CatalogError> {
         let mut conn = self.pool.get().await?;
-        Ok(coupon::table
-            .filter(coupon::ends_at.gt(OffsetDateTime::now_utc()))
-            .select(CouponRow::as_select())
-            .load(&mut conn)
-            .await?)
+        Ok(coupon::table.filter(coupon::ends_at.gt(since)).select(CouponRow::as_select()).load(&mut conn).await?)
     }
 
     /// The coupons with these ids, ended or not.

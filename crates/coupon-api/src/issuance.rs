@@ -93,7 +93,12 @@ pub async fn issue(
             Ok(Answer::Fenced)
         }
         Decision::Fenced(Fence::Coupon) => Ok(Answer::Fenced),
-        Decision::Unknown => Ok(Answer::Unconfirmed),
+        Decision::Unknown => {
+            // If the script ran, its entry waits in the outbox with an id
+            // nobody heard: the relay must look for it.
+            state.watchlist.unconfirmed(coupon);
+            Ok(Answer::Unconfirmed)
+        }
     }
 }
 

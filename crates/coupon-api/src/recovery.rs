@@ -58,6 +58,8 @@ pub enum RecoveryError {
     LockLost,
     #[error("another replica holds the recovery lock and has not made this Redis safe to issue from yet")]
     TakenOverElsewhere,
+    #[error("Redis failed over or restarted while it was being made safe; starting over")]
+    IncarnationChanged,
     #[error("stopped")]
     Stopped,
 }
@@ -117,6 +119,11 @@ pub struct Recovery {
 
 /// How soon a failed pass is tried again.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(2);
+
+/// How far apart the clocks of a cluster's Redis nodes may be (NTP keeps
+/// them within milliseconds): a coupon that ended this recently by one clock
+/// may still be open by another's.
+const CLOCK_MARGIN: time::Duration = time::Duration::seconds(2);
 
 /// Kafka calls (metadata, watermarks, committed offsets) give up after this.
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(5);
@@ -186,17 +193,28 @@ impl Recovery {
                 tracing::info!(coupons = migrated, "coupon index carried over to the index sorted by end");
             }
         }
-        if !self.issuer.is_trusted().await? {
-            let open = self.catalog.open().await?;
+        // Redis's clock, which the issue script judges periods by; the
+        // margin covers other Redis nodes' clocks in cluster mode. A coupon
+        // that ended within it is rebuilt for nothing, and answers EXPIRED.
+        let now = self.redis_now().await?;
+        let open_since = now - CLOCK_MARGIN;
+        let node = self.issuer.incarnation().await?;
+        if !node.trusted {
+            let open = self.catalog.open(open_since).await?;
             let born_here = self.issuer.born_here(&ids(&open)).await?;
             let (new, stale): (Vec<_>, Vec<_>) = open.into_iter().zip(born_here).partition(|(_, born)| *born);
             if !new.is_empty() {
                 tracing::info!(coupons = new.len(), "coupons created on this Redis since it started need no rebuild");
             }
-            self.rebuild(stale.into_iter().map(|(row, _)| row).collect(), true, stop).await?;
+            self.rebuild(stale.into_iter().map(|(row, _)| row).collect(), Some(&node.id), stop).await?;
         } else {
+            if !node.recorded {
+                // A system from before the record: it is the incarnation
+                // the script says it is; record it, so a failback is noticed.
+                self.issuer.trust(&node.id).await?;
+            }
             let candidates = if scope == Scope::Open {
-                self.catalog.open().await?
+                self.catalog.open(open_since).await?
             } else {
                 let mut wanted: BTreeSet<CouponId> = asked.coupons;
                 if scope == Scope::Fenced {
@@ -204,30 +222,29 @@ impl Recovery {
                 }
                 self.catalog.rows(&wanted.into_iter().collect::<Vec<_>>()).await?
             };
-            let suspects = self.suspects(candidates).await?;
+            let suspects = self.suspects(candidates, now).await?;
             if !suspects.is_empty() {
-                self.rebuild(suspects, false, stop).await?;
+                self.rebuild(suspects, None, stop).await?;
             }
         }
         if scope != Scope::Asked {
-            self.retire_ended().await?;
+            self.retire_ended(now).await?;
         }
         Ok(())
     }
 
     /// The candidates Redis holds fenced, or lacks while they are open; the
     /// others leave the fenced set.
-    async fn suspects(&self, candidates: Vec<CouponRow>) -> Result<Vec<CouponRow>, RecoveryError> {
+    async fn suspects(&self, candidates: Vec<CouponRow>, now: OffsetDateTime) -> Result<Vec<CouponRow>, RecoveryError> {
         let presence = self.issuer.presence(&ids(&candidates)).await?;
         // A coupon created moments ago may be in PostgreSQL and not yet
         // in Redis: its creation is still under way, not lost.
-        let now = OffsetDateTime::now_utc();
         let created_before = now - self.settle;
         let (suspects, sound): (Vec<_>, Vec<_>) =
             candidates.into_iter().zip(presence).partition(|(row, presence)| match presence {
                 Presence::Ready => false,
                 Presence::Fenced => true,
-                Presence::Missing => row.created_at < created_before && row.ends_at > now,
+                Presence::Missing => row.created_at < created_before && row.ends_at > now - CLOCK_MARGIN,
             });
         self.issuer
             .unlist_fenced(&sound.iter().filter_map(|(row, _)| CouponId::new(row.id).ok()).collect::<Vec<_>>())
@@ -235,16 +252,18 @@ impl Recovery {
         Ok(suspects.into_iter().map(|(row, _)| row).collect())
     }
 
+    /// Rebuilds `coupons` behind fences; with `trust`, the incarnation of an
+    /// untrusted Redis, also makes that Redis safe to issue from.
     async fn rebuild(
         &self,
         coupons: Vec<CouponRow>,
-        trust: bool,
+        trust: Option<&str>,
         stop: &CancellationToken,
     ) -> Result<(), RecoveryError> {
         let token = format!("{:032x}", rand::random::<u128>());
         if !self.issuer.lock(&token, self.settings.lock_ttl).await? {
             // Until the issue script is loaded this replica cannot serve.
-            if trust {
+            if trust.is_some() {
                 return Err(RecoveryError::TakenOverElsewhere);
             }
             tracing::info!("another replica is rebuilding; leaving it to that one");
@@ -261,7 +280,7 @@ impl Recovery {
     async fn rebuild_locked(
         &self,
         coupons: &[CouponRow],
-        trust: bool,
+        trust: Option<&str>,
         token: &str,
         stop: &CancellationToken,
     ) -> Result<(), RecoveryError> {
@@ -271,15 +290,17 @@ impl Recovery {
         // open coupon before loading the script and rebuilt them, or left them
         // fenced for the next pass, before it let the lock go: nothing is left
         // to do here, and fencing again would stop coupons created since.
-        if trust && self.issuer.is_trusted().await? {
+        if trust.is_some() && self.issuer.is_trusted().await? {
             tracing::info!("another replica already took over this Redis; nothing to rebuild");
             return Ok(());
         }
         let ids = ids(coupons);
         self.issuer.fence(&ids, token).await?;
         self.metrics.fenced_coupons.set(ids.len() as i64);
-        if trust {
-            self.issuer.trust().await?;
+        if let Some(incarnation) = trust {
+            if !self.issuer.trust(incarnation).await? {
+                return Err(RecoveryError::IncarnationChanged);
+            }
             if ids.is_empty() {
                 tracing::info!("issue script loaded; no open coupon needed a rebuild");
             } else {
@@ -319,6 +340,11 @@ impl Recovery {
             }
         }
         Ok(())
+    }
+
+    async fn redis_now(&self) -> Result<OffsetDateTime, RecoveryError> {
+        let now_ms = self.issuer.server_time_ms().await?;
+        Ok(crate::issuer::from_unix_ms(now_ms).unwrap_or_else(OffsetDateTime::now_utc))
     }
 
     /// Every coupon Redis may hold stale is fenced and the issue script is
@@ -387,8 +413,8 @@ impl Recovery {
             .map_err(RecoveryError::Kafka)
     }
 
-    async fn retire_ended(&self) -> Result<(), RecoveryError> {
-        let now_ms = crate::issuer::unix_ms(OffsetDateTime::now_utc());
+    async fn retire_ended(&self, now: OffsetDateTime) -> Result<(), RecoveryError> {
+        let now_ms = crate::issuer::unix_ms(now - CLOCK_MARGIN);
         let mut retired = Vec::new();
         for coupon in self.issuer.ended(now_ms).await? {
             if self.issuer.retire(coupon, self.settings.ended_grace).await? {

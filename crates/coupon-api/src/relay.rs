@@ -33,6 +33,10 @@ pub enum RelayError {
     Kafka(#[from] PublishError),
 }
 
+/// How much later than the relay's reading of Redis's clock a script whose
+/// reply was lost may still run.
+const LOST_REPLY_LAG_MS: i64 = 1_000;
+
 pub struct Relay {
     pub outbox: Arc<Outbox>,
     pub publisher: Arc<Publisher>,
@@ -74,17 +78,23 @@ impl Relay {
 
     /// One pass over the watched outboxes; returns how many events it delivered.
     pub async fn relay_once(&self) -> Result<usize, RelayError> {
+        // Before Redis's clock is read, so the clock is later than their scripts.
+        let lost_replies = self.watchlist.lost_replies();
         let watched = self.watchlist.pending();
         let coupons: Vec<CouponId> = watched.iter().map(|(coupon, _)| *coupon).collect();
         // Before relaying, so a failed delivery (Kafka down) still updates
         // the depth, which the outbox alert watches grow.
         self.metrics.outbox_depth.set(self.outbox.depth(&coupons).await? as i64);
-        if watched.is_empty() {
+        if watched.is_empty() && lost_replies.is_empty() {
             return Ok(0);
         }
-        let until = self.outbox.server_time_ms().await? - self.settings.min_age.as_millis() as i64;
+        let now = self.outbox.server_time_ms().await?;
+        // A script sent on a connection that broke may still have been read
+        // by Redis a moment after this clock on another connection.
+        self.watchlist.clock_read_after(&lost_replies, now + LOST_REPLY_LAG_MS);
+        let until = now - self.settings.min_age.as_millis() as i64;
         let mut delivered = 0;
-        for (coupon, _) in watched {
+        for (coupon, _) in self.watchlist.pending() {
             delivered += self.relay_coupon(coupon, until).await?;
         }
         Ok(delivered)

@@ -52,6 +52,14 @@ impl SystemKeys {
         format!("{}:fenced", self.base)
     }
 
+    /// The Redis incarnation (`run_id:master_replid`) the recovery last made
+    /// safe to issue from. It replicates, so a replica promoted later (a
+    /// failback to a former primary included) holds an incarnation other
+    /// than its own.
+    pub fn trusted(&self) -> String {
+        format!("{}:trusted", self.base)
+    }
+
     /// Set of the API replicas that may hold outbox entries to relay.
     pub fn replicas(&self) -> String {
         format!("{}:replicas", self.base)

@@ -94,15 +94,35 @@ impl GroupProgress {
             .collect()
     }
 
-    /// Records the group has yet to commit before it reaches `marks` (0 once it has).
+    /// Records the group has yet to commit before it reaches `marks` (0 once
+    /// it has). An error where the group committed below a partition's log
+    /// start: Kafka deleted records the group never applied (it lagged past
+    /// retention), so PostgreSQL lacks them however long one waits.
     pub fn behind(&self, marks: &[Mark], timeout: Duration) -> anyhow::Result<i64> {
-        Ok(self.lag(marks, timeout)?.iter().map(|(_, lag)| lag).sum())
+        let committed = self.committed(marks, timeout)?;
+        for (mark, at) in marks.iter().zip(&committed) {
+            if let Some(at) = at.filter(|at| *at < mark.low) {
+                bail!(
+                    "{} partition {}: the group committed offset {at}, below the log start {}; records it never applied were deleted",
+                    self.topic,
+                    mark.partition,
+                    mark.low
+                );
+            }
+        }
+        Ok(lag(marks, &committed).iter().map(|(_, lag)| lag).sum())
     }
 
     /// Per partition of `marks`, the records between the group's committed
     /// offset and the high watermark: its lag as the broker sees it, whether
     /// or not a member is fetching.
     pub fn lag(&self, marks: &[Mark], timeout: Duration) -> anyhow::Result<Vec<(i32, i64)>> {
+        Ok(lag(marks, &self.committed(marks, timeout)?))
+    }
+
+    /// The group's committed offset per partition of `marks`; `None` where
+    /// it committed none.
+    fn committed(&self, marks: &[Mark], timeout: Duration) -> anyhow::Result<Vec<Option<i64>>> {
         let mut partitions = TopicPartitionList::new();
         for mark in marks {
             partitions.add_partition(&self.topic, mark.partition);
@@ -111,14 +131,19 @@ impl GroupProgress {
             self.consumer.committed_offsets(partitions, timeout).context("reading the group's committed offsets")?;
         Ok(marks
             .iter()
-            .map(|mark| {
-                let at = match committed.find_partition(&self.topic, mark.partition).map(|p| p.offset()) {
-                    Some(Offset::Offset(offset)) => offset,
-                    // Nothing committed yet: the group starts at the oldest record kept.
-                    _ => mark.low,
-                };
-                (mark.partition, (mark.high - at.max(mark.low)).max(0))
+            .map(|mark| match committed.find_partition(&self.topic, mark.partition).map(|p| p.offset()) {
+                Some(Offset::Offset(offset)) => Some(offset),
+                _ => None,
             })
             .collect())
     }
+}
+
+fn lag(marks: &[Mark], committed: &[Option<i64>]) -> Vec<(i32, i64)> {
+    marks
+        .iter()
+        .zip(committed)
+        // Nothing committed yet: the group starts at the oldest record kept.
+        .map(|(mark, at)| (mark.partition, (mark.high - at.unwrap_or(mark.low).max(mark.low)).max(0)))
+        .collect()
 }

@@ -43,6 +43,11 @@ const CLUSTER_ATTEMPTS: u32 = 5;
 pub struct Link {
     pub generation: u64,
     pub conn: Connection,
+    /// For a command that must not run twice: `conn` itself, which sends each
+    /// command once, except in cluster mode, where the client retries after
+    /// a timeout, a dropped connection or a redirection; there a cluster
+    /// connection that never retries.
+    pub once: Connection,
 }
 
 /// A multiplexed connection to one primary, or a cluster client's.
@@ -84,7 +89,13 @@ enum Target {
     Standalone(redis::Client),
     /// Locked because resolving the primary needs `&mut`; only while connecting.
     Sentinel(Mutex<SentinelClient>),
-    Cluster(ClusterClient),
+    Cluster(Box<ClusterClients>),
+}
+
+struct ClusterClients {
+    client: ClusterClient,
+    /// The same cluster, never retrying a command.
+    once: ClusterClient,
 }
 
 pub struct SharedRedis {
@@ -117,7 +128,7 @@ impl SharedRedis {
                 // A request may need a slot refresh and a retry after a
                 // failover: short waits between retries, and a bound on the
                 // whole of it rather than on each attempt.
-                let client = ClusterClient::builder(seeds)
+                let client = ClusterClient::builder(seeds.clone())
                     .connection_timeout(timeout)
                     .response_timeout(timeout)
                     .overall_response_timeout(Some(timeout * CLUSTER_ATTEMPTS))
@@ -126,7 +137,13 @@ impl SharedRedis {
                     .max_retry_wait(timeout.as_millis() as u64)
                     .build()
                     .context("redis.url (cluster seed nodes)")?;
-                Target::Cluster(client)
+                let once = ClusterClient::builder(seeds)
+                    .connection_timeout(timeout)
+                    .response_timeout(timeout)
+                    .retries(0)
+                    .build()
+                    .context("redis.url (cluster seed nodes)")?;
+                Target::Cluster(Box::new(ClusterClients { client, once }))
             }
         };
         Ok(Self {
@@ -150,25 +167,29 @@ impl SharedRedis {
         if let Some(link) = self.current.read().expect("not poisoned").clone() {
             return Ok(link);
         }
-        let conn = tokio::time::timeout(self.connect_timeout * 2, self.connect())
+        let (conn, once) = tokio::time::timeout(self.connect_timeout * 2, self.connect())
             .await
             .map_err(|_| RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut)))??;
-        let link = Link { generation: self.generations.fetch_add(1, Ordering::Relaxed) + 1, conn };
+        let link = Link { generation: self.generations.fetch_add(1, Ordering::Relaxed) + 1, conn, once };
         *self.current.write().expect("not poisoned") = Some(link.clone());
         Ok(link)
     }
 
-    async fn connect(&self) -> RedisResult<Connection> {
-        Ok(match &self.target {
-            Target::Standalone(client) => {
-                Connection::Single(client.get_multiplexed_async_connection_with_config(&self.config).await?)
-            }
+    /// The connection and its never-retrying twin (see [`Link::once`]).
+    async fn connect(&self) -> RedisResult<(Connection, Connection)> {
+        let single = match &self.target {
+            Target::Standalone(client) => client.get_multiplexed_async_connection_with_config(&self.config).await?,
             Target::Sentinel(client) => {
                 let primary = client.lock().await.async_get_client().await?;
-                Connection::Single(primary.get_multiplexed_async_connection_with_config(&self.config).await?)
+                primary.get_multiplexed_async_connection_with_config(&self.config).await?
             }
-            Target::Cluster(client) => Connection::Cluster(client.get_async_connection().await?),
-        })
+            Target::Cluster(clients) => {
+                let (conn, once) =
+                    tokio::try_join!(clients.client.get_async_connection(), clients.once.get_async_connection())?;
+                return Ok((Connection::Cluster(conn), Connection::Cluster(once)));
+            }
+        };
+        Ok((Connection::Single(single.clone()), Connection::Single(single)))
     }
 
     pub fn is_cluster(&self) -> bool {

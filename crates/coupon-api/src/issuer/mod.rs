@@ -8,18 +8,28 @@
 //!
 //! The issue script is the incarnation marker of the Redis it runs on: Redis
 //! keeps scripts in memory only and replicates none, so a Redis that restarted
-//! (from whatever data) or a replica that was promoted answers its EVALSHA
-//! with NOSCRIPT before touching any key. It is therefore called by SHA and
-//! never reloaded here; only the recovery loads it, after fencing every coupon
-//! that Redis may hold stale (crate::recovery). Its text carries the key
-//! prefix, so systems sharing one Redis under different prefixes each have
-//! their own marker. The other scripts reload themselves on NOSCRIPT.
+//! (from whatever data) or a replica that was promoted for the first time
+//! answers its EVALSHA with NOSCRIPT before touching any key. It is therefore
+//! called by SHA and never reloaded here; only the recovery loads it, after
+//! fencing every coupon that Redis may hold stale (crate::recovery). Its text
+//! carries the key prefix, so systems sharing one Redis under different
+//! prefixes each have their own marker. The other scripts reload themselves
+//! on NOSCRIPT.
+//!
+//! A former primary keeps its script cache when it is demoted, so a failback
+//! to it would pass for the incarnation the recovery trusted. The recovery
+//! therefore also records the incarnation it trusted (`run_id:master_replid`,
+//! `trusted.lua`/`trust.lua`); a promotion makes a new replication id, and a
+//! connection is used for issuance only once its server proved to be that
+//! incarnation. (In cluster mode this record lives on the node of the system
+//! keys' slot only; the other masters have the script cache alone.)
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use coupon_domain::{CouponId, CustomerId, Rejection};
-use coupon_infra::redis::SharedRedis;
+use coupon_infra::redis::{Link, SharedRedis};
 use futures::future::try_join_all;
 use redis::{ErrorKind, RedisError, Script, ServerErrorKind, Value};
 use time::OffsetDateTime;
@@ -95,10 +105,28 @@ pub struct Issuer {
     issue_code: String,
     create: Script,
     born_here: Script,
+    trusted: Script,
+    trust: Script,
     rebuild: Script,
     release: Script,
     retire: Script,
     unlock: Script,
+    /// The newest connection generation whose server proved to be the
+    /// incarnation the recovery trusted; one check per new connection.
+    verified: AtomicU64,
+    verifying: tokio::sync::Mutex<()>,
+}
+
+/// The Redis that answers now, as the recovery sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Incarnation {
+    /// `run_id:master_replid`, new on every restart and every promotion.
+    pub id: String,
+    /// It has the issue script and is the incarnation the recovery trusted
+    /// (or no incarnation was ever recorded: a system from before the record).
+    pub trusted: bool,
+    /// An incarnation was ever recorded.
+    pub recorded: bool,
 }
 
 /// SADD in chunks so one command never carries an unbounded argument list.
@@ -115,10 +143,14 @@ impl Issuer {
             issue_code,
             create: Script::new(&with_incarnation(include_str!("create.lua"))),
             born_here: Script::new(&with_incarnation(include_str!("born_here.lua"))),
+            trusted: Script::new(&with_incarnation(include_str!("trusted.lua"))),
+            trust: Script::new(&with_incarnation(include_str!("trust.lua"))),
             rebuild: Script::new(include_str!("rebuild.lua")),
             release: Script::new(include_str!("release.lua")),
             retire: Script::new(include_str!("retire.lua")),
             unlock: Script::new(include_str!("unlock.lua")),
+            verified: AtomicU64::new(0),
+            verifying: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -172,6 +204,9 @@ impl Issuer {
     pub async fn issue(&self, coupon: CouponId, customer: CustomerId) -> Result<Decision, RedisUnavailable> {
         let keys = self.keys(coupon);
         let link = self.redis.link().await?;
+        if !self.proven(&link).await? {
+            return Ok(Decision::Fenced(Fence::Node));
+        }
         let reply = redis::cmd("EVALSHA")
             .arg(self.issue.get_hash())
             .arg(4)
@@ -180,7 +215,7 @@ impl Issuer {
             .arg(&keys.issued)
             .arg(&keys.outbox)
             .arg(customer.get())
-            .query_async::<Value>(&mut link.conn.clone())
+            .query_async::<Value>(&mut link.once.clone())
             .await;
         match self.redis.observe(&link, reply) {
             Ok(reply) => parse_decision(reply, link.generation),
@@ -194,29 +229,65 @@ impl Issuer {
     }
 
     /// Whether the issue script may have run although the command failed.
-    /// A server's error reply, or a refused connection, means it did not. In
-    /// cluster mode the client retries a failed command on its own (after a
-    /// failover, on the new master), so the error it returns may be a later
-    /// attempt's while the first one ran: any error there leaves it open.
+    /// A server's error reply (a redirection included), or a refused
+    /// connection, means it did not. The script is sent once (`Link::once`):
+    /// a client's retry could answer ALREADY_ISSUED, or NOSCRIPT after a
+    /// failover, for a first attempt that issued.
     fn may_have_run(&self, err: &RedisError) -> bool {
-        self.redis.is_cluster() || !(matches!(err.kind(), ErrorKind::Server(_)) || err.is_connection_refusal())
+        !(matches!(err.kind(), ErrorKind::Server(_)) || err.is_connection_refusal())
     }
 
-    /// Whether this Redis has the issue script, i.e. has not restarted or
-    /// failed over since the recovery last loaded it.
-    pub async fn is_trusted(&self) -> Result<bool, RedisUnavailable> {
+    /// Whether the server behind `link` is the incarnation the recovery
+    /// trusted; asked once per connection, before its first issuance. A
+    /// failover or a failback breaks the connection (the old primary turns
+    /// read-only or goes away), so every new primary is asked.
+    async fn proven(&self, link: &Link) -> Result<bool, RedisUnavailable> {
+        if self.verified.load(Ordering::Acquire) >= link.generation {
+            return Ok(true);
+        }
+        let _one_check = self.verifying.lock().await;
+        if self.verified.load(Ordering::Acquire) >= link.generation {
+            return Ok(true);
+        }
+        let probe = self.trusted.key(self.system.trusted());
+        let reply = probe.invoke_async(&mut link.conn.clone()).await;
+        let (id, recorded): (String, Option<String>) = self.redis.observe(link, reply)?;
+        let proven = recorded.is_none_or(|recorded| recorded == id);
+        if proven {
+            self.verified.fetch_max(link.generation, Ordering::AcqRel);
+        }
+        Ok(proven)
+    }
+
+    /// The Redis that answers now: which incarnation, and whether it has not
+    /// restarted or failed over since the recovery last made it safe.
+    pub async fn incarnation(&self) -> Result<Incarnation, RedisUnavailable> {
         let exists: Vec<bool> = self.redis.query(redis::cmd("SCRIPT").arg("EXISTS").arg(self.issue.get_hash())).await?;
-        Ok(exists.first().copied().unwrap_or(false))
+        let (id, recorded): (String, Option<String>) =
+            self.redis.invoke(&self.trusted.key(self.system.trusted())).await?;
+        let loaded = exists.first().copied().unwrap_or(false);
+        let trusted = loaded && recorded.as_ref().is_none_or(|recorded| *recorded == id);
+        Ok(Incarnation { id, trusted, recorded: recorded.is_some() })
     }
 
-    /// Lets requests decide again on this Redis. Only after every coupon it may
-    /// hold stale is fenced.
-    pub async fn trust(&self) -> Result<(), RedisUnavailable> {
+    pub async fn is_trusted(&self) -> Result<bool, RedisUnavailable> {
+        Ok(self.incarnation().await?.trusted)
+    }
+
+    /// Lets requests decide again on Redis incarnation `id`, whose coupons
+    /// that may be stale are fenced. Returns false, changing nothing, when
+    /// Redis is another incarnation by now.
+    pub async fn trust(&self, id: &str) -> Result<bool, RedisUnavailable> {
+        let mut trust = self.trust.key(self.system.trusted());
+        trust.arg(id);
+        if self.redis.invoke::<i64>(&trust).await? == 0 {
+            return Ok(false);
+        }
         // Primaries only: a replica holding the script would, once promoted,
         // look like the incarnation it replaced (Redis replicates no script).
         let _: redis::Value =
             self.redis.query_primaries(redis::cmd("SCRIPT").arg("LOAD").arg(&self.issue_code)).await?;
-        Ok(())
+        Ok(true)
     }
 
     /// Gives a new coupon its Redis state unless it has one; returns whether it did.

@@ -16,11 +16,16 @@
 //! `relay.min_age_ms`. A replica that stops cleanly deletes its `alive` key,
 //! so its claims are taken over at the next heartbeat of any other.
 //!
+//! An issuance whose reply was lost (`503 UNCONFIRMED`) may have written an
+//! entry nobody knows the id of. Its coupon is read until the outbox is seen
+//! empty up to a moment after the relay next reads Redis's clock: the script,
+//! if it ran, ran before Redis answered that.
+//!
 //! A replica whose `alive` key lapsed while it was stalled (not dead) claims
 //! its coupons again at its next heartbeat; an entry it writes between waking
 //! and that heartbeat is covered only if it lives until then.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -53,6 +58,9 @@ struct Watched {
     /// Coupon → the time (Redis ms) up to which its outbox must be seen empty
     /// before the relay may stop reading it.
     pending: HashMap<CouponId, i64>,
+    /// Coupons whose issue script may have written an entry of unknown id,
+    /// until the relay has read Redis's clock since.
+    unconfirmed: HashSet<CouponId>,
 }
 
 impl Watched {
@@ -127,6 +135,27 @@ impl Watchlist {
         Ok(())
     }
 
+    /// An issue script for `coupon` may have run without its reply reaching
+    /// this replica (which claimed the coupon before sending it).
+    pub fn unconfirmed(&self, coupon: CouponId) {
+        self.watched().unconfirmed.insert(coupon);
+    }
+
+    /// The coupons of lost replies so far; read before Redis's clock is.
+    pub fn lost_replies(&self) -> Vec<CouponId> {
+        self.watched().unconfirmed.iter().copied().collect()
+    }
+
+    /// Redis's clock read `now_ms` after `coupons`' lost replies: each
+    /// outbox is read until it is seen empty up to then.
+    pub fn clock_read_after(&self, coupons: &[CouponId], now_ms: i64) {
+        let mut watched = self.watched();
+        for coupon in coupons {
+            watched.unconfirmed.remove(coupon);
+            watched.read_until(*coupon, now_ms);
+        }
+    }
+
     /// The outboxes to read, each with the time up to which it must be seen empty.
     pub fn pending(&self) -> Vec<(CouponId, i64)> {
         self.watched().pending.iter().map(|(coupon, until)| (*coupon, *until)).collect()
@@ -158,6 +187,7 @@ impl Watchlist {
         for coupon in coupons {
             watched.claims.remove(coupon);
             watched.pending.remove(coupon);
+            watched.unconfirmed.remove(coupon);
         }
         Ok(())
     }

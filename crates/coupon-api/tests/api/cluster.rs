@@ -13,7 +13,7 @@ use coupon_testkit::redis_node::{query, RedisCluster};
 use coupon_testkit::wait_until;
 use reqwest::StatusCode;
 
-use crate::harness::{Isolation, TestApp};
+use crate::harness::{stall_redis, Isolation, TestApp};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn issues_on_every_shard_and_rebuilds_after_a_master_failover() {
@@ -71,6 +71,40 @@ async fn issues_on_every_shard_and_rebuilds_after_a_master_failover() {
         assert_eq!(app.issue(coupon, 4).await.1["code"], "SOLD_OUT", "stock survives the failover");
     }
     assert!(app.metric("coupon_redis_new_incarnations_total").await >= 1.0, "the promoted replica was noticed");
+    writer.stop().await;
+    app.stop().await;
+}
+
+/// In cluster mode too, a lost reply is never retried by the client (a
+/// retry would answer ALREADY_ISSUED for a first attempt that issued): the
+/// customer is told `503 UNCONFIRMED`, and the issuance is relayed and
+/// written.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_reply_on_a_cluster_is_unconfirmed_and_then_written() {
+    let iso = Isolation::new().await;
+    let mut cluster = RedisCluster::start("api-test cluster lost reply", 3, 0).await.expect("a Redis Cluster");
+    let mut settings = iso.settings();
+    settings.redis.mode = RedisMode::Cluster;
+    settings.redis.url = cluster.seeds();
+    settings.redis.timeout = Duration::from_secs(1);
+    let app = TestApp::spawn(settings).await;
+    let writer = iso.start_writer().await;
+    let coupon = app.open_coupon(2).await;
+    assert_eq!(app.issue(coupon, 1).await.0, StatusCode::CREATED);
+
+    let meta = format!("{}coupon:{{{coupon}}}:meta", iso.key_prefix);
+    let master = cluster.master_of(&meta).await.expect("the coupon's master").url();
+    let stall = stall_redis(&master, Duration::from_secs(3)).await;
+    let (status, body) = app.issue(coupon, 2).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("UNCONFIRMED")));
+    stall.await.unwrap();
+
+    let attempt = wait_until("the unconfirmed issuance to reach PostgreSQL", Duration::from_secs(60), || async {
+        let (_, attempt) = app.get(&format!("/api/v1/coupons/{coupon}/customers/2")).await;
+        (attempt["persisted"] == true).then_some(attempt)
+    })
+    .await;
+    assert_eq!(attempt["issued"], true, "{attempt}");
     writer.stop().await;
     app.stop().await;
 }

@@ -8,7 +8,7 @@ use coupon_testkit::redis_node::{query, RedisNode};
 use coupon_testkit::wait_until;
 use reqwest::StatusCode;
 
-use crate::harness::{Isolation, TestApp};
+use crate::harness::{stall_redis, Isolation, TestApp};
 
 /// While Redis is away issuance answers 503 and grants nothing; once it is
 /// back the API reconnects by itself, finds the issue script missing (a new
@@ -152,6 +152,99 @@ async fn a_coupon_created_on_a_restarted_redis_before_the_recovery_noticed_is_no
     .await;
     assert_eq!(app.issue(before, 1).await.1["code"], "ALREADY_ISSUED", "the holder comes back from PostgreSQL");
     assert_eq!(app.metric("coupon_rebuilds_total").await, 1.0, "only the coupon from before the restart is rebuilt");
+    writer.stop().await;
+    app.stop().await;
+}
+
+/// A failback: the former primary comes back as primary holding less than
+/// its successor issued, with the issue script still in its cache (a
+/// demoted Redis keeps it). It is a new incarnation all the same (a new
+/// replication id): fenced and rebuilt from PostgreSQL, never sold from.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_former_primary_that_comes_back_behind_its_successor_is_fenced_and_rebuilt() {
+    const STOCK: i64 = 10;
+    let iso = Isolation::new().await;
+    let former = RedisNode::primary("api-test failback former").await.expect("a primary");
+    let successor = RedisNode::replica("api-test failback successor", &former).await.expect("a replica");
+    let mut settings = iso.settings();
+    settings.redis.url = former.url();
+    // Only a request that meets the failback starts a pass.
+    settings.recovery.sync_interval = Duration::from_secs(3_600);
+    let app = TestApp::spawn(settings).await;
+    let writer = iso.start_writer().await;
+    let coupon = app.open_coupon(STOCK).await;
+    let issued = format!("{}coupon:{{{coupon}}}:issued", iso.key_prefix);
+    let holders = |url: String| {
+        let issued = issued.clone();
+        async move { query::<i64>(&url, redis::cmd("SCARD").arg(&issued)).await.expect("SCARD") }
+    };
+    for customer in 1..=5 {
+        assert_eq!(app.issue(coupon, customer).await.0, StatusCode::CREATED);
+    }
+    wait_until("the successor to have the first five", Duration::from_secs(30), || async {
+        (holders(successor.url()).await == 5).then_some(())
+    })
+    .await;
+    let _: () = query(&successor.url(), redis::cmd("REPLICAOF").arg("NO").arg("ONE")).await.expect("promoting");
+    for customer in 6..=STOCK {
+        assert_eq!(app.issue(coupon, customer).await.0, StatusCode::CREATED, "issued where the successor misses it");
+    }
+
+    // Demoted, resynchronised from its successor, promoted again; each time
+    // its clients are disconnected, as redis-sentinel does.
+    let _: () =
+        query(&former.url(), redis::cmd("REPLICAOF").arg("127.0.0.1").arg(successor.port())).await.expect("demoting");
+    former.wait_replica_of(successor.port(), Duration::from_secs(30)).await.expect("resynchronised");
+    let _: () = query(&former.url(), redis::cmd("REPLICAOF").arg("NO").arg("ONE")).await.expect("failing back");
+    let _: i64 = query(&former.url(), redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("normal")).await.unwrap();
+    assert_eq!(holders(former.url()).await, 5, "the former primary came back without the last five");
+
+    let mut customer = 100;
+    let (status, body) = wait_until("an answer other than 503 after the failback", Duration::from_secs(60), || {
+        customer += 1;
+        let app = &app;
+        async move {
+            let (status, body) = app.issue(coupon, customer).await;
+            (status != StatusCode::SERVICE_UNAVAILABLE).then_some((status, body))
+        }
+    })
+    .await;
+    assert_ne!(status, StatusCode::CREATED, "nothing is sold again from the older state");
+    assert_eq!(body["code"], "SOLD_OUT", "rebuilt from PostgreSQL's {STOCK} holders");
+    writer.stop().await;
+    app.stop().await;
+}
+
+/// The last unit's reply is lost (Redis stalls past the API's timeout with
+/// the script queued behind the stall): the customer is told `503
+/// UNCONFIRMED`, the script then runs, and its outbox entry, whose id the
+/// API never heard, is still relayed and written, so asking for the
+/// customer resolves to issued and persisted.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_issuance_whose_reply_was_lost_is_delivered_and_written() {
+    let iso = Isolation::new().await;
+    let redis = RedisNode::primary("api-test lost reply").await.expect("a Redis of the test's own");
+    let mut settings = iso.settings();
+    settings.redis.url = redis.url();
+    settings.redis.timeout = Duration::from_secs(1);
+    let app = TestApp::spawn(settings).await;
+    let writer = iso.start_writer().await;
+    let coupon = app.open_coupon(2).await;
+    // The first issuance claims the coupon for this replica's relay, which
+    // needs Redis: the stall then hits the script of the last unit only.
+    assert_eq!(app.issue(coupon, 1).await.0, StatusCode::CREATED);
+
+    let stall = stall_redis(&redis.url(), Duration::from_secs(3)).await;
+    let (status, body) = app.issue(coupon, 2).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("UNCONFIRMED")));
+    stall.await.unwrap();
+
+    let attempt = wait_until("the unconfirmed issuance to reach PostgreSQL", Duration::from_secs(60), || async {
+        let (_, attempt) = app.get(&format!("/api/v1/coupons/{coupon}/customers/2")).await;
+        (attempt["persisted"] == true).then_some(attempt)
+    })
+    .await;
+    assert_eq!(attempt["issued"], true, "{attempt}");
     writer.stop().await;
     app.stop().await;
 }
