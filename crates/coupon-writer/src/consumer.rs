@@ -16,7 +16,14 @@
 //! revoked partitions that are held are dropped unstored, and so are the
 //! offsets of a batch applied while its partitions were revoked; whoever owns
 //! the partition next reads them again from the last commit.
+//!
+//! Pauses: a batch waiting for a retry pauses its member's partitions, and
+//! resumes every partition it paused once it is settled, whether the member
+//! still owns it or not: librdkafka keeps a partition paused through its
+//! revocation and a later reassignment, so one lost during the wait would
+//! otherwise come back paused and never be read again.
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -277,7 +284,7 @@ impl Writer {
         let mut backoff = Backoff::new(self.retry_initial, self.retry_max);
         let mut result = self.apply_while_receiving(&mut batch, batcher, stop).await;
         let mut attempt = 1;
-        let mut paused = false;
+        let mut paused = BTreeSet::new();
         let settled = loop {
             let err = match result {
                 Ok(()) => break Settled::Applied,
@@ -297,9 +304,8 @@ impl Writer {
                     retry_in_ms = delay.as_millis() as u64,
                     "batch failed with a transient error; retrying it"
                 );
-                self.pause();
-                paused = true;
-                self.poll_while_waiting(delay, &mut batch, batcher, stop).await;
+                self.pause(&mut paused);
+                self.poll_while_waiting(delay, &mut batch, batcher, &mut paused, stop).await;
             }
             if batch.is_empty() {
                 tracing::info!("every partition of the failing batch was revoked; its new owner applies it");
@@ -308,9 +314,7 @@ impl Writer {
             attempt += 1;
             result = self.process(&batch, attempt).await;
         };
-        if paused {
-            self.resume();
-        }
+        self.resume(&paused);
         if let Settled::Applied = settled {
             self.readiness.set(true);
             self.store_offsets(&batch);
@@ -431,6 +435,7 @@ impl Writer {
         delay: Duration,
         batch: &mut Vec<Record>,
         batcher: &mut Batcher<Record>,
+        paused: &mut BTreeSet<i32>,
         stop: &CancellationToken,
     ) {
         let until = tokio::time::Instant::now() + delay;
@@ -450,7 +455,7 @@ impl Writer {
                 Some(received) => {
                     take_in(received, batcher);
                     // A rebalance may have brought partitions that are not paused.
-                    self.pause();
+                    self.pause(paused);
                 }
             }
         }
@@ -473,15 +478,29 @@ impl Writer {
         revoked
     }
 
-    fn pause(&self) {
-        if let Err(err) = self.consumer.assignment().and_then(|list| self.consumer.pause(&list)) {
+    /// Pauses the assigned partitions and adds them to `paused`.
+    fn pause(&self, paused: &mut BTreeSet<i32>) {
+        let result = self.consumer.assignment().and_then(|assigned| {
+            paused.extend(assigned.elements_for_topic(&self.topic).iter().map(|e| e.partition()));
+            self.consumer.pause(&assigned)
+        });
+        if let Err(err) = result {
             tracing::warn!(error = %err, "could not pause the assigned partitions");
         }
     }
 
-    fn resume(&self) {
-        if let Err(err) = self.consumer.assignment().and_then(|list| self.consumer.resume(&list)) {
-            tracing::warn!(error = %err, "could not resume the assigned partitions");
+    /// Resumes every partition in `paused`, also those revoked since: see the
+    /// module's note on pauses.
+    fn resume(&self, paused: &BTreeSet<i32>) {
+        if paused.is_empty() {
+            return;
+        }
+        let mut list = TopicPartitionList::with_capacity(paused.len());
+        for &partition in paused {
+            list.add_partition(&self.topic, partition);
+        }
+        if let Err(err) = self.consumer.resume(&list) {
+            tracing::warn!(error = %err, "could not resume the paused partitions");
         }
     }
 }

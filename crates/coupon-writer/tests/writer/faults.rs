@@ -122,6 +122,67 @@ async fn a_partition_revoked_while_its_batch_waits_for_a_retry_is_left_to_its_ne
     assert_eq!(world.committed_by_partition().await, Some(ends));
 }
 
+/// librdkafka keeps a partition paused through its revocation and a later
+/// reassignment. The partitions a member lost while its batch waited for a
+/// retry (paused) come back to it here long after that wait, when the member
+/// that took them leaves without having written them: it reads them again.
+/// (Once, they stayed paused for good; the test above failed that way
+/// whenever its rebalance took longer than the rest of the retry's wait.)
+#[tokio::test(flavor = "multi_thread")]
+async fn partitions_lost_while_paused_for_a_retry_are_read_when_they_come_back() {
+    const PARTITIONS: i32 = 2;
+    const PER_PARTITION: i64 = 5;
+    let (assigned, revoked) =
+        (r#"coupon_writer_rebalances_total{event="assigned"}"#, r#"coupon_writer_rebalances_total{event="revoked"}"#);
+    let world = World::new(PARTITIONS).await;
+    let coupon = world.coupon(1_000).await;
+    let settings = world.settings();
+    let first = RunningWriter::start(settings.clone()).await;
+    first.wait_metric(assigned, 1.0).await;
+
+    world.db.set_reachable(false).await;
+    let events: Vec<CouponIssuedEvent> =
+        (1..=i64::from(PARTITIONS) * PER_PARTITION).map(|customer| event(coupon, customer)).collect();
+    for (partition, events) in (0..PARTITIONS).zip(events.chunks(PER_PARTITION as usize)) {
+        world.send_to(partition, events).await;
+    }
+    // Its batch, from every partition, waits for a retry: all are paused.
+    first.wait_metric("coupon_writer_retries_total", 2.0).await;
+
+    // A second member, which no database ever answers, takes one partition
+    // and holds its records unwritten.
+    let mut unwritable = settings.clone();
+    unwritable.database.url = format!("postgres://127.0.0.1:{}/nowhere", coupon_testkit::free_port()).into();
+    let second = ConsumerOnly::start(&unwritable);
+    first.wait_metric(revoked, 1.0).await;
+    first.wait_metric(assigned, 2.0).await;
+    wait_until("the group to be stable with both members", TIMEOUT, || async {
+        (world.stable_members().await == Some(2)).then_some(())
+    })
+    .await;
+    wait_until("the second member's first failed batch", TIMEOUT, || async {
+        (second.metric("coupon_writer_retries_total") >= 1.0).then_some(())
+    })
+    .await;
+
+    // The first member writes the partition it kept and is done retrying.
+    world.db.set_reachable(true).await;
+    first.wait_metric("coupon_writer_rows_inserted_total", PER_PARTITION as f64).await;
+
+    // The second leaves: its partition goes back to the first.
+    second.stop().await;
+    first.wait_metric(assigned, 3.0).await;
+    let ends = world.end_offsets().await;
+    wait_until("every partition committed to its end", TIMEOUT, || async {
+        (world.committed_by_partition().await.as_ref() == Some(&ends)).then_some(())
+    })
+    .await;
+    let expected: Vec<(i64, i64)> = events.iter().map(|e| (coupon.get(), e.customer_id.get())).collect();
+    assert_eq!(world.rows().await, expected, "every event written once");
+    assert_eq!(first.metric("coupon_writer_rows_inserted_total").await, expected.len() as f64);
+    first.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_writer_killed_mid_stream_and_restarted_loses_and_doubles_nothing() {
     let world = World::new(3).await;
