@@ -485,6 +485,37 @@ impl World {
         Ok((output.status.success(), printed))
     }
 
+    /// Waits until every customer told `503 UNCONFIRMED` in `spike` is
+    /// resolved as the status endpoint tells them: issued with its row, or
+    /// not issued. Returns how many were issued.
+    pub async fn resolve_unconfirmed(&self, spike: &Spike, timeout: Duration) -> anyhow::Result<usize> {
+        let unconfirmed: BTreeSet<(i64, i64)> = spike
+            .answers
+            .iter()
+            .filter(|a| a.code.as_deref() == Some("UNCONFIRMED"))
+            .map(|a| (a.attempt.coupon, a.attempt.customer))
+            .collect();
+        let http = reqwest::Client::new();
+        let base = api_url(self.api_ports[0]);
+        let mut issued = 0;
+        for (coupon, customer) in unconfirmed {
+            let url = format!("{base}/api/v1/coupons/{coupon}/customers/{customer}");
+            let what = format!("customer {customer}'s unconfirmed answer for coupon {coupon} to resolve");
+            let resolved_issued = coupon_testkit::poll_until(&what, timeout, || async {
+                let attempt: serde_json::Value =
+                    http.get(&url).bearer_auth(ADMIN_TOKEN).send().await?.error_for_status()?.json().await?;
+                Ok(match (attempt["issued"].as_bool(), attempt["persisted"].as_bool()) {
+                    (Some(true), Some(true)) => Some(true),
+                    (Some(false), _) => Some(false),
+                    _ => None,
+                })
+            })
+            .await?;
+            issued += usize::from(resolved_issued);
+        }
+        Ok(issued)
+    }
+
     /// Checks every promise for every coupon, runs reconciliation, and appends
     /// the scenario's row to the report.
     pub async fn verify(&self, coupons: &[i64], stock: i64, spike: &Spike) -> Vec<Verdict> {

@@ -20,6 +20,7 @@ use coupon_e2e::process::Service;
 use coupon_e2e::stack::{self, ClusterNode};
 use coupon_e2e::world::{reached, Stack, World};
 use coupon_loadgen::spike::Spike;
+use coupon_testkit::redis_node::stall;
 
 /// Masters of the cluster stack: one coupon lands on each.
 const MASTERS: usize = 3;
@@ -149,6 +150,30 @@ async fn c2_redis_master_killed_replica_takes_over() {
         .await
         .expect("issuance resumes after the failover");
     spike.answers.extend(wave.answers);
+    cluster.verify(&spike).await;
+}
+
+/// The master of the first coupon's slot stalls for 1.6 s (a script that
+/// keeps it busy; below `cluster-node-timeout`, so it is not failed over)
+/// once a fifth of the spike is answered: the requests in flight there
+/// outlive the services' 1 s Redis timeout and are answered `503
+/// UNCONFIRMED`, never retried by the cluster client. Each resolves, as the
+/// status endpoint tells the customer, to issued with a row or not issued.
+#[tokio::test(flavor = "multi_thread")]
+async fn c5_redis_master_stalls_past_the_timeout() {
+    let cluster = Cluster::start("c5 cluster Redis master stalls (lost replies)").await;
+    let world = &cluster.world;
+    let victim = world.master_port(cluster.coupons[0]).await.expect("the first coupon's master");
+    let (spike, ()) = cluster
+        .spike_with_fault(|_| async {
+            let url = format!("redis://127.0.0.1:{victim}");
+            stall(&url, Duration::from_millis(1_600)).await.await.expect("the stall ends");
+        })
+        .await;
+    let unconfirmed = spike.answers.iter().filter(|a| a.code.as_deref() == Some("UNCONFIRMED")).count();
+    assert!(unconfirmed > 0, "the stall left requests without their reply");
+    let issued = world.resolve_unconfirmed(&spike, Duration::from_secs(60)).await.expect("every unconfirmed resolves");
+    eprintln!("{unconfirmed} answers unconfirmed, {issued} of those customers issued");
     cluster.verify(&spike).await;
 }
 

@@ -19,7 +19,7 @@ use coupon_e2e::redemption;
 use coupon_e2e::stack::{self, Component};
 use coupon_e2e::world::{reached, RedisTarget, World};
 use coupon_loadgen::spike::Spike;
-use coupon_testkit::redis_node::{RedisNode, Sentinel, MASTER_NAME};
+use coupon_testkit::redis_node::{stall, RedisNode, Sentinel, MASTER_NAME};
 
 /// Stock of the spike scenarios: far below the number of customers.
 const SPIKE_STOCK: u64 = 1_000;
@@ -192,6 +192,38 @@ async fn s8_redis_restarted_empty_mid_spike() {
     };
     let (spike, _writer) = tokio::join!(world.spike(&coupons, customers(), progress.clone()), faults);
     verify_after_recovery(&world, &coupons, spike).await;
+}
+
+/// Redis stalls for 3 s (a script that keeps it busy) once a fifth of the
+/// spike is answered, with coupon-writer not started yet: every request in
+/// flight outlives coupon-api's 1 s Redis timeout and is answered `503
+/// UNCONFIRMED`, and its script runs after the stall. Each such customer
+/// resolves, as the status endpoint tells them, to issued with a row or not
+/// issued within 60 s (the relay finds the entries whose ids were never
+/// heard), and the spike's promises hold.
+#[tokio::test(flavor = "multi_thread")]
+async fn s12_redis_stalls_past_the_timeout_mid_spike() {
+    let mut world = World::new("12 Redis stalls past the timeout (lost replies)").await;
+    let redis = RedisNode::primary("s12 redis").await.expect("a Redis of its own");
+    world.redis = RedisTarget::Standalone { url: redis.url() };
+    let _api = world.start_api().await;
+    let coupons = world.create_coupons(1, fault_stock()).await;
+    let progress = Arc::new(AtomicU64::new(0));
+    let faults = async {
+        reached(&progress, requests() / 5).await;
+        world
+            .fault(async {
+                stall(&redis.url(), Duration::from_secs(3)).await.await.expect("the stall ends");
+                world.start_writer(1).await
+            })
+            .await
+    };
+    let (spike, _writer) = tokio::join!(world.spike(&coupons, customers(), progress.clone()), faults);
+    let unconfirmed = spike.answers.iter().filter(|a| a.code.as_deref() == Some("UNCONFIRMED")).count();
+    assert!(unconfirmed > 0, "the stall left requests without their reply");
+    let issued = world.resolve_unconfirmed(&spike, Duration::from_secs(60)).await.expect("every unconfirmed resolves");
+    eprintln!("{unconfirmed} answers unconfirmed, {issued} of those customers issued");
+    world.verify(&coupons, fault_stock() as i64, &spike).await;
 }
 
 /// After a Redis fault: a second wave of new customers, retried while the

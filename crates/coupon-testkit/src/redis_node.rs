@@ -312,6 +312,33 @@ impl Drop for RedisNode {
     }
 }
 
+/// Keeps the Redis server at `url` busy for `how_long` (a script that runs
+/// that long holds every other command back) and returns once it is, with
+/// the task that ends with the stall: a command sent now gets its reply only
+/// after the stall, past any shorter timeout. It stays below the server's
+/// `busy-reply-threshold` (5 s), after which others would get BUSY errors.
+pub async fn stall(url: &str, how_long: Duration) -> tokio::task::JoinHandle<()> {
+    const BUSY: &str = "local s = redis.call('TIME'); local t0 = s[1] * 1000000 + s[2]
+while true do
+    local now = redis.call('TIME')
+    if now[1] * 1000000 + now[2] - t0 > tonumber(ARGV[1]) * 1000 then return 1 end
+end";
+    let stalling = {
+        let (url, ms) = (url.to_string(), how_long.as_millis() as u64);
+        tokio::spawn(async move {
+            let _: i64 = query(&url, redis::cmd("EVAL").arg(BUSY).arg(0).arg(ms)).await.expect("stalling Redis");
+        })
+    };
+    poll_until("Redis to be stalled", Duration::from_secs(10), || async {
+        let ping = redis::cmd("PING");
+        let answered = tokio::time::timeout(Duration::from_millis(100), query::<String>(url, &ping)).await;
+        Ok(answered.is_err().then_some(()))
+    })
+    .await
+    .expect("Redis stalled");
+    stalling
+}
+
 /// One `redis-sentinel` monitoring a primary as `MASTER_NAME`, with a quorum
 /// of 1, so it alone decides a failover.
 pub struct Sentinel {

@@ -274,32 +274,3 @@ pub async fn consume_events(topic: &str, expected: usize) -> Vec<(String, i64, i
     }
     seen.into_iter().map(|((coupon, customer), key)| (key, coupon, customer)).collect()
 }
-
-/// Keeps the Redis server at `url` busy for `stall` (a script that runs that
-/// long holds every other command back) and returns once it is: a command
-/// sent now gets its reply only after the stall, past a shorter timeout.
-pub async fn stall_redis(url: &str, stall: Duration) -> JoinHandle<()> {
-    const BUSY: &str = "local s = redis.call('TIME'); local t0 = s[1] * 1000000 + s[2]
-while true do
-    local now = redis.call('TIME')
-    if now[1] * 1000000 + now[2] - t0 > tonumber(ARGV[1]) * 1000 then return 1 end
-end";
-    let stalling = {
-        let url = url.to_string();
-        let ms = stall.as_millis() as u64;
-        tokio::spawn(async move {
-            let _: i64 = coupon_testkit::redis_node::query(&url, redis::cmd("EVAL").arg(BUSY).arg(0).arg(ms))
-                .await
-                .expect("stalling Redis");
-        })
-    };
-    wait_until("Redis to be stalled", Duration::from_secs(10), || async {
-        let ping = redis::cmd("PING");
-        let answered =
-            tokio::time::timeout(Duration::from_millis(100), coupon_testkit::redis_node::query::<String>(url, &ping))
-                .await;
-        answered.is_err().then_some(())
-    })
-    .await;
-    stalling
-}

@@ -4,11 +4,11 @@
 
 use std::time::Duration;
 
-use coupon_testkit::redis_node::{query, RedisNode};
+use coupon_testkit::redis_node::{query, stall, RedisNode};
 use coupon_testkit::wait_until;
 use reqwest::StatusCode;
 
-use crate::harness::{stall_redis, Isolation, TestApp};
+use crate::harness::{Isolation, TestApp};
 
 /// While Redis is away issuance answers 503 and grants nothing; once it is
 /// back the API reconnects by itself, finds the issue script missing (a new
@@ -234,7 +234,7 @@ async fn an_issuance_whose_reply_was_lost_is_delivered_and_written() {
     // needs Redis: the stall then hits the script of the last unit only.
     assert_eq!(app.issue(coupon, 1).await.0, StatusCode::CREATED);
 
-    let stall = stall_redis(&redis.url(), Duration::from_secs(3)).await;
+    let stall = stall(&redis.url(), Duration::from_secs(3)).await;
     let (status, body) = app.issue(coupon, 2).await;
     assert_eq!((status, body["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("UNCONFIRMED")));
     stall.await.unwrap();
