@@ -49,8 +49,15 @@ async fn migrations_apply_on_an_empty_database_and_rerun_as_a_no_op() {
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_migrators_apply_each_migration_once() {
     let db = TestDatabase::create_empty().await;
-    let (a, b) = tokio::join!(coupon_infra::db::migrate(db.url()), coupon_infra::db::migrate(db.url()));
-    let applied = a.unwrap().len() + b.unwrap().len();
+    // Each on a task of its own: the migration harness blocks its thread
+    // (block_in_place), and two migrators joined in one task on the test's
+    // own thread could lose the other's wake-up and hang.
+    let migrator = || {
+        let url = db.url().to_string();
+        tokio::spawn(async move { coupon_infra::db::migrate(&url).await })
+    };
+    let (a, b) = tokio::join!(migrator(), migrator());
+    let applied = a.unwrap().unwrap().len() + b.unwrap().unwrap().len();
     let embedded = MigrationSource::<Pg>::migrations(&coupon_infra::db::MIGRATIONS).unwrap().len();
     assert_eq!(applied, embedded);
 }
