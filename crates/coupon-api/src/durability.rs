@@ -18,7 +18,8 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::Metrics;
 
 struct Waiter {
-    connection: u64,
+    /// The generation of the connection its script ran on.
+    generation: u64,
     answer: oneshot::Sender<bool>,
 }
 
@@ -26,11 +27,11 @@ struct Waiter {
 const ROUND: usize = 4_096;
 
 #[derive(Clone)]
-pub struct ReplicaAcks {
+pub struct ReplicaWait {
     queue: Option<mpsc::UnboundedSender<Waiter>>,
 }
 
-impl ReplicaAcks {
+impl ReplicaWait {
     /// No waiting: `redis.min_replicas` is 0.
     pub fn disabled() -> Self {
         Self { queue: None }
@@ -49,12 +50,12 @@ impl ReplicaAcks {
         (Self { queue: Some(tx) }, task)
     }
 
-    /// Whether the writes of the script that ran on `connection` reached the
-    /// required replicas; true at once when none are required.
-    pub async fn acknowledged(&self, connection: u64) -> bool {
+    /// Whether the writes of the script that ran on the connection of this
+    /// `generation` reached the required replicas; true at once when none are required.
+    pub async fn acknowledged(&self, generation: u64) -> bool {
         let Some(queue) = &self.queue else { return true };
         let (answer, answered) = oneshot::channel();
-        if queue.send(Waiter { connection, answer }).is_err() {
+        if queue.send(Waiter { generation, answer }).is_err() {
             return false;
         }
         answered.await.unwrap_or(false)
@@ -100,7 +101,7 @@ async fn run(
             }
         };
         for waiter in round.drain(..) {
-            let ok = acked == Some(waiter.connection);
+            let ok = acked == Some(waiter.generation);
             if !ok {
                 metrics.replica_ack_failures.inc();
             }

@@ -83,7 +83,7 @@ pub async fn issue(
                     HandOff::WriteThrough(baseline) => baseline.write(&state.acks, coupon, customer, &issued).await,
                 }
             };
-            let (replicated, ()) = tokio::join!(state.replicas.acknowledged(issued.connection), handed_off);
+            let (replicated, ()) = tokio::join!(state.replicas.acknowledged(issued.generation), handed_off);
             Ok(if replicated { Answer::Issued } else { Answer::Unconfirmed })
         }
         Decision::Rejected(Rejection::CouponNotFound) => unknown_to_redis(state, coupon).await,

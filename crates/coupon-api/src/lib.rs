@@ -9,7 +9,7 @@
 //! or may have rolled back, behind a fence.
 //!
 //! Spending: `routes::redemption` → `redemption` (one PostgreSQL transaction
-//! per redeem or release, its event in a PostgreSQL outbox) and its `relay` to
+//! per redeem or release, its event in a PostgreSQL outbox) and its `usage_relay` to
 //! Kafka.
 
 pub mod auth;

@@ -270,7 +270,7 @@ impl Recovery {
             return Ok(());
         }
         let result = self.rebuild_locked(&coupons, trust, &token, stop).await;
-        if let Err(err) = self.issuer.relock(&token, Duration::ZERO).await {
+        if let Err(err) = self.issuer.unlock(&token).await {
             tracing::warn!(error = %err, "could not release the recovery lock; it expires by itself");
         }
         self.metrics.fenced_coupons.set(0);
@@ -368,7 +368,7 @@ impl Recovery {
     }
 
     async fn renew(&self, token: &str) -> Result<(), RecoveryError> {
-        if self.issuer.relock(token, self.settings.lock_ttl).await? {
+        if self.issuer.renew_lock(token, self.settings.lock_ttl).await? {
             Ok(())
         } else {
             Err(RecoveryError::LockLost)

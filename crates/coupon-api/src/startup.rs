@@ -20,7 +20,7 @@ use tracing_actix_web::TracingLogger;
 use crate::auth::Authenticator;
 use crate::catalog::Catalog;
 use crate::config::Settings;
-use crate::durability::ReplicaAcks;
+use crate::durability::ReplicaWait;
 use crate::issuance::HandOff;
 use crate::issuer::Issuer;
 use crate::limits::Limits;
@@ -29,7 +29,7 @@ use crate::outbox::{Acknowledger, Outbox};
 use crate::publisher::Publisher;
 use crate::readiness::{Readiness, Stage};
 use crate::recovery::{Recovery, RecoveryRequests};
-use crate::redemption::relay::UsageRelay;
+use crate::redemption::usage_relay::UsageRelay;
 use crate::redemption::Redemptions;
 use crate::relay::Relay;
 use crate::request_span::RequestSpan;
@@ -49,7 +49,7 @@ pub struct Application {
     usage_relay: UsageRelay,
     /// Stops the background tasks that serve requests (replica acknowledgements).
     stop_serving: CancellationToken,
-    replica_acks: Option<JoinHandle<()>>,
+    replica_wait: Option<JoinHandle<()>>,
     settings: Settings,
 }
 
@@ -83,12 +83,12 @@ impl Application {
         let listener = TcpListener::bind(settings.http.addr)
             .with_context(|| format!("binding http.addr {}", settings.http.addr))?;
         let stop_serving = CancellationToken::new();
-        let (replicas, replica_acks) = match settings.redis.min_replicas {
-            0 => (ReplicaAcks::disabled(), None),
+        let (replicas, replica_wait) = match settings.redis.min_replicas {
+            0 => (ReplicaWait::disabled(), None),
             required => {
                 let timeout = settings.redis.replica_ack_timeout;
                 let (acks, task) =
-                    ReplicaAcks::start(redis.clone(), required, timeout, metrics.clone(), stop_serving.clone());
+                    ReplicaWait::start(redis.clone(), required, timeout, metrics.clone(), stop_serving.clone());
                 (acks, Some(task))
             }
         };
@@ -132,7 +132,7 @@ impl Application {
             recovery: requests,
             readiness,
         });
-        Ok(Self { listener, state, acknowledger, recovery, usage_relay, stop_serving, replica_acks, settings })
+        Ok(Self { listener, state, acknowledger, recovery, usage_relay, stop_serving, replica_wait, settings })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -185,7 +185,7 @@ impl Application {
         // Whatever failed while stopping, the producer is still flushed.
         let joined = essential.join().await;
         self.stop_serving.cancel();
-        if let Some(task) = self.replica_acks {
+        if let Some(task) = self.replica_wait {
             task.await.context("joining the replica acknowledgements")?;
         }
         let publisher = self.state.publisher.clone();

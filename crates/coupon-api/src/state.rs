@@ -7,7 +7,7 @@ use secrecy::SecretString;
 
 use crate::auth::Authenticator;
 use crate::catalog::Catalog;
-use crate::durability::ReplicaAcks;
+use crate::durability::ReplicaWait;
 use crate::issuance::HandOff;
 use crate::issuer::Issuer;
 use crate::limits::Limits;
@@ -40,7 +40,7 @@ pub struct AppState {
     pub ack_timeout: Duration,
     pub hand_off: HandOff,
     /// Waits for Redis replicas before a 201 (`redis.min_replicas`).
-    pub replicas: ReplicaAcks,
+    pub replicas: ReplicaWait,
     /// Asks for a rebuild when a request finds Redis suspect.
     pub recovery: RecoveryRequests,
     /// How far the start has come (`/health/ready`).

@@ -52,7 +52,7 @@ pub struct Issued {
     pub outbox_entry: String,
     pub issued_at: OffsetDateTime,
     /// The generation of the Redis connection the script ran on.
-    pub connection: u64,
+    pub generation: u64,
 }
 
 /// Why Redis may not decide for a coupon now; nothing was changed.
@@ -448,8 +448,18 @@ impl Issuer {
         Ok(set.is_some())
     }
 
-    /// Extends the lock (`ttl` > 0) or releases it (zero); false when it was lost.
-    pub async fn relock(&self, token: &str, ttl: Duration) -> Result<bool, RedisUnavailable> {
+    /// Extends the lock to `ttl` from now; false when it was lost.
+    pub async fn renew_lock(&self, token: &str, ttl: Duration) -> Result<bool, RedisUnavailable> {
+        self.set_lock_ttl(token, ttl).await
+    }
+
+    /// Releases the lock if it is still `token`'s.
+    pub async fn unlock(&self, token: &str) -> Result<(), RedisUnavailable> {
+        self.set_lock_ttl(token, Duration::ZERO).await.map(drop)
+    }
+
+    /// `unlock.lua`: a zero `ttl` deletes the lock.
+    async fn set_lock_ttl(&self, token: &str, ttl: Duration) -> Result<bool, RedisUnavailable> {
         let mut unlock = self.unlock.key(self.lock_key());
         unlock.arg(token).arg(ttl.as_millis() as u64);
         Ok(self.redis.invoke::<i64>(&unlock).await? == 1)
@@ -497,7 +507,7 @@ pub fn from_unix_ms(ms: i64) -> Option<OffsetDateTime> {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
 }
 
-fn parse_decision(reply: Value, connection: u64) -> Result<Decision, RedisUnavailable> {
+fn parse_decision(reply: Value, generation: u64) -> Result<Decision, RedisUnavailable> {
     let parsed = match &reply {
         Value::Array(items) => match items.as_slice() {
             [Value::BulkString(code)] if code == b"FENCED" => Some(Decision::Fenced(Fence::Coupon)),
@@ -507,7 +517,7 @@ fn parse_decision(reply: Value, connection: u64) -> Result<Decision, RedisUnavai
                     Decision::Issued(Issued {
                         outbox_entry: String::from_utf8_lossy(entry).into_owned(),
                         issued_at,
-                        connection,
+                        generation,
                     })
                 })
             }
@@ -545,7 +555,7 @@ mod tests {
         let Decision::Issued(issued) = parse_decision(reply, 7).unwrap() else { panic!("not issued") };
         assert_eq!(issued.outbox_entry, "1764000000123-0");
         assert_eq!(unix_ms(issued.issued_at), 1_764_000_000_123);
-        assert_eq!(issued.connection, 7);
+        assert_eq!(issued.generation, 7);
     }
 
     #[test]

@@ -20,7 +20,7 @@
 //! again: the order service cancelled it, so a late retry of its redeem is
 //! refused (`ORDER_RELEASED`) instead of tying the coupon to it once more.
 
-pub mod relay;
+pub mod usage_relay;
 
 use std::sync::Arc;
 
