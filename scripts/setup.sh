@@ -16,6 +16,8 @@ command -v c++ >/dev/null || need+=(g++)
 command -v make >/dev/null || need+=(make)
 command -v perl >/dev/null || need+=(perl)
 command -v curl >/dev/null || need+=(curl)
+# The clock-skew scenarios run coupon-api with its clock shifted.
+command -v faketime >/dev/null || need+=(faketime)
 
 if [ ${#need[@]} -gt 0 ]; then
     sudo=""

@@ -32,7 +32,26 @@ pub struct Service {
 
 impl Service {
     pub fn start(binary: &str, name: &str, env: &BTreeMap<String, String>) -> anyhow::Result<Self> {
-        let mut command = Command::new(bin_dir().join(binary));
+        Self::start_with_clock(binary, name, env, None)
+    }
+
+    /// Like [`Self::start`], with the process's clock `offset` from the real
+    /// one when given (`faketime` offsets: `+5`, `-5` seconds).
+    pub fn start_with_clock(
+        binary: &str,
+        name: &str,
+        env: &BTreeMap<String, String>,
+        offset: Option<&str>,
+    ) -> anyhow::Result<Self> {
+        let path = bin_dir().join(binary);
+        let mut command = match offset {
+            Some(offset) => {
+                let mut skewed = Command::new("faketime");
+                skewed.arg("-f").arg(offset).arg(&path);
+                skewed
+            }
+            None => Command::new(&path),
+        };
         command.envs(env).env("RUST_LOG", "info");
         Self::spawn(command, name)
             .with_context(|| format!("starting {binary}; was it built (cargo build --workspace)?"))

@@ -106,6 +106,9 @@ pub struct World {
     pub api: ApiClient,
     /// Extra settings for every service of this world.
     pub overrides: BTreeMap<String, String>,
+    /// coupon-api's clock this far from the real one (a `faketime` offset,
+    /// e.g. `+5` seconds); the other processes keep the real clock.
+    pub api_clock_offset: Option<String>,
     /// When the spike started and when each injected fault began and ended,
     /// so the report can tell how much was issued while a fault was in effect.
     spike_started: Mutex<Option<Instant>>,
@@ -160,6 +163,7 @@ impl World {
             .expect("an HTTP client"),
             api_ports,
             overrides: BTreeMap::new(),
+            api_clock_offset: None,
             spike_started: Mutex::default(),
             faults: Mutex::default(),
         }
@@ -209,8 +213,9 @@ impl World {
         let port = self.api_ports[replica];
         let mut env = self.env();
         env.insert("COUPON__HTTP__ADDR".into(), format!("127.0.0.1:{port}"));
-        let api =
-            Service::start("coupon-api", &format!("{}-api{replica}", self.name), &env).expect("starting coupon-api");
+        let name = format!("{}-api{replica}", self.name);
+        let api = Service::start_with_clock("coupon-api", &name, &env, self.api_clock_offset.as_deref())
+            .expect("starting coupon-api");
         wait_healthy(&format!("{}/health/ready", api_url(port)), Duration::from_secs(60))
             .await
             .expect("coupon-api ready");

@@ -18,7 +18,7 @@ use coupon_domain::CouponUsageEvent;
 use coupon_e2e::redemption;
 use coupon_e2e::stack::{self, Component};
 use coupon_e2e::world::{reached, RedisTarget, World};
-use coupon_loadgen::spike::Spike;
+use coupon_loadgen::spike::{self, Spike};
 use coupon_testkit::redis_node::{stall, RedisNode, Sentinel, MASTER_NAME};
 
 /// Stock of the spike scenarios: far below the number of customers.
@@ -224,6 +224,50 @@ async fn s12_redis_stalls_past_the_timeout_mid_spike() {
     let issued = world.resolve_unconfirmed(&spike, Duration::from_secs(60)).await.expect("every unconfirmed resolves");
     eprintln!("{unconfirmed} answers unconfirmed, {issued} of those customers issued");
     world.verify(&coupons, fault_stock() as i64, &spike).await;
+}
+
+/// coupon-api's clock 5 s ahead of Redis's (it runs under `faketime`), and
+/// Redis rolled back to a snapshot 4.5 s before a coupon's end: by the API's
+/// clock the coupon has ended, by Redis's, which the issue script judges by,
+/// it is open. The recovery decides which coupons to fence by Redis's clock,
+/// so the coupon is fenced and rebuilt and nothing is sold again from the
+/// rolled-back state; by the API's clock it would be left unfenced and
+/// sell its forgotten units for 4.5 s.
+#[tokio::test(flavor = "multi_thread")]
+async fn s13_api_clock_ahead_and_redis_rolled_back_near_a_coupons_end() {
+    const STOCK: u64 = 200;
+    const SKEW: Duration = Duration::from_secs(5);
+    let mut world = World::new("13 API clock 5 s ahead, Redis rolled back near the end").await;
+    let mut redis = RedisNode::primary("s13 redis").await.expect("a Redis of its own");
+    world.redis = RedisTarget::Standalone { url: redis.url() };
+    world.api_clock_offset = Some(format!("+{}", SKEW.as_secs()));
+    let _api = world.start_api().await;
+    let _writer = world.start_writer(1).await;
+    let lasting = Duration::from_secs(12);
+    let ends = Instant::now() + lasting;
+    let coupon = world.api.create_coupon_for(&world.name, STOCK, lasting).await.expect("a coupon");
+
+    // Half the stock, a snapshot, then the other half: the snapshot lacks it.
+    let wave = |first: i64, customers: u64| {
+        spike::run(&world.api, spike::plan(&[coupon], customers, first, 0.0), 64, Arc::default())
+    };
+    let mut answers = wave(1, STOCK / 2).await;
+    redis.bgsave(Duration::from_secs(30)).await.expect("a snapshot");
+    answers.answers.extend(wave(STOCK as i64 / 2 + 1, STOCK / 2).await.answers);
+    let issued = answers.answers.iter().filter(|a| a.status == Some(201)).count() as u64;
+    assert_eq!(issued, STOCK, "sold out before the rollback");
+
+    // The API's clock passed the end; Redis's has 4.5 s to go.
+    tokio::time::sleep_until((ends - SKEW + Duration::from_millis(500)).into()).await;
+    redis.restart_from_snapshot().await.expect("rolling Redis back");
+    let after = world
+        .wave_until_served(&[coupon], SECOND_WAVE_FIRST_CUSTOMER, STOCK, Duration::from_secs(120))
+        .await
+        .expect("answers after the rollback");
+    let sold_again = after.answers.iter().filter(|a| a.status == Some(201)).count();
+    assert_eq!(sold_again, 0, "nothing is sold again from the rolled-back state");
+    answers.answers.extend(after.answers);
+    world.verify(&[coupon], STOCK as i64, &answers).await;
 }
 
 /// After a Redis fault: a second wave of new customers, retried while the
