@@ -9,11 +9,11 @@ use std::time::Duration;
 use coupon_api::issuer::Issuer;
 use coupon_infra::redis::SharedRedis;
 use coupon_infra::settings::RedisMode;
-use coupon_testkit::redis_node::{query, stall, RedisCluster};
+use coupon_testkit::redis_node::{query, RedisCluster};
 use coupon_testkit::wait_until;
 use reqwest::StatusCode;
 
-use crate::harness::{Isolation, TestApp};
+use crate::harness::{issue_while_redis_stalls, Isolation, TestApp};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn issues_on_every_shard_and_rebuilds_after_a_master_failover() {
@@ -94,17 +94,8 @@ async fn a_lost_reply_on_a_cluster_is_unconfirmed_and_then_written() {
 
     let meta = format!("{}coupon:{{{coupon}}}:meta", iso.key_prefix);
     let master = cluster.master_of(&meta).await.expect("the coupon's master").url();
-    let stall = stall(&master, Duration::from_secs(3)).await;
-    let (status, body) = app.issue(coupon, 2).await;
-    assert_eq!((status, body["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("UNCONFIRMED")));
-    stall.await.unwrap();
-
-    let attempt = wait_until("the unconfirmed issuance to reach PostgreSQL", Duration::from_secs(60), || async {
-        let (_, attempt) = app.get(&format!("/api/v1/coupons/{coupon}/customers/2")).await;
-        (attempt["persisted"] == true).then_some(attempt)
-    })
-    .await;
-    assert_eq!(attempt["issued"], true, "{attempt}");
+    let attempt = issue_while_redis_stalls(&app, coupon, 2, &master).await;
+    assert_eq!((attempt["issued"].as_bool(), attempt["persisted"].as_bool()), (Some(true), Some(true)), "{attempt}");
     writer.stop().await;
     app.stop().await;
 }

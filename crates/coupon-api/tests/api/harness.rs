@@ -274,3 +274,19 @@ pub async fn consume_events(topic: &str, expected: usize) -> Vec<(String, i64, i
     }
     seen.into_iter().map(|((coupon, customer), key)| (key, coupon, customer)).collect()
 }
+
+/// Asks for `customer`'s coupon while the Redis at `redis_url` stalls for
+/// 3 s, past the API's timeout: the answer is `503 UNCONFIRMED` (the reply
+/// was lost, and the script runs after the stall). Then asks what became of
+/// it until the answer is persisted, or 60 s pass; returns that answer.
+pub async fn issue_while_redis_stalls(app: &TestApp, coupon: i64, customer: i64, redis_url: &str) -> Value {
+    let stall = coupon_testkit::redis_node::stall(redis_url, Duration::from_secs(3)).await;
+    let (status, body) = app.issue(coupon, customer).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("UNCONFIRMED")));
+    stall.await.expect("the stall ends");
+    wait_until("the unconfirmed issuance to reach PostgreSQL", Duration::from_secs(60), || async {
+        let (_, attempt) = app.get(&format!("/api/v1/coupons/{coupon}/customers/{customer}")).await;
+        (attempt["persisted"] == true).then_some(attempt)
+    })
+    .await
+}

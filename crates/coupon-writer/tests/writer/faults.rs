@@ -45,6 +45,38 @@ async fn a_database_outage_mid_stream_loses_and_doubles_nothing() {
     writer.stop().await;
 }
 
+const ASSIGNED: &str = r#"coupon_writer_rebalances_total{event="assigned"}"#;
+const REVOKED: &str = r#"coupon_writer_rebalances_total{event="revoked"}"#;
+
+/// A first member that read `per_partition` events from each of `partitions`
+/// partitions while the database was away: its batch waits for a retry.
+struct Retrying {
+    world: World,
+    coupon: CouponId,
+    settings: coupon_writer::config::Settings,
+    first: RunningWriter,
+    events: Vec<CouponIssuedEvent>,
+}
+
+impl Retrying {
+    async fn start(partitions: i32, per_partition: i64) -> Self {
+        let world = World::new(partitions).await;
+        let coupon = world.coupon(1_000).await;
+        let settings = world.settings();
+        let first = RunningWriter::start(settings.clone()).await;
+        first.wait_metric(ASSIGNED, 1.0).await;
+
+        world.db.set_reachable(false).await;
+        let events: Vec<CouponIssuedEvent> =
+            (1..=i64::from(partitions) * per_partition).map(|customer| event(coupon, customer)).collect();
+        for (partition, events) in (0..partitions).zip(events.chunks(per_partition as usize)) {
+            world.send_to(partition, events).await;
+        }
+        first.wait_metric("coupon_writer_retries_total", 2.0).await;
+        Self { world, coupon, settings, first, events }
+    }
+}
+
 /// A member whose batch waits for a retry keeps polling, so a rebalance is
 /// served meanwhile: the records of the partitions it loses are dropped
 /// unapplied and unstored, and their new owner reads them again from the last
@@ -54,31 +86,17 @@ async fn a_database_outage_mid_stream_loses_and_doubles_nothing() {
 async fn a_partition_revoked_while_its_batch_waits_for_a_retry_is_left_to_its_new_owner() {
     const PARTITIONS: i32 = 4;
     const PER_PARTITION: i64 = 5;
-    let (assigned, revoked) =
-        (r#"coupon_writer_rebalances_total{event="assigned"}"#, r#"coupon_writer_rebalances_total{event="revoked"}"#);
-    let world = World::new(PARTITIONS).await;
-    let coupon = world.coupon(1_000).await;
-    let settings = world.settings();
-    let first = RunningWriter::start(settings.clone()).await;
-    first.wait_metric(assigned, 1.0).await;
-
-    world.db.set_reachable(false).await;
-    let events: Vec<CouponIssuedEvent> =
-        (1..=i64::from(PARTITIONS) * PER_PARTITION).map(|customer| event(coupon, customer)).collect();
-    for (partition, events) in (0..PARTITIONS).zip(events.chunks(PER_PARTITION as usize)) {
-        world.send_to(partition, events).await;
-    }
+    let Retrying { world, coupon, settings, first, events } = Retrying::start(PARTITIONS, PER_PARTITION).await;
     // The first member holds them, from every partition, in a batch it retries.
-    first.wait_metric("coupon_writer_retries_total", 2.0).await;
-    assert_eq!(first.metric(revoked).await, 0.0);
+    assert_eq!(first.metric(REVOKED).await, 0.0);
 
     // A second member joins (without migrating: the database is away). The
     // rebalance is eager: the first member gives up every partition and gets
     // some of them back.
     let second = ConsumerOnly::start(&settings);
-    first.wait_metric(revoked, 1.0).await;
-    first.wait_metric(assigned, 2.0).await;
-    wait_until("the second member's assignment", TIMEOUT, || async { (second.metric(assigned) >= 1.0).then_some(()) })
+    first.wait_metric(REVOKED, 1.0).await;
+    first.wait_metric(ASSIGNED, 2.0).await;
+    wait_until("the second member's assignment", TIMEOUT, || async { (second.metric(ASSIGNED) >= 1.0).then_some(()) })
         .await;
     wait_until("the group to be stable with both members", TIMEOUT, || async {
         (world.stable_members().await == Some(2)).then_some(())
@@ -109,7 +127,7 @@ async fn a_partition_revoked_while_its_batch_waits_for_a_retry_is_left_to_its_ne
         first.metric("coupon_writer_duplicates_skipped_total").await,
         second.metric("coupon_writer_duplicates_skipped_total"),
     ];
-    let rebalances = (first.metric(revoked).await, second.metric(revoked));
+    let rebalances = (first.metric(REVOKED).await, second.metric(REVOKED));
     assert_eq!(
         duplicates,
         [0.0, 0.0],
@@ -132,30 +150,16 @@ async fn a_partition_revoked_while_its_batch_waits_for_a_retry_is_left_to_its_ne
 async fn partitions_lost_while_paused_for_a_retry_are_read_when_they_come_back() {
     const PARTITIONS: i32 = 2;
     const PER_PARTITION: i64 = 5;
-    let (assigned, revoked) =
-        (r#"coupon_writer_rebalances_total{event="assigned"}"#, r#"coupon_writer_rebalances_total{event="revoked"}"#);
-    let world = World::new(PARTITIONS).await;
-    let coupon = world.coupon(1_000).await;
-    let settings = world.settings();
-    let first = RunningWriter::start(settings.clone()).await;
-    first.wait_metric(assigned, 1.0).await;
-
-    world.db.set_reachable(false).await;
-    let events: Vec<CouponIssuedEvent> =
-        (1..=i64::from(PARTITIONS) * PER_PARTITION).map(|customer| event(coupon, customer)).collect();
-    for (partition, events) in (0..PARTITIONS).zip(events.chunks(PER_PARTITION as usize)) {
-        world.send_to(partition, events).await;
-    }
+    let Retrying { world, coupon, settings, first, events } = Retrying::start(PARTITIONS, PER_PARTITION).await;
     // Its batch, from every partition, waits for a retry: all are paused.
-    first.wait_metric("coupon_writer_retries_total", 2.0).await;
 
     // A second member, which no database ever answers, takes one partition
     // and holds its records unwritten.
     let mut unwritable = settings.clone();
     unwritable.database.url = format!("postgres://127.0.0.1:{}/nowhere", coupon_testkit::free_port()).into();
     let second = ConsumerOnly::start(&unwritable);
-    first.wait_metric(revoked, 1.0).await;
-    first.wait_metric(assigned, 2.0).await;
+    first.wait_metric(REVOKED, 1.0).await;
+    first.wait_metric(ASSIGNED, 2.0).await;
     wait_until("the group to be stable with both members", TIMEOUT, || async {
         (world.stable_members().await == Some(2)).then_some(())
     })
@@ -171,7 +175,7 @@ async fn partitions_lost_while_paused_for_a_retry_are_read_when_they_come_back()
 
     // The second leaves: its partition goes back to the first.
     second.stop().await;
-    first.wait_metric(assigned, 3.0).await;
+    first.wait_metric(ASSIGNED, 3.0).await;
     let ends = world.end_offsets().await;
     wait_until("every partition committed to its end", TIMEOUT, || async {
         (world.committed_by_partition().await.as_ref() == Some(&ends)).then_some(())
