@@ -36,22 +36,19 @@ impl Service {
     }
 
     /// Like [`Self::start`], with the process's clock `offset` from the real
-    /// one when given (`faketime` offsets: `+5`, `-5` seconds).
+    /// one when given (libfaketime's offsets: `+5`, `-5` seconds). The library
+    /// is preloaded into the process itself: the `faketime` command runs it as
+    /// a child, which would outlive a kill of the command.
     pub fn start_with_clock(
         binary: &str,
         name: &str,
         env: &BTreeMap<String, String>,
         offset: Option<&str>,
     ) -> anyhow::Result<Self> {
-        let path = bin_dir().join(binary);
-        let mut command = match offset {
-            Some(offset) => {
-                let mut skewed = Command::new("faketime");
-                skewed.arg("-f").arg(offset).arg(&path);
-                skewed
-            }
-            None => Command::new(&path),
-        };
+        let mut command = Command::new(bin_dir().join(binary));
+        if let Some(offset) = offset {
+            command.env("LD_PRELOAD", libfaketime()?).env("FAKETIME", offset);
+        }
         command.envs(env).env("RUST_LOG", "info");
         Self::spawn(command, name)
             .with_context(|| format!("starting {binary}; was it built (cargo build --workspace)?"))
@@ -115,6 +112,15 @@ impl Drop for Service {
             let _ = child.wait();
         }
     }
+}
+
+/// Debian's libfaketime (package `faketime`), under `/usr/lib/<triplet>/faketime/`.
+fn libfaketime() -> anyhow::Result<PathBuf> {
+    std::fs::read_dir("/usr/lib")?
+        .filter_map(|entry| entry.ok())
+        .map(|entry| entry.path().join("faketime/libfaketime.so.1"))
+        .find(|library| library.exists())
+        .context("libfaketime not found under /usr/lib/*/faketime; is the faketime package installed (make setup)?")
 }
 
 /// Waits until `url` answers 2xx.

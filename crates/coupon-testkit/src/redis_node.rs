@@ -331,7 +331,8 @@ end";
     };
     poll_until("Redis to be stalled", Duration::from_secs(10), || async {
         let ping = redis::cmd("PING");
-        let answered = tokio::time::timeout(Duration::from_millis(100), query::<String>(url, &ping)).await;
+        // Far beyond a PING's time on loopback, even on a loaded machine.
+        let answered = tokio::time::timeout(Duration::from_millis(250), query::<String>(url, &ping)).await;
         Ok(answered.is_err().then_some(()))
     })
     .await
