@@ -10,78 +10,71 @@ TEST_FEATURES := --features coupon-api/failpoints,coupon-writer/failpoints
 
 .PHONY: help setup up down status up-cluster down-cluster status-cluster build build-release run demo token bench bench-many soak reconcile test test-tools e2e e2e-cluster fmt lint lint-deploy images compose-smoke clean
 
-help:
-	@echo "make run     stack up, then coupon-api and coupon-writer in the foreground"
-	@echo "make test    stack up, build once, run every test"
-	@echo "make up|down|status   the local Redis, PostgreSQL and Kafka"
-	@echo "make up-cluster|down-cluster|status-cluster   Redis Cluster and three Kafka brokers"
-	@echo "make token CUSTOMER=7   a customer's bearer token for make run"
-	@echo "make demo    10,000 customers against 1,000 coupons, promises checked"
-	@echo "make reconcile   compare Redis with PostgreSQL for every coupon"
-	@echo "make e2e     the end-to-end fault scenarios at full size"
-	@echo "make e2e-cluster   the Redis Cluster and Kafka cluster failovers at full size"
-	@echo "make bench   Kafka design against synchronous baseline: docs/BENCHMARK.md"
-	@echo "make bench-many  idle cost and issuance with 10,000 open coupons"
-	@echo "make soak    a 3-minute flood: writer membership, drain, memory, promises"
-	@echo "make images   the three container images (podman or docker), sizes printed"
-	@echo "make compose-smoke   the images against the local stack, as Kubernetes runs them"
-	@echo "make setup|build|fmt|lint|clean"
+# Every target's line carries its description after `##`; `make help` prints
+# them in this order, and names any .PHONY target that has none.
+help: ## this list
+	@awk '/^\.PHONY:/ { for (i = 2; i <= NF; i++) phony[$$i] = 1 } \
+		/^[a-z][a-z0-9-]*:.*## / { \
+			name = $$0; sub(/:.*/, "", name); text = $$0; sub(/^[^#]*## /, "", text); \
+			printf "  make %-16s %s\n", name, text; described[name] = 1 } \
+		END { for (t in phony) if (!(t in described)) { printf "  make %-16s (no description: add one after ## in the Makefile)\n", t; bad = 1 } \
+			exit bad }' $(firstword $(MAKEFILE_LIST))
 
-setup:
+setup: ## install the Debian packages the project needs (through sudo when not root)
 	@scripts/setup.sh
 
-up: setup
+up: setup ## start the local Redis, PostgreSQL and Kafka (reuses what already runs)
 	@$(STACK) up
 
-down:
+down: ## stop the local Redis, PostgreSQL and Kafka
 	@$(STACK) down
 
-status:
+status: ## state of the local Redis, PostgreSQL and Kafka
 	@$(STACK) status
 
 # A Redis Cluster (7001-7006) and three Kafka brokers (9192, 9292, 9392), beside
 # the single-node stack: README.md, "The local cluster stack".
-up-cluster: setup
+up-cluster: setup ## start a Redis Cluster (7001-7006) and three Kafka brokers
 	@scripts/stack-cluster.sh up
 
-down-cluster:
+down-cluster: ## stop the Redis Cluster and the three Kafka brokers
 	@scripts/stack-cluster.sh down
 
-status-cluster:
+status-cluster: ## state of the Redis Cluster and the three Kafka brokers
 	@scripts/stack-cluster.sh status
 
-build: setup
+build: setup ## debug build of every target, with the test fail points
 	$(CARGO) build --workspace --all-targets $(TEST_FEATURES)
 
-build-release: setup
+build-release: setup ## release build of the binaries
 	$(CARGO) build --release --bins
 
-run: up build-release
+run: up build-release ## stack up, then coupon-api and coupon-writer in the foreground
 	@scripts/run.sh
 
-demo: up build-release
+demo: up build-release ## 10,000 customers against 1,000 coupons, promises checked
 	@scripts/demo.sh
 
 # A customer's bearer token for `make run` (signed with its development secret).
 CUSTOMER ?= 1
-token: build-release
+token: build-release ## a customer's bearer token for make run (CUSTOMER=7)
 	@target/release/coupon-loadgen token --customer $(CUSTOMER)
 
 # TO-BE against AS-IS, the ceilings, plots: docs/BENCHMARK.md. Not part of `test`.
-bench: up build-release
+bench: up build-release ## Kafka design against synchronous baseline: docs/BENCHMARK.md
 	@scripts/bench.sh
 
 # What 10,000 open coupons cost an idle coupon-api and Redis, and issuance;
 # its section of docs/BENCHMARK.md (also run at the end of `bench`).
-bench-many: up build-release
+bench-many: up build-release ## idle cost and issuance with 10,000 open coupons
 	@scripts/bench-many.sh
 
 # A sustained flood (3 minutes by default, SOAK_SECONDS) after a spike for
 # comparison; the soak section of docs/BENCHMARK.md. Not part of `test`.
-soak: up build-release
+soak: up build-release ## a 3-minute flood: writer membership, drain, memory, promises
 	@scripts/soak.sh
 
-reconcile: build-release
+reconcile: build-release ## compare Redis with PostgreSQL for every coupon
 	target/release/coupon-reconcile
 
 # Every step selects targets of the whole workspace (`--workspace` with
@@ -96,35 +89,40 @@ E2E_CLUSTER := --test cluster
 # Build everything once, then run the tests against the stacks. The end-to-end
 # scenarios stop and start stack components, so they run one at a time, last:
 # the single-node ones, then the cluster failovers at their short size.
-test: up up-cluster build lint-deploy test-tools
+# The deploy lint runs first as a step of its own: its failure does not stop
+# the tests, and `make test` fails at the end when it failed.
+LINT_DEPLOY_FAILED := .stack/lint-deploy.failed
+test: up up-cluster build test-tools ## stack up, build once, run every test (and the deploy lint)
+	@rm -f $(LINT_DEPLOY_FAILED); scripts/lint-deploy.sh || { mkdir -p $(dir $(LINT_DEPLOY_FAILED)); touch $(LINT_DEPLOY_FAILED); }
 	$(CARGO) test --workspace $(TEST_FEATURES) --no-fail-fast --lib --bins $(INTEGRATION_TESTS)
 	rm -f target/debug/e2e-logs/report.md
 	$(CARGO) test --workspace $(TEST_FEATURES) $(E2E_SINGLE) -- --test-threads=1
 	$(CARGO) test --workspace $(TEST_FEATURES) $(E2E_CLUSTER) -- --test-threads=1
+	@if [ -f $(LINT_DEPLOY_FAILED) ]; then echo "make test: the tests ran, but the deploy lint failed (scripts/lint-deploy.sh, output above)" >&2; exit 1; fi
 
 # Tools the tests run besides cargo (schemathesis for the API's contract test),
 # installed once under .stack/tools.
-test-tools:
+test-tools: ## install the tools the tests call besides cargo (schemathesis, prometheus)
 	@scripts/test-tools.sh
 
 # The end-to-end scenarios at full size (20,000 customers per spike), and the
 # Prometheus test waits for its alert to fire (its `for: 5m`), not only to be
 # pending; the table lands in target/debug/e2e-logs/report.md.
-e2e: up build test-tools
+e2e: up build test-tools ## the end-to-end fault scenarios at full size
 	rm -f target/debug/e2e-logs/report.md
 	E2E_CUSTOMERS=20000 E2E_ALERTS_FIRE=1 $(CARGO) test --workspace $(TEST_FEATURES) $(E2E_SINGLE) -- --test-threads=1 --nocapture
 
 # The cluster failovers (Redis master, Kafka broker, API replica) at full size.
-e2e-cluster: up up-cluster build
+e2e-cluster: up up-cluster build ## the Redis Cluster and Kafka cluster failovers at full size
 	rm -f target/debug/e2e-logs/report.md
 	E2E_CUSTOMERS=20000 $(CARGO) test --workspace $(TEST_FEATURES) $(E2E_CLUSTER) -- --test-threads=1 --nocapture
 
-fmt:
+fmt: ## format the workspace (cargo fmt)
 	$(CARGO) fmt --all
 
 # cargo-machete (unused dependencies) is installed once under .stack/tools.
 MACHETE := .stack/tools/bin/cargo-machete
-lint: setup lint-deploy $(MACHETE)
+lint: setup lint-deploy $(MACHETE) ## deploy lint, rustfmt check, clippy, unused dependencies
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets $(TEST_FEATURES) -- -D warnings
 	$(MACHETE)
@@ -133,19 +131,19 @@ $(MACHETE):
 	$(CARGO) install --locked --quiet --root .stack/tools cargo-machete@0.9.2
 
 # docker/ and deploy/ checked offline (tools installed under .stack/tools).
-lint-deploy:
+lint-deploy: ## check docker/ and deploy/ offline (hadolint, compose, kustomize, promtool)
 	@scripts/lint-deploy.sh
 
 # Container images of docker/Dockerfile, tagged localhost/<binary>:dev: docker/README.md.
-images:
+images: ## the three container images (podman or docker), sizes printed
 	@scripts/images.sh
 
 # The images against the local stack (own database, topics, key prefix), as
 # the Kubernetes manifests run them: non-root, read-only, no capabilities.
-compose-smoke: up images
+compose-smoke: up images ## the images against the local stack, as Kubernetes runs them
 	@scripts/compose-smoke.sh
 
-clean: down down-cluster
+clean: down down-cluster ## stop both stacks, remove target/ and .stack/
 	$(CARGO) clean
 	if [ -L .stack/postgres ]; then rm -rf "$$(readlink .stack/postgres)"; fi
 	rm -rf .stack

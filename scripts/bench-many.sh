@@ -12,6 +12,8 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN="$ROOT/target/release"
+# shellcheck source=lib/common.sh
+. "$ROOT/scripts/lib/common.sh"
 . "$ROOT/scripts/lib/machine.sh"
 MANY_COUPONS="${MANY_COUPONS:-10000}"
 IDLE_SECONDS="${IDLE_SECONDS:-30}"
@@ -25,9 +27,6 @@ mkdir -p "$LOGS"
 
 export COUPON__ADMIN__TOKEN=bench-admin-token
 export COUPON__AUTH__JWT_SECRET=bench-jwt-secret
-# All load comes from this machine's one address.
-export COUPON__LIMITS__PER_ADDRESS_PER_SECOND=0
-export COUPON__LOG__FORMAT=json RUST_LOG=warn
 
 # A and B: alike but for their database, topic and key prefix; B gets the coupons.
 forget() {
@@ -41,7 +40,7 @@ forget() {
 trap 'cleanup; forget' EXIT
 port=18080
 for side in a b; do
-    url="postgres://coupon:coupon@127.0.0.1:${PG_PORT:-5432}/bench_many_${side}_$$"
+    url="$(dev_database_url "bench_many_${side}_$$")"
     psql_bench -c "CREATE DATABASE bench_many_${side}_$$" >/dev/null
     COUPON__DATABASE__URL="$url" "$BIN/coupon-writer" migrate >/dev/null
     start "api-$side" COUPON__HTTP__ADDR="127.0.0.1:$port" COUPON__DATABASE__URL="$url" \

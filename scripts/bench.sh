@@ -14,6 +14,8 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN="$ROOT/target/release"
+# shellcheck source=lib/common.sh
+. "$ROOT/scripts/lib/common.sh"
 . "$ROOT/scripts/lib/machine.sh"
 CUSTOMERS="${CUSTOMERS:-50000}"
 STOCK="${STOCK:-10000}"
@@ -27,18 +29,11 @@ mkdir -p "$OUT/runs" "$OUT/logs"
 
 export COUPON__ADMIN__TOKEN=bench-admin-token
 export COUPON__AUTH__JWT_SECRET=bench-jwt-secret
-# All load comes from this machine's one address.
-export COUPON__LIMITS__PER_ADDRESS_PER_SECOND=0
-export COUPON__HTTP__ADDR=127.0.0.1:18080
-export COUPON__WRITER__HTTP__ADDR=127.0.0.1:19091
-export COUPON__LOG__FORMAT=json RUST_LOG=warn
-API="http://$COUPON__HTTP__ADDR"
 
 LOGS="$OUT/logs"
 . "$ROOT/scripts/lib/services.sh"
-
-"$BIN/coupon-writer" migrate >/dev/null
-start writer "$BIN/coupon-writer" run
+bench_ports
+start_writer
 writer=$started
 
 # Unrecorded, so neither mode pays for a cold broker JIT, cold caches or pools:
@@ -65,12 +60,8 @@ REPLICA_PORT="${REPLICA_PORT:-16380}"
 redis_cli() { redis-cli -p "${REDIS_PORT:-6379}" "$@"; }
 start redis-replica redis-server --bind 127.0.0.1 --port "$REPLICA_PORT" --save "" --appendonly no \
     --dir "$OUT" --replicaof 127.0.0.1 "${REDIS_PORT:-6379}"
-for _ in $(seq 1 100); do
-    redis-cli -p "$REPLICA_PORT" INFO replication 2>/dev/null | grep -q '^master_link_status:up' && break
-    sleep 0.1
-done
-redis-cli -p "$REPLICA_PORT" INFO replication | grep -q '^master_link_status:up' ||
-    { echo "the benchmark's Redis replica did not come up" >&2; exit 1; }
+replica_linked() { redis-cli -p "$REPLICA_PORT" INFO replication | grep -q '^master_link_status:up'; }
+wait_for --log "$LOGS/redis-replica.log" 10 "the benchmark's Redis replica" replica_linked
 trap 'redis_cli CONFIG SET appendfsync everysec >/dev/null; cleanup' EXIT
 
 for round in $(seq 1 "$ROUNDS"); do
@@ -97,13 +88,24 @@ stop "$api"
 echo "   $noop_rps requests/s"
 
 echo "== ceiling: the issue script driven by redis-benchmark (-c 50, unpipelined)"
-sha=$(redis-cli -p "${REDIS_PORT:-6379}" SCRIPT LOAD "$(cat "$ROOT/crates/coupon-api/src/issuer/issue.lua")")
-keys="bench:coupon:{0}:meta bench:coupon:{0}:stock bench:coupon:{0}:issued bench:coupon:{0}:outbox"
-redis-cli -p "${REDIS_PORT:-6379}" HSET "bench:coupon:{0}:meta" starts_ms 0 ends_ms 99999999999999 total 1000000000 >/dev/null
-redis-cli -p "${REDIS_PORT:-6379}" SET "bench:coupon:{0}:stock" 1000000000 >/dev/null
+# A coupon's Redis keys, by hand: redis-benchmark takes key names, and no
+# tool prints them yet. MIRRORS crates/coupon-domain/src/keys.rs
+# (CouponKeys::new: "<prefix>coupon:{<id>}:<name>"); change both together.
+# Prints the four keys issue.lua takes, in its KEYS order: meta stock issued outbox.
+coupon_keys() { # prefix coupon_id
+    local base="$1coupon:{$2}"
+    echo "$base:meta $base:stock $base:issued $base:outbox"
+}
+sha=$(redis-cli -p "${REDIS_PORT:-6379}" SCRIPT LOAD "$(cat "$ROOT/crates/coupon-api/src/issuance/issue.lua")")
+read -r meta stock _ <<<"$(coupon_keys bench: 0)"
+# The state create.lua gives a coupon (crates/coupon-api/src/issuance/create.lua).
+redis-cli -p "${REDIS_PORT:-6379}" HSET "$meta" starts_ms 0 ends_ms 99999999999999 total 1000000000 >/dev/null
+redis-cli -p "${REDIS_PORT:-6379}" SET "$stock" 1000000000 >/dev/null
+# shellcheck disable=SC2046 # the four key names, one word each
 lua_rps=$(redis-benchmark -p "${REDIS_PORT:-6379}" -n 200000 -c 50 -r 1000000000 --csv \
-    EVALSHA "$sha" 4 $keys __rand_int__ | tail -1 | cut -d, -f2 | tr -d '"')
-redis-cli -p "${REDIS_PORT:-6379}" DEL $keys >/dev/null
+    EVALSHA "$sha" 4 $(coupon_keys bench: 0) __rand_int__ | tail -1 | cut -d, -f2 | tr -d '"')
+# shellcheck disable=SC2046
+redis-cli -p "${REDIS_PORT:-6379}" DEL $(coupon_keys bench: 0) >/dev/null
 echo "   $lua_rps calls/s"
 
 # The rows earlier steps deleted, vacuumed before a measured step: left to
@@ -123,7 +125,7 @@ drain_backlog() { # label env...
     "$BIN/coupon-loadgen" spike --api "$API" --customers "$BACKLOG" --stock "$BACKLOG" --repeat-share 0 \
         --concurrency "$CONCURRENCY" --no-writer --mode drain --json "$OUT/drain-$label.json" >/dev/null
     stop "$api"
-    coupon=$(python3 -c "import json; print(json.load(open('$OUT/drain-$label.json'))['coupon'])")
+    coupon=$(json_field coupon "$OUT/drain-$label.json")
     vacuum_tables
     start "writer-drain-$label" COUPON__KAFKA__TOPIC="$topic" COUPON__WRITER__GROUP="bench-$label-$$" \
         "$@" "$BIN/coupon-writer" run
@@ -185,11 +187,11 @@ SQL
     # pgbench exits non-zero when any client aborted, yet still reports the
     # rate of what ran; its log says why.
     vacuum_tables
-    PGPASSWORD=coupon pgbench -h 127.0.0.1 -p "${PG_PORT:-5432}" -U coupon -n -M prepared -c 1 -T 10 \
-        -f "$OUT/pgbench-$batch.sql" coupon >"$OUT/logs/pgbench-$batch.log" 2>&1 ||
+    PGPASSWORD="$POSTGRES_PASSWORD" pgbench -h 127.0.0.1 -p "${PG_PORT:-5432}" -U "$POSTGRES_USER" -n -M prepared -c 1 -T 10 \
+        -f "$OUT/pgbench-$batch.sql" "$POSTGRES_DB" >"$OUT/logs/pgbench-$batch.log" 2>&1 ||
         echo "   pgbench exited with $? (see $OUT/logs/pgbench-$batch.log)"
     tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$OUT/logs/pgbench-$batch.log")
-    [ -n "$tps" ] || { echo "pgbench reported no rate: $OUT/logs/pgbench-$batch.log" >&2; exit 1; }
+    [ -n "$tps" ] || die "pgbench reported no rate: $OUT/logs/pgbench-$batch.log"
     pg_rows=$(python3 -c "print(round($tps * $batch))")
     echo "   batch $batch: pgbench $pg_rows rows/s"
 

@@ -20,6 +20,9 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+# shellcheck source=lib/common.sh
+. scripts/lib/common.sh
+dev_env
 TAG="${IMAGE_TAG:-dev}"
 TIMEOUT="${SMOKE_TIMEOUT_S:-120}"
 REDIS_PORT="${REDIS_PORT:-6379}"
@@ -30,7 +33,6 @@ API_PORT=8080    # the images' COUPON__HTTP__ADDR, which their HEALTHCHECK probe
 WRITER_PORT=9091 # the images' COUPON__WRITER__HTTP__ADDR
 CUSTOMER=7
 
-log() { printf '%s\n' "compose-smoke: $*" >&2; }
 START=$(date +%s)
 
 if [ "${IMAGE_ENGINE:-}" != podman ] && command -v docker >/dev/null && docker info >/dev/null 2>&1; then
@@ -47,7 +49,7 @@ TOPIC_PREFIX="coupon-$RUN"
 PREFIX="$RUN:"
 GROUP="coupon-$RUN-writer"
 ADMIN_TOKEN="admin-$RUN"
-JWT_SECRET="dev-jwt-secret"
+JWT_SECRET="$COUPON__AUTH__JWT_SECRET"
 API="http://127.0.0.1:$API_PORT"
 C_API="coupon-$RUN-api"
 C_WRITER="coupon-$RUN-writer"
@@ -104,7 +106,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-fail() { log "FAILED: $*"; exit 1; }
+fail() { die "FAILED: $*"; }
 
 # ---------------------------------------------------------------- preconditions
 for target in coupon-api coupon-writer coupon-reconcile; do
@@ -128,7 +130,7 @@ DB_CREATED=1
 ENV=(
     -e "COUPON__REDIS__URL=redis://127.0.0.1:$REDIS_PORT"
     -e "COUPON__REDIS__KEY_PREFIX=$PREFIX"
-    -e "COUPON__DATABASE__URL=postgres://coupon:coupon@127.0.0.1:$PG_PORT/$DB"
+    -e "COUPON__DATABASE__URL=$(dev_database_url "$DB")"
     -e "COUPON__KAFKA__BROKERS=127.0.0.1:$KAFKA_PORT"
     -e "COUPON__KAFKA__TOPIC=$TOPIC_PREFIX.issued"
     -e "COUPON__KAFKA__DLQ_TOPIC=$TOPIC_PREFIX.issued.dlq"
@@ -182,13 +184,17 @@ healthy() { # container: the image's HEALTHCHECK
         [ "$(docker inspect --format '{{.State.Health.Status}}' "$1" 2>/dev/null)" = healthy ]
     fi
 }
+# Ends a wait early: the container exited (the caller then fails), or CHECK passed.
+exited_or() { # container check...
+    local container=$1; shift
+    ! running "$container" || "$@"
+}
+ready_and_healthy() { curl -fsS -o /dev/null --max-time 3 "$2" && healthy "$1"; } # container url
 await() { # what container url: /health/ready answers 200 and the HEALTHCHECK passes
-    local what=$1 container=$2 url=$3 deadline=$(($(date +%s) + TIMEOUT))
-    until curl -fsS -o /dev/null --max-time 3 "$url" && healthy "$container"; do
-        running "$container" || fail "$what exited (status $("$ENGINE" inspect --format '{{.State.ExitCode}}' "$container"))"
-        [ "$(date +%s)" -lt "$deadline" ] || fail "$what not ready and healthy within ${TIMEOUT}s ($url)"
-        sleep 1
-    done
+    local what=$1 container=$2 url=$3
+    wait_for --every 1 "$TIMEOUT" "$what (ready at $url and HEALTHCHECK healthy)" \
+        exited_or "$container" ready_and_healthy "$container" "$url"
+    running "$container" || fail "$what exited (status $("$ENGINE" inspect --format '{{.State.ExitCode}}' "$container"))"
     curl -fsS -o /dev/null --max-time 3 "${url%/ready}/live" || fail "$what: ${url%/ready}/live failed"
     log "$what: live, ready, HEALTHCHECK healthy"
 }
@@ -236,24 +242,19 @@ http() { # method path auth [body]: prints the body; fails unless 2xx
     cat "$out"
     rm -f "$out"
 }
-json() { python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
 
 created="$(http POST /api/v1/coupons "$ADMIN_TOKEN" \
     '{"name":"smoke","totalQuantity":5,"startsAt":"2020-01-01T00:00:00Z","endsAt":"2100-01-01T00:00:00Z"}')" ||
     fail "creating a coupon failed"
-COUPON="$(printf '%s' "$created" | json id)" || fail "no id in the created coupon: $created"
+COUPON="$(printf '%s' "$created" | json_field id)" || fail "no id in the created coupon: $created"
 log "coupon $COUPON created"
 
 http POST "/api/v1/coupons/$COUPON/issue" "$TOKEN" '{}' >/dev/null || fail "issuing coupon $COUPON to customer $CUSTOMER failed"
 log "coupon $COUPON issued to customer $CUSTOMER"
 
-deadline=$(($(date +%s) + TIMEOUT))
-until http GET "/api/v1/coupons/$COUPON/customers/$CUSTOMER" "$ADMIN_TOKEN" 2>/dev/null |
-    python3 -c 'import json, sys; sys.exit(0 if json.load(sys.stdin).get("persisted") is True else 1)' 2>/dev/null; do
-    running "$C_WRITER" || fail "coupon-writer exited"
-    [ "$(date +%s)" -lt "$deadline" ] || fail "the writer did not persist coupon $COUPON for customer $CUSTOMER within ${TIMEOUT}s"
-    sleep 1
-done
+persisted() { [ "$(http GET "/api/v1/coupons/$COUPON/customers/$CUSTOMER" "$ADMIN_TOKEN" | json_field persisted)" = true ]; }
+wait_for --every 1 "$TIMEOUT" "the writer's row of coupon $COUPON for customer $CUSTOMER" exited_or "$C_WRITER" persisted
+running "$C_WRITER" || fail "coupon-writer exited"
 log "the writer persisted the issuance"
 
 log "coupon-reconcile --coupon $COUPON --settle-ms 0"

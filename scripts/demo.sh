@@ -7,8 +7,12 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN="${BIN:-$ROOT/target/release}"
 API="${COUPON_API:-http://${COUPON__HTTP__ADDR:-127.0.0.1:8080}}"
-export COUPON__ADMIN__TOKEN="${COUPON__ADMIN__TOKEN:-dev-admin-token}"
-export COUPON__AUTH__JWT_SECRET="${COUPON__AUTH__JWT_SECRET:-dev-jwt-secret}"
+# The credentials of `make run` (scripts/lib/dev.env), for the load generator
+# and for the services started here.
+# shellcheck source=lib/common.sh
+. "$ROOT/scripts/lib/common.sh"
+dev_env
+export COUPON__ADMIN__TOKEN COUPON__AUTH__JWT_SECRET
 
 started=""
 if ! curl -sf "$API/health/ready" >/dev/null 2>&1; then

@@ -35,9 +35,8 @@ RUST_VERSION="$(sed -n 's/^ARG RUST_VERSION=//p' "$DOCKERFILE")"
 DEBIAN_RELEASE="$(sed -n 's/^ARG DEBIAN_RELEASE=//p' "$DOCKERFILE")"
 DEBIAN_MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 
-log() { printf '%s\n' "images: $*" >&2; }
-die() { log "$*"; exit 1; }
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+# shellcheck source=lib/common.sh
+. "$ROOT/scripts/lib/common.sh"
 elapsed() { local s=$(($(date +%s) - $1)); printf '%dm%02ds' $((s / 60)) $((s % 60)); }
 
 [ -n "$RUST_VERSION" ] && [ -n "$DEBIAN_RELEASE" ] || die "no RUST_VERSION/DEBIAN_RELEASE ARG in $DOCKERFILE"
@@ -54,8 +53,7 @@ else
     command -v debootstrap >/dev/null || need+=(debootstrap)
     if [ ${#need[@]} -gt 0 ]; then
         log "installing ${need[*]} from Debian"
-        as_root apt-get update -qq
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+        apt_install "${need[@]}"
     fi
     export CONTAINERS_CONF="${CONTAINERS_CONF:-$ROOT/docker/containers.conf}"
 fi

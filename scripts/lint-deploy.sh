@@ -16,6 +16,8 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=lib/common.sh
+. "$ROOT/scripts/lib/common.sh"
 # shellcheck source=lib/venv.sh
 . "$ROOT/scripts/lib/venv.sh"
 # shellcheck source=lib/prometheus.sh
@@ -34,9 +36,6 @@ PY_TOOLS=(
     PyYAML==6.0.2
 )
 KUSTOMIZE_MODULE=sigs.k8s.io/kustomize/kustomize/v5@v5.5.0
-
-log() { printf '%s\n' "lint-deploy: $*" >&2; }
-die() { log "$*"; exit 1; }
 
 install_python_tools() { python_tools "$VENV" "${PY_TOOLS[@]}"; }
 

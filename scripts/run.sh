@@ -5,10 +5,13 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN="${BIN:-$ROOT/target/release}"
-export COUPON__ADMIN__TOKEN="${COUPON__ADMIN__TOKEN:-dev-admin-token}"
-# Customer tokens are HS256 JWTs signed with this development secret;
-# `make token CUSTOMER=7` mints one.
-export COUPON__AUTH__JWT_SECRET="${COUPON__AUTH__JWT_SECRET:-dev-jwt-secret}"
+# shellcheck source=lib/common.sh
+. "$ROOT/scripts/lib/common.sh"
+# The development admin token, and the secret customer tokens (HS256 JWTs)
+# are signed with: `make token CUSTOMER=7` mints one. Both from
+# scripts/lib/dev.env unless the environment sets them.
+dev_env
+export COUPON__ADMIN__TOKEN COUPON__AUTH__JWT_SECRET
 # `make demo` drives these services from one address; the per-customer limit stays on.
 export COUPON__LIMITS__PER_ADDRESS_PER_SECOND="${COUPON__LIMITS__PER_ADDRESS_PER_SECOND:-0}"
 

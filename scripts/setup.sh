@@ -3,6 +3,9 @@
 # root). Fast and offline when everything is already there.
 set -euo pipefail
 
+# shellcheck source=lib/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+
 need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v redis-sentinel >/dev/null || need+=(redis-sentinel)
@@ -20,14 +23,9 @@ command -v curl >/dev/null || need+=(curl)
 command -v faketime >/dev/null || need+=(faketime)
 
 if [ ${#need[@]} -gt 0 ]; then
-    sudo=""
-    [ "$(id -u)" = 0 ] || sudo="sudo"
-    echo "setup: installing ${need[*]}" >&2
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+    log "installing ${need[*]}"
+    apt_install "${need[@]}"
 fi
 
-if ! command -v cargo >/dev/null; then
-    echo "setup: no Rust toolchain found; install one with rustup (https://rustup.rs), then rerun" >&2
-    exit 1
-fi
+command -v cargo >/dev/null ||
+    die "no Rust toolchain found; install one with rustup (https://rustup.rs), then rerun"

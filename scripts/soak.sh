@@ -8,14 +8,18 @@
 # nothing about time.
 #
 #   SOAK_SECONDS (180)  CONCURRENCY (128)  WRK_SECONDS (20; 0 skips wrk)
+#   SOAK_READY_S (60: how long coupon-api may take to answer ready)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN="$ROOT/target/release"
+# shellcheck source=lib/common.sh
+. "$ROOT/scripts/lib/common.sh"
 . "$ROOT/scripts/lib/machine.sh"
 SOAK_SECONDS="${SOAK_SECONDS:-180}"
 CONCURRENCY="${CONCURRENCY:-128}"
 WRK_SECONDS="${WRK_SECONDS:-20}"
+READY_S="${SOAK_READY_S:-60}"
 OUT="$ROOT/bench/results/soak-$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$OUT"
 
@@ -23,34 +27,24 @@ export COUPON__ADMIN__TOKEN=soak-admin-token
 # wrk cannot sign a token per request: the API takes the customer from a
 # gateway's header instead, for wrk and the load generator alike.
 export COUPON__AUTH__MODE=gateway
-# All load comes from this machine's one address.
-export COUPON__LIMITS__PER_ADDRESS_PER_SECOND=0
-export COUPON__HTTP__ADDR=127.0.0.1:18080
-export COUPON__WRITER__HTTP__ADDR=127.0.0.1:19091
-export COUPON__LOG__FORMAT=json RUST_LOG=warn
-API="http://$COUPON__HTTP__ADDR"
 
 LOGS="$OUT"
 . "$ROOT/scripts/lib/services.sh"
-
-"$BIN/coupon-writer" migrate >/dev/null
-start writer "$BIN/coupon-writer" run
+bench_ports
+start_writer
 start api "$BIN/coupon-api"
 
 cross_check=""
 if [ "$WRK_SECONDS" -gt 0 ]; then
     if ! command -v wrk >/dev/null; then
-        sudo=""
-        [ "$(id -u)" = 0 ] || sudo="sudo"
-        echo "soak: installing wrk" >&2
-        $sudo apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq wrk >/dev/null
+        log "installing wrk"
+        apt_install wrk
     fi
-    until curl -sf "$API/health/ready" >/dev/null; do sleep 0.2; done
+    wait_for --log "$OUT/api.log" "$READY_S" "coupon-api on $API" curl -sf "$API/health/ready"
     coupon=$(curl -sf -X POST "$API/api/v1/coupons" -H "Authorization: Bearer $COUPON__ADMIN__TOKEN" \
         -H 'Content-Type: application/json' \
         -d '{"name":"wrk cross-check","totalQuantity":100000000,"startsAt":"2020-01-01T00:00:00Z","endsAt":"2100-01-01T00:00:00Z"}' |
-        python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+        json_field id)
     echo "== wrk: ${WRK_SECONDS}s on coupon $coupon, $CONCURRENCY connections"
     COUPON=$coupon wrk -t2 -c"$CONCURRENCY" -d"${WRK_SECONDS}s" --latency -s "$ROOT/scripts/flood.lua" "$API" |
         tee "$OUT/wrk.txt"
@@ -58,7 +52,7 @@ if [ "$WRK_SECONDS" -gt 0 ]; then
     p99=$(awk '$1 == "99%" {print $2}' "$OUT/wrk.txt")
     cross_check="wrk -t2 -c$CONCURRENCY -d${WRK_SECONDS}s with scripts/flood.lua just before: $rate requests/s, p99 $p99"
     # Let the writer catch up, so the spike and the soak start from no backlog.
-    remaining=$(curl -sf "$API/api/v1/coupons/$coupon" | python3 -c 'import json,sys; print(json.load(sys.stdin)["remainingQuantity"])')
+    remaining=$(curl -sf "$API/api/v1/coupons/$coupon" | json_field remainingQuantity)
     "$BIN/coupon-loadgen" drain --coupon "$coupon" --expected $((100000000 - remaining)) >/dev/null
 fi
 

@@ -23,9 +23,9 @@ KAFKA_NODES=(1 2 3)
 TOPIC=inside.coupon.issued
 DLQ_TOPIC=inside.coupon.issued.dlq
 
-log() { printf '%s\n' "stack-cluster: $*" >&2; }
-die() { log "$*"; exit 1; }
-# shellcheck source=scripts/lib/stack-common.sh
+# shellcheck source=lib/common.sh
+. "$ROOT/scripts/lib/common.sh"
+# shellcheck source=lib/stack-common.sh
 . "$ROOT/scripts/lib/stack-common.sh"
 
 # ---------------------------------------------------------------- Redis
@@ -56,12 +56,7 @@ redis_start() { # port
 }
 
 redis_stop() { # port
-    local dir pid
-    dir="$(redis_dir "$1")"
-    pid_alive "$dir/redis.pid" || return 0
-    pid="$(head -1 "$dir/redis.pid")"
-    rcli "$1" shutdown >/dev/null 2>&1 || kill "$pid" 2>/dev/null || true
-    wait_gone "$pid" "$dir/redis.pid" "redis $1"
+    stop_pidfile "$(redis_dir "$1")/redis.pid" "redis $1" 30 rcli "$1" shutdown
 }
 
 # The role the other nodes give PORT: master while it holds slots, else
@@ -143,16 +138,16 @@ redis_spread_replicas() {
         [ $tries -le 3 ] || die "redis: replicas still share a master: $(redis_nodes "${REDIS_PORTS[0]}")"
         log "redis: ${move% *} replicates ${move#* } instead, so that each master has one replica"
         rcli "${move% *}" cluster replicate "${move#* }" >/dev/null
-        wait_for "redis ${move% *}" 30 "$(redis_dir "${move% *}")/redis.log" redis_cluster_ok
+        wait_for --log "$(redis_dir "${move% *}")/redis.log" 30 "redis ${move% *}" redis_cluster_ok
     done
 }
 
 redis_up() {
     local port
     for port in "${REDIS_PORTS[@]}"; do redis_start "$port"; done
-    for port in "${REDIS_PORTS[@]}"; do wait_for "redis $port" 20 "$(redis_dir "$port")/redis.log" redis_ping "$port"; done
+    for port in "${REDIS_PORTS[@]}"; do wait_for --log "$(redis_dir "$port")/redis.log" 20 "redis $port" redis_ping "$port"; done
     redis_create_if_new
-    wait_for "redis cluster" 60 "$CLUSTER_DIR/redis-*/redis.log" redis_cluster_ok
+    wait_for --log "$CLUSTER_DIR/redis-*/redis.log" 60 "redis cluster" redis_cluster_ok
     redis_spread_replicas
     log "redis: cluster ok on 127.0.0.1:${REDIS_PORTS[0]}-${REDIS_PORTS[-1]}"
 }
@@ -188,7 +183,7 @@ redis_restart() { # port
     redis_check_port "${1:-}"
     local port=$1
     redis_start "$port"
-    wait_for "redis $port" 60 "$(redis_dir "$port")/redis.log" redis_rejoined "$port"
+    wait_for --log "$(redis_dir "$port")/redis.log" 60 "redis $port" redis_rejoined "$port"
     log "redis $port: up as $(redis_field "$port" role info replication)"
 }
 
@@ -205,37 +200,12 @@ kafka_check_node() {
 kafka_tool() { java -Xmx256m -cp "$KAFKA_LIBS/*" "$@"; }
 
 kafka_config() { # node
-    local n=$1 dir voters="" v
-    dir="$(kafka_dir "$n")"
+    local n=$1 voters="" v
     for v in "${KAFKA_NODES[@]}"; do voters+="${voters:+,}$v@127.0.0.1:9${v}93"; done
-    mkdir -p "$dir"
-    cat >"$dir/server.properties" <<PROPS
-process.roles=broker,controller
-node.id=$n
-controller.quorum.voters=$voters
-listeners=PLAINTEXT://127.0.0.1:9${n}92,CONTROLLER://127.0.0.1:9${n}93
-advertised.listeners=PLAINTEXT://127.0.0.1:9${n}92
-controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-log.dirs=$dir/data
-num.partitions=6
-auto.create.topics.enable=false
-default.replication.factor=3
-min.insync.replicas=2
-offsets.topic.replication.factor=3
-offsets.topic.num.partitions=10
-transaction.state.log.replication.factor=3
-transaction.state.log.min.isr=2
-share.coordinator.state.topic.replication.factor=3
-share.coordinator.state.topic.min.isr=2
-group.initial.rebalance.delay.ms=0
-# A controlled shutdown waits (up to 5 min) for the controller quorum to
-# approve it, which the last node of a full stop never gets: its two
-# fellow voters are gone. Without it a node still closes its logs cleanly.
-controlled.shutdown.enable=false
-PROPS
-    cp "$ROOT/scripts/kafka/log4j2.properties" "$dir/log4j2.properties"
+    # A controlled shutdown waits (up to 5 min) for the controller quorum to
+    # approve it, which the last node of a full stop never gets: its two
+    # fellow voters are gone. Without it a node still closes its logs cleanly.
+    kafka_node_config "$(kafka_dir "$n")" "$n" "$voters" "9${n}92" "9${n}93" 3 2 controlled.shutdown.enable=false
 }
 
 kafka_start() { # node
@@ -258,9 +228,9 @@ kafka_cluster_ok() { # [topic...]
 kafka_wait() {
     local n
     for n in "${KAFKA_NODES[@]}"; do
-        wait_for "kafka $n" 120 "$(kafka_dir "$n")/server.log" kafka_probe "$n" --brokers ${#KAFKA_NODES[@]}
+        wait_for --log "$(kafka_dir "$n")/server.log" 120 "kafka $n" kafka_probe "$n" --brokers ${#KAFKA_NODES[@]}
     done
-    wait_for "kafka partitions in sync" 120 "$CLUSTER_DIR/kafka-*/server.log" kafka_cluster_ok
+    wait_for --log "$CLUSTER_DIR/kafka-*/server.log" 120 "kafka partitions in sync" kafka_cluster_ok
 }
 
 kafka_topic() { # name partitions: created unless the cluster has it
@@ -282,7 +252,7 @@ kafka_up() {
     kafka_wait
     kafka_topic "$TOPIC" 6
     kafka_topic "$DLQ_TOPIC" 1
-    wait_for "kafka topics" 60 "$CLUSTER_DIR/kafka-*/server.log" kafka_cluster_ok "$TOPIC" "$DLQ_TOPIC"
+    wait_for --log "$CLUSTER_DIR/kafka-*/server.log" 60 "kafka topics" kafka_cluster_ok "$TOPIC" "$DLQ_TOPIC"
     log "kafka: 3 brokers ok on $(kafka_bootstrap)"
 }
 

@@ -32,9 +32,10 @@ fi
 REDIS_DIR="$STACK_DIR/redis"
 KAFKA_DIR="$STACK_DIR/kafka"
 
-log() { printf '%s\n' "stack: $*" >&2; }
-die() { log "$*"; exit 1; }
-# shellcheck source=scripts/lib/stack-common.sh
+# shellcheck source=lib/common.sh
+. "$ROOT/scripts/lib/common.sh"
+dev_env
+# shellcheck source=lib/stack-common.sh
 . "$ROOT/scripts/lib/stack-common.sh"
 
 # initdb and postgres refuse to run as root; Debian's package creates `postgres`.
@@ -53,19 +54,11 @@ redis_up() {
     redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$REDIS_DIR" \
         --appendonly yes --appendfsync everysec --maxmemory-policy noeviction \
         --save "" --daemonize yes --pidfile "$REDIS_DIR/redis.pid" --logfile "$REDIS_DIR/redis.log"
-    wait_for redis 20 "$REDIS_DIR/redis.log" redis_ping
+    wait_for --log "$REDIS_DIR/redis.log" 20 redis redis_ping
     log "redis: up on 127.0.0.1:$REDIS_PORT"
 }
 
-redis_down() {
-    if pid_alive "$REDIS_DIR/redis.pid"; then
-        # Read before shutdown: Redis removes its pid file as it exits.
-        local pid
-        pid="$(head -1 "$REDIS_DIR/redis.pid")"
-        redis-cli -h 127.0.0.1 -p "$REDIS_PORT" shutdown >/dev/null 2>&1 || kill "$pid"
-        wait_gone "$pid" "$REDIS_DIR/redis.pid" redis
-    fi
-}
+redis_down() { stop_pidfile "$REDIS_DIR/redis.pid" redis 30 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" shutdown; }
 
 # ----------------------------------------------------------- PostgreSQL
 pg_ready() { "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"; }
@@ -89,21 +82,22 @@ pg_up() {
     as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/postgres.log" -w -t 60 \
         -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $PG_DIR/run -c max_connections=300" start >/dev/null ||
         die "postgres did not start; see its log: $PG_DIR/postgres.log"
-    wait_for postgres 30 "$PG_DIR/postgres.log" pg_ready
+    wait_for --log "$PG_DIR/postgres.log" 30 postgres pg_ready
     ensure_pg_role
     log "postgres: up on 127.0.0.1:$PG_PORT"
 }
 
 pg_admin() { as_pg "$PG_BIN/psql" -h "$PG_DIR/run" -p "$PG_PORT" -U postgres -v ON_ERROR_STOP=1 -qAt "$@"; }
 
-# The services' role and database; CREATEDB lets every test make its own database.
+# The services' role and database (scripts/lib/dev.env); CREATEDB lets every
+# test make its own database.
 ensure_pg_role() {
     [ -S "$PG_DIR/run/.s.PGSQL.$PG_PORT" ] || return 0
-    if [ "$(pg_admin -c "select 1 from pg_roles where rolname = 'coupon'")" != 1 ]; then
-        pg_admin -c "create role coupon login createdb password 'coupon'"
+    if [ "$(pg_admin -c "select 1 from pg_roles where rolname = '$POSTGRES_USER'")" != 1 ]; then
+        pg_admin -c "create role $POSTGRES_USER login createdb password '$POSTGRES_PASSWORD'"
     fi
-    if [ "$(pg_admin -c "select 1 from pg_database where datname = 'coupon'")" != 1 ]; then
-        pg_admin -c "create database coupon owner coupon"
+    if [ "$(pg_admin -c "select 1 from pg_database where datname = '$POSTGRES_DB'")" != 1 ]; then
+        pg_admin -c "create database $POSTGRES_DB owner $POSTGRES_USER"
     fi
 }
 
@@ -116,48 +110,18 @@ pg_down() {
 # ---------------------------------------------------------------- Kafka
 kafka_ready() { python3 "$ROOT/scripts/kafka_ready.py" "127.0.0.1:$KAFKA_PORT"; }
 
-kafka_config() {
-    cat >"$KAFKA_DIR/server.properties" <<PROPS
-process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
-controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-log.dirs=$KAFKA_DIR/data
-num.partitions=6
-auto.create.topics.enable=false
-offsets.topic.replication.factor=1
-offsets.topic.num.partitions=10
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
-group.initial.rebalance.delay.ms=0
-PROPS
-    cp "$ROOT/scripts/kafka/log4j2.properties" "$KAFKA_DIR/log4j2.properties"
-}
-
 kafka_up() {
     if kafka_ready 2>/dev/null; then log "kafka: already answering on 127.0.0.1:$KAFKA_PORT"; return; fi
     command -v java >/dev/null || die "java is not installed: run 'make setup'"
     kafka_fetch
-    kafka_config
+    # Topics and the internal ones on the one broker: one replica, no more in sync.
+    kafka_node_config "$KAFKA_DIR" 1 "1@127.0.0.1:$KAFKA_CONTROLLER_PORT" "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" 1 1
     kafka_node_start "$KAFKA_DIR" "$KAFKA_DIR/cluster.id"
-    wait_for kafka 90 "$KAFKA_DIR/server.log" kafka_ready
+    wait_for --log "$KAFKA_DIR/server.log" 90 kafka kafka_ready
     log "kafka: up on 127.0.0.1:$KAFKA_PORT"
 }
 
-kafka_down() {
-    if pid_alive "$KAFKA_DIR/kafka.pid"; then
-        local pid
-        pid="$(head -1 "$KAFKA_DIR/kafka.pid")"
-        kill "$pid"
-        wait_gone "$pid" "$KAFKA_DIR/kafka.pid" kafka 60
-    fi
-}
+kafka_down() { stop_pidfile "$KAFKA_DIR/kafka.pid" kafka 60; }
 
 status() {
     local rc=0
@@ -177,6 +141,6 @@ case "${1:-}" in
     redis-up) redis_up ;; redis-down) redis_down ;;
     postgres-up) pg_up ;; postgres-down) pg_down ;;
     kafka-up) kafka_up ;; kafka-down) kafka_down ;;
-    psql) shift; PGPASSWORD=coupon exec psql -h 127.0.0.1 -p "$PG_PORT" -U coupon coupon "$@" ;;
+    psql) shift; PGPASSWORD="$POSTGRES_PASSWORD" exec psql -h 127.0.0.1 -p "$PG_PORT" -U "$POSTGRES_USER" "$POSTGRES_DB" "$@" ;;
     *) die "usage: $0 up|down|status|psql|{redis,postgres,kafka}-{up,down}" ;;
 esac

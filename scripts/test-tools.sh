@@ -15,6 +15,8 @@ VENV="$TOOLS/schemathesis"
 # Pinned, so every machine generates from the same strategies and checks.
 PY_TOOLS=(schemathesis==4.32.5)
 
+# shellcheck source=lib/common.sh
+. "$ROOT/scripts/lib/common.sh"
 # shellcheck source=lib/venv.sh
 . "$ROOT/scripts/lib/venv.sh"
 

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # The machine a benchmark ran on, for its report: cores, CPU, memory, kernel.
 machine_description() {
     local cpu memory

@@ -1,17 +1,16 @@
+# shellcheck shell=bash
 # Binaries of Debian's prometheus package, unpacked without installing it
 # (installing would also set up and start a Prometheus server), once:
 #   prometheus_binaries BIN_DIR NAME...   e.g. promtool prometheus
 # Names already in BIN_DIR are kept; the package is downloaded only when one
-# is missing, and removed afterwards.
+# is missing, and removed afterwards. Expects scripts/lib/common.sh (as_root).
 prometheus_binaries() {
     local bin="$1" deb_dir="$1/../deb" name missing=()
     shift
     for name in "$@"; do [ -x "$bin/$name" ] || missing+=("$name"); done
     [ "${#missing[@]}" -eq 0 ] && return
     mkdir -p "$bin" "$deb_dir"
-    local sudo=()
-    [ "$(id -u)" = 0 ] || sudo=(sudo)
-    if ! apt-cache show prometheus >/dev/null 2>&1; then "${sudo[@]}" apt-get update -qq; fi
+    if ! apt-cache show prometheus >/dev/null 2>&1; then as_root apt-get update -qq; fi
     echo "unpacking ${missing[*]} from Debian's prometheus package into $bin" >&2
     (cd "$deb_dir" && apt-get download prometheus >/dev/null 2>&1) || {
         echo "could not download Debian's prometheus package" >&2

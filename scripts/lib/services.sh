@@ -1,5 +1,24 @@
-# Background services of a benchmark script, stopped when it exits. Source
-# after setting LOGS (where each service's output goes).
+# shellcheck shell=bash
+# Background services of a benchmark script, stopped when it exits, and the
+# settings they run with. Source after scripts/lib/common.sh and after setting
+# LOGS (where each service's output goes) and BIN (the release binaries).
+
+# The database credentials psql_bench uses (POSTGRES_*).
+dev_env
+
+# What every benchmark's coupon-api and coupon-writer run with: all load
+# comes from this machine's one address; JSON logs, warnings only.
+export COUPON__LIMITS__PER_ADDRESS_PER_SECOND=0
+export COUPON__LOG__FORMAT=json RUST_LOG=warn
+
+# coupon-api and coupon-writer on ports of their own, so `make run` may stay
+# up; API is coupon-api's URL.
+bench_ports() {
+    export COUPON__HTTP__ADDR=127.0.0.1:18080
+    export COUPON__WRITER__HTTP__ADDR=127.0.0.1:19091
+    # shellcheck disable=SC2034 # for the script that sourced this file
+    API="http://$COUPON__HTTP__ADDR"
+}
 
 pids=()
 cleanup() { for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
@@ -17,6 +36,13 @@ start() { # name env... binary args...
 # SIGTERM, then waits for the graceful exit, so the next service can bind the port.
 stop() { kill -TERM "$1"; wait "$1" 2>/dev/null || true; }
 
+# coupon-writer (the release binary in BIN) on a migrated schema; its pid is
+# left in $started.
+start_writer() {
+    "$BIN/coupon-writer" migrate >/dev/null
+    start writer "$BIN/coupon-writer" run
+}
+
 # Deletes a topic the script made for itself, leaving the broker as it was.
 delete_topic() { # topic
     java -cp "$ROOT/.stack/kafka/libs/*" org.apache.kafka.tools.TopicCommand --bootstrap-server \
@@ -24,4 +50,4 @@ delete_topic() { # topic
         echo "   could not delete topic $1 (see $LOGS/topics.log)"
 }
 
-psql_bench() { PGPASSWORD=coupon psql -h 127.0.0.1 -p "${PG_PORT:-5432}" -U coupon coupon -qAt "$@"; }
+psql_bench() { PGPASSWORD="$POSTGRES_PASSWORD" psql -h 127.0.0.1 -p "${PG_PORT:-5432}" -U "$POSTGRES_USER" "$POSTGRES_DB" -qAt "$@"; }

@@ -1,23 +1,10 @@
 # shellcheck shell=bash
-# Sourced by stack.sh and stack-cluster.sh: waiting for a service, pid files,
-# and Apache Kafka run from the jars Maven fetches (scripts/kafka/pom.xml).
-# Expects ROOT, STACK_DIR, KAFKA_HEAP and the functions log and die.
+# Sourced by stack.sh and stack-cluster.sh: pid files, and Apache Kafka run
+# from the jars Maven fetches (scripts/kafka/pom.xml). Expects ROOT, STACK_DIR,
+# KAFKA_HEAP and scripts/lib/common.sh (log, die; wait_for for the services).
 
 # One copy of the broker's jars serves both stacks.
 KAFKA_LIBS="$STACK_DIR/kafka/libs"
-
-# A check may print why it failed; the last attempt's words go into the error.
-wait_for() { # name timeout_s logfile command...
-    local name=$1 timeout=$2 logfile=$3; shift 3
-    local deadline=$((SECONDS + timeout)) why
-    until "$@" >/dev/null 2>&1; do
-        if [ $SECONDS -ge $deadline ]; then
-            why="$("$@" 2>&1 | tail -3 | tr '\n' ' ' | sed 's/ *$//' || true)"
-            die "$name did not come up within ${timeout}s${why:+ ($why)}; see its log: $logfile"
-        fi
-        sleep 0.3
-    done
-}
 
 # A process that exited but was not reaped yet (a zombie, until whatever
 # adopted the daemon gets to it) counts as gone.
@@ -28,6 +15,18 @@ proc_running() { # pid
 }
 
 pid_alive() { [ -f "$1" ] && proc_running "$(head -1 "$1")"; }
+
+# Stops the process of a pid file, if it runs: through COMMAND (a polite
+# shutdown) when one is given, else (or should COMMAND fail) with SIGTERM;
+# then waits until it is gone (see wait_gone).
+stop_pidfile() { # pidfile name timeout_s [command...]
+    pid_alive "$1" || return 0
+    # Read before stopping: Redis removes its pid file as it exits.
+    local pid
+    pid="$(head -1 "$1")"
+    if [ $# -le 3 ] || ! "${@:4}" >/dev/null 2>&1; then kill "$pid" 2>/dev/null || true; fi
+    wait_gone "$pid" "$1" "$2" "$3"
+}
 
 wait_gone() { # pid pidfile name [timeout]
     local deadline=$((SECONDS + ${4:-30})) killed=""
@@ -54,6 +53,42 @@ kafka_fetch() { # [pattern of a jar libs/ must hold]
     mvn -B -q -f "$ROOT/scripts/kafka/pom.xml" -Dkafka.libs.dir="$KAFKA_LIBS" package \
         >"$STACK_DIR/kafka/maven.log" 2>&1 || die "kafka: maven could not fetch the broker; see $STACK_DIR/kafka/maven.log"
     touch "$KAFKA_LIBS/.complete"
+}
+
+# Writes DIR/server.properties for a node that is both broker and controller
+# (KRaft) on loopback, and DIR/log4j2.properties. Topics are never created by
+# a client's request; topics and the internal ones get REPLICAS replicas and
+# MIN_ISR in sync. Further LINEs (key=value) are appended as they are.
+kafka_node_config() { # dir node_id voters client_port controller_port replicas min_isr [line...]
+    local dir=$1 id=$2 voters=$3 port=$4 controller_port=$5 replicas=$6 min_isr=$7
+    shift 7
+    mkdir -p "$dir"
+    {
+        cat <<PROPS
+process.roles=broker,controller
+node.id=$id
+controller.quorum.voters=$voters
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs=$dir/data
+num.partitions=6
+auto.create.topics.enable=false
+default.replication.factor=$replicas
+min.insync.replicas=$min_isr
+offsets.topic.replication.factor=$replicas
+offsets.topic.num.partitions=10
+transaction.state.log.replication.factor=$replicas
+transaction.state.log.min.isr=$min_isr
+share.coordinator.state.topic.replication.factor=$replicas
+share.coordinator.state.topic.min.isr=$min_isr
+group.initial.rebalance.delay.ms=0
+PROPS
+        [ $# = 0 ] || printf '%s\n' "$@"
+    } >"$dir/server.properties"
+    cp "$ROOT/scripts/kafka/log4j2.properties" "$dir/log4j2.properties"
 }
 
 kafka_java() { # dir class args...: logs to dir with dir/log4j2.properties

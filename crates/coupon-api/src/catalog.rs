@@ -19,7 +19,10 @@ pub enum CatalogError {
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = coupon)]
 pub struct CouponRow {
-    pub id: i64,
+    /// A row whose id is not a valid coupon id fails to load (a query error)
+    /// rather than being skipped or trusted.
+    #[diesel(deserialize_as = i64)]
+    pub id: CouponId,
     pub name: String,
     pub total_quantity: i32,
     pub remaining_quantity: i32,
@@ -155,11 +158,11 @@ impl Catalog {
                     .await?;
                 if let Some(key) = key {
                     diesel::insert_into(coupon_creation::table)
-                        .values((coupon_creation::idempotency_key.eq(key), coupon_creation::coupon_id.eq(row.id)))
+                        .values((coupon_creation::idempotency_key.eq(key), coupon_creation::coupon_id.eq(row.id.get())))
                         .on_conflict(coupon_creation::idempotency_key)
                         .do_update()
                         .set((
-                            coupon_creation::coupon_id.eq(row.id),
+                            coupon_creation::coupon_id.eq(row.id.get()),
                             coupon_creation::created_at.eq(OffsetDateTime::now_utc()),
                         ))
                         .execute(conn)

@@ -10,6 +10,7 @@ use coupon_domain::{Rejection, UseRejection};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::auth::Unauthenticated;
 use crate::redemption::RedemptionError;
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +49,12 @@ pub enum ApiError {
     Fenced,
     #[error("the coupon may have been issued but Redis did not confirm it in time; ask GET /api/v1/coupons/{{couponId}}/customers/{{customerId}}")]
     Unconfirmed,
+}
+
+impl From<Unauthenticated> for ApiError {
+    fn from(Unauthenticated(reason): Unauthenticated) -> Self {
+        ApiError::Unauthenticated(reason)
+    }
 }
 
 impl From<RedemptionError> for ApiError {

@@ -1,35 +1,33 @@
 //! coupon-api: the HTTP service that decides issuance requests.
 //!
-//! Request path: `routes::issue` → `issuance` (Redis decision by `issuer`,
-//! event hand-off by `publisher`) → 201. The synchronous `baseline` the design
-//! replaces is a mode of its own, for benchmarks. Around it: the `outbox` in Redis that keeps
-//! every issued event until Kafka acknowledged it, the `relay` that re-sends
-//! what was not (reading only the outboxes on its `watchlist`), `durability`, which waits for Redis replicas before the 201,
-//! and `recovery`, which rebuilds from PostgreSQL (`catalog`) what Redis lost
-//! or may have rolled back, behind a fence.
+//! One folder per capability (docs/ARCHITECTURE.md maps them):
+//! - `http`: routes, the state handlers share, the caller extractors, rate
+//!   limits, the request span;
+//! - `auth`: which credentials name which caller;
+//! - `issuance`: the hot path (`Issuance`), its Redis scripts (`issuer`), the
+//!   replica wait before a 201, and the synchronous `baseline` kept for benchmarks;
+//! - `delivery`: the Redis `outbox` every issued event waits in until Kafka
+//!   acknowledged it, the `publisher`, the `relay` that re-sends what Kafka did
+//!   not take, and the `watchlist` of outboxes a replica's relay reads;
+//! - `recovery`: rebuilds from PostgreSQL what Redis lost or may have rolled
+//!   back, behind fences and the recovery lock;
+//! - `redemption`: redeem and release (a PostgreSQL transaction each) and the
+//!   `usage_relay` of their events to Kafka.
 //!
-//! Spending: `routes::redemption` → `redemption` (one PostgreSQL transaction
-//! per redeem or release, its event in a PostgreSQL outbox) and its `usage_relay` to
-//! Kafka.
+//! Shared: `store` (the coupon keys in Redis and the incarnation record),
+//! `catalog` (coupon rows in PostgreSQL), `config`, `error` (the one mapping
+//! to HTTP), `metrics`, `readiness` and `startup`.
 
 pub mod auth;
-pub mod baseline;
 pub mod catalog;
 pub mod config;
-pub mod durability;
+pub mod delivery;
 pub mod error;
+pub mod http;
 pub mod issuance;
-pub mod issuer;
-pub mod limits;
 pub mod metrics;
-pub mod outbox;
-pub mod publisher;
 pub mod readiness;
 pub mod recovery;
 pub mod redemption;
-pub mod relay;
-pub mod request_span;
-pub mod routes;
 pub mod startup;
-pub mod state;
-pub mod watchlist;
+pub mod store;

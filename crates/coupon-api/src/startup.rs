@@ -8,6 +8,7 @@ use std::time::Duration;
 use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
+use coupon_infra::db::PgPool;
 use coupon_infra::kafka::GroupProgress;
 use coupon_infra::redis::SharedRedis;
 use coupon_infra::shutdown::Essential;
@@ -17,25 +18,28 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing_actix_web::TracingLogger;
 
-use crate::auth::Authenticator;
+use crate::auth::Access;
 use crate::catalog::Catalog;
 use crate::config::Settings;
-use crate::durability::ReplicaWait;
-use crate::issuance::HandOff;
-use crate::issuer::Issuer;
-use crate::limits::Limits;
+use crate::delivery::outbox::{Acknowledger, Outbox};
+use crate::delivery::publisher::Publisher;
+use crate::delivery::relay::Relay;
+use crate::delivery::watchlist::Watchlist;
+use crate::http::limits::Limits;
+use crate::http::request_span::RequestSpan;
+use crate::http::state::AppState;
+use crate::issuance::issuer::{issue_script, Issuer};
+use crate::issuance::replica_wait::ReplicaWait;
+use crate::issuance::{HandOff, Issuance};
 use crate::metrics::Metrics;
-use crate::outbox::{Acknowledger, Outbox};
-use crate::publisher::Publisher;
 use crate::readiness::{Readiness, Stage};
+use crate::recovery::fence::Fences;
+use crate::recovery::lock::RecoveryLock;
 use crate::recovery::{Recovery, RecoveryRequests};
 use crate::redemption::usage_relay::UsageRelay;
 use crate::redemption::Redemptions;
-use crate::relay::Relay;
-use crate::request_span::RequestSpan;
-use crate::routes;
-use crate::state::AppState;
-use crate::watchlist::Watchlist;
+use crate::store::incarnation::Incarnations;
+use crate::store::CouponStore;
 
 /// How long shutdown waits for Kafka to acknowledge what is queued; whatever is
 /// left stays in the outbox for the next relay.
@@ -53,82 +57,74 @@ pub struct Application {
     settings: Settings,
 }
 
+/// What the Redis side of every capability is built on.
+struct RedisParts {
+    redis: Arc<SharedRedis>,
+    store: Arc<CouponStore>,
+    incarnations: Arc<Incarnations>,
+    fences: Arc<Fences>,
+}
+
+impl RedisParts {
+    fn new(settings: &Settings) -> anyhow::Result<Self> {
+        let redis = Arc::new(SharedRedis::new(&settings.redis)?);
+        let prefix = settings.redis.key_prefix.clone();
+        let store = Arc::new(CouponStore::new(redis.clone(), prefix.clone()));
+        let incarnations = Arc::new(Incarnations::new(store.clone(), issue_script(&prefix)));
+        let fences = Arc::new(Fences::new(store.clone()));
+        Ok(Self { redis, store, incarnations, fences })
+    }
+}
+
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let metrics = Metrics::new();
-        let redis = Arc::new(SharedRedis::new(&settings.redis)?);
-        let issuer = Arc::new(Issuer::new(redis.clone(), settings.redis.key_prefix.clone()));
-        let outbox = Arc::new(Outbox::new(issuer.clone()));
-        let watchlist = Arc::new(Watchlist::new(redis.clone(), &settings.redis.key_prefix, settings.relay.replica_ttl));
+        let parts = RedisParts::new(&settings)?;
+        let outbox = Arc::new(Outbox::new(parts.store.clone()));
+        let watchlist =
+            Arc::new(Watchlist::new(parts.redis.clone(), &settings.redis.key_prefix, settings.relay.replica_ttl));
         let (acks, acknowledger) = Acknowledger::new(outbox.clone());
         let pool = coupon_infra::db::pool(&settings.database)?;
         let catalog = Catalog::new(pool.clone());
-        let usage_committed = Arc::new(Notify::new());
         let publisher = Arc::new(Publisher::new(&settings.kafka, metrics.clone(), acks.clone())?);
         if settings.kafka.client.create_topics {
-            // Kafka may be down at start; issuance does not need it to be up.
-            let kafka = settings.kafka.clone();
-            tokio::spawn(async move {
-                let topics = [
-                    (kafka.client.topic.as_str(), kafka.client.partitions),
-                    (kafka.client.dlq_topic.as_str(), 1),
-                    (kafka.used_topic.as_str(), kafka.client.partitions),
-                    (kafka.released_topic.as_str(), kafka.client.partitions),
-                ];
-                if let Err(err) = coupon_infra::kafka::ensure_topics(&kafka.client, &topics).await {
-                    tracing::warn!(error = %err, "could not ensure the Kafka topics exist");
-                }
-            });
+            create_topics(&settings);
         }
         let listener = TcpListener::bind(settings.http.addr)
             .with_context(|| format!("binding http.addr {}", settings.http.addr))?;
         let stop_serving = CancellationToken::new();
-        let (replicas, replica_wait) = match settings.redis.min_replicas {
-            0 => (ReplicaWait::disabled(), None),
-            required => {
-                let timeout = settings.redis.replica_ack_timeout;
-                let (acks, task) =
-                    ReplicaWait::start(redis.clone(), required, timeout, metrics.clone(), stop_serving.clone());
-                (acks, Some(task))
-            }
-        };
+        let (replicas, replica_wait) = replica_wait(&settings, &parts.redis, &metrics, &stop_serving);
         let requests = RecoveryRequests::default();
         let readiness = Readiness::default();
-        let recovery = Recovery {
-            catalog: catalog.clone(),
-            issuer: issuer.clone(),
-            watchlist: watchlist.clone(),
-            progress: Arc::new(GroupProgress::new(&settings.kafka.client, &settings.writer.group)?),
-            metrics: metrics.clone(),
-            settings: settings.recovery.clone(),
-            requests: requests.clone(),
-            settle: settings.kafka.message_timeout,
-            interval: settings.recovery.sync_interval,
-            readiness: readiness.clone(),
-        };
-        let usage_relay = UsageRelay {
-            pool: pool.clone(),
-            publisher: publisher.clone(),
-            used_topic: settings.kafka.used_topic.clone(),
-            released_topic: settings.kafka.released_topic.clone(),
-            metrics: metrics.clone(),
-            committed: usage_committed.clone(),
-        };
-        let state = web::Data::new(AppState {
-            issuer: issuer.clone(),
-            outbox,
+        let recovery = recovery(&settings, &parts, &catalog, &watchlist, &metrics, &requests, &readiness)?;
+        let usage_relay = usage_relay(&settings, &pool, &publisher, &metrics);
+        let issuance = Issuance {
+            issuer: Issuer::new(parts.store.clone(), parts.incarnations.clone()),
             watchlist,
-            acks,
             publisher,
-            redemptions: Redemptions::new(pool.clone(), issuer.clone(), usage_committed, settings.recovery.ended_grace),
-            catalog,
-            metrics,
-            admin_token: settings.admin.token.clone(),
-            authenticator: Authenticator::new(&settings.auth)?,
-            limits: Arc::new(Limits::new(&settings.limits)),
+            acks,
+            hand_off: HandOff::new(settings.issue.mode, pool.clone()),
             ack_timeout: settings.kafka.ack_timeout,
-            hand_off: HandOff::new(settings.issue.mode, pool),
             replicas,
+            recovery: requests.clone(),
+            catalog: catalog.clone(),
+        };
+        let redemptions = Redemptions::new(
+            pool,
+            (parts.store.clone(), parts.incarnations.clone()),
+            usage_relay.committed.clone(),
+            settings.recovery.ended_grace,
+        );
+        let state = web::Data::new(AppState {
+            issuance,
+            store: parts.store,
+            outbox,
+            fences: parts.fences,
+            catalog,
+            redemptions,
+            metrics,
+            access: Arc::new(Access::new(&settings.auth, settings.admin.token.clone())?),
+            limits: Arc::new(Limits::new(&settings.limits)),
             recovery: requests,
             readiness,
         });
@@ -153,13 +149,13 @@ impl Application {
         let stop_acks = CancellationToken::new();
         let acknowledger = tokio::spawn(self.acknowledger.run(stop_acks.clone()));
         tokio::spawn(self.state.limits.clone().clean_up(stop.clone()));
-        let watchlist = self.state.watchlist.clone();
+        let issuance = &self.state.issuance;
         let mut essential = Essential::default();
-        essential.spawn("the relay heartbeat", watchlist.clone().run(stop.clone()));
+        essential.spawn("the relay heartbeat", issuance.watchlist.clone().run(stop.clone()));
         let relay = Relay {
             outbox: self.state.outbox.clone(),
-            publisher: self.state.publisher.clone(),
-            watchlist: watchlist.clone(),
+            publisher: issuance.publisher.clone(),
+            watchlist: issuance.watchlist.clone(),
             metrics: self.state.metrics.clone(),
             settings: self.settings.relay.clone(),
         };
@@ -173,7 +169,7 @@ impl Application {
         tokio::spawn(start_up(
             self.state.readiness.clone(),
             self.settings.database.url.clone(),
-            self.state.publisher.clone(),
+            issuance.publisher.clone(),
             self.settings.kafka.message_timeout,
             addr,
             stop.clone(),
@@ -184,26 +180,116 @@ impl Application {
         stop.cancel();
         // Whatever failed while stopping, the producer is still flushed.
         let joined = essential.join().await;
+        let stopping = Stopping { state: self.state, stop_serving: self.stop_serving, replica_wait: self.replica_wait };
+        stopping.drain(stop_acks, acknowledger).await?;
+        match ended_early {
+            Some(ended) => anyhow::bail!("{} ended unexpectedly", ended.task),
+            None => joined,
+        }
+    }
+}
+
+/// What is left once requests and background tasks have stopped.
+struct Stopping {
+    state: web::Data<AppState>,
+    stop_serving: CancellationToken,
+    replica_wait: Option<JoinHandle<()>>,
+}
+
+impl Stopping {
+    /// Ends the replica wait, flushes the producer, removes what Kafka
+    /// acknowledged from the outbox, and leaves the relay's replica set.
+    async fn drain(self, stop_acks: CancellationToken, acknowledger: JoinHandle<()>) -> anyhow::Result<()> {
         self.stop_serving.cancel();
         if let Some(task) = self.replica_wait {
             task.await.context("joining the replica acknowledgements")?;
         }
-        let publisher = self.state.publisher.clone();
+        let publisher = self.state.issuance.publisher.clone();
         let flushed = tokio::task::spawn_blocking(move || publisher.flush(FLUSH_TIMEOUT)).await?;
         stop_acks.cancel();
         acknowledger.await.context("joining the outbox acknowledger")?;
-        if let Err(err) = watchlist.leave().await {
+        if let Err(err) = self.state.issuance.watchlist.leave().await {
             tracing::warn!(error = %err, "could not leave the relay's replica set; another replica takes over once the heartbeat lapses");
         }
         match flushed {
             Ok(()) => tracing::info!("coupon-api stopped; producer flushed"),
             Err(err) => tracing::warn!(error = %err, "coupon-api stopped; unflushed events stay in the outbox"),
         }
-        match ended_early {
-            Some(ended) => anyhow::bail!("{} ended unexpectedly", ended.task),
-            None => joined,
+        Ok(())
+    }
+}
+
+/// Creates the topics in the background: Kafka may be down at start, and
+/// issuance does not need it to be up.
+fn create_topics(settings: &Settings) {
+    let kafka = settings.kafka.clone();
+    tokio::spawn(async move {
+        let topics = [
+            (kafka.client.topic.as_str(), kafka.client.partitions),
+            (kafka.client.dlq_topic.as_str(), 1),
+            (kafka.used_topic.as_str(), kafka.client.partitions),
+            (kafka.released_topic.as_str(), kafka.client.partitions),
+        ];
+        if let Err(err) = coupon_infra::kafka::ensure_topics(&kafka.client, &topics).await {
+            tracing::warn!(error = %err, "could not ensure the Kafka topics exist");
+        }
+    });
+}
+
+/// The wait for Redis replicas before a 201, and its task (none when
+/// `redis.min_replicas` is 0).
+fn replica_wait(
+    settings: &Settings,
+    redis: &Arc<SharedRedis>,
+    metrics: &Metrics,
+    stop: &CancellationToken,
+) -> (ReplicaWait, Option<JoinHandle<()>>) {
+    match settings.redis.min_replicas {
+        0 => (ReplicaWait::disabled(), None),
+        required => {
+            let timeout = settings.redis.replica_ack_timeout;
+            let (wait, task) = ReplicaWait::start(redis.clone(), required, timeout, metrics.clone(), stop.clone());
+            (wait, Some(task))
         }
     }
+}
+
+/// Sends redeem and release events to Kafka; woken by each commit.
+fn usage_relay(settings: &Settings, pool: &PgPool, publisher: &Arc<Publisher>, metrics: &Metrics) -> UsageRelay {
+    UsageRelay {
+        pool: pool.clone(),
+        publisher: publisher.clone(),
+        used_topic: settings.kafka.used_topic.clone(),
+        released_topic: settings.kafka.released_topic.clone(),
+        metrics: metrics.clone(),
+        committed: Arc::new(Notify::new()),
+    }
+}
+
+fn recovery(
+    settings: &Settings,
+    parts: &RedisParts,
+    catalog: &Catalog,
+    watchlist: &Arc<Watchlist>,
+    metrics: &Metrics,
+    requests: &RecoveryRequests,
+    readiness: &Readiness,
+) -> anyhow::Result<Recovery> {
+    Ok(Recovery {
+        catalog: catalog.clone(),
+        store: parts.store.clone(),
+        incarnations: parts.incarnations.clone(),
+        fences: parts.fences.clone(),
+        lock: RecoveryLock::new(parts.store.clone()),
+        watchlist: watchlist.clone(),
+        progress: Arc::new(GroupProgress::new(&settings.kafka.client, &settings.writer.group)?),
+        metrics: metrics.clone(),
+        settings: settings.recovery.clone(),
+        requests: requests.clone(),
+        settle: settings.kafka.message_timeout,
+        interval: settings.recovery.sync_interval,
+        readiness: readiness.clone(),
+    })
 }
 
 /// Passes the start-up stages that are not the recovery's: the schema before
@@ -265,8 +351,13 @@ const MIGRATE_RETRY: Duration = Duration::from_secs(2);
 
 /// Built outside `run_until` so that future stays `Send` (the builder is not).
 fn http_server(listener: TcpListener, state: web::Data<AppState>, workers: usize) -> std::io::Result<Server> {
+    let access = web::Data::from(state.access.clone());
     let mut server = HttpServer::new(move || {
-        App::new().wrap(TracingLogger::<RequestSpan>::new()).app_data(state.clone()).configure(routes::configure)
+        App::new()
+            .wrap(TracingLogger::<RequestSpan>::new())
+            .app_data(state.clone())
+            .app_data(access.clone())
+            .configure(crate::http::configure)
     })
     .disable_signals()
     .shutdown_timeout(30);

@@ -13,6 +13,8 @@ pub struct CouponKeys {
     /// Outbox entries that could not be read as an issuance, moved here by
     /// the relay for an operator (never expires).
     pub outbox_malformed: String,
+    /// The holders a rebuild stages before its script swaps them in.
+    pub rebuild_staged: String,
 }
 
 impl CouponKeys {
@@ -24,6 +26,7 @@ impl CouponKeys {
             issued: format!("{base}:issued"),
             outbox: format!("{base}:outbox"),
             outbox_malformed: format!("{base}:outbox:malformed"),
+            rebuild_staged: format!("{base}:issued:rebuild"),
         }
     }
 }
@@ -73,6 +76,12 @@ impl SystemKeys {
     /// Set of the coupons whose outboxes the replica may have written to.
     pub fn claims(&self, replica: &str) -> String {
         format!("{}:claims:{replica}", self.base)
+    }
+
+    /// The recovery lock, kept outside the `{coupons}` tag as it always was,
+    /// so replicas of before and after agree on it.
+    pub fn recovery_lock(prefix: &str) -> String {
+        format!("{prefix}recovery-lock")
     }
 
     /// Where the index lived before it was sorted by end (a set of ids); read

@@ -127,6 +127,8 @@ impl Verdict {
     }
 }
 
+// A flat list: one check per invariant.
+#[allow(clippy::too_many_lines)]
 pub fn check(coupon: i64, spike: &Spike, seen: &Observed) -> Verdict {
     let answers: Vec<_> = spike.answers.iter().filter(|a| a.attempt.coupon == coupon).collect();
     let issued: Vec<i64> = answers.iter().filter(|a| a.status == Some(201)).map(|a| a.attempt.customer).collect();

@@ -288,6 +288,27 @@ impl World {
         spike::run(&self.api, plan, 128, progress).await
     }
 
+    /// The spike, with `fault` started (and timed as the fault) once `after`
+    /// of its requests are answered; `fault` gets the spike's progress counter.
+    pub async fn spike_with_fault<T, F>(
+        &self,
+        coupons: &[i64],
+        customers: u64,
+        after: u64,
+        fault: impl FnOnce(Arc<AtomicU64>) -> F,
+    ) -> (Spike, T)
+    where
+        F: Future<Output = T>,
+    {
+        let progress = Arc::new(AtomicU64::new(0));
+        let fault = fault(progress.clone());
+        let faults = async {
+            reached(&progress, after).await;
+            self.fault(fault).await
+        };
+        tokio::join!(self.spike(coupons, customers, progress.clone()), faults)
+    }
+
     /// After a fault: `customers` new customers (ids from `first_customer`)
     /// ask, and those answered `503 UNAVAILABLE` (nothing changed: Redis is
     /// away or the coupon fenced) ask again, until none is or `timeout` ends.

@@ -50,6 +50,8 @@ fn read_unpadded(page: &Path) -> String {
     lines.join("\n") + "\n"
 }
 
+// A test: the tool's whole run, then its outputs one by one.
+#[allow(clippy::too_many_lines)]
 #[tokio::test(flavor = "multi_thread")]
 async fn the_benchmark_tool_records_both_modes_and_writes_its_report() {
     let mut world = World::new("bench tool").await;

@@ -75,13 +75,7 @@ impl Cluster {
     where
         F: Future<Output = T>,
     {
-        let progress = Arc::new(AtomicU64::new(0));
-        let fault = fault(progress.clone());
-        let faults = async {
-            reached(&progress, requests() / 5).await;
-            self.world.fault(fault).await
-        };
-        tokio::join!(self.spike(progress.clone()), faults)
+        self.world.spike_with_fault(&self.coupons, customers(), requests() / 5, fault).await
     }
 
     /// Checks the promises for every coupon; each sells out exactly (the

@@ -12,7 +12,7 @@ use coupon_e2e::process::bin_dir;
 use coupon_e2e::walkthrough::{self, Step};
 use coupon_e2e::world::World;
 
-/// The credentials `make run` gives the services (scripts/run.sh), which the
+/// The credentials `make run` gives the services (scripts/lib/dev.env), which the
 /// walkthrough uses: its admin token, and `make token`'s signing secret.
 const DEV_ADMIN_TOKEN: &str = "dev-admin-token";
 const DEV_JWT_SECRET: &str = "dev-jwt-secret";

@@ -101,12 +101,7 @@ async fn s4_three_writers_one_killed_mid_stream() {
     let _w2 = world.start_writer(2).await;
     let w3 = world.start_writer(3).await;
     let coupons = world.create_coupons(1, fault_stock()).await;
-    let progress = Arc::new(AtomicU64::new(0));
-    let faults = async {
-        reached(&progress, requests() / 3).await;
-        world.fault(async { w3.kill() }).await;
-    };
-    let (spike, ()) = tokio::join!(world.spike(&coupons, customers(), progress.clone()), faults);
+    let (spike, ()) = world.spike_with_fault(&coupons, customers(), requests() / 3, |_| async { w3.kill() }).await;
     world.verify(&coupons, fault_stock() as i64, &spike).await;
 }
 
@@ -117,20 +112,13 @@ async fn spike_through_outage(name: &str, component: Component) {
     let _api = world.start_api().await;
     let _writer = world.start_writer(1).await;
     let coupons = world.create_coupons(1, fault_stock()).await;
-    let progress = Arc::new(AtomicU64::new(0));
-    let faults = async {
-        reached(&progress, requests() / 10).await;
-        world
-            .fault(async {
-                let stopped =
-                    stack::stop(component).await.unwrap_or_else(|err| panic!("stopping {component:?}: {err:#}"));
-                // The outage itself: issuance goes on meanwhile.
-                tokio::time::sleep(OUTAGE).await;
-                stopped.start().await.unwrap_or_else(|err| panic!("starting {component:?}: {err:#}"));
-            })
-            .await;
+    let outage = |_| async {
+        let stopped = stack::stop(component).await.unwrap_or_else(|err| panic!("stopping {component:?}: {err:#}"));
+        // The outage itself: issuance goes on meanwhile.
+        tokio::time::sleep(OUTAGE).await;
+        stopped.start().await.unwrap_or_else(|err| panic!("starting {component:?}: {err:#}"));
     };
-    let (spike, ()) = tokio::join!(world.spike(&coupons, customers(), progress.clone()), faults);
+    let (spike, ()) = world.spike_with_fault(&coupons, customers(), requests() / 10, outage).await;
     world.verify(&coupons, fault_stock() as i64, &spike).await;
 }
 
@@ -152,17 +140,11 @@ async fn s7_api_killed_mid_spike() {
     let api = world.start_api().await;
     let _writer = world.start_writer(1).await;
     let coupons = world.create_coupons(1, fault_stock()).await;
-    let progress = Arc::new(AtomicU64::new(0));
-    let faults = async {
-        reached(&progress, requests() / 5).await;
-        world
-            .fault(async {
-                api.kill();
-                world.start_api().await
-            })
-            .await
+    let restart = |_| async {
+        api.kill();
+        world.start_api().await
     };
-    let (spike, _api) = tokio::join!(world.spike(&coupons, customers(), progress.clone()), faults);
+    let (spike, _api) = world.spike_with_fault(&coupons, customers(), requests() / 5, restart).await;
     let verdicts = world.verify(&coupons, fault_stock() as i64, &spike).await;
     eprintln!("answers lost with the killed API: {}", verdicts[0].unanswered);
 }
@@ -179,19 +161,15 @@ async fn s8_redis_restarted_empty_mid_spike() {
     world.redis = RedisTarget::Standalone { url: redis.url() };
     let _api = world.start_api().await;
     let coupons = world.create_coupons(1, fault_stock()).await;
-    let progress = Arc::new(AtomicU64::new(0));
-    let faults = async {
-        reached(&progress, requests() / 5).await;
-        world
-            .fault(async {
-                redis.restart_empty().await.expect("restarting Redis empty");
-                tokio::time::sleep(OUTAGE).await;
-                world.start_writer(1).await
-            })
-            .await
+    // The fault borrows the node it restarts for as long as the test runs.
+    let (redis, world) = (&mut redis, &world);
+    let forget = move |_| async move {
+        redis.restart_empty().await.expect("restarting Redis empty");
+        tokio::time::sleep(OUTAGE).await;
+        world.start_writer(1).await
     };
-    let (spike, _writer) = tokio::join!(world.spike(&coupons, customers(), progress.clone()), faults);
-    verify_after_recovery(&world, &coupons, spike).await;
+    let (spike, _writer) = world.spike_with_fault(&coupons, customers(), requests() / 5, forget).await;
+    verify_after_recovery(world, &coupons, spike).await;
 }
 
 /// Redis stalls for 3 s (a script that keeps it busy) once a fifth of the
@@ -208,17 +186,11 @@ async fn s12_redis_stalls_past_the_timeout_mid_spike() {
     world.redis = RedisTarget::Standalone { url: redis.url() };
     let _api = world.start_api().await;
     let coupons = world.create_coupons(1, fault_stock()).await;
-    let progress = Arc::new(AtomicU64::new(0));
-    let faults = async {
-        reached(&progress, requests() / 5).await;
-        world
-            .fault(async {
-                stall(&redis.url(), Duration::from_secs(3)).await.await.expect("the stall ends");
-                world.start_writer(1).await
-            })
-            .await
+    let stall = |_| async {
+        stall(&redis.url(), Duration::from_secs(3)).await.await.expect("the stall ends");
+        world.start_writer(1).await
     };
-    let (spike, _writer) = tokio::join!(world.spike(&coupons, customers(), progress.clone()), faults);
+    let (spike, _writer) = world.spike_with_fault(&coupons, customers(), requests() / 5, stall).await;
     let unconfirmed = spike.answers.iter().filter(|a| a.code.as_deref() == Some("UNCONFIRMED")).count();
     assert!(unconfirmed > 0, "the stall left requests without their reply");
     let issued = world.resolve_unconfirmed(&spike, Duration::from_secs(60)).await.expect("every unconfirmed resolves");
@@ -334,35 +306,27 @@ async fn s10_redis_primary_killed_replica_promoted_by_sentinel() {
     let _api = world.start_api().await;
     let writer = world.start_writer(1).await;
     let coupons = world.create_coupons(1, fault_stock()).await;
-    let progress = Arc::new(AtomicU64::new(0));
-    let faults = async {
-        reached(&progress, requests() / 5).await;
-        world
-            .fault(async {
-                writer.kill();
-                primary.kill();
-                let killed = Instant::now();
-                let promoted = sentinel
-                    .wait_new_master(primary.port(), Duration::from_secs(60))
-                    .await
-                    .expect("the sentinel promotes the replica");
-                eprintln!(
-                    "the sentinel promoted port {promoted} {:.1} s after the kill",
-                    killed.elapsed().as_secs_f64()
-                );
-                assert_eq!(promoted, replica.port(), "the only replica is promoted");
-                primary.restart().await.expect("restarting the old primary");
-                primary
-                    .wait_replica_of(promoted, Duration::from_secs(120))
-                    .await
-                    .expect("the sentinel turns the old primary into a replica");
-                eprintln!("the old primary is a replica again {:.1} s after the kill", killed.elapsed().as_secs_f64());
-                world.start_writer(2).await
-            })
+    let (primary, world) = (&mut primary, &world);
+    let failover = move |_| async move {
+        writer.kill();
+        primary.kill();
+        let killed = Instant::now();
+        let promoted = sentinel
+            .wait_new_master(primary.port(), Duration::from_secs(60))
             .await
+            .expect("the sentinel promotes the replica");
+        eprintln!("the sentinel promoted port {promoted} {:.1} s after the kill", killed.elapsed().as_secs_f64());
+        assert_eq!(promoted, replica.port(), "the only replica is promoted");
+        primary.restart().await.expect("restarting the old primary");
+        primary
+            .wait_replica_of(promoted, Duration::from_secs(120))
+            .await
+            .expect("the sentinel turns the old primary into a replica");
+        eprintln!("the old primary is a replica again {:.1} s after the kill", killed.elapsed().as_secs_f64());
+        world.start_writer(2).await
     };
-    let (spike, _writer) = tokio::join!(world.spike(&coupons, customers(), progress.clone()), faults);
-    verify_after_recovery(&world, &coupons, spike).await;
+    let (spike, _writer) = world.spike_with_fault(&coupons, customers(), requests() / 5, failover).await;
+    verify_after_recovery(world, &coupons, spike).await;
 }
 
 /// Customers spend the coupon right after the spike, before coupon-writer

@@ -38,19 +38,18 @@ pub fn frame<'a, X: AsRangedCoord, Y: AsRangedCoord>(
         .build_cartesian_2d(x, y)
 }
 
+/// An axis a line can be drawn over: plotters keeps clones of its values.
+pub trait LineAxis: Ranged<ValueType: Clone + 'static> {}
+
+impl<A: Ranged<ValueType: Clone + 'static>> LineAxis for A {}
+
 /// Draws `points` as a line in `color`, listed in the legend as `label`.
-pub fn labelled_line<X, Y>(
+pub fn labelled_line<X: LineAxis, Y: LineAxis>(
     chart: &mut Chart<'_, X, Y>,
     points: impl IntoIterator<Item = (X::ValueType, Y::ValueType)>,
     color: RGBAColor,
     label: impl Into<String>,
-) -> DrawResult<()>
-where
-    X: Ranged,
-    Y: Ranged,
-    X::ValueType: Clone + 'static,
-    Y::ValueType: Clone + 'static,
-{
+) -> DrawResult<()> {
     chart
         .draw_series(LineSeries::new(points, color))?
         .label(label)

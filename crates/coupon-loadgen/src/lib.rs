@@ -7,6 +7,7 @@ pub mod client;
 pub mod cpu;
 pub mod dbstats;
 pub mod durable;
+pub mod latency;
 pub mod many;
 pub mod page;
 pub mod promises;

@@ -125,7 +125,7 @@ struct AuthArgs {
     customer_header: String,
 }
 
-/// The secret `make run` gives coupon-api (scripts/run.sh), so tokens minted
+/// The secret `make run` gives coupon-api (scripts/lib/dev.env), so tokens minted
 /// here work against it without configuration.
 const DEV_JWT_SECRET: &str = "dev-jwt-secret";
 
@@ -324,9 +324,7 @@ async fn main() -> ExitCode {
 /// A spike, its record written where `--json` says; whether the promises held.
 async fn spike_run(args: SpikeArgs, default_customers: u64, default_stock: u64) -> anyhow::Result<bool> {
     let (held, record) = run(&args, default_customers, default_stock).await?;
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&record)?)?;
-    }
+    write_json(args.json.as_deref(), &record)?;
     Ok(held)
 }
 
@@ -335,8 +333,7 @@ async fn run(args: &SpikeArgs, default_customers: u64, default_stock: u64) -> an
     let customers = args.customers.unwrap_or(default_customers);
     let stock = args.stock.unwrap_or(default_stock);
     let (client, db) = args.target.connect(args.concurrency).await?;
-    let transactions_before = dbstats::next_transaction_id(&db).await?;
-    let sampler = dbstats::ConnectionSampler::start(db.clone(), Duration::from_millis(20));
+    let load = DbLoad::start(&db).await?;
     let coupon = client.create_coupon("loadgen spike", stock).await?;
     let attempts = spike::plan(&[coupon], customers, 1, args.repeat_share);
     println!(
@@ -344,7 +341,45 @@ async fn run(args: &SpikeArgs, default_customers: u64, default_stock: u64) -> an
         args.repeat_share * 100.0,
         args.concurrency
     );
+    let result = spike_with_progress_bar(&client, attempts, args.concurrency).await;
+    print_answers(&result);
 
+    let mut record = RunRecord::from_spike(&args.mode, args.round, coupon, stock, customers, args.concurrency, &result);
+    let granted = result.issued().count();
+    if args.no_writer {
+        load.sampler.stop();
+        println!("coupon {coupon}: {granted} issued; not waiting for the writer");
+        return Ok((true, record));
+    }
+    let timeout = Duration::from_secs(args.drain_timeout_s);
+    let rows = wait_for_writer(&db, coupon, granted, timeout, &load, &mut record).await?;
+    let promises = judge_promises(&db, coupon, stock, &result, rows).await?;
+    Ok((promises.held(), record))
+}
+
+/// What a spike costs the database: the transaction id it started at, and the
+/// peak of busy connections, sampled every 20 ms.
+struct DbLoad {
+    transactions_before: i64,
+    sampler: dbstats::ConnectionSampler,
+}
+
+impl DbLoad {
+    async fn start(db: &PgPool) -> anyhow::Result<Self> {
+        let transactions_before = dbstats::next_transaction_id(db).await?;
+        Ok(Self {
+            transactions_before,
+            sampler: dbstats::ConnectionSampler::start(db.clone(), Duration::from_millis(20)),
+        })
+    }
+}
+
+/// Runs the spike with a progress bar of the answers, cleared at the end.
+async fn spike_with_progress_bar(
+    client: &ApiClient,
+    attempts: Vec<spike::Attempt>,
+    concurrency: usize,
+) -> spike::Spike {
     let progress = Arc::new(AtomicU64::new(0));
     let bar = ProgressBar::new(attempts.len() as u64)
         .with_style(ProgressStyle::with_template("{bar:40} {pos}/{len} requests {per_sec}").expect("valid template"));
@@ -357,35 +392,60 @@ async fn run(args: &SpikeArgs, default_customers: u64, default_stock: u64) -> an
             }
         })
     };
-    let result = spike::run(&client, attempts, args.concurrency, progress.clone()).await;
+    let result = spike::run(client, attempts, concurrency, progress.clone()).await;
     ticker.abort();
     bar.finish_and_clear();
+    result
+}
 
+/// The spike's throughput, answers by outcome and latency.
+fn print_answers(result: &spike::Spike) {
     println!("answers in {:.2} s: {:.0} requests/s", result.elapsed.as_secs_f64(), result.requests_per_second());
     for (outcome, count) in result.by_outcome() {
         println!("  {outcome:<16} {count}");
     }
     println!("latency: {}", result.latency_summary());
+}
 
-    let issued: Vec<i64> = result.issued().map(|a| a.attempt.customer).collect();
-    let granted = result.issued().count();
-    let mut record = RunRecord::from_spike(&args.mode, args.round, coupon, stock, customers, args.concurrency, &result);
-    if args.no_writer {
-        sampler.stop();
-        println!("coupon {coupon}: {granted} issued; not waiting for the writer");
-        return Ok((true, record));
-    }
-    let samples =
-        durable::wait_for_rows(&db, coupon, granted as i64, Duration::from_secs(args.drain_timeout_s)).await?;
+/// Waits until PostgreSQL holds the `granted` rows of `coupon`, then notes in
+/// `record` how long that took and what the run cost the database. Returns
+/// the rows.
+async fn wait_for_writer(
+    db: &PgPool,
+    coupon: i64,
+    granted: usize,
+    timeout: Duration,
+    load: &DbLoad,
+    record: &mut RunRecord,
+) -> anyhow::Result<i64> {
+    let samples = durable::wait_for_rows(db, coupon, granted as i64, timeout).await?;
     let (drained_after, rows) = samples.last().copied().unwrap_or_default();
     println!("PostgreSQL: {rows} rows, all durable {:.2} s after the spike", drained_after.as_secs_f64());
 
-    let peak_connections = sampler.stop();
+    let peak_connections = load.sampler.stop();
     // Includes the one that created the coupon; this tool's own queries only read.
-    let db_transactions = dbstats::next_transaction_id(&db).await? - transactions_before;
+    let db_transactions = dbstats::next_transaction_id(db).await? - load.transactions_before;
     println!("database: {db_transactions} write transactions, peak {peak_connections} busy connections");
-    let holders = durable::holders(&db, coupon).await?;
-    let sold_out_at_write = durable::sold_out_at_write(&db, coupon).await?;
+    record.durable_after_s = drained_after.as_secs_f64();
+    record.lag = samples.iter().map(|(t, n)| (t.as_secs_f64(), granted as i64 - n)).collect();
+    record.db_transactions = db_transactions;
+    record.peak_db_connections = peak_connections;
+    Ok(rows)
+}
+
+/// The three promises, judged from the spike's 201s and `coupon`'s `rows`,
+/// each printed with its verdict.
+async fn judge_promises(
+    db: &PgPool,
+    coupon: i64,
+    stock: u64,
+    result: &spike::Spike,
+    rows: i64,
+) -> anyhow::Result<Promises> {
+    let issued: Vec<i64> = result.issued().map(|a| a.attempt.customer).collect();
+    let granted = issued.len();
+    let holders = durable::holders(db, coupon).await?;
+    let sold_out_at_write = durable::sold_out_at_write(db, coupon).await?;
     let promises = Promises::judge(&issued, &holders, rows, stock as i64, sold_out_at_write, |_| false);
     let verdict = |ok: bool| if ok { "held" } else { "BROKEN" };
     println!(
@@ -394,30 +454,14 @@ async fn run(args: &SpikeArgs, default_customers: u64, default_stock: u64) -> an
     );
     println!("never lose an issued coupon:  {} (every 201 has its row)", verdict(promises.never_lost()));
     println!("never grant one twice:        {} (no customer twice)", verdict(promises.twice() == 0));
-    record.durable_after_s = drained_after.as_secs_f64();
-    record.lag = samples.iter().map(|(t, n)| (t.as_secs_f64(), granted as i64 - n)).collect();
-    record.db_transactions = db_transactions;
-    record.peak_db_connections = peak_connections;
-    Ok((promises.held(), record))
+    Ok(promises)
 }
 
 /// A spike for comparison, then the flood; writes the soak's section of the
 /// benchmark page. Whether the promises held and the writer kept its group.
 async fn soak(args: SoakArgs) -> anyhow::Result<bool> {
-    let spike_args = SpikeArgs {
-        target: args.target.clone(),
-        customers: Some(args.spike_customers),
-        stock: Some(args.spike_stock),
-        concurrency: args.concurrency,
-        repeat_share: 0.1,
-        drain_timeout_s: args.drain_timeout_s,
-        mode: "kafka".into(),
-        round: 1,
-        json: None,
-        no_writer: false,
-    };
     println!("== a spike for comparison");
-    let (spike_held, spike) = run(&spike_args, args.spike_customers, args.spike_stock).await?;
+    let (spike_held, spike) = run(&comparison_spike(&args), args.spike_customers, args.spike_stock).await?;
 
     let (client, db) = args.target.connect(args.concurrency).await?;
     let stock = coupon_loadgen::soak::FLOOD_STOCK;
@@ -434,9 +478,37 @@ async fn soak(args: SoakArgs) -> anyhow::Result<bool> {
         Duration::from_secs(args.drain_timeout_s),
     )
     .await?;
+    print_soak(&record);
+    write_soak(&args, &record, &spike)?;
+    Ok(spike_held && record.promises.held() && record.rebalances == 0)
+}
+
+/// The spike the soak is compared with: same target and concurrency.
+fn comparison_spike(args: &SoakArgs) -> SpikeArgs {
+    SpikeArgs {
+        target: args.target.clone(),
+        customers: Some(args.spike_customers),
+        stock: Some(args.spike_stock),
+        concurrency: args.concurrency,
+        repeat_share: 0.1,
+        drain_timeout_s: args.drain_timeout_s,
+        mode: "kafka".into(),
+        round: 1,
+        json: None,
+        no_writer: false,
+    }
+}
+
+/// The flood's issuances, latency and drain, then what it did to the services.
+fn print_soak(record: &soak::SoakRecord) {
     println!(
         "{} issued in {:.0} s ({:.0}/s), latency p50 {:.1} ms p99 {:.1} ms; drained {:.2} s after the flood",
-        record.issued, record.flood_s, record.issued_per_s, record.p50_ms, record.p99_ms, record.drain_s
+        record.issued,
+        record.flood_s,
+        record.issued_per_s,
+        record.latency.p50_ms,
+        record.latency.p99_ms,
+        record.drain_s
     );
     println!(
         "writer: {} rebalances, {:.2} commits/s, best second {} rows; max RSS {:?} MiB; Redis {:.0} bytes per customer",
@@ -447,14 +519,16 @@ async fn soak(args: SoakArgs) -> anyhow::Result<bool> {
         record.redis_bytes_per_customer
     );
     println!("promises: {:?}", record.promises);
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&record)?)?;
-    }
-    let section = soak_report::markdown(&record, &spike, &args.machine, &args.command, &args.cross_check);
+}
+
+/// The soak's record where `--json` says, its section of the page and its plot.
+fn write_soak(args: &SoakArgs, record: &soak::SoakRecord, spike: &RunRecord) -> anyhow::Result<()> {
+    write_json(args.json.as_deref(), record)?;
+    let section = soak_report::markdown(record, spike, &args.machine, &args.command, &args.cross_check);
     soak_report::SECTION.write(&args.output, &section)?;
-    soak_report::plot(&record, &args.plots)?;
+    soak_report::plot(record, &args.plots)?;
     println!("wrote the soak section of {} and {}/soak.svg", args.output.display(), args.plots.display());
-    Ok(spike_held && record.promises.held() && record.rebalances == 0)
+    Ok(())
 }
 
 /// Two coupon-api processes, A and B: an idle window, many coupons on B,
@@ -464,43 +538,11 @@ async fn many_coupons(args: ManyArgs) -> anyhow::Result<()> {
     let many = Target { api: args.api_many.clone(), database_url: args.database_url_many.clone(), ..few.clone() };
     let (_, db_few) = few.connect(1).await?;
     let (client_many, db_many) = many.connect(32).await?;
-    let open = async || -> anyhow::Result<[i64; 2]> {
-        Ok([dbstats::open_coupons(&db_few).await?, dbstats::open_coupons(&db_many).await?])
-    };
-    let pids = [args.pid, args.pid_many];
-    let idle_window = Duration::from_secs(args.idle_s);
-    println!("== idle for {} s", args.idle_s);
-    let idle_before = many::idle(pids, &args.redis, open().await?, idle_window).await?;
-    println!("{idle_before:?}");
-
-    println!("== creating {} coupons on B", args.coupons);
-    let started = std::time::Instant::now();
-    let created =
-        many::create_coupons(&client_many, args.coupons, 32, Duration::from_secs(args.open_for_s)).await?.len();
-    let create_s = started.elapsed().as_secs_f64();
+    let idle_before = idle_window(&args, [&db_few, &db_many]).await?;
+    let (created, create_s) = create_many_coupons(&args, &client_many).await?;
     tokio::time::sleep(Duration::from_secs(args.settle_s)).await;
-    println!("== idle for {} s", args.idle_s);
-    let idle_after = many::idle(pids, &args.redis, open().await?, idle_window).await?;
-    println!("{idle_after:?}");
-
-    let (mut spikes_few, mut spikes_many) = (Vec::new(), Vec::new());
-    for _ in 0..args.spikes {
-        for (target, rates) in [(&few, &mut spikes_few), (&many, &mut spikes_many)] {
-            let spike = SpikeArgs {
-                target: target.clone(),
-                customers: Some(args.customers),
-                stock: Some(args.stock),
-                concurrency: args.concurrency,
-                repeat_share: 0.1,
-                drain_timeout_s: 0,
-                mode: "many".into(),
-                round: 1,
-                json: None,
-                no_writer: true,
-            };
-            rates.push(run(&spike, args.customers, args.stock).await?.1.requests_per_s);
-        }
-    }
+    let idle_after = idle_window(&args, [&db_few, &db_many]).await?;
+    let (spikes_few, spikes_many) = spikes_taking_turns(&args, &few, &many).await?;
 
     let record = many::ManyRecord {
         idle_before,
@@ -517,11 +559,60 @@ async fn many_coupons(args: ManyArgs) -> anyhow::Result<()> {
         command: args.command,
     };
     println!("throughput on B (many coupons): {:.1} % of A's", record.throughput_ratio() * 100.0);
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&record)?)?;
-    }
+    write_json(args.json.as_deref(), &record)?;
     many::SECTION.write(&args.output, &many::markdown(&record))?;
     println!("wrote the many-coupons section of {}", args.output.display());
+    Ok(())
+}
+
+/// One idle window over A and B, whose databases are `dbs`, printed.
+async fn idle_window(args: &ManyArgs, dbs: [&PgPool; 2]) -> anyhow::Result<many::IdleCost> {
+    println!("== idle for {} s", args.idle_s);
+    let open = [dbstats::open_coupons(dbs[0]).await?, dbstats::open_coupons(dbs[1]).await?];
+    let pids = [args.pid, args.pid_many];
+    let idle = many::idle(pids, &args.redis, open, Duration::from_secs(args.idle_s)).await?;
+    println!("{idle:?}");
+    Ok(idle)
+}
+
+/// Creates the many coupons on B; how many, and in how many seconds.
+async fn create_many_coupons(args: &ManyArgs, client_many: &ApiClient) -> anyhow::Result<(usize, f64)> {
+    println!("== creating {} coupons on B", args.coupons);
+    let started = std::time::Instant::now();
+    let created =
+        many::create_coupons(client_many, args.coupons, 32, Duration::from_secs(args.open_for_s)).await?.len();
+    Ok((created, started.elapsed().as_secs_f64()))
+}
+
+/// `--spikes` spikes on each of A (`few`) and B (`many`), A then B in turn;
+/// the requests/s of each, per process.
+async fn spikes_taking_turns(args: &ManyArgs, few: &Target, many: &Target) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+    let (mut spikes_few, mut spikes_many) = (Vec::new(), Vec::new());
+    for _ in 0..args.spikes {
+        for (target, rates) in [(few, &mut spikes_few), (many, &mut spikes_many)] {
+            let spike = SpikeArgs {
+                target: target.clone(),
+                customers: Some(args.customers),
+                stock: Some(args.stock),
+                concurrency: args.concurrency,
+                repeat_share: 0.1,
+                drain_timeout_s: 0,
+                mode: "many".into(),
+                round: 1,
+                json: None,
+                no_writer: true,
+            };
+            rates.push(run(&spike, args.customers, args.stock).await?.1.requests_per_s);
+        }
+    }
+    Ok((spikes_few, spikes_many))
+}
+
+/// `value` as pretty JSON at `path`, if there is one.
+fn write_json(path: Option<&std::path::Path>, value: &impl serde::Serialize) -> anyhow::Result<()> {
+    if let Some(path) = path {
+        std::fs::write(path, serde_json::to_string_pretty(value)?)?;
+    }
     Ok(())
 }
 
@@ -557,9 +648,7 @@ async fn trickle(args: TrickleArgs) -> anyhow::Result<()> {
         record.durable_max_ms,
         record.transactions_per_1k
     );
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&record)?)?;
-    }
+    write_json(args.json.as_deref(), &record)?;
     Ok(())
 }
 

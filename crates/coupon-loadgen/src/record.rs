@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::latency::Latency;
 use crate::spike::Spike;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -21,11 +22,9 @@ pub struct RunRecord {
     pub requests_per_s: f64,
     /// Successful issuances per second over the spike.
     pub issued_per_s: f64,
-    pub p50_ms: f64,
-    pub p90_ms: f64,
-    pub p99_ms: f64,
-    pub p999_ms: f64,
-    pub max_ms: f64,
+    /// Of every answer (`p50_ms` … `max_ms` in the JSON, beside the others).
+    #[serde(flatten)]
+    pub latency: Latency,
     pub outcomes: Vec<(String, u64)>,
     /// Answers per second, second by second.
     pub timeline: Vec<u64>,
@@ -51,8 +50,6 @@ impl RunRecord {
         concurrency: usize,
         spike: &Spike,
     ) -> Self {
-        let h = spike.latency();
-        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
         let issued = spike.issued().count();
         Self {
             mode: mode.to_string(),
@@ -66,11 +63,7 @@ impl RunRecord {
             elapsed_s: spike.elapsed.as_secs_f64(),
             requests_per_s: spike.requests_per_second(),
             issued_per_s: issued as f64 / issued_window(spike),
-            p50_ms: ms(0.5),
-            p90_ms: ms(0.9),
-            p99_ms: ms(0.99),
-            p999_ms: ms(0.999),
-            max_ms: h.max() as f64 / 1000.0,
+            latency: Latency::of(&spike.latency()),
             outcomes: spike.by_outcome().into_iter().collect(),
             timeline: spike.timeline(),
             durable_after_s: 0.0,

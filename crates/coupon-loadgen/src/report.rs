@@ -9,8 +9,9 @@ use anyhow::Context;
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::chart::{self, Chart, DrawResult};
+use crate::chart::{self, Chart, DrawResult, LineAxis};
 use crate::cpu::COMPONENTS;
+use crate::latency::Latency;
 use crate::record::RunRecord;
 use crate::table;
 use crate::trickle::TrickleRecord;
@@ -127,11 +128,11 @@ fn runs_section(runs: &[RunRecord]) -> String {
             r.issued.to_string(),
             format!("{:.0}", r.issued_per_s),
             format!("{:.0}", r.requests_per_s),
-            format!("{:.2}", r.p50_ms),
-            format!("{:.2}", r.p90_ms),
-            format!("{:.2}", r.p99_ms),
-            format!("{:.2}", r.p999_ms),
-            format!("{:.2}", r.max_ms),
+            format!("{:.2}", r.latency.p50_ms),
+            format!("{:.2}", r.latency.p90_ms),
+            format!("{:.2}", r.latency.p99_ms),
+            format!("{:.2}", r.latency.p999_ms),
+            format!("{:.2}", r.latency.max_ms),
             format!("{:.0}", r.transactions_per_10k()),
             r.peak_db_connections.to_string(),
             format!("{:.2}", r.durable_after_s),
@@ -148,7 +149,7 @@ fn ratio_section(to_be: &[&RunRecord], as_is: &[&RunRecord]) -> Option<String> {
     let measures: [Measure; 5] = [
         ("issued/s", |r| r.issued_per_s, true),
         ("requests/s", |r| r.requests_per_s, true),
-        ("p99 latency ms", |r| r.p99_ms, false),
+        ("p99 latency ms", |r| r.latency.p99_ms, false),
         ("DB write transactions per 10,000 issued", |r| r.transactions_per_10k(), false),
         ("peak DB connections", |r| r.peak_db_connections as f64, false),
     ];
@@ -170,24 +171,24 @@ fn durability_section(runs: &[RunRecord], to_be: &[&RunRecord]) -> Option<String
     if to_be.is_empty() || options.is_empty() {
         return None;
     }
-    let base = (mean(to_be, |r| r.issued_per_s), mean(to_be, |r| r.p99_ms));
+    let base = (mean(to_be, |r| r.issued_per_s), mean(to_be, |r| r.latency.p99_ms));
     let kafka = [
         "kafka".to_string(),
         "`appendfsync everysec`, no WAIT (the default)".to_string(),
         format!("{:.0}", base.0),
-        format!("{:.2}", mean(to_be, |r| r.p50_ms)),
+        format!("{:.2}", mean(to_be, |r| r.latency.p50_ms)),
         format!("{:.2}", base.1),
         "1.00×".to_string(),
         "1.00×".to_string(),
     ];
     let stronger = options.into_iter().map(|(mode, what)| {
         let runs = of_mode(runs, mode);
-        let (issued, p99) = (mean(&runs, |r| r.issued_per_s), mean(&runs, |r| r.p99_ms));
+        let (issued, p99) = (mean(&runs, |r| r.issued_per_s), mean(&runs, |r| r.latency.p99_ms));
         [
             mode.to_string(),
             what.to_string(),
             format!("{issued:.0}"),
-            format!("{:.2}", mean(&runs, |r| r.p50_ms)),
+            format!("{:.2}", mean(&runs, |r| r.latency.p50_ms)),
             format!("{p99:.2}"),
             format!("{:.2}×", issued / base.0.max(1e-9)),
             format!("{:.2}×", p99 / base.1.max(1e-9)),
@@ -301,16 +302,12 @@ pub fn plots(runs: &[RunRecord], dir: &Path) -> anyhow::Result<()> {
 }
 
 /// One line per run, in its own color and named by mode and round, and the legend.
-fn run_lines<'r, X, Y, P>(
+fn run_lines<'r, X: LineAxis, Y: LineAxis, P>(
     chart: &mut Chart<'_, X, Y>,
     runs: &'r [RunRecord],
     points: impl Fn(&'r RunRecord) -> P,
 ) -> DrawResult<()>
 where
-    X: Ranged,
-    Y: Ranged,
-    X::ValueType: Clone + 'static,
-    Y::ValueType: Clone + 'static,
     P: IntoIterator<Item = (X::ValueType, Y::ValueType)>,
 {
     for (i, r) in runs.iter().enumerate() {
@@ -322,15 +319,11 @@ where
 /// Each run's latency percentiles, on a log scale.
 fn latency_chart(runs: &[RunRecord], path: &Path) -> DrawResult<()> {
     let root = chart::canvas(path, CHART_SIZE)?;
-    let max = runs.iter().map(|r| r.max_ms).fold(1.0, f64::max);
+    let max = runs.iter().map(|r| r.latency.max_ms).fold(1.0, f64::max);
     let mut chart =
         chart::frame(&root, "Latency percentiles (ms, log scale)", 50, 0..4usize, (0.01f64..max * 1.5).log_scale())?;
-    let names = ["p50", "p90", "p99", "p99.9", "max"];
-    chart.configure_mesh().x_label_formatter(&|i| names.get(*i).copied().unwrap_or("").to_string()).draw()?;
-    run_lines(&mut chart, runs, |r| {
-        let points = [r.p50_ms, r.p90_ms, r.p99_ms, r.p999_ms, r.max_ms];
-        points.into_iter().enumerate().map(|(x, y)| (x, y.max(0.01)))
-    })?;
+    chart.configure_mesh().x_label_formatter(&|i| Latency::NAMES.get(*i).copied().unwrap_or("").to_string()).draw()?;
+    run_lines(&mut chart, runs, |r| r.latency.points().into_iter().enumerate().map(|(x, y)| (x, y.max(0.01))))?;
     root.present()
 }
 
@@ -379,11 +372,7 @@ mod tests {
             elapsed_s: 0.5,
             requests_per_s: 1000.4,
             issued_per_s,
-            p50_ms: 1.234,
-            p90_ms: 2.0,
-            p99_ms,
-            p999_ms: 9.999,
-            max_ms: 12.5,
+            latency: Latency { p50_ms: 1.234, p90_ms: 2.0, p99_ms, p999_ms: 9.999, max_ms: 12.5 },
             outcomes: vec![("ISSUED".into(), 100)],
             timeline: vec![400, 100],
             durable_after_s: 0.126,

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::client::ApiClient;
 use crate::durable;
+use crate::latency::{self, Latency};
 use crate::promises::Promises;
 use crate::spike::{self, Attempt};
 
@@ -56,11 +57,9 @@ pub struct SoakRecord {
     pub issued: u64,
     pub outcomes: BTreeMap<String, u64>,
     pub issued_per_s: f64,
-    pub p50_ms: f64,
-    pub p90_ms: f64,
-    pub p99_ms: f64,
-    pub p999_ms: f64,
-    pub max_ms: f64,
+    /// Of the flood's answers (`p50_ms` … `max_ms` in the JSON, beside the others).
+    #[serde(flatten)]
+    pub latency: Latency,
     pub timeline: Vec<Second>,
     /// Partitions assigned to or revoked from the writer during the soak.
     pub rebalances: u64,
@@ -107,41 +106,14 @@ pub async fn run(
         flooding.clone(),
         drain_timeout,
     ));
-
-    let started = Instant::now();
-    let deadline = started + duration;
-    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
-    let mut outcomes: BTreeMap<String, u64> = BTreeMap::new();
-    let mut issued: Vec<i64> = Vec::new();
-    // The deadline stops new requests; those in flight are answered, so every
-    // customer knows what it got.
-    let mut answers = stream::iter(1i64..)
-        .take_while(|_| std::future::ready(Instant::now() < deadline))
-        .map(|customer| spike::send(client, Attempt { coupon, customer }, started))
-        .buffer_unordered(concurrency.max(1));
-    while let Some(answer) = answers.next().await {
-        latency.saturating_record(answer.latency.as_micros() as u64);
-        *outcomes.entry(answer.outcome()).or_default() += 1;
-        if answer.status == Some(201) {
-            issued.push(answer.attempt.customer);
-            issued_count.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-    let flood = started.elapsed();
+    let Flood { elapsed: flood, latency, outcomes, issued } =
+        Flood::run(client, coupon, duration, concurrency, &issued_count).await;
     flooding.store(false, Ordering::Relaxed);
     let (timeline, drain) = sampler.await.context("the sampler")??;
 
     let writer_after = WriterCounters::scrape(client, &watch.writer_metrics).await?;
     let redis_after = redis_used_memory(&watch.redis_url).await?;
-    let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
     let soaked = flood + drain;
-    let mut max_rss_mib: BTreeMap<String, f64> = BTreeMap::new();
-    for second in &timeline {
-        for (service, mib) in &second.rss_mib {
-            let max = max_rss_mib.entry(service.clone()).or_default();
-            *max = max.max(*mib);
-        }
-    }
     Ok(SoakRecord {
         coupon,
         stock,
@@ -150,21 +122,73 @@ pub async fn run(
         requests: outcomes.values().sum(),
         issued: issued.len() as u64,
         issued_per_s: issued.len() as f64 / flood.as_secs_f64(),
-        p50_ms: ms(0.5),
-        p90_ms: ms(0.9),
-        p99_ms: ms(0.99),
-        p999_ms: ms(0.999),
-        max_ms: latency.max() as f64 / 1000.0,
+        latency: Latency::of(&latency),
         outcomes,
         rebalances: writer_after.rebalances - writer_before.rebalances,
         commits_per_s: (writer_after.commits - writer_before.commits) as f64 / soaked.as_secs_f64(),
-        max_rss_mib,
+        max_rss_mib: max_rss_mib(&timeline),
         redis_bytes_per_customer: (redis_after - redis_before) as f64 / issued.len().max(1) as f64,
         drain_s: drain.as_secs_f64(),
         peak_rows_per_s: timeline.iter().map(|s| s.rows).max().unwrap_or(0),
         promises: promises(db, coupon, stock, &issued).await?,
         timeline,
     })
+}
+
+/// What the flood's answers said.
+struct Flood {
+    /// From the first request until the last answer.
+    elapsed: Duration,
+    /// Microseconds per request.
+    latency: Histogram<u64>,
+    outcomes: BTreeMap<String, u64>,
+    /// The customers answered 201.
+    issued: Vec<i64>,
+}
+
+impl Flood {
+    /// A new customer per request on `coupon`, `concurrency` in flight, until
+    /// `duration` is over; each 201 also counts in `issued_count`.
+    async fn run(
+        client: &ApiClient,
+        coupon: i64,
+        duration: Duration,
+        concurrency: usize,
+        issued_count: &AtomicU64,
+    ) -> Self {
+        let started = Instant::now();
+        let deadline = started + duration;
+        let mut latency = latency::histogram();
+        let mut outcomes: BTreeMap<String, u64> = BTreeMap::new();
+        let mut issued: Vec<i64> = Vec::new();
+        // The deadline stops new requests; those in flight are answered, so
+        // every customer knows what it got.
+        let mut answers = stream::iter(1i64..)
+            .take_while(|_| std::future::ready(Instant::now() < deadline))
+            .map(|customer| spike::send(client, Attempt { coupon, customer }, started))
+            .buffer_unordered(concurrency.max(1));
+        while let Some(answer) = answers.next().await {
+            latency.saturating_record(answer.latency.as_micros() as u64);
+            *outcomes.entry(answer.outcome()).or_default() += 1;
+            if answer.status == Some(201) {
+                issued.push(answer.attempt.customer);
+                issued_count.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Self { elapsed: started.elapsed(), latency, outcomes, issued }
+    }
+}
+
+/// Each service's highest resident memory over the seconds.
+fn max_rss_mib(timeline: &[Second]) -> BTreeMap<String, f64> {
+    let mut max_rss_mib: BTreeMap<String, f64> = BTreeMap::new();
+    for second in timeline {
+        for (service, mib) in &second.rss_mib {
+            let max = max_rss_mib.entry(service.clone()).or_default();
+            *max = max.max(*mib);
+        }
+    }
+    max_rss_mib
 }
 
 /// Samples every second until the flood is over and PostgreSQL holds every
@@ -233,7 +257,7 @@ struct WriterCounters {
 impl WriterCounters {
     async fn scrape(client: &ApiClient, url: &str) -> anyhow::Result<Self> {
         let text = client.http().get(url).send().await?.error_for_status()?.text().await?;
-        let count = |series: &str| coupon_infra::telemetry::sample(&text, series).unwrap_or(0.0) as u64;
+        let count = |series: &str| coupon_infra::metrics::sample(&text, series).unwrap_or(0.0) as u64;
         Ok(Self {
             rebalances: count(r#"coupon_writer_rebalances_total{event="assigned"}"#)
                 + count(r#"coupon_writer_rebalances_total{event="revoked"}"#),

@@ -9,6 +9,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use crate::chart::{self, DrawResult};
+use crate::latency::Latency;
 use crate::page::Section;
 use crate::promises::Promises;
 use crate::record::RunRecord;
@@ -45,8 +46,8 @@ fn what_ran(soak: &SoakRecord, spike: &RunRecord) -> String {
 }
 
 /// Latency percentiles as `p50 / p90 / p99 / p99.9 / max`, in ms.
-fn latencies(p50: f64, p90: f64, p99: f64, p999: f64, max: f64) -> String {
-    format!("{p50:.1} / {p90:.1} / {p99:.1} / {p999:.1} / {max:.1}")
+fn latencies(latency: &Latency) -> String {
+    latency.points().map(|ms| format!("{ms:.1}")).join(" / ")
 }
 
 /// The soak's three promises and what broke them, as one cell.
@@ -75,11 +76,7 @@ fn side_by_side(soak: &SoakRecord, spike: &RunRecord) -> [[String; 3]; 13] {
             format!("{:.0}", soak.requests as f64 / soak.flood_s),
         ),
         row("issued/s", format!("{:.0}", spike.issued_per_s), format!("{:.0}", soak.issued_per_s)),
-        row(
-            "latency p50 / p90 / p99 / p99.9 / max, ms",
-            latencies(spike.p50_ms, spike.p90_ms, spike.p99_ms, spike.p999_ms, spike.max_ms),
-            latencies(soak.p50_ms, soak.p90_ms, soak.p99_ms, soak.p999_ms, soak.max_ms),
-        ),
+        row("latency p50 / p90 / p99 / p99.9 / max, ms", latencies(&spike.latency), latencies(&soak.latency)),
         only_soak("writer rows/s, best second", soak.peak_rows_per_s.to_string()),
         only_soak("writer group rebalances", soak.rebalances.to_string()),
         only_soak("offset commits/s", format!("{:.2}", soak.commits_per_s)),
@@ -164,11 +161,7 @@ mod tests {
             elapsed_s: 3.71,
             requests_per_s: 14_742.2,
             issued_per_s: 8519.0,
-            p50_ms: 6.44,
-            p90_ms: 12.6,
-            p99_ms: 28.3,
-            p999_ms: 59.0,
-            max_ms: 64.2,
+            latency: Latency { p50_ms: 6.44, p90_ms: 12.6, p99_ms: 28.3, p999_ms: 59.0, max_ms: 64.2 },
             outcomes: Vec::new(),
             timeline: Vec::new(),
             durable_after_s: 0.001,
@@ -188,8 +181,7 @@ mod tests {
             requests: 1_800_000,
             issued: 1_800_000,
             issued_per_s: 10_000.0,
-            p50_ms: 10.14,
-            max_ms: 118.46,
+            latency: Latency { p50_ms: 10.14, max_ms: 118.46, ..Latency::default() },
             timeline: vec![second(0.0, 0, 0, 0), second(1.0, 9752, 7100, 2652), second(2.0, 8888, 10_000, 1540)],
             commits_per_s: 1.005,
             max_rss_mib: [("coupon-api".to_string(), 54.8), ("coupon-writer".to_string(), 15.7)].into(),

@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use crate::client::ApiClient;
 use crate::cpu::CpuSnapshot;
+use crate::latency::{self, Latency};
 
 /// One request of the plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,7 +159,7 @@ impl Spike {
     }
 
     pub fn latency(&self) -> Histogram<u64> {
-        let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+        let mut histogram = latency::histogram();
         for answer in &self.answers {
             histogram.saturating_record(answer.latency.as_micros() as u64);
         }
@@ -181,16 +182,8 @@ impl Spike {
 
     /// One line per percentile, in milliseconds.
     pub fn latency_summary(&self) -> String {
-        let h = self.latency();
-        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-        format!(
-            "p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  max {:.2} ms",
-            ms(0.5),
-            ms(0.9),
-            ms(0.99),
-            ms(0.999),
-            h.max() as f64 / 1000.0
-        )
+        let points = Latency::of(&self.latency()).points();
+        Latency::NAMES.iter().zip(points).map(|(name, ms)| format!("{name} {ms:.2} ms")).collect::<Vec<_>>().join("  ")
     }
 }
 

@@ -270,7 +270,7 @@ impl Writer {
             };
             // A revocation seen in this poll concerns records held before it,
             // not the one it returned.
-            self.forget_revoked_held(batcher);
+            self.forget_revoked(batcher, None);
             if let Some(received) = received {
                 take_in(received, batcher);
             }
@@ -352,7 +352,7 @@ impl Writer {
                     result = &mut applying => break result,
                     () = tokio::task::yield_now(), if !sent => sent = true,
                     received = self.consumer.recv(), if sent => {
-                        revoked.extend(self.forget_revoked_held(batcher));
+                        revoked.extend(self.forget_revoked(batcher, None));
                         take_in(received, batcher);
                     }
                 }
@@ -449,7 +449,7 @@ impl Writer {
             // Also when the wait ends without a record: a `recv` that served a
             // rebalance returns nothing, and the batch must not be attempted
             // again with the records of partitions revoked meanwhile.
-            self.forget_revoked(batch, batcher);
+            self.forget_revoked(batcher, Some(batch));
             match received {
                 None => return,
                 Some(received) => {
@@ -461,19 +461,15 @@ impl Writer {
         }
     }
 
-    fn forget_revoked(&self, batch: &mut Vec<Record>, batcher: &mut Batcher<Record>) {
-        let revoked = self.forget_revoked_held(batcher);
-        if !revoked.is_empty() {
-            batch.retain(|record| !revoked.contains(&record.partition));
-        }
-    }
-
-    /// Drops the held records of the partitions revoked since the last look,
-    /// and names those partitions.
-    fn forget_revoked_held(&self, batcher: &mut Batcher<Record>) -> Vec<i32> {
+    /// Drops the records of the partitions revoked since the last look, held
+    /// ones and those of the `batch` being retried, and names those partitions.
+    fn forget_revoked(&self, batcher: &mut Batcher<Record>, batch: Option<&mut Vec<Record>>) -> Vec<i32> {
         let revoked = self.consumer.context().take_revoked();
         if !revoked.is_empty() {
             batcher.retain(|record| !revoked.contains(&record.partition));
+            if let Some(batch) = batch {
+                batch.retain(|record| !revoked.contains(&record.partition));
+            }
         }
         revoked
     }

@@ -33,7 +33,8 @@ use time::OffsetDateTime;
 use tokio::sync::Notify;
 
 use crate::catalog::{self, CouponRow, Holding};
-use crate::issuer::{Issuer, Presence, RedisUnavailable};
+use crate::store::incarnation::Incarnations;
+use crate::store::{CouponStore, Presence, RedisUnavailable};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RedemptionError {
@@ -50,7 +51,7 @@ pub enum RedemptionError {
     #[error(transparent)]
     Redis(#[from] RedisUnavailable),
     #[error("Kafka did not acknowledge a usage event: {0}")]
-    Publish(#[from] crate::publisher::PublishError),
+    Publish(#[from] crate::delivery::publisher::PublishError),
 }
 
 /// An order's use of a held coupon: redeem with `order_amount`, release without.
@@ -74,7 +75,9 @@ pub struct Usage {
 
 pub struct Redemptions {
     pool: PgPool,
-    issuer: Arc<Issuer>,
+    /// Who holds a coupon that Redis still knows.
+    store: Arc<CouponStore>,
+    incarnations: Arc<Incarnations>,
     /// Wakes the relay when an event was committed.
     committed: Arc<Notify>,
     /// How long after its period Redis keeps an ended coupon
@@ -85,10 +88,15 @@ pub struct Redemptions {
 }
 
 impl Redemptions {
-    pub fn new(pool: PgPool, issuer: Arc<Issuer>, committed: Arc<Notify>, ended_grace: std::time::Duration) -> Self {
+    pub fn new(
+        pool: PgPool,
+        (store, incarnations): (Arc<CouponStore>, Arc<Incarnations>),
+        committed: Arc<Notify>,
+        ended_grace: std::time::Duration,
+    ) -> Self {
         // Beyond time's range only for a grace nobody configures; a century is as final.
         let ended_grace = time::Duration::try_from(ended_grace).unwrap_or(time::Duration::days(36_500));
-        Self { pool, issuer, committed, ended_grace }
+        Self { pool, store, incarnations, committed, ended_grace }
     }
 
     /// Uses the coupon for the order. The same order again answers as the
@@ -223,12 +231,12 @@ impl Redemptions {
         coupon: &CouponRow,
     ) -> Result<Holding, RedemptionError> {
         let not_held = RedemptionError::Rejected(UseRejection::NotHeld);
-        if !self.issuer.is_trusted().await? {
+        if !self.incarnations.is_trusted().await? {
             return Err(RedemptionError::Undecided);
         }
         let now = OffsetDateTime::now_utc();
         // Whether Redis still knows the coupon: then it says who holds it.
-        let known = match <[Presence]>::first(&self.issuer.presence(&[order.coupon]).await?) {
+        let known = match <[Presence]>::first(&self.store.presence(&[order.coupon]).await?) {
             Some(Presence::Ready) => true,
             Some(Presence::Fenced) => return Err(RedemptionError::Undecided),
             // Redis drops a coupon only after its period; an open coupon
@@ -236,7 +244,7 @@ impl Redemptions {
             Some(Presence::Missing) | None if now <= coupon.ends_at => return Err(RedemptionError::Undecided),
             Some(Presence::Missing) | None => false,
         };
-        if known && !self.issuer.holds(order.coupon, order.customer).await? {
+        if known && !self.store.holds(order.coupon, order.customer).await? {
             return Err(not_held);
         }
         // Waits behind a coupon-writer statement that holds the coupon, and

@@ -23,8 +23,8 @@ use time::OffsetDateTime;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::delivery::publisher::Publisher;
 use crate::metrics::Metrics;
-use crate::publisher::Publisher;
 use crate::redemption::RedemptionError;
 
 /// The advisory lock that makes one relay at a time read the outbox.

@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use coupon_api::issuer::Issuer;
-use coupon_api::outbox::{Acknowledger, Delivered, Outbox};
+use coupon_api::delivery::outbox::{Acknowledger, Delivered, Outbox};
+use coupon_api::store::CouponStore;
 use coupon_domain::CouponId;
 use coupon_infra::redis::SharedRedis;
 use coupon_testkit::redis_settings;
@@ -32,7 +32,7 @@ async fn entries_handed_over_before_the_stop_are_removed_even_when_the_stop_come
     assert_eq!(entries.ids.len(), 20);
 
     let shared = Arc::new(SharedRedis::new(&redis_settings()).unwrap());
-    let outbox = Arc::new(Outbox::new(Arc::new(Issuer::new(shared, iso.key_prefix.to_string()))));
+    let outbox = Arc::new(Outbox::new(Arc::new(CouponStore::new(shared, iso.key_prefix.to_string()))));
     let (queue, acknowledger) = Acknowledger::new(outbox);
     let coupon_id = CouponId::new(coupon).unwrap();
     for entry in &entries.ids {

@@ -3,11 +3,9 @@
 //! (its promoted replica has no issue script), fenced and rebuilt.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::Duration;
 
-use coupon_api::issuer::Issuer;
-use coupon_infra::redis::SharedRedis;
+use coupon_api::issuance::issuer::issue_script;
 use coupon_infra::settings::RedisMode;
 use coupon_testkit::redis_node::{query, RedisCluster};
 use coupon_testkit::wait_until;
@@ -40,10 +38,10 @@ async fn issues_on_every_shard_and_rebuilds_after_a_master_failover() {
     assert!(masters.len() >= 2, "the coupons' slots spread over the masters: {masters:?}");
     // A replica holding the issue script would, once promoted, pass for the
     // primary it replaced.
-    let issuer = Issuer::new(Arc::new(SharedRedis::new(&settings.redis).unwrap()), iso.key_prefix.to_string());
+    let issue_sha = redis::Script::new(&issue_script(&iso.key_prefix)).get_hash().to_string();
     for replica in cluster.replica_urls().await.expect("the replicas") {
         let exists: Vec<bool> =
-            query(&replica, redis::cmd("SCRIPT").arg("EXISTS").arg(issuer.issue_sha())).await.expect("SCRIPT EXISTS");
+            query(&replica, redis::cmd("SCRIPT").arg("EXISTS").arg(&issue_sha)).await.expect("SCRIPT EXISTS");
         assert_eq!(exists, [false], "{replica} holds the issue script");
     }
 

@@ -222,7 +222,7 @@ impl TestApp {
     /// One unlabelled sample of `/metrics`, e.g. `coupon_rebuilds_total`.
     pub async fn metric(&self, name: &str) -> f64 {
         let text = self.http.get(format!("{}/metrics", self.base)).send().await.unwrap().text().await.unwrap();
-        coupon_infra::telemetry::sample(&text, name).unwrap_or_else(|| panic!("no sample {name} in /metrics"))
+        coupon_infra::metrics::sample(&text, name).unwrap_or_else(|| panic!("no sample {name} in /metrics"))
     }
 
     /// A GET as support staff (with the admin token).

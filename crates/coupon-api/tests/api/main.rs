@@ -3,6 +3,7 @@
 
 mod acknowledger;
 mod admin;
+mod architecture;
 mod auth;
 mod cluster;
 mod contract;

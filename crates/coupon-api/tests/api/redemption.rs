@@ -178,6 +178,8 @@ async fn a_coupon_is_redeemed_released_and_redeemed_again_with_one_event_per_cha
     app.stop().await;
 }
 
+// A test: one request and assertion per refusal.
+#[allow(clippy::too_many_lines)]
 #[tokio::test(flavor = "multi_thread")]
 async fn every_refusal_has_its_code_and_changes_nothing() {
     let iso = Isolation::with_usage_topics().await;

@@ -77,6 +77,50 @@ impl Retrying {
     }
 }
 
+/// A second member of the group, started with `settings`, once it has joined:
+/// the rebalance is eager, so the first member gave up every partition and got
+/// some of them back; the group is stable with both; and the second has read
+/// its partitions' records and failed to apply them too (no database answers
+/// it yet).
+async fn second_member_joins(
+    world: &World,
+    first: &RunningWriter,
+    settings: &coupon_writer::config::Settings,
+) -> ConsumerOnly {
+    let second = ConsumerOnly::start(settings);
+    first.wait_metric(REVOKED, 1.0).await;
+    first.wait_metric(ASSIGNED, 2.0).await;
+    wait_until("the second member's assignment", TIMEOUT, || async { (second.metric(ASSIGNED) >= 1.0).then_some(()) })
+        .await;
+    wait_until("the group to be stable with both members", TIMEOUT, || async {
+        (world.stable_members().await == Some(2)).then_some(())
+    })
+    .await;
+    wait_until("the second member's first failed batch", TIMEOUT, || async {
+        (second.metric("coupon_writer_retries_total") >= 1.0).then_some(())
+    })
+    .await;
+    second
+}
+
+/// Waits until every partition is committed to its end, then checks that each
+/// of `events` was written once. Returns the partitions' end offsets and the
+/// rows written, as (coupon, customer).
+async fn every_event_written_once(
+    world: &World,
+    coupon: CouponId,
+    events: &[CouponIssuedEvent],
+) -> (Vec<i64>, Vec<(i64, i64)>) {
+    let ends = world.end_offsets().await;
+    wait_until("every partition committed to its end", TIMEOUT, || async {
+        (world.committed_by_partition().await.as_ref() == Some(&ends)).then_some(())
+    })
+    .await;
+    let expected: Vec<(i64, i64)> = events.iter().map(|e| (coupon.get(), e.customer_id.get())).collect();
+    assert_eq!(world.rows().await, expected, "every event written once");
+    (ends, expected)
+}
+
 /// A member whose batch waits for a retry keeps polling, so a rebalance is
 /// served meanwhile: the records of the partitions it loses are dropped
 /// unapplied and unstored, and their new owner reads them again from the last
@@ -90,33 +134,12 @@ async fn a_partition_revoked_while_its_batch_waits_for_a_retry_is_left_to_its_ne
     // The first member holds them, from every partition, in a batch it retries.
     assert_eq!(first.metric(REVOKED).await, 0.0);
 
-    // A second member joins (without migrating: the database is away). The
-    // rebalance is eager: the first member gives up every partition and gets
-    // some of them back.
-    let second = ConsumerOnly::start(&settings);
-    first.wait_metric(REVOKED, 1.0).await;
-    first.wait_metric(ASSIGNED, 2.0).await;
-    wait_until("the second member's assignment", TIMEOUT, || async { (second.metric(ASSIGNED) >= 1.0).then_some(()) })
-        .await;
-    wait_until("the group to be stable with both members", TIMEOUT, || async {
-        (world.stable_members().await == Some(2)).then_some(())
-    })
-    .await;
-    // The second member has read its partitions' records and failed to apply them too.
-    wait_until("the second member's first failed batch", TIMEOUT, || async {
-        (second.metric("coupon_writer_retries_total") >= 1.0).then_some(())
-    })
-    .await;
+    // A second member joins (without migrating: the database is away).
+    let second = second_member_joins(&world, &first, &settings).await;
     world.db.set_reachable(true).await;
 
-    let ends = world.end_offsets().await;
+    let (ends, expected) = every_event_written_once(&world, coupon, &events).await;
     assert_eq!(ends, vec![PER_PARTITION; PARTITIONS as usize]);
-    wait_until("every partition committed to its end", TIMEOUT, || async {
-        (world.committed_by_partition().await.as_ref() == Some(&ends)).then_some(())
-    })
-    .await;
-    let expected: Vec<(i64, i64)> = events.iter().map(|e| (coupon.get(), e.customer_id.get())).collect();
-    assert_eq!(world.rows().await, expected, "every event written once");
     assert_eq!(world.remaining(coupon).await, 1_000 - expected.len() as i32);
     // Had the first member kept the records of the partitions it lost, it
     // would have applied them too, and one of the two would have found their
@@ -157,17 +180,7 @@ async fn partitions_lost_while_paused_for_a_retry_are_read_when_they_come_back()
     // and holds its records unwritten.
     let mut unwritable = settings.clone();
     unwritable.database.url = format!("postgres://127.0.0.1:{}/nowhere", coupon_testkit::free_port()).into();
-    let second = ConsumerOnly::start(&unwritable);
-    first.wait_metric(REVOKED, 1.0).await;
-    first.wait_metric(ASSIGNED, 2.0).await;
-    wait_until("the group to be stable with both members", TIMEOUT, || async {
-        (world.stable_members().await == Some(2)).then_some(())
-    })
-    .await;
-    wait_until("the second member's first failed batch", TIMEOUT, || async {
-        (second.metric("coupon_writer_retries_total") >= 1.0).then_some(())
-    })
-    .await;
+    let second = second_member_joins(&world, &first, &unwritable).await;
 
     // The first member writes the partition it kept and is done retrying.
     world.db.set_reachable(true).await;
@@ -176,13 +189,7 @@ async fn partitions_lost_while_paused_for_a_retry_are_read_when_they_come_back()
     // The second leaves: its partition goes back to the first.
     second.stop().await;
     first.wait_metric(ASSIGNED, 3.0).await;
-    let ends = world.end_offsets().await;
-    wait_until("every partition committed to its end", TIMEOUT, || async {
-        (world.committed_by_partition().await.as_ref() == Some(&ends)).then_some(())
-    })
-    .await;
-    let expected: Vec<(i64, i64)> = events.iter().map(|e| (coupon.get(), e.customer_id.get())).collect();
-    assert_eq!(world.rows().await, expected, "every event written once");
+    let (_, expected) = every_event_written_once(&world, coupon, &events).await;
     assert_eq!(first.metric("coupon_writer_rows_inserted_total").await, expected.len() as f64);
     first.stop().await;
 }

@@ -356,7 +356,7 @@ impl ConsumerOnly {
 
     /// One sample of its metrics, as `RunningWriter::metric`.
     pub fn metric(&self, series: &str) -> f64 {
-        coupon_infra::telemetry::sample(&self.metrics.render(), series).unwrap_or(0.0)
+        coupon_infra::metrics::sample(&self.metrics.render(), series).unwrap_or(0.0)
     }
 
     /// Stops the loop the way SIGTERM would and waits until it left its group.
@@ -398,7 +398,7 @@ impl RunningWriter {
 
     pub async fn sample(&self, series: &str) -> Option<f64> {
         let text = self.http.get(format!("{}/metrics", self.base)).send().await.unwrap().text().await.unwrap();
-        coupon_infra::telemetry::sample(&text, series)
+        coupon_infra::metrics::sample(&text, series)
     }
 
     /// `coupon_writer_consumer_lag` summed over the partitions.

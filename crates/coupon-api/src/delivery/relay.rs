@@ -9,7 +9,7 @@
 //! Cost: the relay reads only the outboxes on this replica's watchlist (the
 //! coupons it wrote to, took over from a dead replica, or rebuilt) until each
 //! is seen drained; with nothing pending it sends Redis nothing
-//! (crate::watchlist).
+//! (crate::delivery::watchlist).
 
 use std::sync::Arc;
 
@@ -19,11 +19,11 @@ use futures::future::join_all;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RelaySettings;
-use crate::issuer::RedisUnavailable;
+use crate::delivery::outbox::{Delivered, Outbox, PendingEvent};
+use crate::delivery::publisher::{PublishError, Publisher};
+use crate::delivery::watchlist::Watchlist;
 use crate::metrics::Metrics;
-use crate::outbox::{Delivered, Outbox, PendingEvent};
-use crate::publisher::{PublishError, Publisher};
-use crate::watchlist::Watchlist;
+use crate::store::RedisUnavailable;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {

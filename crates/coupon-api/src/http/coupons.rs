@@ -6,12 +6,12 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use crate::auth::Admin;
 use crate::catalog::{CouponRow, NewCoupon};
 use crate::error::{ApiError, ErrorBody};
-use crate::issuer::CouponState;
-use crate::routes::parse_coupon;
-use crate::state::AppState;
+use crate::http::caller::Admin;
+use crate::http::parse_coupon;
+use crate::http::state::AppState;
+use crate::store::CouponState;
 
 /// Largest stock one coupon may have; keeps every quantity inside PostgreSQL's INTEGER.
 pub const MAX_QUANTITY: i64 = 100_000_000;
@@ -111,7 +111,7 @@ impl CouponResponse {
     fn new(row: CouponRow, remaining_quantity: i64) -> Self {
         let (discount, valid_until) = (row.discount.policy(), row.valid_until());
         Self {
-            id: row.id,
+            id: row.id.get(),
             name: row.name,
             total_quantity: row.total_quantity,
             remaining_quantity,
@@ -194,7 +194,7 @@ pub async fn create(
         .await
         .map_err(|err| ApiError::unavailable("PostgreSQL is unavailable; the coupon was not created", &err))?;
     let coupon_state = CouponState {
-        id: CouponId::new(row.id).map_err(|_| ApiError::Unavailable("PostgreSQL returned an invalid id"))?,
+        id: row.id,
         starts_at: row.starts_at,
         ends_at: row.ends_at,
         total_quantity: row.total_quantity,
@@ -203,7 +203,7 @@ pub async fn create(
     // PostgreSQL has the coupon now; if Redis fails, a request for it or a
     // replica's start creates it. A replay creates it here if the first
     // request could not (create.lua never touches an existing coupon).
-    state.issuer.create(&coupon_state).await.map_err(|err| {
+    state.issuance.issuer.create(&coupon_state).await.map_err(|err| {
         ApiError::unavailable("coupon saved but Redis is unavailable; it opens once the sync primes it", &err)
     })?;
     let remaining = i64::from(row.remaining_quantity);
@@ -231,7 +231,7 @@ pub async fn get(state: web::Data<AppState>, coupon: web::Path<String>) -> Resul
     let id: CouponId = parse_coupon(&coupon)?;
     let row = coupon_row(&state, id).await?;
     let stock = state
-        .issuer
+        .store
         .stock(id)
         .await
         .map_err(|err| ApiError::unavailable("Redis is unavailable", &err))?
@@ -269,7 +269,7 @@ pub async fn prime_coupon(
         return Err(ApiError::Rejected(Rejection::Expired));
     }
     state
-        .issuer
+        .fences
         .fence(&[id], "operator")
         .await
         .map_err(|err| ApiError::unavailable("Redis is unavailable; nothing was fenced", &err))?;

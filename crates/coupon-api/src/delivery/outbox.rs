@@ -9,11 +9,13 @@ use std::sync::Arc;
 use coupon_domain::keys::CouponKeys;
 use coupon_domain::{CouponId, CouponIssuedEvent, CustomerId};
 use coupon_infra::redis::SharedRedis;
+use futures::future::try_join_all;
 use redis::streams::{StreamId, StreamRangeReply};
+use redis::Script;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::issuer::{from_unix_ms, release_all, Issuer, RedisUnavailable};
+use crate::store::{from_unix_ms, CouponStore, RedisUnavailable};
 
 /// An outbox entry whose event Kafka acknowledged (or, in the `sync-db` mode,
 /// the database committed): it may go.
@@ -42,20 +44,22 @@ pub struct PendingEvent {
 }
 
 pub struct Outbox {
-    issuer: Arc<Issuer>,
+    store: Arc<CouponStore>,
+    /// Removes delivered entries unless the coupon is fenced.
+    release: Script,
 }
 
 impl Outbox {
-    pub fn new(issuer: Arc<Issuer>) -> Self {
-        Self { issuer }
+    pub fn new(store: Arc<CouponStore>) -> Self {
+        Self { store, release: Script::new(include_str!("release.lua")) }
     }
 
     fn redis(&self) -> &SharedRedis {
-        self.issuer.redis()
+        self.store.redis()
     }
 
     fn key(&self, coupon: CouponId) -> String {
-        self.issuer.keys(coupon).outbox
+        self.store.keys(coupon).outbox
     }
 
     /// Removes delivered entries, one script call per coupon, pipelined. A
@@ -65,14 +69,22 @@ impl Outbox {
         for d in delivered {
             by_coupon.entry(d.coupon).or_default().push(&d.entry);
         }
-        let by_coupon: Vec<(CouponId, Vec<&str>)> = by_coupon.into_iter().collect();
-        release_all(&self.issuer, &by_coupon).await?;
+        try_join_all(by_coupon.iter().map(|(coupon, entries)| self.release(*coupon, entries))).await?;
         Ok(())
+    }
+
+    /// Removes delivered entries of one coupon unless it is fenced; returns
+    /// how many went.
+    async fn release(&self, coupon: CouponId, entries: &[&str]) -> Result<u64, RedisUnavailable> {
+        let keys = self.store.keys(coupon);
+        let mut release = self.release.key(&keys.meta);
+        release.key(&keys.outbox).arg(entries);
+        Ok(self.redis().invoke(&release).await?)
     }
 
     /// Redis's clock in milliseconds; outbox entry ids are stamped with it.
     pub async fn server_time_ms(&self) -> Result<i64, RedisUnavailable> {
-        self.issuer.server_time_ms().await
+        self.store.server_time_ms().await
     }
 
     /// Up to `count` entries written at or before `until_ms` (Redis time),
@@ -88,7 +100,7 @@ impl Outbox {
         until_ms: i64,
         count: usize,
     ) -> Result<Option<Page>, RedisUnavailable> {
-        let keys = self.issuer.keys(coupon);
+        let keys = self.store.keys(coupon);
         let mut pipe = redis::pipe();
         pipe.cmd("HEXISTS").arg(&keys.meta).arg("fenced");
         pipe.cmd("XRANGE").arg(&keys.outbox).arg("-").arg(until_ms).arg("COUNT").arg(count);

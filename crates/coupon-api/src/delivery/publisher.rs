@@ -22,8 +22,8 @@ use rdkafka::ClientContext;
 use tokio::sync::{oneshot, Notify};
 
 use crate::config::{KafkaProducerSettings, PartitionKey};
+use crate::delivery::outbox::{AckQueue, Delivered};
 use crate::metrics::Metrics;
-use crate::outbox::{AckQueue, Delivered};
 
 pub struct Publisher {
     producer: Arc<BaseProducer<Deliveries>>,

@@ -4,7 +4,7 @@ use actix_web::{get, HttpResponse};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{coupons, customers, issue, redemption};
+use crate::http::{coupons, customers, issue, redemption};
 
 #[derive(OpenApi)]
 #[openapi(

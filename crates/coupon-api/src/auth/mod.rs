@@ -1,23 +1,41 @@
 //! Who a request acts for: a customer (from a verified JWT, or from the header
 //! of a gateway that authenticated the customer) or support staff (the admin
-//! token). Handlers take the extractors below as their first argument, so the
-//! credential is checked before the body is read.
+//! token). The HTTP extractors that ask this are in `http::caller`.
 
-use std::future::{ready, Ready};
-
-use actix_web::dev::Payload;
 use actix_web::http::header::{HeaderName, AUTHORIZATION};
-use actix_web::{web, FromRequest, HttpRequest};
+use actix_web::HttpRequest;
 use anyhow::Context;
 use coupon_domain::CustomerId;
 use coupon_infra::auth::CustomerClaims;
 use coupon_infra::settings::{AuthMode, AuthSettings};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
 
-use crate::error::ApiError;
-use crate::state::AppState;
+/// No customer credential, or one that does not verify.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unauthenticated(pub String);
+
+/// The credentials this service accepts.
+pub struct Access {
+    pub authenticator: Authenticator,
+    pub admin_token: Option<SecretString>,
+}
+
+impl Access {
+    pub fn new(settings: &AuthSettings, admin_token: Option<SecretString>) -> anyhow::Result<Self> {
+        Ok(Self { authenticator: Authenticator::new(settings)?, admin_token })
+    }
+
+    /// Whether the request carries the admin token (compared in constant time).
+    pub fn is_admin(&self, req: &HttpRequest) -> bool {
+        match (&self.admin_token, bearer(req)) {
+            (Some(expected), Some(given)) => bool::from(given.as_bytes().ct_eq(expected.expose_secret().as_bytes())),
+            _ => false,
+        }
+    }
+}
 
 pub enum Authenticator {
     Jwt { key: Box<DecodingKey>, validation: Box<Validation> },
@@ -68,12 +86,12 @@ impl Authenticator {
     }
 
     /// The customer the request's credential names.
-    pub fn customer(&self, req: &HttpRequest) -> Result<CustomerId, ApiError> {
+    pub fn customer(&self, req: &HttpRequest) -> Result<CustomerId, Unauthenticated> {
         let customer = match self {
             Self::Jwt { key, validation } => {
-                let token = bearer(req).ok_or(ApiError::Unauthenticated("missing bearer token".into()))?;
+                let token = bearer(req).ok_or(Unauthenticated("missing bearer token".into()))?;
                 let claims = jsonwebtoken::decode::<CustomerClaims>(token, key, validation)
-                    .map_err(|err| ApiError::Unauthenticated(format!("invalid token: {err}")))?
+                    .map_err(|err| Unauthenticated(format!("invalid token: {err}")))?
                     .claims;
                 claims.sub
             }
@@ -81,92 +99,18 @@ impl Authenticator {
                 .headers()
                 .get(header)
                 .and_then(|value| value.to_str().ok())
-                .ok_or_else(|| ApiError::Unauthenticated(format!("missing {header} header")))?
+                .ok_or_else(|| Unauthenticated(format!("missing {header} header")))?
                 .to_string(),
         };
         customer
             .trim()
             .parse::<CustomerId>()
-            .map_err(|_| ApiError::Unauthenticated("the credential does not name a customer id".into()))
+            .map_err(|_| Unauthenticated("the credential does not name a customer id".into()))
     }
 }
 
 fn bearer(req: &HttpRequest) -> Option<&str> {
     req.headers().get(AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ")
-}
-
-fn state(req: &HttpRequest) -> Result<&AppState, ApiError> {
-    req.app_data::<web::Data<AppState>>()
-        .map(|state| state.get_ref())
-        .ok_or(ApiError::Unavailable("the service is not configured"))
-}
-
-/// Whether the request carries the admin token (compared in constant time).
-fn is_admin(req: &HttpRequest, state: &AppState) -> bool {
-    match (&state.admin_token, bearer(req)) {
-        (Some(expected), Some(given)) => bool::from(given.as_bytes().ct_eq(expected.expose_secret().as_bytes())),
-        _ => false,
-    }
-}
-
-/// Support staff: the request carries the admin token.
-pub struct Admin;
-
-impl FromRequest for Admin {
-    type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(state(req).and_then(|state| if is_admin(req, state) { Ok(Admin) } else { Err(ApiError::Unauthorized) }))
-    }
-}
-
-/// The customer the request acts for.
-pub struct Customer(pub CustomerId);
-
-impl FromRequest for Customer {
-    type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let customer = state(req).and_then(|state| state.authenticator.customer(req));
-        if let Ok(customer) = customer {
-            crate::request_span::record_customer(customer);
-        }
-        ready(customer.map(Customer))
-    }
-}
-
-/// Who may read a customer's holdings: that customer, or support staff.
-pub enum Reader {
-    Admin,
-    Customer(CustomerId),
-}
-
-impl Reader {
-    pub fn may_read(&self, customer: CustomerId) -> Result<(), ApiError> {
-        match self {
-            Reader::Customer(own) if *own != customer => {
-                Err(ApiError::Forbidden("a customer sees only its own coupons"))
-            }
-            _ => Ok(()),
-        }
-    }
-}
-
-impl FromRequest for Reader {
-    type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(state(req).and_then(|state| {
-            if is_admin(req, state) {
-                Ok(Reader::Admin)
-            } else {
-                state.authenticator.customer(req).map(Reader::Customer)
-            }
-        }))
-    }
 }
 
 #[cfg(test)]
@@ -209,7 +153,7 @@ mod tests {
         let unsigned = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.", expired.split('.').nth(1).unwrap());
         for token in [forged.as_str(), expired.as_str(), unsigned.as_str(), "garbage"] {
             let err = jwt().customer(&with_bearer(token)).unwrap_err();
-            assert!(matches!(err, ApiError::Unauthenticated(_)), "{token}: {err:?}");
+            let _: Unauthenticated = err;
         }
         assert!(jwt().customer(&TestRequest::default().to_http_request()).is_err(), "no token at all");
     }
@@ -221,13 +165,5 @@ mod tests {
         assert_eq!(gateway.customer(&req).unwrap(), CustomerId::new(42).unwrap());
         let zero = TestRequest::default().insert_header(("X-Customer-Id", "0")).to_http_request();
         assert!(gateway.customer(&zero).is_err());
-    }
-
-    #[test]
-    fn a_customer_reads_only_its_own() {
-        let (seven, eight) = (CustomerId::new(7).unwrap(), CustomerId::new(8).unwrap());
-        assert!(Reader::Customer(seven).may_read(seven).is_ok());
-        assert!(matches!(Reader::Customer(seven).may_read(eight), Err(ApiError::Forbidden(_))));
-        assert!(Reader::Admin.may_read(eight).is_ok());
     }
 }

@@ -29,6 +29,9 @@
 //! goes on the rebuilder's watchlist, so its entries are relayed whoever
 //! wrote them.
 
+pub mod fence;
+pub mod lock;
+
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -41,10 +44,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{Catalog, CatalogError, CouponRow};
 use crate::config::RecoverySettings;
-use crate::issuer::{CouponState, Issuer, Presence, RedisUnavailable};
+use crate::delivery::watchlist::Watchlist;
 use crate::metrics::Metrics;
 use crate::readiness::{Readiness, Stage};
-use crate::watchlist::Watchlist;
+use crate::store::incarnation::Incarnations;
+use crate::store::{from_unix_ms, unix_ms, CouponState, CouponStore, Presence, RedisUnavailable};
+use fence::Fences;
+use lock::RecoveryLock;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecoveryError {
@@ -103,7 +109,10 @@ impl RecoveryRequests {
 
 pub struct Recovery {
     pub catalog: Catalog,
-    pub issuer: Arc<Issuer>,
+    pub store: Arc<CouponStore>,
+    pub incarnations: Arc<Incarnations>,
+    pub fences: Arc<Fences>,
+    pub lock: RecoveryLock,
     pub watchlist: Arc<Watchlist>,
     pub progress: Arc<GroupProgress>,
     pub metrics: Metrics,
@@ -127,6 +136,16 @@ const CLOCK_MARGIN: time::Duration = time::Duration::seconds(2);
 
 /// Kafka calls (metadata, watermarks, committed offsets) give up after this.
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a rebuild makes safe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target<'a> {
+    /// Coupons a trusted Redis lacks or holds fenced.
+    Coupons,
+    /// A Redis incarnation not trusted yet (it restarted or failed over),
+    /// with the coupons it may hold stale.
+    Incarnation(&'a str),
+}
 
 /// Which coupons a pass looks at (besides those requests asked about).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,7 +207,7 @@ impl Recovery {
     /// answers requests, retires ended coupons.
     async fn pass(&self, asked: Asked, scope: Scope, stop: &CancellationToken) -> Result<(), RecoveryError> {
         if scope == Scope::Open {
-            let migrated = self.issuer.migrate_index().await?;
+            let migrated = self.store.migrate_index().await?;
             if migrated > 0 {
                 tracing::info!(coupons = migrated, "coupon index carried over to the index sorted by end");
             }
@@ -198,33 +217,33 @@ impl Recovery {
         // that ended within it is rebuilt for nothing, and answers EXPIRED.
         let now = self.redis_now().await?;
         let open_since = now - CLOCK_MARGIN;
-        let node = self.issuer.incarnation().await?;
+        let node = self.incarnations.current().await?;
         if !node.trusted {
             let open = self.catalog.open(open_since).await?;
-            let born_here = self.issuer.born_here(&ids(&open)).await?;
+            let born_here = self.fences.born_here(&ids(&open)).await?;
             let (new, stale): (Vec<_>, Vec<_>) = open.into_iter().zip(born_here).partition(|(_, born)| *born);
             if !new.is_empty() {
                 tracing::info!(coupons = new.len(), "coupons created on this Redis since it started need no rebuild");
             }
-            self.rebuild(stale.into_iter().map(|(row, _)| row).collect(), Some(&node.id), stop).await?;
+            self.rebuild(stale.into_iter().map(|(row, _)| row).collect(), Target::Incarnation(&node.id), stop).await?;
         } else {
             if !node.recorded {
                 // A system from before the record: it is the incarnation
                 // the script says it is; record it, so a failback is noticed.
-                self.issuer.trust(&node.id).await?;
+                self.incarnations.trust(&node.id).await?;
             }
             let candidates = if scope == Scope::Open {
                 self.catalog.open(open_since).await?
             } else {
                 let mut wanted: BTreeSet<CouponId> = asked.coupons;
                 if scope == Scope::Fenced {
-                    wanted.extend(self.issuer.fenced().await?);
+                    wanted.extend(self.fences.listed().await?);
                 }
                 self.catalog.rows(&wanted.into_iter().collect::<Vec<_>>()).await?
             };
             let suspects = self.suspects(candidates, now).await?;
             if !suspects.is_empty() {
-                self.rebuild(suspects, None, stop).await?;
+                self.rebuild(suspects, Target::Coupons, stop).await?;
             }
         }
         if scope != Scope::Asked {
@@ -236,7 +255,7 @@ impl Recovery {
     /// The candidates Redis holds fenced, or lacks while they are open; the
     /// others leave the fenced set.
     async fn suspects(&self, candidates: Vec<CouponRow>, now: OffsetDateTime) -> Result<Vec<CouponRow>, RecoveryError> {
-        let presence = self.issuer.presence(&ids(&candidates)).await?;
+        let presence = self.store.presence(&ids(&candidates)).await?;
         // A coupon created moments ago may be in PostgreSQL and not yet
         // in Redis: its creation is still under way, not lost.
         let created_before = now - self.settle;
@@ -246,82 +265,109 @@ impl Recovery {
                 Presence::Fenced => true,
                 Presence::Missing => row.created_at < created_before && row.ends_at > now - CLOCK_MARGIN,
             });
-        self.issuer
-            .unlist_fenced(&sound.iter().filter_map(|(row, _)| CouponId::new(row.id).ok()).collect::<Vec<_>>())
-            .await?;
+        self.fences.unlist(&sound.iter().map(|(row, _)| row.id).collect::<Vec<_>>()).await?;
         Ok(suspects.into_iter().map(|(row, _)| row).collect())
     }
 
-    /// Rebuilds `coupons` behind fences; with `trust`, the incarnation of an
-    /// untrusted Redis, also makes that Redis safe to issue from.
+    /// Rebuilds `coupons` behind fences; for a [`Target::Incarnation`], also
+    /// makes that Redis safe to issue from.
     async fn rebuild(
         &self,
         coupons: Vec<CouponRow>,
-        trust: Option<&str>,
+        target: Target<'_>,
         stop: &CancellationToken,
     ) -> Result<(), RecoveryError> {
+        // Step 1.
         let token = format!("{:032x}", rand::random::<u128>());
-        if !self.issuer.lock(&token, self.settings.lock_ttl).await? {
+        if !self.lock.lock(&token, self.settings.lock_ttl).await? {
             // Until the issue script is loaded this replica cannot serve.
-            if trust.is_some() {
+            if let Target::Incarnation(_) = target {
                 return Err(RecoveryError::TakenOverElsewhere);
             }
             tracing::info!("another replica is rebuilding; leaving it to that one");
             return Ok(());
         }
-        let result = self.rebuild_locked(&coupons, trust, &token, stop).await;
-        if let Err(err) = self.issuer.unlock(&token).await {
+        let result = self.rebuild_locked(&coupons, target, &token, stop).await;
+        if let Err(err) = self.lock.unlock(&token).await {
             tracing::warn!(error = %err, "could not release the recovery lock; it expires by itself");
         }
         self.metrics.fenced_coupons.set(0);
         result
     }
 
+    /// Steps 2 to 6 of the module header, under the lock.
     async fn rebuild_locked(
         &self,
         coupons: &[CouponRow],
-        trust: Option<&str>,
+        target: Target<'_>,
         token: &str,
         stop: &CancellationToken,
     ) -> Result<(), RecoveryError> {
-        // This replica saw the new incarnation before it had the lock; another
-        // one may have handled it meanwhile (replicas starting together on a
-        // fresh Redis, or noticing the same restart). That one fenced every
-        // open coupon before loading the script and rebuilt them, or left them
-        // fenced for the next pass, before it let the lock go: nothing is left
-        // to do here, and fencing again would stop coupons created since.
-        if trust.is_some() && self.issuer.is_trusted().await? {
-            tracing::info!("another replica already took over this Redis; nothing to rebuild");
+        if self.taken_over_already(target).await? {
             return Ok(());
         }
         let ids = ids(coupons);
-        self.issuer.fence(&ids, token).await?;
-        self.metrics.fenced_coupons.set(ids.len() as i64);
-        if let Some(incarnation) = trust {
-            if !self.issuer.trust(incarnation).await? {
-                return Err(RecoveryError::IncarnationChanged);
+        self.fence(&ids, token).await?;
+        match target {
+            Target::Incarnation(id) => self.trust_incarnation(id, ids.len()).await?,
+            Target::Coupons => {
+                tracing::warn!(coupons = ?ids, "coupons missing from Redis or fenced: rebuilding them from PostgreSQL")
             }
-            if ids.is_empty() {
-                tracing::info!("issue script loaded; no open coupon needed a rebuild");
-            } else {
-                self.metrics.redis_new_incarnations.inc();
-                tracing::warn!(
-                    coupons = ids.len(),
-                    "Redis restarted or failed over: its coupons are fenced until rebuilt from PostgreSQL"
-                );
-            }
-        } else {
-            tracing::warn!(coupons = ?ids, "coupons missing from Redis or fenced: rebuilding them from PostgreSQL");
         }
         self.made_safe();
         if coupons.is_empty() {
             return Ok(());
         }
         self.hold_lock_for(self.settle, token, stop).await?;
-        let marks = self.kafka(|progress| progress.marks(KAFKA_TIMEOUT)).await?;
-        self.wait_for_writer(&marks, token, stop).await?;
+        self.wait_for_writer(token, stop).await?;
+        self.write_states(coupons, token).await
+    }
+
+    /// This replica saw the new incarnation before it had the lock; another
+    /// one may have handled it meanwhile (replicas starting together on a
+    /// fresh Redis, or noticing the same restart). That one fenced every
+    /// open coupon before loading the script and rebuilt them, or left them
+    /// fenced for the next pass, before it let the lock go: nothing is left
+    /// to do here, and fencing again would stop coupons created since.
+    async fn taken_over_already(&self, target: Target<'_>) -> Result<bool, RecoveryError> {
+        if let Target::Incarnation(_) = target {
+            if self.incarnations.is_trusted().await? {
+                tracing::info!("another replica already took over this Redis; nothing to rebuild");
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Step 2.
+    async fn fence(&self, ids: &[CouponId], token: &str) -> Result<(), RecoveryError> {
+        self.fences.fence(ids, token).await?;
+        self.metrics.fenced_coupons.set(ids.len() as i64);
+        Ok(())
+    }
+
+    /// Step 3: loads the issue script on a Redis whose coupons that may be
+    /// stale are all fenced now.
+    async fn trust_incarnation(&self, incarnation: &str, fenced: usize) -> Result<(), RecoveryError> {
+        if !self.incarnations.trust(incarnation).await? {
+            return Err(RecoveryError::IncarnationChanged);
+        }
+        if fenced == 0 {
+            tracing::info!("issue script loaded; no open coupon needed a rebuild");
+        } else {
+            self.metrics.redis_new_incarnations.inc();
+            tracing::warn!(
+                coupons = fenced,
+                "Redis restarted or failed over: its coupons are fenced until rebuilt from PostgreSQL"
+            );
+        }
+        Ok(())
+    }
+
+    /// Step 6: each coupon's state from its PostgreSQL holders and its outbox.
+    async fn write_states(&self, coupons: &[CouponRow], token: &str) -> Result<(), RecoveryError> {
         for row in coupons {
-            let id = CouponId::new(row.id).expect("PostgreSQL ids are positive");
+            let id = row.id;
             let state = CouponState {
                 id,
                 starts_at: row.starts_at,
@@ -329,10 +375,10 @@ impl Recovery {
                 total_quantity: row.total_quantity,
                 holders: self.catalog.holders(id).await?,
             };
-            match self.issuer.rebuild(&state, token).await? {
+            match self.fences.rebuild(&state, token).await? {
                 Some(stock) => {
                     // Whoever wrote the entries the rebuild kept may be gone.
-                    self.watchlist.watch(id, self.issuer.server_time_ms().await?).await?;
+                    self.watchlist.watch(id, self.store.server_time_ms().await?).await?;
                     self.metrics.rebuilds.inc();
                     tracing::info!(coupon = %id, holders = state.holders.len(), stock, "coupon rebuilt from PostgreSQL");
                 }
@@ -343,8 +389,8 @@ impl Recovery {
     }
 
     async fn redis_now(&self) -> Result<OffsetDateTime, RecoveryError> {
-        let now_ms = self.issuer.server_time_ms().await?;
-        Ok(crate::issuer::from_unix_ms(now_ms).unwrap_or_else(OffsetDateTime::now_utc))
+        let now_ms = self.store.server_time_ms().await?;
+        Ok(from_unix_ms(now_ms).unwrap_or_else(OffsetDateTime::now_utc))
     }
 
     /// Every coupon Redis may hold stale is fenced and the issue script is
@@ -368,22 +414,18 @@ impl Recovery {
     }
 
     async fn renew(&self, token: &str) -> Result<(), RecoveryError> {
-        if self.issuer.renew_lock(token, self.settings.lock_ttl).await? {
+        if self.lock.renew(token, self.settings.lock_ttl).await? {
             Ok(())
         } else {
             Err(RecoveryError::LockLost)
         }
     }
 
-    /// Polls the writer's committed offsets until they reach `marks`, for as
-    /// long as it takes: a rebuild from a database that lacks issuances would
-    /// sell their stock again.
-    async fn wait_for_writer(
-        &self,
-        marks: &[Mark],
-        token: &str,
-        stop: &CancellationToken,
-    ) -> Result<(), RecoveryError> {
+    /// Step 5: reads the topic's high watermarks, then polls the writer's
+    /// committed offsets until they reach them, for as long as it takes: a
+    /// rebuild from a database that lacks issuances would sell their stock again.
+    async fn wait_for_writer(&self, token: &str, stop: &CancellationToken) -> Result<(), RecoveryError> {
+        let marks: Vec<Mark> = self.kafka(|progress| progress.marks(KAFKA_TIMEOUT)).await?;
         let poll = self.settings.poll;
         // A line about every 10 s.
         let log_every = (10_000 / (poll.as_millis() as u64).max(1)).max(1);
@@ -414,10 +456,10 @@ impl Recovery {
     }
 
     async fn retire_ended(&self, now: OffsetDateTime) -> Result<(), RecoveryError> {
-        let now_ms = crate::issuer::unix_ms(now - CLOCK_MARGIN);
+        let now_ms = unix_ms(now - CLOCK_MARGIN);
         let mut retired = Vec::new();
-        for coupon in self.issuer.ended(now_ms).await? {
-            if self.issuer.retire(coupon, self.settings.ended_grace).await? {
+        for coupon in self.store.ended(now_ms).await? {
+            if self.fences.retire(coupon, self.settings.ended_grace).await? {
                 tracing::info!(coupon = %coupon, grace = ?self.settings.ended_grace, "ended coupon retired from Redis");
                 retired.push(coupon);
             }
@@ -428,5 +470,5 @@ impl Recovery {
 }
 
 fn ids(rows: &[CouponRow]) -> Vec<CouponId> {
-    rows.iter().filter_map(|row| CouponId::new(row.id).ok()).collect()
+    rows.iter().map(|row| row.id).collect()
 }

@@ -8,11 +8,11 @@ use serde::{Deserialize, Serialize};
 use tracing_actix_web::RequestId;
 use utoipa::ToSchema;
 
-use crate::auth::Customer;
 use crate::error::{ApiError, ErrorBody};
+use crate::http::caller::Customer;
+use crate::http::parse_coupon;
+use crate::http::state::AppState;
 use crate::issuance::Answer;
-use crate::routes::parse_coupon;
-use crate::state::AppState;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -91,7 +91,7 @@ async fn decide(
     request_id: &str,
 ) -> Result<HttpResponse, ApiError> {
     let coupon: CouponId = parse_coupon(coupon)?;
-    match crate::issuance::issue(state, coupon, customer, request_id).await {
+    match state.issuance.issue(coupon, customer, request_id).await {
         Ok(Answer::Issued) => Ok(HttpResponse::Created().json(IssueResponse {
             coupon_id: coupon.get(),
             customer_id: customer.get(),

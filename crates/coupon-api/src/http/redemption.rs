@@ -6,11 +6,11 @@ use coupon_domain::{is_valid_order_id, CouponId, CustomerId, HoldingStatus, MAX_
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::auth::{Admin, Customer};
 use crate::error::{ApiError, ErrorBody};
+use crate::http::caller::{Admin, Customer};
+use crate::http::state::AppState;
+use crate::http::{parse_coupon, parse_id};
 use crate::redemption::{OrderRef, Usage};
-use crate::routes::{parse_coupon, parse_id};
-use crate::state::AppState;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -9,9 +9,9 @@ use coupon_domain::{CouponId, CustomerId};
 use coupon_infra::db::PgPool;
 use diesel_async::AsyncConnection;
 
+use super::issuer::Issued;
 use crate::catalog::{self, CatalogError};
-use crate::issuer::Issued;
-use crate::outbox::{AckQueue, Delivered};
+use crate::delivery::outbox::{AckQueue, Delivered};
 
 pub struct WriteThrough {
     pool: PgPool,

@@ -6,11 +6,11 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use crate::auth::{Customer, Reader};
 use crate::catalog::{CouponRow, Holding};
 use crate::error::{ApiError, ErrorBody};
-use crate::routes::{parse_coupon, parse_id};
-use crate::state::AppState;
+use crate::http::caller::{Customer, Reader};
+use crate::http::state::AppState;
+use crate::http::{parse_coupon, parse_id};
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -39,7 +39,7 @@ impl HeldCouponResponse {
     fn new(holding: Holding, coupon: CouponRow, now: OffsetDateTime) -> Self {
         let valid_until = coupon.valid_until();
         Self {
-            coupon_id: coupon.id,
+            coupon_id: coupon.id.get(),
             name: coupon.name,
             issued_at: holding.issued_at,
             status: HoldingStatus::as_of(holding.used_by().is_some(), valid_until, now),
@@ -139,11 +139,8 @@ pub async fn attempt(
     let coupon: CouponId = parse_coupon(&path.0)?;
     let customer: CustomerId = parse_id(&path.1, "customerId")?;
     reader.may_read(customer)?;
-    let issued = state
-        .issuer
-        .holds(coupon, customer)
-        .await
-        .map_err(|err| ApiError::unavailable("Redis is unavailable", &err))?;
+    let issued =
+        state.store.holds(coupon, customer).await.map_err(|err| ApiError::unavailable("Redis is unavailable", &err))?;
     let persisted = state
         .catalog
         .is_persisted(coupon, customer)

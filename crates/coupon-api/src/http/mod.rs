@@ -1,14 +1,19 @@
-//! HTTP routes, one module per resource, and the extractor settings that turn
+//! The HTTP face: who calls (`caller`), how often (`limits`), the request
+//! span, and the routes, one module per resource, and the extractor settings that turn
 //! every malformed request into a 4xx: `400 INVALID_REQUEST`, `413` for a body
 //! over the limit, `415` for a body that is not JSON, `405` (with `Allow`) for
 //! a method a known path does not serve.
 
+pub mod caller;
 pub mod coupons;
 pub mod customers;
 pub mod health;
 pub mod issue;
+pub mod limits;
 pub mod openapi;
 pub mod redemption;
+pub mod request_span;
+pub mod state;
 
 use std::sync::LazyLock;
 
@@ -96,6 +101,6 @@ where
 /// Parses the `couponId` path parameter and names the coupon on the request's span.
 pub fn parse_coupon(raw: &str) -> Result<coupon_domain::CouponId, ApiError> {
     let coupon = parse_id(raw, "couponId")?;
-    crate::request_span::record_coupon(coupon);
+    crate::http::request_span::record_coupon(coupon);
     Ok(coupon)
 }

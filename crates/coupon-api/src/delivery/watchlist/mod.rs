@@ -36,7 +36,7 @@ use redis::Script;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
-use crate::issuer::RedisUnavailable;
+use crate::store::RedisUnavailable;
 
 pub struct Watchlist {
     redis: Arc<SharedRedis>,

@@ -3,8 +3,8 @@
 use actix_web::{get, web, HttpResponse};
 use serde_json::json;
 
+use crate::http::state::AppState;
 use crate::readiness::Stage;
-use crate::state::AppState;
 
 #[get("/health/live")]
 pub async fn live() -> HttpResponse {
@@ -21,8 +21,8 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
         return HttpResponse::ServiceUnavailable()
             .json(json!({ "status": "STARTING", "waitingFor": stage.waiting_for() }));
     }
-    let kafka = if state.publisher.is_healthy() { "UP" } else { "DEGRADED" };
-    match state.issuer.ping().await {
+    let kafka = if state.issuance.publisher.is_healthy() { "UP" } else { "DEGRADED" };
+    match state.store.ping().await {
         Ok(()) => HttpResponse::Ok().json(json!({ "status": "UP", "redis": "UP", "kafka": kafka })),
         Err(err) => {
             tracing::warn!(error = %err, "not ready: Redis does not answer");

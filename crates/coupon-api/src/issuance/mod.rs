@@ -1,0 +1,163 @@
+//! One issuance: the Redis decision, then the hand-off of the event to Kafka.
+//!
+//! The 201 waits for Kafka's acknowledgement (up to `kafka.ack_timeout_ms`) while
+//! Kafka is healthy: then an issued coupon survives even a Redis crash inside
+//! its AOF fsync window, because its event is already replicated in Kafka.
+//! While Kafka is failing the request does not wait; the outbox entry written
+//! by the script keeps the event, and the relay delivers it later.
+//!
+//! With `redis.min_replicas` > 0 the 201 also waits until that many Redis
+//! replicas have the script's writes (`replica_wait`), so a failover to one
+//! of them keeps the issuance.
+//!
+//! Redis that lost a coupon, or lost everything (NOSCRIPT), answers nothing
+//! from suspect state: the request gets 503 and the recovery rebuilds
+//! (crate::recovery).
+//!
+//! In the `sync-db` baseline mode the request instead writes its own database
+//! transaction (`baseline`).
+
+pub mod baseline;
+pub mod issuer;
+pub mod replica_wait;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use coupon_domain::{CouponId, CouponIssuedEvent, CustomerId, Rejection};
+use time::OffsetDateTime;
+
+use crate::catalog::{Catalog, CatalogError};
+use crate::config::IssueMode;
+use crate::delivery::outbox::{AckQueue, Delivered};
+use crate::delivery::publisher::Publisher;
+use crate::delivery::watchlist::Watchlist;
+use crate::recovery::RecoveryRequests;
+use crate::store::RedisUnavailable;
+use baseline::WriteThrough;
+use issuer::{Decision, Fence, Issued, Issuer};
+use replica_wait::ReplicaWait;
+
+/// What the customer is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    Issued,
+    Rejected(Rejection),
+    /// Redis may not decide for this coupon now (being rebuilt); nothing changed.
+    Fenced,
+    /// Maybe issued: the required replicas did not confirm it in time, or
+    /// Redis's reply was lost. The customer is told to check rather than
+    /// told either way.
+    Unconfirmed,
+}
+
+/// Where an issued event goes before the customer is answered.
+pub enum HandOff {
+    /// To Kafka, for coupon-writer (the design).
+    Kafka,
+    /// Into PostgreSQL by the request itself (the baseline).
+    WriteThrough(WriteThrough),
+}
+
+impl HandOff {
+    pub fn new(mode: IssueMode, pool: coupon_infra::db::PgPool) -> Self {
+        match mode {
+            IssueMode::Kafka => HandOff::Kafka,
+            IssueMode::SyncDb => HandOff::WriteThrough(WriteThrough::new(pool)),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    #[error(transparent)]
+    Redis(#[from] RedisUnavailable),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+}
+
+/// Everything the hot path touches, and nothing else.
+pub struct Issuance {
+    pub issuer: Issuer,
+    /// The outboxes this replica's relay reads.
+    pub watchlist: Arc<Watchlist>,
+    pub publisher: Arc<Publisher>,
+    /// Delivered outbox entries, removed in batches.
+    pub acks: AckQueue,
+    pub hand_off: HandOff,
+    /// How long a request waits for Kafka's acknowledgement; zero: not at all.
+    pub ack_timeout: Duration,
+    /// Waits for Redis replicas before a 201 (`redis.min_replicas`).
+    pub replicas: ReplicaWait,
+    /// Asks for a rebuild when a request finds Redis suspect.
+    pub recovery: RecoveryRequests,
+    /// Tells a coupon Redis lacks from one that does not exist.
+    pub catalog: Catalog,
+}
+
+impl Issuance {
+    pub async fn issue(&self, coupon: CouponId, customer: CustomerId, request_id: &str) -> Result<Answer, IssueError> {
+        // Before the script may write an entry, so that a replica dying right
+        // after it leaves the entry to another replica's relay.
+        self.watchlist.claim(coupon).await?;
+        match self.issuer.issue(coupon, customer).await? {
+            Decision::Issued(issued) => {
+                self.watchlist.wrote(coupon, &issued.outbox_entry);
+                let handed_off = async {
+                    match &self.hand_off {
+                        HandOff::Kafka => self.hand_off(coupon, customer, &issued, request_id).await,
+                        HandOff::WriteThrough(baseline) => baseline.write(&self.acks, coupon, customer, &issued).await,
+                    }
+                };
+                let (replicated, ()) = tokio::join!(self.replicas.acknowledged(issued.generation), handed_off);
+                Ok(if replicated { Answer::Issued } else { Answer::Unconfirmed })
+            }
+            Decision::Rejected(Rejection::CouponNotFound) => self.unknown_to_redis(coupon).await,
+            Decision::Rejected(rejection) => Ok(Answer::Rejected(rejection)),
+            Decision::Fenced(Fence::Node) => {
+                self.recovery.new_incarnation();
+                Ok(Answer::Fenced)
+            }
+            Decision::Fenced(Fence::Coupon) => Ok(Answer::Fenced),
+            Decision::Unknown => {
+                // If the script ran, its entry waits in the outbox with an id
+                // nobody heard: the relay must look for it.
+                self.watchlist.unconfirmed(coupon);
+                Ok(Answer::Unconfirmed)
+            }
+        }
+    }
+
+    /// Redis lacks the coupon: unknown, ended and retired, or lost by Redis
+    /// (flushed, or not yet created). PostgreSQL tells which; an open coupon that
+    /// Redis lost is rebuilt, and never answered 404.
+    async fn unknown_to_redis(&self, coupon: CouponId) -> Result<Answer, IssueError> {
+        if self.recovery.is_asked(coupon) {
+            return Ok(Answer::Fenced);
+        }
+        let Some(row) = self.catalog.get(coupon).await? else {
+            return Ok(Answer::Rejected(Rejection::CouponNotFound));
+        };
+        if row.ends_at <= OffsetDateTime::now_utc() {
+            return Ok(Answer::Rejected(Rejection::Expired));
+        }
+        self.recovery.coupon(coupon);
+        Ok(Answer::Fenced)
+    }
+
+    async fn hand_off(&self, coupon: CouponId, customer: CustomerId, issued: &Issued, request_id: &str) {
+        let event = CouponIssuedEvent { coupon_id: coupon, customer_id: customer, issued_at: issued.issued_at };
+        // The delivery callback removes the outbox entry, whether or not this
+        // request is still waiting by then.
+        let remove = Delivered { coupon, entry: issued.outbox_entry.clone() };
+        let delivery = self.publisher.send(&event, Some(remove), Some(request_id));
+        if self.ack_timeout.is_zero() || !self.publisher.is_healthy() {
+            return;
+        }
+        match tokio::time::timeout(self.ack_timeout, delivery).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::debug!(error = %err, coupon = %coupon, "event left in the outbox for the relay"),
+            Err(_) => self.publisher.mark_unhealthy(),
+        }
+    }
+}

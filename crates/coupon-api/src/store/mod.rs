@@ -1,0 +1,178 @@
+//! The coupon state in Redis that every capability reads: each coupon's keys
+//! (one hash tag per coupon, so each script touches one slot), the index of
+//! coupons by end, and the incarnation record (`incarnation`). The scripts
+//! that change a coupon live with the capability that calls them: issuance's
+//! `issue.lua` and `create.lua`, delivery's `release.lua`, recovery's
+//! `rebuild.lua`, `retire.lua`, `born_here.lua` and `unlock.lua`.
+
+pub mod incarnation;
+
+use std::sync::Arc;
+
+use coupon_domain::{CouponId, CustomerId};
+use coupon_infra::redis::SharedRedis;
+use futures::future::try_join_all;
+use redis::{RedisError, Value};
+use time::OffsetDateTime;
+
+pub use coupon_domain::keys::{CouponKeys, SystemKeys};
+
+/// Redis could not decide: unreachable, timed out, or answered something the
+/// script never returns. In each case nothing was changed that we know of.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisUnavailable {
+    #[error("Redis command failed: {0}")]
+    Command(#[from] RedisError),
+    #[error("unexpected reply from the issue script: {0:?}")]
+    Reply(Value),
+}
+
+/// A coupon's period and stock as Redis needs them.
+#[derive(Debug, Clone)]
+pub struct CouponState {
+    pub id: CouponId,
+    pub starts_at: OffsetDateTime,
+    pub ends_at: OffsetDateTime,
+    pub total_quantity: i32,
+    /// Customers who hold the coupon in PostgreSQL (empty for a new coupon).
+    pub holders: Vec<i64>,
+}
+
+/// What Redis holds for a coupon, as far as the recovery cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence {
+    Ready,
+    Fenced,
+    /// No state at all, or only part of it (a wiped or half-created coupon).
+    Missing,
+}
+
+/// One system's coupons in one Redis (standalone, sentinel or cluster), under
+/// its key prefix.
+pub struct CouponStore {
+    redis: Arc<SharedRedis>,
+    key_prefix: String,
+    system: SystemKeys,
+}
+
+impl CouponStore {
+    pub fn new(redis: Arc<SharedRedis>, key_prefix: String) -> Self {
+        Self { redis, system: SystemKeys::new(&key_prefix), key_prefix }
+    }
+
+    pub fn redis(&self) -> &SharedRedis {
+        &self.redis
+    }
+
+    pub fn key_prefix(&self) -> &str {
+        &self.key_prefix
+    }
+
+    pub fn keys(&self, coupon: CouponId) -> CouponKeys {
+        CouponKeys::new(&self.key_prefix, coupon)
+    }
+
+    pub fn system(&self) -> &SystemKeys {
+        &self.system
+    }
+
+    /// Adds `coupon` to the index, scored by the end of its period.
+    pub async fn index(&self, coupon: CouponId, ends_at: OffsetDateTime) -> Result<(), RedisUnavailable> {
+        let _: () = self
+            .redis
+            .query(redis::cmd("ZADD").arg(self.system.index()).arg(unix_ms(ends_at)).arg(coupon.get()))
+            .await?;
+        Ok(())
+    }
+
+    /// Carries the coupons of an index from before it was sorted by end (a
+    /// plain set) into the sorted one; a no-op once done. Every replica runs
+    /// it at start; running it twice at once does no harm.
+    pub async fn migrate_index(&self) -> Result<usize, RedisUnavailable> {
+        let legacy = SystemKeys::legacy_index(&self.key_prefix);
+        let ids: Vec<i64> = self.redis.query(redis::cmd("SMEMBERS").arg(&legacy)).await?;
+        let coupons = coupon_ids(ids);
+        let reads: Vec<redis::Cmd> = coupons
+            .iter()
+            .map(|coupon| redis::cmd("HGET").arg(self.keys(*coupon).meta).arg("ends_ms").to_owned())
+            .collect();
+        let ends: Vec<Option<i64>> = self.redis.query_each(&reads).await?;
+        for (coupon, ends) in coupons.iter().zip(&ends) {
+            // A coupon without state yet gets indexed now and its state from
+            // the recovery's first pass, which looks at every open coupon.
+            let score = ends.unwrap_or(i64::MAX);
+            let _: () =
+                self.redis.query(redis::cmd("ZADD").arg(self.system.index()).arg(score).arg(coupon.get())).await?;
+        }
+        if !coupons.is_empty() {
+            let _: () = self.redis.query(redis::cmd("DEL").arg(&legacy)).await?;
+        }
+        Ok(coupons.len())
+    }
+
+    /// The coupons in the index whose period ended at or before `now_ms`.
+    pub async fn ended(&self, now_ms: i64) -> Result<Vec<CouponId>, RedisUnavailable> {
+        let ids: Vec<i64> = self
+            .redis
+            .query(redis::cmd("ZRANGE").arg(self.system.index()).arg("-inf").arg(now_ms).arg("BYSCORE"))
+            .await?;
+        Ok(coupon_ids(ids))
+    }
+
+    pub async fn presence(&self, coupons: &[CouponId]) -> Result<Vec<Presence>, RedisUnavailable> {
+        // Per coupon, one slot: meta's (ends_ms, fence token), and whether stock exists.
+        let probes: Vec<redis::Pipeline> = coupons
+            .iter()
+            .map(|coupon| {
+                let keys = self.keys(*coupon);
+                let mut pipe = redis::pipe();
+                pipe.cmd("HMGET").arg(&keys.meta).arg("ends_ms").arg("fenced").cmd("EXISTS").arg(&keys.stock);
+                pipe
+            })
+            .collect();
+        type Reply = ((Option<i64>, Option<String>), bool);
+        let replies: Vec<Reply> = try_join_all(probes.iter().map(|pipe| self.redis.query_pipe(pipe))).await?;
+        Ok(replies
+            .into_iter()
+            .map(|((ends, fenced), stock)| match (ends, fenced, stock) {
+                (_, Some(_), _) => Presence::Fenced,
+                (Some(_), None, true) => Presence::Ready,
+                _ => Presence::Missing,
+            })
+            .collect())
+    }
+
+    /// Live stock, or `None` when Redis does not know the coupon.
+    pub async fn stock(&self, coupon: CouponId) -> Result<Option<i64>, RedisUnavailable> {
+        Ok(self.redis.query(redis::cmd("GET").arg(self.keys(coupon).stock)).await?)
+    }
+
+    pub async fn holds(&self, coupon: CouponId, customer: CustomerId) -> Result<bool, RedisUnavailable> {
+        Ok(self.redis.query(redis::cmd("SISMEMBER").arg(self.keys(coupon).issued).arg(customer.get())).await?)
+    }
+
+    pub async fn ping(&self) -> Result<(), RedisUnavailable> {
+        let _: String = self.redis.query(&redis::cmd("PING")).await?;
+        Ok(())
+    }
+
+    /// Redis's clock in milliseconds; outbox entry ids are stamped with it.
+    pub async fn server_time_ms(&self) -> Result<i64, RedisUnavailable> {
+        Ok(self.redis.server_time_ms().await?)
+    }
+}
+
+/// Ids read back from Redis sets; anything else there is not ours to act on.
+pub fn coupon_ids(ids: Vec<i64>) -> Vec<CouponId> {
+    ids.into_iter().filter_map(|id| CouponId::new(id).ok()).collect()
+}
+
+/// Milliseconds since the Unix epoch: how the scripts and the outbox write time.
+pub fn unix_ms(at: OffsetDateTime) -> i64 {
+    (at.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// The inverse of [`unix_ms`]; `None` outside the representable range.
+pub fn from_unix_ms(ms: i64) -> Option<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
+}
