@@ -55,10 +55,12 @@ run: up build-release ## stack up, then coupon-api and coupon-writer in the fore
 demo: up build-release ## 10,000 customers against 1,000 coupons, promises checked
 	@scripts/demo.sh
 
-# A customer's bearer token for `make run` (signed with its development secret).
+# A bearer token for `make run` (signed with its development secret): a
+# customer's, or with SERVICE=orders the order service's (it redeems and releases).
 CUSTOMER ?= 1
-token: build-release ## a customer's bearer token for make run (CUSTOMER=7)
-	@target/release/coupon-loadgen token --customer $(CUSTOMER)
+token: build-release ## a bearer token for make run: a customer's (CUSTOMER=7) or a service's (SERVICE=orders)
+	@if [ -n "$(SERVICE)" ]; then target/release/coupon-loadgen token --service $(SERVICE); \
+	else target/release/coupon-loadgen token --customer $(CUSTOMER); fi
 
 # TO-BE against AS-IS, the ceilings, plots: docs/BENCHMARK.md. Not part of `test`.
 bench: up build-release ## Kafka design against synchronous baseline: docs/BENCHMARK.md

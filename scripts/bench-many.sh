@@ -25,9 +25,6 @@ LOGS="$OUT/logs"
 mkdir -p "$LOGS"
 . "$ROOT/scripts/lib/services.sh"
 
-export COUPON__ADMIN__TOKEN=bench-admin-token
-export COUPON__AUTH__JWT_SECRET=bench-jwt-secret
-
 # A and B: alike but for their database, topic and key prefix; B gets the coupons.
 forget() {
     for side in a b; do
@@ -43,13 +40,14 @@ for side in a b; do
     url="$(dev_database_url "bench_many_${side}_$$")"
     psql_bench -c "CREATE DATABASE bench_many_${side}_$$" >/dev/null
     COUPON__DATABASE__URL="$url" "$BIN/coupon-writer" migrate >/dev/null
-    start "api-$side" COUPON__HTTP__ADDR="127.0.0.1:$port" COUPON__DATABASE__URL="$url" \
+    start "api-$side" COUPON__HTTP__ADDR="127.0.0.1:$port" COUPON__HTTP__MANAGEMENT_ADDR="127.0.0.1:$((port + 1000))" \
+        COUPON__DATABASE__URL="$url" \
         COUPON__KAFKA__TOPIC="bench.many.$side.$$" COUPON__REDIS__KEY_PREFIX="bench-many-$side-$$:" "$BIN/coupon-api"
-    eval "pid_$side=$started url_$side=$url api_$side=http://127.0.0.1:$port"
+    eval "pid_$side=$started url_$side=$url api_$side=http://127.0.0.1:$port management_$side=http://127.0.0.1:$((port + 1000))"
     port=$((port + 1))
 done
-"$BIN/coupon-loadgen" many --api "$api_a" --database-url "$url_a" --pid "$pid_a" \
-    --api-many "$api_b" --database-url-many "$url_b" --pid-many "$pid_b" \
+"$BIN/coupon-loadgen" many --api "$api_a" --management "$management_a" --database-url "$url_a" --pid "$pid_a" \
+    --api-many "$api_b" --management-many "$management_b" --database-url-many "$url_b" --pid-many "$pid_b" \
     --coupons "$MANY_COUPONS" --idle-s "$IDLE_SECONDS" --customers "$CUSTOMERS" --stock "$STOCK" \
     --concurrency "$CONCURRENCY" --json "$OUT/many.json" --output "$ROOT/docs/BENCHMARK.md" \
     --machine "$(machine_description)" \

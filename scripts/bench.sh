@@ -27,8 +27,6 @@ WARMUP_S="${WARMUP_S:-90}"
 OUT="$ROOT/bench/results/$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$OUT/runs" "$OUT/logs"
 
-export COUPON__ADMIN__TOKEN=bench-admin-token
-export COUPON__AUTH__JWT_SECRET=bench-jwt-secret
 
 LOGS="$OUT/logs"
 . "$ROOT/scripts/lib/services.sh"

@@ -3,12 +3,16 @@
 # the Kubernetes manifests (deploy/base) run them: user 10001:10001, read-only
 # root file system, every capability dropped, no privilege escalation. Host
 # network, so the containers reach Redis, PostgreSQL and Kafka on 127.0.0.1
-# and serve on the ports the images set (coupon-api :8080, coupon-writer :9091).
+# and serve on the ports the images set (coupon-api :8080 and its management
+# port :9090, coupon-writer :9091), bound to 127.0.0.1 only. coupon-api runs
+# as in production: secrets of this run's own (random, 32 bytes and more), an
+# audience, no COUPON__DEV.
 #
 #   1. a database of its own (created with psql, migrated by `coupon-writer
 #      migrate`), Kafka topics, consumer group and Redis key prefix of its own
 #   2. coupon-writer and coupon-api started; ready once /health/ready answers
-#      and the image's HEALTHCHECK passes
+#      (coupon-api's on its management port) and the image's HEALTHCHECK
+#      passes; coupon-api's API port answers 404 for /metrics and /health/*
 #   3. a coupon created, issued to customer 7 through the API, the writer's row
 #      awaited ("persisted": true), coupon-reconcile run once (exit 0 required)
 #   4. containers stopped and removed; database, topics, group and keys deleted
@@ -29,8 +33,9 @@ REDIS_PORT="${REDIS_PORT:-6379}"
 PG_PORT="${PG_PORT:-5432}"
 KAFKA_PORT="${KAFKA_PORT:-9092}"
 KAFKA_LIBS="$ROOT/.stack/kafka/libs"
-API_PORT=8080    # the images' COUPON__HTTP__ADDR, which their HEALTHCHECK probes
-WRITER_PORT=9091 # the images' COUPON__WRITER__HTTP__ADDR
+API_PORT=8080    # the image's COUPON__HTTP__ADDR: the API
+MGMT_PORT=9090   # the image's COUPON__HTTP__MANAGEMENT_ADDR, which its HEALTHCHECK probes
+WRITER_PORT=9091 # the image's COUPON__WRITER__HTTP__ADDR (its HEALTHCHECK's too)
 CUSTOMER=7
 
 START=$(date +%s)
@@ -48,9 +53,14 @@ DB="coupon_$RUN"
 TOPIC_PREFIX="coupon-$RUN"
 PREFIX="$RUN:"
 GROUP="coupon-$RUN-writer"
-ADMIN_TOKEN="admin-$RUN"
-JWT_SECRET="$COUPON__AUTH__JWT_SECRET"
+# Not the development credentials (coupon-api refuses those without
+# COUPON__DEV): 32 random bytes each, hex.
+random_hex() { od -An -N32 -tx1 /dev/urandom | tr -d ' \n'; }
+ADMIN_TOKEN="$(random_hex)"
+JWT_SECRET="$(random_hex)"
+AUDIENCE=coupon-api
 API="http://127.0.0.1:$API_PORT"
+MGMT="http://127.0.0.1:$MGMT_PORT"
 C_API="coupon-$RUN-api"
 C_WRITER="coupon-$RUN-writer"
 C_ONESHOT="coupon-$RUN-oneshot"
@@ -116,7 +126,7 @@ done
 redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG || fail "no Redis on 127.0.0.1:$REDIS_PORT: run 'make up'"
 scripts/stack.sh psql -qAt -c 'select 1' >/dev/null 2>&1 || fail "no PostgreSQL on 127.0.0.1:$PG_PORT: run 'make up'"
 python3 scripts/kafka_ready.py "127.0.0.1:$KAFKA_PORT" >/dev/null 2>&1 || fail "no Kafka on 127.0.0.1:$KAFKA_PORT: run 'make up'"
-for port in "$API_PORT" "$WRITER_PORT"; do
+for port in "$API_PORT" "$MGMT_PORT" "$WRITER_PORT"; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
         fail "port $port is in use (a 'make run'?): the containers serve on it with host networking"
     fi
@@ -168,11 +178,17 @@ start() { # name args...: a detached container; podman 4's complaint that it
     return "$status"
 }
 log "starting coupon-writer and coupon-api"
+# Host networking: the images' 0.0.0.0 would be every interface of this
+# machine, so each listens on 127.0.0.1 (same ports, which the HEALTHCHECKs
+# probe there).
 start "$C_WRITER" "${SECURE[@]}" "${ENV[@]}" \
+    -e "COUPON__WRITER__HTTP__ADDR=127.0.0.1:$WRITER_PORT" \
     -e COUPON__WRITER__BATCH_MAX_WAIT_MS=200 "localhost/coupon-writer:$TAG" run ||
     fail "could not start coupon-writer"
 start "$C_API" "${SECURE[@]}" "${ENV[@]}" \
+    -e "COUPON__HTTP__ADDR=127.0.0.1:$API_PORT" -e "COUPON__HTTP__MANAGEMENT_ADDR=127.0.0.1:$MGMT_PORT" \
     -e "COUPON__ADMIN__TOKEN=$ADMIN_TOKEN" -e "COUPON__AUTH__JWT_SECRET=$JWT_SECRET" \
+    -e "COUPON__AUTH__JWT_AUDIENCE=$AUDIENCE" \
     "localhost/coupon-api:$TAG" ||
     fail "could not start coupon-api"
 
@@ -199,34 +215,38 @@ await() { # what container url: /health/ready answers 200 and the HEALTHCHECK pa
     log "$what: live, ready, HEALTHCHECK healthy"
 }
 await coupon-writer "$C_WRITER" "http://127.0.0.1:$WRITER_PORT/health/ready"
-await coupon-api "$C_API" "$API/health/ready"
+await coupon-api "$C_API" "$MGMT/health/ready"
+
+# The management paths live on the management port only.
+curl -fsS -o /dev/null --max-time 3 "$MGMT/metrics" || fail "coupon-api: $MGMT/metrics failed"
+for path in /metrics /health/live /health/ready; do
+    code="$(curl -sS -o /dev/null -w '%{http_code}' --max-time 3 "$API$path")" || code=000
+    [ "$code" = 404 ] || fail "coupon-api's API port answered $code for $path (404 expected: management port only)"
+done
+log "coupon-api: /metrics and /health/* on $MGMT only (404 on the API port)"
 
 # What the pods' securityContext asks for, seen from inside the containers.
 for c in "$C_WRITER" "$C_API"; do
     [ "$("$ENGINE" exec "$c" id -u)" = 10001 ] || fail "$c does not run as user 10001"
     if "$ENGINE" exec "$c" sh -c ': >/probe' 2>/dev/null; then fail "$c: root file system is writable"; fi
+    # shellcheck disable=SC2016 # awk's $2, not the shell's
     [ "$("$ENGINE" exec "$c" awk '/^CapEff/ {print $2}' /proc/1/status)" = 0000000000000000 ] ||
         fail "$c has capabilities"
 done
 log "both run as 10001, read-only root, no capabilities"
 
 # ---------------------------------------------------------------- issuance
-# A customer's HS256 token: coupon-loadgen's when built on the host, else the
-# same claims (sub, exp) signed here.
-if [ -x target/release/coupon-loadgen ]; then
-    TOKEN="$(target/release/coupon-loadgen token --customer "$CUSTOMER" --jwt-secret "$JWT_SECRET" 2>/dev/null ||
-        COUPON__AUTH__JWT_SECRET="$JWT_SECRET" target/release/coupon-loadgen token --customer "$CUSTOMER")"
-else
-    TOKEN="$(python3 - "$JWT_SECRET" "$CUSTOMER" <<'PY'
+# A customer's HS256 token for this run's secret and audience (sub, exp, aud),
+# signed here: the claims an identity provider would issue.
+TOKEN="$(python3 - "$JWT_SECRET" "$CUSTOMER" "$AUDIENCE" <<'PY'
 import base64, hashlib, hmac, json, sys, time
 b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
 head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-body = b64(json.dumps({"sub": sys.argv[2], "exp": int(time.time()) + 3600}).encode())
+body = b64(json.dumps({"sub": sys.argv[2], "exp": int(time.time()) + 3600, "aud": sys.argv[3]}).encode())
 sig = hmac.new(sys.argv[1].encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
 print(f"{head}.{body}.{b64(sig)}")
 PY
 )"
-fi
 
 http() { # method path auth [body]: prints the body; fails unless 2xx
     local method=$1 path=$2 auth=$3 body=${4:-} out code

@@ -12,12 +12,15 @@ end
 function init(args)
   n = 0
   path = "/api/v1/coupons/" .. os.getenv("COUPON") .. "/issue"
+  gateway = os.getenv("COUPON__AUTH__GATEWAY_SECRET") or ""
 end
 
 function request()
   n = n + 1
   local customer = n * 16 + tid + 1
   local body = '{"customerId":' .. customer .. '}'
-  -- The API runs in gateway mode (scripts/soak.sh): this header names the customer.
-  return wrk.format("POST", path, { ["Content-Type"] = "application/json", ["X-Customer-Id"] = customer }, body)
+  -- The API runs in gateway mode (scripts/soak.sh): this header names the
+  -- customer, and X-Gateway-Token proves the request came through the gateway.
+  local headers = { ["Content-Type"] = "application/json", ["X-Customer-Id"] = customer, ["X-Gateway-Token"] = gateway }
+  return wrk.format("POST", path, headers, body)
 end

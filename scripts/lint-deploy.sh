@@ -9,7 +9,12 @@
 #                      kustomize from the Go module proxy), kubernetes-validate
 #                      --strict checks every resource (PyPI, ships its schemas);
 #                      KEDA's ScaledObject against a schema from its CRD (PyPI
-#                      cloudcoil-models-keda)
+#                      cloudcoil-models-keda); then per render (lint_deploy.py):
+#                      operational rules, security (automountServiceAccountToken
+#                      false, one Secret per workload holding only its keys,
+#                      COUPON__DEV only in a -dev namespace, coupon-api's probes
+#                      and scraping on its management port) and NetworkPolicies
+#                      (default deny; each workload's ingress and egress)
 #   alert rules        promtool check rules + promtool test rules (Debian
 #                      prometheus package, only promtool extracted: no service)
 #   dashboard          JSON structure; every PromQL query through promtool
@@ -87,7 +92,7 @@ for dir in deploy/base deploy/overlays/*/; do
     out="$OUT/$(echo "$dir" | tr / _).yaml"
     if "${KUSTOMIZE[@]}" "$dir" >"$out"; then rendered+=("$out"); else failed+=("kustomize $dir"); fi
 done
-step "kubernetes schemas (${#rendered[@]} renders)" "$PY" scripts/lint_deploy.py k8s "${rendered[@]}"
+step "kubernetes schemas and rules (${#rendered[@]} renders)" "$PY" scripts/lint_deploy.py k8s "${rendered[@]}"
 
 step "promtool check rules" "$PROMTOOL" check rules deploy/observability/coupon.rules.yml
 step "promtool test rules" "$PROMTOOL" test rules deploy/observability/coupon.rules.test.yml

@@ -18,6 +18,8 @@ command -v cc >/dev/null || need+=(build-essential)
 command -v c++ >/dev/null || need+=(g++)
 command -v make >/dev/null || need+=(make)
 command -v perl >/dev/null || need+=(perl)
+# aws-lc-sys (jsonwebtoken's crypto backend) builds AWS-LC with CMake.
+command -v cmake >/dev/null || need+=(cmake)
 command -v curl >/dev/null || need+=(curl)
 # The clock-skew scenarios run coupon-api with its clock shifted.
 command -v faketime >/dev/null || need+=(faketime)

@@ -23,9 +23,9 @@ READY_S="${SOAK_READY_S:-60}"
 OUT="$ROOT/bench/results/soak-$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$OUT"
 
-export COUPON__ADMIN__TOKEN=soak-admin-token
 # wrk cannot sign a token per request: the API takes the customer from a
-# gateway's header instead, for wrk and the load generator alike.
+# gateway's header instead (with the gateway's proof, COUPON__AUTH__GATEWAY_SECRET
+# of scripts/lib/services.sh), for wrk and the load generator alike.
 export COUPON__AUTH__MODE=gateway
 
 LOGS="$OUT"
@@ -40,7 +40,7 @@ if [ "$WRK_SECONDS" -gt 0 ]; then
         log "installing wrk"
         apt_install wrk
     fi
-    wait_for --log "$OUT/api.log" "$READY_S" "coupon-api on $API" curl -sf "$API/health/ready"
+    wait_for --log "$OUT/api.log" "$READY_S" "coupon-api on $API" curl -sf "$COUPON_API_MANAGEMENT/health/ready"
     coupon=$(curl -sf -X POST "$API/api/v1/coupons" -H "Authorization: Bearer $COUPON__ADMIN__TOKEN" \
         -H 'Content-Type: application/json' \
         -d '{"name":"wrk cross-check","totalQuantity":100000000,"startsAt":"2020-01-01T00:00:00Z","endsAt":"2100-01-01T00:00:00Z"}' |

@@ -6,18 +6,25 @@
 # The database credentials psql_bench uses (POSTGRES_*).
 dev_env
 
-# What every benchmark's coupon-api and coupon-writer run with: all load
+# Credentials of the benchmarks' own (at least 32 bytes, as coupon-api asks),
+# and what every benchmark's coupon-api and coupon-writer run with: all load
 # comes from this machine's one address; JSON logs, warnings only.
+export COUPON__ADMIN__TOKEN=bench-admin-token-of-at-least-32-bytes
+export COUPON__AUTH__JWT_SECRET=bench-jwt-secret-of-at-least-32-bytes
+export COUPON__AUTH__JWT_AUDIENCE=coupon-api-bench
+export COUPON__AUTH__GATEWAY_SECRET=bench-gateway-secret-of-at-least-32-bytes
 export COUPON__LIMITS__PER_ADDRESS_PER_SECOND=0
 export COUPON__LOG__FORMAT=json RUST_LOG=warn
 
 # coupon-api and coupon-writer on ports of their own, so `make run` may stay
 # up; API is coupon-api's URL.
 bench_ports() {
-    export COUPON__HTTP__ADDR=127.0.0.1:18080
+    export COUPON__HTTP__ADDR=127.0.0.1:18080 COUPON__HTTP__MANAGEMENT_ADDR=127.0.0.1:19090
     export COUPON__WRITER__HTTP__ADDR=127.0.0.1:19091
     # shellcheck disable=SC2034 # for the script that sourced this file
     API="http://$COUPON__HTTP__ADDR"
+    # coupon-loadgen's readiness probe, and the scripts' own.
+    export COUPON_API_MANAGEMENT="http://$COUPON__HTTP__MANAGEMENT_ADDR"
 }
 
 pids=()

@@ -3,17 +3,23 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use coupon_infra::auth::{DEV_ADMIN_TOKEN, DEV_JWT_SECRET};
 use coupon_infra::settings::{
-    require_nonzero, require_positive, AuthSettings, DatabaseSettings, InvalidSetting, KafkaSettings, LogSettings,
-    RedisSettings, Validate,
+    long_enough, require_nonzero, require_positive, AuthSettings, DatabaseSettings, InvalidSetting, KafkaSettings,
+    LogSettings, RedisSettings, Validate, MIN_SECRET_BYTES,
 };
+use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use serde_with::{serde_as, DurationMilliSeconds};
+use serde_with::formats::CommaSeparator;
+use serde_with::{serde_as, DurationMilliSeconds, StringWithSeparator};
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct Settings {
+    /// A development setup (`COUPON__DEV=true`): the development credentials
+    /// are accepted. Never in production.
+    pub dev: bool,
     pub http: HttpSettings,
     pub admin: AdminSettings,
     pub auth: AuthSettings,
@@ -25,7 +31,27 @@ pub struct Settings {
     pub recovery: RecoverySettings,
     pub writer: WriterRef,
     pub issue: IssueSettings,
+    pub cache: CacheSettings,
     pub log: LogSettings,
+}
+
+/// What coupon-api keeps in memory for a moment rather than ask PostgreSQL
+/// on every request.
+#[serde_as]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct CacheSettings {
+    /// How long a coupon's definition (or its absence) is reused by the
+    /// public read and by issue requests Redis cannot answer.
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    #[serde(rename = "coupon_ttl_ms")]
+    pub coupon_ttl: Duration,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        Self { coupon_ttl: Duration::from_millis(2_000) }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -49,14 +75,21 @@ pub struct IssueSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct HttpSettings {
+    /// The API: what clients, through the gateway, reach.
     pub addr: SocketAddr,
+    /// `/metrics` and `/health/*`: for the orchestrator and Prometheus only.
+    pub management_addr: SocketAddr,
     /// Worker threads; 0 means one per core.
     pub workers: usize,
 }
 
 impl Default for HttpSettings {
     fn default() -> Self {
-        Self { addr: SocketAddr::from(([127, 0, 0, 1], 8080)), workers: 0 }
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            management_addr: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            workers: 0,
+        }
     }
 }
 
@@ -67,10 +100,11 @@ pub struct AdminSettings {
     pub token: Option<SecretString>,
 }
 
-/// Issuance requests per second (and bursts) one customer and one client
-/// address may send; 0 turns a limit off. The defaults are far above what a
-/// person pressing a button does; a load test from one address turns the
-/// address limit off.
+/// Requests per second (and bursts) one customer and one client address may
+/// send, on every route but the probes; 0 turns a limit off. The defaults are
+/// far above what a person pressing a button does; a load test from one
+/// address turns the address limit off.
+#[serde_as]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct LimitSettings {
@@ -78,9 +112,16 @@ pub struct LimitSettings {
     pub per_customer_burst: u32,
     pub per_address_per_second: u32,
     pub per_address_burst: u32,
+    /// Failed authentications one address may make a minute before it is
+    /// answered 429.
+    pub failed_auth_per_minute: u32,
     /// The peer is a proxy that appends the client's address to
     /// `X-Forwarded-For`; limit by that address instead of the peer's.
     pub trust_forwarded_for: bool,
+    /// The proxies in front (CIDRs, comma-separated): the client is the
+    /// right-most `X-Forwarded-For` address outside them.
+    #[serde_as(as = "StringWithSeparator::<CommaSeparator, IpNet>")]
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 impl Default for LimitSettings {
@@ -90,7 +131,9 @@ impl Default for LimitSettings {
             per_customer_burst: 10,
             per_address_per_second: 100,
             per_address_burst: 200,
+            failed_auth_per_minute: 20,
             trust_forwarded_for: false,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -226,18 +269,43 @@ impl Default for RecoverySettings {
     }
 }
 
+impl Settings {
+    /// The credentials `make run` uses are public: outside a development
+    /// setup they would let anyone in.
+    fn refuse_development_credentials(&self) -> Result<(), InvalidSetting> {
+        if self.dev {
+            return Ok(());
+        }
+        let is = |secret: &Option<SecretString>, dev: &str| secret.as_ref().is_some_and(|s| s.expose_secret() == dev);
+        let development = [
+            ("admin.token", is(&self.admin.token, DEV_ADMIN_TOKEN)),
+            ("auth.jwt_secret", is(&self.auth.jwt_secret, DEV_JWT_SECRET)),
+        ];
+        match development.into_iter().find(|(_, is_dev)| *is_dev) {
+            Some((key, _)) => Err(InvalidSetting::new(
+                key,
+                "is the public development value; set a secret of your own (or COUPON__DEV=true on a development machine)",
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
 impl Validate for Settings {
     fn validate(&self) -> Result<(), InvalidSetting> {
         self.redis.validate()?;
         self.kafka.client.validate()?;
         self.database.validate()?;
         self.auth.validate()?;
-        if self.admin.token.as_ref().is_some_and(|token| token.expose_secret().trim().is_empty()) {
+        if self.admin.token.is_some() && !long_enough(self.admin.token.as_ref()) {
             return Err(InvalidSetting::new(
                 "admin.token",
-                "must not be empty (leave COUPON__ADMIN__TOKEN unset to turn the admin endpoints off)",
+                format!(
+                    "must be at least {MIN_SECRET_BYTES} bytes (leave COUPON__ADMIN__TOKEN unset to turn the admin endpoints off)"
+                ),
             ));
         }
+        self.refuse_development_credentials()?;
         require_nonzero("kafka.message_timeout_ms", self.kafka.message_timeout)?;
         for (name, topic) in
             [("kafka.used_topic", &self.kafka.used_topic), ("kafka.released_topic", &self.kafka.released_topic)]
@@ -288,18 +356,69 @@ mod tests {
     use super::*;
     use coupon_infra::settings::load_from_vars;
 
-    /// Loads `vars` with a JWT secret, which the service cannot start without.
-    fn load(vars: &[(&str, &str)]) -> Result<Settings, coupon_infra::settings::SettingsError> {
-        let with_secret = [("COUPON__AUTH__JWT_SECRET", "test-secret")].iter().chain(vars);
-        load_from_vars(with_secret.map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    const SECRET: &str = "a-test-secret-of-at-least-32-bytes";
+
+    fn vars(vars: &[(&str, &str)]) -> Result<Settings, coupon_infra::settings::SettingsError> {
+        load_from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    /// Loads `vars` with a JWT secret and audience, which the service cannot start without.
+    fn load(more: &[(&str, &str)]) -> Result<Settings, coupon_infra::settings::SettingsError> {
+        let base = [("COUPON__AUTH__JWT_SECRET", SECRET), ("COUPON__AUTH__JWT_AUDIENCE", "coupon-api")];
+        vars(&base.iter().chain(more).copied().collect::<Vec<_>>())
     }
 
     #[test]
-    fn jwt_mode_without_a_key_refuses_to_start_and_gateway_mode_needs_none() {
-        let err = load_from_vars::<Settings>(Default::default()).unwrap_err().to_string();
+    fn jwt_mode_without_a_key_refuses_to_start() {
+        let err = vars(&[]).unwrap_err().to_string();
         assert!(err.contains("auth.jwt_secret") && err.contains("COUPON__AUTH__JWT_PUBLIC_KEY_FILE"), "{err}");
-        let vars = [("COUPON__AUTH__MODE".to_string(), "gateway".to_string())].into_iter().collect();
-        assert!(load_from_vars::<Settings>(vars).is_ok());
+    }
+
+    #[test]
+    fn weak_secrets_stop_the_start_naming_their_setting() {
+        let sixteen = "0123456789abcdef";
+        let err = vars(&[("COUPON__AUTH__JWT_SECRET", sixteen), ("COUPON__AUTH__JWT_AUDIENCE", "a")]).unwrap_err();
+        assert!(err.to_string().contains("`auth.jwt_secret`: must be at least 32 bytes"), "{err}");
+        let err = load(&[("COUPON__ADMIN__TOKEN", "12345678")]).unwrap_err().to_string();
+        assert!(err.contains("`admin.token`: must be at least 32 bytes"), "{err}");
+        let err = load(&[("COUPON__ADMIN__TOKEN", " ")]).unwrap_err().to_string();
+        assert!(err.contains("admin.token"), "{err}");
+    }
+
+    #[test]
+    fn the_development_credentials_start_only_in_development() {
+        let err = load(&[("COUPON__ADMIN__TOKEN", DEV_ADMIN_TOKEN)]).unwrap_err().to_string();
+        assert!(err.contains("`admin.token`") && err.contains("COUPON__DEV=true"), "{err}");
+        let dev_secret = [("COUPON__AUTH__JWT_SECRET", DEV_JWT_SECRET), ("COUPON__AUTH__JWT_AUDIENCE", "a")];
+        let err = vars(&dev_secret).unwrap_err().to_string();
+        assert!(err.contains("`auth.jwt_secret`") && err.contains("development"), "{err}");
+        assert!(load(&[("COUPON__ADMIN__TOKEN", DEV_ADMIN_TOKEN), ("COUPON__DEV", "true")]).is_ok());
+        assert!(vars(&[dev_secret[0], dev_secret[1], ("COUPON__DEV", "true")]).is_ok());
+    }
+
+    #[test]
+    fn jwt_mode_needs_an_audience_unless_told_it_is_optional() {
+        let err = vars(&[("COUPON__AUTH__JWT_SECRET", SECRET)]).unwrap_err().to_string();
+        assert!(err.contains("`auth.jwt_audience`"), "{err}");
+        assert!(vars(&[("COUPON__AUTH__JWT_SECRET", SECRET), ("COUPON__AUTH__JWT_AUDIENCE_OPTIONAL", "true")]).is_ok());
+    }
+
+    #[test]
+    fn gateway_mode_needs_a_strong_gateway_secret() {
+        let err = vars(&[("COUPON__AUTH__MODE", "gateway")]).unwrap_err().to_string();
+        assert!(err.contains("`auth.gateway_secret`"), "{err}");
+        let short = vars(&[("COUPON__AUTH__MODE", "gateway"), ("COUPON__AUTH__GATEWAY_SECRET", "short")]);
+        assert!(short.unwrap_err().to_string().contains("`auth.gateway_secret`"));
+        assert!(vars(&[("COUPON__AUTH__MODE", "gateway"), ("COUPON__AUTH__GATEWAY_SECRET", SECRET)]).is_ok());
+    }
+
+    #[test]
+    fn trusted_proxies_are_a_list_of_networks() {
+        let s = load(&[("COUPON__LIMITS__TRUSTED_PROXIES", "10.0.0.0/8,fd00::/8")]).unwrap();
+        assert_eq!(s.limits.trusted_proxies.len(), 2);
+        assert!(load(&[]).unwrap().limits.trusted_proxies.is_empty());
+        let err = load(&[("COUPON__LIMITS__TRUSTED_PROXIES", "not-a-network")]).unwrap_err().to_string();
+        assert!(err.contains("trusted_proxies"), "{err}");
     }
 
     #[test]
@@ -310,7 +429,7 @@ mod tests {
             ("COUPON__REDIS__URL", "redis://10.1.1.2:6379"),
             ("COUPON__REDIS__MODE", "sentinel"),
             ("COUPON__REDIS__KEY_PREFIX", "shop1:"),
-            ("COUPON__ADMIN__TOKEN", "12345"),
+            ("COUPON__ADMIN__TOKEN", SECRET),
             ("COUPON__ISSUE__MODE", "sync-db"),
         ])
         .unwrap();
@@ -319,7 +438,7 @@ mod tests {
         assert_eq!(s.redis.url, "redis://10.1.1.2:6379");
         assert_eq!(s.redis.mode, coupon_infra::settings::RedisMode::Sentinel);
         assert_eq!(s.redis.key_prefix, "shop1:");
-        assert_eq!(s.admin.token.unwrap().expose_secret(), "12345");
+        assert_eq!(s.admin.token.unwrap().expose_secret(), SECRET);
         assert_eq!(s.issue.mode, IssueMode::SyncDb);
     }
 
@@ -420,7 +539,5 @@ mod tests {
         assert!(err.contains("partition_key"), "{err}");
         let err = load(&[("COUPON__RELAY__MIN_AGE_MS", "10")]).unwrap_err().to_string();
         assert!(err.contains("relay.min_age_ms"), "{err}");
-        let err = load(&[("COUPON__ADMIN__TOKEN", " ")]).unwrap_err().to_string();
-        assert!(err.contains("admin.token"), "{err}");
     }
 }

@@ -10,7 +10,7 @@ use coupon_domain::{Rejection, UseRejection};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::auth::Unauthenticated;
+use crate::auth::AuthError;
 use crate::redemption::RedemptionError;
 
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +25,8 @@ pub enum ApiError {
     /// Well-formed and schema-valid, but the dates are out of order.
     #[error("{0}")]
     InvalidPeriod(&'static str),
+    #[error("this Idempotency-Key was used within its day for another coupon; use a new key for a new coupon")]
+    IdempotencyKeyReused,
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]
@@ -51,9 +53,12 @@ pub enum ApiError {
     Unconfirmed,
 }
 
-impl From<Unauthenticated> for ApiError {
-    fn from(Unauthenticated(reason): Unauthenticated) -> Self {
-        ApiError::Unauthenticated(reason)
+impl From<AuthError> for ApiError {
+    fn from(err: AuthError) -> Self {
+        match err {
+            AuthError::Unauthenticated(reason) => ApiError::Unauthenticated(reason),
+            AuthError::Malformed(reason) => ApiError::InvalidRequest(reason),
+        }
     }
 }
 
@@ -88,6 +93,7 @@ impl ApiError {
             ApiError::Usage(rejection) => rejection.code(),
             ApiError::InvalidRequest(_) => "INVALID_REQUEST",
             ApiError::InvalidPeriod(_) => "INVALID_PERIOD",
+            ApiError::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
             ApiError::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
             ApiError::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
             ApiError::MethodNotAllowed { .. } => "METHOD_NOT_ALLOWED",
@@ -121,7 +127,7 @@ impl ResponseError for ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::InvalidPeriod(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::InvalidPeriod(_) | ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,

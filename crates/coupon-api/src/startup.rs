@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing_actix_web::TracingLogger;
 
 use crate::auth::Access;
+use crate::catalog::cache::CouponCache;
 use crate::catalog::Catalog;
 use crate::config::Settings;
 use crate::delivery::outbox::{Acknowledger, Outbox};
@@ -47,6 +48,8 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Application {
     listener: TcpListener,
+    /// `/metrics` and `/health/*`, apart from the API.
+    management: TcpListener,
     state: web::Data<AppState>,
     acknowledger: Acknowledger,
     recovery: Recovery,
@@ -86,12 +89,11 @@ impl Application {
         let (acks, acknowledger) = Acknowledger::new(outbox.clone());
         let pool = coupon_infra::db::pool(&settings.database)?;
         let catalog = Catalog::new(pool.clone());
+        let coupons = Arc::new(CouponCache::new(catalog.clone(), settings.cache.coupon_ttl));
         let publisher = Arc::new(Publisher::new(&settings.kafka, metrics.clone(), acks.clone())?);
-        if settings.kafka.client.create_topics {
-            create_topics(&settings);
-        }
-        let listener = TcpListener::bind(settings.http.addr)
-            .with_context(|| format!("binding http.addr {}", settings.http.addr))?;
+        create_topics(&settings);
+        let listener = bind("http.addr", settings.http.addr)?;
+        let management = bind("http.management_addr", settings.http.management_addr)?;
         let stop_serving = CancellationToken::new();
         let (replicas, replica_wait) = replica_wait(&settings, &parts.redis, &metrics, &stop_serving);
         let requests = RecoveryRequests::default();
@@ -107,20 +109,18 @@ impl Application {
             ack_timeout: settings.kafka.ack_timeout,
             replicas,
             recovery: requests.clone(),
-            catalog: catalog.clone(),
+            coupons: coupons.clone(),
         };
-        let redemptions = Redemptions::new(
-            pool,
-            (parts.store.clone(), parts.incarnations.clone()),
-            usage_relay.committed.clone(),
-            settings.recovery.ended_grace,
-        );
+        let redis_side = (parts.store.clone(), parts.incarnations.clone());
+        let redemptions =
+            Redemptions::new(pool, redis_side, usage_relay.committed.clone(), settings.recovery.ended_grace);
         let state = web::Data::new(AppState {
             issuance,
             store: parts.store,
             outbox,
             fences: parts.fences,
             catalog,
+            coupons,
             redemptions,
             metrics,
             access: Arc::new(Access::new(&settings.auth, settings.admin.token.clone())?),
@@ -128,11 +128,26 @@ impl Application {
             recovery: requests,
             readiness,
         });
-        Ok(Self { listener, state, acknowledger, recovery, usage_relay, stop_serving, replica_wait, settings })
+        Ok(Self {
+            listener,
+            management,
+            state,
+            acknowledger,
+            recovery,
+            usage_relay,
+            stop_serving,
+            replica_wait,
+            settings,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// Where `/metrics` and `/health/*` are served.
+    pub fn management_addr(&self) -> SocketAddr {
+        self.management.local_addr().expect("a bound listener has an address")
     }
 
     /// Listens at once (liveness) and is ready once the schema is migrated,
@@ -165,6 +180,9 @@ impl Application {
         let server = http_server(self.listener, self.state.clone(), self.settings.http.workers)?;
         let handle = server.handle();
         essential.spawn("the HTTP server", server);
+        let management = management_server(self.management, self.state.clone())?;
+        let management_handle = management.handle();
+        essential.spawn("the management server", management);
         tracing::info!(%addr, "coupon-api listening; starting: waiting for {}", Stage::MigratingSchema.waiting_for());
         tokio::spawn(start_up(
             self.state.readiness.clone(),
@@ -177,6 +195,7 @@ impl Application {
 
         let ended_early = essential.until_shutdown_or_ended(shutdown).await;
         handle.stop(true).await;
+        management_handle.stop(true).await;
         stop.cancel();
         // Whatever failed while stopping, the producer is still flushed.
         let joined = essential.join().await;
@@ -219,9 +238,16 @@ impl Stopping {
     }
 }
 
-/// Creates the topics in the background: Kafka may be down at start, and
-/// issuance does not need it to be up.
+fn bind(setting: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).with_context(|| format!("binding {setting} {addr}"))
+}
+
+/// Creates the topics in the background, unless told not to: Kafka may be
+/// down at start, and issuance does not need it to be up.
 fn create_topics(settings: &Settings) {
+    if !settings.kafka.client.create_topics {
+        return;
+    }
     let kafka = settings.kafka.clone();
     tokio::spawn(async move {
         let topics = [
@@ -351,18 +377,23 @@ const MIGRATE_RETRY: Duration = Duration::from_secs(2);
 
 /// Built outside `run_until` so that future stays `Send` (the builder is not).
 fn http_server(listener: TcpListener, state: web::Data<AppState>, workers: usize) -> std::io::Result<Server> {
-    let access = web::Data::from(state.access.clone());
     let mut server = HttpServer::new(move || {
-        App::new()
-            .wrap(TracingLogger::<RequestSpan>::new())
-            .app_data(state.clone())
-            .app_data(access.clone())
-            .configure(crate::http::configure)
+        App::new().wrap(TracingLogger::<RequestSpan>::new()).app_data(state.clone()).configure(crate::http::configure)
     })
     .disable_signals()
     .shutdown_timeout(30);
     if workers > 0 {
         server = server.workers(workers);
     }
+    Ok(server.listen(listener)?.run())
+}
+
+/// One worker: probes and scrapes are few.
+fn management_server(listener: TcpListener, state: web::Data<AppState>) -> std::io::Result<Server> {
+    let server =
+        HttpServer::new(move || App::new().app_data(state.clone()).configure(crate::http::configure_management))
+            .disable_signals()
+            .workers(1)
+            .shutdown_timeout(5);
     Ok(server.listen(listener)?.run())
 }

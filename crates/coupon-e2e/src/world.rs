@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use coupon_domain::keys::CouponKeys;
 use coupon_domain::CouponUsageEvent;
+use coupon_infra::auth::Signer;
 use coupon_infra::db::PgPool;
 use coupon_infra::redis::SharedRedis;
 use coupon_infra::settings::{KafkaSettings, RedisMode, RedisSettings};
@@ -28,9 +29,11 @@ use crate::invariants::{self, Observed, Verdict};
 use crate::process::{bin_dir, log_dir, wait_healthy, Service};
 use crate::report::FaultCost;
 
-pub const ADMIN_TOKEN: &str = "e2e-admin-token";
+pub const ADMIN_TOKEN: &str = "e2e-admin-token-of-at-least-32-bytes";
 /// The services verify customer tokens with it; the load generator signs them.
-pub const JWT_SECRET: &str = "e2e-jwt-secret";
+pub const JWT_SECRET: &str = "e2e-jwt-secret-of-at-least-32-bytes";
+/// The audience the services require and the load generator's tokens carry.
+pub const AUDIENCE: &str = "coupon-api-e2e";
 
 /// The Redis a world's services use and its checks read.
 #[derive(Debug, Clone)]
@@ -102,6 +105,8 @@ pub struct World {
     kafka: KafkaSettings,
     /// One port per coupon-api replica.
     api_ports: Vec<u16>,
+    /// Each replica's management port (`/metrics`, `/health/*`).
+    management_ports: Vec<u16>,
     /// Spreads requests over the replicas, as a load balancer would.
     pub api: ApiClient,
     /// Extra settings for every service of this world.
@@ -142,6 +147,7 @@ impl World {
             _ => RedisTarget::Standalone { url: redis.url.clone() },
         };
         let api_ports: Vec<u16> = (0..replicas).map(|_| free_port()).collect();
+        let management_ports: Vec<u16> = (0..replicas).map(|_| free_port()).collect();
         Self {
             name: name.to_string(),
             pool: coupon_infra::db::pool(&db.settings()).expect("a database pool"),
@@ -156,12 +162,14 @@ impl World {
             kafka,
             api: ApiClient::new(
                 &api_urls(&api_ports),
+                &api_urls(&management_ports),
                 ADMIN_TOKEN,
-                CustomerAuth::Jwt(JWT_SECRET.as_bytes().into()),
+                CustomerAuth::Jwt(Arc::new(Signer::new(JWT_SECRET.as_bytes(), Some(AUDIENCE)))),
                 256,
             )
             .expect("an HTTP client"),
             api_ports,
+            management_ports,
             overrides: BTreeMap::new(),
             api_clock_offset: None,
             spike_started: Mutex::default(),
@@ -182,6 +190,7 @@ impl World {
             ("COUPON__WRITER__GROUP", self.group.clone()),
             ("COUPON__ADMIN__TOKEN", ADMIN_TOKEN.to_string()),
             ("COUPON__AUTH__JWT_SECRET", JWT_SECRET.to_string()),
+            ("COUPON__AUTH__JWT_AUDIENCE", AUDIENCE.to_string()),
             // All load comes from one address, and customers retry while a
             // coupon is fenced: the abuse limits have their own tests.
             ("COUPON__LIMITS__PER_ADDRESS_PER_SECOND", "0".to_string()),
@@ -203,6 +212,11 @@ impl World {
         api_urls(&self.api_ports)
     }
 
+    /// The replicas' management URLs (`/metrics`, `/health/*`), comma-separated.
+    pub fn management_urls(&self) -> String {
+        api_urls(&self.management_ports)
+    }
+
     /// Starts the (first) coupon-api and waits until it is ready.
     pub async fn start_api(&self) -> Service {
         self.start_api_replica(0).await
@@ -210,13 +224,14 @@ impl World {
 
     /// Starts coupon-api replica `replica` on its port and waits until it is ready.
     pub async fn start_api_replica(&self, replica: usize) -> Service {
-        let port = self.api_ports[replica];
+        let (port, management) = (self.api_ports[replica], self.management_ports[replica]);
         let mut env = self.env();
         env.insert("COUPON__HTTP__ADDR".into(), format!("127.0.0.1:{port}"));
+        env.insert("COUPON__HTTP__MANAGEMENT_ADDR".into(), format!("127.0.0.1:{management}"));
         let name = format!("{}-api{replica}", self.name);
         let api = Service::start_with_clock("coupon-api", &name, &env, self.api_clock_offset.as_deref())
             .expect("starting coupon-api");
-        wait_healthy(&format!("{}/health/ready", api_url(port)), Duration::from_secs(60))
+        wait_healthy(&format!("{}/health/ready", api_url(management)), Duration::from_secs(60))
             .await
             .expect("coupon-api ready");
         api
@@ -252,8 +267,13 @@ impl World {
     /// settings and `extra` environment, without waiting for it to be ready.
     pub fn spawn(&self, binary: &str, extra: &[(&str, &str)]) -> Service {
         let mut env = self.env();
-        let addr = if binary == "coupon-writer" { "COUPON__WRITER__HTTP__ADDR" } else { "COUPON__HTTP__ADDR" };
-        env.insert(addr.into(), format!("127.0.0.1:{}", free_port()));
+        let addrs: &[&str] = match binary {
+            "coupon-writer" => &["COUPON__WRITER__HTTP__ADDR"],
+            _ => &["COUPON__HTTP__ADDR", "COUPON__HTTP__MANAGEMENT_ADDR"],
+        };
+        for addr in addrs {
+            env.insert(addr.to_string(), format!("127.0.0.1:{}", free_port()));
+        }
         env.extend(extra.iter().map(|(key, value)| (key.to_string(), value.to_string())));
         Service::start(binary, &format!("{}-{binary}", self.name), &env).unwrap_or_else(|err| panic!("{err:#}"))
     }

@@ -9,14 +9,16 @@ use std::process::Command;
 use std::time::Duration;
 
 use coupon_e2e::process::{bin_dir, log_dir};
-use coupon_e2e::world::{World, ADMIN_TOKEN, JWT_SECRET};
+use coupon_e2e::world::{World, ADMIN_TOKEN, AUDIENCE, JWT_SECRET};
 
 fn loadgen(world: &World, args: &[&str]) -> String {
     let output = Command::new(bin_dir().join("coupon-loadgen"))
         .args(args)
         .env("COUPON_API", world.api_urls())
+        .env("COUPON_API_MANAGEMENT", world.management_urls())
         .env("COUPON__ADMIN__TOKEN", ADMIN_TOKEN)
         .env("COUPON__AUTH__JWT_SECRET", JWT_SECRET)
+        .env("COUPON__AUTH__JWT_AUDIENCE", AUDIENCE)
         .env("COUPON__DATABASE__URL", world.db.url())
         .output()
         .expect("running coupon-loadgen (built by cargo build --workspace)");
@@ -172,7 +174,15 @@ async fn the_many_coupons_tool_measures_idle_cost_and_spikes_and_writes_its_sect
 
     let redis = coupon_testkit::redis_settings().url;
     let (pid, pid_many, api_urls) = (api_few.pid().to_string(), api_many.pid().to_string(), many.api_urls());
-    let b = ["--api-many", &api_urls, "--database-url-many", many.db.url(), "--pid", &pid, "--pid-many", &pid_many];
+    let management = many.management_urls();
+    let b = [
+        ["--api-many", &api_urls],
+        ["--management-many", &management],
+        ["--database-url-many", many.db.url()],
+        ["--pid", &pid],
+        ["--pid-many", &pid_many],
+    ]
+    .concat();
     let shape = ["--coupons", "40", "--idle-s", "1", "--settle-s", "1", "--spikes", "1"];
     let spike = ["--customers", "200", "--stock", "50", "--concurrency", "16"];
     let paths = ["--redis", &redis, "--output", path(&page), "--json", path(&json)];

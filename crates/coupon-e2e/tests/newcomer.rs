@@ -11,26 +11,23 @@ use std::sync::Arc;
 use coupon_e2e::process::bin_dir;
 use coupon_e2e::walkthrough::{self, Step};
 use coupon_e2e::world::World;
-
-/// The credentials `make run` gives the services (scripts/lib/dev.env), which the
-/// walkthrough uses: its admin token, and `make token`'s signing secret.
-const DEV_ADMIN_TOKEN: &str = "dev-admin-token";
-const DEV_JWT_SECRET: &str = "dev-jwt-secret";
+use coupon_infra::auth::{DEV_ADMIN_TOKEN, DEV_AUDIENCE, DEV_JWT_SECRET};
 
 /// Marks where each call's output starts in the script's output.
 const MARK: &str = "=== step";
 
 /// The walkthrough as one bash script: `curl` also prints the status, `make
-/// -s token CUSTOMER=n` mints with the debug build of coupon-loadgen (as
-/// `make token` does with the release one), and the README's address is the
-/// test's API.
+/// -s token CUSTOMER=n` (or `SERVICE=name`) mints with the debug build of
+/// coupon-loadgen (as `make token` does with the release one), and the
+/// README's address is the test's API.
 fn script(steps: &[Step], api_addr: &str) -> String {
     let loadgen = bin_dir().join("coupon-loadgen");
     let mut script = format!(
         "set -u\n\
          curl() {{ command curl -w '\\n%{{http_code}}\\n' \"$@\"; }}\n\
          make() {{ [ \"$1 $2\" = '-s token' ] || {{ echo \"unexpected make $*\" >&2; return 97; }}; \
-         {loadgen:?} token --customer \"${{3#CUSTOMER=}}\"; }}\n"
+         case $3 in CUSTOMER=*) {loadgen:?} token --customer \"${{3#CUSTOMER=}}\";; \
+         SERVICE=*) {loadgen:?} token --service \"${{3#SERVICE=}}\";; *) return 98;; esac; }}\n"
     );
     for (n, step) in steps.iter().enumerate() {
         if step.expected.is_some() {
@@ -59,8 +56,16 @@ fn answers(output: &str) -> Vec<(usize, u16, String)> {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_readme_walkthrough_answers_as_shown_on_a_stack_started_from_nothing() {
     let mut world = World::from_nothing("newcomer").await;
-    world.overrides.insert("COUPON__ADMIN__TOKEN".into(), DEV_ADMIN_TOKEN.into());
-    world.overrides.insert("COUPON__AUTH__JWT_SECRET".into(), DEV_JWT_SECRET.into());
+    // The credentials `make run` gives the services (scripts/lib/dev.env):
+    // the walkthrough uses its admin token, and `make token` signs with them.
+    for (key, value) in [
+        ("COUPON__DEV", "true"),
+        ("COUPON__ADMIN__TOKEN", DEV_ADMIN_TOKEN),
+        ("COUPON__AUTH__JWT_SECRET", DEV_JWT_SECRET),
+        ("COUPON__AUTH__JWT_AUDIENCE", DEV_AUDIENCE),
+    ] {
+        world.overrides.insert(key.into(), value.into());
+    }
     let readme = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../README.md");
     let readme = std::fs::read_to_string(&readme).expect("reading README.md");
     let mut steps = Vec::new();
@@ -104,4 +109,33 @@ async fn a_spike_right_after_readiness_on_a_stack_started_from_nothing_sells_exa
     let count = |status: u16| spike.answers.iter().filter(|answer| answer.status == Some(status)).count() as u64;
     assert_eq!(count(503), 0, "no request is turned away while the new stack starts");
     assert_eq!(count(201), STOCK, "exactly the stock is issued");
+}
+
+/// Weak or public credentials stop coupon-api at start, naming the setting:
+/// a newcomer who copies `make run`'s values into production is told at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn weak_or_development_credentials_stop_coupon_api_at_start_naming_the_setting() {
+    const STRONG: &str = "a-production-secret-of-at-least-32-bytes";
+    let cases: [(&[(&str, &str)], &str); 4] = [
+        (&[("COUPON__AUTH__JWT_SECRET", "0123456789abcdef")], "auth.jwt_secret"),
+        (&[("COUPON__ADMIN__TOKEN", DEV_ADMIN_TOKEN)], "admin.token"),
+        (&[("COUPON__ADMIN__TOKEN", "12345678")], "admin.token"),
+        (&[("COUPON__AUTH__MODE", "gateway")], "auth.gateway_secret"),
+    ];
+    for (vars, setting) in cases {
+        let output = tokio::process::Command::new(bin_dir().join("coupon-api"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs([("COUPON__AUTH__JWT_SECRET", STRONG), ("COUPON__AUTH__JWT_AUDIENCE", "coupon-api")])
+            .envs(vars.iter().copied())
+            .kill_on_drop(true)
+            .output();
+        let output = tokio::time::timeout(std::time::Duration::from_secs(30), output)
+            .await
+            .expect("coupon-api exits at once")
+            .expect("running coupon-api");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{vars:?} started");
+        assert!(stderr.contains(&format!("`{setting}`")), "{vars:?}: {stderr}");
+    }
 }

@@ -62,7 +62,7 @@ async fn every_metric_the_dashboard_and_the_alerts_use_is_exported() {
     assert!(used.len() > 10, "found only {used:?}");
     let reconcile = names_exported(&coupon_reconcile::exposition(&coupon_reconcile::Report { coupons: Vec::new() }));
     let http = reqwest::Client::new();
-    let api_metrics = format!("{}/metrics", world.api_urls());
+    let api_metrics = format!("{}/metrics", world.management_urls());
     // The writer's lag appears with its first statistics report (every 5 s).
     coupon_testkit::poll_until("every metric the dashboard and the alerts use", Duration::from_secs(60), || async {
         let mut exported = reconcile.clone();
@@ -121,7 +121,7 @@ async fn prometheus_raises_the_outbox_alert_while_kafka_is_down_and_clears_it_af
     let world = World::new("alerts").await;
     let (_writer, writer_metrics) = world.start_writer_watched(1).await;
     let _api = world.start_api().await;
-    let api_metrics = format!("{}/metrics", world.api_urls());
+    let api_metrics = format!("{}/metrics", world.management_urls());
     let targets = [
         Target { job: "coupon-api", metrics_url: &api_metrics },
         Target { job: "coupon-writer", metrics_url: &writer_metrics },

@@ -306,7 +306,8 @@ async fn s10_redis_primary_killed_replica_promoted_by_sentinel() {
     let _api = world.start_api().await;
     let writer = world.start_writer(1).await;
     let coupons = world.create_coupons(1, fault_stock()).await;
-    let (primary, world) = (&mut primary, &world);
+    // The fault borrows the nodes: dropping one would stop it.
+    let (primary, replica, sentinel, world) = (&mut primary, &replica, &sentinel, &world);
     let failover = move |_| async move {
         writer.kill();
         primary.kill();

@@ -238,10 +238,18 @@ pub struct AuthSettings {
     pub jwt_public_key_file: Option<std::path::PathBuf>,
     /// Required `iss`, when set.
     pub jwt_issuer: Option<String>,
-    /// Required `aud`, when set.
+    /// Required `aud`. A token the same identity provider minted for another
+    /// service would be accepted without it, so jwt mode needs it unless
+    /// `jwt_audience_optional` says so.
     pub jwt_audience: Option<String>,
+    pub jwt_audience_optional: bool,
+    /// How far `exp` and `nbf` may be off (clock skew), in seconds.
+    pub jwt_leeway_s: u64,
     /// The header naming the customer in `gateway` mode.
     pub customer_header: String,
+    /// What the gateway sends in `X-Gateway-Token` (gateway mode): proof that
+    /// the request passed it.
+    pub gateway_secret: Option<SecretString>,
 }
 
 impl Default for AuthSettings {
@@ -252,7 +260,10 @@ impl Default for AuthSettings {
             jwt_public_key_file: None,
             jwt_issuer: None,
             jwt_audience: None,
+            jwt_audience_optional: false,
+            jwt_leeway_s: 5,
             customer_header: "X-Customer-Id".into(),
+            gateway_secret: None,
         }
     }
 }
@@ -272,9 +283,36 @@ impl Validate for AuthSettings {
             (AuthMode::Gateway, _, _) if self.customer_header.trim().is_empty() => {
                 Err(InvalidSetting::new("auth.customer_header", "must name a header in gateway mode"))
             }
+            (AuthMode::Gateway, _, _) if !long_enough(self.gateway_secret.as_ref()) => Err(InvalidSetting::new(
+                "auth.gateway_secret",
+                format!(
+                    "gateway mode needs COUPON__AUTH__GATEWAY_SECRET of at least {MIN_SECRET_BYTES} bytes, which the gateway sends in X-Gateway-Token"
+                ),
+            )),
+            (AuthMode::Jwt, Some(_), None) if !long_enough(secret) => Err(InvalidSetting::new(
+                "auth.jwt_secret",
+                format!(
+                    "must be at least {MIN_SECRET_BYTES} bytes: a shorter HS256 secret is guessed offline from any token it signed"
+                ),
+            )),
+            (AuthMode::Jwt, _, _) if self.jwt_audience.is_none() && !self.jwt_audience_optional => {
+                Err(InvalidSetting::new(
+                    "auth.jwt_audience",
+                    "jwt mode needs COUPON__AUTH__JWT_AUDIENCE (the `aud` this API's tokens carry), or COUPON__AUTH__JWT_AUDIENCE_OPTIONAL=true to accept tokens minted for any audience",
+                ))
+            }
             _ => Ok(()),
         }
     }
+}
+
+/// The shortest shared secret (HS256 key, admin token, gateway secret)
+/// accepted: 256 bits, as RFC 7518 asks of an HS256 key.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Whether `secret` is set and at least [`MIN_SECRET_BYTES`] long.
+pub fn long_enough(secret: Option<&SecretString>) -> bool {
+    secret.is_some_and(|secret| secrecy::ExposeSecret::expose_secret(secret).len() >= MIN_SECRET_BYTES)
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

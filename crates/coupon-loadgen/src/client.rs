@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use coupon_infra::auth::{Signer, SCOPE_REDEEM, SCOPE_RELEASE};
 use futures::future::join_all;
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
@@ -17,6 +18,8 @@ pub struct ApiClient {
     bases: Arc<[String]>,
     next: Arc<AtomicUsize>,
     http: reqwest::Client,
+    /// Each replica's management URL (`/health/*`), in the order of `bases`.
+    management: Arc<[String]>,
     admin_token: String,
     customers: CustomerAuth,
 }
@@ -25,9 +28,10 @@ pub struct ApiClient {
 #[derive(Clone)]
 pub enum CustomerAuth {
     /// A JWT signed with the API's HS256 secret, minted per request.
-    Jwt(Arc<[u8]>),
-    /// The header a gateway in front of the API would set.
-    Gateway(String),
+    Jwt(Arc<Signer>),
+    /// The header a gateway in front of the API would set, with the
+    /// gateway's proof.
+    Gateway { header: String, secret: String },
 }
 
 /// What the coupons this tool creates take off an order.
@@ -40,32 +44,58 @@ impl CustomerAuth {
     /// Adds the credential of `customer` to `request`.
     pub fn apply(&self, request: reqwest::RequestBuilder, customer: i64) -> reqwest::RequestBuilder {
         match self {
-            CustomerAuth::Jwt(secret) => match coupon_infra::auth::mint(secret, customer, TOKEN_TTL) {
+            CustomerAuth::Jwt(signer) => match signer.customer(customer, TOKEN_TTL) {
                 Ok(token) => request.bearer_auth(token),
                 // Sent without a credential: the answer (401) says what went wrong.
                 Err(_) => request,
             },
-            CustomerAuth::Gateway(header) => request.header(header.as_str(), customer),
+            CustomerAuth::Gateway { header, secret } => {
+                request.header(header.as_str(), customer).header(GATEWAY_TOKEN_HEADER, secret.as_str())
+            }
+        }
+    }
+
+    /// Adds the order service's credential: a service token in jwt mode;
+    /// behind a gateway, support staff's `admin_token`.
+    pub fn apply_service(&self, request: reqwest::RequestBuilder, admin_token: &str) -> reqwest::RequestBuilder {
+        match self {
+            CustomerAuth::Jwt(signer) => match signer.service(SERVICE, &[SCOPE_REDEEM, SCOPE_RELEASE], TOKEN_TTL) {
+                Ok(token) => request.bearer_auth(token),
+                Err(_) => request,
+            },
+            CustomerAuth::Gateway { .. } => request.bearer_auth(admin_token),
         }
     }
 }
+
+/// The name the order service's tokens minted here carry.
+const SERVICE: &str = "coupon-loadgen";
+
+/// The header a gateway proves itself with (coupon-api's `auth::GATEWAY_TOKEN_HEADER`).
+const GATEWAY_TOKEN_HEADER: &str = "X-Gateway-Token";
 
 impl ApiClient {
     /// `bases` is one base URL or several, comma-separated (one per replica);
     /// `connections` keep-alive connections per replica at most, one per
     /// concurrent request.
-    pub fn new(bases: &str, admin_token: &str, customers: CustomerAuth, connections: usize) -> anyhow::Result<Self> {
-        let bases: Arc<[String]> = bases
-            .split(',')
-            .map(|base| base.trim().trim_end_matches('/').to_string())
-            .filter(|base| !base.is_empty())
-            .collect();
+    /// `management`: each replica's management URL, comma-separated.
+    pub fn new(
+        bases: &str,
+        management: &str,
+        admin_token: &str,
+        customers: CustomerAuth,
+        connections: usize,
+    ) -> anyhow::Result<Self> {
+        let (bases, management) = (urls(bases), urls(management));
         if bases.is_empty() {
             bail!("no coupon-api base URL given");
         }
+        if management.len() != bases.len() {
+            bail!("give one management URL per coupon-api base URL");
+        }
         let http =
             reqwest::Client::builder().pool_max_idle_per_host(connections).timeout(Duration::from_secs(30)).build()?;
-        Ok(Self { bases, next: Arc::default(), http, admin_token: admin_token.to_string(), customers })
+        Ok(Self { bases, management, next: Arc::default(), http, admin_token: admin_token.to_string(), customers })
     }
 
     /// The first replica's base URL.
@@ -106,7 +136,7 @@ impl ApiClient {
     /// concurrent probe) so a spike measures the service, not TCP handshakes.
     pub async fn open_connections(&self, connections: usize) {
         for base in self.bases.iter() {
-            let url = format!("{base}/health/live");
+            let url = format!("{base}{NOOP_PATH}");
             join_all((0..connections).map(|_| self.http.get(&url).send())).await;
         }
     }
@@ -150,8 +180,8 @@ impl ApiClient {
         let body = json!({ "orderId": order_id, "orderAmount": amount });
         let response = self
             .send(|http, base| {
-                let url = format!("{base}/api/v1/customers/me/coupons/{coupon}/redeem");
-                self.customers.apply(http.post(url), customer).json(&body)
+                let url = format!("{base}/api/v1/customers/{customer}/coupons/{coupon}/redeem");
+                self.customers.apply_service(http.post(url), &self.admin_token).json(&body)
             })
             .await?;
         let status = response.status().as_u16();
@@ -161,7 +191,7 @@ impl ApiClient {
     /// Waits until every replica is ready.
     pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;
-        for base in self.bases.iter() {
+        for base in self.management.iter() {
             loop {
                 let ready = self.http.get(format!("{base}/health/ready")).send().await;
                 if matches!(ready, Ok(ref r) if r.status().is_success()) {
@@ -175,4 +205,12 @@ impl ApiClient {
         }
         Ok(())
     }
+}
+
+/// A path the API answers at once (404, with no work behind it): what keeps
+/// connections open and measures the HTTP path on its own.
+pub const NOOP_PATH: &str = "/noop";
+
+fn urls(list: &str) -> Arc<[String]> {
+    list.split(',').map(|url| url.trim().trim_end_matches('/').to_string()).filter(|url| !url.is_empty()).collect()
 }

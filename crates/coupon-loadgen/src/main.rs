@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use coupon_infra::auth::{Signer, DEV_ADMIN_TOKEN, DEV_AUDIENCE, DEV_JWT_SECRET, SCOPE_REDEEM, SCOPE_RELEASE};
 use coupon_infra::db::PgPool;
 use coupon_infra::settings::DatabaseSettings;
 use coupon_loadgen::client::{ApiClient, CustomerAuth};
@@ -58,6 +59,8 @@ struct ManyArgs {
     #[arg(long)]
     api_many: String,
     #[arg(long)]
+    management_many: String,
+    #[arg(long)]
     database_url_many: String,
     #[arg(long)]
     pid: i32,
@@ -104,7 +107,10 @@ struct Target {
     /// take turns, and one a replica refuses goes to the next.
     #[arg(long, env = "COUPON_API", default_value = "http://127.0.0.1:8080")]
     api: String,
-    #[arg(long, env = "COUPON__ADMIN__TOKEN", default_value = "dev-admin-token", hide_env_values = true)]
+    /// coupon-api's management URL (`/health/*`), one per replica as `api`.
+    #[arg(long, env = "COUPON_API_MANAGEMENT", default_value = "http://127.0.0.1:9090")]
+    management: String,
+    #[arg(long, env = "COUPON__ADMIN__TOKEN", default_value = DEV_ADMIN_TOKEN, hide_env_values = true)]
     admin_token: String,
     #[arg(long, env = "COUPON__DATABASE__URL", default_value = "postgres://coupon:coupon@127.0.0.1:5432/coupon")]
     database_url: String,
@@ -117,17 +123,36 @@ struct Target {
 struct AuthArgs {
     #[arg(long, env = "COUPON__AUTH__MODE", value_enum, default_value_t = AuthMode::Jwt)]
     auth_mode: AuthMode,
-    /// The HS256 secret customer tokens are signed with (jwt mode).
-    #[arg(long, env = "COUPON__AUTH__JWT_SECRET", default_value = DEV_JWT_SECRET, hide_env_values = true)]
-    jwt_secret: String,
+    #[command(flatten)]
+    jwt: JwtArgs,
     /// The header naming the customer (gateway mode).
     #[arg(long, env = "COUPON__AUTH__CUSTOMER_HEADER", default_value = "X-Customer-Id")]
     customer_header: String,
+    /// What the gateway proves itself with (gateway mode).
+    #[arg(long, env = "COUPON__AUTH__GATEWAY_SECRET", default_value = "", hide_env_values = true)]
+    gateway_secret: String,
 }
 
-/// The secret `make run` gives coupon-api (scripts/lib/dev.env), so tokens minted
-/// here work against it without configuration.
-const DEV_JWT_SECRET: &str = "dev-jwt-secret";
+/// How tokens are signed: the defaults are those `make run` gives coupon-api
+/// (scripts/lib/dev.env), so tokens minted here work against it.
+#[derive(Args, Clone)]
+struct JwtArgs {
+    /// The HS256 secret tokens are signed with (jwt mode).
+    #[arg(long, env = "COUPON__AUTH__JWT_SECRET", default_value = DEV_JWT_SECRET, hide_env_values = true)]
+    jwt_secret: String,
+    /// The audience tokens are minted for.
+    #[arg(long, env = "COUPON__AUTH__JWT_AUDIENCE", default_value = DEV_AUDIENCE)]
+    jwt_audience: String,
+}
+
+impl JwtArgs {
+    fn signer(&self) -> Signer {
+        Signer::new(
+            self.jwt_secret.as_bytes(),
+            Some(self.jwt_audience.as_str()).filter(|audience| !audience.is_empty()),
+        )
+    }
+}
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum AuthMode {
@@ -138,18 +163,24 @@ enum AuthMode {
 impl AuthArgs {
     fn customers(&self) -> CustomerAuth {
         match self.auth_mode {
-            AuthMode::Jwt => CustomerAuth::Jwt(self.jwt_secret.as_bytes().into()),
-            AuthMode::Gateway => CustomerAuth::Gateway(self.customer_header.clone()),
+            AuthMode::Jwt => CustomerAuth::Jwt(Arc::new(self.jwt.signer())),
+            AuthMode::Gateway => {
+                CustomerAuth::Gateway { header: self.customer_header.clone(), secret: self.gateway_secret.clone() }
+            }
         }
     }
 }
 
 #[derive(Args)]
 struct TokenArgs {
+    /// A customer's token, acting for itself.
+    #[arg(long, required_unless_present = "service", conflicts_with = "service")]
+    customer: Option<i64>,
+    /// A service's token (e.g. `orders`), with the scopes to redeem and release.
     #[arg(long)]
-    customer: i64,
-    #[arg(long, env = "COUPON__AUTH__JWT_SECRET", default_value = DEV_JWT_SECRET, hide_env_values = true)]
-    jwt_secret: String,
+    service: Option<String>,
+    #[command(flatten)]
+    jwt: JwtArgs,
     /// How long the token is valid.
     #[arg(long, default_value_t = 86_400)]
     ttl_s: u64,
@@ -159,7 +190,8 @@ impl Target {
     /// A client with `connections` keep-alive connections once the API is
     /// ready, and a pool on the database.
     async fn connect(&self, connections: usize) -> anyhow::Result<(ApiClient, PgPool)> {
-        let client = ApiClient::new(&self.api, &self.admin_token, self.auth.customers(), connections)?;
+        let client =
+            ApiClient::new(&self.api, &self.management, &self.admin_token, self.auth.customers(), connections)?;
         client.wait_ready(Duration::from_secs(30)).await?;
         Ok((client, db_pool(&self.database_url)?))
     }
@@ -173,6 +205,8 @@ fn db_pool(url: &str) -> anyhow::Result<PgPool> {
 struct NoopArgs {
     #[arg(long, env = "COUPON_API", default_value = "http://127.0.0.1:8080")]
     api: String,
+    #[arg(long, env = "COUPON_API_MANAGEMENT", default_value = "http://127.0.0.1:9090")]
+    management: String,
     #[arg(long, default_value_t = 200_000)]
     requests: usize,
     #[arg(long, default_value_t = 256)]
@@ -305,11 +339,7 @@ async fn main() -> ExitCode {
         Command::Trickle(args) => trickle(args).await.map(|()| true),
         Command::Noop(args) => noop(args).await.map(|()| true),
         Command::Many(args) => many_coupons(args).await.map(|()| true),
-        Command::Token(args) => {
-            coupon_infra::auth::mint(args.jwt_secret.as_bytes(), args.customer, Duration::from_secs(args.ttl_s))
-                .map(|token| println!("{token}"))
-                .map(|()| true)
-        }
+        Command::Token(args) => token(&args).map(|token| println!("{token}")).map(|()| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -535,7 +565,12 @@ fn write_soak(args: &SoakArgs, record: &soak::SoakRecord, spike: &RunRecord) -> 
 /// another idle window, then spikes taking turns.
 async fn many_coupons(args: ManyArgs) -> anyhow::Result<()> {
     let few = args.target.clone();
-    let many = Target { api: args.api_many.clone(), database_url: args.database_url_many.clone(), ..few.clone() };
+    let many = Target {
+        api: args.api_many.clone(),
+        management: args.management_many.clone(),
+        database_url: args.database_url_many.clone(),
+        ..few.clone()
+    };
     let (_, db_few) = few.connect(1).await?;
     let (client_many, db_many) = many.connect(32).await?;
     let idle_before = idle_window(&args, [&db_few, &db_many]).await?;
@@ -629,8 +664,18 @@ async fn drain(args: DrainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn token(args: &TokenArgs) -> anyhow::Result<String> {
+    let (signer, ttl) = (args.jwt.signer(), Duration::from_secs(args.ttl_s));
+    match (&args.service, args.customer) {
+        (Some(service), _) => signer.service(service, &[SCOPE_REDEEM, SCOPE_RELEASE], ttl),
+        (None, Some(customer)) => signer.customer(customer, ttl),
+        (None, None) => anyhow::bail!("give --customer or --service"),
+    }
+}
+
 async fn noop(args: NoopArgs) -> anyhow::Result<()> {
-    let client = ApiClient::new(&args.api, "", CustomerAuth::Gateway("X-Customer-Id".into()), args.concurrency)?;
+    let nobody = CustomerAuth::Gateway { header: "X-Customer-Id".into(), secret: String::new() };
+    let client = ApiClient::new(&args.api, &args.management, "", nobody, args.concurrency)?;
     client.wait_ready(Duration::from_secs(30)).await?;
     println!("{:.0}", spike::noop_rate(&client, args.requests, args.concurrency).await);
     Ok(())

@@ -21,7 +21,7 @@ use crate::trickle::TrickleRecord;
 pub struct Ceilings {
     /// The issue script driven by redis-benchmark, calls/s.
     pub redis_lua_calls_per_s: Option<f64>,
-    /// `GET /health/live` (does nothing) through the load generator and coupon-api, requests/s.
+    /// `GET /noop` (answered 404 at once) through the load generator and coupon-api, requests/s.
     #[serde(default)]
     pub http_noop_requests_per_s: Option<f64>,
     /// The writer's statements driven by pgbench, rows/s per batch size.
@@ -231,7 +231,7 @@ fn ceilings_section(ceilings: &Ceilings, to_be: &[&RunRecord]) -> String {
             .map_or(String::new(), |lua| format!(" = {:.0}% of the issue script's", 100.0 * noop / lua));
         let _ = writeln!(
             bullets,
-            "- An endpoint that does nothing (`GET /health/live`) through the same load generator and coupon-api: {noop:.0} requests/s{lua}; successful issuances reach {:.0}% of it.",
+            "- A request answered at once (`GET /noop`, a 404) through the same load generator and coupon-api: {noop:.0} requests/s{lua}; successful issuances reach {:.0}% of it.",
             100.0 * http / noop
         );
     }

@@ -1,5 +1,7 @@
 //! Who the request acts for, as handler arguments: handlers take these
 //! extractors first, so the credential is checked before the body is read.
+//! Failed authentication counts against the client address's allowance of
+//! failures (`limits.failed_auth_per_minute`): past it, the answer is 429.
 
 use std::future::{ready, Ready};
 
@@ -7,13 +9,20 @@ use actix_web::dev::Payload;
 use actix_web::{web, FromRequest, HttpRequest};
 use coupon_domain::CustomerId;
 
-use crate::auth::Access;
+use super::state::AppState;
+use crate::auth::{Caller, Service};
 use crate::error::ApiError;
 
-fn access(req: &HttpRequest) -> Result<&Access, ApiError> {
-    req.app_data::<web::Data<Access>>()
-        .map(|access| access.get_ref())
-        .ok_or(ApiError::Unavailable("the service is not configured"))
+/// Runs `check` with the state; a refused credential is counted.
+fn authenticate<T>(req: &HttpRequest, check: impl FnOnce(&AppState) -> Result<T, ApiError>) -> Result<T, ApiError> {
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .map(|state| state.get_ref())
+        .ok_or(ApiError::Unavailable("the service is not configured"))?;
+    check(state).map_err(|err| match err {
+        ApiError::Unauthorized | ApiError::Unauthenticated(_) => state.limits.failed_auth(req).err().unwrap_or(err),
+        err => err,
+    })
 }
 
 /// Support staff: the request carries the admin token.
@@ -24,7 +33,10 @@ impl FromRequest for Admin {
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(access(req).and_then(|access| if access.is_admin(req) { Ok(Admin) } else { Err(ApiError::Unauthorized) }))
+        ready(authenticate(
+            req,
+            |state| if state.access.is_admin(req) { Ok(Admin) } else { Err(ApiError::Unauthorized) },
+        ))
     }
 }
 
@@ -36,7 +48,7 @@ impl FromRequest for Customer {
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let customer = access(req).and_then(|access| Ok(access.authenticator.customer(req)?));
+        let customer = authenticate(req, |state| Ok(state.access.authenticator.customer(req)?));
         if let Ok(customer) = customer {
             super::request_span::record_customer(customer);
         }
@@ -44,7 +56,8 @@ impl FromRequest for Customer {
     }
 }
 
-/// Who may read a customer's holdings: that customer, or support staff.
+/// Who may read a customer's holdings: that customer (within its limits),
+/// or support staff.
 pub enum Reader {
     Admin,
     Customer(CustomerId),
@@ -66,11 +79,49 @@ impl FromRequest for Reader {
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(access(req).and_then(|access| {
-            if access.is_admin(req) {
-                Ok(Reader::Admin)
-            } else {
-                Ok(access.authenticator.customer(req).map(Reader::Customer)?)
+        ready(authenticate(req, |state| {
+            if state.access.is_admin(req) {
+                return Ok(Reader::Admin);
+            }
+            let customer = state.access.authenticator.customer(req)?;
+            state.limits.check(req, Some(customer))?;
+            Ok(Reader::Customer(customer))
+        }))
+    }
+}
+
+/// Who may spend (redeem or release) any customer's coupon: the order
+/// service, with the scope for it, or support staff. A customer may not: it
+/// would choose its own order amount, and release and redeem again.
+pub enum Spender {
+    Admin,
+    Service(Service),
+}
+
+impl Spender {
+    /// Refuses a service whose token lacks `scope`.
+    pub fn may(&self, scope: &str) -> Result<(), ApiError> {
+        match self {
+            Spender::Service(service) if !service.may(scope) => Err(ApiError::Forbidden(SPENDING_IS_THE_SERVICES)),
+            _ => Ok(()),
+        }
+    }
+}
+
+const SPENDING_IS_THE_SERVICES: &str = "redeem and release are the order service's: a token with scope coupons:redeem or coupons:release, or the admin token";
+
+impl FromRequest for Spender {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(authenticate(req, |state| {
+            if state.access.is_admin(req) {
+                return Ok(Spender::Admin);
+            }
+            match state.access.authenticator.caller(req)? {
+                Caller::Service(service) => Ok(Spender::Service(service)),
+                Caller::Customer(_) => Err(ApiError::Forbidden(SPENDING_IS_THE_SERVICES)),
             }
         }))
     }
@@ -86,5 +137,13 @@ mod tests {
         assert!(Reader::Customer(seven).may_read(seven).is_ok());
         assert!(matches!(Reader::Customer(seven).may_read(eight), Err(ApiError::Forbidden(_))));
         assert!(Reader::Admin.may_read(eight).is_ok());
+    }
+
+    #[test]
+    fn a_service_spends_only_with_its_scope() {
+        let redeemer = Spender::Service(Service { name: "orders".into(), scopes: vec!["coupons:redeem".into()] });
+        assert!(redeemer.may("coupons:redeem").is_ok());
+        assert!(matches!(redeemer.may("coupons:release"), Err(ApiError::Forbidden(_))));
+        assert!(Spender::Admin.may("coupons:release").is_ok());
     }
 }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use crate::catalog::{CouponRow, NewCoupon};
+use crate::catalog::{CouponRow, Creation, NewCoupon};
 use crate::error::{ApiError, ErrorBody};
 use crate::http::caller::Admin;
 use crate::http::parse_coupon;
@@ -173,9 +173,10 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<&str>, ApiError> {
         (status = 201, body = CouponResponse),
         (status = 400, description = "INVALID_REQUEST", body = ErrorBody),
         (status = 401, description = "UNAUTHORIZED", body = ErrorBody),
+        (status = 429, description = "TOO_MANY_REQUESTS: this address failed to authenticate too often", body = ErrorBody),
         (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorBody),
         (status = 415, description = "UNSUPPORTED_MEDIA_TYPE", body = ErrorBody),
-        (status = 422, description = "INVALID_PERIOD: startsAt not before endsAt, or validUntil before endsAt", body = ErrorBody),
+        (status = 422, description = "INVALID_PERIOD: startsAt not before endsAt, or validUntil before endsAt; IDEMPOTENCY_KEY_REUSED: the key was used within its day for another coupon", body = ErrorBody),
         (status = 503, description = "UNAVAILABLE: not saved, or saved but not yet open (the sync opens it)", body = ErrorBody),
     )
 )]
@@ -188,11 +189,16 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let key = idempotency_key(&req)?;
     let new = body.into_inner().validate()?;
-    let (row, replayed) = state
+    let creation = state
         .catalog
         .create(new, key)
         .await
         .map_err(|err| ApiError::unavailable("PostgreSQL is unavailable; the coupon was not created", &err))?;
+    let (row, replayed) = match creation {
+        Creation::Created(row) => (row, false),
+        Creation::Replayed(row) => (row, true),
+        Creation::KeyReused => return Err(ApiError::IdempotencyKeyReused),
+    };
     let coupon_state = CouponState {
         id: row.id,
         starts_at: row.starts_at,
@@ -203,6 +209,7 @@ pub async fn create(
     // PostgreSQL has the coupon now; if Redis fails, a request for it or a
     // replica's start creates it. A replay creates it here if the first
     // request could not (create.lua never touches an existing coupon).
+    state.coupons.forget(row.id);
     state.issuance.issuer.create(&coupon_state).await.map_err(|err| {
         ApiError::unavailable("coupon saved but Redis is unavailable; it opens once the sync primes it", &err)
     })?;
@@ -214,7 +221,9 @@ pub async fn create(
     Ok(response.json(CouponResponse::new(row, remaining)))
 }
 
-/// A coupon with its live remaining stock.
+/// A coupon with its live remaining stock. Its definition is reused for
+/// `cache.coupon_ttl_ms` (2 s); one that has not started is unknown to
+/// anyone but support staff.
 #[utoipa::path(
     get,
     path = "/api/v1/coupons/{couponId}",
@@ -222,14 +231,30 @@ pub async fn create(
     responses(
         (status = 200, body = CouponResponse),
         (status = 400, description = "INVALID_REQUEST", body = ErrorBody),
-        (status = 404, description = "COUPON_NOT_FOUND", body = ErrorBody),
+        (status = 404, description = "COUPON_NOT_FOUND: unknown, or not started yet", body = ErrorBody),
+        (status = 429, description = "TOO_MANY_REQUESTS: this address's limit", body = ErrorBody),
         (status = 503, description = "UNAVAILABLE", body = ErrorBody),
     )
 )]
 #[get("/api/v1/coupons/{couponId}")]
-pub async fn get(state: web::Data<AppState>, coupon: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn get(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    coupon: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let admin = state.access.is_admin(&req);
+    if !admin {
+        state.limits.check(&req, None)?;
+    }
     let id: CouponId = parse_coupon(&coupon)?;
-    let row = coupon_row(&state, id).await?;
+    let row = state
+        .coupons
+        .get(id)
+        .await
+        .map_err(|err| ApiError::unavailable("PostgreSQL is unavailable", &err))?
+        // A promotion not started yet is nobody's business but its operators'.
+        .filter(|row| admin || row.starts_at <= OffsetDateTime::now_utc())
+        .ok_or(ApiError::Rejected(Rejection::CouponNotFound))?;
     let stock = state
         .store
         .stock(id)
@@ -252,6 +277,7 @@ pub async fn get(state: web::Data<AppState>, coupon: web::Path<String>) -> Resul
         (status = 202, body = PrimeResponse),
         (status = 400, description = "INVALID_REQUEST", body = ErrorBody),
         (status = 401, description = "UNAUTHORIZED", body = ErrorBody),
+        (status = 429, description = "TOO_MANY_REQUESTS: this address failed to authenticate too often", body = ErrorBody),
         (status = 404, description = "COUPON_NOT_FOUND", body = ErrorBody),
         (status = 422, description = "EXPIRED: an ended coupon is not kept in Redis", body = ErrorBody),
         (status = 503, description = "UNAVAILABLE", body = ErrorBody),

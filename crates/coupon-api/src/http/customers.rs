@@ -1,6 +1,6 @@
 //! A customer's coupons (from PostgreSQL) and the state of one attempt.
 
-use actix_web::{get, web, HttpResponse};
+use actix_web::{get, web, HttpRequest, HttpResponse};
 use coupon_domain::{CouponId, CustomerId, Discount, HoldingStatus};
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -70,11 +70,17 @@ pub struct AttemptResponse {
     responses(
         (status = 200, body = [HeldCouponResponse]),
         (status = 401, description = "UNAUTHORIZED", body = ErrorBody),
+        (status = 429, description = "TOO_MANY_REQUESTS", body = ErrorBody),
         (status = 503, description = "UNAVAILABLE", body = ErrorBody),
     )
 )]
 #[get("/api/v1/customers/me/coupons")]
-pub async fn my_coupons(customer: Customer, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn my_coupons(
+    customer: Customer,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    state.limits.check(&req, Some(customer.0))?;
     held_by(&state, customer.0).await
 }
 
@@ -89,6 +95,7 @@ pub async fn my_coupons(customer: Customer, state: web::Data<AppState>) -> Resul
         (status = 400, description = "INVALID_REQUEST", body = ErrorBody),
         (status = 401, description = "UNAUTHORIZED", body = ErrorBody),
         (status = 403, description = "FORBIDDEN: another customer's", body = ErrorBody),
+        (status = 429, description = "TOO_MANY_REQUESTS", body = ErrorBody),
         (status = 503, description = "UNAVAILABLE", body = ErrorBody),
     )
 )]
@@ -127,6 +134,7 @@ async fn held_by(state: &AppState, customer: CustomerId) -> Result<HttpResponse,
         (status = 400, description = "INVALID_REQUEST", body = ErrorBody),
         (status = 401, description = "UNAUTHORIZED", body = ErrorBody),
         (status = 403, description = "FORBIDDEN: another customer's", body = ErrorBody),
+        (status = 429, description = "TOO_MANY_REQUESTS", body = ErrorBody),
         (status = 503, description = "UNAVAILABLE", body = ErrorBody),
     )
 )]

@@ -69,7 +69,7 @@ pub async fn issue(
         Some(named) if named != customer.0 => {
             Err(ApiError::Forbidden("customerId must be the authenticated customer, or left out"))
         }
-        _ => match state.limits.check(&req, customer.0) {
+        _ => match state.limits.check(&req, Some(customer.0)) {
             Ok(()) => decide(&state, &coupon, customer.0, &request_id.to_string()).await,
             Err(err) => Err(err),
         },

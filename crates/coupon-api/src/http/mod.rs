@@ -35,17 +35,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(coupons::get)
         .service(coupons::prime_coupon)
         .service(customers::my_coupons)
-        .service(redemption::redeem_mine)
-        .service(redemption::release_mine)
         .service(redemption::redeem_for)
         .service(redemption::release_for)
         .service(customers::coupons)
         .service(customers::attempt)
-        .service(health::live)
-        .service(health::ready)
-        .service(health::metrics)
         .service(openapi::document)
         .default_service(web::to(not_found));
+}
+
+/// The management port's routes: probes and metrics, for the orchestrator
+/// and Prometheus only; the API port answers 404 for them.
+pub fn configure_management(cfg: &mut web::ServiceConfig) {
+    cfg.service(health::live).service(health::ready).service(health::metrics).default_service(web::to(not_found));
 }
 
 fn invalid_json(err: JsonPayloadError) -> ApiError {
@@ -63,8 +64,8 @@ fn invalid_path(err: PathError) -> ApiError {
     ApiError::InvalidRequest(format!("invalid path: {err}"))
 }
 
-/// Every path served and its methods: the OpenAPI document's, plus the
-/// operational endpoints it leaves out.
+/// Every path the API port serves and its methods: the OpenAPI document's,
+/// plus the document itself.
 static ROUTES: LazyLock<Vec<(ResourceDef, String)>> = LazyLock::new(|| {
     let documented = openapi::ApiDoc::openapi().paths.paths.into_iter().map(|(path, item)| {
         let methods = [
@@ -77,8 +78,7 @@ static ROUTES: LazyLock<Vec<(ResourceDef, String)>> = LazyLock::new(|| {
         let allow: Vec<&str> = methods.iter().filter(|(_, served)| *served).map(|(method, _)| *method).collect();
         (path, allow.join(", "))
     });
-    let operational = ["/health/live", "/health/ready", "/metrics", "/api-docs/openapi.json"]
-        .map(|path| (path.to_string(), "GET".to_string()));
+    let operational = ["/api-docs/openapi.json"].map(|path| (path.to_string(), "GET".to_string()));
     documented.chain(operational).map(|(path, allow)| (ResourceDef::new(path), allow)).collect()
 });
 

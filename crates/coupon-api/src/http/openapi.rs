@@ -17,8 +17,6 @@ use crate::http::{coupons, customers, issue, redemption};
         customers::my_coupons,
         customers::coupons,
         customers::attempt,
-        redemption::redeem_mine,
-        redemption::release_mine,
         redemption::redeem_for,
         redemption::release_for
     ),
@@ -41,6 +39,12 @@ impl Modify for BearerAuth {
         // gateway's header stands in for it.
         components.add_security_scheme(
             "customer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+        // A service's JWT from the same issuer: `sub` names the service,
+        // `scope` grants coupons:redeem and coupons:release.
+        components.add_security_scheme(
+            "service",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
         );
     }

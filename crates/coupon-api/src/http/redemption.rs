@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, ErrorBody};
-use crate::http::caller::{Admin, Customer};
+use coupon_infra::auth::{SCOPE_REDEEM, SCOPE_RELEASE};
+
+use crate::http::caller::Spender;
 use crate::http::state::AppState;
 use crate::http::{parse_coupon, parse_id};
 use crate::redemption::{OrderRef, Usage};
@@ -102,79 +104,25 @@ fn answer(state: &AppState, action: &str, outcome: Result<Usage, ApiError>) -> R
     Ok(HttpResponse::Ok().json(UsageResponse::from(outcome?)))
 }
 
-/// Use a held coupon for an order. Idempotent per order: the same `orderId`
-/// again answers as the first time. An `orderId` whose use was released never
-/// uses the coupon again (a late retry of a cancelled order's redeem):
-/// `ORDER_RELEASED`. A coupon issued moments ago that coupon-writer has not
-/// written yet is usable: the API writes it first.
-#[utoipa::path(
-    post,
-    path = "/api/v1/customers/me/coupons/{couponId}/redeem",
-    params(("couponId" = i64, Path, minimum = 1)),
-    request_body = RedeemRequest,
-    security(("customer" = [])),
-    responses(
-        (status = 200, body = UsageResponse),
-        (status = 400, description = "INVALID_REQUEST", body = ErrorBody),
-        (status = 401, description = "UNAUTHORIZED", body = ErrorBody),
-        (status = 404, description = "COUPON_NOT_FOUND, NOT_HELD", body = ErrorBody),
-        (status = 409, description = "ALREADY_USED: by another order; ORDER_RELEASED: this order's use was released, so it cannot use the coupon again (a new order id can)", body = ErrorBody),
-        (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorBody),
-        (status = 415, description = "UNSUPPORTED_MEDIA_TYPE", body = ErrorBody),
-        (status = 422, description = "EXPIRED, BELOW_MINIMUM, NOT_REDEEMABLE (no discount policy)", body = ErrorBody),
-        (status = 503, description = "UNAVAILABLE: nothing was changed (a backing service is away, or whether the customer holds the coupon cannot be told yet); retry after Retry-After", body = ErrorBody),
-    )
-)]
-#[post("/api/v1/customers/me/coupons/{couponId}/redeem")]
-pub async fn redeem_mine(
-    customer: Customer,
-    state: web::Data<AppState>,
-    coupon: web::Path<String>,
-    body: web::Json<RedeemRequest>,
-) -> Result<HttpResponse, ApiError> {
-    redeem(&state, customer.0, &coupon, body.into_inner()).await
-}
-
-/// Give a used coupon back from its order (say, the payment failed).
-/// Idempotent per order.
-#[utoipa::path(
-    post,
-    path = "/api/v1/customers/me/coupons/{couponId}/release",
-    params(("couponId" = i64, Path, minimum = 1)),
-    request_body = ReleaseRequest,
-    security(("customer" = [])),
-    responses(
-        (status = 200, body = UsageResponse),
-        (status = 400, description = "INVALID_REQUEST", body = ErrorBody),
-        (status = 401, description = "UNAUTHORIZED", body = ErrorBody),
-        (status = 404, description = "COUPON_NOT_FOUND", body = ErrorBody),
-        (status = 409, description = "NOT_USED_BY_ORDER: used by another order, not used, or not held", body = ErrorBody),
-        (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorBody),
-        (status = 415, description = "UNSUPPORTED_MEDIA_TYPE", body = ErrorBody),
-        (status = 503, description = "UNAVAILABLE: nothing was changed", body = ErrorBody),
-    )
-)]
-#[post("/api/v1/customers/me/coupons/{couponId}/release")]
-pub async fn release_mine(
-    customer: Customer,
-    state: web::Data<AppState>,
-    coupon: web::Path<String>,
-    body: web::Json<ReleaseRequest>,
-) -> Result<HttpResponse, ApiError> {
-    release(&state, customer.0, &coupon, body.into_inner()).await
-}
-
-/// Redeem for a customer (support staff, admin token).
+/// Use a customer's held coupon for an order: the order service (a token
+/// with scope `coupons:redeem`) or support staff (the admin token); a
+/// customer's own credential answers 403. Idempotent per order: the same
+/// `orderId` again answers as the first time. An `orderId` whose use was
+/// released never uses the coupon again (a late retry of a cancelled order's
+/// redeem): `ORDER_RELEASED`. A coupon issued moments ago that coupon-writer
+/// has not written yet is usable: the API writes it first.
 #[utoipa::path(
     post,
     path = "/api/v1/customers/{customerId}/coupons/{couponId}/redeem",
     params(("customerId" = i64, Path, minimum = 1), ("couponId" = i64, Path, minimum = 1)),
     request_body = RedeemRequest,
-    security(("bearer" = [])),
+    security(("service" = []), ("bearer" = [])),
     responses(
         (status = 200, body = UsageResponse),
         (status = 400, description = "INVALID_REQUEST", body = ErrorBody),
         (status = 401, description = "UNAUTHORIZED", body = ErrorBody),
+        (status = 403, description = "FORBIDDEN: a customer's credential, or a service token without the scope", body = ErrorBody),
+        (status = 429, description = "TOO_MANY_REQUESTS: this customer's limit", body = ErrorBody),
         (status = 404, description = "COUPON_NOT_FOUND, NOT_HELD", body = ErrorBody),
         (status = 409, description = "ALREADY_USED: by another order; ORDER_RELEASED: this order's use was released, so it cannot use the coupon again (a new order id can)", body = ErrorBody),
         (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorBody),
@@ -185,26 +133,31 @@ pub async fn release_mine(
 )]
 #[post("/api/v1/customers/{customerId}/coupons/{couponId}/redeem")]
 pub async fn redeem_for(
-    _: Admin,
+    spender: Spender,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
     body: web::Json<RedeemRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    spender.may(SCOPE_REDEEM)?;
     let customer: CustomerId = parse_id(&path.0, "customerId")?;
+    state.limits.check_customer(Some(customer))?;
     redeem(&state, customer, &path.1, body.into_inner()).await
 }
 
-/// Release for a customer (support staff, admin token).
+/// Give a used coupon back from its order (say, the payment failed): the
+/// order service (scope `coupons:release`) or support staff. Idempotent per order.
 #[utoipa::path(
     post,
     path = "/api/v1/customers/{customerId}/coupons/{couponId}/release",
     params(("customerId" = i64, Path, minimum = 1), ("couponId" = i64, Path, minimum = 1)),
     request_body = ReleaseRequest,
-    security(("bearer" = [])),
+    security(("service" = []), ("bearer" = [])),
     responses(
         (status = 200, body = UsageResponse),
         (status = 400, description = "INVALID_REQUEST", body = ErrorBody),
         (status = 401, description = "UNAUTHORIZED", body = ErrorBody),
+        (status = 403, description = "FORBIDDEN: a customer's credential, or a service token without the scope", body = ErrorBody),
+        (status = 429, description = "TOO_MANY_REQUESTS: this customer's limit", body = ErrorBody),
         (status = 404, description = "COUPON_NOT_FOUND", body = ErrorBody),
         (status = 409, description = "NOT_USED_BY_ORDER: used by another order, not used, or not held", body = ErrorBody),
         (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorBody),
@@ -214,11 +167,13 @@ pub async fn redeem_for(
 )]
 #[post("/api/v1/customers/{customerId}/coupons/{couponId}/release")]
 pub async fn release_for(
-    _: Admin,
+    spender: Spender,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
     body: web::Json<ReleaseRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    spender.may(SCOPE_RELEASE)?;
     let customer: CustomerId = parse_id(&path.0, "customerId")?;
+    state.limits.check_customer(Some(customer))?;
     release(&state, customer, &path.1, body.into_inner()).await
 }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::auth::Access;
+use crate::catalog::cache::CouponCache;
 use crate::catalog::Catalog;
 use crate::delivery::outbox::Outbox;
 use crate::http::limits::Limits;
@@ -22,6 +23,8 @@ pub struct AppState {
     /// An operator's rebuild fences the coupon first.
     pub fences: Arc<Fences>,
     pub catalog: Catalog,
+    /// Coupon definitions for the public read, briefly cached.
+    pub coupons: Arc<CouponCache>,
     /// Redeems and releases held coupons.
     pub redemptions: Redemptions,
     pub metrics: Metrics,

@@ -27,7 +27,8 @@ use std::time::Duration;
 use coupon_domain::{CouponId, CouponIssuedEvent, CustomerId, Rejection};
 use time::OffsetDateTime;
 
-use crate::catalog::{Catalog, CatalogError};
+use crate::catalog::cache::CouponCache;
+use crate::catalog::CatalogError;
 use crate::config::IssueMode;
 use crate::delivery::outbox::{AckQueue, Delivered};
 use crate::delivery::publisher::Publisher;
@@ -92,7 +93,7 @@ pub struct Issuance {
     /// Asks for a rebuild when a request finds Redis suspect.
     pub recovery: RecoveryRequests,
     /// Tells a coupon Redis lacks from one that does not exist.
-    pub catalog: Catalog,
+    pub coupons: Arc<CouponCache>,
 }
 
 impl Issuance {
@@ -135,7 +136,7 @@ impl Issuance {
         if self.recovery.is_asked(coupon) {
             return Ok(Answer::Fenced);
         }
-        let Some(row) = self.catalog.get(coupon).await? else {
+        let Some(row) = self.coupons.get(coupon).await? else {
             return Ok(Answer::Rejected(Rejection::CouponNotFound));
         };
         if row.ends_at <= OffsetDateTime::now_utc() {

@@ -145,6 +145,15 @@ async fn a_retried_creation_with_the_same_idempotency_key_makes_one_coupon() {
 
     let bad = app.http.post(&url).bearer_auth(ADMIN_TOKEN).header("Idempotency-Key", "with space").json(&coupon_body());
     assert_eq!(bad.send().await.unwrap().status(), StatusCode::BAD_REQUEST);
+
+    // The same key with another body is a mistake, not a retry.
+    let mut other_body = coupon_body();
+    other_body["totalQuantity"] = serde_json::json!(7);
+    let reused = app.http.post(&url).bearer_auth(ADMIN_TOKEN).header("Idempotency-Key", "order-42").json(&other_body);
+    let reused = reused.send().await.unwrap();
+    assert_eq!(reused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(reused.json::<serde_json::Value>().await.unwrap()["code"], "IDEMPOTENCY_KEY_REUSED");
+    assert_eq!(create("order-42").await.unwrap().json::<serde_json::Value>().await.unwrap()["id"], first["id"]);
     app.stop().await;
 }
 

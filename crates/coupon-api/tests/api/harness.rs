@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use coupon_api::config::Settings;
 use coupon_api::startup::Application;
+use coupon_infra::auth::{Signer, SCOPE_REDEEM, SCOPE_RELEASE};
 use coupon_infra::settings::RedisSettings;
 use coupon_testkit::{kafka_settings, redis_settings, unique_name, wait_until, TestDatabase, TestPrefix, TestTopic};
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -17,12 +18,23 @@ use time::OffsetDateTime;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub const ADMIN_TOKEN: &str = "test-admin-token";
-pub const JWT_SECRET: &str = "test-jwt-secret";
+pub const ADMIN_TOKEN: &str = "test-admin-token-of-at-least-32-bytes";
+pub const JWT_SECRET: &str = "test-jwt-secret-of-at-least-32-bytes";
+pub const AUDIENCE: &str = "coupon-api-tests";
+
+/// What signs the tests' tokens, as the shop's identity provider would.
+pub fn signer() -> Signer {
+    Signer::new(JWT_SECRET.as_bytes(), Some(AUDIENCE))
+}
 
 /// A customer's bearer token, as the shop's login would issue it.
 pub fn token(customer: i64) -> String {
-    coupon_infra::auth::mint(JWT_SECRET.as_bytes(), customer, Duration::from_secs(600)).unwrap()
+    signer().customer(customer, Duration::from_secs(600)).unwrap()
+}
+
+/// The order service's bearer token: it redeems and releases.
+pub fn service_token() -> String {
+    signer().service("orders", &[SCOPE_REDEEM, SCOPE_RELEASE], Duration::from_secs(600)).unwrap()
 }
 
 /// Everything a test's coupon-api instance owns.
@@ -74,13 +86,16 @@ impl Isolation {
     pub fn settings(&self) -> Settings {
         let mut settings = Settings::default();
         settings.http.addr = "127.0.0.1:0".parse().unwrap();
+        settings.http.management_addr = "127.0.0.1:0".parse().unwrap();
         settings.http.workers = 2;
         settings.admin.token = Some(SecretString::from(ADMIN_TOKEN));
         settings.auth.jwt_secret = Some(SecretString::from(JWT_SECRET));
+        settings.auth.jwt_audience = Some(AUDIENCE.into());
         // Tests race thousands of requests from one address and one customer;
         // the limits' own test turns them on.
         settings.limits.per_address_per_second = 0;
         settings.limits.per_customer_per_second = 0;
+        settings.limits.failed_auth_per_minute = 0;
         settings.redis = RedisSettings { key_prefix: self.key_prefix.to_string(), ..redis_settings() };
         settings.kafka.client = kafka_settings();
         settings.kafka.client.topic = self.topic.to_string();
@@ -126,6 +141,8 @@ impl Drop for TestWriter {
 
 pub struct TestApp {
     pub base: String,
+    /// Where `/metrics` and `/health/*` are served.
+    pub management: String,
     pub http: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
     serving: Option<JoinHandle<anyhow::Result<()>>>,
@@ -135,7 +152,7 @@ impl TestApp {
     /// Starts coupon-api and waits until it is ready, as a load balancer would.
     pub async fn spawn(settings: Settings) -> Self {
         let app = Self::spawn_starting(settings).await;
-        let ready = format!("{}/health/ready", app.base);
+        let ready = format!("{}/health/ready", app.management);
         wait_until("coupon-api to be ready", Duration::from_secs(60), || async {
             let response = app.http.get(&ready).send().await.ok()?;
             response.status().is_success().then_some(())
@@ -148,11 +165,12 @@ impl TestApp {
     pub async fn spawn_starting(settings: Settings) -> Self {
         let app = Application::build(settings).await.expect("building coupon-api");
         let base = format!("http://{}", app.local_addr());
+        let management = format!("http://{}", app.management_addr());
         let (stop, stopped) = oneshot::channel::<()>();
         let serving = tokio::spawn(app.run_until(async {
             let _ = stopped.await;
         }));
-        Self { base, http: reqwest::Client::new(), stop: Some(stop), serving: Some(serving) }
+        Self { base, management, http: reqwest::Client::new(), stop: Some(stop), serving: Some(serving) }
     }
 
     /// Stops the service the way SIGTERM would and waits until it has.
@@ -200,6 +218,14 @@ impl TestApp {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// A POST as the order service (its bearer token).
+    pub async fn post_as_service(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        let request = self.http.post(format!("{}{path}", self.base)).bearer_auth(service_token()).json(body);
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
     /// A coupon open from an hour ago until an hour from now.
     pub async fn open_coupon(&self, total: i64) -> i64 {
         let now = OffsetDateTime::now_utc();
@@ -221,8 +247,15 @@ impl TestApp {
 
     /// One unlabelled sample of `/metrics`, e.g. `coupon_rebuilds_total`.
     pub async fn metric(&self, name: &str) -> f64 {
-        let text = self.http.get(format!("{}/metrics", self.base)).send().await.unwrap().text().await.unwrap();
+        let text = self.http.get(format!("{}/metrics", self.management)).send().await.unwrap().text().await.unwrap();
         coupon_infra::metrics::sample(&text, name).unwrap_or_else(|| panic!("no sample {name} in /metrics"))
+    }
+
+    /// A GET on the management port (probes, metrics).
+    pub async fn manage(&self, path: &str) -> (StatusCode, Value) {
+        let response = self.http.get(format!("{}{path}", self.management)).send().await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
     }
 
     /// A GET as support staff (with the admin token).

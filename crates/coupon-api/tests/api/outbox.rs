@@ -29,7 +29,7 @@ async fn events_issued_while_kafka_is_unreachable_are_relayed_later() {
     for customer in 1..=30 {
         assert_eq!(app.issue(coupon, customer).await.0, StatusCode::CREATED, "issuance does not need Kafka");
     }
-    let (_, ready) = app.get("/health/ready").await;
+    let (_, ready) = app.manage("/health/ready").await;
     assert_eq!(ready["kafka"], "DEGRADED");
     assert_eq!(ready["status"], "UP", "a Kafka outage does not make the API unready");
     app.stop().await;

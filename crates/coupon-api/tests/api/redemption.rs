@@ -36,12 +36,13 @@ fn coupon_body(total: i64, extra: Value) -> Value {
     body
 }
 
-fn redeem_path(coupon: i64) -> String {
-    format!("/api/v1/customers/me/coupons/{coupon}/redeem")
+/// Where the order service redeems `customer`'s coupon.
+fn redeem_path(customer: i64, coupon: i64) -> String {
+    format!("/api/v1/customers/{customer}/coupons/{coupon}/redeem")
 }
 
-fn release_path(coupon: i64) -> String {
-    format!("/api/v1/customers/me/coupons/{coupon}/release")
+fn release_path(customer: i64, coupon: i64) -> String {
+    format!("/api/v1/customers/{customer}/coupons/{coupon}/release")
 }
 
 fn order(id: &str, amount: i64) -> Value {
@@ -137,25 +138,31 @@ async fn a_coupon_is_redeemed_released_and_redeemed_again_with_one_event_per_cha
     assert_eq!(app.issue(coupon, 7).await.0, StatusCode::CREATED);
 
     // No coupon-writer runs: the coupon is only in Redis (and Kafka), and still usable.
-    let (status, used) = app.post_as(7, &redeem_path(coupon), &order("o-1", 10_000)).await;
+    let (status, used) = app.post_as_service(&redeem_path(7, coupon), &order("o-1", 10_000)).await;
     assert_eq!(status, StatusCode::OK, "{used}");
     assert_eq!(
         used,
         json!({ "couponId": coupon, "customerId": 7, "orderId": "o-1", "discountAmount": 3000, "status": "USED" })
     );
     assert_eq!(remaining_in_postgres(&iso, coupon).await, 9, "the API wrote the issuance as the writer would");
-    assert_eq!(app.post_as(7, &redeem_path(coupon), &order("o-1", 10_000)).await, (StatusCode::OK, used.clone()));
-    let (status, body) = app.post_as(7, &redeem_path(coupon), &order("o-2", 10_000)).await;
+    assert_eq!(
+        app.post_as_service(&redeem_path(7, coupon), &order("o-1", 10_000)).await,
+        (StatusCode::OK, used.clone())
+    );
+    let (status, body) = app.post_as_service(&redeem_path(7, coupon), &order("o-2", 10_000)).await;
     assert_eq!((status, body["code"].as_str()), (StatusCode::CONFLICT, Some("ALREADY_USED")));
-    let (status, body) = app.post_as(7, &release_path(coupon), &json!({ "orderId": "o-2" })).await;
+    let (status, body) = app.post_as_service(&release_path(7, coupon), &json!({ "orderId": "o-2" })).await;
     assert_eq!((status, body["code"].as_str()), (StatusCode::CONFLICT, Some("NOT_USED_BY_ORDER")));
 
-    let (status, released) = app.post_as(7, &release_path(coupon), &json!({ "orderId": "o-1" })).await;
+    let (status, released) = app.post_as_service(&release_path(7, coupon), &json!({ "orderId": "o-1" })).await;
     assert_eq!(status, StatusCode::OK, "{released}");
     assert_eq!(released, json!({ "couponId": coupon, "customerId": 7, "orderId": "o-1", "status": "AVAILABLE" }));
-    assert_eq!(app.post_as(7, &release_path(coupon), &json!({ "orderId": "o-1" })).await, (StatusCode::OK, released));
+    assert_eq!(
+        app.post_as_service(&release_path(7, coupon), &json!({ "orderId": "o-1" })).await,
+        (StatusCode::OK, released)
+    );
 
-    let (status, again) = app.post_as(7, &redeem_path(coupon), &order("o-2", 20_000)).await;
+    let (status, again) = app.post_as_service(&redeem_path(7, coupon), &order("o-2", 20_000)).await;
     assert_eq!((status, &again["status"], &again["orderId"]), (StatusCode::OK, &json!("USED"), &json!("o-2")));
     let response =
         app.http.get(format!("{}/api/v1/customers/me/coupons", app.base)).bearer_auth(crate::harness::token(7));
@@ -194,23 +201,23 @@ async fn every_refusal_has_its_code_and_changes_nothing() {
     let outcome = |(status, body): (StatusCode, Value)| (status, body["code"].as_str().map(str::to_string));
 
     assert_eq!(
-        outcome(app.post_as(8, &redeem_path(coupon), &order("o-1", 1_000)).await),
+        outcome(app.post_as_service(&redeem_path(8, coupon), &order("o-1", 1_000)).await),
         refused(StatusCode::NOT_FOUND, "NOT_HELD")
     );
     assert_eq!(
-        outcome(app.post_as(7, &redeem_path(999_999), &order("o-1", 1_000)).await),
+        outcome(app.post_as_service(&redeem_path(7, 999_999), &order("o-1", 1_000)).await),
         refused(StatusCode::NOT_FOUND, "COUPON_NOT_FOUND")
     );
     assert_eq!(
-        outcome(app.post_as(7, &redeem_path(coupon), &order("o-1", 499)).await),
+        outcome(app.post_as_service(&redeem_path(7, coupon), &order("o-1", 499)).await),
         refused(StatusCode::UNPROCESSABLE_ENTITY, "BELOW_MINIMUM")
     );
     assert_eq!(
-        outcome(app.post_as(7, &redeem_path(plain), &order("o-1", 1_000)).await),
+        outcome(app.post_as_service(&redeem_path(7, plain), &order("o-1", 1_000)).await),
         refused(StatusCode::UNPROCESSABLE_ENTITY, "NOT_REDEEMABLE")
     );
     assert_eq!(
-        outcome(app.post_as(7, &release_path(coupon), &json!({ "orderId": "o-1" })).await),
+        outcome(app.post_as_service(&release_path(7, coupon), &json!({ "orderId": "o-1" })).await),
         refused(StatusCode::CONFLICT, "NOT_USED_BY_ORDER")
     );
     for bad in [
@@ -220,20 +227,22 @@ async fn every_refusal_has_its_code_and_changes_nothing() {
         json!({ "orderId": "o-1", "orderAmount": 1_000, "coupon": 1 }),
         json!({ "orderId": "o-1" }),
     ] {
-        assert_eq!(outcome(app.post_as(7, &redeem_path(coupon), &bad).await).0, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(
+            outcome(app.post_as_service(&redeem_path(7, coupon), &bad).await).0,
+            StatusCode::BAD_REQUEST,
+            "{bad}"
+        );
     }
-    let anonymous = app.http.post(format!("{}{}", app.base, redeem_path(coupon))).json(&order("o-1", 1_000));
+    let anonymous = app.http.post(format!("{}{}", app.base, redeem_path(7, coupon))).json(&order("o-1", 1_000));
     assert_eq!(anonymous.send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
-    // The support staff's variant takes the admin token, not a customer's.
-    let for_seven = format!("/api/v1/customers/7/coupons/{coupon}/redeem");
-    assert_eq!(app.post_as(7, &for_seven, &order("o-1", 1_000)).await.0, StatusCode::UNAUTHORIZED);
+    let for_seven = redeem_path(7, coupon);
 
     // Refusals changed nothing: the rate discount still applies in full, rounded down.
     let (status, used) = app.post_admin(&for_seven, &order("o-1", 999)).await;
     assert_eq!((status, &used["discountAmount"]), (StatusCode::OK, &json!(299)), "{used}");
-    let release_for_seven = format!("/api/v1/customers/7/coupons/{coupon}/release");
+    let release_for_seven = release_path(7, coupon);
     assert_eq!(app.post_admin(&release_for_seven, &json!({ "orderId": "o-1" })).await.0, StatusCode::OK);
-    let (_, capped) = app.post_as(7, &redeem_path(coupon), &order("o-2", 100_000)).await;
+    let (_, capped) = app.post_as_service(&redeem_path(7, coupon), &order("o-2", 100_000)).await;
     assert_eq!(capped["discountAmount"], 5000, "30 % of 100,000 capped at 5,000");
 
     for bad in [
@@ -272,7 +281,7 @@ async fn a_held_coupon_past_its_validity_reads_expired_and_cannot_be_used() {
     .await
     .unwrap();
 
-    let (status, body) = app.post_as(7, &redeem_path(ended), &order("o-1", 10_000)).await;
+    let (status, body) = app.post_as_service(&redeem_path(7, ended), &order("o-1", 10_000)).await;
     assert_eq!((status, &body["code"]), (StatusCode::UNPROCESSABLE_ENTITY, &json!("EXPIRED")));
     let (_, held) = app.get("/api/v1/customers/7/coupons").await;
     assert_eq!(held[0]["status"], "EXPIRED");
@@ -287,9 +296,9 @@ async fn of_orders_racing_for_one_coupon_exactly_one_wins() {
         app.create_coupon_with(coupon_body(10, json!({ "discount": { "type": "FIXED", "amount": 100 } }))).await;
     assert_eq!(app.issue(coupon, 7).await.0, StatusCode::CREATED);
 
-    let (path, release_at) = (redeem_path(coupon), release_path(coupon));
+    let (path, release_at) = (redeem_path(7, coupon), release_path(7, coupon));
     let orders: Vec<Value> = (0..16).map(|n| order(&format!("race-{n}"), 1_000)).collect();
-    let answers = join_all(orders.iter().map(|body| app.post_as(7, &path, body))).await;
+    let answers = join_all(orders.iter().map(|body| app.post_as_service(&path, body))).await;
     let winners: Vec<&Value> = answers.iter().filter(|(s, _)| *s == StatusCode::OK).map(|(_, b)| b).collect();
     assert_eq!(winners.len(), 1, "{answers:?}");
     assert!(answers.iter().all(|(s, b)| *s == StatusCode::OK || b["code"] == "ALREADY_USED"), "{answers:?}");
@@ -302,7 +311,8 @@ async fn of_orders_racing_for_one_coupon_exactly_one_wins() {
         let current = if round == 0 { winner.clone() } else { format!("round-{}", round - 1) };
         let next = format!("round-{round}");
         let (release, redeem) = (json!({ "orderId": current }), order(&next, 1_000));
-        let (released, redeemed) = tokio::join!(app.post_as(7, &release_at, &release), app.post_as(7, &path, &redeem));
+        let (released, redeemed) =
+            tokio::join!(app.post_as_service(&release_at, &release), app.post_as_service(&path, &redeem));
         assert_eq!(released.0, StatusCode::OK, "{released:?}");
         let (_, held) = app.get("/api/v1/customers/7/coupons").await;
         match redeemed.0 {
@@ -310,7 +320,7 @@ async fn of_orders_racing_for_one_coupon_exactly_one_wins() {
             StatusCode::CONFLICT => {
                 assert_eq!(redeemed.1["code"], "ALREADY_USED");
                 assert_eq!(held[0]["status"], "AVAILABLE");
-                let (status, _) = app.post_as(7, &path, &order(&next, 1_000)).await;
+                let (status, _) = app.post_as_service(&path, &order(&next, 1_000)).await;
                 assert_eq!(status, StatusCode::OK);
             }
             other => panic!("redeem answered {other}: {:?}", redeemed.1),
@@ -352,8 +362,8 @@ async fn a_redeem_that_waited_for_the_writers_commit_answers_from_the_row_it_wro
     let watcher = Mutex::new(iso.db.connect().await);
     wait_for_lock_waiters(&watcher, "coupon-writer's statement to wait for the coupon's lock", 1).await;
 
-    let (path, body) = (redeem_path(coupon), order("o-1", 1_000));
-    let (redeemed, ()) = tokio::join!(app.post_as(1, &path, &body), async {
+    let (path, body) = (redeem_path(1, coupon), order("o-1", 1_000));
+    let (redeemed, ()) = tokio::join!(app.post_as_service(&path, &body), async {
         wait_for_lock_waiters(&watcher, "the redeem to wait for the coupon's lock", 2).await;
         diesel::sql_query("COMMIT").execute(&mut psql).await.unwrap();
     });
@@ -408,8 +418,8 @@ async fn a_customer_without_a_row_is_not_told_not_held_after_redis_lost_a_recent
 
     let response = app
         .http
-        .post(format!("{}{}", app.base, redeem_path(recent)))
-        .bearer_auth(crate::harness::token(8))
+        .post(format!("{}{}", app.base, redeem_path(8, recent)))
+        .bearer_auth(crate::harness::service_token())
         .json(&order("o-8", 1_000))
         .send()
         .await
@@ -417,10 +427,10 @@ async fn a_customer_without_a_row_is_not_told_not_held_after_redis_lost_a_recent
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(response.headers().contains_key(reqwest::header::RETRY_AFTER));
     assert_eq!(response.json::<Value>().await.unwrap()["code"], "UNAVAILABLE");
-    let (status, used) = app.post_as(7, &redeem_path(recent), &order("o-7", 1_000)).await;
+    let (status, used) = app.post_as_service(&redeem_path(7, recent), &order("o-7", 1_000)).await;
     assert_eq!((status, &used["status"]), (StatusCode::OK, &json!("USED")), "{used}");
     // Ended two days ago: the writer has had its time, and the answer is final.
-    let (status, body) = app.post_as(8, &redeem_path(long_ago), &order("o-8", 1_000)).await;
+    let (status, body) = app.post_as_service(&redeem_path(8, long_ago), &order("o-8", 1_000)).await;
     assert_eq!((status, &body["code"]), (StatusCode::NOT_FOUND, &json!("NOT_HELD")));
     app.stop().await;
 }
@@ -436,8 +446,9 @@ async fn a_released_order_never_uses_the_coupon_again_and_a_new_order_may() {
     let coupon =
         app.create_coupon_with(coupon_body(10, json!({ "discount": { "type": "FIXED", "amount": 3000 } }))).await;
     assert_eq!(app.issue(coupon, 7).await.0, StatusCode::CREATED);
-    let redeem = async |order_id: &str| app.post_as(7, &redeem_path(coupon), &order(order_id, 10_000)).await;
-    let release = async |order_id: &str| app.post_as(7, &release_path(coupon), &json!({ "orderId": order_id })).await;
+    let redeem = async |order_id: &str| app.post_as_service(&redeem_path(7, coupon), &order(order_id, 10_000)).await;
+    let release =
+        async |order_id: &str| app.post_as_service(&release_path(7, coupon), &json!({ "orderId": order_id })).await;
     let refused = |(status, body): (StatusCode, Value)| (status, body["code"].as_str().map(str::to_string));
     let order_released = (StatusCode::CONFLICT, Some("ORDER_RELEASED".to_string()));
     let held = async || app.get("/api/v1/customers/7/coupons").await.1[0].clone();
@@ -466,4 +477,42 @@ async fn a_released_order_never_uses_the_coupon_again_and_a_new_order_may() {
     assert_eq!(used, once(&["o-1", "o-2", "o-3"]), "one use event per order");
     assert_eq!(released, once(&["o-1", "o-2"]), "one release event per order");
     app.stop().await;
+}
+
+/// A customer can neither redeem nor release (it would set its own order
+/// amount, and release and redeem again); the order service can, and only
+/// with the scope for each.
+#[tokio::test(flavor = "multi_thread")]
+async fn only_the_order_service_and_support_staff_spend_a_coupon() {
+    let iso = Isolation::with_usage_topics().await;
+    let app = TestApp::spawn(iso.settings()).await;
+    let coupon =
+        app.create_coupon_with(coupon_body(1, json!({ "discount": { "type": "FIXED", "amount": 1000 } }))).await;
+    assert_eq!(app.issue(coupon, 7).await.0, StatusCode::CREATED);
+    let forbidden = |(status, body): (StatusCode, Value)| {
+        assert_eq!((status, body["code"].as_str()), (StatusCode::FORBIDDEN, Some("FORBIDDEN")), "{body}");
+    };
+    // The customer's own credential, on the customer's own coupon, either path.
+    forbidden(app.post_as(7, &redeem_path(7, coupon), &order("o-1", 10_000)).await);
+    forbidden(app.post_as(7, &release_path(7, coupon), &json!({ "orderId": "o-1" })).await);
+    let me = format!("/api/v1/customers/me/coupons/{coupon}/release");
+    forbidden(app.post_as(7, &me, &json!({ "orderId": "o-1" })).await);
+    // A service token with only one of the scopes.
+    let redeem_only = crate::harness::signer()
+        .service("orders", &[coupon_infra::auth::SCOPE_REDEEM], Duration::from_secs(60))
+        .unwrap();
+    let release = app
+        .http
+        .post(format!("{}{}", app.base, release_path(7, coupon)))
+        .bearer_auth(redeem_only)
+        .json(&json!({ "orderId": "o-1" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(release.status(), StatusCode::FORBIDDEN);
+    // Nothing was used by any of that; the service redeems and releases.
+    let (status, used) = app.post_as_service(&redeem_path(7, coupon), &order("o-1", 10_000)).await;
+    assert_eq!((status, &used["status"]), (StatusCode::OK, &json!("USED")), "{used}");
+    let (status, released) = app.post_as_service(&release_path(7, coupon), &json!({ "orderId": "o-1" })).await;
+    assert_eq!((status, &released["status"]), (StatusCode::OK, &json!("AVAILABLE")), "{released}");
 }

@@ -139,7 +139,7 @@ async fn a_coupon_created_on_a_restarted_redis_before_the_recovery_noticed_is_no
     // The readiness probe's PING meets the broken connection and the next
     // one connects anew, with no issuance that would start a pass.
     wait_until("coupon-api to reach the restarted Redis", Duration::from_secs(30), || async {
-        (app.get("/health/ready").await.0 == StatusCode::OK).then_some(())
+        (app.manage("/health/ready").await.0 == StatusCode::OK).then_some(())
     })
     .await;
     let created_after = app.open_coupon(10).await;

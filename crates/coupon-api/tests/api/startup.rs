@@ -16,7 +16,7 @@ async fn readiness_waits_for_the_database_schema_and_then_issuance_works_at_once
     iso.db.set_reachable(false).await;
     let app = TestApp::spawn_starting(iso.settings()).await;
     let get = |path: &'static str| {
-        let (http, url) = (app.http.clone(), format!("{}{path}", app.base));
+        let (http, url) = (app.http.clone(), format!("{}{path}", app.management));
         async move {
             let response = http.get(url).send().await.expect("coupon-api listens");
             (response.status(), response.json::<Value>().await.unwrap_or(Value::Null))

@@ -67,6 +67,7 @@ diesel::table! {
         idempotency_key -> Text,
         coupon_id -> Int8,
         created_at -> Timestamptz,
+        request -> Nullable<Text>,
     }
 }
 

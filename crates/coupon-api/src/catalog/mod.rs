@@ -1,11 +1,14 @@
 //! The coupons in PostgreSQL: the source of truth for what a coupon is, and the
 //! durable record (written by coupon-writer) of who holds one.
 
+pub mod cache;
+
 use coupon_domain::{CouponId, CustomerId, Discount};
 use coupon_infra::db::schema::{coupon, coupon_creation, customer_coupon};
 use coupon_infra::db::PgPool;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use serde::Serialize;
 use time::OffsetDateTime;
 
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +46,7 @@ impl CouponRow {
 }
 
 /// A discount policy as the `coupon` table stores it (all NULL: none).
-#[derive(Debug, Clone, Default, Queryable, Selectable, Insertable)]
+#[derive(Debug, Clone, Default, Queryable, Selectable, Insertable, Serialize)]
 #[diesel(table_name = coupon)]
 pub struct DiscountColumns {
     discount_type: Option<String>,
@@ -81,7 +84,7 @@ impl From<Option<Discount>> for DiscountColumns {
     }
 }
 
-#[derive(Debug, Clone, Insertable)]
+#[derive(Debug, Clone, Insertable, Serialize)]
 #[diesel(table_name = coupon)]
 pub struct NewCoupon {
     pub name: String,
@@ -113,6 +116,16 @@ impl Holding {
     }
 }
 
+/// What a create request came to.
+#[derive(Debug)]
+pub enum Creation {
+    Created(CouponRow),
+    /// The idempotency key's first request created this coupon.
+    Replayed(CouponRow),
+    /// The idempotency key was used, within its window, for another coupon.
+    KeyReused,
+}
+
 /// How long an idempotency key returns the coupon it created.
 pub const IDEMPOTENCY_WINDOW: time::Duration = time::Duration::days(1);
 
@@ -127,10 +140,12 @@ impl Catalog {
     }
 
     /// Creates a coupon. With an idempotency key used within the last day,
-    /// returns the coupon that key created instead (`true`: a replay). Requests
-    /// with the same key are serialized by a lock on the key, so two at once
-    /// never create two coupons.
-    pub async fn create(&self, new: NewCoupon, key: Option<&str>) -> Result<(CouponRow, bool), CatalogError> {
+    /// returns the coupon that key created instead, or refuses when that
+    /// request asked for another coupon. Requests with the same key are
+    /// serialized by a lock on the key, so two at once never create two coupons.
+    pub async fn create(&self, new: NewCoupon, key: Option<&str>) -> Result<Creation, CatalogError> {
+        // What the request asked for, as validated: the same key must ask the same.
+        let request = serde_json::to_string(&new).expect("a coupon serializes");
         let mut conn = self.pool.get().await?;
         let created = conn
             .transaction::<_, diesel::result::Error, _>(async |conn| {
@@ -139,16 +154,18 @@ impl Catalog {
                         .bind::<diesel::sql_types::Text, _>(key)
                         .execute(&mut *conn)
                         .await?;
-                    let earlier: Option<CouponRow> = coupon_creation::table
+                    let earlier: Option<(CouponRow, Option<String>)> = coupon_creation::table
                         .inner_join(coupon::table)
                         .filter(coupon_creation::idempotency_key.eq(key))
                         .filter(coupon_creation::created_at.gt(OffsetDateTime::now_utc() - IDEMPOTENCY_WINDOW))
-                        .select(CouponRow::as_select())
+                        .select((CouponRow::as_select(), coupon_creation::request))
                         .first(&mut *conn)
                         .await
                         .optional()?;
-                    if let Some(row) = earlier {
-                        return Ok((row, true));
+                    match earlier {
+                        Some((_, Some(asked))) if asked != request => return Ok(Creation::KeyReused),
+                        Some((row, _)) => return Ok(Creation::Replayed(row)),
+                        None => {}
                     }
                 }
                 let row: CouponRow = diesel::insert_into(coupon::table)
@@ -158,17 +175,22 @@ impl Catalog {
                     .await?;
                 if let Some(key) = key {
                     diesel::insert_into(coupon_creation::table)
-                        .values((coupon_creation::idempotency_key.eq(key), coupon_creation::coupon_id.eq(row.id.get())))
+                        .values((
+                            coupon_creation::idempotency_key.eq(key),
+                            coupon_creation::coupon_id.eq(row.id.get()),
+                            coupon_creation::request.eq(&request),
+                        ))
                         .on_conflict(coupon_creation::idempotency_key)
                         .do_update()
                         .set((
                             coupon_creation::coupon_id.eq(row.id.get()),
                             coupon_creation::created_at.eq(OffsetDateTime::now_utc()),
+                            coupon_creation::request.eq(&request),
                         ))
                         .execute(conn)
                         .await?;
                 }
-                Ok((row, false))
+                Ok(Creation::Created(row))
             })
             .await?;
         Ok(created)

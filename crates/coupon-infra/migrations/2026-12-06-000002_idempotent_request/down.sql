@@ -1,0 +1,1 @@
+ALTER TABLE coupon_creation DROP COLUMN request;
