@@ -8,7 +8,7 @@ STACK := scripts/stack.sh
 # the FAILPOINTS variable sets one); release builds never do.
 TEST_FEATURES := --features coupon-api/failpoints,coupon-writer/failpoints
 
-.PHONY: help setup up down status up-cluster down-cluster status-cluster build build-release run demo token bench bench-many soak reconcile test test-tools e2e e2e-cluster fmt lint lint-deploy images compose-smoke clean
+.PHONY: help setup up down status up-cluster down-cluster status-cluster build build-release run demo token bench bench-many soak reconcile test test-tools e2e e2e-cluster fmt lint lint-deploy audit images compose-smoke clean
 
 # Every target's line carries its description after `##`; `make help` prints
 # them in this order, and names any .PHONY target that has none.
@@ -135,6 +135,14 @@ $(MACHETE):
 # docker/ and deploy/ checked offline (tools installed under .stack/tools).
 lint-deploy: ## check docker/ and deploy/ offline (hadolint, compose, kustomize, promtool)
 	@scripts/lint-deploy.sh
+
+# Cargo.lock against the RustSec advisories with cargo-audit (installed once
+# under .stack/tools), offline: ADVISORY_DB is the path to a checkout of
+# github.com/rustsec/advisory-db, never fetched. Fails on vulnerabilities;
+# warnings too with AUDIT_DENY=warnings. README.md, "Auditing dependencies".
+# Not part of `test`.
+audit: ## Cargo.lock against the RustSec advisories (ADVISORY_DB=path to an advisory-db checkout)
+	@scripts/audit.sh
 
 # Container images of docker/Dockerfile, tagged localhost/<binary>:dev: docker/README.md.
 images: ## the three container images (podman or docker), sizes printed

@@ -96,8 +96,43 @@ impl Default for HttpSettings {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct AdminSettings {
-    /// Bearer token for the admin endpoints; without one they answer 401.
+    /// Bearer token for the admin endpoints, named `admin` in logs; without
+    /// any token they answer 401.
     pub token: Option<SecretString>,
+    /// More tokens, each with the name the logs give who used it:
+    /// `name:token,name:token`.
+    pub tokens: Option<SecretString>,
+}
+
+impl AdminSettings {
+    /// Every admin token with its name; the key of the first bad one otherwise.
+    pub fn named(&self) -> Result<Vec<(String, SecretString)>, InvalidSetting> {
+        let mut named: Vec<(String, SecretString)> =
+            self.token.iter().map(|token| ("admin".to_string(), token.clone())).collect();
+        for entry in self.tokens.iter().flat_map(|tokens| tokens.expose_secret().split(',')) {
+            let (name, token) = entry
+                .trim()
+                .split_once(':')
+                .ok_or_else(|| InvalidSetting::new("admin.tokens", "must be name:token pairs, comma-separated"))?;
+            if name.is_empty() || named.iter().any(|(known, _)| known == name) {
+                return Err(InvalidSetting::new(
+                    "admin.tokens",
+                    format!("names must be unique and non-empty: {name:?}"),
+                ));
+            }
+            named.push((name.to_string(), SecretString::from(token.to_string())));
+        }
+        if let Some((name, _)) = named.iter().find(|(_, token)| !long_enough(Some(token))) {
+            let key = if name == "admin" && self.token.is_some() { "admin.token" } else { "admin.tokens" };
+            return Err(InvalidSetting::new(
+                key,
+                format!(
+                    "{name}'s token must be at least {MIN_SECRET_BYTES} bytes (leave COUPON__ADMIN__TOKEN and COUPON__ADMIN__TOKENS unset to turn the admin endpoints off)"
+                ),
+            ));
+        }
+        Ok(named)
+    }
 }
 
 /// Requests per second (and bursts) one customer and one client address may
@@ -297,14 +332,7 @@ impl Validate for Settings {
         self.kafka.client.validate()?;
         self.database.validate()?;
         self.auth.validate()?;
-        if self.admin.token.is_some() && !long_enough(self.admin.token.as_ref()) {
-            return Err(InvalidSetting::new(
-                "admin.token",
-                format!(
-                    "must be at least {MIN_SECRET_BYTES} bytes (leave COUPON__ADMIN__TOKEN unset to turn the admin endpoints off)"
-                ),
-            ));
-        }
+        self.admin.named()?;
         self.refuse_development_credentials()?;
         require_nonzero("kafka.message_timeout_ms", self.kafka.message_timeout)?;
         for (name, topic) in
@@ -380,9 +408,21 @@ mod tests {
         let err = vars(&[("COUPON__AUTH__JWT_SECRET", sixteen), ("COUPON__AUTH__JWT_AUDIENCE", "a")]).unwrap_err();
         assert!(err.to_string().contains("`auth.jwt_secret`: must be at least 32 bytes"), "{err}");
         let err = load(&[("COUPON__ADMIN__TOKEN", "12345678")]).unwrap_err().to_string();
-        assert!(err.contains("`admin.token`: must be at least 32 bytes"), "{err}");
+        assert!(err.contains("`admin.token`") && err.contains("at least 32 bytes"), "{err}");
         let err = load(&[("COUPON__ADMIN__TOKEN", " ")]).unwrap_err().to_string();
         assert!(err.contains("admin.token"), "{err}");
+    }
+
+    #[test]
+    fn admin_tokens_carry_names() {
+        let tokens = format!("alice:{SECRET},bob:{SECRET}-2");
+        let s = load(&[("COUPON__ADMIN__TOKENS", tokens.as_str())]).unwrap();
+        let names: Vec<String> = s.admin.named().unwrap().into_iter().map(|(name, _)| name).collect();
+        assert_eq!(names, ["alice", "bob"]);
+        for bad in ["alice", "alice:short", &format!("alice:{SECRET},alice:{SECRET}")] {
+            let err = load(&[("COUPON__ADMIN__TOKENS", bad)]).unwrap_err().to_string();
+            assert!(err.contains("`admin.tokens`"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -123,7 +123,7 @@ impl Application {
             coupons,
             redemptions,
             metrics,
-            access: Arc::new(Access::new(&settings.auth, settings.admin.token.clone())?),
+            access: Arc::new(Access::new(&settings.auth, settings.admin.named()?)?),
             limits: Arc::new(Limits::new(&settings.limits)),
             recovery: requests,
             readiness,

@@ -59,20 +59,31 @@ pub const GATEWAY_TOKEN_HEADER: &str = "X-Gateway-Token";
 /// The credentials this service accepts.
 pub struct Access {
     pub authenticator: Authenticator,
-    pub admin_token: Option<SecretString>,
+    /// Support staff's tokens, each with the name logs give who used it.
+    pub admin_tokens: Vec<(String, SecretString)>,
 }
 
 impl Access {
-    pub fn new(settings: &AuthSettings, admin_token: Option<SecretString>) -> anyhow::Result<Self> {
-        Ok(Self { authenticator: Authenticator::new(settings)?, admin_token })
+    pub fn new(settings: &AuthSettings, admin_tokens: Vec<(String, SecretString)>) -> anyhow::Result<Self> {
+        Ok(Self { authenticator: Authenticator::new(settings)?, admin_tokens })
     }
 
-    /// Whether the request carries the admin token (compared in constant time).
+    /// The name of the admin token the request carries, if any. Every token
+    /// is compared (in constant time), so the answer's timing tells nothing.
+    pub fn admin(&self, req: &HttpRequest) -> Option<&str> {
+        let given = bearer(req)?;
+        self.admin_tokens.iter().fold(None, |found, (name, expected)| {
+            let matches = constant_time_eq(given, expected);
+            if matches {
+                Some(name.as_str())
+            } else {
+                found
+            }
+        })
+    }
+
     pub fn is_admin(&self, req: &HttpRequest) -> bool {
-        match (&self.admin_token, bearer(req)) {
-            (Some(expected), Some(given)) => constant_time_eq(given, expected),
-            _ => false,
-        }
+        self.admin(req).is_some()
     }
 }
 
@@ -353,5 +364,14 @@ mod tests {
             .append_header(("X-Customer-Id", "8"))
             .to_http_request();
         assert!(matches!(gateway().customer(&req), Err(AuthError::Malformed(_))));
+    }
+
+    #[test]
+    fn an_admin_token_names_who_used_it() {
+        let tokens = ["alice", "bob"].map(|name| (name.to_string(), SecretString::from(format!("{name}-{SECRET}"))));
+        let access = Access::new(&settings(), tokens.to_vec()).unwrap();
+        assert_eq!(access.admin(&with_bearer(&format!("bob-{SECRET}"))), Some("bob"));
+        assert_eq!(access.admin(&with_bearer(&format!("carol-{SECRET}"))), None);
+        assert_eq!(access.admin(&TestRequest::default().to_http_request()), None);
     }
 }

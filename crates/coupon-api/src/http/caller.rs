@@ -33,10 +33,11 @@ impl FromRequest for Admin {
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(authenticate(
-            req,
-            |state| if state.access.is_admin(req) { Ok(Admin) } else { Err(ApiError::Unauthorized) },
-        ))
+        ready(authenticate(req, |state| {
+            let name = state.access.admin(req).ok_or(ApiError::Unauthorized)?;
+            super::request_span::record_caller(&format!("admin:{name}"));
+            Ok(Admin)
+        }))
     }
 }
 
@@ -116,11 +117,15 @@ impl FromRequest for Spender {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         ready(authenticate(req, |state| {
-            if state.access.is_admin(req) {
+            if let Some(name) = state.access.admin(req) {
+                super::request_span::record_caller(&format!("admin:{name}"));
                 return Ok(Spender::Admin);
             }
             match state.access.authenticator.caller(req)? {
-                Caller::Service(service) => Ok(Spender::Service(service)),
+                Caller::Service(service) => {
+                    super::request_span::record_caller(&format!("service:{}", service.name));
+                    Ok(Spender::Service(service))
+                }
                 Caller::Customer(_) => Err(ApiError::Forbidden(SPENDING_IS_THE_SERVICES)),
             }
         }))

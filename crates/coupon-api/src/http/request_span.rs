@@ -1,7 +1,8 @@
 //! One span per HTTP request (tracing-actix-web's middleware), so every log
 //! line a request causes names it: its request id, route and status, and,
-//! once known, the customer (set by the `Customer` extractor) and the coupon
-//! (set by the handlers of a coupon). The issued event carries the request id
+//! once known, the customer (set by the `Customer` extractor), who else
+//! acted (`admin:<name>` or `service:<name>`, set by the extractors of support
+//! staff and services) and the coupon (set by the handlers of a coupon). The issued event carries the request id
 //! to coupon-writer in the `request-id` Kafka header.
 
 use actix_web::body::MessageBody;
@@ -27,6 +28,7 @@ impl RootSpanBuilder for RequestSpan {
             status = Empty,
             coupon = Empty,
             customer = Empty,
+            caller = Empty,
         )
     }
 
@@ -41,6 +43,11 @@ impl RootSpanBuilder for RequestSpan {
 
 pub fn record_customer(customer: CustomerId) {
     Span::current().record("customer", customer.get());
+}
+
+/// Who acted, when it is not a customer: a named admin token or a service.
+pub fn record_caller(caller: &str) {
+    Span::current().record("caller", caller);
 }
 
 pub fn record_coupon(coupon: CouponId) {

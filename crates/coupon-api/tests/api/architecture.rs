@@ -125,3 +125,14 @@ fn no_import_cycle_among_coupon_apis_modules() {
         }
     }
 }
+
+/// Two advisories entered through features this service does not use: h2
+/// (RUSTSEC-2026-0258) through actix-web's HTTP/2, rsa (RUSTSEC-2023-0071)
+/// through jsonwebtoken's RustCrypto backend. Neither may come back.
+#[test]
+fn the_lockfile_holds_neither_h2_nor_rsa() {
+    let lock = fs::read_to_string(workspace().join("Cargo.lock")).expect("reading Cargo.lock");
+    for unwanted in ["h2", "rsa"] {
+        assert!(!lock.contains(&format!("\nname = \"{unwanted}\"\n")), "{unwanted} is in Cargo.lock");
+    }
+}
