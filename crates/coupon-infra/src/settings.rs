@@ -53,9 +53,40 @@ pub fn load_from_vars<T: DeserializeOwned + Validate>(vars: HashMap<String, Stri
     load_with(Some(vars))
 }
 
+/// The secrets that may also be given as a file (a Kubernetes secret mount):
+/// `<VARIABLE>_FILE` names the file, whose content (less a final newline) is
+/// the value.
+const SECRET_VARIABLES: [(&str, &str); 6] = [
+    ("COUPON__ADMIN__TOKEN", "admin.token"),
+    ("COUPON__ADMIN__TOKENS", "admin.tokens"),
+    ("COUPON__AUTH__JWT_SECRET", "auth.jwt_secret"),
+    ("COUPON__AUTH__GATEWAY_SECRET", "auth.gateway_secret"),
+    ("COUPON__DATABASE__URL", "database.url"),
+    ("COUPON__REDIS__URL", "redis.url"),
+];
+
+/// `vars` (or the process environment) with each secret given as a file read in.
+fn with_secret_files(vars: Option<HashMap<String, String>>) -> Result<HashMap<String, String>, InvalidSetting> {
+    let mut vars = vars.unwrap_or_else(|| std::env::vars().collect());
+    for (variable, key) in SECRET_VARIABLES {
+        let Some(path) = vars.remove(&format!("{variable}_FILE")) else { continue };
+        if vars.contains_key(variable) {
+            return Err(InvalidSetting::new(key, format!("give {variable} or {variable}_FILE, not both")));
+        }
+        let value = std::fs::read_to_string(&path)
+            .map_err(|err| InvalidSetting::new(key, format!("reading {variable}_FILE {path:?}: {err}")))?;
+        vars.insert(variable.to_string(), value.strip_suffix('\n').unwrap_or(&value).to_string());
+    }
+    Ok(vars)
+}
+
 fn load_with<T: DeserializeOwned + Validate>(vars: Option<HashMap<String, String>>) -> Result<T, SettingsError> {
-    let env =
-        Environment::with_prefix(ENV_PREFIX).prefix_separator("__").separator("__").try_parsing(true).source(vars);
+    let vars = with_secret_files(vars)?;
+    let env = Environment::with_prefix(ENV_PREFIX)
+        .prefix_separator("__")
+        .separator("__")
+        .try_parsing(true)
+        .source(Some(vars));
     let settings: T = Config::builder().add_source(env).build()?.try_deserialize()?;
     settings.validate()?;
     Ok(settings)
@@ -476,5 +507,22 @@ mod tests {
     fn a_rule_violation_names_its_key() {
         let err = load(&[("COUPON__REDIS__TIMEOUT_MS", "0")]).unwrap_err().to_string();
         assert_eq!(err, "invalid value for key `redis.timeout_ms`: must be greater than 0");
+    }
+
+    #[test]
+    fn a_secret_may_come_from_the_file_its_file_variable_names() {
+        let dir = std::env::temp_dir().join(format!("coupon-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("redis-url");
+        std::fs::write(&file, "redis://:secret@10.0.0.1:6379\n").unwrap();
+        let path = file.to_string_lossy().to_string();
+        let vars = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let s: Sample = load_from_vars(vars(&[("COUPON__REDIS__URL_FILE", &path)])).unwrap();
+        assert_eq!(s.redis.url, "redis://:secret@10.0.0.1:6379", "the content, less its final newline");
+        let both = load_from_vars::<Sample>(vars(&[("COUPON__REDIS__URL_FILE", &path), ("COUPON__REDIS__URL", "x")]));
+        assert!(both.unwrap_err().to_string().contains("`redis.url`: give COUPON__REDIS__URL or"));
+        let missing = load_from_vars::<Sample>(vars(&[("COUPON__REDIS__URL_FILE", "/nonexistent/secret")]));
+        assert!(missing.unwrap_err().to_string().contains("`redis.url`: reading COUPON__REDIS__URL_FILE"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
