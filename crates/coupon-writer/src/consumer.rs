@@ -315,8 +315,13 @@ impl Writer {
             result = self.process(&batch, attempt).await;
         };
         self.resume(&paused);
-        if let Settled::Applied = settled {
+        // Ready again once nothing is being retried: the batch applied, or
+        // its partitions went to another member (the next batch finds out
+        // whether the fault is still there).
+        if matches!(settled, Settled::Applied | Settled::Revoked) {
             self.readiness.set(true);
+        }
+        if let Settled::Applied = settled {
             self.store_offsets(&batch);
         }
         settled

@@ -228,6 +228,8 @@ pub async fn create(
     get,
     path = "/api/v1/coupons/{couponId}",
     params(("couponId" = i64, Path, minimum = 1)),
+    // Anyone; the admin token also shows a coupon that has not started.
+    security((), ("bearer" = [])),
     responses(
         (status = 200, body = CouponResponse),
         (status = 400, description = "INVALID_REQUEST", body = ErrorBody),

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::harness::{token, Isolation, TestApp, ADMIN_TOKEN};
+use crate::harness::{service_token, token, Isolation, TestApp, ADMIN_TOKEN};
 
 const CUSTOMER: i64 = 7;
 
@@ -41,6 +41,7 @@ async fn run(app: &TestApp, config: &str, held_coupon: i64, extra: &[&str]) {
         .args(extra)
         .env("ADMIN_TOKEN", ADMIN_TOKEN)
         .env("CUSTOMER_TOKEN", token(CUSTOMER))
+        .env("SERVICE_TOKEN", service_token())
         .env("CUSTOMER_ID", CUSTOMER.to_string())
         .env("HELD_COUPON_ID", held_coupon.to_string())
         .output()

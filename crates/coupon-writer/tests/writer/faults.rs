@@ -158,6 +158,9 @@ async fn a_partition_revoked_while_its_batch_waits_for_a_retry_is_left_to_its_ne
     );
     assert_eq!(inserted[0] + inserted[1], expected.len() as f64);
     assert!(inserted.iter().all(|&n| n > 0.0), "each member applied its own partitions: {inserted:?}");
+    // The first member is not left retrying, whether its batch applied or
+    // went to the second with its partitions.
+    assert_eq!(first.ready_status().await, 200);
     first.stop().await;
     second.stop().await;
     assert_eq!(world.committed_by_partition().await, Some(ends));
