@@ -58,7 +58,10 @@ redis_up() {
     log "redis: up on 127.0.0.1:$REDIS_PORT"
 }
 
-redis_down() { stop_pidfile "$REDIS_DIR/redis.pid" redis 30 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" shutdown; }
+redis_down() {
+    stop_pidfile "$REDIS_DIR/redis.pid" redis 30 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" shutdown
+    still_answers redis "$REDIS_PORT" redis_ping
+}
 
 # ----------------------------------------------------------- PostgreSQL
 pg_ready() { "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"; }
@@ -105,6 +108,16 @@ pg_down() {
     if [ -f "$PG_DIR/data/postmaster.pid" ] && pid_alive "$PG_DIR/data/postmaster.pid"; then
         as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast -w stop >/dev/null
     fi
+    still_answers postgres "$PG_PORT" pg_ready
+}
+
+# Fails when the port still answers after this checkout stopped its own
+# server: someone else's (another clone's stack) holds it, and a test that
+# stops the component would go on against a server that never went away.
+still_answers() { # name port probe...
+    if "${@:3}" >/dev/null 2>&1; then
+        die "$1: 127.0.0.1:$2 still answers after stopping this checkout's server; another stack holds the port (stop it there)"
+    fi
 }
 
 # ---------------------------------------------------------------- Kafka
@@ -121,7 +134,10 @@ kafka_up() {
     log "kafka: up on 127.0.0.1:$KAFKA_PORT"
 }
 
-kafka_down() { stop_pidfile "$KAFKA_DIR/kafka.pid" kafka 60; }
+kafka_down() {
+    stop_pidfile "$KAFKA_DIR/kafka.pid" kafka 60
+    still_answers kafka "$KAFKA_PORT" kafka_ready
+}
 
 status() {
     local rc=0

@@ -27,6 +27,9 @@ pub enum ApiError {
     InvalidPeriod(&'static str),
     #[error("this Idempotency-Key was used within its day for another coupon; use a new key for a new coupon")]
     IdempotencyKeyReused,
+    /// The change asked for is where the resource already is.
+    #[error("{message}")]
+    Conflict { code: &'static str, message: &'static str },
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]
@@ -94,6 +97,7 @@ impl ApiError {
             ApiError::InvalidRequest(_) => "INVALID_REQUEST",
             ApiError::InvalidPeriod(_) => "INVALID_PERIOD",
             ApiError::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
+            ApiError::Conflict { code, .. } => code,
             ApiError::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
             ApiError::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
             ApiError::MethodNotAllowed { .. } => "METHOD_NOT_ALLOWED",
@@ -117,7 +121,8 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::Rejected(Rejection::CouponNotFound) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Rejected(Rejection::AlreadyIssued | Rejection::SoldOut) => StatusCode::CONFLICT,
+            ApiError::Rejected(Rejection::AlreadyIssued | Rejection::SoldOut | Rejection::Paused)
+            | ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::Rejected(Rejection::NotStarted | Rejection::Expired) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Usage(UseRejection::CouponNotFound | UseRejection::NotHeld) => StatusCode::NOT_FOUND,
             ApiError::Usage(UseRejection::AlreadyUsed | UseRejection::OrderReleased | UseRejection::NotUsedByOrder) => {
@@ -169,6 +174,7 @@ mod tests {
             (Rejection::CouponNotFound, 404),
             (Rejection::AlreadyIssued, 409),
             (Rejection::SoldOut, 409),
+            (Rejection::Paused, 409),
             (Rejection::NotStarted, 422),
             (Rejection::Expired, 422),
         ];

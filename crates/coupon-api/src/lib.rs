@@ -12,7 +12,9 @@
 //! - `recovery`: rebuilds from PostgreSQL what Redis lost or may have rolled
 //!   back, behind fences and the recovery lock;
 //! - `redemption`: redeem and release (a PostgreSQL transaction each) and the
-//!   `usage_relay` of their events to Kafka.
+//!   `usage_relay` of their events to Kafka;
+//! - `promotion`: an operator's controls of a live promotion (pause, resume)
+//!   and the audit of admin changes.
 //!
 //! Shared: `store` (the coupon keys in Redis and the incarnation record),
 //! `catalog` (coupon rows in PostgreSQL), `config`, `error` (the one mapping
@@ -26,6 +28,7 @@ pub mod error;
 pub mod http;
 pub mod issuance;
 pub mod metrics;
+pub mod promotion;
 pub mod readiness;
 pub mod recovery;
 pub mod redemption;

@@ -33,6 +33,7 @@ use crate::issuance::issuer::{issue_script, Issuer};
 use crate::issuance::replica_wait::ReplicaWait;
 use crate::issuance::{HandOff, Issuance};
 use crate::metrics::Metrics;
+use crate::promotion::Controls;
 use crate::readiness::{Readiness, Stage};
 use crate::recovery::fence::Fences;
 use crate::recovery::lock::RecoveryLock;
@@ -47,9 +48,7 @@ use crate::store::CouponStore;
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Application {
-    listener: TcpListener,
-    /// `/metrics` and `/health/*`, apart from the API.
-    management: TcpListener,
+    listeners: Listeners,
     state: web::Data<AppState>,
     acknowledger: Acknowledger,
     recovery: Recovery,
@@ -92,8 +91,7 @@ impl Application {
         let coupons = Arc::new(CouponCache::new(catalog.clone(), settings.cache.coupon_ttl));
         let publisher = Arc::new(Publisher::new(&settings.kafka, metrics.clone(), acks.clone())?);
         create_topics(&settings);
-        let listener = bind("http.addr", settings.http.addr)?;
-        let management = bind("http.management_addr", settings.http.management_addr)?;
+        let listeners = Listeners::bind(&settings)?;
         let stop_serving = CancellationToken::new();
         let (replicas, replica_wait) = replica_wait(&settings, &parts.redis, &metrics, &stop_serving);
         let requests = RecoveryRequests::default();
@@ -112,6 +110,7 @@ impl Application {
             coupons: coupons.clone(),
         };
         let redis_side = (parts.store.clone(), parts.incarnations.clone());
+        let controls = Controls::new(pool.clone(), parts.store.clone());
         let redemptions =
             Redemptions::new(pool, redis_side, usage_relay.committed.clone(), settings.recovery.ended_grace);
         let state = web::Data::new(AppState {
@@ -122,32 +121,23 @@ impl Application {
             catalog,
             coupons,
             redemptions,
+            controls,
             metrics,
             access: Arc::new(Access::new(&settings.auth, settings.admin.named()?)?),
             limits: Arc::new(Limits::new(&settings.limits)),
             recovery: requests,
             readiness,
         });
-        Ok(Self {
-            listener,
-            management,
-            state,
-            acknowledger,
-            recovery,
-            usage_relay,
-            stop_serving,
-            replica_wait,
-            settings,
-        })
+        Ok(Self { listeners, state, acknowledger, recovery, usage_relay, stop_serving, replica_wait, settings })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("a bound listener has an address")
+        self.listeners.api.local_addr().expect("a bound listener has an address")
     }
 
     /// Where `/metrics` and `/health/*` are served.
     pub fn management_addr(&self) -> SocketAddr {
-        self.management.local_addr().expect("a bound listener has an address")
+        self.listeners.management.local_addr().expect("a bound listener has an address")
     }
 
     /// Listens at once (liveness) and is ready once the schema is migrated,
@@ -177,10 +167,10 @@ impl Application {
         essential.spawn("the outbox relay", relay.run(stop.clone()));
         essential.spawn("the recovery", self.recovery.run(stop.clone()));
         essential.spawn("the usage relay", self.usage_relay.run(stop.clone()));
-        let server = http_server(self.listener, self.state.clone(), self.settings.http.workers)?;
+        let server = http_server(self.listeners.api, self.state.clone(), self.settings.http.workers)?;
         let handle = server.handle();
         essential.spawn("the HTTP server", server);
-        let management = management_server(self.management, self.state.clone())?;
+        let management = management_server(self.listeners.management, self.state.clone())?;
         let management_handle = management.handle();
         essential.spawn("the management server", management);
         tracing::info!(%addr, "coupon-api listening; starting: waiting for {}", Stage::MigratingSchema.waiting_for());
@@ -238,8 +228,22 @@ impl Stopping {
     }
 }
 
-fn bind(setting: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).with_context(|| format!("binding {setting} {addr}"))
+/// The API's port, and the management port (`/metrics`, `/health/*`) apart from it.
+struct Listeners {
+    api: TcpListener,
+    management: TcpListener,
+}
+
+impl Listeners {
+    fn bind(settings: &Settings) -> anyhow::Result<Self> {
+        let bind = |setting: &str, addr: SocketAddr| {
+            TcpListener::bind(addr).with_context(|| format!("binding {setting} {addr}"))
+        };
+        Ok(Self {
+            api: bind("http.addr", settings.http.addr)?,
+            management: bind("http.management_addr", settings.http.management_addr)?,
+        })
+    }
 }
 
 /// Creates the topics in the background, unless told not to: Kafka may be

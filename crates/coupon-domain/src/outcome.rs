@@ -13,15 +13,18 @@ pub enum Rejection {
     AlreadyIssued,
     #[error("the coupon is sold out")]
     SoldOut,
+    #[error("an operator paused the promotion; nothing was changed")]
+    Paused,
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 5] = [
+    pub const ALL: [Rejection; 6] = [
         Rejection::CouponNotFound,
         Rejection::NotStarted,
         Rejection::Expired,
         Rejection::AlreadyIssued,
         Rejection::SoldOut,
+        Rejection::Paused,
     ];
 
     pub fn code(self) -> &'static str {
@@ -31,6 +34,7 @@ impl Rejection {
             Rejection::Expired => "EXPIRED",
             Rejection::AlreadyIssued => "ALREADY_ISSUED",
             Rejection::SoldOut => "SOLD_OUT",
+            Rejection::Paused => "PAUSED",
         }
     }
 

@@ -4,12 +4,14 @@
 pub mod cache;
 
 use coupon_domain::{CouponId, CustomerId, Discount};
-use coupon_infra::db::schema::{coupon, coupon_creation, customer_coupon};
+use coupon_infra::db::schema::{coupon, coupon_control, coupon_creation, customer_coupon};
 use coupon_infra::db::PgPool;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use serde::Serialize;
 use time::OffsetDateTime;
+
+use crate::store::Control;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
@@ -215,6 +217,18 @@ impl Catalog {
         let ids: Vec<i64> = ids.iter().map(|id| id.get()).collect();
         let mut conn = self.pool.get().await?;
         Ok(coupon::table.filter(coupon::id.eq_any(ids)).select(CouponRow::as_select()).load(&mut conn).await?)
+    }
+
+    /// An operator's controls of the coupon (none yet: version 0, not paused).
+    pub async fn control(&self, id: CouponId) -> Result<Control, CatalogError> {
+        let mut conn = self.pool.get().await?;
+        let row: Option<(Option<OffsetDateTime>, i64)> = coupon_control::table
+            .find(id.get())
+            .select((coupon_control::paused_at, coupon_control::version))
+            .first(&mut conn)
+            .await
+            .optional()?;
+        Ok(row.map(|(paused_at, version)| Control { version, paused: paused_at.is_some() }).unwrap_or_default())
     }
 
     pub async fn holders(&self, id: CouponId) -> Result<Vec<i64>, CatalogError> {

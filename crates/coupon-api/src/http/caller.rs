@@ -25,8 +25,8 @@ fn authenticate<T>(req: &HttpRequest, check: impl FnOnce(&AppState) -> Result<T,
     })
 }
 
-/// Support staff: the request carries the admin token.
-pub struct Admin;
+/// Support staff: the request carries an admin token; its name says who.
+pub struct Admin(pub String);
 
 impl FromRequest for Admin {
     type Error = ApiError;
@@ -36,7 +36,7 @@ impl FromRequest for Admin {
         ready(authenticate(req, |state| {
             let name = state.access.admin(req).ok_or(ApiError::Unauthorized)?;
             super::request_span::record_caller(&format!("admin:{name}"));
-            Ok(Admin)
+            Ok(Admin(name.to_string()))
         }))
     }
 }

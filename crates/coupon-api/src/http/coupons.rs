@@ -11,7 +11,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::http::caller::Admin;
 use crate::http::parse_coupon;
 use crate::http::state::AppState;
-use crate::store::CouponState;
+use crate::store::{Control, CouponState};
 
 /// Largest stock one coupon may have; keeps every quantity inside PostgreSQL's INTEGER.
 pub const MAX_QUANTITY: i64 = 100_000_000;
@@ -205,6 +205,7 @@ pub async fn create(
         ends_at: row.ends_at,
         total_quantity: row.total_quantity,
         holders: Vec::new(),
+        control: Control::default(),
     };
     // PostgreSQL has the coupon now; if Redis fails, a request for it or a
     // replica's start creates it. A replay creates it here if the first

@@ -47,7 +47,7 @@ pub struct IssueResponse {
         (status = 401, description = "UNAUTHORIZED: no valid customer credential", body = ErrorBody),
         (status = 403, description = "FORBIDDEN: customerId is not the authenticated customer", body = ErrorBody),
         (status = 404, description = "COUPON_NOT_FOUND", body = ErrorBody),
-        (status = 409, description = "ALREADY_ISSUED or SOLD_OUT", body = ErrorBody),
+        (status = 409, description = "ALREADY_ISSUED, SOLD_OUT, or PAUSED (an operator paused the promotion)", body = ErrorBody),
         (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorBody),
         (status = 415, description = "UNSUPPORTED_MEDIA_TYPE", body = ErrorBody),
         (status = 422, description = "NOT_STARTED or EXPIRED", body = ErrorBody),

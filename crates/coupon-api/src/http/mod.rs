@@ -11,6 +11,7 @@ pub mod health;
 pub mod issue;
 pub mod limits;
 pub mod openapi;
+pub mod promotion;
 pub mod redemption;
 pub mod request_span;
 pub mod state;
@@ -30,10 +31,17 @@ pub const MAX_BODY_BYTES: usize = 4 * 1024;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(web::JsonConfig::default().limit(MAX_BODY_BYTES).error_handler(|err, _req| invalid_json(err).into()))
         .app_data(web::PathConfig::default().error_handler(|err, _req| invalid_path(err).into()))
+        .app_data(
+            web::QueryConfig::default()
+                .error_handler(|err, _req| ApiError::InvalidRequest(format!("invalid query: {err}")).into()),
+        )
         .service(issue::issue)
         .service(coupons::create)
         .service(coupons::get)
         .service(coupons::prime_coupon)
+        .service(promotion::pause)
+        .service(promotion::resume)
+        .service(promotion::audit)
         .service(customers::my_coupons)
         .service(redemption::redeem_for)
         .service(redemption::release_for)

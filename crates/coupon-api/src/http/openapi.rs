@@ -4,7 +4,7 @@ use actix_web::{get, HttpResponse};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::http::{coupons, customers, issue, redemption};
+use crate::http::{coupons, customers, issue, promotion, redemption};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -18,7 +18,10 @@ use crate::http::{coupons, customers, issue, redemption};
         customers::coupons,
         customers::attempt,
         redemption::redeem_for,
-        redemption::release_for
+        redemption::release_for,
+        promotion::pause,
+        promotion::resume,
+        promotion::audit
     ),
     components(schemas(crate::error::ErrorBody)),
     modifiers(&BearerAuth)

@@ -9,6 +9,7 @@ use crate::delivery::outbox::Outbox;
 use crate::http::limits::Limits;
 use crate::issuance::Issuance;
 use crate::metrics::Metrics;
+use crate::promotion::Controls;
 use crate::readiness::Readiness;
 use crate::recovery::fence::Fences;
 use crate::recovery::RecoveryRequests;
@@ -27,6 +28,8 @@ pub struct AppState {
     pub coupons: Arc<CouponCache>,
     /// Redeems and releases held coupons.
     pub redemptions: Redemptions,
+    /// Pause and resume, and the audit of admin changes.
+    pub controls: Controls,
     pub metrics: Metrics,
     /// Who a request acts for.
     pub access: Arc<Access>,

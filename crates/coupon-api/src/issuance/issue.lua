@@ -1,7 +1,8 @@
 -- Decides one issuance request atomically. Every key carries the coupon's hash
 -- tag, so the script touches one slot and runs unchanged on Redis Cluster.
 --
--- KEYS[1] meta (hash: starts_ms, ends_ms, total; `fenced` while rebuilt)
+-- KEYS[1] meta (hash: starts_ms, ends_ms, total; `fenced` while rebuilt;
+--          `paused` while an operator paused the promotion)
 -- KEYS[2] stock (integer)
 -- KEYS[3] issued (set of customer ids)      KEYS[4] outbox (stream of events)
 -- ARGV[1] customer id
@@ -11,12 +12,15 @@
 -- coupon-api calls it by SHA and never loads it on NOSCRIPT: a Redis without
 -- it restarted or failed over, and only the recovery, once it has fenced the
 -- coupons, loads it again (crate::recovery).
-local period = redis.call('HMGET', KEYS[1], 'starts_ms', 'ends_ms', 'fenced')
+local period = redis.call('HMGET', KEYS[1], 'starts_ms', 'ends_ms', 'fenced', 'paused')
 if period[3] then
     return {'FENCED'}
 end
 if not period[1] then
     return {'COUPON_NOT_FOUND'}
+end
+if period[4] then
+    return {'PAUSED'}
 end
 
 -- The server's clock, so every API replica judges the period alike.

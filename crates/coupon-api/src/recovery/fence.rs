@@ -85,7 +85,9 @@ impl Fences {
             .arg(token)
             .arg(unix_ms(state.starts_at))
             .arg(unix_ms(state.ends_at))
-            .arg(state.total_quantity);
+            .arg(state.total_quantity)
+            .arg(state.control.version)
+            .arg(u8::from(state.control.paused));
         let stock: i64 = redis.invoke(&rebuild).await?;
         if stock < 0 {
             return Ok(None);

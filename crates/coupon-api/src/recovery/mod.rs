@@ -374,6 +374,7 @@ impl Recovery {
                 ends_at: row.ends_at,
                 total_quantity: row.total_quantity,
                 holders: self.catalog.holders(id).await?,
+                control: self.catalog.control(id).await?,
             };
             match self.fences.rebuild(&state, token).await? {
                 Some(stock) => {

@@ -4,6 +4,7 @@
 -- KEYS[1] meta   KEYS[2] stock   KEYS[3] issued   KEYS[4] outbox
 -- KEYS[5] staged holders (PostgreSQL's, added by the caller; may not exist)
 -- ARGV[1] fence token   ARGV[2] starts_ms   ARGV[3] ends_ms   ARGV[4] total
+-- ARGV[5] control version   ARGV[6] paused (1 or 0), as PostgreSQL had them
 --
 -- Returns the stock it set, or -1 when the fence is no longer the caller's
 -- (another rebuild took over; nothing changed).
@@ -31,6 +32,16 @@ end
 -- the writer has applied the outbox's events too.
 local stock = math.max(tonumber(ARGV[4]) - redis.call('SCARD', KEYS[3]), 0)
 redis.call('SET', KEYS[2], stock)
+-- An operator's control that reached Redis after PostgreSQL was read for this
+-- rebuild is newer than ARGV's: it stays.
+local control = redis.call('HMGET', KEYS[1], 'control', 'paused')
+local version, paused = ARGV[5], ARGV[6] == '1'
+if tonumber(control[1] or '0') > tonumber(ARGV[5]) then
+    version, paused = control[1], control[2] ~= false
+end
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'starts_ms', ARGV[2], 'ends_ms', ARGV[3], 'total', ARGV[4])
+redis.call('HSET', KEYS[1], 'starts_ms', ARGV[2], 'ends_ms', ARGV[3], 'total', ARGV[4], 'control', version)
+if paused then
+    redis.call('HSET', KEYS[1], 'paused', '1')
+end
 return stock

@@ -36,6 +36,15 @@ pub struct CouponState {
     pub total_quantity: i32,
     /// Customers who hold the coupon in PostgreSQL (empty for a new coupon).
     pub holders: Vec<i64>,
+    /// An operator's controls, as PostgreSQL has them.
+    pub control: Control,
+}
+
+/// An operator's controls of a coupon; `version` 0 for one never touched.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Control {
+    pub version: i64,
+    pub paused: bool,
 }
 
 /// What Redis holds for a coupon, as far as the recovery cares.

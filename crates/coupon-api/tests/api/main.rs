@@ -10,6 +10,7 @@ mod contract;
 mod harness;
 mod issue;
 mod outbox;
+mod promotion;
 mod queries;
 mod recovery;
 mod redemption;

@@ -19,6 +19,27 @@ diesel::table! {
 }
 
 diesel::table! {
+    coupon_control (coupon_id) {
+        coupon_id -> Int8,
+        paused_at -> Nullable<Timestamptz>,
+        version -> Int8,
+    }
+}
+
+diesel::table! {
+    admin_audit (id) {
+        id -> Int8,
+        at -> Timestamptz,
+        actor -> Text,
+        action -> Text,
+        coupon_id -> Nullable<Int8>,
+        before -> Nullable<Text>,
+        after -> Nullable<Text>,
+        request_id -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
     customer_coupon (id) {
         id -> Int8,
         coupon_id -> Int8,
@@ -71,11 +92,15 @@ diesel::table! {
     }
 }
 
+diesel::joinable!(admin_audit -> coupon (coupon_id));
+diesel::joinable!(coupon_control -> coupon (coupon_id));
 diesel::joinable!(coupon_creation -> coupon (coupon_id));
 diesel::joinable!(customer_coupon -> coupon (coupon_id));
 diesel::joinable!(sold_out_at_write -> coupon (coupon_id));
 diesel::allow_tables_to_appear_in_same_query!(
+    admin_audit,
     coupon,
+    coupon_control,
     coupon_creation,
     coupon_usage_outbox,
     customer_coupon,
