@@ -42,7 +42,16 @@ async fn migrations_apply_on_an_empty_database_and_rerun_as_a_no_op() {
     tables.sort();
     assert_eq!(
         tables,
-        ["coupon", "coupon_creation", "coupon_usage_outbox", "customer_coupon", "released_order", "sold_out_at_write"]
+        [
+            "admin_audit",
+            "coupon",
+            "coupon_control",
+            "coupon_creation",
+            "coupon_usage_outbox",
+            "customer_coupon",
+            "released_order",
+            "sold_out_at_write"
+        ]
     );
 }
 
