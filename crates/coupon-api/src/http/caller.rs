@@ -25,8 +25,16 @@ fn authenticate<T>(req: &HttpRequest, check: impl FnOnce(&AppState) -> Result<T,
     })
 }
 
-/// Support staff: the request carries an admin token; its name says who.
+/// Support staff: the request carries an admin token. Holds who acted,
+/// `admin:<token name>`, as logs and the audit name it.
 pub struct Admin(pub String);
+
+/// Names the admin who acts on the request's span; returns that name.
+fn record_admin(name: &str) -> String {
+    let actor = format!("admin:{name}");
+    super::request_span::record_caller(&actor);
+    actor
+}
 
 impl FromRequest for Admin {
     type Error = ApiError;
@@ -35,8 +43,7 @@ impl FromRequest for Admin {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         ready(authenticate(req, |state| {
             let name = state.access.admin(req).ok_or(ApiError::Unauthorized)?;
-            super::request_span::record_caller(&format!("admin:{name}"));
-            Ok(Admin(name.to_string()))
+            Ok(Admin(record_admin(name)))
         }))
     }
 }
@@ -118,7 +125,7 @@ impl FromRequest for Spender {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         ready(authenticate(req, |state| {
             if let Some(name) = state.access.admin(req) {
-                super::request_span::record_caller(&format!("admin:{name}"));
+                record_admin(name);
                 return Ok(Spender::Admin);
             }
             match state.access.authenticator.caller(req)? {

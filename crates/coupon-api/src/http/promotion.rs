@@ -33,8 +33,8 @@ async fn change(
     paused: bool,
 ) -> Result<HttpResponse, ApiError> {
     let coupon: CouponId = parse_coupon(coupon)?;
-    let (name, request) = (format!("admin:{}", admin.0), request_id.to_string());
-    let actor = Actor { name: &name, request_id: &request };
+    let request = request_id.to_string();
+    let actor = Actor { name: &admin.0, request_id: &request };
     let control =
         if paused { state.controls.pause(coupon, &actor).await } else { state.controls.resume(coupon, &actor).await };
     answer(coupon, control)
