@@ -435,6 +435,9 @@ fn print_answers(result: &spike::Spike) {
         println!("  {outcome:<16} {count}");
     }
     println!("latency: {}", result.latency_summary());
+    for (answers, summary) in result.latency_by_answer() {
+        println!("  {answers:<8} {summary}");
+    }
 }
 
 /// Waits until PostgreSQL holds the `granted` rows of `coupon`, then notes in

@@ -160,8 +160,12 @@ impl Spike {
     }
 
     pub fn latency(&self) -> Histogram<u64> {
+        Self::histogram_of(self.answers.iter())
+    }
+
+    fn histogram_of<'a>(answers: impl Iterator<Item = &'a Answer>) -> Histogram<u64> {
         let mut histogram = latency::histogram();
-        for answer in &self.answers {
+        for answer in answers {
             histogram.saturating_record(answer.latency.as_micros() as u64);
         }
         histogram
@@ -183,9 +187,23 @@ impl Spike {
 
     /// One line per percentile, in milliseconds.
     pub fn latency_summary(&self) -> String {
-        let points = Latency::of(&self.latency()).points();
-        Latency::NAMES.iter().zip(points).map(|(name, ms)| format!("{name} {ms:.2} ms")).collect::<Vec<_>>().join("  ")
+        summary(&self.latency())
     }
+
+    /// The same for the `201`s alone and for every other answer: a `201`
+    /// waits for Kafka's acknowledgement, a refusal answers from Redis alone.
+    pub fn latency_by_answer(&self) -> [(&'static str, String); 2] {
+        let issued = |a: &&Answer| a.status == Some(201);
+        [
+            ("issued", summary(&Self::histogram_of(self.answers.iter().filter(issued)))),
+            ("refused", summary(&Self::histogram_of(self.answers.iter().filter(|a| !issued(a))))),
+        ]
+    }
+}
+
+fn summary(histogram: &Histogram<u64>) -> String {
+    let points = Latency::of(histogram).points();
+    Latency::NAMES.iter().zip(points).map(|(name, ms)| format!("{name} {ms:.2} ms")).collect::<Vec<_>>().join("  ")
 }
 
 #[cfg(test)]
