@@ -23,6 +23,8 @@ command -v cmake >/dev/null || need+=(cmake)
 command -v curl >/dev/null || need+=(curl)
 # The clock-skew scenarios run coupon-api with its clock shifted.
 command -v faketime >/dev/null || need+=(faketime)
+# The partition scenarios cut one TCP link on loopback with nftables.
+command -v nft >/dev/null || need+=(nftables)
 
 if [ ${#need[@]} -gt 0 ]; then
     log "installing ${need[*]}"

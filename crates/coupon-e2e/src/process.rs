@@ -35,10 +35,8 @@ impl Service {
         Self::start_with_clock(binary, name, env, None)
     }
 
-    /// Like [`Self::start`], with the process's clock `offset` from the real
-    /// one when given (libfaketime's offsets: `+5`, `-5` seconds). The library
-    /// is preloaded into the process itself: the `faketime` command runs it as
-    /// a child, which would outlive a kill of the command.
+    /// Like [`Self::start`], with the process's wall clock `offset` from the
+    /// real one when given ([`coupon_testkit::clock::shift`]).
     pub fn start_with_clock(
         binary: &str,
         name: &str,
@@ -47,7 +45,7 @@ impl Service {
     ) -> anyhow::Result<Self> {
         let mut command = Command::new(bin_dir().join(binary));
         if let Some(offset) = offset {
-            command.env("LD_PRELOAD", libfaketime()?).env("FAKETIME", offset);
+            coupon_testkit::clock::shift(&mut command, offset)?;
         }
         command.envs(env).env("RUST_LOG", "info");
         Self::spawn(command, name)
@@ -112,15 +110,6 @@ impl Drop for Service {
             let _ = child.wait();
         }
     }
-}
-
-/// Debian's libfaketime (package `faketime`), under `/usr/lib/<triplet>/faketime/`.
-fn libfaketime() -> anyhow::Result<PathBuf> {
-    std::fs::read_dir("/usr/lib")?
-        .filter_map(|entry| entry.ok())
-        .map(|entry| entry.path().join("faketime/libfaketime.so.1"))
-        .find(|library| library.exists())
-        .context("libfaketime not found under /usr/lib/*/faketime; is the faketime package installed (make setup)?")
 }
 
 /// Waits until `url` answers 2xx.

@@ -19,6 +19,7 @@ use coupon_e2e::redemption;
 use coupon_e2e::stack::{self, Component};
 use coupon_e2e::world::{reached, RedisTarget, World};
 use coupon_loadgen::spike::{self, Spike};
+use coupon_testkit::netfault::LinkCut;
 use coupon_testkit::redis_node::{stall, RedisNode, Sentinel, MASTER_NAME};
 
 /// Stock of the spike scenarios: far below the number of customers.
@@ -204,7 +205,12 @@ async fn s12_redis_stalls_past_the_timeout_mid_spike() {
 /// it is open. The recovery decides which coupons to fence by Redis's clock,
 /// so the coupon is fenced and rebuilt and nothing is sold again from the
 /// rolled-back state; by the API's clock it would be left unfenced and
-/// sell its forgotten units for 4.5 s.
+/// sell its forgotten units for 4.5 s. After the end a new customer is told
+/// `EXPIRED`.
+///
+/// The API's clock behind Redis's is not run: shifted back, libfaketime
+/// breaks librdkafka's timed waits, and redis-server does not start under it
+/// (see coupon_testkit::clock).
 #[tokio::test(flavor = "multi_thread")]
 async fn s13_api_clock_ahead_and_redis_rolled_back_near_a_coupons_end() {
     const STOCK: u64 = 200;
@@ -239,6 +245,15 @@ async fn s13_api_clock_ahead_and_redis_rolled_back_near_a_coupons_end() {
     let sold_again = after.answers.iter().filter(|a| a.status == Some(201)).count();
     assert_eq!(sold_again, 0, "nothing is sold again from the rolled-back state");
     answers.answers.extend(after.answers);
+
+    tokio::time::sleep_until((ends + Duration::from_secs(1)).into()).await;
+    let late = world
+        .wave_until_served(&[coupon], 2 * SECOND_WAVE_FIRST_CUSTOMER, 1, Duration::from_secs(60))
+        .await
+        .expect("an answer after the end");
+    let last = late.answers.last().and_then(|a| a.code.clone());
+    assert_eq!(last.as_deref(), Some("EXPIRED"), "a customer after the end is told EXPIRED");
+    answers.answers.extend(late.answers);
     world.verify(&[coupon], STOCK as i64, &answers).await;
 }
 
@@ -327,6 +342,78 @@ async fn s10_redis_primary_killed_replica_promoted_by_sentinel() {
         world.start_writer(2).await
     };
     let (spike, _writer) = world.spike_with_fault(&coupons, customers(), requests() / 5, failover).await;
+    verify_after_recovery(world, &coupons, spike).await;
+}
+
+/// Failback to a former primary that lagged (issue 32, P2). During the spike,
+/// with the writer down, the sentinel switches the primary over from A to B
+/// (`SENTINEL FAILOVER`): A is demoted in place and becomes B's replica,
+/// keeping its script cache. Then B's replication stream to A is cut
+/// (nftables drops B's packets on A's link; A's acknowledgements still reach
+/// B, so neither side notices) while the writer is down again and B issues to
+/// new customers: those units exist only on B and in Kafka. B is SIGKILLed and
+/// the sentinel promotes A, which never received them. coupon-api must not
+/// trust A for its script: the promotion gave A a new replication id, so it
+/// is fenced and rebuilt from PostgreSQL once the writer caught up, and B's
+/// units are never sold again.
+#[tokio::test(flavor = "multi_thread")]
+async fn s14_failback_to_a_former_primary_that_lagged() {
+    let mut world = World::new("14 failback to a former primary that lagged (link cut)").await;
+    let a = RedisNode::primary("s14 redis a").await.expect("a primary");
+    let mut b = RedisNode::replica("s14 redis b", &a).await.expect("a replica");
+    let sentinel = Sentinel::start("s14 sentinel", &a, 1).await.expect("a sentinel");
+    world.redis = RedisTarget::Sentinel { sentinels: vec![sentinel.url()], master_name: MASTER_NAME.to_string() };
+    let _api = world.start_api().await;
+    let writer = world.start_writer(1).await;
+    let coupons = world.create_coupons(1, fault_stock()).await;
+    let (a, sentinel, world) = (&a, &sentinel, &world);
+
+    let switchover = |_| async {
+        writer.kill();
+        sentinel.failover().await.expect("a switchover");
+        let promoted = sentinel.wait_new_master(a.port(), Duration::from_secs(60)).await.expect("B promoted");
+        assert_eq!(promoted, b.port(), "the only replica is promoted");
+        a.wait_replica_of(b.port(), Duration::from_secs(120)).await.expect("A becomes B's replica");
+        world.start_writer(2).await
+    };
+    // Half the customers: stock is left for B to issue behind the cut.
+    let (mut spike, writer) = world.spike_with_fault(&coupons, customers() / 2, requests() / 10, switchover).await;
+    // B serves once its rebuild is done; the writer is needed for that.
+    let served = world
+        .wave_until_served(&coupons, SECOND_WAVE_FIRST_CUSTOMER, 50, Duration::from_secs(180))
+        .await
+        .expect("B serves after the failover");
+    spike.answers.extend(served.answers);
+
+    let lagging = world
+        .fault(async {
+            writer.kill();
+            let links = b.replica_link_ports().await.expect("B's replica links");
+            assert_eq!(links.len(), 1, "A is B's one replica: {links:?}");
+            let cut = LinkCut::one_way(b.port(), links[0]).expect("cutting B's stream to A");
+            let on_b = spike::run(
+                &world.api,
+                spike::plan(&coupons, customers() / 10, SECOND_WAVE_FIRST_CUSTOMER + 1_000, 0.0),
+                128,
+                Arc::default(),
+            )
+            .await;
+            let (offset_a, offset_b) = (a.replication_offset().await, b.replication_offset().await);
+            let (offset_a, offset_b) = (offset_a.expect("A's offset"), offset_b.expect("B's offset"));
+            eprintln!("while cut: {:?}; A at offset {offset_a}, B at {offset_b}", on_b.by_outcome());
+            assert!(offset_a < offset_b, "A lags behind B ({offset_a} < {offset_b})");
+            b.kill();
+            let promoted = sentinel.wait_new_master(b.port(), Duration::from_secs(60)).await.expect("A promoted");
+            assert_eq!(promoted, a.port(), "the lagging former primary is promoted");
+            cut.heal();
+            on_b
+        })
+        .await;
+    let issued_on_b = lagging.issued().count();
+    eprintln!("B issued {issued_on_b} units that A never received");
+    assert!(issued_on_b > 0, "B issued while its stream to A was cut");
+    spike.answers.extend(lagging.answers);
+    let _writer = world.start_writer(3).await;
     verify_after_recovery(world, &coupons, spike).await;
 }
 

@@ -4,6 +4,8 @@
 //! tests run in parallel; each is removed again when its value is dropped, so
 //! a run leaves nothing behind.
 
+pub mod clock;
+pub mod netfault;
 pub mod redis_node;
 
 use std::future::Future;

@@ -303,6 +303,28 @@ impl RedisNode {
         )
         .await
     }
+
+    /// The local ports its replicas' replication links come from, as this
+    /// primary lists its replica clients: what a [`crate::netfault::LinkCut`]
+    /// from this server's port to one of them cuts.
+    pub async fn replica_link_ports(&self) -> anyhow::Result<Vec<u16>> {
+        let clients: String = query(&self.url(), redis::cmd("CLIENT").arg("LIST").arg("TYPE").arg("replica")).await?;
+        clients
+            .lines()
+            .filter_map(|line| line.split(' ').find_map(|field| field.strip_prefix("addr=")))
+            .map(|addr| {
+                let port = addr.rsplit_once(':').map(|(_, port)| port).unwrap_or_default();
+                port.parse().with_context(|| format!("a replica client's address {addr}"))
+            })
+            .collect()
+    }
+
+    /// Its replication offset: how much of the stream it has written (a
+    /// primary) or received (a replica).
+    pub async fn replication_offset(&self) -> anyhow::Result<u64> {
+        let info = self.info("replication").await?;
+        info.get::<u64>("master_repl_offset").context("INFO replication without master_repl_offset")
+    }
 }
 
 impl Drop for RedisNode {
@@ -420,6 +442,14 @@ impl Sentinel {
             Ok((healthy >= count).then_some(()))
         })
         .await
+    }
+
+    /// Starts a failover now (`SENTINEL FAILOVER`), as an operator's switchover
+    /// does: the primary is demoted in place, keeping its process and its
+    /// script cache, and becomes the promoted replica's replica.
+    pub async fn failover(&self) -> anyhow::Result<()> {
+        let _: String = query(&self.url(), redis::cmd("SENTINEL").arg("FAILOVER").arg(MASTER_NAME)).await?;
+        Ok(())
     }
 
     /// Waits until it names a primary other than the one on `old`: the
