@@ -19,7 +19,7 @@ use coupon_e2e::redemption;
 use coupon_e2e::stack::{self, Component};
 use coupon_e2e::world::{reached, RedisTarget, World};
 use coupon_loadgen::spike::{self, Spike};
-use coupon_testkit::netfault::LinkCut;
+use coupon_testkit::netfault::{LinkCut, SlowLink};
 use coupon_testkit::redis_node::{stall, RedisNode, Sentinel, MASTER_NAME};
 
 /// Stock of the spike scenarios: far below the number of customers.
@@ -415,6 +415,45 @@ async fn s14_failback_to_a_former_primary_that_lagged() {
     spike.answers.extend(lagging.answers);
     let _writer = world.start_writer(3).await;
     verify_after_recovery(world, &coupons, spike).await;
+}
+
+/// Slow dependencies (issue 32, P5): once a fifth of the spike is answered,
+/// every round trip between the services and Redis, and between the
+/// services and PostgreSQL, takes 200 ms longer for 30 s (each reaches them
+/// through a delaying proxy, coupon_testkit::netfault::SlowLink). Kafka is
+/// not slowed: a client reaches the broker at the address it advertises,
+/// not through a proxy. Requests get slower and nothing else may change.
+#[tokio::test(flavor = "multi_thread")]
+async fn s16_slow_redis_and_postgres_links_mid_spike() {
+    const SLOW: Duration = Duration::from_secs(30);
+    let mut world = World::new("16 Redis and PostgreSQL 200 ms slower for 30 s").await;
+    let redis = RedisNode::primary("s16 redis").await.expect("a Redis of its own");
+    let to_redis = SlowLink::start(redis.port()).await.expect("a proxy before Redis");
+    let postgres_port = url_port(world.db.url());
+    let to_postgres = SlowLink::start(postgres_port).await.expect("a proxy before PostgreSQL");
+    world.redis = RedisTarget::Standalone { url: format!("redis://127.0.0.1:{}", to_redis.port()) };
+    let database = world.db.url().replace(&format!(":{postgres_port}/"), &format!(":{}/", to_postgres.port()));
+    world.overrides.insert("COUPON__DATABASE__URL".into(), database);
+    let _api = world.start_api().await;
+    let _writer = world.start_writer(1).await;
+    let coupons = world.create_coupons(1, fault_stock()).await;
+    let slow = |_| async {
+        for link in [&to_redis, &to_postgres] {
+            link.set_latency(Duration::from_millis(200));
+        }
+        tokio::time::sleep(SLOW).await;
+        for link in [&to_redis, &to_postgres] {
+            link.set_latency(Duration::ZERO);
+        }
+    };
+    let (spike, ()) = world.spike_with_fault(&coupons, customers(), requests() / 5, slow).await;
+    world.verify(&coupons, fault_stock() as i64, &spike).await;
+}
+
+/// The port of a `scheme://user:password@host:port/path` URL.
+fn url_port(url: &str) -> u16 {
+    let authority = url.split('@').next_back().and_then(|rest| rest.split('/').next()).expect("an authority");
+    authority.rsplit_once(':').and_then(|(_, port)| port.parse().ok()).expect("a port in the URL")
 }
 
 /// Customers spend the coupon right after the spike, before coupon-writer

@@ -1,16 +1,27 @@
-//! Network faults between processes on loopback, made with nftables (Debian's
-//! `nft`, installed by `make setup`; root only): one direction of one TCP
-//! connection cut, as a partition drops it, while everything else on the
-//! machine keeps flowing. The kernel drops the packets, so neither end sees an
-//! error: the sender retransmits into the void and the receiver waits, which is
-//! what a lagging replica behind a broken link looks like.
+//! Network faults between processes on loopback.
 //!
-//! Each fault is a table of its own, removed when its value is dropped, so a
-//! test leaves no rule behind.
+//! - [`LinkCut`]: one direction of one TCP connection cut with nftables
+//!   (Debian's `nft`, installed by `make setup`; root only), as a partition
+//!   drops it, while everything else on the machine keeps flowing. The kernel
+//!   drops the packets, so neither end sees an error: the sender retransmits
+//!   into the void and the receiver waits, which is what a lagging replica
+//!   behind a broken link looks like. Each cut is a table of its own, removed
+//!   when its value is dropped, so a test leaves no rule behind.
+//! - [`SlowLink`]: a TCP proxy in front of one server that adds latency on
+//!   demand. This machine's kernel has no `netem` qdisc (`tc` answers
+//!   "Specified qdisc kind is unknown"), so latency cannot be added below TCP.
 
 use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use crate::unique_name;
 
@@ -47,6 +58,83 @@ impl Drop for LinkCut {
             eprintln!("could not remove nftables table {}: {err:#}", self.table);
         }
     }
+}
+
+/// A TCP proxy on 127.0.0.1 in front of one server; clients connect to
+/// [`SlowLink::port`] instead. Every byte is held back by the latency set when
+/// it was read, in order, in both directions; none by default. Stops, with its
+/// connections, when dropped.
+pub struct SlowLink {
+    port: u16,
+    /// Added to each round trip, in microseconds: half on the way there, half back.
+    latency_us: Arc<AtomicU64>,
+    connections: JoinSet<()>,
+}
+
+impl SlowLink {
+    pub async fn start(upstream_port: u16) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let latency_us = Arc::new(AtomicU64::new(0));
+        let mut connections = JoinSet::new();
+        let latency = latency_us.clone();
+        connections.spawn(async move {
+            let mut pumps = JoinSet::new();
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream_port)).await else { continue };
+                let _ = (client.set_nodelay(true), server.set_nodelay(true));
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                pumps.spawn(pump(client_read, server_write, latency.clone()));
+                pumps.spawn(pump(server_read, client_write, latency.clone()));
+            }
+        });
+        Ok(Self { port, latency_us, connections })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// From now on, each round trip through the link takes `latency` longer.
+    pub fn set_latency(&self, latency: Duration) {
+        self.latency_us.store(latency.as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+impl Drop for SlowLink {
+    fn drop(&mut self) {
+        self.connections.abort_all();
+    }
+}
+
+/// Copies one direction, each chunk written half the round-trip latency
+/// after it was read.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    latency_us: Arc<AtomicU64>,
+) {
+    let (chunks, mut due) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+    let writer = async move {
+        while let Some((at, chunk)) = due.recv().await {
+            tokio::time::sleep_until(at).await;
+            if to.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+        let _ = to.shutdown().await;
+    };
+    let reader = async move {
+        let mut buffer = vec![0u8; 64 * 1024];
+        while let Ok(read @ 1..) = from.read(&mut buffer).await {
+            let half = Duration::from_micros(latency_us.load(Ordering::Relaxed) / 2);
+            if chunks.send((Instant::now() + half, buffer[..read].to_vec())).is_err() {
+                return;
+            }
+        }
+    };
+    tokio::join!(reader, writer);
 }
 
 fn nft(args: &[&str], stdin: Option<&str>) -> anyhow::Result<()> {
@@ -101,5 +189,32 @@ mod tests {
         client.set_read_timeout(Some(Duration::from_secs(10))).expect("a timeout");
         client.read_exact(&mut byte).expect("delivered after the heal");
         assert_eq!(&byte, b"x");
+    }
+
+    #[tokio::test]
+    async fn a_slow_link_holds_each_round_trip_back_by_its_latency_and_keeps_the_bytes() {
+        let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a listener");
+        let echo_port = echo.local_addr().expect("an address").port();
+        tokio::spawn(async move {
+            let (mut socket, _) = echo.accept().await.expect("accepted");
+            let (mut read, mut write) = socket.split();
+            let _ = tokio::io::copy(&mut read, &mut write).await;
+        });
+        let link = SlowLink::start(echo_port).await.expect("a proxy");
+        let mut client = tokio::net::TcpStream::connect(("127.0.0.1", link.port())).await.expect("connected");
+        let mut echoed = [0u8; 3];
+
+        let round_trip = async |client: &mut tokio::net::TcpStream, echoed: &mut [u8; 3], bytes: &[u8; 3]| {
+            let sent = Instant::now();
+            AsyncWriteExt::write_all(client, bytes).await.expect("written");
+            AsyncReadExt::read_exact(client, echoed).await.expect("echoed");
+            sent.elapsed()
+        };
+        round_trip(&mut client, &mut echoed, b"abc").await;
+        assert_eq!(&echoed, b"abc");
+        link.set_latency(Duration::from_millis(300));
+        let slow = round_trip(&mut client, &mut echoed, b"def").await;
+        assert_eq!(&echoed, b"def");
+        assert!(slow >= Duration::from_millis(300), "a round trip took {slow:?} with 300 ms added");
     }
 }
