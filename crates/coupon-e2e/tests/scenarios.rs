@@ -4,8 +4,9 @@
 //! and a reconciliation run.
 //!
 //! Scenarios stop and start shared stack components, so this binary runs with
-//! `--test-threads=1` (see the Makefile). The Redis scenarios (8–10) break a
-//! Redis deployment of their own (coupon_testkit::redis_node), never the stack's.
+//! `--test-threads=1` (see the Makefile). The Redis scenarios (8–10, 12–16)
+//! break a Redis deployment of their own (coupon_testkit::redis_node), never
+//! the stack's; the network faults (14, 16) come from coupon_testkit::netfault.
 //! `E2E_CUSTOMERS` sets the spike size (default 5,000 distinct customers per
 //! coupon; `make e2e` uses 20,000).
 
