@@ -47,6 +47,10 @@ use crate::store::CouponStore;
 /// left stays in the outbox for the next relay.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// In sentinel mode, how often the sentinels are asked which node is the
+/// primary (coupon_infra::redis::SharedRedis::follow_primary).
+const PRIMARY_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
 pub struct Application {
     listeners: Listeners,
     state: web::Data<AppState>,
@@ -154,6 +158,9 @@ impl Application {
         let stop_acks = CancellationToken::new();
         let acknowledger = tokio::spawn(self.acknowledger.run(stop_acks.clone()));
         tokio::spawn(self.state.limits.clone().clean_up(stop.clone()));
+        let store = self.state.store.clone();
+        let follow = stop.clone();
+        tokio::spawn(async move { store.redis().follow_primary(PRIMARY_CHECK_INTERVAL, follow).await });
         let issuance = &self.state.issuance;
         let mut essential = Essential::default();
         essential.spawn("the relay heartbeat", issuance.watchlist.clone().run(stop.clone()));

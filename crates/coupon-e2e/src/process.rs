@@ -43,7 +43,23 @@ impl Service {
         env: &BTreeMap<String, String>,
         offset: Option<&str>,
     ) -> anyhow::Result<Self> {
-        let mut command = Command::new(bin_dir().join(binary));
+        Self::start_in(binary, name, env, offset, None)
+    }
+
+    /// [`Self::start_with_clock`], inside `side` when one is given, so that
+    /// a partition can cut it off.
+    pub fn start_in(
+        binary: &str,
+        name: &str,
+        env: &BTreeMap<String, String>,
+        offset: Option<&str>,
+        side: Option<&coupon_testkit::netfault::Side>,
+    ) -> anyhow::Result<Self> {
+        let program = bin_dir().join(binary);
+        let mut command = match side {
+            Some(side) => side.command(program),
+            None => Command::new(program),
+        };
         if let Some(offset) = offset {
             coupon_testkit::clock::shift(&mut command, offset)?;
         }

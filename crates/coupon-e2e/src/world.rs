@@ -17,6 +17,7 @@ use coupon_infra::redis::SharedRedis;
 use coupon_infra::settings::{KafkaSettings, RedisMode, RedisSettings};
 use coupon_loadgen::client::{ApiClient, CustomerAuth};
 use coupon_loadgen::spike::{self, Spike};
+use coupon_testkit::netfault::Side;
 use coupon_testkit::redis_node;
 use coupon_testkit::{
     cluster_kafka_settings, cluster_redis_settings, free_port, kafka_settings, redis_settings, unique_name,
@@ -84,7 +85,13 @@ impl RedisTarget {
 #[derive(Debug, Clone, Copy)]
 pub enum Stack {
     Single,
-    Cluster { api_replicas: usize },
+    /// The single-node stack with this many coupon-api replicas.
+    SingleReplicated {
+        api_replicas: usize,
+    },
+    Cluster {
+        api_replicas: usize,
+    },
 }
 
 pub struct World {
@@ -140,6 +147,7 @@ impl World {
     async fn with_database(name: &str, stack: Stack, db: TestDatabase) -> Self {
         let (redis, kafka, replicas) = match stack {
             Stack::Single => (redis_settings(), kafka_settings(), 1),
+            Stack::SingleReplicated { api_replicas } => (redis_settings(), kafka_settings(), api_replicas),
             Stack::Cluster { api_replicas } => (cluster_redis_settings(), cluster_kafka_settings(), api_replicas),
         };
         let target = match redis.mode {
@@ -160,14 +168,7 @@ impl World {
             group: unique_name("e2e-group"),
             key_prefix: TestPrefix::on("e2e", redis),
             kafka,
-            api: ApiClient::new(
-                &api_urls(&api_ports),
-                &api_urls(&management_ports),
-                ADMIN_TOKEN,
-                CustomerAuth::Jwt(Arc::new(Signer::new(JWT_SECRET.as_bytes(), Some(AUDIENCE)))),
-                256,
-            )
-            .expect("an HTTP client"),
+            api: api_client(&api_ports, &management_ports),
             api_ports,
             management_ports,
             overrides: BTreeMap::new(),
@@ -207,6 +208,12 @@ impl World {
         env
     }
 
+    /// A client of replica `replica` alone, where [`Self::api`] spreads
+    /// requests over all of them.
+    pub fn replica_api(&self, replica: usize) -> ApiClient {
+        api_client(&self.api_ports[replica..=replica], &self.management_ports[replica..=replica])
+    }
+
     /// The replicas' base URLs, comma-separated (coupon-loadgen's `--api`).
     pub fn api_urls(&self) -> String {
         api_urls(&self.api_ports)
@@ -224,12 +231,17 @@ impl World {
 
     /// Starts coupon-api replica `replica` on its port and waits until it is ready.
     pub async fn start_api_replica(&self, replica: usize) -> Service {
+        self.start_api_replica_in(replica, None).await
+    }
+
+    /// [`Self::start_api_replica`], inside `side` when one is given.
+    pub async fn start_api_replica_in(&self, replica: usize, side: Option<&Side>) -> Service {
         let (port, management) = (self.api_ports[replica], self.management_ports[replica]);
         let mut env = self.env();
         env.insert("COUPON__HTTP__ADDR".into(), format!("127.0.0.1:{port}"));
         env.insert("COUPON__HTTP__MANAGEMENT_ADDR".into(), format!("127.0.0.1:{management}"));
         let name = format!("{}-api{replica}", self.name);
-        let api = Service::start_with_clock("coupon-api", &name, &env, self.api_clock_offset.as_deref())
+        let api = Service::start_in("coupon-api", &name, &env, self.api_clock_offset.as_deref(), side)
             .expect("starting coupon-api");
         wait_healthy(&format!("{}/health/ready", api_url(management)), Duration::from_secs(60))
             .await
@@ -341,13 +353,25 @@ impl World {
         customers: u64,
         timeout: Duration,
     ) -> anyhow::Result<Spike> {
+        self.wave_until_served_by(&self.api, coupons, first_customer, customers, timeout).await
+    }
+
+    /// [`Self::wave_until_served`], the requests sent through `api`.
+    pub async fn wave_until_served_by(
+        &self,
+        api: &ApiClient,
+        coupons: &[i64],
+        first_customer: i64,
+        customers: u64,
+        timeout: Duration,
+    ) -> anyhow::Result<Spike> {
         let started = Instant::now();
         let mut plan = spike::plan(coupons, customers, first_customer, 0.0);
         let mut waves: Option<Spike> = None;
         let spike_started = (*self.spike_started.lock().expect("not poisoned")).unwrap_or(started);
         loop {
             let wave_started = Instant::now();
-            let mut wave = spike::run(&self.api, plan, 128, Arc::default()).await;
+            let mut wave = spike::run(api, plan, 128, Arc::default()).await;
             // On the first spike's clock, so the report's fault timings span both.
             for answer in &mut wave.answers {
                 answer.at += wave_started.duration_since(spike_started);
@@ -597,6 +621,17 @@ pub async fn reached(progress: &AtomicU64, at_least: u64) {
     while progress.load(Ordering::Relaxed) < at_least {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+fn api_client(api_ports: &[u16], management_ports: &[u16]) -> ApiClient {
+    ApiClient::new(
+        &api_urls(api_ports),
+        &api_urls(management_ports),
+        ADMIN_TOKEN,
+        CustomerAuth::Jwt(Arc::new(Signer::new(JWT_SECRET.as_bytes(), Some(AUDIENCE)))),
+        256,
+    )
+    .expect("an HTTP client")
 }
 
 fn api_url(port: u16) -> String {

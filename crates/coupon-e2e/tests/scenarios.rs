@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 use coupon_domain::CouponUsageEvent;
 use coupon_e2e::redemption;
 use coupon_e2e::stack::{self, Component};
-use coupon_e2e::world::{reached, RedisTarget, World};
+use coupon_e2e::world::{reached, RedisTarget, Stack, World};
 use coupon_loadgen::spike::{self, Spike};
-use coupon_testkit::netfault::{LinkCut, SlowLink};
+use coupon_testkit::netfault::{LinkCut, Side, SlowLink};
 use coupon_testkit::redis_node::{stall, RedisNode, Sentinel, MASTER_NAME};
 
 /// Stock of the spike scenarios: far below the number of customers.
@@ -415,6 +415,75 @@ async fn s14_failback_to_a_former_primary_that_lagged() {
     assert!(issued_on_b > 0, "B issued while its stream to A was cut");
     spike.answers.extend(lagging.answers);
     let _writer = world.start_writer(3).await;
+    verify_after_recovery(world, &coupons, spike).await;
+}
+
+/// Split brain (issue 32, P1). A primary M with two replicas, a sentinel and
+/// coupon-api replicas A and B; the sentinel and B run on one side of a
+/// partition (coupon_testkit::netfault::Side). Once a fifth of the spike is
+/// answered that side is cut from M: the sentinel promotes a replica, and B
+/// follows it there, fences it and rebuilds it from PostgreSQL. Only then,
+/// with the partition still in place, new customers ask A, which still
+/// reaches M. Whatever A issued on M now would be rows the new primary's
+/// stock never counted. Every Redis runs with `min-replicas-to-write 1`, so M
+/// refuses writes once its replicas left for the new primary, and coupon-api
+/// asks the sentinels which node is the primary every second, so A moves to
+/// the new one. After the heal the sentinel turns M into a replica, and every
+/// promise must hold.
+#[tokio::test(flavor = "multi_thread")]
+async fn s17_split_brain_an_isolated_primary_still_reached_by_one_api_replica() {
+    let side = Side::new().expect("a side of the partition");
+    let name = "17 split brain (primary cut from the sentinel and one API replica)";
+    let mut world = World::on(name, Stack::SingleReplicated { api_replicas: 2 }).await;
+    let m = RedisNode::primary("s17 redis m").await.expect("a primary");
+    let replicas = [
+        RedisNode::replica("s17 redis r1", &m).await.expect("a replica"),
+        RedisNode::replica("s17 redis r2", &m).await.expect("a replica"),
+    ];
+    for node in replicas.iter().chain([&m]) {
+        node.config_set("min-replicas-to-write", "1").await.expect("min-replicas-to-write");
+        node.config_set("min-replicas-max-lag", "5").await.expect("min-replicas-max-lag");
+    }
+    let sentinel = Sentinel::start_in("s17 sentinel", &m, 2, Some(&side)).await.expect("a sentinel");
+    world.redis = RedisTarget::Sentinel { sentinels: vec![sentinel.url()], master_name: MASTER_NAME.to_string() };
+    world.overrides.insert("COUPON__REDIS__MIN_REPLICAS".into(), "1".into());
+    let _a = world.start_api_replica(0).await;
+    let _b = world.start_api_replica_in(1, Some(&side)).await;
+    let _writer = world.start_writer(1).await;
+    let coupons = world.create_coupons(1, fault_stock()).await;
+    let (world, m, side, sentinel) = (&world, &m, &side, &sentinel);
+    let partition = |_| async move {
+        let cut = side.cut_from(m.port()).expect("the partition");
+        let promoted = sentinel.wait_new_master(m.port(), Duration::from_secs(60)).await.expect("a promotion");
+        eprintln!("the sentinel promoted port {promoted}; replica A still reaches M");
+        (cut, promoted)
+    };
+    let (mut spike, (cut, promoted)) =
+        world.spike_with_fault(&coupons, customers() / 2, requests() / 10, partition).await;
+    // B serves from the rebuilt new primary while the partition holds.
+    let on_b = world
+        .fault(async {
+            let b = world.replica_api(1);
+            let on_b = world
+                .wave_until_served_by(&b, &coupons, SECOND_WAVE_FIRST_CUSTOMER, 50, Duration::from_secs(180))
+                .await
+                .expect("B serves from the new primary");
+            let on_a = spike::run(
+                &world.replica_api(0),
+                spike::plan(&coupons, customers() / 10, SECOND_WAVE_FIRST_CUSTOMER + 1_000, 0.0),
+                128,
+                Arc::default(),
+            )
+            .await;
+            eprintln!("A answered during the partition: {:?}", on_a.by_outcome());
+            cut.heal();
+            m.wait_replica_of(promoted, Duration::from_secs(120)).await.expect("M becomes a replica after the heal");
+            [on_b, on_a]
+        })
+        .await;
+    for wave in on_b {
+        spike.answers.extend(wave.answers);
+    }
     verify_after_recovery(world, &coupons, spike).await;
 }
 

@@ -12,6 +12,13 @@
 //! followed; a command must then touch one slot (every coupon's keys share
 //! the `{<id>}` hash tag, so callers send one command per coupon).
 //!
+//! A partition can leave a connection on a primary that the sentinels have
+//! replaced, while it still answers: [`SharedRedis::follow_primary`] asks the
+//! sentinels every second and drops a connection that leads elsewhere, and an
+//! answer `NOREPLICAS` (the primary lost its replicas, `min-replicas-to-write`)
+//! drops it too. The next command then connects to the primary the sentinels
+//! name.
+//!
 //! Every connection made gets a new generation number. `WAIT` counts the
 //! writes of its own connection only, so code that must know that a write and
 //! its `WAIT` went over the same connection compares generations.
@@ -28,10 +35,11 @@ use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
 use redis::sentinel::{SentinelClient, SentinelServerType};
 use redis::{
-    AsyncConnectionConfig, Cmd, ErrorKind, FromRedisValue, Pipeline, RedisError, RedisFuture, RedisResult,
-    ScriptInvocation, ServerErrorKind, Value,
+    AsyncConnectionConfig, Cmd, ConnectionAddr, ErrorKind, FromRedisValue, Pipeline, RedisError, RedisFuture,
+    RedisResult, ScriptInvocation, ServerErrorKind, Value,
 };
 use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
 
 use crate::settings::{RedisMode, RedisSettings};
 
@@ -48,6 +56,8 @@ pub struct Link {
     /// a timeout, a dropped connection or a redirection; there a cluster
     /// connection that never retries.
     pub once: Connection,
+    /// In sentinel mode, the primary the sentinels named when it was made.
+    primary: Option<ConnectionAddr>,
 }
 
 /// A multiplexed connection to one primary, or a cluster client's.
@@ -167,29 +177,72 @@ impl SharedRedis {
         if let Some(link) = self.current.read().expect("not poisoned").clone() {
             return Ok(link);
         }
-        let (conn, once) = tokio::time::timeout(self.connect_timeout * 2, self.connect())
+        let (conn, once, primary) = tokio::time::timeout(self.connect_timeout * 2, self.connect())
             .await
             .map_err(|_| RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut)))??;
-        let link = Link { generation: self.generations.fetch_add(1, Ordering::Relaxed) + 1, conn, once };
+        let link = Link { generation: self.generations.fetch_add(1, Ordering::Relaxed) + 1, conn, once, primary };
         *self.current.write().expect("not poisoned") = Some(link.clone());
         Ok(link)
     }
 
-    /// The connection and its never-retrying twin (see [`Link::once`]).
-    async fn connect(&self) -> RedisResult<(Connection, Connection)> {
-        let single = match &self.target {
-            Target::Standalone(client) => client.get_multiplexed_async_connection_with_config(&self.config).await?,
+    /// The connection, its never-retrying twin (see [`Link::once`]) and, in
+    /// sentinel mode, the primary's address.
+    async fn connect(&self) -> RedisResult<(Connection, Connection, Option<ConnectionAddr>)> {
+        let (single, primary) = match &self.target {
+            Target::Standalone(client) => {
+                (client.get_multiplexed_async_connection_with_config(&self.config).await?, None)
+            }
             Target::Sentinel(client) => {
                 let primary = client.lock().await.async_get_client().await?;
-                primary.get_multiplexed_async_connection_with_config(&self.config).await?
+                let addr = primary.get_connection_info().addr().clone();
+                (primary.get_multiplexed_async_connection_with_config(&self.config).await?, Some(addr))
             }
             Target::Cluster(clients) => {
                 let (conn, once) =
                     tokio::try_join!(clients.client.get_async_connection(), clients.once.get_async_connection())?;
-                return Ok((Connection::Cluster(conn), Connection::Cluster(once)));
+                return Ok((Connection::Cluster(conn), Connection::Cluster(once), None));
             }
         };
-        Ok((Connection::Single(single.clone()), Connection::Single(single)))
+        Ok((Connection::Single(single.clone()), Connection::Single(single), primary))
+    }
+
+    /// In sentinel mode, asks the sentinels every `every` which node is the
+    /// primary and drops the connection when it leads to another one, until
+    /// `stop`. A partition may cut the sentinels off from the old primary and
+    /// not this process: the connection never fails, and without this it
+    /// would go on writing to a primary the sentinels replaced. Returns at
+    /// once in the other modes.
+    pub async fn follow_primary(&self, every: Duration, stop: CancellationToken) {
+        let Target::Sentinel(client) = &self.target else { return };
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            let current = self.current.read().expect("not poisoned").clone();
+            let Some(link) = current else { continue };
+            let named = tokio::time::timeout(self.connect_timeout, async {
+                client.lock().await.async_get_client().await.map(|c| c.get_connection_info().addr().clone())
+            })
+            .await;
+            match named {
+                Ok(Ok(primary)) if link.primary.as_ref() != Some(&primary) => {
+                    tracing::warn!(%primary, "the sentinels name another primary: reconnecting");
+                    self.forget(&link);
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(err)) => tracing::debug!(error = %err, "the sentinels could not name the primary"),
+                Err(_) => tracing::debug!("the sentinels did not name the primary in time"),
+            }
+        }
+    }
+
+    /// Drops `link`, unless a newer connection replaced it already.
+    fn forget(&self, link: &Link) {
+        let mut current = self.current.write().expect("not poisoned");
+        if current.as_ref().is_some_and(|c| c.generation == link.generation) {
+            *current = None;
+        }
     }
 
     pub fn is_cluster(&self) -> bool {
@@ -202,10 +255,7 @@ impl SharedRedis {
     pub fn observe<T>(&self, link: &Link, result: RedisResult<T>) -> RedisResult<T> {
         if let Err(err) = &result {
             if needs_new_connection(err) {
-                let mut current = self.current.write().expect("not poisoned");
-                if current.as_ref().is_some_and(|c| c.generation == link.generation) {
-                    *current = None;
-                }
+                self.forget(link);
             }
         }
         result
@@ -275,4 +325,5 @@ fn needs_new_connection(err: &RedisError) -> bool {
         || err.is_connection_dropped()
         || err.is_unrecoverable_error()
         || err.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly)
+        || err.code() == Some("NOREPLICAS")
 }

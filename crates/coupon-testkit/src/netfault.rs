@@ -7,10 +7,16 @@
 //!   into the void and the receiver waits, which is what a lagging replica
 //!   behind a broken link looks like. Each cut is a table of its own, removed
 //!   when its value is dropped, so a test leaves no rule behind.
+//! - [`Side`]: processes started in a cgroup of their own, cut from a
+//!   server's port with nftables' `socket cgroupv2` match: every connection
+//!   they make to it, new ones included, goes nowhere, while other processes
+//!   still reach it. This is a partition on one machine: the sentinels and one
+//!   API replica on one side, the primary on the other.
 //! - [`SlowLink`]: a TCP proxy in front of one server that adds latency on
 //!   demand. This machine's kernel has no `netem` qdisc (`tc` answers
 //!   "Specified qdisc kind is unknown"), so latency cannot be added below TCP.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -35,16 +41,22 @@ impl LinkCut {
     /// connection from an ephemeral port to a server, the server's replies
     /// (`from` = the server's port) or the client's requests (`to` = it).
     pub fn one_way(from: u16, to: u16) -> anyhow::Result<Self> {
+        Self::dropping(&format!("tcp sport {from} tcp dport {to}"))
+            .with_context(|| format!("cutting 127.0.0.1:{from} -> 127.0.0.1:{to}"))
+    }
+
+    /// Drops every outgoing packet that `matches` (an nftables match).
+    fn dropping(matches: &str) -> anyhow::Result<Self> {
         let table = unique_name("coupon_cut");
         let rules = format!(
             "table inet {table} {{\n\
              \tchain output {{\n\
              \t\ttype filter hook output priority 0; policy accept;\n\
-             \t\ttcp sport {from} tcp dport {to} drop\n\
+             \t\t{matches} drop\n\
              \t}}\n\
              }}\n"
         );
-        nft(&["-f", "-"], Some(&rules)).with_context(|| format!("cutting 127.0.0.1:{from} -> 127.0.0.1:{to}"))?;
+        nft(&["-f", "-"], Some(&rules))?;
         Ok(Self { table })
     }
 
@@ -58,6 +70,64 @@ impl Drop for LinkCut {
             eprintln!("could not remove nftables table {}: {err:#}", self.table);
         }
     }
+}
+
+/// One side of a partition: a cgroup (v2) of its own, which processes are
+/// started in ([`Side::command`]) so that every socket they open carries it.
+/// Removed on drop, which must come after its processes ended.
+pub struct Side {
+    /// The cgroup's folder.
+    dir: PathBuf,
+    /// Its path as nftables names it: relative to `/sys/fs/cgroup`.
+    nft_path: String,
+}
+
+impl Side {
+    pub fn new() -> anyhow::Result<Self> {
+        let mount = cgroup2_mount()?;
+        let name = unique_name("coupon_side");
+        let dir = mount.join(&name);
+        std::fs::create_dir(&dir).with_context(|| format!("making cgroup {}; is this root?", dir.display()))?;
+        let relative = mount.strip_prefix("/sys/fs/cgroup").unwrap_or(Path::new(""));
+        let nft_path = relative.join(&name).to_string_lossy().into_owned();
+        Ok(Self { dir, nft_path })
+    }
+
+    /// A command that runs `program` inside this side: a shell moves itself
+    /// into the cgroup and then execs the program in place (same pid). Add
+    /// arguments and environment as to `Command::new(program)`.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut command = Command::new("sh");
+        command.arg("-c").arg(r#"echo $$ > "$0" && exec "$@""#).arg(self.dir.join("cgroup.procs")).arg(program);
+        command
+    }
+
+    /// Cuts this side off from the server on `port`: what its processes send
+    /// there is dropped, on the connections they hold and on every new one.
+    pub fn cut_from(&self, port: u16) -> anyhow::Result<LinkCut> {
+        LinkCut::dropping(&format!("socket cgroupv2 level 1 \"{}\" tcp dport {port}", self.nft_path))
+            .with_context(|| format!("cutting cgroup {} from port {port}", self.nft_path))
+    }
+}
+
+impl Drop for Side {
+    fn drop(&mut self) {
+        if let Err(err) = std::fs::remove_dir(&self.dir) {
+            eprintln!("could not remove cgroup {} (a process still in it?): {err}", self.dir.display());
+        }
+    }
+}
+
+/// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup`, or
+/// `/sys/fs/cgroup/unified` beside the v1 controllers).
+fn cgroup2_mount() -> anyhow::Result<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts")?;
+    mounts
+        .lines()
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .find(|fields| fields.get(2) == Some(&"cgroup2"))
+        .map(|fields| PathBuf::from(fields[1]))
+        .context("no cgroup2 file system is mounted")
 }
 
 /// A TCP proxy on 127.0.0.1 in front of one server; clients connect to
@@ -189,6 +259,23 @@ mod tests {
         client.set_read_timeout(Some(Duration::from_secs(10))).expect("a timeout");
         client.read_exact(&mut byte).expect("delivered after the heal");
         assert_eq!(&byte, b"x");
+    }
+
+    #[test]
+    fn a_side_cut_from_a_port_cannot_reach_it_while_other_processes_can() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a listener");
+        let port = listener.local_addr().expect("an address").port();
+        let side = Side::new().expect("a side");
+        let connect = |command: &mut Command| {
+            command.args(["-c", &format!("exec 3<>/dev/tcp/127.0.0.1/{port}")]).status().expect("bash ran").success()
+        };
+        let _cut = side.cut_from(port).expect("a cut");
+        let mut inside = side.command("timeout");
+        inside.args(["2", "bash"]);
+        assert!(!connect(&mut inside), "a process of the side reached the port");
+        let mut outside = Command::new("timeout");
+        outside.args(["2", "bash"]);
+        assert!(connect(&mut outside), "a process outside the side could not reach the port");
     }
 
     #[tokio::test]

@@ -304,6 +304,12 @@ impl RedisNode {
         .await
     }
 
+    /// `CONFIG SET name value`.
+    pub async fn config_set(&self, name: &str, value: &str) -> anyhow::Result<()> {
+        let _: String = query(&self.url(), redis::cmd("CONFIG").arg("SET").arg(name).arg(value)).await?;
+        Ok(())
+    }
+
     /// The local ports its replicas' replication links come from, as this
     /// primary lists its replica clients: what a [`crate::netfault::LinkCut`]
     /// from this server's port to one of them cuts.
@@ -374,6 +380,17 @@ impl Sentinel {
     /// Starts it and waits until it knows the primary and `replicas` healthy
     /// replicas of it: without a known replica there is nothing to promote.
     pub async fn start(name: &str, primary: &RedisNode, replicas: usize) -> anyhow::Result<Self> {
+        Self::start_in(name, primary, replicas, None).await
+    }
+
+    /// [`Self::start`], the process started inside `side` when one is given,
+    /// so that a partition can cut it from the primary.
+    pub async fn start_in(
+        name: &str,
+        primary: &RedisNode,
+        replicas: usize,
+        side: Option<&crate::netfault::Side>,
+    ) -> anyhow::Result<Self> {
         let name = file_name(name);
         let dir = new_data_dir(&name)?;
         let port = free_port();
@@ -402,7 +419,11 @@ impl Sentinel {
             ),
         )
         .with_context(|| format!("writing {}", conf.display()))?;
-        let child = Command::new("redis-sentinel")
+        let mut command = match side {
+            Some(side) => side.command("redis-sentinel"),
+            None => Command::new("redis-sentinel"),
+        };
+        let child = command
             .arg(&conf)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
