@@ -219,16 +219,22 @@ impl Catalog {
         Ok(coupon::table.filter(coupon::id.eq_any(ids)).select(CouponRow::as_select()).load(&mut conn).await?)
     }
 
-    /// An operator's controls of the coupon (none yet: version 0, not paused).
-    pub async fn control(&self, id: CouponId) -> Result<Control, CatalogError> {
+    /// An operator's controls of the coupon (none yet: version 0, not
+    /// paused) and the end of its period, read in one statement: an end
+    /// moved by an operator comes with its control's version, and a rebuild
+    /// must not pair a newer version with an older end. `None`: no such coupon.
+    pub async fn control(&self, id: CouponId) -> Result<Option<(Control, OffsetDateTime)>, CatalogError> {
         let mut conn = self.pool.get().await?;
-        let row: Option<(Option<OffsetDateTime>, i64)> = coupon_control::table
-            .find(id.get())
-            .select((coupon_control::paused_at, coupon_control::version))
+        let row: Option<(OffsetDateTime, Option<OffsetDateTime>, Option<i64>)> = coupon::table
+            .left_join(coupon_control::table)
+            .filter(coupon::id.eq(id.get()))
+            .select((coupon::ends_at, coupon_control::paused_at.nullable(), coupon_control::version.nullable()))
             .first(&mut conn)
             .await
             .optional()?;
-        Ok(row.map(|(paused_at, version)| Control { version, paused: paused_at.is_some() }).unwrap_or_default())
+        Ok(row.map(|(ends_at, paused_at, version)| {
+            (Control { version: version.unwrap_or(0), paused: paused_at.is_some() }, ends_at)
+        }))
     }
 
     pub async fn holders(&self, id: CouponId) -> Result<Vec<i64>, CatalogError> {

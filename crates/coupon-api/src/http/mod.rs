@@ -41,6 +41,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(coupons::prime_coupon)
         .service(promotion::pause)
         .service(promotion::resume)
+        .service(promotion::end)
         .service(promotion::audit)
         .service(customers::my_coupons)
         .service(redemption::redeem_for)

@@ -21,6 +21,7 @@ use crate::http::{coupons, customers, issue, promotion, redemption};
         redemption::release_for,
         promotion::pause,
         promotion::resume,
+        promotion::end,
         promotion::audit
     ),
     components(schemas(crate::error::ErrorBody)),

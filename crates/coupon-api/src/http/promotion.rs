@@ -1,9 +1,10 @@
-//! Running a promotion (admin): pause and resume issuance, and read the audit
-//! of every admin change.
+//! Running a promotion (admin): pause and resume issuance, end it now, and
+//! read the audit of every admin change.
 
 use actix_web::{get, post, web, HttpResponse};
 use coupon_domain::CouponId;
 use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
 use tracing_actix_web::RequestId;
 use utoipa::{IntoParams, ToSchema};
 
@@ -12,7 +13,7 @@ use crate::http::caller::Admin;
 use crate::http::parse_coupon;
 use crate::http::state::AppState;
 use crate::promotion::audit::Recorded;
-use crate::promotion::{Actor, ControlError};
+use crate::promotion::{Actor, ControlError, Standing};
 use crate::store::Control;
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -20,6 +21,18 @@ use crate::store::Control;
 pub struct ControlResponse {
     pub coupon_id: i64,
     pub paused: bool,
+    /// Grows with every change of the coupon's controls.
+    pub version: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EndedResponse {
+    pub coupon_id: i64,
+    /// The new end of the issuance period: when the request was handled, by
+    /// Redis's clock.
+    #[serde(with = "time::serde::rfc3339")]
+    pub ends_at: OffsetDateTime,
     /// Grows with every change of the coupon's controls.
     pub version: i64,
 }
@@ -41,26 +54,39 @@ async fn change(
 }
 
 fn answer(coupon: CouponId, control: Result<Control, ControlError>) -> Result<HttpResponse, ApiError> {
-    match control {
-        Ok(control) => Ok(HttpResponse::Ok().json(ControlResponse {
-            coupon_id: coupon.get(),
-            paused: control.paused,
-            version: control.version,
-        })),
-        Err(ControlError::NotFound) => Err(ApiError::Rejected(coupon_domain::Rejection::CouponNotFound)),
-        Err(ControlError::AlreadyThere("paused")) => {
-            Err(ApiError::Conflict { code: "ALREADY_PAUSED", message: "the promotion is already paused" })
+    control
+        .map(|control| {
+            HttpResponse::Ok().json(ControlResponse {
+                coupon_id: coupon.get(),
+                paused: control.paused,
+                version: control.version,
+            })
+        })
+        .map_err(refusal)
+}
+
+/// What an operator's control answers when it changed nothing.
+fn refusal(err: ControlError) -> ApiError {
+    match err {
+        ControlError::NotFound => ApiError::Rejected(coupon_domain::Rejection::CouponNotFound),
+        ControlError::AlreadyThere(Standing::Paused) => {
+            ApiError::Conflict { code: "ALREADY_PAUSED", message: "the promotion is already paused" }
         }
-        Err(ControlError::AlreadyThere(_)) => {
-            Err(ApiError::Conflict { code: "NOT_PAUSED", message: "the promotion is not paused" })
+        ControlError::AlreadyThere(Standing::Running) => {
+            ApiError::Conflict { code: "NOT_PAUSED", message: "the promotion is not paused" }
         }
-        Err(ControlError::Catalog(err)) => {
-            Err(ApiError::unavailable("PostgreSQL is unavailable; nothing was changed", &err))
+        ControlError::AlreadyThere(Standing::Ended) => {
+            ApiError::Conflict { code: "ALREADY_ENDED", message: "the promotion has already ended" }
         }
-        Err(ControlError::Redis(err)) => Err(ApiError::unavailable(
+        ControlError::NotStarted => ApiError::Conflict {
+            code: "NOT_STARTED",
+            message: "the promotion has not started: only a started one can be ended now",
+        },
+        ControlError::Catalog(err) => ApiError::unavailable("PostgreSQL is unavailable; nothing was changed", &err),
+        ControlError::Redis(err) => ApiError::unavailable(
             "recorded, but Redis did not get it yet: issuance may go on until you send this again",
             &err,
-        )),
+        ),
     }
 }
 
@@ -115,6 +141,40 @@ pub async fn resume(
     coupon: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     change(admin, request_id, &state, &coupon, false).await
+}
+
+/// End issuance now (admin): the coupon's `endsAt` moves to this moment, and
+/// from this answer on every replica answers `EXPIRED` to issue requests;
+/// holders still redeem until `validUntil`. Recorded in the audit. A
+/// coupon not started yet, or already ended, answers 409.
+#[utoipa::path(
+    post,
+    path = "/api/v1/coupons/{couponId}/end",
+    params(("couponId" = i64, Path, minimum = 1)),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = EndedResponse),
+        (status = 400, description = "INVALID_REQUEST", body = ErrorBody),
+        (status = 401, description = "UNAUTHORIZED", body = ErrorBody),
+        (status = 404, description = "COUPON_NOT_FOUND", body = ErrorBody),
+        (status = 409, description = "ALREADY_ENDED or NOT_STARTED", body = ErrorBody),
+        (status = 429, description = "TOO_MANY_REQUESTS: this address failed to authenticate too often", body = ErrorBody),
+        (status = 503, description = "UNAVAILABLE: not recorded, or recorded but not yet in Redis (send it again)", body = ErrorBody),
+    )
+)]
+#[post("/api/v1/coupons/{couponId}/end")]
+pub async fn end(
+    admin: Admin,
+    request_id: RequestId,
+    state: web::Data<AppState>,
+    coupon: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let coupon: CouponId = parse_coupon(&coupon)?;
+    let request = request_id.to_string();
+    let actor = Actor { name: &admin.0, request_id: &request };
+    let (control, ends_at) = state.controls.end_now(coupon, &actor).await.map_err(refusal)?;
+    state.coupons.forget(coupon);
+    Ok(HttpResponse::Ok().json(EndedResponse { coupon_id: coupon.get(), ends_at, version: control.version }))
 }
 
 /// The most entries one audit read returns.

@@ -1,10 +1,13 @@
-//! An operator's controls of a live promotion: pause and resume, each with
-//! its record in the audit (`audit`).
+//! An operator's controls of a live promotion: pause, resume and end now,
+//! each with its record in the audit (`audit`).
 //!
 //! PostgreSQL decides and records, in one transaction: the control's new
-//! state and version (`coupon_control`) and the audit entry. Redis follows
-//! (`control.lua`): the issue script answers `PAUSED` from the moment it has
-//! the flag, on every API replica alike. Each change carries a version, so a
+//! state and version (`coupon_control`, and the coupon's `ends_at` for an
+//! end) and the audit entry. Redis follows (`control.lua`, which carries the
+//! whole state of each version): the issue script answers `PAUSED`, or
+//! `EXPIRED` past the end, from the moment it has the change, on every API
+//! replica alike. An end is taken at Redis's clock, the one the issue script
+//! judges periods by. Each change carries a version, so a
 //! rebuild from PostgreSQL that read the state before a change cannot undo it
 //! (`rebuild.lua` keeps the newer one). A pause that PostgreSQL recorded but
 //! Redis did not get (Redis away) answers 503; pausing again applies it to
@@ -19,21 +22,25 @@ use coupon_domain::CouponId;
 use coupon_infra::db::schema::{coupon as coupon_table, coupon_control};
 use coupon_infra::db::PgPool;
 use diesel::prelude::*;
-use diesel_async::{AsyncConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use redis::Script;
 use time::OffsetDateTime;
 
 use crate::catalog::CatalogError;
-use crate::store::{Control, CouponStore, RedisUnavailable};
+use crate::store::{from_unix_ms, unix_ms, Control, CouponStore, RedisUnavailable};
 use audit::Entry;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     #[error("coupon not found")]
     NotFound,
-    /// The coupon already is where the operator asked it to go; Redis was told again.
-    #[error("the promotion is already {0}")]
-    AlreadyThere(&'static str),
+    /// The coupon already is where the operator asked it to go (after a
+    /// pause or resume, Redis was told again).
+    #[error("the promotion is already {0:?}")]
+    AlreadyThere(Standing),
+    /// Only a coupon that has started can be ended now.
+    #[error("the promotion has not started")]
+    NotStarted,
     #[error(transparent)]
     Catalog(#[from] CatalogError),
     /// Recorded in PostgreSQL, not yet in Redis: issuance may go on until a retry.
@@ -51,6 +58,30 @@ impl From<diesel::result::Error> for ControlError {
 pub struct Actor<'a> {
     pub name: &'a str,
     pub request_id: &'a str,
+}
+
+/// Where a promotion stands, as far as its controls go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    Paused,
+    Running,
+    Ended,
+}
+
+/// What an operator changes.
+#[derive(Clone, Copy)]
+enum Change {
+    Paused(bool),
+    /// The end moves to this instant (Redis's clock).
+    End(OffsetDateTime),
+}
+
+/// A coupon's end, as the audit records an end-now.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Period {
+    #[serde(with = "time::serde::rfc3339")]
+    ends_at: OffsetDateTime,
 }
 
 pub struct Controls {
@@ -75,56 +106,80 @@ impl Controls {
     }
 
     async fn set_paused(&self, coupon: CouponId, paused: bool, actor: &Actor<'_>) -> Result<Control, ControlError> {
-        let (control, changed) = self.record(coupon, paused, actor).await?;
+        let (control, ends_at, changed) = self.record(coupon, Change::Paused(paused), actor).await?;
         // Also when nothing changed: a pause recorded while Redis was away
         // reaches it now.
-        self.apply(coupon, control).await?;
+        self.apply(coupon, control, ends_at).await?;
         if !changed {
-            return Err(ControlError::AlreadyThere(if paused { "paused" } else { "running" }));
+            return Err(ControlError::AlreadyThere(if paused { Standing::Paused } else { Standing::Running }));
         }
         tracing::warn!(coupon = %coupon, paused, version = control.version, actor = actor.name, "promotion control changed");
         Ok(control)
     }
 
-    /// The new state and its audit entry, in one transaction; `false` when
-    /// the coupon already was there (nothing recorded).
-    async fn record(&self, coupon: CouponId, paused: bool, actor: &Actor<'_>) -> Result<(Control, bool), ControlError> {
+    /// Ends issuance of `coupon` now (by Redis's clock): from then on every
+    /// replica answers `EXPIRED`; holders still redeem until `validUntil`.
+    /// Returns the control's version and the new end.
+    pub async fn end_now(
+        &self,
+        coupon: CouponId,
+        actor: &Actor<'_>,
+    ) -> Result<(Control, OffsetDateTime), ControlError> {
+        let now = from_unix_ms(self.store.server_time_ms().await?).unwrap_or_else(OffsetDateTime::now_utc);
+        let (control, ends_at, changed) = self.record(coupon, Change::End(now), actor).await?;
+        // Also when it had ended: an end recorded while Redis was away reaches it now.
+        self.apply(coupon, control, ends_at).await?;
+        if !changed {
+            return Err(ControlError::AlreadyThere(Standing::Ended));
+        }
+        // The index says when the recovery retires the coupon.
+        self.store.index(coupon, ends_at).await?;
+        tracing::warn!(coupon = %coupon, %ends_at, version = control.version, actor = actor.name, "promotion ended now");
+        Ok((control, ends_at))
+    }
+
+    /// The new state and its audit entry, in one transaction, with the
+    /// coupon's end after it; `false` when the coupon already was where the
+    /// change would take it (nothing recorded).
+    async fn record(
+        &self,
+        coupon: CouponId,
+        change: Change,
+        actor: &Actor<'_>,
+    ) -> Result<(Control, OffsetDateTime, bool), ControlError> {
         let mut conn = self.pool.get().await.map_err(CatalogError::from)?;
         let recorded = conn
             .transaction::<_, ControlError, _>(async |conn| {
-                let exists = diesel::select(diesel::dsl::exists(coupon_table::table.find(coupon.get())))
-                    .get_result::<bool>(&mut *conn)
-                    .await?;
-                if !exists {
-                    return Err(ControlError::NotFound);
-                }
-                // One change at a time per coupon: the row is locked until commit.
-                diesel::insert_into(coupon_control::table)
-                    .values((coupon_control::coupon_id.eq(coupon.get()), coupon_control::version.eq(0_i64)))
-                    .on_conflict_do_nothing()
-                    .execute(&mut *conn)
-                    .await?;
-                let (paused_at, version): (Option<OffsetDateTime>, i64) = coupon_control::table
-                    .find(coupon.get())
-                    .select((coupon_control::paused_at, coupon_control::version))
-                    .for_update()
-                    .first(&mut *conn)
-                    .await?;
-                let before = Control { version, paused: paused_at.is_some() };
-                if before.paused == paused {
-                    return Ok((before, false));
-                }
-                let after = Control { version: version + 1, paused };
+                let (starts_at, ends_at) = lock_period(conn, coupon).await?;
+                let before = lock_control(conn, coupon).await?;
+                let mut after = Control { version: before.version + 1, ..before };
+                let entry = match change {
+                    Change::Paused(paused) if before.paused == paused => return Ok((before, ends_at, false)),
+                    Change::Paused(paused) => {
+                        after.paused = paused;
+                        diesel::update(coupon_control::table.find(coupon.get()))
+                            .set(coupon_control::paused_at.eq(paused.then(OffsetDateTime::now_utc)))
+                            .execute(&mut *conn)
+                            .await?;
+                        Entry::new(actor, if paused { "pause" } else { "resume" }, coupon, &before, &after)
+                    }
+                    Change::End(now) if ends_at <= now => return Ok((before, ends_at, false)),
+                    Change::End(now) if starts_at > now => return Err(ControlError::NotStarted),
+                    Change::End(now) => {
+                        diesel::update(coupon_table::table.find(coupon.get()))
+                            .set(coupon_table::ends_at.eq(now))
+                            .execute(&mut *conn)
+                            .await?;
+                        Entry::new(actor, "end", coupon, &Period { ends_at }, &Period { ends_at: now })
+                    }
+                };
                 diesel::update(coupon_control::table.find(coupon.get()))
-                    .set((
-                        coupon_control::paused_at.eq(paused.then(OffsetDateTime::now_utc)),
-                        coupon_control::version.eq(after.version),
-                    ))
+                    .set(coupon_control::version.eq(after.version))
                     .execute(&mut *conn)
                     .await?;
-                let action = if paused { "pause" } else { "resume" };
-                Entry::new(actor, action, coupon, &before, &after).insert(conn).await?;
-                Ok((after, true))
+                entry.insert(conn).await?;
+                let ends_after = if let Change::End(now) = change { now } else { ends_at };
+                Ok((after, ends_after, true))
             })
             .await?;
         Ok(recorded)
@@ -140,10 +195,42 @@ impl Controls {
         audit::list(&self.pool, coupon, after, limit).await
     }
 
-    async fn apply(&self, coupon: CouponId, control: Control) -> Result<(), RedisUnavailable> {
+    async fn apply(&self, coupon: CouponId, control: Control, ends_at: OffsetDateTime) -> Result<(), RedisUnavailable> {
         let mut apply = self.control.key(self.store.keys(coupon).meta);
-        apply.arg(control.version).arg(u8::from(control.paused));
+        apply.arg(control.version).arg(u8::from(control.paused)).arg(unix_ms(ends_at));
         let _: i64 = self.store.redis().invoke(&apply).await?;
         Ok(())
     }
+}
+
+/// The coupon's period, its row locked until commit.
+async fn lock_period(
+    conn: &mut AsyncPgConnection,
+    coupon: CouponId,
+) -> Result<(OffsetDateTime, OffsetDateTime), ControlError> {
+    coupon_table::table
+        .find(coupon.get())
+        .select((coupon_table::starts_at, coupon_table::ends_at))
+        .for_update()
+        .first(conn)
+        .await
+        .optional()?
+        .ok_or(ControlError::NotFound)
+}
+
+/// The coupon's controls (made at version 0 if it has none), locked until
+/// commit: one change at a time per coupon.
+async fn lock_control(conn: &mut AsyncPgConnection, coupon: CouponId) -> Result<Control, ControlError> {
+    diesel::insert_into(coupon_control::table)
+        .values((coupon_control::coupon_id.eq(coupon.get()), coupon_control::version.eq(0_i64)))
+        .on_conflict_do_nothing()
+        .execute(&mut *conn)
+        .await?;
+    let (paused_at, version): (Option<OffsetDateTime>, i64) = coupon_control::table
+        .find(coupon.get())
+        .select((coupon_control::paused_at, coupon_control::version))
+        .for_update()
+        .first(conn)
+        .await?;
+    Ok(Control { version, paused: paused_at.is_some() })
 }

@@ -48,7 +48,7 @@ use crate::delivery::watchlist::Watchlist;
 use crate::metrics::Metrics;
 use crate::readiness::{Readiness, Stage};
 use crate::store::incarnation::Incarnations;
-use crate::store::{from_unix_ms, unix_ms, CouponState, CouponStore, Presence, RedisUnavailable};
+use crate::store::{from_unix_ms, unix_ms, Control, CouponState, CouponStore, Presence, RedisUnavailable};
 use fence::Fences;
 use lock::RecoveryLock;
 
@@ -368,13 +368,14 @@ impl Recovery {
     async fn write_states(&self, coupons: &[CouponRow], token: &str) -> Result<(), RecoveryError> {
         for row in coupons {
             let id = row.id;
+            let (control, ends_at) = self.catalog.control(id).await?.unwrap_or((Control::default(), row.ends_at));
             let state = CouponState {
                 id,
                 starts_at: row.starts_at,
-                ends_at: row.ends_at,
+                ends_at,
                 total_quantity: row.total_quantity,
                 holders: self.catalog.holders(id).await?,
-                control: self.catalog.control(id).await?,
+                control,
             };
             match self.fences.rebuild(&state, token).await? {
                 Some(stock) => {

@@ -5,6 +5,7 @@
 -- KEYS[5] staged holders (PostgreSQL's, added by the caller; may not exist)
 -- ARGV[1] fence token   ARGV[2] starts_ms   ARGV[3] ends_ms   ARGV[4] total
 -- ARGV[5] control version   ARGV[6] paused (1 or 0), as PostgreSQL had them
+--         together with ARGV[3]
 --
 -- Returns the stock it set, or -1 when the fence is no longer the caller's
 -- (another rebuild took over; nothing changed).
@@ -33,14 +34,14 @@ end
 local stock = math.max(tonumber(ARGV[4]) - redis.call('SCARD', KEYS[3]), 0)
 redis.call('SET', KEYS[2], stock)
 -- An operator's control that reached Redis after PostgreSQL was read for this
--- rebuild is newer than ARGV's: it stays.
-local control = redis.call('HMGET', KEYS[1], 'control', 'paused')
-local version, paused = ARGV[5], ARGV[6] == '1'
+-- rebuild is newer than ARGV's: it stays, with the end it set.
+local control = redis.call('HMGET', KEYS[1], 'control', 'paused', 'ends_ms')
+local version, paused, ends = ARGV[5], ARGV[6] == '1', ARGV[3]
 if tonumber(control[1] or '0') > tonumber(ARGV[5]) then
-    version, paused = control[1], control[2] ~= false
+    version, paused, ends = control[1], control[2] ~= false, control[3] or ARGV[3]
 end
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'starts_ms', ARGV[2], 'ends_ms', ARGV[3], 'total', ARGV[4], 'control', version)
+redis.call('HSET', KEYS[1], 'starts_ms', ARGV[2], 'ends_ms', ends, 'total', ARGV[4], 'control', version)
 if paused then
     redis.call('HSET', KEYS[1], 'paused', '1')
 end

@@ -1,6 +1,6 @@
-//! Pausing and resuming a live promotion: every replica stops issuing at
-//! once, a rebuild keeps the pause, and each change is in the audit with its
-//! author.
+//! Pausing, resuming and ending a live promotion: every replica stops
+//! issuing at once, a rebuild keeps the pause, Redis losing an ended coupon
+//! does not reopen it, and each change is in the audit with its author.
 
 use std::time::Duration;
 
@@ -8,7 +8,9 @@ use coupon_testkit::wait_until;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::harness::{token, Isolation, TestApp};
+use redis::AsyncCommands;
+
+use crate::harness::{redis, token, Isolation, TestApp};
 
 fn control(coupon: i64, action: &str) -> String {
     format!("/api/v1/coupons/{coupon}/{action}")
@@ -84,4 +86,47 @@ async fn a_paused_coupon_stays_paused_through_a_rebuild() {
     assert_eq!(app.post_admin(&control(coupon, "resume"), &json!({})).await.0, StatusCode::OK);
     assert_eq!(app.issue(coupon, 2).await.0, StatusCode::CREATED);
     app.stop().await;
+}
+
+/// Ending a promotion now: from the answer on every replica answers
+/// `EXPIRED`, the coupon reads with its new end, a second end and a coupon
+/// not started answer 409, the audit has the end with its author and both
+/// ends, and a Redis that lost the coupon's state does not reopen it:
+/// PostgreSQL holds the end.
+#[tokio::test(flavor = "multi_thread")]
+async fn ending_a_promotion_now_stops_issuance_everywhere_and_a_redis_that_lost_it_does_not_reopen_it() {
+    let iso = Isolation::new().await;
+    let _writer = iso.start_writer().await;
+    let first = TestApp::spawn(iso.settings()).await;
+    let second = TestApp::spawn(iso.settings()).await;
+    let coupon = first.open_coupon(10).await;
+    assert_eq!(second.issue(coupon, 1).await.0, StatusCode::CREATED);
+
+    let (status, ended) = first.post_admin(&control(coupon, "end"), &json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{ended}");
+    let (status, refused) = second.issue(coupon, 2).await;
+    assert_eq!((status, &refused["code"]), (StatusCode::UNPROCESSABLE_ENTITY, &json!("EXPIRED")), "{refused}");
+    let (_, read) = first.get(&format!("/api/v1/coupons/{coupon}")).await;
+    assert_eq!(read["endsAt"], ended["endsAt"], "{read}");
+
+    let (status, again) = second.post_admin(&control(coupon, "end"), &json!({})).await;
+    assert_eq!((status, &again["code"]), (StatusCode::CONFLICT, &json!("ALREADY_ENDED")), "{again}");
+    let now = time::OffsetDateTime::now_utc();
+    let later = first.create_coupon(5, now + time::Duration::hours(1), now + time::Duration::hours(2)).await;
+    let (status, early) = first.post_admin(&control(later, "end"), &json!({})).await;
+    assert_eq!((status, &early["code"]), (StatusCode::CONFLICT, &json!("NOT_STARTED")), "{early}");
+    assert_eq!(first.post_admin(&control(999_999, "end"), &json!({})).await.0, StatusCode::NOT_FOUND);
+
+    let (_, audit) = first.get(&format!("/api/v1/audit?couponId={coupon}")).await;
+    let entries: Vec<&Value> = audit.as_array().expect("a list").iter().filter(|e| e["action"] == "end").collect();
+    assert_eq!(entries.len(), 1, "{audit}");
+    assert_eq!(entries[0]["actor"], "admin:admin");
+    let after: Value = serde_json::from_str(entries[0]["after"].as_str().expect("JSON")).expect("JSON");
+    assert_eq!(after["endsAt"], ended["endsAt"], "{audit}");
+
+    let _: () = redis().await.del(format!("{}coupon:{{{coupon}}}:meta", iso.key_prefix)).await.unwrap();
+    let (status, lost) = first.issue(coupon, 3).await;
+    assert_eq!((status, &lost["code"]), (StatusCode::UNPROCESSABLE_ENTITY, &json!("EXPIRED")), "{lost}");
+    first.stop().await;
+    second.stop().await;
 }
