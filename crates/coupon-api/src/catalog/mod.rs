@@ -21,6 +21,34 @@ pub enum CatalogError {
     Query(#[from] diesel::result::Error),
 }
 
+/// Where a coupon is in its life, for an operator listing promotions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Not started yet.
+    Scheduled,
+    /// Issuing.
+    Open,
+    /// Inside its period, paused by an operator.
+    Paused,
+    /// Past its end.
+    Ended,
+}
+
+impl Phase {
+    pub fn of(row: &CouponRow, paused: bool, now: OffsetDateTime) -> Self {
+        if row.starts_at > now {
+            Phase::Scheduled
+        } else if row.ends_at <= now {
+            Phase::Ended
+        } else if paused {
+            Phase::Paused
+        } else {
+            Phase::Open
+        }
+    }
+}
+
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = coupon)]
 pub struct CouponRow {
@@ -235,6 +263,38 @@ impl Catalog {
         Ok(row.map(|(ends_at, paused_at, version)| {
             (Control { version: version.unwrap_or(0), paused: paused_at.is_some() }, ends_at)
         }))
+    }
+
+    /// A page of coupons, newest first: those with an id below `before`
+    /// (all when `None`), in `phase` at `now` (any when `None`), with
+    /// whether each is paused.
+    pub async fn page(
+        &self,
+        phase: Option<Phase>,
+        before: Option<i64>,
+        limit: i64,
+        now: OffsetDateTime,
+    ) -> Result<Vec<(CouponRow, bool)>, CatalogError> {
+        let mut conn = self.pool.get().await?;
+        let mut query = coupon::table
+            .left_join(coupon_control::table)
+            .filter(coupon::id.lt(before.unwrap_or(i64::MAX)))
+            .into_boxed();
+        let open = coupon::starts_at.le(now).and(coupon::ends_at.gt(now));
+        query = match phase {
+            None => query,
+            Some(Phase::Scheduled) => query.filter(coupon::starts_at.gt(now)),
+            Some(Phase::Ended) => query.filter(coupon::ends_at.le(now)),
+            Some(Phase::Open) => query.filter(open).filter(coupon_control::paused_at.is_null()),
+            Some(Phase::Paused) => query.filter(open).filter(coupon_control::paused_at.is_not_null()),
+        };
+        let rows: Vec<(CouponRow, Option<OffsetDateTime>)> = query
+            .order(coupon::id.desc())
+            .limit(limit)
+            .select((CouponRow::as_select(), coupon_control::paused_at.nullable()))
+            .load(&mut conn)
+            .await?;
+        Ok(rows.into_iter().map(|(row, paused_at)| (row, paused_at.is_some())).collect())
     }
 
     pub async fn holders(&self, id: CouponId) -> Result<Vec<i64>, CatalogError> {

@@ -1,12 +1,13 @@
-//! Coupons: create (admin), read, and prime Redis from PostgreSQL (admin).
+//! Coupons: create (admin), read, list (admin), and prime Redis from
+//! PostgreSQL (admin).
 
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use coupon_domain::{CouponId, Discount, Rejection, MAX_AMOUNT};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
-use crate::catalog::{CouponRow, Creation, NewCoupon};
+use crate::catalog::{CouponRow, Creation, NewCoupon, Phase};
 use crate::error::{ApiError, ErrorBody};
 use crate::http::caller::Admin;
 use crate::http::parse_coupon;
@@ -265,6 +266,96 @@ pub async fn get(
         .map_err(|err| ApiError::unavailable("Redis is unavailable", &err))?
         .unwrap_or(i64::from(row.remaining_quantity));
     Ok(HttpResponse::Ok().json(CouponResponse::new(row, stock)))
+}
+
+/// The most coupons one page of the list holds.
+const MAX_PAGE: i64 = 100;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only coupons in this phase now.
+    pub state: Option<Phase>,
+    /// Coupons older than this id: the `next` of the previous page.
+    #[param(minimum = 1)]
+    pub after: Option<i64>,
+    /// At most this many (default 50, most 100).
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListedCoupon {
+    #[serde(flatten)]
+    pub coupon: CouponResponse,
+    pub state: Phase,
+    /// Issued by Redis so far: the stock less what remains.
+    pub issued: i64,
+    /// Written to PostgreSQL by coupon-writer so far.
+    pub persisted: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CouponPage {
+    /// Newest first.
+    pub coupons: Vec<ListedCoupon>,
+    /// Pass as `after` for the next page; `null` on the last one.
+    pub next: Option<i64>,
+}
+
+/// Promotions, newest first, with their live counts (admin).
+#[utoipa::path(
+    get,
+    path = "/api/v1/coupons",
+    params(ListQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = CouponPage),
+        (status = 400, description = "INVALID_REQUEST", body = ErrorBody),
+        (status = 401, description = "UNAUTHORIZED", body = ErrorBody),
+        (status = 429, description = "TOO_MANY_REQUESTS: this address failed to authenticate too often", body = ErrorBody),
+        (status = 503, description = "UNAVAILABLE", body = ErrorBody),
+    )
+)]
+#[get("/api/v1/coupons")]
+pub async fn list(
+    _: Admin,
+    state: web::Data<AppState>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=MAX_PAGE).contains(&limit) || query.after.is_some_and(|after| after < 1) {
+        return Err(ApiError::InvalidRequest(format!("limit must be 1 to {MAX_PAGE}, after 1 or more")));
+    }
+    let now = OffsetDateTime::now_utc();
+    let rows = state
+        .catalog
+        .page(query.state, query.after, limit, now)
+        .await
+        .map_err(|err| ApiError::unavailable("PostgreSQL is unavailable", &err))?;
+    let ids: Vec<CouponId> = rows.iter().map(|(row, _)| row.id).collect();
+    let stocks = state.store.stocks(&ids).await.map_err(|err| ApiError::unavailable("Redis is unavailable", &err))?;
+    let next = (rows.len() as i64 == limit).then(|| rows.last().map(|(row, _)| row.id.get())).flatten();
+    let coupons = rows
+        .into_iter()
+        .zip(stocks)
+        .map(|((row, paused), stock)| {
+            let phase = Phase::of(&row, paused, now);
+            let total = i64::from(row.total_quantity);
+            let persisted = total - i64::from(row.remaining_quantity);
+            let remaining = stock.unwrap_or(i64::from(row.remaining_quantity));
+            ListedCoupon {
+                state: phase,
+                issued: total - remaining,
+                persisted,
+                coupon: CouponResponse::new(row, remaining),
+            }
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(CouponPage { coupons, next }))
 }
 
 /// Rebuild a coupon's Redis state from PostgreSQL (admin). The coupon is

@@ -38,6 +38,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(issue::issue)
         .service(coupons::create)
         .service(coupons::get)
+        .service(coupons::list)
         .service(coupons::prime_coupon)
         .service(promotion::pause)
         .service(promotion::resume)

@@ -13,6 +13,7 @@ use crate::http::{coupons, customers, issue, promotion, redemption};
         issue::issue,
         coupons::create,
         coupons::get,
+        coupons::list,
         coupons::prime_coupon,
         customers::my_coupons,
         customers::coupons,

@@ -156,6 +156,13 @@ impl CouponStore {
         Ok(self.redis.query(redis::cmd("GET").arg(self.keys(coupon).stock)).await?)
     }
 
+    /// [`Self::stock`] of each coupon, in order.
+    pub async fn stocks(&self, coupons: &[CouponId]) -> Result<Vec<Option<i64>>, RedisUnavailable> {
+        let gets: Vec<redis::Cmd> =
+            coupons.iter().map(|coupon| redis::cmd("GET").arg(self.keys(*coupon).stock).to_owned()).collect();
+        Ok(self.redis.query_each(&gets).await?)
+    }
+
     pub async fn holds(&self, coupon: CouponId, customer: CustomerId) -> Result<bool, RedisUnavailable> {
         Ok(self.redis.query(redis::cmd("SISMEMBER").arg(self.keys(coupon).issued).arg(customer.get())).await?)
     }

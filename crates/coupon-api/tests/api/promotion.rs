@@ -130,3 +130,52 @@ async fn ending_a_promotion_now_stops_issuance_everywhere_and_a_redis_that_lost_
     first.stop().await;
     second.stop().await;
 }
+
+/// The operator's list: newest first with live counts, filtered by phase,
+/// paged with `after`, refused with 400 for a bad query and to customers.
+#[tokio::test(flavor = "multi_thread")]
+async fn promotions_are_listed_newest_first_by_phase_with_live_counts() {
+    let iso = Isolation::new().await;
+    let app = TestApp::spawn(iso.settings()).await;
+    let now = time::OffsetDateTime::now_utc();
+    let open = app.open_coupon(10).await;
+    let paused = app.open_coupon(10).await;
+    let ended = app.open_coupon(10).await;
+    let scheduled = app.create_coupon(10, now + time::Duration::hours(1), now + time::Duration::hours(2)).await;
+    for customer in 1..=3 {
+        assert_eq!(app.issue(open, customer).await.0, StatusCode::CREATED);
+    }
+    assert_eq!(app.post_admin(&control(paused, "pause"), &json!({})).await.0, StatusCode::OK);
+    assert_eq!(app.post_admin(&control(ended, "end"), &json!({})).await.0, StatusCode::OK);
+
+    let (status, page) = app.get("/api/v1/coupons").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let listed: Vec<(i64, &str)> = page["coupons"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|c| (c["id"].as_i64().expect("an id"), c["state"].as_str().expect("a state")))
+        .collect();
+    assert_eq!(listed, [(scheduled, "scheduled"), (ended, "ended"), (paused, "paused"), (open, "open")], "{page}");
+    let first = &page["coupons"][3];
+    assert_eq!((first["issued"].as_i64(), first["remainingQuantity"].as_i64()), (Some(3), Some(7)), "{page}");
+    assert_eq!(page["next"], Value::Null);
+
+    let (_, only_paused) = app.get("/api/v1/coupons?state=paused").await;
+    assert_eq!(only_paused["coupons"].as_array().map(Vec::len), Some(1), "{only_paused}");
+    assert_eq!(only_paused["coupons"][0]["id"], paused);
+    let (_, head) = app.get("/api/v1/coupons?limit=2").await;
+    assert_eq!(head["next"], ended, "{head}");
+    let (_, tail) = app.get(&format!("/api/v1/coupons?limit=2&after={ended}")).await;
+    let tail_ids: Vec<i64> =
+        tail["coupons"].as_array().expect("a list").iter().filter_map(|c| c["id"].as_i64()).collect();
+    assert_eq!(tail_ids, [paused, open], "{tail}");
+
+    for bad in ["state=bogus", "limit=0", "limit=101", "after=0", "colour=red"] {
+        let (status, body) = app.get(&format!("/api/v1/coupons?{bad}")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+    }
+    let as_customer = app.http.get(format!("{}/api/v1/coupons", app.base)).bearer_auth(token(1)).send().await;
+    assert_eq!(as_customer.expect("an answer").status(), StatusCode::UNAUTHORIZED);
+    app.stop().await;
+}
