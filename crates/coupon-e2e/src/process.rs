@@ -55,11 +55,7 @@ impl Service {
         offset: Option<&str>,
         side: Option<&coupon_testkit::netfault::Side>,
     ) -> anyhow::Result<Self> {
-        let program = bin_dir().join(binary);
-        let mut command = match side {
-            Some(side) => side.command(program),
-            None => Command::new(program),
-        };
+        let mut command = coupon_testkit::netfault::Side::command_in(side, bin_dir().join(binary));
         if let Some(offset) = offset {
             coupon_testkit::clock::shift(&mut command, offset)?;
         }

@@ -499,11 +499,12 @@ async fn s16_slow_redis_and_postgres_links_mid_spike() {
     let mut world = World::new("16 Redis and PostgreSQL 200 ms slower for 30 s").await;
     let redis = RedisNode::primary("s16 redis").await.expect("a Redis of its own");
     let to_redis = SlowLink::start(redis.port()).await.expect("a proxy before Redis");
-    let postgres_port = url_port(world.db.url());
+    let mut database = url::Url::parse(world.db.url()).expect("the database URL");
+    let postgres_port = database.port().expect("a port in the database URL");
     let to_postgres = SlowLink::start(postgres_port).await.expect("a proxy before PostgreSQL");
     world.redis = RedisTarget::Standalone { url: format!("redis://127.0.0.1:{}", to_redis.port()) };
-    let database = world.db.url().replace(&format!(":{postgres_port}/"), &format!(":{}/", to_postgres.port()));
-    world.overrides.insert("COUPON__DATABASE__URL".into(), database);
+    database.set_port(Some(to_postgres.port())).expect("a URL with a port");
+    world.overrides.insert("COUPON__DATABASE__URL".into(), database.to_string());
     let _api = world.start_api().await;
     let _writer = world.start_writer(1).await;
     let coupons = world.create_coupons(1, fault_stock()).await;
@@ -518,12 +519,6 @@ async fn s16_slow_redis_and_postgres_links_mid_spike() {
     };
     let (spike, ()) = world.spike_with_fault(&coupons, customers(), requests() / 5, slow).await;
     world.verify(&coupons, fault_stock() as i64, &spike).await;
-}
-
-/// The port of a `scheme://user:password@host:port/path` URL.
-fn url_port(url: &str) -> u16 {
-    let authority = url.split('@').next_back().and_then(|rest| rest.split('/').next()).expect("an authority");
-    authority.rsplit_once(':').and_then(|(_, port)| port.parse().ok()).expect("a port in the URL")
 }
 
 /// Customers spend the coupon right after the spike, before coupon-writer

@@ -102,6 +102,14 @@ impl Side {
         command
     }
 
+    /// `program` inside `side` when one is given, else `Command::new(program)`.
+    pub fn command_in(side: Option<&Side>, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        match side {
+            Some(side) => side.command(program),
+            None => Command::new(program),
+        }
+    }
+
     /// Cuts this side off from the server on `port`: what its processes send
     /// there is dropped, on the connections they hold and on every new one.
     pub fn cut_from(&self, port: u16) -> anyhow::Result<LinkCut> {

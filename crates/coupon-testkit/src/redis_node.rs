@@ -419,10 +419,7 @@ impl Sentinel {
             ),
         )
         .with_context(|| format!("writing {}", conf.display()))?;
-        let mut command = match side {
-            Some(side) => side.command("redis-sentinel"),
-            None => Command::new("redis-sentinel"),
-        };
+        let mut command = crate::netfault::Side::command_in(side, "redis-sentinel");
         let child = command
             .arg(&conf)
             .stdin(Stdio::null())

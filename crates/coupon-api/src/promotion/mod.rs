@@ -27,7 +27,7 @@ use redis::Script;
 use time::OffsetDateTime;
 
 use crate::catalog::CatalogError;
-use crate::store::{from_unix_ms, unix_ms, Control, CouponStore, RedisUnavailable};
+use crate::store::{unix_ms, Control, CouponStore, RedisUnavailable};
 use audit::Entry;
 
 #[derive(Debug, thiserror::Error)]
@@ -125,7 +125,7 @@ impl Controls {
         coupon: CouponId,
         actor: &Actor<'_>,
     ) -> Result<(Control, OffsetDateTime), ControlError> {
-        let now = from_unix_ms(self.store.server_time_ms().await?).unwrap_or_else(OffsetDateTime::now_utc);
+        let now = self.store.server_now().await?;
         let (control, ends_at, changed) = self.record(coupon, Change::End(now), actor).await?;
         // Also when it had ended: an end recorded while Redis was away reaches it now.
         self.apply(coupon, control, ends_at).await?;

@@ -48,7 +48,7 @@ use crate::delivery::watchlist::Watchlist;
 use crate::metrics::Metrics;
 use crate::readiness::{Readiness, Stage};
 use crate::store::incarnation::Incarnations;
-use crate::store::{from_unix_ms, unix_ms, Control, CouponState, CouponStore, Presence, RedisUnavailable};
+use crate::store::{unix_ms, Control, CouponState, CouponStore, Presence, RedisUnavailable};
 use fence::Fences;
 use lock::RecoveryLock;
 
@@ -215,7 +215,7 @@ impl Recovery {
         // Redis's clock, which the issue script judges periods by; the
         // margin covers other Redis nodes' clocks in cluster mode. A coupon
         // that ended within it is rebuilt for nothing, and answers EXPIRED.
-        let now = self.redis_now().await?;
+        let now = self.store.server_now().await?;
         let open_since = now - CLOCK_MARGIN;
         let node = self.incarnations.current().await?;
         if !node.trusted {
@@ -388,11 +388,6 @@ impl Recovery {
             }
         }
         Ok(())
-    }
-
-    async fn redis_now(&self) -> Result<OffsetDateTime, RecoveryError> {
-        let now_ms = self.store.server_time_ms().await?;
-        Ok(from_unix_ms(now_ms).unwrap_or_else(OffsetDateTime::now_utc))
     }
 
     /// Every coupon Redis may hold stale is fenced and the issue script is

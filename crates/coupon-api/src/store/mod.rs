@@ -176,6 +176,11 @@ impl CouponStore {
     pub async fn server_time_ms(&self) -> Result<i64, RedisUnavailable> {
         Ok(self.redis.server_time_ms().await?)
     }
+
+    /// Redis's clock, the one the issue script judges periods by.
+    pub async fn server_now(&self) -> Result<OffsetDateTime, RedisUnavailable> {
+        Ok(from_unix_ms(self.server_time_ms().await?).unwrap_or_else(OffsetDateTime::now_utc))
+    }
 }
 
 /// Ids read back from Redis sets; anything else there is not ours to act on.
