@@ -30,6 +30,9 @@ pub enum ApiError {
     /// The change asked for is where the resource already is.
     #[error("{message}")]
     Conflict { code: &'static str, message: &'static str },
+    /// Well-formed, but the resource's state does not admit it.
+    #[error("{message}")]
+    Unprocessable { code: &'static str, message: &'static str },
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]
@@ -97,7 +100,7 @@ impl ApiError {
             ApiError::InvalidRequest(_) => "INVALID_REQUEST",
             ApiError::InvalidPeriod(_) => "INVALID_PERIOD",
             ApiError::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
-            ApiError::Conflict { code, .. } => code,
+            ApiError::Conflict { code, .. } | ApiError::Unprocessable { code, .. } => code,
             ApiError::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
             ApiError::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
             ApiError::MethodNotAllowed { .. } => "METHOD_NOT_ALLOWED",
@@ -132,7 +135,9 @@ impl ResponseError for ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::InvalidPeriod(_) | ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::InvalidPeriod(_) | ApiError::IdempotencyKeyReused | ApiError::Unprocessable { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,

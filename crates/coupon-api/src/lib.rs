@@ -13,13 +13,15 @@
 //!   back, behind fences and the recovery lock;
 //! - `redemption`: redeem and release (a PostgreSQL transaction each) and the
 //!   `usage_relay` of their events to Kafka;
-//! - `promotion`: an operator's controls of a live promotion (pause, resume)
-//!   and the audit of admin changes.
+//! - `promotion`: an operator's controls of a live promotion (pause, resume,
+//!   end now, change its terms).
 //!
 //! Shared: `store` (the coupon keys in Redis and the incarnation record),
-//! `catalog` (coupon rows in PostgreSQL), `config`, `error` (the one mapping
+//! `catalog` (coupon rows in PostgreSQL), `audit` (the record of every admin
+//! action), `config`, `error` (the one mapping
 //! to HTTP), `metrics`, `readiness` and `startup`.
 
+pub mod audit;
 pub mod auth;
 pub mod catalog;
 pub mod config;

@@ -56,9 +56,12 @@ impl SoldOutReason {
 /// the race can never oversell, lose a granted row, or record as sold out a
 /// customer who holds a row or whom the stock covered; at worst it costs a
 /// deferred coupon another round trip. Recording sold out needs a current
-/// snapshot and leaves the coupon at 0, which nothing raises again, so no
-/// later batch grants a recorded customer. Across batches, the last units go
-/// to the batch that locks the coupon first, not strictly by `issued_at`.
+/// snapshot and leaves the coupon at 0; later batches see the record and
+/// skip the customer, unless an operator raised the total and a batch with a
+/// stale snapshot grants the customer its row after all (the customer then
+/// holds the coupon Redis issued, and the record stays for the operator).
+/// Across batches, the last units go to the batch that locks the coupon
+/// first, not strictly by `issued_at`.
 ///
 /// Returns one `(coupon id, rows inserted, rows recorded as sold out,
 /// deferred)` per existing coupon of the batch; a coupon of the batch missing

@@ -4,13 +4,14 @@
 pub mod cache;
 
 use coupon_domain::{CouponId, CustomerId, Discount};
-use coupon_infra::db::schema::{coupon, coupon_control, coupon_creation, customer_coupon};
+use coupon_infra::db::schema::{admin_audit, coupon, coupon_control, coupon_creation, customer_coupon};
 use coupon_infra::db::PgPool;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use crate::audit::{Actor, Entry, Recorded};
 use crate::store::Control;
 
 #[derive(Debug, thiserror::Error)]
@@ -75,9 +76,11 @@ impl CouponRow {
     }
 }
 
-/// A discount policy as the `coupon` table stores it (all NULL: none).
-#[derive(Debug, Clone, Default, Queryable, Selectable, Insertable, Serialize)]
-#[diesel(table_name = coupon)]
+/// A discount policy as the `coupon` table stores it (all NULL: none). As a
+/// changeset it writes every column, NULLs included, so no field of an
+/// earlier policy stays behind.
+#[derive(Debug, Clone, Default, Queryable, Selectable, Insertable, AsChangeset, Serialize)]
+#[diesel(table_name = coupon, treat_none_as_null = true)]
 pub struct DiscountColumns {
     discount_type: Option<String>,
     discount_amount: Option<i64>,
@@ -128,6 +131,36 @@ pub struct NewCoupon {
     pub valid_until: Option<OffsetDateTime>,
 }
 
+/// A new coupon as the audit records it, named as the API names its fields.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Created<'a> {
+    name: &'a str,
+    total_quantity: i32,
+    #[serde(with = "time::serde::rfc3339")]
+    starts_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    ends_at: OffsetDateTime,
+    discount: Option<Discount>,
+    min_order_amount: i64,
+    #[serde(with = "time::serde::rfc3339::option")]
+    valid_until: Option<OffsetDateTime>,
+}
+
+impl<'a> From<&'a NewCoupon> for Created<'a> {
+    fn from(new: &'a NewCoupon) -> Self {
+        Self {
+            name: &new.name,
+            total_quantity: new.total_quantity,
+            starts_at: new.starts_at,
+            ends_at: new.ends_at,
+            discount: new.discount.policy(),
+            min_order_amount: new.min_order_amount,
+            valid_until: new.valid_until,
+        }
+    }
+}
+
 /// A customer's coupon: the holding's row and its coupon's.
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = customer_coupon)]
@@ -144,6 +177,14 @@ impl Holding {
     pub fn used_by(&self) -> Option<&str> {
         (self.status == "USED").then_some(self.order_id.as_deref()).flatten()
     }
+}
+
+/// What an operator may change of a live coupon, as of one control version.
+#[derive(Debug, Clone, Copy)]
+pub struct Controlled {
+    pub control: Control,
+    pub ends_at: OffsetDateTime,
+    pub total_quantity: i32,
 }
 
 /// What a create request came to.
@@ -172,8 +213,9 @@ impl Catalog {
     /// Creates a coupon. With an idempotency key used within the last day,
     /// returns the coupon that key created instead, or refuses when that
     /// request asked for another coupon. Requests with the same key are
-    /// serialized by a lock on the key, so two at once never create two coupons.
-    pub async fn create(&self, new: NewCoupon, key: Option<&str>) -> Result<Creation, CatalogError> {
+    /// serialized by a lock on the key, so two at once never create two
+    /// coupons. A new coupon is recorded in the audit in the same transaction.
+    pub async fn create(&self, new: NewCoupon, key: Option<&str>, actor: &Actor<'_>) -> Result<Creation, CatalogError> {
         // What the request asked for, as validated: the same key must ask the same.
         let request = serde_json::to_string(&new).expect("a coupon serializes");
         let mut conn = self.pool.get().await?;
@@ -217,9 +259,10 @@ impl Catalog {
                             coupon_creation::created_at.eq(OffsetDateTime::now_utc()),
                             coupon_creation::request.eq(&request),
                         ))
-                        .execute(conn)
+                        .execute(&mut *conn)
                         .await?;
                 }
+                Entry::made(actor, "create", row.id, &Created::from(&new)).insert(conn).await?;
                 Ok(Creation::Created(row))
             })
             .await?;
@@ -248,20 +291,29 @@ impl Catalog {
     }
 
     /// An operator's controls of the coupon (none yet: version 0, not
-    /// paused) and the end of its period, read in one statement: an end
-    /// moved by an operator comes with its control's version, and a rebuild
-    /// must not pair a newer version with an older end. `None`: no such coupon.
-    pub async fn control(&self, id: CouponId) -> Result<Option<(Control, OffsetDateTime)>, CatalogError> {
+    /// paused), with the end of its period and its total quantity, read in
+    /// one statement: an end or total changed by an operator comes with its
+    /// control's version, and a rebuild must not pair a newer version with an
+    /// older end or total. `None`: no such coupon.
+    pub async fn control(&self, id: CouponId) -> Result<Option<Controlled>, CatalogError> {
         let mut conn = self.pool.get().await?;
-        let row: Option<(OffsetDateTime, Option<OffsetDateTime>, Option<i64>)> = coupon::table
+        type Row = (OffsetDateTime, i32, Option<OffsetDateTime>, Option<i64>);
+        let row: Option<Row> = coupon::table
             .left_join(coupon_control::table)
             .filter(coupon::id.eq(id.get()))
-            .select((coupon::ends_at, coupon_control::paused_at.nullable(), coupon_control::version.nullable()))
+            .select((
+                coupon::ends_at,
+                coupon::total_quantity,
+                coupon_control::paused_at.nullable(),
+                coupon_control::version.nullable(),
+            ))
             .first(&mut conn)
             .await
             .optional()?;
-        Ok(row.map(|(ends_at, paused_at, version)| {
-            (Control { version: version.unwrap_or(0), paused: paused_at.is_some() }, ends_at)
+        Ok(row.map(|(ends_at, total_quantity, paused_at, version)| Controlled {
+            control: Control { version: version.unwrap_or(0), paused: paused_at.is_some() },
+            ends_at,
+            total_quantity,
         }))
     }
 
@@ -295,6 +347,22 @@ impl Catalog {
             .load(&mut conn)
             .await?;
         Ok(rows.into_iter().map(|(row, paused_at)| (row, paused_at.is_some())).collect())
+    }
+
+    /// Records an admin action that changes nothing in PostgreSQL, before it is taken.
+    pub async fn record(&self, entry: Entry) -> Result<(), CatalogError> {
+        let mut conn = self.pool.get().await?;
+        Ok(entry.insert(&mut conn).await?)
+    }
+
+    /// The audit's entries after `after` (an id), oldest first, of one coupon or of all.
+    pub async fn audit(&self, coupon: Option<CouponId>, after: i64, limit: i64) -> Result<Vec<Recorded>, CatalogError> {
+        let mut conn = self.pool.get().await?;
+        let mut query = admin_audit::table.filter(admin_audit::id.gt(after)).into_boxed();
+        if let Some(coupon) = coupon {
+            query = query.filter(admin_audit::coupon_id.eq(coupon.get()));
+        }
+        Ok(query.order(admin_audit::id).limit(limit).select(Recorded::as_select()).load(&mut conn).await?)
     }
 
     pub async fn holders(&self, id: CouponId) -> Result<Vec<i64>, CatalogError> {

@@ -102,11 +102,21 @@ impl FromRequest for Reader {
 /// service, with the scope for it, or support staff. A customer may not: it
 /// would choose its own order amount, and release and redeem again.
 pub enum Spender {
-    Admin,
+    /// Support staff, by the name their actions are audited under.
+    Admin(String),
     Service(Service),
 }
 
 impl Spender {
+    /// The name to audit the request under: support staff's actions are
+    /// recorded, the order service's are its business.
+    pub fn audited(&self) -> Option<&str> {
+        match self {
+            Spender::Admin(name) => Some(name),
+            Spender::Service(_) => None,
+        }
+    }
+
     /// Refuses a service whose token lacks `scope`.
     pub fn may(&self, scope: &str) -> Result<(), ApiError> {
         match self {
@@ -125,8 +135,7 @@ impl FromRequest for Spender {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         ready(authenticate(req, |state| {
             if let Some(name) = state.access.admin(req) {
-                record_admin(name);
-                return Ok(Spender::Admin);
+                return Ok(Spender::Admin(record_admin(name)));
             }
             match state.access.authenticator.caller(req)? {
                 Caller::Service(service) => {
@@ -156,6 +165,6 @@ mod tests {
         let redeemer = Spender::Service(Service { name: "orders".into(), scopes: vec!["coupons:redeem".into()] });
         assert!(redeemer.may("coupons:redeem").is_ok());
         assert!(matches!(redeemer.may("coupons:release"), Err(ApiError::Forbidden(_))));
-        assert!(Spender::Admin.may("coupons:release").is_ok());
+        assert!(Spender::Admin("admin:ops".into()).may("coupons:release").is_ok());
     }
 }

@@ -5,8 +5,10 @@ use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use coupon_domain::{CouponId, Discount, Rejection, MAX_AMOUNT};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+use tracing_actix_web::RequestId;
 use utoipa::{IntoParams, ToSchema};
 
+use crate::audit::{Actor, Entry};
 use crate::catalog::{CouponRow, Creation, NewCoupon, Phase};
 use crate::error::{ApiError, ErrorBody};
 use crate::http::caller::Admin;
@@ -49,17 +51,8 @@ pub struct CreateCouponRequest {
 
 impl CreateCouponRequest {
     fn validate(self) -> Result<NewCoupon, ApiError> {
-        let name = self.name.trim().to_string();
-        if name.is_empty() || self.name.chars().count() > MAX_NAME_CHARS {
-            return Err(ApiError::InvalidRequest(format!("name must have 1 to {MAX_NAME_CHARS} characters")));
-        }
-        // PostgreSQL refuses NUL in text; no control character belongs in a name.
-        if name.chars().any(char::is_control) {
-            return Err(ApiError::InvalidRequest("name must not contain control characters".into()));
-        }
-        if !(1..=MAX_QUANTITY).contains(&self.total_quantity) {
-            return Err(ApiError::InvalidRequest(format!("totalQuantity must be between 1 and {MAX_QUANTITY}")));
-        }
+        let name = valid_name(&self.name)?;
+        let quantity = valid_quantity(self.total_quantity)?;
         if self.starts_at >= self.ends_at {
             return Err(ApiError::InvalidPeriod("startsAt must be before endsAt"));
         }
@@ -72,7 +65,6 @@ impl CreateCouponRequest {
         if self.valid_until.is_some_and(|until| until < self.ends_at) {
             return Err(ApiError::InvalidPeriod("validUntil must not be before endsAt"));
         }
-        let quantity = self.total_quantity as i32;
         Ok(NewCoupon {
             name,
             total_quantity: quantity,
@@ -84,6 +76,27 @@ impl CreateCouponRequest {
             valid_until: self.valid_until,
         })
     }
+}
+
+/// A coupon's name as stored: trimmed, 1 to 200 characters, no control characters.
+pub fn valid_name(name: &str) -> Result<String, ApiError> {
+    let trimmed = name.trim();
+    if trimmed.is_empty() || name.chars().count() > MAX_NAME_CHARS {
+        return Err(ApiError::InvalidRequest(format!("name must have 1 to {MAX_NAME_CHARS} characters")));
+    }
+    // PostgreSQL refuses NUL in text; no control character belongs in a name.
+    if trimmed.chars().any(char::is_control) {
+        return Err(ApiError::InvalidRequest("name must not contain control characters".into()));
+    }
+    Ok(trimmed.to_string())
+}
+
+/// A total quantity: 1 to [`MAX_QUANTITY`].
+pub fn valid_quantity(quantity: i64) -> Result<i32, ApiError> {
+    if !(1..=MAX_QUANTITY).contains(&quantity) {
+        return Err(ApiError::InvalidRequest(format!("totalQuantity must be between 1 and {MAX_QUANTITY}")));
+    }
+    Ok(quantity as i32)
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -109,7 +122,7 @@ pub struct CouponResponse {
 }
 
 impl CouponResponse {
-    fn new(row: CouponRow, remaining_quantity: i64) -> Self {
+    pub fn new(row: CouponRow, remaining_quantity: i64) -> Self {
         let (discount, valid_until) = (row.discount.policy(), row.valid_until());
         Self {
             id: row.id.get(),
@@ -183,16 +196,19 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<&str>, ApiError> {
 )]
 #[post("/api/v1/coupons")]
 pub async fn create(
-    _: Admin,
+    admin: Admin,
+    request_id: RequestId,
     req: HttpRequest,
     state: web::Data<AppState>,
     body: web::Json<CreateCouponRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let key = idempotency_key(&req)?;
     let new = body.into_inner().validate()?;
+    let request = request_id.to_string();
+    let actor = Actor { name: &admin.0, request_id: &request };
     let creation = state
         .catalog
-        .create(new, key)
+        .create(new, key, &actor)
         .await
         .map_err(|err| ApiError::unavailable("PostgreSQL is unavailable; the coupon was not created", &err))?;
     let (row, replayed) = match creation {
@@ -379,7 +395,8 @@ pub async fn list(
 )]
 #[post("/api/v1/coupons/{couponId}/prime")]
 pub async fn prime_coupon(
-    _: Admin,
+    admin: Admin,
+    request_id: RequestId,
     state: web::Data<AppState>,
     coupon: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -388,11 +405,19 @@ pub async fn prime_coupon(
     if row.ends_at <= OffsetDateTime::now_utc() {
         return Err(ApiError::Rejected(Rejection::Expired));
     }
+    let answer = PrimeResponse { rebuilding: true };
+    let request = request_id.to_string();
+    let actor = Actor { name: &admin.0, request_id: &request };
+    state
+        .catalog
+        .record(Entry::made(&actor, "prime", id, &answer))
+        .await
+        .map_err(|err| ApiError::unavailable("PostgreSQL is unavailable; nothing was fenced", &err))?;
     state
         .fences
         .fence(&[id], "operator")
         .await
         .map_err(|err| ApiError::unavailable("Redis is unavailable; nothing was fenced", &err))?;
     state.recovery.coupon(id);
-    Ok(HttpResponse::Accepted().json(PrimeResponse { rebuilding: true }))
+    Ok(HttpResponse::Accepted().json(answer))
 }

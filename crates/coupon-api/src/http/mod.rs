@@ -43,6 +43,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(promotion::pause)
         .service(promotion::resume)
         .service(promotion::end)
+        .service(promotion::change_coupon)
         .service(promotion::audit)
         .service(customers::my_coupons)
         .service(redemption::redeem_for)
@@ -50,6 +51,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(customers::coupons)
         .service(customers::attempt)
         .service(openapi::document)
+        .service(openapi::swagger_ui())
         .default_service(web::to(not_found));
 }
 
@@ -75,7 +77,7 @@ fn invalid_path(err: PathError) -> ApiError {
 }
 
 /// Every path the API port serves and its methods: the OpenAPI document's,
-/// plus the document itself.
+/// plus the document itself and Swagger UI.
 static ROUTES: LazyLock<Vec<(ResourceDef, String)>> = LazyLock::new(|| {
     let documented = openapi::ApiDoc::openapi().paths.paths.into_iter().map(|(path, item)| {
         let methods = [
@@ -88,7 +90,7 @@ static ROUTES: LazyLock<Vec<(ResourceDef, String)>> = LazyLock::new(|| {
         let allow: Vec<&str> = methods.iter().filter(|(_, served)| *served).map(|(method, _)| *method).collect();
         (path, allow.join(", "))
     });
-    let operational = ["/api-docs/openapi.json"].map(|path| (path.to_string(), "GET".to_string()));
+    let operational = ["/api-docs/openapi.json", openapi::SWAGGER_UI].map(|path| (path.to_string(), "GET".to_string()));
     documented.chain(operational).map(|(path, allow)| (ResourceDef::new(path), allow)).collect()
 });
 

@@ -1,8 +1,11 @@
-//! The OpenAPI document, generated from the handlers' annotations.
+//! The OpenAPI document, generated from the handlers' annotations, and
+//! Swagger UI to read and try it.
 
 use actix_web::{get, HttpResponse};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{RefOr, Schema};
 use utoipa::{Modify, OpenApi};
+use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::http::{coupons, customers, issue, promotion, redemption};
 
@@ -23,18 +26,24 @@ use crate::http::{coupons, customers, issue, promotion, redemption};
         promotion::pause,
         promotion::resume,
         promotion::end,
+        promotion::change_coupon,
         promotion::audit
     ),
     components(schemas(crate::error::ErrorBody)),
-    modifiers(&BearerAuth)
+    modifiers(&Components)
 )]
 pub struct ApiDoc;
 
-struct BearerAuth;
+/// What the derives cannot say: the security schemes, and that a change
+/// names at least one field.
+struct Components;
 
-impl Modify for BearerAuth {
+impl Modify for Components {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
+        if let Some(RefOr::T(Schema::Object(change))) = components.schemas.get_mut("ChangeCouponRequest") {
+            change.min_properties = Some(1);
+        }
         // The admin token.
         components.add_security_scheme(
             "bearer",
@@ -58,4 +67,13 @@ impl Modify for BearerAuth {
 #[get("/api-docs/openapi.json")]
 pub async fn document() -> HttpResponse {
     HttpResponse::Ok().json(ApiDoc::openapi())
+}
+
+/// Where Swagger UI is served (`/swagger-ui/`).
+pub const SWAGGER_UI: &str = "/swagger-ui/{_:.*}";
+
+/// Swagger UI on the document above; its assets are compiled into the
+/// binary, so it needs nothing from the internet.
+pub fn swagger_ui() -> SwaggerUi {
+    SwaggerUi::new(SWAGGER_UI).config(Config::from("/api-docs/openapi.json"))
 }

@@ -1,19 +1,21 @@
-//! Running a promotion (admin): pause and resume issuance, end it now, and
-//! read the audit of every admin change.
+//! Running a promotion (admin): pause and resume issuance, end it now,
+//! change its terms, and read the audit of every admin change.
 
-use actix_web::{get, post, web, HttpResponse};
-use coupon_domain::CouponId;
+use actix_web::{get, patch, post, web, HttpResponse};
+use coupon_domain::{CouponId, Discount};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tracing_actix_web::RequestId;
 use utoipa::{IntoParams, ToSchema};
 
+use crate::audit::{Actor, Recorded};
 use crate::error::{ApiError, ErrorBody};
 use crate::http::caller::Admin;
+use crate::http::coupons::{valid_name, valid_quantity, CouponResponse};
 use crate::http::parse_coupon;
 use crate::http::state::AppState;
-use crate::promotion::audit::Recorded;
-use crate::promotion::{Actor, ControlError, Standing};
+use crate::promotion::amend::Amendment;
+use crate::promotion::{ControlError, Standing};
 use crate::store::Control;
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -82,6 +84,15 @@ fn refusal(err: ControlError) -> ApiError {
             code: "NOT_STARTED",
             message: "the promotion has not started: only a started one can be ended now",
         },
+        ControlError::InvalidPeriod(message) => ApiError::InvalidPeriod(message),
+        ControlError::BelowIssued => {
+            ApiError::Unprocessable { code: "BELOW_ISSUED", message: "totalQuantity is below the units already issued" }
+        }
+        ControlError::PolicyLocked => ApiError::Conflict {
+            code: "POLICY_LOCKED",
+            message: "the discount policy cannot change once a unit was issued",
+        },
+        ControlError::Rebuilding => ApiError::Fenced,
         ControlError::Catalog(err) => ApiError::unavailable("PostgreSQL is unavailable; nothing was changed", &err),
         ControlError::Redis(err) => ApiError::unavailable(
             "recorded, but Redis did not get it yet: issuance may go on until you send this again",
@@ -177,6 +188,99 @@ pub async fn end(
     Ok(HttpResponse::Ok().json(EndedResponse { coupon_id: coupon.get(), ends_at, version: control.version }))
 }
 
+/// What to change of a coupon; at least one field (`minProperties`, set in
+/// `openapi.rs`: utoipa 5 writes `min_properties` as `maxProperties`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ChangeCouponRequest {
+    /// 1 to 200 characters, not all blank, no control characters; stored trimmed.
+    #[schema(
+        nullable = false,
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
+    pub name: Option<String>,
+    /// The new stock: new units are issuable at once; a lower one must not
+    /// be below the units already issued.
+    #[serde(default, deserialize_with = "coupon_domain::whole::optional")]
+    #[schema(nullable = false, minimum = 1, maximum = 100_000_000)]
+    pub total_quantity: Option<i64>,
+    /// A new end of the issuance period, in the future and not after
+    /// `validUntil`. `POST …/end` ends it now.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[schema(nullable = false)]
+    pub ends_at: Option<OffsetDateTime>,
+    /// A new discount policy; only while no unit was issued.
+    #[schema(nullable = false)]
+    pub discount: Option<Discount>,
+}
+
+impl ChangeCouponRequest {
+    fn validate(self) -> Result<Amendment, ApiError> {
+        if self.name.is_none() && self.total_quantity.is_none() && self.ends_at.is_none() && self.discount.is_none() {
+            return Err(ApiError::InvalidRequest(
+                "give at least one of name, totalQuantity, endsAt and discount".into(),
+            ));
+        }
+        if let Some(discount) = &self.discount {
+            discount.validate().map_err(|err| ApiError::InvalidRequest(err.to_string()))?;
+        }
+        Ok(Amendment {
+            name: self.name.as_deref().map(valid_name).transpose()?,
+            total_quantity: self.total_quantity.map(valid_quantity).transpose()?,
+            ends_at: self.ends_at,
+            discount: self.discount,
+        })
+    }
+}
+
+/// Change a coupon's stock, end, name, or (while nothing was issued) its
+/// discount policy (admin), on every replica at once. Added units are
+/// issuable from this answer on. Recorded in the audit with the terms before
+/// and after.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/coupons/{couponId}",
+    params(("couponId" = i64, Path, minimum = 1)),
+    request_body = ChangeCouponRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = CouponResponse),
+        (status = 400, description = "INVALID_REQUEST", body = ErrorBody),
+        (status = 401, description = "UNAUTHORIZED", body = ErrorBody),
+        (status = 404, description = "COUPON_NOT_FOUND", body = ErrorBody),
+        (status = 409, description = "ALREADY_ENDED, or POLICY_LOCKED: a unit was issued", body = ErrorBody),
+        (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorBody),
+        (status = 415, description = "UNSUPPORTED_MEDIA_TYPE", body = ErrorBody),
+        (status = 422, description = "BELOW_ISSUED, or INVALID_PERIOD", body = ErrorBody),
+        (status = 429, description = "TOO_MANY_REQUESTS: this address failed to authenticate too often", body = ErrorBody),
+        (status = 503, description = "UNAVAILABLE: not recorded, or recorded but not yet in Redis (send it again)", body = ErrorBody),
+    )
+)]
+#[patch("/api/v1/coupons/{couponId}")]
+pub async fn change_coupon(
+    admin: Admin,
+    request_id: RequestId,
+    state: web::Data<AppState>,
+    coupon: web::Path<String>,
+    body: web::Json<ChangeCouponRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let coupon: CouponId = parse_coupon(&coupon)?;
+    let amendment = body.into_inner().validate()?;
+    let request = request_id.to_string();
+    let actor = Actor { name: &admin.0, request_id: &request };
+    let (row, _) = state.controls.amend(coupon, amendment, &actor).await.map_err(refusal)?;
+    state.coupons.forget(coupon);
+    let stock = state
+        .store
+        .stock(coupon)
+        .await
+        .map_err(|err| ApiError::unavailable("changed, but Redis is unavailable to read the stock", &err))?
+        .unwrap_or(i64::from(row.remaining_quantity));
+    Ok(HttpResponse::Ok().json(CouponResponse::new(row, stock)))
+}
+
 /// The most entries one audit read returns.
 const MAX_AUDIT_PAGE: i64 = 500;
 
@@ -226,7 +330,7 @@ pub async fn audit(
         return Err(ApiError::InvalidRequest(format!("after must be 0 or more, limit 1 to {MAX_AUDIT_PAGE}")));
     }
     let entries = state
-        .controls
+        .catalog
         .audit(coupon, after, limit)
         .await
         .map_err(|err| ApiError::unavailable("PostgreSQL is unavailable", &err))?;

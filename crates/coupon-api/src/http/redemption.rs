@@ -4,8 +4,10 @@
 use actix_web::{post, web, HttpResponse};
 use coupon_domain::{is_valid_order_id, CouponId, CustomerId, HoldingStatus, MAX_AMOUNT, MAX_ORDER_ID_LEN};
 use serde::{Deserialize, Serialize};
+use tracing_actix_web::RequestId;
 use utoipa::ToSchema;
 
+use crate::audit::Actor;
 use crate::error::{ApiError, ErrorBody};
 use coupon_infra::auth::{SCOPE_REDEEM, SCOPE_RELEASE};
 
@@ -73,13 +75,14 @@ async fn redeem(
     customer: CustomerId,
     coupon: &str,
     body: RedeemRequest,
+    audited: Option<&Actor<'_>>,
 ) -> Result<HttpResponse, ApiError> {
     let coupon: CouponId = parse_coupon(coupon)?;
     let order = order_ref(coupon, customer, body.order_id)?;
     if !(1..=MAX_AMOUNT).contains(&body.order_amount) {
         return Err(ApiError::InvalidRequest(format!("orderAmount must be between 1 and {MAX_AMOUNT}")));
     }
-    let outcome = state.redemptions.redeem(&order, body.order_amount).await.map_err(ApiError::from);
+    let outcome = state.redemptions.redeem(&order, body.order_amount, audited).await.map_err(ApiError::from);
     answer(state, "redeem", outcome)
 }
 
@@ -88,10 +91,11 @@ async fn release(
     customer: CustomerId,
     coupon: &str,
     body: ReleaseRequest,
+    audited: Option<&Actor<'_>>,
 ) -> Result<HttpResponse, ApiError> {
     let coupon: CouponId = parse_coupon(coupon)?;
     let order = order_ref(coupon, customer, body.order_id)?;
-    let outcome = state.redemptions.release(&order).await.map_err(ApiError::from);
+    let outcome = state.redemptions.release(&order, audited).await.map_err(ApiError::from);
     answer(state, "release", outcome)
 }
 
@@ -134,6 +138,7 @@ fn answer(state: &AppState, action: &str, outcome: Result<Usage, ApiError>) -> R
 #[post("/api/v1/customers/{customerId}/coupons/{couponId}/redeem")]
 pub async fn redeem_for(
     spender: Spender,
+    request_id: RequestId,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
     body: web::Json<RedeemRequest>,
@@ -141,7 +146,9 @@ pub async fn redeem_for(
     spender.may(SCOPE_REDEEM)?;
     let customer: CustomerId = parse_id(&path.0, "customerId")?;
     state.limits.check_customer(Some(customer))?;
-    redeem(&state, customer, &path.1, body.into_inner()).await
+    let request = request_id.to_string();
+    let audited = spender.audited().map(|name| Actor { name, request_id: &request });
+    redeem(&state, customer, &path.1, body.into_inner(), audited.as_ref()).await
 }
 
 /// Give a used coupon back from its order (say, the payment failed): the
@@ -168,6 +175,7 @@ pub async fn redeem_for(
 #[post("/api/v1/customers/{customerId}/coupons/{couponId}/release")]
 pub async fn release_for(
     spender: Spender,
+    request_id: RequestId,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
     body: web::Json<ReleaseRequest>,
@@ -175,5 +183,7 @@ pub async fn release_for(
     spender.may(SCOPE_RELEASE)?;
     let customer: CustomerId = parse_id(&path.0, "customerId")?;
     state.limits.check_customer(Some(customer))?;
-    release(&state, customer, &path.1, body.into_inner()).await
+    let request = request_id.to_string();
+    let audited = spender.audited().map(|name| Actor { name, request_id: &request });
+    release(&state, customer, &path.1, body.into_inner(), audited.as_ref()).await
 }

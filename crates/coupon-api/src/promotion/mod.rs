@@ -1,10 +1,11 @@
-//! An operator's controls of a live promotion: pause, resume and end now,
-//! each with its record in the audit (`audit`).
+//! An operator's controls of a live promotion: pause, resume, end now and
+//! change its terms (`amend`), each with its record in the audit
+//! (`crate::audit`).
 //!
 //! PostgreSQL decides and records, in one transaction: the control's new
-//! state and version (`coupon_control`, and the coupon's `ends_at` for an
-//! end) and the audit entry. Redis follows (`control.lua`, which carries the
-//! whole state of each version): the issue script answers `PAUSED`, or
+//! state and version (`coupon_control`, and the coupon's row for an end or a
+//! change) and the audit entry. Redis follows (`control.lua`, which carries
+//! the whole state of each version): the issue script answers `PAUSED`, or
 //! `EXPIRED` past the end, from the moment it has the change, on every API
 //! replica alike. An end is taken at Redis's clock, the one the issue script
 //! judges periods by. Each change carries a version, so a
@@ -14,7 +15,7 @@
 //! Redis and answers `409 ALREADY_PAUSED`, so the operator's retry is what
 //! makes it take effect.
 
-pub mod audit;
+pub mod amend;
 
 use std::sync::Arc;
 
@@ -26,9 +27,9 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use redis::Script;
 use time::OffsetDateTime;
 
-use crate::catalog::CatalogError;
+use crate::audit::{Actor, Entry};
+use crate::catalog::{CatalogError, Controlled};
 use crate::store::{unix_ms, Control, CouponStore, RedisUnavailable};
-use audit::Entry;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -41,6 +42,18 @@ pub enum ControlError {
     /// Only a coupon that has started can be ended now.
     #[error("the promotion has not started")]
     NotStarted,
+    #[error("{0}")]
+    InvalidPeriod(&'static str),
+    /// A total below the units already issued.
+    #[error("the total is below the units already issued")]
+    BelowIssued,
+    /// The discount policy is fixed once a unit was issued.
+    #[error("the discount policy cannot change once a unit was issued")]
+    PolicyLocked,
+    /// Redis cannot take the change yet (the coupon is being rebuilt, so who
+    /// holds it is not known); nothing was changed.
+    #[error("the coupon's Redis state is being rebuilt")]
+    Rebuilding,
     #[error(transparent)]
     Catalog(#[from] CatalogError),
     /// Recorded in PostgreSQL, not yet in Redis: issuance may go on until a retry.
@@ -52,12 +65,6 @@ impl From<diesel::result::Error> for ControlError {
     fn from(err: diesel::result::Error) -> Self {
         ControlError::Catalog(err.into())
     }
-}
-
-/// Who asks, for the audit.
-pub struct Actor<'a> {
-    pub name: &'a str,
-    pub request_id: &'a str,
 }
 
 /// Where a promotion stands, as far as its controls go.
@@ -106,10 +113,11 @@ impl Controls {
     }
 
     async fn set_paused(&self, coupon: CouponId, paused: bool, actor: &Actor<'_>) -> Result<Control, ControlError> {
-        let (control, ends_at, changed) = self.record(coupon, Change::Paused(paused), actor).await?;
+        let (state, changed) = self.record(coupon, Change::Paused(paused), actor).await?;
+        let control = state.control;
         // Also when nothing changed: a pause recorded while Redis was away
         // reaches it now.
-        self.apply(coupon, control, ends_at).await?;
+        self.apply(coupon, control, state.ends_at, state.total_quantity).await?;
         if !changed {
             return Err(ControlError::AlreadyThere(if paused { Standing::Paused } else { Standing::Running }));
         }
@@ -126,9 +134,10 @@ impl Controls {
         actor: &Actor<'_>,
     ) -> Result<(Control, OffsetDateTime), ControlError> {
         let now = self.store.server_now().await?;
-        let (control, ends_at, changed) = self.record(coupon, Change::End(now), actor).await?;
+        let (state, changed) = self.record(coupon, Change::End(now), actor).await?;
+        let (control, ends_at) = (state.control, state.ends_at);
         // Also when it had ended: an end recorded while Redis was away reaches it now.
-        self.apply(coupon, control, ends_at).await?;
+        self.apply(coupon, control, ends_at, state.total_quantity).await?;
         if !changed {
             return Err(ControlError::AlreadyThere(Standing::Ended));
         }
@@ -139,22 +148,23 @@ impl Controls {
     }
 
     /// The new state and its audit entry, in one transaction, with the
-    /// coupon's end after it; `false` when the coupon already was where the
-    /// change would take it (nothing recorded).
+    /// coupon's end and total after it; `false` when the coupon already was
+    /// where the change would take it (nothing recorded).
     async fn record(
         &self,
         coupon: CouponId,
         change: Change,
         actor: &Actor<'_>,
-    ) -> Result<(Control, OffsetDateTime, bool), ControlError> {
+    ) -> Result<(Controlled, bool), ControlError> {
         let mut conn = self.pool.get().await.map_err(CatalogError::from)?;
         let recorded = conn
             .transaction::<_, ControlError, _>(async |conn| {
-                let (starts_at, ends_at) = lock_period(conn, coupon).await?;
+                let (starts_at, ends_at, total_quantity) = lock_terms(conn, coupon).await?;
                 let before = lock_control(conn, coupon).await?;
                 let mut after = Control { version: before.version + 1, ..before };
+                let unchanged = Controlled { control: before, ends_at, total_quantity };
                 let entry = match change {
-                    Change::Paused(paused) if before.paused == paused => return Ok((before, ends_at, false)),
+                    Change::Paused(paused) if before.paused == paused => return Ok((unchanged, false)),
                     Change::Paused(paused) => {
                         after.paused = paused;
                         diesel::update(coupon_control::table.find(coupon.get()))
@@ -163,7 +173,7 @@ impl Controls {
                             .await?;
                         Entry::new(actor, if paused { "pause" } else { "resume" }, coupon, &before, &after)
                     }
-                    Change::End(now) if ends_at <= now => return Ok((before, ends_at, false)),
+                    Change::End(now) if ends_at <= now => return Ok((unchanged, false)),
                     Change::End(now) if starts_at > now => return Err(ControlError::NotStarted),
                     Change::End(now) => {
                         diesel::update(coupon_table::table.find(coupon.get()))
@@ -178,39 +188,53 @@ impl Controls {
                     .execute(&mut *conn)
                     .await?;
                 entry.insert(conn).await?;
-                let ends_after = if let Change::End(now) = change { now } else { ends_at };
-                Ok((after, ends_after, true))
+                let ends_at = if let Change::End(now) = change { now } else { ends_at };
+                Ok((Controlled { control: after, ends_at, total_quantity }, true))
             })
             .await?;
         Ok(recorded)
     }
 
-    /// The audit's entries after `after`, oldest first, of one coupon or all.
-    pub async fn audit(
+    async fn apply(
         &self,
-        coupon: Option<CouponId>,
-        after: i64,
-        limit: i64,
-    ) -> Result<Vec<audit::Recorded>, CatalogError> {
-        audit::list(&self.pool, coupon, after, limit).await
-    }
-
-    async fn apply(&self, coupon: CouponId, control: Control, ends_at: OffsetDateTime) -> Result<(), RedisUnavailable> {
-        let mut apply = self.control.key(self.store.keys(coupon).meta);
-        apply.arg(control.version).arg(u8::from(control.paused)).arg(unix_ms(ends_at));
-        let _: i64 = self.store.redis().invoke(&apply).await?;
-        Ok(())
+        coupon: CouponId,
+        control: Control,
+        ends_at: OffsetDateTime,
+        total: i32,
+    ) -> Result<InRedis, RedisUnavailable> {
+        let keys = self.store.keys(coupon);
+        let mut apply = self.control.key(&keys.meta);
+        apply.key(&keys.stock).arg(control.version).arg(u8::from(control.paused)).arg(unix_ms(ends_at)).arg(total);
+        let applied: String = self.store.redis().invoke(&apply).await?;
+        match applied.as_str() {
+            "APPLIED" => Ok(InRedis::Applied),
+            "STALE" => Ok(InRedis::Stale),
+            "MISSING" => Ok(InRedis::Missing),
+            "FENCED" => Ok(InRedis::Fenced),
+            "BELOW_ISSUED" => Ok(InRedis::BelowIssued),
+            _ => Err(RedisUnavailable::Reply(redis::Value::SimpleString(applied))),
+        }
     }
 }
 
-/// The coupon's period, its row locked until commit.
-async fn lock_period(
+/// What `control.lua` did with a version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum InRedis {
+    Applied,
+    Stale,
+    Missing,
+    Fenced,
+    BelowIssued,
+}
+
+/// The coupon's period and total, its row locked until commit.
+async fn lock_terms(
     conn: &mut AsyncPgConnection,
     coupon: CouponId,
-) -> Result<(OffsetDateTime, OffsetDateTime), ControlError> {
+) -> Result<(OffsetDateTime, OffsetDateTime, i32), ControlError> {
     coupon_table::table
         .find(coupon.get())
-        .select((coupon_table::starts_at, coupon_table::ends_at))
+        .select((coupon_table::starts_at, coupon_table::ends_at, coupon_table::total_quantity))
         .for_update()
         .first(conn)
         .await

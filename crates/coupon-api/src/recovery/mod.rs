@@ -42,7 +42,7 @@ use time::OffsetDateTime;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::catalog::{Catalog, CatalogError, CouponRow};
+use crate::catalog::{Catalog, CatalogError, Controlled, CouponRow};
 use crate::config::RecoverySettings;
 use crate::delivery::watchlist::Watchlist;
 use crate::metrics::Metrics;
@@ -368,14 +368,18 @@ impl Recovery {
     async fn write_states(&self, coupons: &[CouponRow], token: &str) -> Result<(), RecoveryError> {
         for row in coupons {
             let id = row.id;
-            let (control, ends_at) = self.catalog.control(id).await?.unwrap_or((Control::default(), row.ends_at));
+            let controlled = self.catalog.control(id).await?.unwrap_or(Controlled {
+                control: Control::default(),
+                ends_at: row.ends_at,
+                total_quantity: row.total_quantity,
+            });
             let state = CouponState {
                 id,
                 starts_at: row.starts_at,
-                ends_at,
-                total_quantity: row.total_quantity,
+                ends_at: controlled.ends_at,
+                total_quantity: controlled.total_quantity,
                 holders: self.catalog.holders(id).await?,
-                control,
+                control: controlled.control,
             };
             match self.fences.rebuild(&state, token).await? {
                 Some(stock) => {

@@ -5,7 +5,7 @@
 -- KEYS[5] staged holders (PostgreSQL's, added by the caller; may not exist)
 -- ARGV[1] fence token   ARGV[2] starts_ms   ARGV[3] ends_ms   ARGV[4] total
 -- ARGV[5] control version   ARGV[6] paused (1 or 0), as PostgreSQL had them
---         together with ARGV[3]
+--         together with ARGV[3] and ARGV[4]
 --
 -- Returns the stock it set, or -1 when the fence is no longer the caller's
 -- (another rebuild took over; nothing changed).
@@ -29,19 +29,19 @@ if redis.call('EXISTS', KEYS[5]) == 1 then
 else
     redis.call('DEL', KEYS[3])
 end
+-- An operator's control that reached Redis after PostgreSQL was read for this
+-- rebuild is newer than ARGV's: it stays, with the end and total it set.
+local control = redis.call('HMGET', KEYS[1], 'control', 'paused', 'ends_ms', 'total')
+local version, paused, ends, total = ARGV[5], ARGV[6] == '1', ARGV[3], ARGV[4]
+if tonumber(control[1] or '0') > tonumber(ARGV[5]) then
+    version, paused, ends, total = control[1], control[2] ~= false, control[3] or ARGV[3], control[4] or ARGV[4]
+end
 -- Every holder took one; PostgreSQL's remaining_quantity says the same once
 -- the writer has applied the outbox's events too.
-local stock = math.max(tonumber(ARGV[4]) - redis.call('SCARD', KEYS[3]), 0)
+local stock = math.max(tonumber(total) - redis.call('SCARD', KEYS[3]), 0)
 redis.call('SET', KEYS[2], stock)
--- An operator's control that reached Redis after PostgreSQL was read for this
--- rebuild is newer than ARGV's: it stays, with the end it set.
-local control = redis.call('HMGET', KEYS[1], 'control', 'paused', 'ends_ms')
-local version, paused, ends = ARGV[5], ARGV[6] == '1', ARGV[3]
-if tonumber(control[1] or '0') > tonumber(ARGV[5]) then
-    version, paused, ends = control[1], control[2] ~= false, control[3] or ARGV[3]
-end
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'starts_ms', ARGV[2], 'ends_ms', ends, 'total', ARGV[4], 'control', version)
+redis.call('HSET', KEYS[1], 'starts_ms', ARGV[2], 'ends_ms', ends, 'total', total, 'control', version)
 if paused then
     redis.call('HSET', KEYS[1], 'paused', '1')
 end

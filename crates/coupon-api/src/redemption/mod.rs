@@ -32,6 +32,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use time::OffsetDateTime;
 use tokio::sync::Notify;
 
+use crate::audit::{Actor, Entry};
 use crate::catalog::{self, CouponRow, Holding};
 use crate::store::incarnation::Incarnations;
 use crate::store::{CouponStore, Presence, RedisUnavailable};
@@ -102,7 +103,13 @@ impl Redemptions {
     /// Uses the coupon for the order. The same order again answers as the
     /// first time did; another order while it is used: `ALREADY_USED`; an
     /// order whose use was released: `ORDER_RELEASED`.
-    pub async fn redeem(&self, order: &OrderRef, order_amount: i64) -> Result<Usage, RedemptionError> {
+    /// Support staff's redeem (`audited`) is recorded in the audit.
+    pub async fn redeem(
+        &self,
+        order: &OrderRef,
+        order_amount: i64,
+        audited: Option<&Actor<'_>>,
+    ) -> Result<Usage, RedemptionError> {
         let now = OffsetDateTime::now_utc();
         let mut conn = self.pool.get().await?;
         let usage = conn
@@ -148,6 +155,7 @@ impl Redemptions {
                     .execute(&mut *conn)
                     .await?;
                 record_event(conn, UsageKind::Used, order, off, now).await?;
+                record_spent(conn, audited, "redeem", order, Some(off)).await?;
                 Ok((usage(Some(off), HoldingStatus::Used), true))
             })
             .await;
@@ -158,7 +166,8 @@ impl Redemptions {
     /// order (already given back, and no other order uses it since): the same
     /// answer; while another order uses it, or if this order never did (or the
     /// customer holds no such coupon): `NOT_USED_BY_ORDER`.
-    pub async fn release(&self, order: &OrderRef) -> Result<Usage, RedemptionError> {
+    /// Support staff's release (`audited`) is recorded in the audit.
+    pub async fn release(&self, order: &OrderRef, audited: Option<&Actor<'_>>) -> Result<Usage, RedemptionError> {
         let now = OffsetDateTime::now_utc();
         let mut conn = self.pool.get().await?;
         let usage = conn
@@ -205,6 +214,7 @@ impl Redemptions {
                     .execute(&mut *conn)
                     .await?;
                 record_event(conn, UsageKind::Released, order, off, now).await?;
+                record_spent(conn, audited, "release", order, None).await?;
                 Ok((usage, true))
             })
             .await;
@@ -336,4 +346,21 @@ async fn record_event(
         .execute(conn)
         .await?;
     Ok(())
+}
+
+/// Support staff's use or release of a customer's coupon, in the audit.
+async fn record_spent(
+    conn: &mut AsyncPgConnection,
+    audited: Option<&Actor<'_>>,
+    action: &str,
+    order: &OrderRef,
+    discount_amount: Option<i64>,
+) -> Result<(), diesel::result::Error> {
+    let Some(actor) = audited else { return Ok(()) };
+    let spent = serde_json::json!({
+        "customerId": order.customer.get(),
+        "orderId": order.order_id,
+        "discountAmount": discount_amount,
+    });
+    Entry::made(actor, action, order.coupon, &spent).insert(conn).await
 }

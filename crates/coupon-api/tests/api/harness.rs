@@ -204,6 +204,14 @@ impl TestApp {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// A PATCH with the admin token.
+    pub async fn patch_admin(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        let response =
+            self.http.patch(format!("{}{path}", self.base)).bearer_auth(ADMIN_TOKEN).json(body).send().await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
     /// A POST as `customer` (their bearer token).
     pub async fn post_as(&self, customer: i64, path: &str, body: &Value) -> (StatusCode, Value) {
         let response = self

@@ -45,7 +45,7 @@ async fn a_customer_sees_issued_and_then_persisted() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn health_and_metrics_are_served_on_the_management_port_only_and_openapi_on_the_api() {
+async fn health_and_metrics_are_served_on_the_management_port_only_and_openapi_and_swagger_ui_on_the_api() {
     let iso = Isolation::new().await;
     let app = TestApp::spawn(iso.settings()).await;
     let coupon = app.open_coupon(1).await;
@@ -76,6 +76,22 @@ async fn health_and_metrics_are_served_on_the_management_port_only_and_openapi_o
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path} documented");
     }
+
+    // Swagger UI, from the binary, on the same document.
+    let page = |path: &str| {
+        let request = app.http.get(format!("{}{path}", app.base));
+        async move {
+            let response = request.send().await.unwrap();
+            (response.status(), response.text().await.unwrap())
+        }
+    };
+    let (status, html) = page("/swagger-ui/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("swagger-ui-bundle.js") && !html.contains("http"), "local assets only: {html}");
+    let (status, init) = page("/swagger-ui/swagger-initializer.js").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(init.contains("/api-docs/openapi.json"), "{init}");
+    assert_eq!(page("/swagger-ui/no-such-asset.js").await.0, StatusCode::NOT_FOUND);
     app.stop().await;
 }
 

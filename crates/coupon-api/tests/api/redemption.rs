@@ -244,6 +244,15 @@ async fn every_refusal_has_its_code_and_changes_nothing() {
     assert_eq!(app.post_admin(&release_for_seven, &json!({ "orderId": "o-1" })).await.0, StatusCode::OK);
     let (_, capped) = app.post_as_service(&redeem_path(7, coupon), &order("o-2", 100_000)).await;
     assert_eq!(capped["discountAmount"], 5000, "30 % of 100,000 capped at 5,000");
+    // Support staff's redeem and release are in the audit; the order service's are not.
+    let (_, audit) = app.get(&format!("/api/v1/audit?couponId={coupon}")).await;
+    let spent: Vec<(&str, &str)> = audit
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|entry| (entry["action"].as_str().expect("an action"), entry["actor"].as_str().expect("an actor")))
+        .collect();
+    assert_eq!(spent, [("create", "admin:admin"), ("redeem", "admin:admin"), ("release", "admin:admin")], "{audit}");
 
     for bad in [
         json!({ "discount": { "type": "RATE", "percent": 0 } }),

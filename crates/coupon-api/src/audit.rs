@@ -1,17 +1,21 @@
-//! The record of every admin change: who (the named admin token), what, the
-//! values before and after, when, and the request. Written by the change's
-//! own transaction, so no change commits without its entry.
+//! The record of every admin action: who (the named admin credential), what,
+//! the values before and after, when, and the request. Each entry is written
+//! by the action's own PostgreSQL transaction, so no change commits without
+//! its entry; an action that changes only Redis (prime) is recorded before
+//! it is taken. Read back by `Catalog::audit`.
 
 use coupon_domain::CouponId;
 use coupon_infra::db::schema::admin_audit;
-use coupon_infra::db::PgPool;
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::Actor;
-use crate::catalog::CatalogError;
+/// Who asks, for the audit.
+pub struct Actor<'a> {
+    pub name: &'a str,
+    pub request_id: &'a str,
+}
 
 #[derive(Insertable)]
 #[diesel(table_name = admin_audit)]
@@ -25,6 +29,7 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// A change of `coupon` from `before` to `after`.
     pub fn new(
         actor: &Actor<'_>,
         action: &str,
@@ -32,11 +37,16 @@ impl Entry {
         before: &impl Serialize,
         after: &impl Serialize,
     ) -> Self {
+        Self { before: Some(json(before)), ..Self::made(actor, action, coupon, after) }
+    }
+
+    /// An action with nothing before it: a creation, or a request such as a prime.
+    pub fn made(actor: &Actor<'_>, action: &str, coupon: CouponId, after: &impl Serialize) -> Self {
         Self {
             actor: actor.name.to_string(),
             action: action.to_string(),
             coupon_id: Some(coupon.get()),
-            before: Some(json(before)),
+            before: None,
             after: Some(json(after)),
             request_id: Some(actor.request_id.to_string()),
         }
@@ -63,24 +73,9 @@ pub struct Recorded {
     pub actor: String,
     pub action: String,
     pub coupon_id: Option<i64>,
-    /// JSON.
+    /// JSON; `null` for an action with nothing before it.
     pub before: Option<String>,
     /// JSON.
     pub after: Option<String>,
     pub request_id: Option<String>,
-}
-
-/// Entries after `after` (an id), oldest first, of one coupon or of all.
-pub async fn list(
-    pool: &PgPool,
-    coupon: Option<CouponId>,
-    after: i64,
-    limit: i64,
-) -> Result<Vec<Recorded>, CatalogError> {
-    let mut conn = pool.get().await?;
-    let mut query = admin_audit::table.filter(admin_audit::id.gt(after)).into_boxed();
-    if let Some(coupon) = coupon {
-        query = query.filter(admin_audit::coupon_id.eq(coupon.get()));
-    }
-    Ok(query.order(admin_audit::id).limit(limit).select(Recorded::as_select()).load(&mut conn).await?)
 }
