@@ -104,7 +104,7 @@ test: up up-cluster build test-tools ## stack up, build once, run every test (an
 
 # Tools the tests run besides cargo (schemathesis for the API's contract test),
 # installed once under .stack/tools.
-test-tools: ## install the tools the tests call besides cargo (schemathesis, prometheus)
+test-tools: ## install the tools the tests call besides cargo (schemathesis, prometheus, chromium)
 	@scripts/test-tools.sh
 
 # The end-to-end scenarios at full size (20,000 customers per spike), and the

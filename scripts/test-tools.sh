@@ -6,6 +6,9 @@
 #                  coupon-api's contract test runs it against a live instance
 #   prometheus     server from Debian's package; coupon-e2e's observability
 #                  test loads the alert rules into it and scrapes the services
+#   chromium       headless Chromium and its WebDriver (Debian's chromium,
+#                  chromium-driver); coupon-api's console test drives the
+#                  promotion console and Swagger UI in it
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -26,3 +29,12 @@ python_tools "$VENV" "${PY_TOOLS[@]}"
 # shellcheck source=lib/prometheus.sh
 . "$ROOT/scripts/lib/prometheus.sh"
 prometheus_binaries "$TOOLS/bin" prometheus
+
+# Chromium and chromedriver (Debian's): the console test's browser.
+browser=()
+command -v chromium >/dev/null || browser+=(chromium)
+command -v chromedriver >/dev/null || browser+=(chromium-driver)
+if [ ${#browser[@]} -gt 0 ]; then
+    log "installing ${browser[*]}"
+    apt_install "${browser[@]}"
+fi

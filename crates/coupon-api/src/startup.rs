@@ -33,6 +33,7 @@ use crate::issuance::issuer::{issue_script, Issuer};
 use crate::issuance::replica_wait::ReplicaWait;
 use crate::issuance::{HandOff, Issuance};
 use crate::metrics::Metrics;
+use crate::promotion::stats::Stats;
 use crate::promotion::Controls;
 use crate::readiness::{Readiness, Stage};
 use crate::recovery::fence::Fences;
@@ -115,6 +116,7 @@ impl Application {
         };
         let redis_side = (parts.store.clone(), parts.incarnations.clone());
         let controls = Controls::new(pool.clone(), parts.store.clone());
+        let stats = Arc::new(Stats::new(pool.clone(), parts.store.clone()));
         let redemptions =
             Redemptions::new(pool, redis_side, usage_relay.committed.clone(), settings.recovery.ended_grace);
         let state = web::Data::new(AppState {
@@ -126,11 +128,13 @@ impl Application {
             coupons,
             redemptions,
             controls,
+            stats,
             metrics,
             access: Arc::new(Access::new(&settings.auth, settings.admin.named()?)?),
             limits: Arc::new(Limits::new(&settings.limits)),
             recovery: requests,
             readiness,
+            stopping: CancellationToken::new(),
         });
         Ok(Self { listeners, state, acknowledger, recovery, usage_relay, stop_serving, replica_wait, settings })
     }
@@ -158,6 +162,8 @@ impl Application {
         let stop_acks = CancellationToken::new();
         let acknowledger = tokio::spawn(self.acknowledger.run(stop_acks.clone()));
         tokio::spawn(self.state.limits.clone().clean_up(stop.clone()));
+        // Its last flush runs once requests have stopped.
+        let stats = tokio::spawn(self.state.stats.clone().run(stop.clone()));
         let store = self.state.store.clone();
         let follow = stop.clone();
         tokio::spawn(async move { store.redis().follow_primary(PRIMARY_CHECK_INTERVAL, follow).await });
@@ -191,11 +197,15 @@ impl Application {
         ));
 
         let ended_early = essential.until_shutdown_or_ended(shutdown).await;
+        self.state.stopping.cancel();
         handle.stop(true).await;
         management_handle.stop(true).await;
         stop.cancel();
         // Whatever failed while stopping, the producer is still flushed.
         let joined = essential.join().await;
+        if let Err(err) = stats.await {
+            tracing::warn!(error = %err, "the issue counts' last flush failed");
+        }
         let stopping = Stopping { state: self.state, stop_serving: self.stop_serving, replica_wait: self.replica_wait };
         stopping.drain(stop_acks, acknowledger).await?;
         match ended_early {

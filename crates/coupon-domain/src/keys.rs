@@ -15,6 +15,11 @@ pub struct CouponKeys {
     pub outbox_malformed: String,
     /// The holders a rebuild stages before its script swaps them in.
     pub rebuild_staged: String,
+    /// Issue answers by outcome, summed over every API replica (a hash).
+    pub tally: String,
+    /// Units issued per second, over every API replica: a ring of 64 slots,
+    /// each `<unix second>:<count>`.
+    pub issue_rate: String,
 }
 
 impl CouponKeys {
@@ -27,6 +32,8 @@ impl CouponKeys {
             outbox: format!("{base}:outbox"),
             outbox_malformed: format!("{base}:outbox:malformed"),
             rebuild_staged: format!("{base}:issued:rebuild"),
+            tally: format!("{base}:tally"),
+            issue_rate: format!("{base}:rate"),
         }
     }
 }

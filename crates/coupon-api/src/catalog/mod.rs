@@ -38,9 +38,14 @@ pub enum Phase {
 
 impl Phase {
     pub fn of(row: &CouponRow, paused: bool, now: OffsetDateTime) -> Self {
-        if row.starts_at > now {
+        Self::at(row.starts_at, row.ends_at, paused, now)
+    }
+
+    /// The phase at `now` of a coupon with this period.
+    pub fn at(starts_at: OffsetDateTime, ends_at: OffsetDateTime, paused: bool, now: OffsetDateTime) -> Self {
+        if starts_at > now {
             Phase::Scheduled
-        } else if row.ends_at <= now {
+        } else if ends_at <= now {
             Phase::Ended
         } else if paused {
             Phase::Paused

@@ -91,7 +91,11 @@ async fn decide(
     request_id: &str,
 ) -> Result<HttpResponse, ApiError> {
     let coupon: CouponId = parse_coupon(coupon)?;
-    match state.issuance.issue(coupon, customer, request_id).await {
+    let answer = state.issuance.issue(coupon, customer, request_id).await;
+    if let Some(outcome) = answer.as_ref().ok().and_then(Answer::about_a_known_coupon) {
+        state.stats.count(coupon, outcome);
+    }
+    match answer {
         Ok(Answer::Issued) => Ok(HttpResponse::Created().json(IssueResponse {
             coupon_id: coupon.get(),
             customer_id: customer.get(),

@@ -5,6 +5,7 @@
 //! a method a known path does not serve.
 
 pub mod caller;
+pub mod console;
 pub mod coupons;
 pub mod customers;
 pub mod health;
@@ -44,6 +45,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(promotion::resume)
         .service(promotion::end)
         .service(promotion::change_coupon)
+        .service(promotion::stats)
+        .service(promotion::stats_stream)
         .service(promotion::audit)
         .service(customers::my_coupons)
         .service(redemption::redeem_for)
@@ -52,6 +55,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(customers::attempt)
         .service(openapi::document)
         .service(openapi::swagger_ui())
+        .service(console::to_page)
+        .service(console::page)
+        .service(console::script)
+        .service(console::style)
         .default_service(web::to(not_found));
 }
 
@@ -77,7 +84,7 @@ fn invalid_path(err: PathError) -> ApiError {
 }
 
 /// Every path the API port serves and its methods: the OpenAPI document's,
-/// plus the document itself and Swagger UI.
+/// plus the document itself, Swagger UI and the console.
 static ROUTES: LazyLock<Vec<(ResourceDef, String)>> = LazyLock::new(|| {
     let documented = openapi::ApiDoc::openapi().paths.paths.into_iter().map(|(path, item)| {
         let methods = [

@@ -27,6 +27,8 @@ use crate::http::{coupons, customers, issue, promotion, redemption};
         promotion::resume,
         promotion::end,
         promotion::change_coupon,
+        promotion::stats,
+        promotion::stats_stream,
         promotion::audit
     ),
     components(schemas(crate::error::ErrorBody)),

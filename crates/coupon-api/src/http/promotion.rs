@@ -1,8 +1,11 @@
 //! Running a promotion (admin): pause and resume issuance, end it now,
-//! change its terms, and read the audit of every admin change.
+//! change its terms, watch it live, and read the audit of every admin change.
+
+use std::time::Duration;
 
 use actix_web::{get, patch, post, web, HttpResponse};
 use coupon_domain::{CouponId, Discount};
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tracing_actix_web::RequestId;
@@ -15,6 +18,7 @@ use crate::http::coupons::{valid_name, valid_quantity, CouponResponse};
 use crate::http::parse_coupon;
 use crate::http::state::AppState;
 use crate::promotion::amend::Amendment;
+use crate::promotion::stats::CouponStats;
 use crate::promotion::{ControlError, Standing};
 use crate::store::Control;
 
@@ -279,6 +283,101 @@ pub async fn change_coupon(
         .map_err(|err| ApiError::unavailable("changed, but Redis is unavailable to read the stock", &err))?
         .unwrap_or(i64::from(row.remaining_quantity));
     Ok(HttpResponse::Ok().json(CouponResponse::new(row, stock)))
+}
+
+/// A coupon's live view, or 404 / 503.
+async fn read_stats(state: &AppState, coupon: CouponId) -> Result<CouponStats, ApiError> {
+    state
+        .stats
+        .read(coupon)
+        .await
+        .map_err(|err| ApiError::unavailable("Redis or PostgreSQL is unavailable", &err))?
+        .ok_or(ApiError::Rejected(coupon_domain::Rejection::CouponNotFound))
+}
+
+/// A promotion's live view (admin): issued, remaining, persisted, pending,
+/// redeemed, refusals by code and units issued per second over the last ten
+/// seconds, summed over every replica (each adds its counts once a second).
+#[utoipa::path(
+    get,
+    path = "/api/v1/coupons/{couponId}/stats",
+    params(("couponId" = i64, Path, minimum = 1)),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = CouponStats),
+        (status = 400, description = "INVALID_REQUEST", body = ErrorBody),
+        (status = 401, description = "UNAUTHORIZED", body = ErrorBody),
+        (status = 404, description = "COUPON_NOT_FOUND", body = ErrorBody),
+        (status = 429, description = "TOO_MANY_REQUESTS: this address failed to authenticate too often", body = ErrorBody),
+        (status = 503, description = "UNAVAILABLE", body = ErrorBody),
+    )
+)]
+#[get("/api/v1/coupons/{couponId}/stats")]
+pub async fn stats(_: Admin, state: web::Data<AppState>, coupon: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let coupon: CouponId = parse_coupon(&coupon)?;
+    Ok(HttpResponse::Ok().json(read_stats(&state, coupon).await?))
+}
+
+/// How often the stream sends the view.
+const STREAM_EVERY: Duration = Duration::from_secs(1);
+
+/// The live view as Server-Sent Events (admin): an `event: stats` with the
+/// view as JSON every second, or an `event: unavailable` while Redis or
+/// PostgreSQL cannot answer; it ends when the service stops (the client
+/// reconnects after `retry`). Read it with a streaming `fetch` and the
+/// admin token, as the console does.
+#[utoipa::path(
+    get,
+    path = "/api/v1/coupons/{couponId}/stats/stream",
+    params(("couponId" = i64, Path, minimum = 1)),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "`text/event-stream` of `CouponStats`", content_type = "text/event-stream", body = String),
+        (status = 400, description = "INVALID_REQUEST", body = ErrorBody),
+        (status = 401, description = "UNAUTHORIZED", body = ErrorBody),
+        (status = 404, description = "COUPON_NOT_FOUND", body = ErrorBody),
+        (status = 429, description = "TOO_MANY_REQUESTS: this address failed to authenticate too often", body = ErrorBody),
+        (status = 503, description = "UNAVAILABLE", body = ErrorBody),
+    )
+)]
+#[get("/api/v1/coupons/{couponId}/stats/stream")]
+pub async fn stats_stream(
+    _: Admin,
+    state: web::Data<AppState>,
+    coupon: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let coupon: CouponId = parse_coupon(&coupon)?;
+    // An unknown coupon is a 404, not an empty stream.
+    let first = read_stats(&state, coupon).await?;
+    let mut ticks = tokio::time::interval(STREAM_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.reset();
+    let opening = format!("retry: 2000\n\n{}", event(Ok(first)));
+    let updates = futures::stream::unfold((state, ticks), move |(state, mut ticks)| async move {
+        tokio::select! {
+            _ = state.stopping.cancelled() => None,
+            _ = ticks.tick() => {
+                let view = event(read_stats(&state, coupon).await);
+                Some((Ok::<_, actix_web::Error>(web::Bytes::from(view)), (state, ticks)))
+            }
+        }
+    });
+    let stream = futures::stream::once(async move { Ok(web::Bytes::from(opening)) }).chain(updates);
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header((actix_web::http::header::CACHE_CONTROL, "no-cache"))
+        .streaming(stream))
+}
+
+/// One Server-Sent Event: the view, or why there is none this second.
+fn event(view: Result<CouponStats, ApiError>) -> String {
+    match view {
+        Ok(view) => format!("event: stats\ndata: {}\n\n", serde_json::to_string(&view).expect("stats serialize")),
+        Err(err) => {
+            let body = serde_json::json!({ "code": err.code(), "message": err.to_string() });
+            format!("event: unavailable\ndata: {body}\n\n")
+        }
+    }
 }
 
 /// The most entries one audit read returns.

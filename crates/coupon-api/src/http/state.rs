@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::auth::Access;
 use crate::catalog::cache::CouponCache;
 use crate::catalog::Catalog;
@@ -9,6 +11,7 @@ use crate::delivery::outbox::Outbox;
 use crate::http::limits::Limits;
 use crate::issuance::Issuance;
 use crate::metrics::Metrics;
+use crate::promotion::stats::Stats;
 use crate::promotion::Controls;
 use crate::readiness::Readiness;
 use crate::recovery::fence::Fences;
@@ -28,8 +31,10 @@ pub struct AppState {
     pub coupons: Arc<CouponCache>,
     /// Redeems and releases held coupons.
     pub redemptions: Redemptions,
-    /// Pause and resume, and the audit of admin changes.
+    /// Pause, resume, end and change a promotion.
     pub controls: Controls,
+    /// Each promotion's live view, and this replica's issue answers for it.
+    pub stats: Arc<Stats>,
     pub metrics: Metrics,
     /// Who a request acts for.
     pub access: Arc<Access>,
@@ -39,4 +44,7 @@ pub struct AppState {
     pub recovery: RecoveryRequests,
     /// How far the start has come (`/health/ready`).
     pub readiness: Readiness,
+    /// Cancelled when the service starts to stop: long-lived answers (the
+    /// live view's stream) end, so the server's graceful stop need not wait.
+    pub stopping: CancellationToken,
 }

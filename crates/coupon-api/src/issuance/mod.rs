@@ -52,6 +52,20 @@ pub enum Answer {
     Unconfirmed,
 }
 
+impl Answer {
+    /// The answer's code (`ISSUED`, or the refusal's), unless the coupon is
+    /// unknown: counts of those would grow with every made-up id.
+    pub fn about_a_known_coupon(&self) -> Option<&'static str> {
+        match self {
+            Answer::Issued => Some("ISSUED"),
+            Answer::Rejected(Rejection::CouponNotFound) => None,
+            Answer::Rejected(rejection) => Some(rejection.code()),
+            Answer::Fenced => Some("UNAVAILABLE"),
+            Answer::Unconfirmed => Some("UNCONFIRMED"),
+        }
+    }
+}
+
 /// Where an issued event goes before the customer is answered.
 pub enum HandOff {
     /// To Kafka, for coupon-writer (the design).

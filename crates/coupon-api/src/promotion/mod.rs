@@ -1,6 +1,6 @@
 //! An operator's controls of a live promotion: pause, resume, end now and
 //! change its terms (`amend`), each with its record in the audit
-//! (`crate::audit`).
+//! (`crate::audit`); and its live view (`stats`).
 //!
 //! PostgreSQL decides and records, in one transaction: the control's new
 //! state and version (`coupon_control`, and the coupon's row for an end or a
@@ -16,6 +16,7 @@
 //! makes it take effect.
 
 pub mod amend;
+pub mod stats;
 
 use std::sync::Arc;
 

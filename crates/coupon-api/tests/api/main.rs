@@ -6,6 +6,7 @@ mod admin;
 mod architecture;
 mod auth;
 mod cluster;
+mod console;
 mod contract;
 mod harness;
 mod issue;

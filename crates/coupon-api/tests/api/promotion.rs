@@ -12,7 +12,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 
-use crate::harness::{redis, redis_stock, token, Isolation, TestApp};
+use crate::harness::{redis, redis_stock, token, Isolation, TestApp, ADMIN_TOKEN};
 
 fn control(coupon: i64, action: &str) -> String {
     format!("/api/v1/coupons/{coupon}/{action}")
@@ -383,4 +383,64 @@ async fn promotions_are_listed_newest_first_by_phase_with_live_counts() {
     let as_customer = app.http.get(format!("{}/api/v1/coupons", app.base)).bearer_auth(token(1)).send().await;
     assert_eq!(as_customer.expect("an answer").status(), StatusCode::UNAUTHORIZED);
     app.stop().await;
+}
+
+/// The live view sums the answers of both replicas by code, counts the
+/// units issued per second, follows coupon-writer (persisted, pending) and
+/// redemptions, and streams as Server-Sent Events until the service stops.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_live_view_sums_every_replicas_answers_and_streams_until_the_service_stops() {
+    let iso = Isolation::new().await;
+    let _writer = iso.start_writer().await;
+    let (first, second) = (TestApp::spawn(iso.settings()).await, TestApp::spawn(iso.settings()).await);
+    let coupon = first.create_coupon_with(discounted(3)).await;
+    let apps = [&first, &second];
+    for customer in 1..=5 {
+        apps[customer as usize % 2].issue(coupon, customer).await;
+    }
+    assert_eq!(second.issue(coupon, 1).await.1["code"], "ALREADY_ISSUED");
+    assert_eq!(first.post_admin(&control(coupon, "pause"), &json!({})).await.0, StatusCode::OK);
+    assert_eq!(first.issue(coupon, 6).await.1["code"], "PAUSED");
+    let redeem = format!("/api/v1/customers/1/coupons/{coupon}/redeem");
+    assert_eq!(first.post_admin(&redeem, &json!({"orderId": "o-1", "orderAmount": 5000})).await.0, StatusCode::OK);
+
+    let path = format!("/api/v1/coupons/{coupon}/stats");
+    let view = wait_until("both replicas' counts and the writer's rows", Duration::from_secs(30), || async {
+        let (_, view) = second.get(&path).await;
+        let issued_lately: i64 = view["issuedPerSecond"].as_array()?.iter().filter_map(Value::as_i64).sum();
+        (view["persisted"] == 3
+            && view["rejections"] == json!({"ALREADY_ISSUED": 1, "PAUSED": 1, "SOLD_OUT": 2})
+            && issued_lately == 3)
+            .then_some(view)
+    })
+    .await;
+    let counts: Vec<i64> = ["totalQuantity", "issued", "remaining", "persisted", "pending", "redeemed"]
+        .iter()
+        .map(|field| view[field].as_i64().expect("a count"))
+        .collect();
+    assert_eq!(counts, [3, 3, 0, 3, 0, 1], "{view}");
+    assert_eq!(first.get("/api/v1/coupons/999999/stats").await.0, StatusCode::NOT_FOUND);
+    let as_customer = first.http.get(format!("{}{path}", first.base)).bearer_auth(token(1)).send().await;
+    assert_eq!(as_customer.unwrap().status(), StatusCode::UNAUTHORIZED);
+
+    let stream = |coupon: i64| {
+        first.http.get(format!("{}/api/v1/coupons/{coupon}/stats/stream", first.base)).bearer_auth(ADMIN_TOKEN).send()
+    };
+    assert_eq!(stream(999_999).await.unwrap().status(), StatusCode::NOT_FOUND);
+    let mut events = stream(coupon).await.unwrap();
+    assert_eq!(events.headers()["content-type"], "text/event-stream");
+    let mut received = String::new();
+    while received.matches("event: stats\n").count() < 2 {
+        let chunk = events.chunk().await.unwrap().expect("the stream goes on while the service runs");
+        received.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    let data = received.lines().find_map(|line| line.strip_prefix("data: ")).expect("an event's data");
+    assert_eq!(serde_json::from_str::<Value>(data).unwrap()["couponId"], coupon, "{received}");
+
+    // A stream open does not hold the service's stop up: it ends.
+    first.stop().await;
+    while let Some(chunk) = events.chunk().await.unwrap_or(None) {
+        assert!(!chunk.is_empty());
+    }
+    second.stop().await;
 }
