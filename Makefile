@@ -8,7 +8,7 @@ STACK := scripts/stack.sh
 # the FAILPOINTS variable sets one); release builds never do.
 TEST_FEATURES := --features coupon-api/failpoints,coupon-writer/failpoints
 
-.PHONY: help setup up down status up-cluster down-cluster status-cluster build build-release run demo token bench bench-many soak reconcile test test-tools e2e e2e-cluster fmt lint lint-deploy audit images compose-smoke clean
+.PHONY: help setup up down status up-cluster down-cluster status-cluster build build-release run demo token bench bench-many soak pause-drill reconcile test test-tools e2e e2e-cluster fmt lint lint-deploy audit images compose-smoke clean
 
 # Every target's line carries its description after `##`; `make help` prints
 # them in this order, and names any .PHONY target that has none.
@@ -75,6 +75,9 @@ bench-many: up build-release ## idle cost and issuance with 10,000 open coupons
 # comparison; the soak section of docs/BENCHMARK.md. Not part of `test`.
 soak: up build-release ## a 3-minute flood: writer membership, drain, memory, promises
 	@scripts/soak.sh
+
+pause-drill: up build-release ## how soon a pause stops the 201s of a wrk flood on two replicas
+	@scripts/pause-drill.sh
 
 reconcile: build-release ## compare Redis with PostgreSQL for every coupon
 	target/release/coupon-reconcile
