@@ -1,7 +1,7 @@
 //! A new user's first minute: coupon-api started on a stack that has never
 //! run it (no schema, no issue script for its prefix, fresh topics), then
-//! used at once. The README's "Try it" walkthrough runs as written, read from
-//! README.md, and every answer must be the one it shows; and a spike right
+//! used at once. The README's "Try it" and "Running a promotion" walkthroughs
+//! run as written, read from README.md, and every answer must be the one it shows; and a spike right
 //! after readiness sells exactly the stock with no `503`.
 
 use std::path::PathBuf;
@@ -69,8 +69,10 @@ async fn the_readme_walkthrough_answers_as_shown_on_a_stack_started_from_nothing
     let readme = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../README.md");
     let readme = std::fs::read_to_string(&readme).expect("reading README.md");
     let mut steps = Vec::new();
-    for block in walkthrough::shell_blocks(&readme, "Try it").expect("the Try it section") {
-        steps.extend(walkthrough::steps(&block).unwrap_or_else(|err| panic!("{err:#}")));
+    for section in ["Try it", "Running a promotion"] {
+        for block in walkthrough::shell_blocks(&readme, section).unwrap_or_else(|err| panic!("{section}: {err:#}")) {
+            steps.extend(walkthrough::steps(&block).unwrap_or_else(|err| panic!("{err:#}")));
+        }
     }
     assert!(steps.iter().filter(|step| step.expected.is_some()).count() >= 10, "{steps:#?}");
 
