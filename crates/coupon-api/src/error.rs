@@ -128,9 +128,12 @@ impl ResponseError for ApiError {
             | ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::Rejected(Rejection::NotStarted | Rejection::Expired) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Usage(UseRejection::CouponNotFound | UseRejection::NotHeld) => StatusCode::NOT_FOUND,
-            ApiError::Usage(UseRejection::AlreadyUsed | UseRejection::OrderReleased | UseRejection::NotUsedByOrder) => {
-                StatusCode::CONFLICT
-            }
+            ApiError::Usage(
+                UseRejection::AlreadyUsed
+                | UseRejection::OrderReleased
+                | UseRejection::NotUsedByOrder
+                | UseRejection::Paused,
+            ) => StatusCode::CONFLICT,
             ApiError::Usage(UseRejection::Expired | UseRejection::BelowMinimum | UseRejection::NotRedeemable) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }

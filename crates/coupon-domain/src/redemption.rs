@@ -140,6 +140,9 @@ pub enum UseRejection {
     Expired,
     #[error("the order is below the coupon's minimum order amount")]
     BelowMinimum,
+    /// An operator paused the promotion's redemption along with its issuance.
+    #[error("the promotion is paused; redemption resumes with it")]
+    Paused,
 }
 
 impl UseRejection {
@@ -153,6 +156,7 @@ impl UseRejection {
             UseRejection::NotUsedByOrder => "NOT_USED_BY_ORDER",
             UseRejection::Expired => "EXPIRED",
             UseRejection::BelowMinimum => "BELOW_MINIMUM",
+            UseRejection::Paused => "PAUSED",
         }
     }
 }

@@ -316,7 +316,8 @@ impl Catalog {
             .await
             .optional()?;
         Ok(row.map(|(ends_at, total_quantity, paused_at, version)| Controlled {
-            control: Control { version: version.unwrap_or(0), paused: paused_at.is_some() },
+            // The rebuild carries what Redis decides: issuance's pause.
+            control: Control { version: version.unwrap_or(0), paused: paused_at.is_some(), redemption_paused: false },
             ends_at,
             total_quantity,
         }))

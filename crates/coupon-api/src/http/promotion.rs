@@ -43,20 +43,56 @@ pub struct EndedResponse {
     pub version: i64,
 }
 
-/// Pauses (or resumes) `coupon` for `admin`, and answers.
+/// What a pause stops besides issuance.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PauseRequest {
+    /// `false`: redeem answers `409 PAUSED` too, until the resume. Default
+    /// `true`: holders still redeem.
+    #[serde(default = "redemption_goes_on")]
+    #[schema(default = true)]
+    pub redemption: bool,
+}
+
+fn redemption_goes_on() -> bool {
+    true
+}
+
+impl Default for PauseRequest {
+    fn default() -> Self {
+        Self { redemption: redemption_goes_on() }
+    }
+}
+
+/// Pauses (`Some`: what else the pause stops) or resumes `coupon` for `admin`, and answers.
 async fn change(
     admin: Admin,
     request_id: RequestId,
     state: &AppState,
     coupon: &str,
-    paused: bool,
+    pausing: Option<PauseRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let coupon: CouponId = parse_coupon(coupon)?;
     let request = request_id.to_string();
     let actor = Actor { name: &admin.0, request_id: &request };
-    let control =
-        if paused { state.controls.pause(coupon, &actor).await } else { state.controls.resume(coupon, &actor).await };
+    let control = match pausing {
+        Some(asked) => state.controls.pause(coupon, asked.redemption, &actor).await,
+        None => state.controls.resume(coupon, &actor).await,
+    };
     answer(coupon, control)
+}
+
+/// A body that may be left out: none, empty or `null` is the default.
+fn optional_body<T: Default + serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    let invalid = |err: serde_json::Error| ApiError::InvalidRequest(format!("invalid JSON body: {err}"));
+    match serde_json::from_slice(body).map_err(invalid)? {
+        serde_json::Value::Null => Ok(T::default()),
+        object @ serde_json::Value::Object(_) => serde_json::from_value(object).map_err(invalid),
+        _ => Err(ApiError::InvalidRequest("the body must be a JSON object".into())),
+    }
 }
 
 fn answer(coupon: CouponId, control: Result<Control, ControlError>) -> Result<HttpResponse, ApiError> {
@@ -106,18 +142,21 @@ fn refusal(err: ControlError) -> ApiError {
 }
 
 /// Pause issuance (admin): from this answer on, every replica answers
-/// `409 PAUSED` to issue requests; holders still redeem. Recorded in the audit.
+/// `409 PAUSED` to issue requests; holders still redeem, unless the body
+/// says `{"redemption": false}`. Pausing again with the other choice changes
+/// it. Recorded in the audit.
 #[utoipa::path(
     post,
     path = "/api/v1/coupons/{couponId}/pause",
     params(("couponId" = i64, Path, minimum = 1)),
+    request_body(content = Option<PauseRequest>, description = "Optional; without it redemption goes on"),
     security(("bearer" = [])),
     responses(
         (status = 200, body = ControlResponse),
         (status = 400, description = "INVALID_REQUEST", body = ErrorBody),
         (status = 401, description = "UNAUTHORIZED", body = ErrorBody),
         (status = 404, description = "COUPON_NOT_FOUND", body = ErrorBody),
-        (status = 409, description = "ALREADY_PAUSED (Redis is told again)", body = ErrorBody),
+        (status = 409, description = "ALREADY_PAUSED, with the same redemption choice (Redis is told again)", body = ErrorBody),
         (status = 429, description = "TOO_MANY_REQUESTS: this address failed to authenticate too often", body = ErrorBody),
         (status = 503, description = "UNAVAILABLE: not recorded, or recorded but not yet in Redis (send it again)", body = ErrorBody),
     )
@@ -128,8 +167,10 @@ pub async fn pause(
     request_id: RequestId,
     state: web::Data<AppState>,
     coupon: web::Path<String>,
+    body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    change(admin, request_id, &state, &coupon, true).await
+    let asked: PauseRequest = optional_body(&body)?;
+    change(admin, request_id, &state, &coupon, Some(asked)).await
 }
 
 /// Resume issuance (admin). Recorded in the audit.
@@ -155,7 +196,7 @@ pub async fn resume(
     state: web::Data<AppState>,
     coupon: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    change(admin, request_id, &state, &coupon, false).await
+    change(admin, request_id, &state, &coupon, None).await
 }
 
 /// End issuance now (admin): the coupon's `endsAt` moves to this moment, and

@@ -79,9 +79,23 @@ pub enum Standing {
 /// What an operator changes.
 #[derive(Clone, Copy)]
 enum Change {
-    Paused(bool),
+    Paused(Paused),
     /// The end moves to this instant (Redis's clock).
     End(OffsetDateTime),
+}
+
+/// What a pause or a resume stops.
+#[derive(Clone, Copy)]
+struct Paused {
+    issuance: bool,
+    redemption: bool,
+}
+
+impl Paused {
+    /// Whether `control` already is so.
+    fn of(self, control: &Control) -> bool {
+        control.paused == self.issuance && control.redemption_paused == self.redemption
+    }
 }
 
 /// A coupon's end, as the audit records an end-now.
@@ -103,18 +117,20 @@ impl Controls {
         Self { pool, store, control: Script::new(include_str!("control.lua")) }
     }
 
-    /// Stops issuance of `coupon` on every replica; redemption goes on.
-    pub async fn pause(&self, coupon: CouponId, actor: &Actor<'_>) -> Result<Control, ControlError> {
-        self.set_paused(coupon, true, actor).await
+    /// Stops issuance of `coupon` on every replica; redemption goes on
+    /// unless `redemption` is false.
+    pub async fn pause(&self, coupon: CouponId, redemption: bool, actor: &Actor<'_>) -> Result<Control, ControlError> {
+        self.set_paused(coupon, Paused { issuance: true, redemption: !redemption }, actor).await
     }
 
-    /// Lets issuance of `coupon` go on.
+    /// Lets issuance, and redemption, of `coupon` go on.
     pub async fn resume(&self, coupon: CouponId, actor: &Actor<'_>) -> Result<Control, ControlError> {
-        self.set_paused(coupon, false, actor).await
+        self.set_paused(coupon, Paused { issuance: false, redemption: false }, actor).await
     }
 
-    async fn set_paused(&self, coupon: CouponId, paused: bool, actor: &Actor<'_>) -> Result<Control, ControlError> {
-        let (state, changed) = self.record(coupon, Change::Paused(paused), actor).await?;
+    async fn set_paused(&self, coupon: CouponId, to: Paused, actor: &Actor<'_>) -> Result<Control, ControlError> {
+        let paused = to.issuance;
+        let (state, changed) = self.record(coupon, Change::Paused(to), actor).await?;
         let control = state.control;
         // Also when nothing changed: a pause recorded while Redis was away
         // reaches it now.
@@ -165,14 +181,23 @@ impl Controls {
                 let mut after = Control { version: before.version + 1, ..before };
                 let unchanged = Controlled { control: before, ends_at, total_quantity };
                 let entry = match change {
-                    Change::Paused(paused) if before.paused == paused => return Ok((unchanged, false)),
-                    Change::Paused(paused) => {
-                        after.paused = paused;
-                        diesel::update(coupon_control::table.find(coupon.get()))
-                            .set(coupon_control::paused_at.eq(paused.then(OffsetDateTime::now_utc)))
+                    Change::Paused(to) if to.of(&before) => return Ok((unchanged, false)),
+                    Change::Paused(to) => {
+                        (after.paused, after.redemption_paused) = (to.issuance, to.redemption);
+                        let row = coupon_control::table.find(coupon.get());
+                        // A pause that adds redemption to a running one keeps when issuance stopped.
+                        if before.paused != to.issuance {
+                            let paused_at = to.issuance.then(OffsetDateTime::now_utc);
+                            diesel::update(row)
+                                .set(coupon_control::paused_at.eq(paused_at))
+                                .execute(&mut *conn)
+                                .await?;
+                        }
+                        diesel::update(row)
+                            .set(coupon_control::redemption_paused.eq(to.redemption))
                             .execute(&mut *conn)
                             .await?;
-                        Entry::new(actor, if paused { "pause" } else { "resume" }, coupon, &before, &after)
+                        Entry::new(actor, if to.issuance { "pause" } else { "resume" }, coupon, &before, &after)
                     }
                     Change::End(now) if ends_at <= now => return Ok((unchanged, false)),
                     Change::End(now) if starts_at > now => return Err(ControlError::NotStarted),
@@ -251,11 +276,11 @@ async fn lock_control(conn: &mut AsyncPgConnection, coupon: CouponId) -> Result<
         .on_conflict_do_nothing()
         .execute(&mut *conn)
         .await?;
-    let (paused_at, version): (Option<OffsetDateTime>, i64) = coupon_control::table
+    let (paused_at, version, redemption_paused): (Option<OffsetDateTime>, i64, bool) = coupon_control::table
         .find(coupon.get())
-        .select((coupon_control::paused_at, coupon_control::version))
+        .select((coupon_control::paused_at, coupon_control::version, coupon_control::redemption_paused))
         .for_update()
         .first(conn)
         .await?;
-    Ok(Control { version, paused: paused_at.is_some() })
+    Ok(Control { version, paused: paused_at.is_some(), redemption_paused })
 }

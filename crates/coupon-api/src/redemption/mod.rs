@@ -25,7 +25,9 @@ pub mod usage_relay;
 use std::sync::Arc;
 
 use coupon_domain::{CouponId, CustomerId, HoldingStatus, UsageKind, UseRejection};
-use coupon_infra::db::schema::{coupon, coupon_usage_outbox, customer_coupon, released_order, sold_out_at_write};
+use coupon_infra::db::schema::{
+    coupon, coupon_control, coupon_usage_outbox, customer_coupon, released_order, sold_out_at_write,
+};
 use coupon_infra::db::PgPool;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
@@ -135,6 +137,9 @@ impl Redemptions {
                     }
                     Some(_) => return Err(RedemptionError::Rejected(UseRejection::AlreadyUsed)),
                     None => {}
+                }
+                if redemption_paused(conn, order.coupon).await? {
+                    return Err(RedemptionError::Rejected(UseRejection::Paused));
                 }
                 let discount =
                     coupon.discount.policy().ok_or(RedemptionError::Rejected(UseRejection::NotRedeemable))?;
@@ -296,14 +301,30 @@ impl Redemptions {
     }
 }
 
+/// The coupon's row, share-locked until commit: an operator's pause (which
+/// locks it for update) waits for the redeems under way, and a redeem that
+/// starts after it reads its outcome, so none commits after the pause's answer.
+/// coupon-writer's batches do not conflict with it.
 async fn coupon_row(conn: &mut AsyncPgConnection, id: CouponId) -> Result<CouponRow, RedemptionError> {
     coupon::table
         .find(id.get())
         .select(CouponRow::as_select())
+        .for_key_share()
         .first(conn)
         .await
         .optional()?
         .ok_or(RedemptionError::Rejected(UseRejection::CouponNotFound))
+}
+
+/// Whether an operator paused the coupon's redemption.
+async fn redemption_paused(conn: &mut AsyncPgConnection, id: CouponId) -> Result<bool, RedemptionError> {
+    Ok(coupon_control::table
+        .find(id.get())
+        .select(coupon_control::redemption_paused)
+        .first(conn)
+        .await
+        .optional()?
+        .unwrap_or(false))
 }
 
 fn holding_row(

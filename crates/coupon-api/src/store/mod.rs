@@ -44,7 +44,11 @@ pub struct CouponState {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Control {
     pub version: i64,
+    /// Issuance paused (Redis's issue script answers `PAUSED`).
     pub paused: bool,
+    /// Redemption paused with it (PostgreSQL's redeem answers `PAUSED`; Redis
+    /// need not know).
+    pub redemption_paused: bool,
 }
 
 /// What Redis holds for a coupon, as far as the recovery cares.

@@ -444,3 +444,45 @@ async fn the_live_view_sums_every_replicas_answers_and_streams_until_the_service
     }
     second.stop().await;
 }
+
+/// `{"redemption": false}` stops redemption along with issuance; a second
+/// pause may let redemption go on while issuance stays paused; a resume
+/// lets both go on; a bad body changes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pause_may_stop_redemption_too_until_the_resume() {
+    let iso = Isolation::new().await;
+    let app = TestApp::spawn(iso.settings()).await;
+    let coupon = app.create_coupon_with(discounted(3)).await;
+    assert_eq!(app.issue(coupon, 1).await.0, StatusCode::CREATED);
+    let api = &app;
+    let redeem = |order: &str| {
+        let body = json!({"orderId": order, "orderAmount": 5000});
+        async move { api.post_admin(&format!("/api/v1/customers/1/coupons/{coupon}/redeem"), &body).await }
+    };
+
+    for bad in [json!({"redemption": "no"}), json!({"redemptions": false}), json!([])] {
+        let (status, body) = app.post_admin(&control(coupon, "pause"), &bad).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+    }
+    assert_eq!(app.issue(coupon, 2).await.0, StatusCode::CREATED, "the refused pauses changed nothing");
+
+    let (status, paused) = app.post_admin(&control(coupon, "pause"), &json!({"redemption": false})).await;
+    assert_eq!(status, StatusCode::OK, "{paused}");
+    let (status, refused) = redeem("o-1").await;
+    assert_eq!((status, &refused["code"]), (StatusCode::CONFLICT, &json!("PAUSED")), "{refused}");
+    assert_eq!(app.issue(coupon, 3).await.1["code"], "PAUSED");
+
+    // Redemption back on, issuance still paused.
+    assert_eq!(app.post_admin(&control(coupon, "pause"), &json!({})).await.0, StatusCode::OK);
+    assert_eq!(redeem("o-1").await.0, StatusCode::OK);
+    assert_eq!(app.issue(coupon, 3).await.1["code"], "PAUSED");
+    let (status, again) = app.post_admin(&control(coupon, "pause"), &json!({"redemption": true})).await;
+    assert_eq!((status, &again["code"]), (StatusCode::CONFLICT, &json!("ALREADY_PAUSED")), "{again}");
+
+    assert_eq!(app.post_admin(&control(coupon, "pause"), &json!({"redemption": false})).await.0, StatusCode::OK);
+    assert_eq!(app.post_admin(&control(coupon, "resume"), &json!({})).await.0, StatusCode::OK);
+    assert_eq!(app.issue(coupon, 3).await.0, StatusCode::CREATED);
+    let other = format!("/api/v1/customers/2/coupons/{coupon}/redeem");
+    assert_eq!(app.post_admin(&other, &json!({"orderId": "o-2", "orderAmount": 5000})).await.0, StatusCode::OK);
+    app.stop().await;
+}

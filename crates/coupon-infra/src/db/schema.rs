@@ -23,6 +23,7 @@ diesel::table! {
         coupon_id -> Int8,
         paused_at -> Nullable<Timestamptz>,
         version -> Int8,
+        redemption_paused -> Bool,
     }
 }
 

@@ -1,0 +1,1 @@
+ALTER TABLE coupon_control DROP COLUMN redemption_paused;
