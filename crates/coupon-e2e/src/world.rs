@@ -320,6 +320,11 @@ impl World {
         spike::run(&self.api, plan, 128, progress).await
     }
 
+    /// When the last spike started: its answers' `at` counts from (just before) here.
+    pub fn spike_started(&self) -> Option<Instant> {
+        *self.spike_started.lock().expect("not poisoned")
+    }
+
     /// The spike, with `fault` started (and timed as the fault) once `after`
     /// of its requests are answered; `fault` gets the spike's progress counter.
     pub async fn spike_with_fault<T, F>(

@@ -188,6 +188,27 @@ impl ApiClient {
         Ok((status, response.json().await.unwrap_or(Value::Null)))
     }
 
+    /// An operator's request (the admin token) to the next replica, with a
+    /// JSON body when one is given; the status and the body (`null` if none).
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> reqwest::Result<(u16, Value)> {
+        let response = self
+            .send(|http, base| {
+                let request = http.request(method.clone(), format!("{base}{path}")).bearer_auth(&self.admin_token);
+                match body {
+                    Some(body) => request.json(body),
+                    None => request,
+                }
+            })
+            .await?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await.unwrap_or(Value::Null)))
+    }
+
     /// Waits until every replica is ready.
     pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;
