@@ -10,6 +10,7 @@ use coupon_infra::settings::RedisMode;
 use coupon_testkit::redis_node::{query, RedisCluster};
 use coupon_testkit::wait_until;
 use reqwest::StatusCode;
+use serde_json::json;
 
 use crate::harness::{issue_while_redis_stalls, Isolation, TestApp};
 
@@ -95,5 +96,48 @@ async fn a_lost_reply_on_a_cluster_is_unconfirmed_and_then_written() {
     let attempt = issue_while_redis_stalls(&app, coupon, 2, &master).await;
     assert_eq!((attempt["issued"].as_bool(), attempt["persisted"].as_bool()), (Some(true), Some(true)), "{attempt}");
     writer.stop().await;
+    app.stop().await;
+}
+
+/// An operator's controls on a Redis Cluster: coupons on every master are
+/// paused, their stock raised and lowered, resumed and watched, each script
+/// on its coupon's own slot.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_promotion_is_paused_changed_and_watched_on_every_shard() {
+    let iso = Isolation::new().await;
+    let mut cluster = RedisCluster::start("api-test cluster controls", 3, 0).await.expect("a Redis Cluster");
+    let mut settings = iso.settings();
+    settings.redis.mode = RedisMode::Cluster;
+    settings.redis.url = cluster.seeds();
+    let app = TestApp::spawn(settings).await;
+
+    let mut masters = BTreeSet::new();
+    for _ in 0..6 {
+        let coupon = app.open_coupon(2).await;
+        let meta = format!("{}coupon:{{{coupon}}}:meta", iso.key_prefix);
+        masters.insert(cluster.master_of(&meta).await.expect("a master").port());
+        let path = format!("/api/v1/coupons/{coupon}");
+        assert_eq!(app.issue(coupon, 1).await.0, StatusCode::CREATED);
+        assert_eq!(app.post_admin(&format!("{path}/pause"), &json!({})).await.0, StatusCode::OK);
+        assert_eq!(app.issue(coupon, 2).await.1["code"], "PAUSED", "coupon {coupon}");
+        let (status, raised) = app.patch_admin(&path, &json!({"totalQuantity": 3})).await;
+        assert_eq!((status, &raised["remainingQuantity"]), (StatusCode::OK, &json!(2)), "{raised}");
+        assert_eq!(app.post_admin(&format!("{path}/resume"), &json!({})).await.0, StatusCode::OK);
+        assert_eq!(app.issue(coupon, 2).await.0, StatusCode::CREATED, "coupon {coupon}");
+        let (status, below) = app.patch_admin(&path, &json!({"totalQuantity": 1})).await;
+        assert_eq!((status, &below["code"]), (StatusCode::UNPROCESSABLE_ENTITY, &json!("BELOW_ISSUED")));
+        let (status, lowered) = app.patch_admin(&path, &json!({"totalQuantity": 2})).await;
+        assert_eq!((status, &lowered["remainingQuantity"]), (StatusCode::OK, &json!(0)), "{lowered}");
+        assert_eq!(app.issue(coupon, 3).await.1["code"], "SOLD_OUT", "coupon {coupon}");
+        let view = wait_until("the coupon's counts", Duration::from_secs(30), || async {
+            let (_, view) = app.get(&format!("{path}/stats")).await;
+            (view["rejections"] == json!({"PAUSED": 1, "SOLD_OUT": 1})).then_some(view)
+        })
+        .await;
+        assert_eq!((view["issued"].as_i64(), view["remaining"].as_i64()), (Some(2), Some(0)), "{view}");
+    }
+    assert!(masters.len() >= 2, "the coupons' slots spread over the masters: {masters:?}");
+    let (_, page) = app.get("/api/v1/coupons?state=open").await;
+    assert_eq!(page["coupons"].as_array().map(Vec::len), Some(6), "{page}");
     app.stop().await;
 }
