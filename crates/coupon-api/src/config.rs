@@ -202,9 +202,10 @@ pub struct KafkaProducerSettings {
     #[serde_as(as = "DurationMilliSeconds<u64>")]
     #[serde(rename = "ack_timeout_ms")]
     pub ack_timeout: Duration,
-    /// Where uses and releases of held coupons go (key = coupon id).
+    /// Where uses, releases and revocations of held coupons go (key = coupon id).
     pub used_topic: String,
     pub released_topic: String,
+    pub revoked_topic: String,
 }
 
 impl Default for KafkaProducerSettings {
@@ -217,6 +218,7 @@ impl Default for KafkaProducerSettings {
             ack_timeout: Duration::from_millis(1_000),
             used_topic: coupon_domain::USED_TOPIC.into(),
             released_topic: coupon_domain::RELEASED_TOPIC.into(),
+            revoked_topic: coupon_domain::REVOKED_TOPIC.into(),
         }
     }
 }
@@ -335,15 +337,18 @@ impl Validate for Settings {
         self.admin.named()?;
         self.refuse_development_credentials()?;
         require_nonzero("kafka.message_timeout_ms", self.kafka.message_timeout)?;
-        for (name, topic) in
-            [("kafka.used_topic", &self.kafka.used_topic), ("kafka.released_topic", &self.kafka.released_topic)]
-        {
-            if topic.is_empty() || *topic == self.kafka.client.topic || *topic == self.kafka.client.dlq_topic {
+        let usage = [
+            ("kafka.used_topic", &self.kafka.used_topic),
+            ("kafka.released_topic", &self.kafka.released_topic),
+            ("kafka.revoked_topic", &self.kafka.revoked_topic),
+        ];
+        for (i, (name, topic)) in usage.iter().enumerate() {
+            if topic.is_empty() || **topic == self.kafka.client.topic || **topic == self.kafka.client.dlq_topic {
                 return Err(InvalidSetting::new(name, "must be set and differ from kafka.topic and kafka.dlq_topic"));
             }
-        }
-        if self.kafka.used_topic == self.kafka.released_topic {
-            return Err(InvalidSetting::new("kafka.released_topic", "must differ from kafka.used_topic"));
+            if let Some((other, _)) = usage[..i].iter().find(|(_, earlier)| earlier == topic) {
+                return Err(InvalidSetting::new(name, format!("must differ from {other}")));
+            }
         }
         require_nonzero("relay.interval_ms", self.relay.interval)?;
         require_positive("relay.batch_size", self.relay.batch_size as u64)?;
@@ -450,6 +455,15 @@ mod tests {
         let short = vars(&[("COUPON__AUTH__MODE", "gateway"), ("COUPON__AUTH__GATEWAY_SECRET", "short")]);
         assert!(short.unwrap_err().to_string().contains("`auth.gateway_secret`"));
         assert!(vars(&[("COUPON__AUTH__MODE", "gateway"), ("COUPON__AUTH__GATEWAY_SECRET", SECRET)]).is_ok());
+    }
+
+    #[test]
+    fn each_usage_event_has_a_topic_of_its_own() {
+        let err = load(&[("COUPON__KAFKA__REVOKED_TOPIC", "inside.coupon.used")]).unwrap_err().to_string();
+        assert!(err.contains("`kafka.revoked_topic`") && err.contains("kafka.used_topic"), "{err}");
+        let err = load(&[("COUPON__KAFKA__RELEASED_TOPIC", "")]).unwrap_err().to_string();
+        assert!(err.contains("`kafka.released_topic`"), "{err}");
+        assert_eq!(load(&[]).unwrap().kafka.revoked_topic, "inside.coupon.revoked");
     }
 
     #[test]

@@ -132,7 +132,9 @@ impl ResponseError for ApiError {
                 UseRejection::AlreadyUsed
                 | UseRejection::OrderReleased
                 | UseRejection::NotUsedByOrder
-                | UseRejection::Paused,
+                | UseRejection::Paused
+                | UseRejection::Revoked
+                | UseRejection::AlreadyRevoked,
             ) => StatusCode::CONFLICT,
             ApiError::Usage(UseRejection::Expired | UseRejection::BelowMinimum | UseRejection::NotRedeemable) => {
                 StatusCode::UNPROCESSABLE_ENTITY

@@ -276,6 +276,7 @@ fn create_topics(settings: &Settings) {
             (kafka.client.dlq_topic.as_str(), 1),
             (kafka.used_topic.as_str(), kafka.client.partitions),
             (kafka.released_topic.as_str(), kafka.client.partitions),
+            (kafka.revoked_topic.as_str(), kafka.client.partitions),
         ];
         if let Err(err) = coupon_infra::kafka::ensure_topics(&kafka.client, &topics).await {
             tracing::warn!(error = %err, "could not ensure the Kafka topics exist");
@@ -301,13 +302,14 @@ fn replica_wait(
     }
 }
 
-/// Sends redeem and release events to Kafka; woken by each commit.
+/// Sends redeem, release and revoke events to Kafka; woken by each commit.
 fn usage_relay(settings: &Settings, pool: &PgPool, publisher: &Arc<Publisher>, metrics: &Metrics) -> UsageRelay {
     UsageRelay {
         pool: pool.clone(),
         publisher: publisher.clone(),
         used_topic: settings.kafka.used_topic.clone(),
         released_topic: settings.kafka.released_topic.clone(),
+        revoked_topic: settings.kafka.revoked_topic.clone(),
         metrics: metrics.clone(),
         committed: Arc::new(Notify::new()),
     }

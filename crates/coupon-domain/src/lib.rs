@@ -26,5 +26,7 @@ pub const DLQ_TOPIC: &str = "inside.coupon.issued.dlq";
 pub const USED_TOPIC: &str = "inside.coupon.used";
 /// Topic of coupon releases (key = coupon id).
 pub const RELEASED_TOPIC: &str = "inside.coupon.released";
+/// Topic of revocations of held coupons (key = coupon id).
+pub const REVOKED_TOPIC: &str = "inside.coupon.revoked";
 /// Consumer group of the writer.
 pub const WRITER_GROUP: &str = "coupon-service-group";

@@ -143,6 +143,11 @@ pub enum UseRejection {
     /// An operator paused the promotion's redemption along with its issuance.
     #[error("the promotion is paused; redemption resumes with it")]
     Paused,
+    /// Support staff revoked the held coupon.
+    #[error("the coupon was revoked")]
+    Revoked,
+    #[error("the coupon is already revoked")]
+    AlreadyRevoked,
 }
 
 impl UseRejection {
@@ -157,6 +162,8 @@ impl UseRejection {
             UseRejection::Expired => "EXPIRED",
             UseRejection::BelowMinimum => "BELOW_MINIMUM",
             UseRejection::Paused => "PAUSED",
+            UseRejection::Revoked => "REVOKED",
+            UseRejection::AlreadyRevoked => "ALREADY_REVOKED",
         }
     }
 }
@@ -170,15 +177,18 @@ pub enum HoldingStatus {
     Available,
     Used,
     Expired,
+    /// Revoked by support staff: it cannot be used.
+    Revoked,
 }
 
 impl HoldingStatus {
-    /// The stored status (`AVAILABLE` or `USED`) as of `now`.
-    pub fn as_of(used: bool, valid_until: OffsetDateTime, now: OffsetDateTime) -> Self {
-        match (used, now > valid_until) {
-            (true, _) => HoldingStatus::Used,
-            (false, true) => HoldingStatus::Expired,
-            (false, false) => HoldingStatus::Available,
+    /// The stored status (`AVAILABLE`, `USED` or `REVOKED`) as of `now`.
+    pub fn as_of(stored: &str, valid_until: OffsetDateTime, now: OffsetDateTime) -> Self {
+        match stored {
+            "USED" => HoldingStatus::Used,
+            "REVOKED" => HoldingStatus::Revoked,
+            _ if now > valid_until => HoldingStatus::Expired,
+            _ => HoldingStatus::Available,
         }
     }
 }
@@ -196,6 +206,7 @@ pub fn is_valid_order_id(order_id: &str) -> bool {
 pub enum UsageKind {
     Used,
     Released,
+    Revoked,
 }
 
 impl UsageKind {
@@ -203,17 +214,19 @@ impl UsageKind {
         match self {
             UsageKind::Used => "USED",
             UsageKind::Released => "RELEASED",
+            UsageKind::Revoked => "REVOKED",
         }
     }
 
     pub fn parse(kind: &str) -> Option<Self> {
-        [UsageKind::Used, UsageKind::Released].into_iter().find(|k| k.as_str() == kind)
+        [UsageKind::Used, UsageKind::Released, UsageKind::Revoked].into_iter().find(|k| k.as_str() == kind)
     }
 }
 
-/// The record on `inside.coupon.used` / `inside.coupon.released` (key = coupon
-/// id). `eventId` grows with every change and is unique: consumers order a
-/// coupon's uses and releases by it and drop a redelivered one.
+/// The record on `inside.coupon.used` / `inside.coupon.released` /
+/// `inside.coupon.revoked` (key = coupon id). `eventId` grows with every
+/// change and is unique: consumers order a coupon's events by it and drop a
+/// redelivered one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CouponUsageEvent {
@@ -221,8 +234,14 @@ pub struct CouponUsageEvent {
     pub kind: UsageKind,
     pub coupon_id: CouponId,
     pub customer_id: CustomerId,
-    pub order_id: String,
+    /// The order of a use or a release; none on a revocation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<String>,
+    /// 0 on a revocation.
     pub discount_amount: i64,
+    /// Why support staff revoked it; only on a revocation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub occurred_at: OffsetDateTime,
 }
@@ -274,9 +293,10 @@ mod tests {
         let until = OffsetDateTime::UNIX_EPOCH + time::Duration::days(1);
         let before = until - time::Duration::seconds(1);
         let after = until + time::Duration::seconds(1);
-        assert_eq!(HoldingStatus::as_of(false, until, before), HoldingStatus::Available);
-        assert_eq!(HoldingStatus::as_of(false, until, after), HoldingStatus::Expired);
-        assert_eq!(HoldingStatus::as_of(true, until, after), HoldingStatus::Used);
+        assert_eq!(HoldingStatus::as_of("AVAILABLE", until, before), HoldingStatus::Available);
+        assert_eq!(HoldingStatus::as_of("AVAILABLE", until, after), HoldingStatus::Expired);
+        assert_eq!(HoldingStatus::as_of("USED", until, after), HoldingStatus::Used);
+        assert_eq!(HoldingStatus::as_of("REVOKED", until, before), HoldingStatus::Revoked);
     }
 
     #[test]

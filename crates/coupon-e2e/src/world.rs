@@ -187,6 +187,8 @@ impl World {
             ("COUPON__KAFKA__DLQ_TOPIC", self.dlq_topic.to_string()),
             ("COUPON__KAFKA__USED_TOPIC", self.used_topic.to_string()),
             ("COUPON__KAFKA__RELEASED_TOPIC", self.released_topic.to_string()),
+            // Never published to: no scenario revokes.
+            ("COUPON__KAFKA__REVOKED_TOPIC", format!("{}.revoked", self.topic)),
             ("COUPON__KAFKA__CREATE_TOPICS", "false".to_string()),
             ("COUPON__WRITER__GROUP", self.group.clone()),
             ("COUPON__ADMIN__TOKEN", ADMIN_TOKEN.to_string()),

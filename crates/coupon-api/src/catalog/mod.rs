@@ -178,6 +178,11 @@ pub struct Holding {
 }
 
 impl Holding {
+    /// Whether support staff revoked it.
+    pub fn is_revoked(&self) -> bool {
+        self.status == "REVOKED"
+    }
+
     /// The order using the coupon, if it is used.
     pub fn used_by(&self) -> Option<&str> {
         (self.status == "USED").then_some(self.order_id.as_deref()).flatten()

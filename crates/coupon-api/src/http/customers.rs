@@ -19,7 +19,8 @@ pub struct HeldCouponResponse {
     pub name: String,
     #[serde(with = "time::serde::rfc3339")]
     pub issued_at: OffsetDateTime,
-    /// `AVAILABLE`, `USED`, or `EXPIRED` (available but past `validUntil`).
+    /// `AVAILABLE`, `USED`, `EXPIRED` (available but past `validUntil`), or
+    /// `REVOKED` (by support staff; it cannot be used).
     pub status: HoldingStatus,
     /// `null`: the coupon cannot be redeemed.
     pub discount: Option<Discount>,
@@ -42,7 +43,7 @@ impl HeldCouponResponse {
             coupon_id: coupon.id.get(),
             name: coupon.name,
             issued_at: holding.issued_at,
-            status: HoldingStatus::as_of(holding.used_by().is_some(), valid_until, now),
+            status: HoldingStatus::as_of(&holding.status, valid_until, now),
             discount: coupon.discount.policy(),
             min_order_amount: coupon.min_order_amount,
             valid_until,

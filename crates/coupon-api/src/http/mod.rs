@@ -51,6 +51,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(customers::my_coupons)
         .service(redemption::redeem_for)
         .service(redemption::release_for)
+        .service(redemption::revoke)
         .service(customers::coupons)
         .service(customers::attempt)
         .service(openapi::document)

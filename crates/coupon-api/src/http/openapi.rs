@@ -23,6 +23,7 @@ use crate::http::{coupons, customers, issue, promotion, redemption};
         customers::attempt,
         redemption::redeem_for,
         redemption::release_for,
+        redemption::revoke,
         promotion::pause,
         promotion::resume,
         promotion::end,

@@ -1,7 +1,7 @@
 //! Redeem and release a held coupon: by the customer (their credential), or
 //! by support staff for a customer (admin token).
 
-use actix_web::{post, web, HttpResponse};
+use actix_web::{delete, post, web, HttpResponse};
 use coupon_domain::{is_valid_order_id, CouponId, CustomerId, HoldingStatus, MAX_AMOUNT, MAX_ORDER_ID_LEN};
 use serde::{Deserialize, Serialize};
 use tracing_actix_web::RequestId;
@@ -11,10 +11,10 @@ use crate::audit::Actor;
 use crate::error::{ApiError, ErrorBody};
 use coupon_infra::auth::{SCOPE_REDEEM, SCOPE_RELEASE};
 
-use crate::http::caller::Spender;
+use crate::http::caller::{Admin, Spender};
 use crate::http::state::AppState;
 use crate::http::{parse_coupon, parse_id};
-use crate::redemption::{OrderRef, Usage};
+use crate::redemption::{Held, OrderRef, Usage};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -128,7 +128,7 @@ fn answer(state: &AppState, action: &str, outcome: Result<Usage, ApiError>) -> R
         (status = 403, description = "FORBIDDEN: a customer's credential, or a service token without the scope", body = ErrorBody),
         (status = 429, description = "TOO_MANY_REQUESTS: this customer's limit", body = ErrorBody),
         (status = 404, description = "COUPON_NOT_FOUND, NOT_HELD", body = ErrorBody),
-        (status = 409, description = "ALREADY_USED: by another order; ORDER_RELEASED: this order's use was released, so it cannot use the coupon again (a new order id can)", body = ErrorBody),
+        (status = 409, description = "ALREADY_USED: by another order; ORDER_RELEASED: this order's use was released, so it cannot use the coupon again (a new order id can); REVOKED: support staff revoked it; PAUSED: an operator paused redemption", body = ErrorBody),
         (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorBody),
         (status = 415, description = "UNSUPPORTED_MEDIA_TYPE", body = ErrorBody),
         (status = 422, description = "EXPIRED, BELOW_MINIMUM, NOT_REDEEMABLE (no discount policy)", body = ErrorBody),
@@ -186,4 +186,83 @@ pub async fn release_for(
     let request = request_id.to_string();
     let audited = spender.audited().map(|name| Actor { name, request_id: &request });
     release(&state, customer, &path.1, body.into_inner(), audited.as_ref()).await
+}
+
+/// The most characters a revocation's reason may have.
+const MAX_REASON_CHARS: usize = 500;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RevokeRequest {
+    /// Why: 1 to 500 characters, not all blank, no control characters; stored trimmed.
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RevokeResponse {
+    pub coupon_id: i64,
+    pub customer_id: i64,
+    /// Always `REVOKED`.
+    pub status: HoldingStatus,
+    pub reason: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub revoked_at: time::OffsetDateTime,
+}
+
+/// Revoke a customer's unused coupon (support staff): it becomes `REVOKED`
+/// and can no longer be redeemed, `inside.coupon.revoked` goes out, and the
+/// audit records who did it and why. The unit stays issued (the customer
+/// cannot get the coupon again). A coupon Redis issued moments ago that
+/// coupon-writer has not written yet is revoked all the same.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/customers/{customerId}/coupons/{couponId}",
+    params(("customerId" = i64, Path, minimum = 1), ("couponId" = i64, Path, minimum = 1)),
+    request_body = RevokeRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = RevokeResponse),
+        (status = 400, description = "INVALID_REQUEST", body = ErrorBody),
+        (status = 401, description = "UNAUTHORIZED", body = ErrorBody),
+        (status = 404, description = "COUPON_NOT_FOUND, NOT_HELD", body = ErrorBody),
+        (status = 409, description = "ALREADY_USED: redeemed by an order; ALREADY_REVOKED", body = ErrorBody),
+        (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorBody),
+        (status = 415, description = "UNSUPPORTED_MEDIA_TYPE", body = ErrorBody),
+        (status = 429, description = "TOO_MANY_REQUESTS: this address failed to authenticate too often", body = ErrorBody),
+        (status = 503, description = "UNAVAILABLE: nothing was changed; retry after Retry-After", body = ErrorBody),
+    )
+)]
+#[delete("/api/v1/customers/{customerId}/coupons/{couponId}")]
+pub async fn revoke(
+    admin: Admin,
+    request_id: RequestId,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    body: web::Json<RevokeRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let customer: CustomerId = parse_id(&path.0, "customerId")?;
+    let coupon: CouponId = parse_coupon(&path.1)?;
+    let reason = body.into_inner().reason;
+    let trimmed = reason.trim();
+    if trimmed.is_empty() || reason.chars().count() > MAX_REASON_CHARS || trimmed.chars().any(char::is_control) {
+        return Err(ApiError::InvalidRequest(format!(
+            "reason must have 1 to {MAX_REASON_CHARS} characters, not all blank, and no control characters"
+        )));
+    }
+    let request = request_id.to_string();
+    let actor = Actor { name: &admin.0, request_id: &request };
+    let revoked = state.redemptions.revoke(Held { coupon, customer }, trimmed, &actor).await?;
+    Ok(HttpResponse::Ok().json(RevokeResponse {
+        coupon_id: revoked.coupon_id,
+        customer_id: revoked.customer_id,
+        status: HoldingStatus::Revoked,
+        reason: revoked.reason,
+        revoked_at: revoked.revoked_at,
+    }))
 }

@@ -68,6 +68,8 @@ pub struct CouponStats {
     pub pending: i64,
     /// Used by an order.
     pub redeemed: i64,
+    /// Revoked by support staff (their units stay issued).
+    pub revoked: i64,
     /// Refused issue requests by code (`SOLD_OUT`, `ALREADY_ISSUED`, …), over
     /// every replica, up to the last second.
     pub rejections: BTreeMap<String, u64>,
@@ -160,6 +162,7 @@ impl Stats {
             persisted,
             pending: issued - persisted,
             redeemed: row.redeemed,
+            revoked: row.revoked,
             rejections,
             issued_per_second: per_second(&live.ring, now_ms.div_euclid(1000)),
             at: now,
@@ -186,13 +189,18 @@ impl Stats {
         else {
             return Ok(None);
         };
-        let redeemed = customer_coupon::table
+        let by_status: HashMap<String, i64> = customer_coupon::table
             .filter(customer_coupon::coupon_id.eq(coupon.get()))
-            .filter(customer_coupon::status.eq("USED"))
-            .count()
-            .get_result(&mut conn)
-            .await?;
-        Ok(Some(Recorded { name, total, remaining, starts_at, ends_at, paused_at, redeemed }))
+            .filter(customer_coupon::status.ne("AVAILABLE"))
+            .group_by(customer_coupon::status)
+            .select((customer_coupon::status, diesel::dsl::count_star()))
+            .load::<(String, i64)>(&mut conn)
+            .await?
+            .into_iter()
+            .collect();
+        let count = |status: &str| by_status.get(status).copied().unwrap_or(0);
+        let (redeemed, revoked) = (count("USED"), count("REVOKED"));
+        Ok(Some(Recorded { name, total, remaining, starts_at, ends_at, paused_at, redeemed, revoked }))
     }
 
     async fn live(&self, coupon: CouponId) -> Result<Live, RedisUnavailable> {
@@ -214,6 +222,7 @@ struct Recorded {
     ends_at: OffsetDateTime,
     paused_at: Option<OffsetDateTime>,
     redeemed: i64,
+    revoked: i64,
 }
 
 /// What Redis holds of a coupon for its view (`None`: not in Redis).

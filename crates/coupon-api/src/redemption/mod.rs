@@ -20,6 +20,7 @@
 //! again: the order service cancelled it, so a late retry of its redeem is
 //! refused (`ORDER_RELEASED`) instead of tying the coupon to it once more.
 
+pub mod revoke;
 pub mod usage_relay;
 
 use std::sync::Arc;
@@ -63,6 +64,19 @@ pub struct OrderRef {
     pub coupon: CouponId,
     pub customer: CustomerId,
     pub order_id: String,
+}
+
+impl OrderRef {
+    pub fn held(&self) -> Held {
+        Held { coupon: self.coupon, customer: self.customer }
+    }
+}
+
+/// A customer's holding of a coupon.
+#[derive(Debug, Clone, Copy)]
+pub struct Held {
+    pub coupon: CouponId,
+    pub customer: CustomerId,
 }
 
 /// A held coupon's state after a redeem or a release.
@@ -117,9 +131,9 @@ impl Redemptions {
         let usage = conn
             .transaction::<_, RedemptionError, _>(async |conn| {
                 let coupon = coupon_row(conn, order.coupon).await?;
-                let holding = match locked_holding(conn, order).await? {
+                let holding = match locked_holding(conn, order.held()).await? {
                     Some(holding) => holding,
-                    None => self.write_issued(conn, order, &coupon).await?,
+                    None => self.write_issued(conn, order.held(), &coupon).await?,
                 };
                 let usage = |discount_amount, status| Usage {
                     coupon: order.coupon,
@@ -129,6 +143,7 @@ impl Redemptions {
                     status,
                 };
                 match holding.used_by() {
+                    _ if holding.is_revoked() => return Err(RedemptionError::Rejected(UseRejection::Revoked)),
                     Some(used_by) if used_by == order.order_id => {
                         return Ok((usage(holding.discount_amount, HoldingStatus::Used), false));
                     }
@@ -150,7 +165,7 @@ impl Redemptions {
                     return Err(RedemptionError::Rejected(UseRejection::BelowMinimum));
                 }
                 let off = discount.amount_off(order_amount);
-                diesel::update(holding_row(order))
+                diesel::update(holding_row(order.held()))
                     .set((
                         customer_coupon::status.eq("USED"),
                         customer_coupon::order_id.eq(&order.order_id),
@@ -159,7 +174,7 @@ impl Redemptions {
                     ))
                     .execute(&mut *conn)
                     .await?;
-                record_event(conn, UsageKind::Used, order, off, now).await?;
+                record_event(conn, Event::of_order(UsageKind::Used, order, off), now).await?;
                 record_spent(conn, audited, "redeem", order, Some(off)).await?;
                 Ok((usage(Some(off), HoldingStatus::Used), true))
             })
@@ -179,10 +194,10 @@ impl Redemptions {
             .transaction::<_, RedemptionError, _>(async |conn| {
                 let coupon = coupon_row(conn, order.coupon).await?;
                 // A coupon not written yet was never used: nothing to give back.
-                let holding = locked_holding(conn, order)
+                let holding = locked_holding(conn, order.held())
                     .await?
                     .ok_or(RedemptionError::Rejected(UseRejection::NotUsedByOrder))?;
-                let available = HoldingStatus::as_of(false, coupon.valid_until(), now);
+                let available = HoldingStatus::as_of("AVAILABLE", coupon.valid_until(), now);
                 let usage = Usage {
                     coupon: order.coupon,
                     customer: order.customer,
@@ -196,7 +211,7 @@ impl Redemptions {
                     _ => return Err(RedemptionError::Rejected(UseRejection::NotUsedByOrder)),
                 }
                 let off = holding.discount_amount.unwrap_or(0);
-                diesel::update(holding_row(order))
+                diesel::update(holding_row(order.held()))
                     .set((
                         customer_coupon::status.eq("AVAILABLE"),
                         customer_coupon::order_id.eq(None::<String>),
@@ -218,7 +233,7 @@ impl Redemptions {
                     .on_conflict_do_nothing()
                     .execute(&mut *conn)
                     .await?;
-                record_event(conn, UsageKind::Released, order, off, now).await?;
+                record_event(conn, Event::of_order(UsageKind::Released, order, off), now).await?;
                 record_spent(conn, audited, "release", order, None).await?;
                 Ok((usage, true))
             })
@@ -242,7 +257,7 @@ impl Redemptions {
     async fn write_issued(
         &self,
         conn: &mut AsyncPgConnection,
-        order: &OrderRef,
+        held: Held,
         coupon: &CouponRow,
     ) -> Result<Holding, RedemptionError> {
         let not_held = RedemptionError::Rejected(UseRejection::NotHeld);
@@ -251,7 +266,7 @@ impl Redemptions {
         }
         let now = OffsetDateTime::now_utc();
         // Whether Redis still knows the coupon: then it says who holds it.
-        let known = match <[Presence]>::first(&self.store.presence(&[order.coupon]).await?) {
+        let known = match <[Presence]>::first(&self.store.presence(&[held.coupon]).await?) {
             Some(Presence::Ready) => true,
             Some(Presence::Fenced) => return Err(RedemptionError::Undecided),
             // Redis drops a coupon only after its period; an open coupon
@@ -259,25 +274,25 @@ impl Redemptions {
             Some(Presence::Missing) | None if now <= coupon.ends_at => return Err(RedemptionError::Undecided),
             Some(Presence::Missing) | None => false,
         };
-        if known && !self.store.holds(order.coupon, order.customer).await? {
+        if known && !self.store.holds(held.coupon, held.customer).await? {
             return Err(not_held);
         }
         // Waits behind a coupon-writer statement that holds the coupon, and
         // each statement after it reads what that one committed.
         let remaining: i32 = coupon::table
-            .find(order.coupon.get())
+            .find(held.coupon.get())
             .select(coupon::remaining_quantity)
             .for_no_key_update()
             .first(&mut *conn)
             .await?;
         // The writer may have written this customer's row while we waited.
-        if let Some(holding) = locked_holding(conn, order).await? {
+        if let Some(holding) = locked_holding(conn, held).await? {
             return Ok(holding);
         }
         let recorded_sold_out: bool = diesel::select(diesel::dsl::exists(
             sold_out_at_write::table
-                .filter(sold_out_at_write::coupon_id.eq(order.coupon.get()))
-                .filter(sold_out_at_write::customer_id.eq(order.customer.get())),
+                .filter(sold_out_at_write::coupon_id.eq(held.coupon.get()))
+                .filter(sold_out_at_write::customer_id.eq(held.customer.get())),
         ))
         .get_result(&mut *conn)
         .await?;
@@ -294,10 +309,10 @@ impl Redemptions {
             let unsettled = now <= coupon.valid_until() && now < coupon.ends_at + self.ended_grace;
             return Err(if unsettled { RedemptionError::Undecided } else { not_held });
         }
-        if catalog::grant(conn, order.coupon, order.customer, now).await? {
-            tracing::info!(coupon = %order.coupon, customer = %order.customer, "redeemed before coupon-writer wrote the issuance; wrote it");
+        if catalog::grant(conn, held.coupon, held.customer, now).await? {
+            tracing::info!(coupon = %held.coupon, customer = %held.customer, "redeemed before coupon-writer wrote the issuance; wrote it");
         }
-        locked_holding(conn, order).await?.ok_or(not_held)
+        locked_holding(conn, held).await?.ok_or(not_held)
     }
 }
 
@@ -328,18 +343,18 @@ async fn redemption_paused(conn: &mut AsyncPgConnection, id: CouponId) -> Result
 }
 
 fn holding_row(
-    order: &OrderRef,
+    held: Held,
 ) -> diesel::dsl::Filter<
     diesel::dsl::Filter<customer_coupon::table, diesel::dsl::Eq<customer_coupon::coupon_id, i64>>,
     diesel::dsl::Eq<customer_coupon::customer_id, i64>,
 > {
     customer_coupon::table
-        .filter(customer_coupon::coupon_id.eq(order.coupon.get()))
-        .filter(customer_coupon::customer_id.eq(order.customer.get()))
+        .filter(customer_coupon::coupon_id.eq(held.coupon.get()))
+        .filter(customer_coupon::customer_id.eq(held.customer.get()))
 }
 
-async fn locked_holding(conn: &mut AsyncPgConnection, order: &OrderRef) -> Result<Option<Holding>, RedemptionError> {
-    Ok(holding_row(order).select(Holding::as_select()).for_update().first(conn).await.optional()?)
+async fn locked_holding(conn: &mut AsyncPgConnection, held: Held) -> Result<Option<Holding>, RedemptionError> {
+    Ok(holding_row(held).select(Holding::as_select()).for_update().first(conn).await.optional()?)
 }
 
 /// Whether this order's use of the holding was released.
@@ -350,23 +365,37 @@ async fn was_released(conn: &mut AsyncPgConnection, order: &OrderRef) -> Result<
 
 async fn record_event(
     conn: &mut AsyncPgConnection,
-    kind: UsageKind,
-    order: &OrderRef,
-    discount_amount: i64,
+    event: Event<'_>,
     at: OffsetDateTime,
 ) -> Result<(), RedemptionError> {
     diesel::insert_into(coupon_usage_outbox::table)
         .values((
-            coupon_usage_outbox::kind.eq(kind.as_str()),
-            coupon_usage_outbox::coupon_id.eq(order.coupon.get()),
-            coupon_usage_outbox::customer_id.eq(order.customer.get()),
-            coupon_usage_outbox::order_id.eq(&order.order_id),
-            coupon_usage_outbox::discount_amount.eq(discount_amount),
+            coupon_usage_outbox::kind.eq(event.kind.as_str()),
+            coupon_usage_outbox::coupon_id.eq(event.held.coupon.get()),
+            coupon_usage_outbox::customer_id.eq(event.held.customer.get()),
+            coupon_usage_outbox::order_id.eq(event.order_id),
+            coupon_usage_outbox::discount_amount.eq(event.discount_amount),
+            coupon_usage_outbox::reason.eq(event.reason),
             coupon_usage_outbox::occurred_at.eq(at),
         ))
         .execute(conn)
         .await?;
     Ok(())
+}
+
+/// A change of a held coupon, as its event says it.
+struct Event<'a> {
+    kind: UsageKind,
+    held: Held,
+    order_id: Option<&'a str>,
+    discount_amount: i64,
+    reason: Option<&'a str>,
+}
+
+impl<'a> Event<'a> {
+    fn of_order(kind: UsageKind, order: &'a OrderRef, discount_amount: i64) -> Self {
+        Self { kind, held: order.held(), order_id: Some(&order.order_id), discount_amount, reason: None }
+    }
 }
 
 /// Support staff's use or release of a customer's coupon, in the audit.

@@ -1,5 +1,6 @@
 //! Publishes `coupon_usage_outbox` to Kafka: uses to `kafka.used_topic`,
-//! releases to `kafka.released_topic`, key = coupon id.
+//! releases to `kafka.released_topic`, revocations to `kafka.revoked_topic`,
+//! key = coupon id.
 //!
 //! One replica at a time relays (a transaction-scoped advisory lock; the
 //! others skip the pass), in id order, so a coupon's events reach Kafka in the
@@ -47,9 +48,10 @@ struct OutboxRow {
     kind: String,
     coupon_id: i64,
     customer_id: i64,
-    order_id: String,
+    order_id: Option<String>,
     discount_amount: i64,
     occurred_at: OffsetDateTime,
+    reason: Option<String>,
 }
 
 impl OutboxRow {
@@ -62,6 +64,7 @@ impl OutboxRow {
             customer_id: CustomerId::new(self.customer_id).ok()?,
             order_id: self.order_id,
             discount_amount: self.discount_amount,
+            reason: self.reason,
             occurred_at: self.occurred_at,
         })
     }
@@ -72,6 +75,7 @@ pub struct UsageRelay {
     pub publisher: Arc<Publisher>,
     pub used_topic: String,
     pub released_topic: String,
+    pub revoked_topic: String,
     pub metrics: Metrics,
     /// Notified by each commit that wrote an event.
     pub committed: Arc<Notify>,
@@ -141,6 +145,7 @@ impl UsageRelay {
                         let topic = match event.kind {
                             UsageKind::Used => &self.used_topic,
                             UsageKind::Released => &self.released_topic,
+                            UsageKind::Revoked => &self.revoked_topic,
                         };
                         Some((id, self.publisher.send_usage(topic, &event)))
                     })

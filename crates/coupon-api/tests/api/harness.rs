@@ -46,6 +46,8 @@ pub struct Isolation {
     pub group: String,
     /// Where uses and releases go, for tests that redeem (`with_usage_topics`).
     pub usage_topics: Option<(TestTopic, TestTopic)>,
+    /// Where revocations go, for tests that revoke (`with_usage_topics`).
+    pub revoked_topic: Option<TestTopic>,
 }
 
 impl Isolation {
@@ -56,13 +58,18 @@ impl Isolation {
             key_prefix: TestPrefix::new("api"),
             group: unique_name("api-writer"),
             usage_topics: None,
+            revoked_topic: None,
         }
     }
 
-    /// With topics of its own for use and release events.
+    /// With topics of its own for use, release and revocation events.
     pub async fn with_usage_topics() -> Self {
-        let (used, released) = tokio::join!(TestTopic::create("api-used", 1), TestTopic::create("api-released", 1));
-        Self { usage_topics: Some((used, released)), ..Self::new().await }
+        let (used, released, revoked) = tokio::join!(
+            TestTopic::create("api-used", 1),
+            TestTopic::create("api-released", 1),
+            TestTopic::create("api-revoked", 1)
+        );
+        Self { usage_topics: Some((used, released)), revoked_topic: Some(revoked), ..Self::new().await }
     }
 
     /// coupon-writer on this isolation's topic, database and group, in this process.
@@ -105,6 +112,10 @@ impl Isolation {
             Some((used, released)) => (used.to_string(), released.to_string()),
             // Never published to: the test does not redeem.
             None => (format!("{}.used", self.topic), format!("{}.released", self.topic)),
+        };
+        settings.kafka.revoked_topic = match &self.revoked_topic {
+            Some(revoked) => revoked.to_string(),
+            None => format!("{}.revoked", self.topic),
         };
         settings.database = self.db.settings();
         settings.relay.interval = Duration::from_millis(100);
@@ -200,6 +211,14 @@ impl TestApp {
     pub async fn post_admin(&self, path: &str, body: &Value) -> (StatusCode, Value) {
         let response =
             self.http.post(format!("{}{path}", self.base)).bearer_auth(ADMIN_TOKEN).json(body).send().await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A DELETE with the admin token and a JSON body.
+    pub async fn delete_admin(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        let response =
+            self.http.delete(format!("{}{path}", self.base)).bearer_auth(ADMIN_TOKEN).json(body).send().await.unwrap();
         let status = response.status();
         (status, response.json().await.unwrap_or(Value::Null))
     }

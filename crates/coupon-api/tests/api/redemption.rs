@@ -18,7 +18,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use tokio::sync::Mutex;
 
-use crate::harness::{redis, topic_reader, Isolation, TestApp};
+use crate::harness::{redis, token, topic_reader, Isolation, TestApp};
 
 fn at(offset: time::Duration) -> String {
     (OffsetDateTime::now_utc() + offset).format(&Rfc3339).unwrap()
@@ -77,7 +77,7 @@ async fn usage_events_per_order(topic: &str, last_order: &str) -> BTreeMap<Strin
             .unwrap_or_else(|_| panic!("no event for {last_order} on {topic} in 60 s; got {events:?}"))
             .unwrap();
         let event: CouponUsageEvent = serde_json::from_slice(message.payload().unwrap()).unwrap();
-        events.insert(event.event_id, event.order_id);
+        events.insert(event.event_id, event.order_id.unwrap_or_default());
     }
     events.into_values().fold(BTreeMap::new(), |mut per_order, order| {
         *per_order.entry(order).or_default() += 1;
@@ -176,10 +176,10 @@ async fn a_coupon_is_redeemed_released_and_redeemed_again_with_one_event_per_cha
     let (used_topic, released_topic) = iso.usage_topics.as_ref().unwrap();
     let used_events = usage_events(used_topic, 2).await;
     let released_events = usage_events(released_topic, 1).await;
-    assert_eq!(used_events.iter().map(|e| e.order_id.as_str()).collect::<Vec<_>>(), ["o-1", "o-2"]);
+    assert_eq!(used_events.iter().map(|e| e.order_id.as_deref()).collect::<Vec<_>>(), [Some("o-1"), Some("o-2")]);
     assert!(used_events.iter().all(|e| e.kind == UsageKind::Used && e.discount_amount == 3000));
     assert_eq!(released_events[0].kind, UsageKind::Released);
-    assert_eq!(released_events[0].order_id, "o-1");
+    assert_eq!(released_events[0].order_id.as_deref(), Some("o-1"));
     assert!(used_events[0].event_id < released_events[0].event_id);
     assert!(released_events[0].event_id < used_events[1].event_id);
     app.stop().await;
@@ -524,4 +524,69 @@ async fn only_the_order_service_and_support_staff_spend_a_coupon() {
     assert_eq!((status, &used["status"]), (StatusCode::OK, &json!("USED")), "{used}");
     let (status, released) = app.post_as_service(&release_path(7, coupon), &json!({ "orderId": "o-1" })).await;
     assert_eq!((status, &released["status"]), (StatusCode::OK, &json!("AVAILABLE")), "{released}");
+}
+
+/// Support staff revoke an unused coupon, even one coupon-writer has not
+/// written yet (the writer's later insert leaves it revoked): it reads
+/// `REVOKED`, cannot be redeemed, is not issued again, and its event and
+/// audit entry go out. A used coupon, one revoked already, one not held and
+/// a bad body are refused and change nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn support_staff_revoke_an_unused_coupon_and_it_can_no_longer_be_redeemed() {
+    let iso = Isolation::with_usage_topics().await;
+    let app = TestApp::spawn(iso.settings()).await;
+    let coupon = app.create_coupon_with(coupon_body(5, json!({"discount": {"type": "FIXED", "amount": 1000}}))).await;
+    let revoke = |customer: i64| format!("/api/v1/customers/{customer}/coupons/{coupon}");
+    let fraud = json!({"reason": "  a fraudulent account "});
+    assert_eq!(app.issue(coupon, 1).await.0, StatusCode::CREATED);
+
+    for bad in [json!({}), json!({"reason": " "}), json!({"reason": "x", "returnToStock": true}), json!({"reason": 7})]
+    {
+        assert_eq!(app.delete_admin(&revoke(1), &bad).await.0, StatusCode::BAD_REQUEST, "{bad}");
+    }
+    let as_customer = app.http.delete(format!("{}{}", app.base, revoke(1))).bearer_auth(token(1)).json(&fraud);
+    assert_eq!(as_customer.send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+
+    // Not written by coupon-writer yet: Redis says the customer holds it.
+    let (status, revoked) = app.delete_admin(&revoke(1), &fraud).await;
+    assert_eq!(status, StatusCode::OK, "{revoked}");
+    assert_eq!((&revoked["status"], &revoked["reason"]), (&json!("REVOKED"), &json!("a fraudulent account")));
+    let writer = iso.start_writer().await;
+    wait_until("coupon-writer to apply the issuance", Duration::from_secs(60), || async {
+        let (_, attempt) = app.get(&format!("/api/v1/coupons/{coupon}/customers/1")).await;
+        (attempt["persisted"] == true).then_some(())
+    })
+    .await;
+    assert_eq!(app.issue(coupon, 2).await.0, StatusCode::CREATED);
+    // The writer has applied what came before customer 2's issuance.
+    wait_until("coupon-writer to catch up", Duration::from_secs(60), || async {
+        let (_, attempt) = app.get(&format!("/api/v1/coupons/{coupon}/customers/2")).await;
+        (attempt["persisted"] == true).then_some(())
+    })
+    .await;
+    let (_, held) = app.get("/api/v1/customers/1/coupons").await;
+    assert_eq!(held[0]["status"], "REVOKED", "the writer's insert left it revoked: {held}");
+
+    let (status, refused) = app.post_admin(&redeem_path(1, coupon), &order("o-1", 5000)).await;
+    assert_eq!((status, &refused["code"]), (StatusCode::CONFLICT, &json!("REVOKED")), "{refused}");
+    assert_eq!(app.issue(coupon, 1).await.1["code"], "ALREADY_ISSUED", "the unit stays issued");
+    let (status, again) = app.delete_admin(&revoke(1), &fraud).await;
+    assert_eq!((status, &again["code"]), (StatusCode::CONFLICT, &json!("ALREADY_REVOKED")), "{again}");
+    assert_eq!(app.post_admin(&redeem_path(2, coupon), &order("o-2", 5000)).await.0, StatusCode::OK);
+    let (status, used) = app.delete_admin(&revoke(2), &fraud).await;
+    assert_eq!((status, &used["code"]), (StatusCode::CONFLICT, &json!("ALREADY_USED")), "{used}");
+    let (status, not_held) = app.delete_admin(&revoke(3), &fraud).await;
+    assert_eq!((status, &not_held["code"]), (StatusCode::NOT_FOUND, &json!("NOT_HELD")), "{not_held}");
+    let unknown = app.delete_admin("/api/v1/customers/1/coupons/999999", &fraud).await;
+    assert_eq!(unknown.0, StatusCode::NOT_FOUND);
+
+    let events = usage_events(&iso.revoked_topic.as_ref().unwrap().to_string(), 1).await;
+    assert_eq!((events[0].kind, events[0].customer_id.get()), (UsageKind::Revoked, 1));
+    assert_eq!((events[0].order_id.as_deref(), events[0].reason.as_deref()), (None, Some("a fraudulent account")));
+    let (_, audit) = app.get(&format!("/api/v1/audit?couponId={coupon}")).await;
+    let revokes: Vec<&Value> = audit.as_array().unwrap().iter().filter(|e| e["action"] == "revoke").collect();
+    assert_eq!(revokes.len(), 1, "{audit}");
+    assert_eq!(revokes[0]["actor"], "admin:admin");
+    writer.stop().await;
+    app.stop().await;
 }

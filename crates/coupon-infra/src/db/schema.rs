@@ -51,6 +51,8 @@ diesel::table! {
         discount_amount -> Nullable<Int8>,
         used_at -> Nullable<Timestamptz>,
         released_order_id -> Nullable<Text>,
+        revoked_at -> Nullable<Timestamptz>,
+        revoke_reason -> Nullable<Text>,
     }
 }
 
@@ -60,9 +62,10 @@ diesel::table! {
         kind -> Text,
         coupon_id -> Int8,
         customer_id -> Int8,
-        order_id -> Text,
+        order_id -> Nullable<Text>,
         discount_amount -> Int8,
         occurred_at -> Timestamptz,
+        reason -> Nullable<Text>,
     }
 }
 

@@ -122,7 +122,7 @@
     if (stats.couponId !== opened?.id) return;
     $("state").textContent = stats.state.toUpperCase();
     $("state").className = `state-${stats.state}`;
-    for (const field of ["issued", "remaining", "persisted", "pending", "redeemed"]) {
+    for (const field of ["issued", "remaining", "persisted", "pending", "redeemed", "revoked"]) {
       $(field).textContent = stats[field];
     }
     chart(stats.issuedPerSecond);

@@ -1,0 +1,10 @@
+DELETE FROM coupon_usage_outbox WHERE kind = 'REVOKED';
+ALTER TABLE coupon_usage_outbox DROP CONSTRAINT coupon_usage_outbox_kind_check;
+ALTER TABLE coupon_usage_outbox ADD CONSTRAINT coupon_usage_outbox_kind_check CHECK (kind IN ('USED', 'RELEASED'));
+ALTER TABLE coupon_usage_outbox ALTER COLUMN order_id SET NOT NULL;
+ALTER TABLE coupon_usage_outbox DROP COLUMN reason;
+UPDATE customer_coupon SET status = 'AVAILABLE' WHERE status = 'REVOKED';
+ALTER TABLE customer_coupon DROP CONSTRAINT customer_coupon_revoke_shape;
+ALTER TABLE customer_coupon DROP CONSTRAINT customer_coupon_status_check;
+ALTER TABLE customer_coupon ADD CONSTRAINT customer_coupon_status_check CHECK (status IN ('AVAILABLE', 'USED'));
+ALTER TABLE customer_coupon DROP COLUMN revoke_reason, DROP COLUMN revoked_at;
