@@ -73,6 +73,9 @@ impl From<RedemptionError> for ApiError {
         match err {
             RedemptionError::Rejected(rejection) => ApiError::Usage(rejection),
             RedemptionError::Undecided => ApiError::Fenced,
+            RedemptionError::ReturnPending => ApiError::Unavailable(
+                "revoked, but Redis has not got the returned unit yet: send the revoke again (it answers 409 ALREADY_REVOKED once done)",
+            ),
             RedemptionError::Redis(err) => ApiError::unavailable("Redis is unavailable; nothing was changed", &err),
             err @ (RedemptionError::Pool(_) | RedemptionError::Query(_) | RedemptionError::Publish(_)) => {
                 ApiError::unavailable("PostgreSQL is unavailable; nothing was changed", &err)

@@ -15,6 +15,11 @@ pub struct CouponKeys {
     pub outbox_malformed: String,
     /// The holders a rebuild stages before its script swaps them in.
     pub rebuild_staged: String,
+    /// Holders whose revoked unit went back into stock (a set; each is still
+    /// in `issued`): stock = total - issued + returned.
+    pub returned: String,
+    /// The returned holders a rebuild stages, as `rebuild_staged`.
+    pub returned_staged: String,
     /// Issue answers by outcome, summed over every API replica (a hash).
     pub tally: String,
     /// Units issued per second, over every API replica: a ring of 64 slots,
@@ -32,6 +37,8 @@ impl CouponKeys {
             outbox: format!("{base}:outbox"),
             outbox_malformed: format!("{base}:outbox:malformed"),
             rebuild_staged: format!("{base}:issued:rebuild"),
+            returned: format!("{base}:returned"),
+            returned_staged: format!("{base}:returned:rebuild"),
             tally: format!("{base}:tally"),
             issue_rate: format!("{base}:rate"),
         }

@@ -231,7 +231,7 @@ mod tests {
                 at: Duration::ZERO,
             })
             .collect();
-        Spike { answers, elapsed: Duration::ZERO, cpu_share: BTreeMap::new() }
+        Spike { answers, started: std::time::Instant::now(), elapsed: Duration::ZERO, cpu_share: BTreeMap::new() }
     }
 
     fn consistent(holders: &[i64], stock: i64) -> Observed {

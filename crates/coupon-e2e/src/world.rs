@@ -318,13 +318,11 @@ impl World {
     /// Fires the spike; `progress` counts answers so faults can be timed by it.
     pub async fn spike(&self, coupons: &[i64], customers: u64, progress: Arc<AtomicU64>) -> Spike {
         let plan = spike::plan(coupons, customers, 1, 0.1);
+        // Until the spike reports when it started sending, for waves begun meanwhile.
         *self.spike_started.lock().expect("not poisoned") = Some(Instant::now());
-        spike::run(&self.api, plan, 128, progress).await
-    }
-
-    /// When the last spike started: its answers' `at` counts from (just before) here.
-    pub fn spike_started(&self) -> Option<Instant> {
-        *self.spike_started.lock().expect("not poisoned")
+        let spike = spike::run(&self.api, plan, 128, progress).await;
+        *self.spike_started.lock().expect("not poisoned") = Some(spike.started);
+        spike
     }
 
     /// The spike, with `fault` started (and timed as the fault) once `after`
@@ -377,8 +375,8 @@ impl World {
         let mut waves: Option<Spike> = None;
         let spike_started = (*self.spike_started.lock().expect("not poisoned")).unwrap_or(started);
         loop {
-            let wave_started = Instant::now();
             let mut wave = spike::run(api, plan, 128, Arc::default()).await;
+            let wave_started = wave.started;
             // On the first spike's clock, so the report's fault timings span both.
             for answer in &mut wave.answers {
                 answer.at += wave_started.duration_since(spike_started);

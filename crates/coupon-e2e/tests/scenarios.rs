@@ -586,8 +586,10 @@ async fn s11_redemptions_while_the_writer_catches_up_and_postgres_restarts() {
 /// answered an operator pauses it, raises its stock by half while it is
 /// paused (the spike answered `PAUSED` meanwhile), and resumes it; new
 /// customers then buy out the rest. Exactly the raised stock is issued and
-/// written, the promises hold, reconciliation is clean, and every change is
-/// in the audit with its author.
+/// written. Then one holder's coupon is revoked with its unit returned to
+/// stock, and exactly one new customer gets it. The promises hold (with the
+/// returned unit counted), reconciliation is clean, and every change is in
+/// the audit with its author.
 #[tokio::test(flavor = "multi_thread")]
 async fn s18_a_live_promotion_paused_raised_and_resumed_mid_spike() {
     let world = World::on("18 pause, raise, resume mid-spike", Stack::SingleReplicated { api_replicas: 2 }).await;
@@ -617,7 +619,7 @@ async fn s18_a_live_promotion_paused_raised_and_resumed_mid_spike() {
     };
     let (mut spike, (paused_from, paused_until)) =
         world.spike_with_fault(&coupons, customers() / 2, requests() / 20, operator).await;
-    let started = world.spike_started().expect("the spike started");
+    let started = spike.started;
     let while_paused = spike
         .answers
         .iter()
@@ -634,8 +636,15 @@ async fn s18_a_live_promotion_paused_raised_and_resumed_mid_spike() {
         .await
         .expect("the second wave");
     spike.answers.extend(rest.answers);
-    let verdicts = world.verify(&coupons, raised as i64, &spike).await;
-    assert_eq!(verdicts[0].issued as u64, raised, "the raised stock sells out exactly");
+    let sold: BTreeSet<i64> = spike.issued().map(|answer| answer.attempt.customer).collect();
+    assert_eq!(sold.len() as u64, raised, "the raised stock sells out exactly");
+
+    let last = revoke_one_returning_its_unit(&world, coupon, *sold.iter().next().expect("a holder")).await;
+    assert_eq!(last.issued().count(), 1, "the returned unit is issued once");
+    spike.answers.extend(last.answers);
+    // Held units never exceed the stock: one holder's unit came back and went out again.
+    let verdicts = world.verify(&coupons, raised as i64 + 1, &spike).await;
+    assert_eq!(verdicts[0].issued as u64, raised + 1);
 
     let (_, audit) =
         world.api.admin(reqwest::Method::GET, &format!("/api/v1/audit?couponId={coupon}"), None).await.expect("audit");
@@ -646,5 +655,18 @@ async fn s18_a_live_promotion_paused_raised_and_resumed_mid_spike() {
         .filter_map(|entry| Some((entry["action"].as_str()?, entry["actor"].as_str()?)))
         .collect();
     let by = "admin:admin";
-    assert_eq!(actions, [("create", by), ("pause", by), ("change", by), ("resume", by)], "{audit}");
+    assert_eq!(actions, [("create", by), ("pause", by), ("change", by), ("resume", by), ("revoke", by)], "{audit}");
+}
+
+/// Revokes `holder`'s coupon with its unit returned to stock, then lets 100
+/// new customers ask; returns their answers.
+async fn revoke_one_returning_its_unit(world: &World, coupon: i64, holder: i64) -> Spike {
+    let revoke = serde_json::json!({ "reason": "fraud", "returnToStock": true });
+    let path = format!("/api/v1/customers/{holder}/coupons/{coupon}");
+    let (status, revoked) = world.api.admin(reqwest::Method::DELETE, &path, Some(&revoke)).await.expect("revoking");
+    assert_eq!(status, 200, "{revoked}");
+    world
+        .wave_until_served(&[coupon], 2 * SECOND_WAVE_FIRST_CUSTOMER, 100, Duration::from_secs(60))
+        .await
+        .expect("the wave after the return")
 }

@@ -67,6 +67,9 @@ pub fn plan(coupons: &[i64], customers: u64, first_customer: i64, repeat_share: 
 
 pub struct Spike {
     pub answers: Vec<Answer>,
+    /// When the first request could go out (connections open): each
+    /// answer's `at` counts from here.
+    pub started: Instant,
     pub elapsed: Duration,
     /// Percent of all cores per component while it ran (empty where `/proc` is not readable).
     pub cpu_share: BTreeMap<String, f64>,
@@ -95,7 +98,7 @@ pub async fn run(client: &ApiClient, attempts: Vec<Attempt>, concurrency: usize,
         (Some(before), Some(after)) => after.shares_since(&before),
         _ => BTreeMap::new(),
     };
-    Spike { answers, elapsed, cpu_share }
+    Spike { answers, started, elapsed, cpu_share }
 }
 
 /// Requests per second of a request the API answers at once (`GET /noop`, a

@@ -12,6 +12,8 @@ pub struct RedisView {
     pub stock: Option<i64>,
     /// The issued set's size, read atomically with `stock`.
     pub issued_count: i64,
+    /// Holders whose revoked unit went back into stock, read with `stock`.
+    pub returned_count: i64,
     /// The issued set's members (read in pages, not one snapshot).
     pub issued: BTreeSet<i64>,
     /// Events not yet acknowledged by Kafka.
@@ -28,6 +30,8 @@ pub struct DbView {
     pub total: i64,
     pub remaining: i64,
     pub holders: BTreeSet<i64>,
+    /// Rows revoked with their unit returned to stock.
+    pub returned: i64,
 }
 
 /// One way Redis and PostgreSQL disagree about a coupon.
@@ -63,7 +67,7 @@ impl std::fmt::Display for Problem {
             Problem::NotInPostgres => write!(f, "not in PostgreSQL"),
             Problem::NotInRedis => write!(f, "not primed in Redis"),
             Problem::RemainingMiscounted { remaining, total, rows } => {
-                write!(f, "PostgreSQL remaining {remaining} != total {total} - rows {rows}")
+                write!(f, "PostgreSQL remaining {remaining} != total {total} - rows holding a unit {rows}")
             }
             Problem::OversoldInPostgres { rows, total } => write!(f, "oversold in PostgreSQL: {rows} rows for {total}"),
             Problem::RedisStockMismatch { stock, issued, total } => {
@@ -147,7 +151,8 @@ pub fn compare(coupon: CouponId, redis: &RedisView, db: Option<&DbView>) -> Coup
     match db {
         None => problems.push(Problem::NotInPostgres),
         Some(db) => {
-            let rows = db.holders.len();
+            // A row revoked with its unit returned holds none.
+            let rows = db.holders.len().saturating_sub(db.returned.max(0) as usize);
             if db.remaining != db.total - rows as i64 {
                 problems.push(Problem::RemainingMiscounted { remaining: db.remaining, total: db.total, rows });
             }
@@ -158,8 +163,9 @@ pub fn compare(coupon: CouponId, redis: &RedisView, db: Option<&DbView>) -> Coup
     }
     match (redis.total, redis.stock) {
         (Some(total), Some(stock)) => {
-            if stock + redis.issued_count != total {
-                problems.push(Problem::RedisStockMismatch { stock, issued: redis.issued_count, total });
+            let held = redis.issued_count - redis.returned_count;
+            if stock + held != total {
+                problems.push(Problem::RedisStockMismatch { stock, issued: held, total });
             }
             if stock < 0 {
                 problems.push(Problem::RedisStockNegative(stock));
@@ -280,13 +286,29 @@ pub(crate) mod tests {
     }
 
     fn db(total: i64, holders: &[i64]) -> DbView {
-        DbView { total, remaining: total - holders.len() as i64, holders: set(holders) }
+        DbView { total, remaining: total - holders.len() as i64, holders: set(holders), returned: 0 }
     }
 
     #[test]
     fn matching_stores_are_clean() {
         let drift = compare(id(), &redis(3, &[1, 2]), Some(&db(3, &[1, 2])));
         assert!(drift.is_clean(), "{:?}", drift.problems);
+    }
+
+    #[test]
+    fn a_unit_returned_to_stock_is_counted_in_both_stores() {
+        // 1 revoked with its unit returned, which 3 then took.
+        let mut redis = redis(2, &[1, 2, 3]);
+        (redis.stock, redis.returned_count) = (Some(0), 1);
+        let db = DbView { returned: 1, ..db(2, &[1, 2, 3]) };
+        let db = DbView { remaining: 0, ..db };
+        let drift = compare(id(), &redis, Some(&db));
+        assert!(drift.is_clean(), "{:?}", drift.problems);
+        // Redis missed the return: it sells one less, and says so.
+        let mut missed = redis.clone();
+        missed.returned_count = 0;
+        let drift = compare(id(), &missed, Some(&db));
+        assert_eq!(drift.problems, [Problem::RedisStockMismatch { stock: 0, issued: 3, total: 2 }]);
     }
 
     #[test]

@@ -44,8 +44,8 @@ impl Sources {
         let keys = CouponKeys::new(&self.key_prefix, id);
         // One MULTI: the issue script changes stock and set together, so only
         // an atomic read can check that they add up while issuance goes on.
-        type Counts = (Option<i64>, Option<i64>, i64, u64, StreamRangeReply, StreamRangeReply);
-        let (total, stock, issued_count, outbox, oldest, newest): Counts = self
+        type Counts = (Option<i64>, Option<i64>, i64, i64, u64, StreamRangeReply, StreamRangeReply);
+        let (total, stock, issued_count, returned_count, outbox, oldest, newest): Counts = self
             .redis
             .query_pipe(
                 redis::pipe()
@@ -57,6 +57,8 @@ impl Sources {
                     .arg(&keys.stock)
                     .cmd("SCARD")
                     .arg(&keys.issued)
+                    .cmd("SCARD")
+                    .arg(&keys.returned)
                     .cmd("XLEN")
                     .arg(&keys.outbox)
                     .cmd("XRANGE")
@@ -90,7 +92,7 @@ impl Sources {
             }
             cursor = next;
         }
-        Ok(RedisView { total, stock, issued_count, issued, outbox, outbox_span })
+        Ok(RedisView { total, stock, issued_count, returned_count, issued, outbox, outbox_span })
     }
 
     /// The coupon row and its holders as of one snapshot, so the remaining
@@ -118,7 +120,13 @@ impl Sources {
                     .await?
                     .into_iter()
                     .collect();
-                Ok(Some(DbView { total: i64::from(total), remaining: i64::from(remaining), holders }))
+                let returned: i64 = customer_coupon::table
+                    .filter(customer_coupon::coupon_id.eq(id.get()))
+                    .filter(customer_coupon::stock_returned)
+                    .count()
+                    .get_result(conn)
+                    .await?;
+                Ok(Some(DbView { total: i64::from(total), remaining: i64::from(remaining), holders, returned }))
             })
             .await?;
         Ok(view)

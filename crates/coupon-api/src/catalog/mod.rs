@@ -172,6 +172,8 @@ impl<'a> From<&'a NewCoupon> for Created<'a> {
 pub struct Holding {
     pub issued_at: OffsetDateTime,
     pub status: String,
+    /// Revoked, and its unit went back into stock.
+    pub stock_returned: bool,
     pub order_id: Option<String>,
     pub discount_amount: Option<i64>,
     pub used_at: Option<OffsetDateTime>,
@@ -380,6 +382,17 @@ impl Catalog {
         let mut conn = self.pool.get().await?;
         Ok(customer_coupon::table
             .filter(customer_coupon::coupon_id.eq(id.get()))
+            .select(customer_coupon::customer_id)
+            .load(&mut conn)
+            .await?)
+    }
+
+    /// The holders whose revoked unit went back into stock.
+    pub async fn returned(&self, id: CouponId) -> Result<Vec<i64>, CatalogError> {
+        let mut conn = self.pool.get().await?;
+        Ok(customer_coupon::table
+            .filter(customer_coupon::coupon_id.eq(id.get()))
+            .filter(customer_coupon::stock_returned)
             .select(customer_coupon::customer_id)
             .load(&mut conn)
             .await?)

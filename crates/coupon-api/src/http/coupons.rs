@@ -222,6 +222,7 @@ pub async fn create(
         ends_at: row.ends_at,
         total_quantity: row.total_quantity,
         holders: Vec::new(),
+        returned: Vec::new(),
         control: Control::default(),
     };
     // PostgreSQL has the coupon now; if Redis fails, a request for it or a

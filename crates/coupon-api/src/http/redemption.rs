@@ -201,6 +201,9 @@ pub struct RevokeRequest {
         pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
     )]
     pub reason: String,
+    /// `true`: the unit becomes issuable again (to another customer). Default `false`.
+    #[serde(default)]
+    pub return_to_stock: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -211,15 +214,17 @@ pub struct RevokeResponse {
     /// Always `REVOKED`.
     pub status: HoldingStatus,
     pub reason: String,
+    pub returned_to_stock: bool,
     #[serde(with = "time::serde::rfc3339")]
     pub revoked_at: time::OffsetDateTime,
 }
 
 /// Revoke a customer's unused coupon (support staff): it becomes `REVOKED`
 /// and can no longer be redeemed, `inside.coupon.revoked` goes out, and the
-/// audit records who did it and why. The unit stays issued (the customer
-/// cannot get the coupon again). A coupon Redis issued moments ago that
-/// coupon-writer has not written yet is revoked all the same.
+/// audit records who did it and why. The customer cannot get the coupon
+/// again; with `returnToStock` its unit becomes issuable to another. A
+/// coupon Redis issued moments ago that coupon-writer has not written yet is
+/// revoked all the same.
 #[utoipa::path(
     delete,
     path = "/api/v1/customers/{customerId}/coupons/{couponId}",
@@ -235,7 +240,7 @@ pub struct RevokeResponse {
         (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorBody),
         (status = 415, description = "UNSUPPORTED_MEDIA_TYPE", body = ErrorBody),
         (status = 429, description = "TOO_MANY_REQUESTS: this address failed to authenticate too often", body = ErrorBody),
-        (status = 503, description = "UNAVAILABLE: nothing was changed; retry after Retry-After", body = ErrorBody),
+        (status = 503, description = "UNAVAILABLE: nothing was changed, or revoked but the returned unit has not reached Redis yet; send it again", body = ErrorBody),
     )
 )]
 #[delete("/api/v1/customers/{customerId}/coupons/{couponId}")]
@@ -248,7 +253,7 @@ pub async fn revoke(
 ) -> Result<HttpResponse, ApiError> {
     let customer: CustomerId = parse_id(&path.0, "customerId")?;
     let coupon: CouponId = parse_coupon(&path.1)?;
-    let reason = body.into_inner().reason;
+    let RevokeRequest { reason, return_to_stock } = body.into_inner();
     let trimmed = reason.trim();
     if trimmed.is_empty() || reason.chars().count() > MAX_REASON_CHARS || trimmed.chars().any(char::is_control) {
         return Err(ApiError::InvalidRequest(format!(
@@ -257,12 +262,13 @@ pub async fn revoke(
     }
     let request = request_id.to_string();
     let actor = Actor { name: &admin.0, request_id: &request };
-    let revoked = state.redemptions.revoke(Held { coupon, customer }, trimmed, &actor).await?;
+    let revoked = state.redemptions.revoke(Held { coupon, customer }, trimmed, return_to_stock, &actor).await?;
     Ok(HttpResponse::Ok().json(RevokeResponse {
         coupon_id: revoked.coupon_id,
         customer_id: revoked.customer_id,
         status: HoldingStatus::Revoked,
         reason: revoked.reason,
+        returned_to_stock: revoked.returned_to_stock,
         revoked_at: revoked.revoked_at,
     }))
 }

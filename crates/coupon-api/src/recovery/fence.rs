@@ -71,9 +71,12 @@ impl Fences {
         let redis = self.store.redis();
         let keys = self.store.keys(state.id);
         let staged = &keys.rebuild_staged;
-        let _: () = redis.query(redis::cmd("DEL").arg(staged)).await?;
+        let _: () = redis.query(redis::cmd("DEL").arg(staged).arg(&keys.returned_staged)).await?;
         for chunk in state.holders.chunks(HOLDERS_CHUNK) {
             let _: () = redis.query(redis::cmd("SADD").arg(staged).arg(chunk)).await?;
+        }
+        for chunk in state.returned.chunks(HOLDERS_CHUNK) {
+            let _: () = redis.query(redis::cmd("SADD").arg(&keys.returned_staged).arg(chunk)).await?;
         }
         self.store.index(state.id, state.ends_at).await?;
         let mut rebuild = self.rebuild.key(&keys.meta);
@@ -82,6 +85,8 @@ impl Fences {
             .key(&keys.issued)
             .key(&keys.outbox)
             .key(staged)
+            .key(&keys.returned)
+            .key(&keys.returned_staged)
             .arg(token)
             .arg(unix_ms(state.starts_at))
             .arg(unix_ms(state.ends_at))
@@ -118,7 +123,7 @@ impl Fences {
         let redis = self.store.redis();
         let keys = self.store.keys(coupon);
         let mut retire = self.retire.key(&keys.meta);
-        retire.key(&keys.stock).key(&keys.issued).key(&keys.outbox).arg(grace.as_millis() as u64);
+        retire.key(&keys.stock).key(&keys.issued).key(&keys.outbox).key(&keys.returned).arg(grace.as_millis() as u64);
         if redis.invoke::<i64>(&retire).await? == 0 {
             return Ok(false);
         }

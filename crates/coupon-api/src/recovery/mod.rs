@@ -379,6 +379,7 @@ impl Recovery {
                 ends_at: controlled.ends_at,
                 total_quantity: controlled.total_quantity,
                 holders: self.catalog.holders(id).await?,
+                returned: self.catalog.returned(id).await?,
                 control: controlled.control,
             };
             match self.fences.rebuild(&state, token).await? {

@@ -3,6 +3,8 @@
 --
 -- KEYS[1] meta   KEYS[2] stock   KEYS[3] issued   KEYS[4] outbox
 -- KEYS[5] staged holders (PostgreSQL's, added by the caller; may not exist)
+-- KEYS[6] returned   KEYS[7] staged returned holders (PostgreSQL's holders
+--         whose revoked unit went back into stock; may not exist)
 -- ARGV[1] fence token   ARGV[2] starts_ms   ARGV[3] ends_ms   ARGV[4] total
 -- ARGV[5] control version   ARGV[6] paused (1 or 0), as PostgreSQL had them
 --         together with ARGV[3] and ARGV[4]
@@ -10,7 +12,7 @@
 -- Returns the stock it set, or -1 when the fence is no longer the caller's
 -- (another rebuild took over; nothing changed).
 if redis.call('HGET', KEYS[1], 'fenced') ~= ARGV[1] then
-    redis.call('DEL', KEYS[5])
+    redis.call('DEL', KEYS[5], KEYS[7])
     return -1
 end
 -- Entries still in the outbox may not have reached PostgreSQL yet; their
@@ -36,9 +38,18 @@ local version, paused, ends, total = ARGV[5], ARGV[6] == '1', ARGV[3], ARGV[4]
 if tonumber(control[1] or '0') > tonumber(ARGV[5]) then
     version, paused, ends, total = control[1], control[2] ~= false, control[3] or ARGV[3], control[4] or ARGV[4]
 end
--- Every holder took one; PostgreSQL's remaining_quantity says the same once
--- the writer has applied the outbox's events too.
-local stock = math.max(tonumber(total) - redis.call('SCARD', KEYS[3]), 0)
+-- PostgreSQL commits a returned unit before Redis hears of it, so its
+-- returned holders are all there are.
+if redis.call('EXISTS', KEYS[7]) == 1 then
+    redis.call('RENAME', KEYS[7], KEYS[6])
+else
+    redis.call('DEL', KEYS[6])
+end
+-- Every holder took one, and each returned one went back; PostgreSQL's
+-- remaining_quantity says the same once the writer has applied the outbox's
+-- events too.
+local held = redis.call('SCARD', KEYS[3]) - redis.call('SCARD', KEYS[6])
+local stock = math.max(tonumber(total) - held, 0)
 redis.call('SET', KEYS[2], stock)
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'starts_ms', ARGV[2], 'ends_ms', ends, 'total', total, 'control', version)

@@ -2,13 +2,14 @@
 -- empty (an entry there is an issuance Kafka has not acknowledged yet).
 --
 -- KEYS[1] meta   KEYS[2] stock   KEYS[3] issued   KEYS[4] outbox
+-- KEYS[5] returned
 -- ARGV[1] grace in milliseconds
 --
 -- Returns 1 when the keys will expire, 0 while the outbox still has entries.
 if redis.call('XLEN', KEYS[4]) > 0 then
     return 0
 end
-for i = 1, 3 do
-    redis.call('PEXPIRE', KEYS[i], ARGV[1])
+for _, key in ipairs({KEYS[1], KEYS[2], KEYS[3], KEYS[5]}) do
+    redis.call('PEXPIRE', key, ARGV[1])
 end
 return 1

@@ -56,6 +56,10 @@ pub enum RedemptionError {
     Redis(#[from] RedisUnavailable),
     #[error("Kafka did not acknowledge a usage event: {0}")]
     Publish(#[from] crate::delivery::publisher::PublishError),
+    /// Revoked in PostgreSQL; Redis has not got the returned unit yet (it
+    /// sells one less until the revoke is sent again).
+    #[error("revoked; the returned unit has not reached Redis yet")]
+    ReturnPending,
 }
 
 /// An order's use of a held coupon: redeem with `order_amount`, release without.
@@ -102,6 +106,8 @@ pub struct Redemptions {
     /// lost with Redis, and coupon-writer may not have applied all of its
     /// issuances yet.
     ended_grace: time::Duration,
+    /// Puts a revoked unit back into Redis's stock (`return.lua`).
+    give_back: redis::Script,
 }
 
 impl Redemptions {
@@ -113,7 +119,8 @@ impl Redemptions {
     ) -> Self {
         // Beyond time's range only for a grace nobody configures; a century is as final.
         let ended_grace = time::Duration::try_from(ended_grace).unwrap_or(time::Duration::days(36_500));
-        Self { pool, store, incarnations, committed, ended_grace }
+        let give_back = redis::Script::new(include_str!("return.lua"));
+        Self { pool, store, incarnations, committed, ended_grace, give_back }
     }
 
     /// Uses the coupon for the order. The same order again answers as the

@@ -36,6 +36,8 @@ pub struct CouponState {
     pub total_quantity: i32,
     /// Customers who hold the coupon in PostgreSQL (empty for a new coupon).
     pub holders: Vec<i64>,
+    /// Those of them whose revoked unit went back into stock.
+    pub returned: Vec<i64>,
     /// An operator's controls, as PostgreSQL has them.
     pub control: Control,
 }

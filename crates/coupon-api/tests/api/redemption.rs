@@ -526,22 +526,22 @@ async fn only_the_order_service_and_support_staff_spend_a_coupon() {
     assert_eq!((status, &released["status"]), (StatusCode::OK, &json!("AVAILABLE")), "{released}");
 }
 
-/// Support staff revoke an unused coupon, even one coupon-writer has not
-/// written yet (the writer's later insert leaves it revoked): it reads
-/// `REVOKED`, cannot be redeemed, is not issued again, and its event and
-/// audit entry go out. A used coupon, one revoked already, one not held and
-/// a bad body are refused and change nothing.
+/// Support staff revoke an unused coupon with its unit returned to stock,
+/// even one coupon-writer has not written yet (the writer's later insert
+/// leaves it revoked and counts nothing twice): it reads `REVOKED`, cannot be
+/// redeemed, is not issued to that customer again, and its event and audit
+/// entry go out. A used coupon, one revoked already, one not held and a bad
+/// body are refused and change nothing.
 #[tokio::test(flavor = "multi_thread")]
 async fn support_staff_revoke_an_unused_coupon_and_it_can_no_longer_be_redeemed() {
     let iso = Isolation::with_usage_topics().await;
     let app = TestApp::spawn(iso.settings()).await;
     let coupon = app.create_coupon_with(coupon_body(5, json!({"discount": {"type": "FIXED", "amount": 1000}}))).await;
     let revoke = |customer: i64| format!("/api/v1/customers/{customer}/coupons/{coupon}");
-    let fraud = json!({"reason": "  a fraudulent account "});
+    let fraud = json!({"reason": "  a fraudulent account ", "returnToStock": true});
     assert_eq!(app.issue(coupon, 1).await.0, StatusCode::CREATED);
 
-    for bad in [json!({}), json!({"reason": " "}), json!({"reason": "x", "returnToStock": true}), json!({"reason": 7})]
-    {
+    for bad in [json!({}), json!({"reason": " "}), json!({"reason": "x", "allowReissue": true}), json!({"reason": 7})] {
         assert_eq!(app.delete_admin(&revoke(1), &bad).await.0, StatusCode::BAD_REQUEST, "{bad}");
     }
     let as_customer = app.http.delete(format!("{}{}", app.base, revoke(1))).bearer_auth(token(1)).json(&fraud);
@@ -566,6 +566,9 @@ async fn support_staff_revoke_an_unused_coupon_and_it_can_no_longer_be_redeemed(
     .await;
     let (_, held) = app.get("/api/v1/customers/1/coupons").await;
     assert_eq!(held[0]["status"], "REVOKED", "the writer's insert left it revoked: {held}");
+    // 5 - 2 rows + 1 returned, in both stores.
+    assert_eq!(remaining_in_postgres(&iso, coupon).await, 4);
+    assert_eq!(app.get(&format!("/api/v1/coupons/{coupon}")).await.1["remainingQuantity"], 4);
 
     let (status, refused) = app.post_admin(&redeem_path(1, coupon), &order("o-1", 5000)).await;
     assert_eq!((status, &refused["code"]), (StatusCode::CONFLICT, &json!("REVOKED")), "{refused}");
@@ -588,5 +591,47 @@ async fn support_staff_revoke_an_unused_coupon_and_it_can_no_longer_be_redeemed(
     assert_eq!(revokes.len(), 1, "{audit}");
     assert_eq!(revokes[0]["actor"], "admin:admin");
     writer.stop().await;
+    app.stop().await;
+}
+
+/// A revoke with `returnToStock` on a sold-out coupon: the unit is issuable
+/// again, to another customer only; PostgreSQL's remaining quantity and
+/// Redis's stock both count it, a repeat returns nothing more, and a rebuild
+/// of the coupon from PostgreSQL keeps it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_unit_revoked_with_return_to_stock_is_issued_once_more_to_another_customer() {
+    let iso = Isolation::with_usage_topics().await;
+    let _writer = iso.start_writer().await;
+    let app = TestApp::spawn(iso.settings()).await;
+    let coupon = app.create_coupon_with(coupon_body(2, json!({}))).await;
+    for customer in [1, 2] {
+        assert_eq!(app.issue(coupon, customer).await.0, StatusCode::CREATED);
+    }
+    assert_eq!(app.issue(coupon, 3).await.1["code"], "SOLD_OUT");
+
+    let revoke = json!({"reason": "fraud", "returnToStock": true});
+    let (status, revoked) = app.delete_admin(&format!("/api/v1/customers/1/coupons/{coupon}"), &revoke).await;
+    assert_eq!((status, &revoked["returnedToStock"]), (StatusCode::OK, &json!(true)), "{revoked}");
+    let (status, again) = app.delete_admin(&format!("/api/v1/customers/1/coupons/{coupon}"), &revoke).await;
+    assert_eq!((status, &again["code"]), (StatusCode::CONFLICT, &json!("ALREADY_REVOKED")), "{again}");
+    assert_eq!(app.issue(coupon, 1).await.1["code"], "ALREADY_ISSUED", "not to the revoked customer");
+    assert_eq!(app.issue(coupon, 3).await.0, StatusCode::CREATED, "the returned unit, once");
+    assert_eq!(app.issue(coupon, 4).await.1["code"], "SOLD_OUT", "a repeated revoke returned nothing more");
+    let rows_and_remaining = || async {
+        let (_, view) = app.get(&format!("/api/v1/coupons/{coupon}/stats")).await;
+        (view["persisted"] == 2 && view["revoked"] == 1).then_some(view)
+    };
+    let view = wait_until("coupon-writer's rows", Duration::from_secs(60), rows_and_remaining).await;
+    assert_eq!((view["remaining"].as_i64(), view["pending"].as_i64()), (Some(0), Some(0)), "{view}");
+    assert_eq!(remaining_in_postgres(&iso, coupon).await, 0, "2 - 3 rows + 1 returned");
+
+    assert_eq!(app.post_admin(&format!("/api/v1/coupons/{coupon}/prime"), &json!({})).await.0, StatusCode::ACCEPTED);
+    let answer = wait_until("the rebuild", Duration::from_secs(60), || async {
+        let (_, body) = app.issue(coupon, 5).await;
+        (body["code"] != "UNAVAILABLE").then_some(body)
+    })
+    .await;
+    assert_eq!(answer["code"], "SOLD_OUT", "the rebuild counts the returned unit as issued again: {answer}");
+    assert_eq!(app.issue(coupon, 1).await.1["code"], "ALREADY_ISSUED");
     app.stop().await;
 }

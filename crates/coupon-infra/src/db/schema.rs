@@ -53,6 +53,7 @@ diesel::table! {
         released_order_id -> Nullable<Text>,
         revoked_at -> Nullable<Timestamptz>,
         revoke_reason -> Nullable<Text>,
+        stock_returned -> Bool,
     }
 }
 
