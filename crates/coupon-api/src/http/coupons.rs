@@ -12,8 +12,8 @@ use crate::audit::{Actor, Entry};
 use crate::catalog::{CouponRow, Creation, NewCoupon, Phase};
 use crate::error::{ApiError, ErrorBody};
 use crate::http::caller::Admin;
-use crate::http::parse_coupon;
 use crate::http::state::AppState;
+use crate::http::{parse_coupon, valid_text};
 use crate::store::{Control, CouponState};
 
 /// Largest stock one coupon may have; keeps every quantity inside PostgreSQL's INTEGER.
@@ -80,15 +80,7 @@ impl CreateCouponRequest {
 
 /// A coupon's name as stored: trimmed, 1 to 200 characters, no control characters.
 pub fn valid_name(name: &str) -> Result<String, ApiError> {
-    let trimmed = name.trim();
-    if trimmed.is_empty() || name.chars().count() > MAX_NAME_CHARS {
-        return Err(ApiError::InvalidRequest(format!("name must have 1 to {MAX_NAME_CHARS} characters")));
-    }
-    // PostgreSQL refuses NUL in text; no control character belongs in a name.
-    if trimmed.chars().any(char::is_control) {
-        return Err(ApiError::InvalidRequest("name must not contain control characters".into()));
-    }
-    Ok(trimmed.to_string())
+    valid_text("name", name, MAX_NAME_CHARS)
 }
 
 /// A total quantity: 1 to [`MAX_QUANTITY`].

@@ -110,6 +110,20 @@ async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound("no such resource"))
 }
 
+/// A free text field as stored: trimmed, 1 to `max` characters, not all
+/// blank, no control characters (PostgreSQL refuses NUL, and none belongs in
+/// a name or a reason), else 400 naming `field`.
+pub fn valid_text(field: &str, text: &str, max: usize) -> Result<String, ApiError> {
+    let trimmed = text.trim();
+    if trimmed.is_empty() || text.chars().count() > max {
+        return Err(ApiError::InvalidRequest(format!("{field} must have 1 to {max} characters, not all blank")));
+    }
+    if trimmed.chars().any(char::is_control) {
+        return Err(ApiError::InvalidRequest(format!("{field} must not contain control characters")));
+    }
+    Ok(trimmed.to_string())
+}
+
 /// Parses an id from the path: positive and within BIGINT, else 400.
 pub fn parse_id<T: std::str::FromStr>(raw: &str, name: &str) -> Result<T, ApiError>
 where

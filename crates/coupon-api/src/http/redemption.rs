@@ -13,7 +13,7 @@ use coupon_infra::auth::{SCOPE_REDEEM, SCOPE_RELEASE};
 
 use crate::http::caller::{Admin, Spender};
 use crate::http::state::AppState;
-use crate::http::{parse_coupon, parse_id};
+use crate::http::{parse_coupon, parse_id, valid_text};
 use crate::redemption::{Held, OrderRef, Usage};
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -254,15 +254,10 @@ pub async fn revoke(
     let customer: CustomerId = parse_id(&path.0, "customerId")?;
     let coupon: CouponId = parse_coupon(&path.1)?;
     let RevokeRequest { reason, return_to_stock } = body.into_inner();
-    let trimmed = reason.trim();
-    if trimmed.is_empty() || reason.chars().count() > MAX_REASON_CHARS || trimmed.chars().any(char::is_control) {
-        return Err(ApiError::InvalidRequest(format!(
-            "reason must have 1 to {MAX_REASON_CHARS} characters, not all blank, and no control characters"
-        )));
-    }
+    let reason = valid_text("reason", &reason, MAX_REASON_CHARS)?;
     let request = request_id.to_string();
     let actor = Actor { name: &admin.0, request_id: &request };
-    let revoked = state.redemptions.revoke(Held { coupon, customer }, trimmed, return_to_stock, &actor).await?;
+    let revoked = state.redemptions.revoke(Held { coupon, customer }, &reason, return_to_stock, &actor).await?;
     Ok(HttpResponse::Ok().json(RevokeResponse {
         coupon_id: revoked.coupon_id,
         customer_id: revoked.customer_id,
