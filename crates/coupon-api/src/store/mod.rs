@@ -3,7 +3,8 @@
 //! coupons by end, and the incarnation record (`incarnation`). The scripts
 //! that change a coupon live with the capability that calls them: issuance's
 //! `issue.lua` and `create.lua`, delivery's `release.lua`, recovery's
-//! `rebuild.lua`, `retire.lua`, `born_here.lua` and `unlock.lua`.
+//! `rebuild.lua`, `retire.lua`, `born_here.lua` and `unlock.lua`, promotion's
+//! `control.lua` and `tally.lua`, redemption's `return.lua`.
 
 pub mod incarnation;
 

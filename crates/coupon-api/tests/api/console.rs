@@ -6,6 +6,7 @@
 //! Swagger UI are saved under `target/<profile>/screenshots/`.
 
 use std::net::TcpListener;
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -17,17 +18,30 @@ use serde_json::json;
 
 use crate::harness::{Isolation, TestApp, ADMIN_TOKEN};
 
-/// chromedriver on a free loopback port, stopped when dropped.
+/// chromedriver on a free loopback port, stopped when dropped. It and its
+/// Chromium keep their profile and temporary files in a folder of their own
+/// under `target/`, removed when dropped.
 struct Driver {
-    _process: tokio::process::Child,
+    process: tokio::process::Child,
     url: String,
+    home: PathBuf,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.process.start_kill();
+        let _ = std::fs::remove_dir_all(&self.home);
+    }
 }
 
 impl Driver {
     async fn start() -> Self {
         let port = TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("an address").port();
+        let home = target_dir().join(format!("chromium-{port}"));
+        std::fs::create_dir_all(&home).expect("chromium's folder");
         let process = tokio::process::Command::new("chromedriver")
             .arg(format!("--port={port}"))
+            .env("TMPDIR", &home)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
@@ -39,13 +53,14 @@ impl Driver {
             reqwest::get(&status).await.ok().filter(|answer| answer.status().is_success()).map(drop)
         })
         .await;
-        Self { _process: process, url }
+        Self { process, url, home }
     }
 
     /// A headless Chromium session.
     async fn browser(&self) -> Client {
+        let profile = format!("--user-data-dir={}", self.home.join("profile").display());
         let options = json!({
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,1000"],
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,1000", profile],
         });
         let capabilities = [("goog:chromeOptions".to_string(), options)].into_iter().collect();
         ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
