@@ -26,7 +26,7 @@ use diesel_async::{AsyncConnection, RunQueryDsl};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::{lock_control, ControlError, Controls, InRedis, Standing};
+use super::{lock_control, lock_coupon, ControlError, Controls, InRedis, Standing};
 use crate::audit::{Actor, Entry};
 use crate::catalog::{CatalogError, CouponRow, DiscountColumns};
 use crate::store::Control;
@@ -84,14 +84,7 @@ impl Controls {
         let mut conn = self.pool.get().await.map_err(CatalogError::from)?;
         let (row, control, lowered) = conn
             .transaction::<_, ControlError, _>(async |conn| {
-                let current: CouponRow = coupon_table::table
-                    .find(coupon.get())
-                    .select(CouponRow::as_select())
-                    .for_update()
-                    .first(&mut *conn)
-                    .await
-                    .optional()?
-                    .ok_or(ControlError::NotFound)?;
+                let current = lock_coupon(conn, coupon).await?;
                 let before = Terms::of(&current);
                 let after = before.amended(&amendment);
                 self.check(&current, &after, now).await?;

@@ -29,7 +29,7 @@ use redis::Script;
 use time::OffsetDateTime;
 
 use crate::audit::{Actor, Entry};
-use crate::catalog::{CatalogError, Controlled};
+use crate::catalog::{CatalogError, Controlled, CouponRow};
 use crate::store::{unix_ms, Control, CouponStore, RedisUnavailable};
 
 #[derive(Debug, thiserror::Error)]
@@ -176,7 +176,7 @@ impl Controls {
         let mut conn = self.pool.get().await.map_err(CatalogError::from)?;
         let recorded = conn
             .transaction::<_, ControlError, _>(async |conn| {
-                let (starts_at, ends_at, total_quantity) = lock_terms(conn, coupon).await?;
+                let CouponRow { starts_at, ends_at, total_quantity, .. } = lock_coupon(conn, coupon).await?;
                 let before = lock_control(conn, coupon).await?;
                 let mut after = Control { version: before.version + 1, ..before };
                 let unchanged = Controlled { control: before, ends_at, total_quantity };
@@ -253,14 +253,12 @@ enum InRedis {
     BelowIssued,
 }
 
-/// The coupon's period and total, its row locked until commit.
-async fn lock_terms(
-    conn: &mut AsyncPgConnection,
-    coupon: CouponId,
-) -> Result<(OffsetDateTime, OffsetDateTime, i32), ControlError> {
+/// The coupon's row, locked until commit: every control and change of a
+/// coupon takes it first.
+async fn lock_coupon(conn: &mut AsyncPgConnection, coupon: CouponId) -> Result<CouponRow, ControlError> {
     coupon_table::table
         .find(coupon.get())
-        .select((coupon_table::starts_at, coupon_table::ends_at, coupon_table::total_quantity))
+        .select(CouponRow::as_select())
         .for_update()
         .first(conn)
         .await

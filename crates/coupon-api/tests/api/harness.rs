@@ -207,28 +207,27 @@ impl TestApp {
         created["id"].as_i64().unwrap()
     }
 
-    /// A POST with the admin token.
-    pub async fn post_admin(&self, path: &str, body: &Value) -> (StatusCode, Value) {
-        let response =
-            self.http.post(format!("{}{path}", self.base)).bearer_auth(ADMIN_TOKEN).json(body).send().await.unwrap();
+    /// A request with the admin token and a JSON body.
+    async fn admin(&self, method: reqwest::Method, path: &str, body: &Value) -> (StatusCode, Value) {
+        let request = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(ADMIN_TOKEN).json(body);
+        let response = request.send().await.unwrap();
         let status = response.status();
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
-    /// A DELETE with the admin token and a JSON body.
-    pub async fn delete_admin(&self, path: &str, body: &Value) -> (StatusCode, Value) {
-        let response =
-            self.http.delete(format!("{}{path}", self.base)).bearer_auth(ADMIN_TOKEN).json(body).send().await.unwrap();
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
+    /// A POST with the admin token.
+    pub async fn post_admin(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        self.admin(reqwest::Method::POST, path, body).await
     }
 
     /// A PATCH with the admin token.
     pub async fn patch_admin(&self, path: &str, body: &Value) -> (StatusCode, Value) {
-        let response =
-            self.http.patch(format!("{}{path}", self.base)).bearer_auth(ADMIN_TOKEN).json(body).send().await.unwrap();
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
+        self.admin(reqwest::Method::PATCH, path, body).await
+    }
+
+    /// A DELETE with the admin token and a JSON body.
+    pub async fn delete_admin(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        self.admin(reqwest::Method::DELETE, path, body).await
     }
 
     /// A POST as `customer` (their bearer token).
