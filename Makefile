@@ -8,7 +8,7 @@ STACK := scripts/stack.sh
 # the FAILPOINTS variable sets one); release builds never do.
 TEST_FEATURES := --features coupon-api/failpoints,coupon-writer/failpoints
 
-.PHONY: help setup up down status up-cluster down-cluster status-cluster build build-release run demo token bench bench-many soak pause-drill reconcile test test-tools e2e e2e-cluster fmt lint lint-deploy audit images compose-smoke clean
+.PHONY: help setup up down status up-cluster down-cluster status-cluster up-secure down-secure status-secure build build-release run demo token bench bench-many soak pause-drill reconcile test test-tools e2e e2e-cluster fmt lint lint-deploy audit images compose-smoke clean
 
 # Every target's line carries its description after `##`; `make help` prints
 # them in this order, and names any .PHONY target that has none.
@@ -42,6 +42,18 @@ down-cluster: ## stop the Redis Cluster and the three Kafka brokers
 
 status-cluster: ## state of the Redis Cluster and the three Kafka brokers
 	@scripts/stack-cluster.sh status
+
+# Redis (6380), PostgreSQL (5433) and Kafka (9093) over TLS with client
+# certificates and passwords, beside the other stacks; `. .stack/secure/env`
+# points the services at it: README.md, "The secure local stack".
+up-secure: setup ## start the secure Redis, PostgreSQL and Kafka (TLS, client certificates, passwords)
+	@scripts/stack-secure.sh up
+
+down-secure: ## stop the secure Redis, PostgreSQL and Kafka
+	@scripts/stack-secure.sh down
+
+status-secure: ## state of the secure Redis, PostgreSQL and Kafka
+	@scripts/stack-secure.sh status
 
 build: setup ## debug build of every target, with the test fail points
 	$(CARGO) build --workspace --all-targets $(TEST_FEATURES)
@@ -88,7 +100,7 @@ reconcile: build-release ## compare Redis with PostgreSQL for every coupon
 # `--exclude coupon-e2e` would build every dependency again, once each.
 # The integration tests of every crate but coupon-e2e, found by their files:
 INTEGRATION_TESTS := $(foreach t,$(filter-out crates/coupon-e2e/%,$(wildcard crates/*/tests/*.rs crates/*/tests/*/main.rs)),--test $(notdir $(basename $(patsubst %/main.rs,%,$(t)))))
-E2E_SINGLE := --test newcomer --test scenarios --test bench_tool --test observability
+E2E_SINGLE := --test newcomer --test scenarios --test bench_tool --test observability --test secure
 E2E_CLUSTER := --test cluster
 
 # Build everything once, then run the tests against the stacks. The end-to-end
@@ -97,7 +109,7 @@ E2E_CLUSTER := --test cluster
 # The deploy lint runs first as a step of its own: its failure does not stop
 # the tests, and `make test` fails at the end when it failed.
 LINT_DEPLOY_FAILED := .stack/lint-deploy.failed
-test: up up-cluster build test-tools ## stack up, build once, run every test (and the deploy lint)
+test: up up-cluster up-secure build test-tools ## stack up, build once, run every test (and the deploy lint)
 	@rm -f $(LINT_DEPLOY_FAILED); scripts/lint-deploy.sh || { mkdir -p $(dir $(LINT_DEPLOY_FAILED)); touch $(LINT_DEPLOY_FAILED); }
 	$(CARGO) test --workspace $(TEST_FEATURES) --no-fail-fast --lib --bins $(INTEGRATION_TESTS)
 	rm -f target/debug/e2e-logs/report.md
@@ -156,7 +168,7 @@ images: ## the three container images (podman or docker), sizes printed
 compose-smoke: up images ## the images against the local stack, as Kubernetes runs them
 	@scripts/compose-smoke.sh
 
-clean: down down-cluster ## stop both stacks, remove target/ and .stack/
+clean: down down-cluster down-secure ## stop the stacks, remove target/ and .stack/
 	$(CARGO) clean
-	if [ -L .stack/postgres ]; then rm -rf "$$(readlink .stack/postgres)"; fi
+	for link in .stack/postgres .stack/secure/postgres; do if [ -L $$link ]; then rm -rf "$$(readlink $$link)"; fi; done
 	rm -rf .stack

@@ -36,18 +36,31 @@ GROUP = "coupon-service-group"
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 # What each workload (its pods' app.kubernetes.io/name) may read from a
-# Secret: its own credentials and no one else's. COUPON__REDIS__URL only when
-# it carries a password (else it belongs in the ConfigMap).
+# Secret: its own credentials and no one else's (the Redis URL and the users
+# of the stores among them).
+REDIS_CREDENTIALS = {
+    "COUPON__REDIS__URL",
+    "COUPON__REDIS__USERNAME",
+    "COUPON__REDIS__PASSWORD",
+    "COUPON__REDIS__SENTINEL_USERNAME",
+    "COUPON__REDIS__SENTINEL_PASSWORD",
+}
+KAFKA_CREDENTIALS = {
+    "COUPON__KAFKA__SASL_USERNAME",
+    "COUPON__KAFKA__SASL_PASSWORD",
+    "COUPON__KAFKA__SSL_KEY_PASSWORD",
+}
 SECRET_KEYS = {
     "coupon-api": {
         "COUPON__DATABASE__URL",
         "COUPON__ADMIN__TOKEN",
         "COUPON__AUTH__JWT_SECRET",
         "COUPON__AUTH__GATEWAY_SECRET",
-        "COUPON__REDIS__URL",
+        *REDIS_CREDENTIALS,
+        *KAFKA_CREDENTIALS,
     },
-    "coupon-writer": {"COUPON__DATABASE__URL"},
-    "coupon-reconcile": {"COUPON__DATABASE__URL", "COUPON__REDIS__URL"},
+    "coupon-writer": {"COUPON__DATABASE__URL", *KAFKA_CREDENTIALS},
+    "coupon-reconcile": {"COUPON__DATABASE__URL", *REDIS_CREDENTIALS, *KAFKA_CREDENTIALS},
 }
 # Never in a ConfigMap or a literal `env` value: they are (or hold) secrets.
 SECRET_ONLY = {
@@ -55,6 +68,10 @@ SECRET_ONLY = {
     "COUPON__ADMIN__TOKEN",
     "COUPON__AUTH__JWT_SECRET",
     "COUPON__AUTH__GATEWAY_SECRET",
+    "COUPON__REDIS__PASSWORD",
+    "COUPON__REDIS__SENTINEL_PASSWORD",
+    "COUPON__KAFKA__SASL_PASSWORD",
+    "COUPON__KAFKA__SSL_KEY_PASSWORD",
 }
 # Secrets coupon-api refuses when shorter than MIN_SECRET_BYTES.
 STRONG_SECRETS = ["COUPON__ADMIN__TOKEN", "COUPON__AUTH__JWT_SECRET", "COUPON__AUTH__GATEWAY_SECRET"]

@@ -18,9 +18,14 @@ command -v cc >/dev/null || need+=(build-essential)
 command -v c++ >/dev/null || need+=(g++)
 command -v make >/dev/null || need+=(make)
 command -v perl >/dev/null || need+=(perl)
+# librdkafka speaks TLS (and SCRAM) through OpenSSL: rdkafka-sys links Debian's.
+command -v pkg-config >/dev/null || need+=(pkg-config)
+dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev)
 # aws-lc-sys (jsonwebtoken's crypto backend) builds AWS-LC with CMake.
 command -v cmake >/dev/null || need+=(cmake)
 command -v curl >/dev/null || need+=(curl)
+# The secure stack's certificates and passwords (stack-secure.sh).
+command -v openssl >/dev/null || need+=(openssl)
 # The clock-skew scenarios run coupon-api with its clock shifted.
 command -v faketime >/dev/null || need+=(faketime)
 # The partition scenarios cut one TCP link on loopback with nftables.

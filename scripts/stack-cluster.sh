@@ -196,9 +196,6 @@ kafka_check_node() {
     case " ${KAFKA_NODES[*]} " in *" ${1:-} "*) ;; *) die "not a Kafka node of the cluster: '${1:-}' (${KAFKA_NODES[*]})" ;; esac
 }
 
-# One of Kafka's command-line tools (the kafka-tools jar), errors to stderr.
-kafka_tool() { java -Xmx256m -cp "$KAFKA_LIBS/*" "$@"; }
-
 kafka_config() { # node
     local n=$1 voters="" v
     for v in "${KAFKA_NODES[@]}"; do voters+="${voters:+,}$v@127.0.0.1:9${v}93"; done

@@ -6,7 +6,8 @@
 #   scripts/stack.sh up|down|status|psql|redis-cli
 #
 # Ports come from the environment: REDIS_PORT (6379), PG_PORT (5432),
-# KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (9093).
+# KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (9094; 9093 is the secure stack's,
+# scripts/stack-secure.sh).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -14,23 +15,8 @@ STACK_DIR="${STACK_DIR:-$ROOT/.stack}"
 REDIS_PORT="${REDIS_PORT:-6379}"
 PG_PORT="${PG_PORT:-5432}"
 KAFKA_PORT="${KAFKA_PORT:-9092}"
-KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
+KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9094}"
 KAFKA_HEAP="${KAFKA_HEAP:-512m}"
-
-PG_BIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)"
-PG_DIR="$STACK_DIR/postgres"
-# initdb and the server run as `postgres` (see as_pg), which must be able to
-# enter their folder. A clone below a folder only root may enter (mktemp -d
-# makes those) keeps its cluster in /var/tmp instead, one per clone, with
-# $STACK_DIR/postgres a link to it.
-if [ "$(id -u)" = 0 ] && id postgres >/dev/null 2>&1 && ! runuser -u postgres -- test -x "$ROOT"; then
-    PG_DIR="/var/tmp/coupon-stack/$(printf %s "$STACK_DIR" | sha256sum | cut -c1-16)/postgres"
-    mkdir -p "$PG_DIR" "$STACK_DIR"
-    chmod 755 /var/tmp/coupon-stack "$(dirname "$PG_DIR")"
-    [ -e "$STACK_DIR/postgres" ] || ln -s "$PG_DIR" "$STACK_DIR/postgres"
-fi
-REDIS_DIR="$STACK_DIR/redis"
-KAFKA_DIR="$STACK_DIR/kafka"
 
 # shellcheck source=lib/common.sh
 . "$ROOT/scripts/lib/common.sh"
@@ -38,10 +24,9 @@ dev_env
 # shellcheck source=lib/stack-common.sh
 . "$ROOT/scripts/lib/stack-common.sh"
 
-# initdb and postgres refuse to run as root; Debian's package creates `postgres`.
-as_pg() {
-    if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
-}
+PG_DIR="$(pg_cluster_dir "$STACK_DIR")"
+REDIS_DIR="$STACK_DIR/redis"
+KAFKA_DIR="$STACK_DIR/kafka"
 
 # ---------------------------------------------------------------- Redis
 redis_ping() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping | grep -q PONG; }
@@ -109,15 +94,6 @@ pg_down() {
         as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast -w stop >/dev/null
     fi
     still_answers postgres "$PG_PORT" pg_ready
-}
-
-# Fails when the port still answers after this checkout stopped its own
-# server: someone else's (another clone's stack) holds it, and a test that
-# stops the component would go on against a server that never went away.
-still_answers() { # name port probe...
-    if "${@:3}" >/dev/null 2>&1; then
-        die "$1: 127.0.0.1:$2 still answers after stopping this checkout's server; another stack holds the port (stop it there)"
-    fi
 }
 
 # ---------------------------------------------------------------- Kafka

@@ -7,6 +7,7 @@ pub mod process;
 pub mod prometheus;
 pub mod redemption;
 pub mod report;
+pub mod secure;
 pub mod stack;
 pub mod walkthrough;
 pub mod world;

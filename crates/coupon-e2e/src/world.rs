@@ -29,6 +29,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use crate::invariants::{self, Observed, Verdict};
 use crate::process::{bin_dir, log_dir, wait_healthy, Service};
 use crate::report::FaultCost;
+use crate::secure::SecureStack;
 
 pub const ADMIN_TOKEN: &str = "e2e-admin-token-of-at-least-32-bytes";
 /// The services verify customer tokens with it; the load generator signs them.
@@ -45,6 +46,9 @@ pub enum RedisTarget {
     Sentinel { sentinels: Vec<String>, master_name: String },
     /// A Redis Cluster, found through these seed nodes.
     Cluster { seeds: Vec<String> },
+    /// One server reached with credentials and TLS (the secure stack's); the
+    /// services get those from the world's overrides.
+    Secured(Box<RedisSettings>),
 }
 
 impl RedisTarget {
@@ -61,6 +65,7 @@ impl RedisTarget {
             RedisTarget::Cluster { seeds } => {
                 RedisSettings { mode: RedisMode::Cluster, url: seeds.join(","), ..Default::default() }
             }
+            RedisTarget::Secured(settings) => (**settings).clone(),
         }
     }
 
@@ -118,6 +123,8 @@ pub struct World {
     pub api: ApiClient,
     /// Extra settings for every service of this world.
     pub overrides: BTreeMap<String, String>,
+    /// And on top of those, coupon-reconcile's.
+    reconcile_overrides: BTreeMap<String, String>,
     /// coupon-api's clock this far from the real one (a `faketime` offset,
     /// e.g. `+5` seconds); the other processes keep the real clock.
     pub api_clock_offset: Option<String>,
@@ -154,24 +161,55 @@ impl World {
             RedisMode::Cluster => RedisTarget::Cluster { seeds: redis.url.split(',').map(str::to_string).collect() },
             _ => RedisTarget::Standalone { url: redis.url.clone() },
         };
+        let key_prefix = TestPrefix::on("e2e", redis);
+        Self::assemble(name, db, kafka, target, key_prefix, replicas).await
+    }
+
+    /// On the secure stack (`make up-secure`), with the variables its
+    /// `env` exports (and `env.reconcile` for coupon-reconcile): TLS and
+    /// credentials toward all three stores. Its Redis is the world's alone,
+    /// so keys go unprefixed, as the ACL users' key patterns expect.
+    pub async fn secure(name: &str) -> anyhow::Result<Self> {
+        let stack = SecureStack::load()?;
+        let server = secrecy::ExposeSecret::expose_secret(&stack.clients.database.url).to_string();
+        let db = TestDatabase::create_on(&server).await;
+        let target = RedisTarget::Secured(Box::new(stack.clients.redis.clone()));
+        let key_prefix = TestPrefix::whole(stack.admin_redis()?);
+        let mut world = Self::assemble(name, db, stack.clients.kafka.clone(), target, key_prefix, 1).await;
+        world.overrides = stack.env;
+        // The world's own database, not the stack's.
+        world.overrides.remove("COUPON__DATABASE__URL_FILE");
+        world.reconcile_overrides = stack.reconcile_env;
+        Ok(world)
+    }
+
+    async fn assemble(
+        name: &str,
+        db: TestDatabase,
+        kafka: KafkaSettings,
+        redis: RedisTarget,
+        key_prefix: TestPrefix,
+        replicas: usize,
+    ) -> Self {
         let api_ports: Vec<u16> = (0..replicas).map(|_| free_port()).collect();
         let management_ports: Vec<u16> = (0..replicas).map(|_| free_port()).collect();
         Self {
             name: name.to_string(),
             pool: coupon_infra::db::pool(&db.settings()).expect("a database pool"),
-            redis: target,
+            redis,
             db,
             topic: TestTopic::create_on(&kafka, "e2e", 6).await,
             dlq_topic: TestTopic::create_on(&kafka, "e2e.dlq", 1).await,
             used_topic: TestTopic::create_on(&kafka, "e2e.used", 1).await,
             released_topic: TestTopic::create_on(&kafka, "e2e.released", 1).await,
             group: unique_name("e2e-group"),
-            key_prefix: TestPrefix::on("e2e", redis),
+            key_prefix,
             kafka,
             api: api_client(&api_ports, &management_ports),
             api_ports,
             management_ports,
             overrides: BTreeMap::new(),
+            reconcile_overrides: BTreeMap::new(),
             api_clock_offset: None,
             spike_started: Mutex::default(),
             faults: Mutex::default(),
@@ -289,7 +327,9 @@ impl World {
             env.insert(addr.to_string(), format!("127.0.0.1:{}", free_port()));
         }
         env.extend(extra.iter().map(|(key, value)| (key.to_string(), value.to_string())));
-        Service::start(binary, &format!("{}-{binary}", self.name), &env).unwrap_or_else(|err| panic!("{err:#}"))
+        // A log of its own: a scenario may run several at once.
+        let name = unique_name(&format!("{}-{binary}", self.name));
+        Service::start(binary, &name, &env).unwrap_or_else(|err| panic!("{err:#}"))
     }
 
     pub async fn create_coupons(&self, count: usize, stock: u64) -> Vec<i64> {
@@ -548,7 +588,7 @@ impl World {
 
     async fn run_reconcile(&self, coupons: &[i64], args: &[String]) -> anyhow::Result<(bool, String)> {
         let mut command = tokio::process::Command::new(bin_dir().join("coupon-reconcile"));
-        command.envs(self.env()).env("RUST_LOG", "info").args(args);
+        command.envs(self.env()).envs(&self.reconcile_overrides).env("RUST_LOG", "info").args(args);
         for coupon in coupons {
             command.arg("--coupon").arg(coupon.to_string());
         }

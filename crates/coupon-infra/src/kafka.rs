@@ -8,12 +8,43 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use secrecy::ExposeSecret;
 
 use crate::settings::KafkaSettings;
 
+/// Every client of the project (producer, consumer, admin) starts from this:
+/// the brokers, TLS and SASL, then the pass-through properties.
 pub fn client_config(settings: &KafkaSettings, client_id: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", &settings.brokers).set("client.id", client_id);
+    config
+        .set("bootstrap.servers", &settings.brokers)
+        .set("client.id", client_id)
+        .set("security.protocol", settings.security_protocol.as_str());
+    if let Some(mechanism) = settings.sasl_mechanism {
+        config.set("sasl.mechanism", mechanism.as_str());
+    }
+    if let Some(username) = &settings.sasl_username {
+        config.set("sasl.username", username);
+    }
+    let files = [
+        ("ssl.ca.location", &settings.ssl_ca_location),
+        ("ssl.certificate.location", &settings.ssl_certificate_location),
+        ("ssl.key.location", &settings.ssl_key_location),
+    ];
+    for (property, file) in files {
+        if let Some(file) = file {
+            config.set(property, file.to_string_lossy());
+        }
+    }
+    let secrets = [("sasl.password", &settings.sasl_password), ("ssl.key.password", &settings.ssl_key_password)];
+    for (property, secret) in secrets {
+        if let Some(secret) = secret {
+            config.set(property, secret.expose_secret());
+        }
+    }
+    for (property, value) in settings.librdkafka_properties() {
+        config.set(property, value.expose_secret());
+    }
     config
 }
 

@@ -7,6 +7,7 @@ pub mod backoff;
 pub mod db;
 pub mod kafka;
 pub mod metrics;
+pub mod preflight;
 pub mod redis;
 pub mod settings;
 pub mod shutdown;

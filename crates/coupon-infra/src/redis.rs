@@ -30,14 +30,16 @@ use std::time::Duration;
 use anyhow::Context;
 use futures::future::try_join_all;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
-use redis::cluster::ClusterClient;
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
-use redis::sentinel::{SentinelClient, SentinelServerType};
+use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{
-    AsyncConnectionConfig, Cmd, ConnectionAddr, ErrorKind, FromRedisValue, Pipeline, RedisError, RedisFuture,
-    RedisResult, ScriptInvocation, ServerErrorKind, Value,
+    AsyncConnectionConfig, ClientTlsConfig, Cmd, ConnectionAddr, ConnectionInfo, ErrorKind, FromRedisValue,
+    IntoConnectionInfo, Pipeline, RedisError, RedisFuture, RedisResult, ScriptInvocation, ServerErrorKind,
+    TlsCertificates, TlsMode, Value,
 };
+use secrecy::ExposeSecret;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
@@ -122,32 +124,27 @@ impl SharedRedis {
     /// Connects lazily: building it does not need Redis up.
     pub fn new(settings: &RedisSettings) -> anyhow::Result<Self> {
         let timeout = settings.timeout;
+        let access = Access::new(settings)?;
+        let urls: Vec<&str> = settings.url.split(',').map(str::trim).collect();
         let target = match settings.mode {
-            RedisMode::Standalone => {
-                Target::Standalone(redis::Client::open(settings.url.as_str()).context("redis.url")?)
-            }
-            RedisMode::Sentinel => {
-                let sentinels: Vec<&str> = settings.url.split(',').map(str::trim).collect();
-                let client =
-                    SentinelClient::build(sentinels, settings.master_name.clone(), None, SentinelServerType::Master)
-                        .context("redis.url (sentinel URLs)")?;
-                Target::Sentinel(Mutex::new(client))
-            }
+            RedisMode::Standalone => Target::Standalone(access.client(urls[0]).context("redis.url")?),
+            RedisMode::Sentinel => Target::Sentinel(Mutex::new(access.sentinel(&urls, settings)?)),
             RedisMode::Cluster => {
-                let seeds: Vec<&str> = settings.url.split(',').map(str::trim).collect();
                 // A request may need a slot refresh and a retry after a
                 // failover: short waits between retries, and a bound on the
                 // whole of it rather than on each attempt.
-                let client = ClusterClient::builder(seeds.clone())
-                    .connection_timeout(timeout)
-                    .response_timeout(timeout)
+                let client = access
+                    .cluster(&urls)
                     .overall_response_timeout(Some(timeout * CLUSTER_ATTEMPTS))
                     .retries(CLUSTER_ATTEMPTS)
                     .min_retry_wait(50)
                     .max_retry_wait(timeout.as_millis() as u64)
+                    .connection_timeout(timeout)
+                    .response_timeout(timeout)
                     .build()
                     .context("redis.url (cluster seed nodes)")?;
-                let once = ClusterClient::builder(seeds)
+                let once = access
+                    .cluster(&urls)
                     .connection_timeout(timeout)
                     .response_timeout(timeout)
                     .retries(0)
@@ -316,6 +313,115 @@ impl SharedRedis {
         let link = self.link().await?;
         let result = pipe.query_async(&mut link.conn.clone()).await;
         self.observe(&link, result)
+    }
+}
+
+/// Who the clients are toward Redis: credentials and TLS certificates, the
+/// same for every node (and, for the sentinels, their own credentials).
+struct Access {
+    username: Option<String>,
+    password: Option<String>,
+    certificates: Option<TlsCertificates>,
+}
+
+impl Access {
+    fn new(settings: &RedisSettings) -> anyhow::Result<Self> {
+        let read = |key: &str, file: &Option<std::path::PathBuf>| {
+            file.as_ref()
+                .map(|file| std::fs::read(file).with_context(|| format!("{key}: reading {}", file.display())))
+                .transpose()
+        };
+        let root_cert = read("redis.tls_ca_file", &settings.tls_ca_file)?;
+        let client_tls = match (
+            read("redis.tls_cert_file", &settings.tls_cert_file)?,
+            read("redis.tls_key_file", &settings.tls_key_file)?,
+        ) {
+            (Some(client_cert), Some(client_key)) => Some(ClientTlsConfig { client_cert, client_key }),
+            _ => None,
+        };
+        Ok(Self {
+            username: settings.username.clone(),
+            password: settings.password.as_ref().map(|password| password.expose_secret().to_string()),
+            certificates: settings.tls().then_some(TlsCertificates { client_tls, root_cert }),
+        })
+    }
+
+    /// One node's connection info: the URL's, with the settings' credentials.
+    fn info(&self, url: &str) -> RedisResult<ConnectionInfo> {
+        let info = url.into_connection_info()?;
+        let mut redis = info.redis_settings().clone();
+        if let Some(username) = &self.username {
+            redis = redis.set_username(username);
+        }
+        if let Some(password) = &self.password {
+            redis = redis.set_password(password);
+        }
+        Ok(info.set_redis_settings(redis))
+    }
+
+    fn client(&self, url: &str) -> RedisResult<redis::Client> {
+        let info = self.info(url)?;
+        match &self.certificates {
+            Some(certificates) => redis::Client::build_with_tls(info, certificates.clone()),
+            None => redis::Client::open(info),
+        }
+    }
+
+    fn cluster(&self, seeds: &[&str]) -> ClusterClientBuilder {
+        let mut builder = ClusterClient::builder(seeds.iter().copied());
+        if let Some(username) = &self.username {
+            builder = builder.username(username);
+        }
+        if let Some(password) = &self.password {
+            builder = builder.password(password);
+        }
+        if let Some(certificates) = &self.certificates {
+            builder = builder.certs(certificates.clone());
+        }
+        builder
+    }
+
+    /// Sentinels and the data nodes they name share the scheme (TLS or not)
+    /// and the certificates; each has its own credentials.
+    fn sentinel(&self, urls: &[&str], settings: &RedisSettings) -> anyhow::Result<SentinelClient> {
+        let sentinels: Vec<ConnectionInfo> = urls
+            .iter()
+            .map(|url| url.into_connection_info())
+            .collect::<RedisResult<_>>()
+            .context("redis.url (sentinel URLs)")?;
+        let mut builder = SentinelClientBuilder::new(
+            sentinels.iter().map(|info| info.addr().clone()),
+            settings.master_name.clone(),
+            SentinelServerType::Master,
+        )?;
+        let url_credentials = sentinels.first().map(|info| info.redis_settings());
+        let sentinel_username =
+            settings.sentinel_username.clone().or_else(|| url_credentials.and_then(|r| r.username().map(String::from)));
+        let sentinel_password = settings
+            .sentinel_password
+            .as_ref()
+            .map(|password| password.expose_secret().to_string())
+            .or_else(|| url_credentials.and_then(|r| r.password().map(String::from)));
+        if let Some(username) = sentinel_username {
+            builder = builder.set_client_to_sentinel_username(username);
+        }
+        if let Some(password) = sentinel_password {
+            builder = builder.set_client_to_sentinel_password(password);
+        }
+        if let Some(username) = &self.username {
+            builder = builder.set_client_to_redis_username(username);
+        }
+        if let Some(password) = &self.password {
+            builder = builder.set_client_to_redis_password(password);
+        }
+        if let Some(certificates) = &self.certificates {
+            builder = builder
+                .set_client_to_sentinel_tls_mode(TlsMode::Secure)
+                .set_client_to_sentinel_certificates(certificates.clone())
+                .set_client_to_redis_tls_mode(TlsMode::Secure)
+                .set_client_to_redis_certificates(certificates.clone());
+        }
+        builder.build().context("redis.url (sentinel URLs)")
     }
 }
 

@@ -5,7 +5,8 @@
 //! so tests build their own. The sections here are those both services use;
 //! each service composes them into its own settings type.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use config::{Config, Environment};
@@ -28,6 +29,8 @@ pub enum SettingsError {
     Source(#[from] config::ConfigError),
     #[error("{0}")]
     Invalid(#[from] InvalidSetting),
+    #[error("{0}")]
+    Unknown(#[from] UnknownKey),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,14 +59,81 @@ pub fn load_from_vars<T: DeserializeOwned + Validate>(vars: HashMap<String, Stri
 /// The secrets that may also be given as a file (a Kubernetes secret mount):
 /// `<VARIABLE>_FILE` names the file, whose content (less a final newline) is
 /// the value.
-const SECRET_VARIABLES: [(&str, &str); 6] = [
+const SECRET_VARIABLES: [(&str, &str); 10] = [
     ("COUPON__ADMIN__TOKEN", "admin.token"),
     ("COUPON__ADMIN__TOKENS", "admin.tokens"),
     ("COUPON__AUTH__JWT_SECRET", "auth.jwt_secret"),
     ("COUPON__AUTH__GATEWAY_SECRET", "auth.gateway_secret"),
     ("COUPON__DATABASE__URL", "database.url"),
     ("COUPON__REDIS__URL", "redis.url"),
+    ("COUPON__REDIS__PASSWORD", "redis.password"),
+    ("COUPON__REDIS__SENTINEL_PASSWORD", "redis.sentinel_password"),
+    ("COUPON__KAFKA__SASL_PASSWORD", "kafka.sasl_password"),
+    ("COUPON__KAFKA__SSL_KEY_PASSWORD", "kafka.ssl_key_password"),
 ];
+
+/// Every key some service of the project reads. deploy/ gives all services
+/// one ConfigMap, so a service accepts the others' keys; a key outside this
+/// list is a typo, which would otherwise leave a setting at its default
+/// (a password unset, a timeout unchanged) without a word.
+#[rustfmt::skip]
+const KNOWN_KEYS: &[&str] = &[
+    "dev",
+    "http.addr", "http.management_addr", "http.workers",
+    "admin.token", "admin.tokens",
+    "auth.mode", "auth.jwt_secret", "auth.jwt_public_key_file", "auth.jwt_issuer", "auth.jwt_audience",
+    "auth.jwt_audience_optional", "auth.jwt_leeway_s", "auth.customer_header", "auth.gateway_secret",
+    "limits.per_customer_per_second", "limits.per_customer_burst", "limits.per_address_per_second",
+    "limits.per_address_burst", "limits.failed_auth_per_minute", "limits.trust_forwarded_for",
+    "limits.trusted_proxies",
+    "redis.mode", "redis.url", "redis.master_name", "redis.min_replicas", "redis.replica_ack_timeout_ms",
+    "redis.timeout_ms", "redis.key_prefix", "redis.username", "redis.password", "redis.sentinel_username",
+    "redis.sentinel_password", "redis.tls_ca_file", "redis.tls_cert_file", "redis.tls_key_file",
+    "database.url", "database.pool_size", "database.timeout_ms", "database.statement_timeout_ms",
+    "database.tcp_timeout_ms",
+    "kafka.brokers", "kafka.topic", "kafka.dlq_topic", "kafka.partitions", "kafka.replication_factor",
+    "kafka.min_insync_replicas", "kafka.create_topics", "kafka.security_protocol", "kafka.sasl_mechanism",
+    "kafka.sasl_username", "kafka.sasl_password", "kafka.ssl_ca_location", "kafka.ssl_certificate_location",
+    "kafka.ssl_key_location", "kafka.ssl_key_password", "kafka.partition_key", "kafka.linger_ms",
+    "kafka.message_timeout_ms", "kafka.ack_timeout_ms", "kafka.used_topic", "kafka.released_topic",
+    "kafka.revoked_topic",
+    "relay.interval_ms", "relay.min_age_ms", "relay.batch_size", "relay.max_backoff_ms", "relay.replica_ttl_ms",
+    "recovery.poll_ms", "recovery.lock_ttl_ms", "recovery.ended_grace_ms", "recovery.sync_interval_ms",
+    "writer.group", "writer.http.addr", "writer.batch_max_records", "writer.batch_ceiling_records",
+    "writer.batch_max_wait_ms", "writer.retry_initial_ms", "writer.retry_max_ms", "writer.max_poll_interval_ms",
+    "writer.session_timeout_ms", "writer.stats_interval_ms", "writer.commit_interval_ms",
+    "writer.fetch_queue_kbytes", "writer.rejoin_timeout_ms", "writer.dlq_timeout_ms",
+    "issue.mode",
+    "cache.coupon_ttl_ms",
+    "log.format",
+];
+
+/// Keys under this prefix pass through to librdkafka (see [`KafkaSettings::properties`]).
+const KAFKA_PROPERTIES: &str = "kafka.properties.";
+
+/// Refuses a `COUPON__` variable that names no key of any service.
+fn refuse_unknown_keys(vars: &HashMap<String, String>) -> Result<(), UnknownKey> {
+    let prefix = format!("{ENV_PREFIX}__");
+    let mut unknown: Vec<&String> = vars
+        .keys()
+        .filter(|variable| {
+            variable.strip_prefix(&prefix).is_some_and(|rest| {
+                let key = rest.to_lowercase().replace("__", ".");
+                !KNOWN_KEYS.contains(&key.as_str())
+                    && key.strip_prefix(KAFKA_PROPERTIES).is_none_or(|name| name.is_empty())
+            })
+        })
+        .collect();
+    unknown.sort();
+    match unknown.first() {
+        Some(variable) => Err(UnknownKey((*variable).clone())),
+        None => Ok(()),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("unknown variable {0}: no service of this project reads it (a typo?)")]
+pub struct UnknownKey(String);
 
 /// `vars` (or the process environment) with each secret given as a file read in.
 fn with_secret_files(vars: Option<HashMap<String, String>>) -> Result<HashMap<String, String>, InvalidSetting> {
@@ -82,6 +152,7 @@ fn with_secret_files(vars: Option<HashMap<String, String>>) -> Result<HashMap<St
 
 fn load_with<T: DeserializeOwned + Validate>(vars: Option<HashMap<String, String>>) -> Result<T, SettingsError> {
     let vars = with_secret_files(vars)?;
+    refuse_unknown_keys(&vars)?;
     let env = Environment::with_prefix(ENV_PREFIX)
         .prefix_separator("__")
         .separator("__")
@@ -135,7 +206,7 @@ pub enum RedisMode {
 }
 
 #[serde_as]
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(default)]
 pub struct RedisSettings {
     pub mode: RedisMode,
@@ -156,6 +227,57 @@ pub struct RedisSettings {
     pub timeout: Duration,
     /// Prepended to every key, so several systems (or tests) can share one Redis.
     pub key_prefix: String,
+    /// The ACL user and its password on the data nodes, in every mode
+    /// (instead of putting them in the URL).
+    pub username: Option<String>,
+    pub password: Option<SecretString>,
+    /// The sentinels' own credentials (sentinel mode).
+    pub sentinel_username: Option<String>,
+    pub sentinel_password: Option<SecretString>,
+    /// With a `rediss://` URL: the CA that signed the servers' certificates
+    /// (default: the system's roots), and a client certificate and key (PEM)
+    /// for servers that ask for one.
+    pub tls_ca_file: Option<PathBuf>,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+}
+
+/// The URL may carry a password, so debug output shows it redacted.
+impl std::fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url: Vec<String> = self.url.split(',').map(|url| redact_userinfo(url.trim())).collect();
+        f.debug_struct("RedisSettings")
+            .field("mode", &self.mode)
+            .field("url", &url.join(","))
+            .field("master_name", &self.master_name)
+            .field("username", &self.username)
+            .field("password", &self.password)
+            .field("sentinel_username", &self.sentinel_username)
+            .field("sentinel_password", &self.sentinel_password)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("tls_cert_file", &self.tls_cert_file)
+            .field("tls_key_file", &self.tls_key_file)
+            .field("key_prefix", &self.key_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `redis://user:secret@host` as `redis://user:***@host`.
+fn redact_userinfo(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl RedisSettings {
+    /// Whether the URL (each of them) asks for TLS.
+    pub fn tls(&self) -> bool {
+        self.url.split(',').any(|url| url.trim().starts_with("rediss://"))
+    }
 }
 
 impl Default for RedisSettings {
@@ -168,6 +290,13 @@ impl Default for RedisSettings {
             replica_ack_timeout: Duration::from_millis(500),
             timeout: Duration::from_millis(1_000),
             key_prefix: String::new(),
+            username: None,
+            password: None,
+            sentinel_username: None,
+            sentinel_password: None,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -223,6 +352,84 @@ pub struct KafkaSettings {
     pub min_insync_replicas: Option<i32>,
     /// Create missing topics at start; turn off where the service may not.
     pub create_topics: bool,
+    /// How the clients reach the brokers: TLS, SASL, both or neither.
+    pub security_protocol: SecurityProtocol,
+    pub sasl_mechanism: Option<SaslMechanism>,
+    pub sasl_username: Option<String>,
+    pub sasl_password: Option<SecretString>,
+    /// The CA that signed the brokers' certificates (default: the system's),
+    /// and a client certificate and key (PEM) for brokers that ask for one.
+    pub ssl_ca_location: Option<PathBuf>,
+    pub ssl_certificate_location: Option<PathBuf>,
+    pub ssl_key_location: Option<PathBuf>,
+    pub ssl_key_password: Option<SecretString>,
+    /// Any other librdkafka property, for what a managed Kafka may need:
+    /// `COUPON__KAFKA__PROPERTIES__SOCKET_KEEPALIVE_ENABLE=true` sets
+    /// `socket.keepalive.enable` (underscores become dots). Set last, so one
+    /// also overrides the project's own choices; the settings above have
+    /// keys of their own and are refused here.
+    pub properties: BTreeMap<String, SecretString>,
+}
+
+/// librdkafka's `security.protocol`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum SecurityProtocol {
+    #[default]
+    #[serde(rename = "PLAINTEXT", alias = "plaintext")]
+    Plaintext,
+    #[serde(rename = "SSL", alias = "ssl")]
+    Ssl,
+    #[serde(rename = "SASL_PLAINTEXT", alias = "sasl_plaintext")]
+    SaslPlaintext,
+    #[serde(rename = "SASL_SSL", alias = "sasl_ssl")]
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Plaintext => "PLAINTEXT",
+            Self::Ssl => "SSL",
+            Self::SaslPlaintext => "SASL_PLAINTEXT",
+            Self::SaslSsl => "SASL_SSL",
+        }
+    }
+
+    pub fn sasl(self) -> bool {
+        matches!(self, Self::SaslPlaintext | Self::SaslSsl)
+    }
+
+    pub fn tls(self) -> bool {
+        matches!(self, Self::Ssl | Self::SaslSsl)
+    }
+}
+
+/// librdkafka's `sasl.mechanism`: the ones built in with OpenSSL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum SaslMechanism {
+    #[serde(rename = "PLAIN", alias = "plain")]
+    Plain,
+    #[serde(rename = "SCRAM-SHA-256", alias = "scram-sha-256")]
+    ScramSha256,
+    #[serde(rename = "SCRAM-SHA-512", alias = "scram-sha-512")]
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Plain => "PLAIN",
+            Self::ScramSha256 => "SCRAM-SHA-256",
+            Self::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+}
+
+impl KafkaSettings {
+    /// The pass-through properties under librdkafka's names.
+    pub fn librdkafka_properties(&self) -> impl Iterator<Item = (String, &SecretString)> {
+        self.properties.iter().map(|(key, value)| (key.replace('_', "."), value))
+    }
 }
 
 impl Default for KafkaSettings {
@@ -235,6 +442,15 @@ impl Default for KafkaSettings {
             replication_factor: 1,
             min_insync_replicas: None,
             create_topics: true,
+            security_protocol: SecurityProtocol::Plaintext,
+            sasl_mechanism: None,
+            sasl_username: None,
+            sasl_password: None,
+            ssl_ca_location: None,
+            ssl_certificate_location: None,
+            ssl_key_location: None,
+            ssl_key_password: None,
+            properties: BTreeMap::new(),
         }
     }
 }
@@ -360,6 +576,7 @@ impl Validate for RedisSettings {
         if self.mode == RedisMode::Sentinel && self.master_name.trim().is_empty() {
             return Err(InvalidSetting::new("redis.master_name", "must name the primary in sentinel mode"));
         }
+        self.validate_access()?;
         if self.min_replicas > 0 {
             require_nonzero("redis.replica_ack_timeout_ms", self.replica_ack_timeout)?;
             if self.mode == RedisMode::Cluster {
@@ -369,6 +586,61 @@ impl Validate for RedisSettings {
             }
         }
         require_nonzero("redis.timeout_ms", self.timeout)
+    }
+}
+
+impl RedisSettings {
+    /// Credentials and TLS: each given once, and each file readable.
+    fn validate_access(&self) -> Result<(), InvalidSetting> {
+        let urls: Vec<&str> = self.url.split(',').map(str::trim).collect();
+        if urls.iter().any(|url| url.starts_with("rediss://")) && !urls.iter().all(|url| url.starts_with("rediss://")) {
+            return Err(InvalidSetting::new("redis.url", "mixes rediss:// and redis:// URLs"));
+        }
+        let url_has_password = urls.iter().any(|url| url::Url::parse(url).is_ok_and(|url| url.password().is_some()));
+        if url_has_password && self.password.is_some() && self.mode != RedisMode::Sentinel {
+            return Err(InvalidSetting::new(
+                "redis.password",
+                "give the password in redis.url or redis.password, not both",
+            ));
+        }
+        if self.mode != RedisMode::Sentinel && (self.sentinel_username.is_some() || self.sentinel_password.is_some()) {
+            return Err(InvalidSetting::new("redis.sentinel_password", "is for sentinel mode only"));
+        }
+        let tls_files = [
+            ("redis.tls_ca_file", &self.tls_ca_file),
+            ("redis.tls_cert_file", &self.tls_cert_file),
+            ("redis.tls_key_file", &self.tls_key_file),
+        ];
+        for (key, file) in tls_files {
+            if file.is_some() && !self.tls() {
+                return Err(InvalidSetting::new(key, "is set, but redis.url is not a rediss:// (TLS) URL"));
+            }
+            readable_file(key, file.as_deref())?;
+        }
+        both_or_neither(("redis.tls_cert_file", &self.tls_cert_file), ("redis.tls_key_file", &self.tls_key_file))
+    }
+}
+
+/// A file setting must name a file this process can read, so a wrong path
+/// stops the service at start rather than at its first connection.
+fn readable_file(key: &'static str, file: Option<&Path>) -> Result<(), InvalidSetting> {
+    match file.map(std::fs::File::open) {
+        Some(Err(err)) => {
+            Err(InvalidSetting::new(key, format!("cannot read {}: {err}", file.unwrap_or(Path::new("")).display())))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A client certificate needs its key, and the other way round.
+fn both_or_neither(
+    (cert_key, cert): (&'static str, &Option<PathBuf>),
+    (key_key, key): (&'static str, &Option<PathBuf>),
+) -> Result<(), InvalidSetting> {
+    match (cert, key) {
+        (Some(_), None) => Err(InvalidSetting::new(key_key, format!("must be set with {cert_key}"))),
+        (None, Some(_)) => Err(InvalidSetting::new(cert_key, format!("must be set with {key_key}"))),
+        _ => Ok(()),
     }
 }
 
@@ -390,6 +662,7 @@ impl Validate for KafkaSettings {
         if self.dlq_topic == self.topic {
             return Err(InvalidSetting::new("kafka.dlq_topic", "must differ from kafka.topic"));
         }
+        self.validate_security()?;
         require_positive("kafka.partitions", self.partitions.max(0) as u64)?;
         require_positive("kafka.replication_factor", self.replication_factor.max(0) as u64)?;
         match self.min_insync_replicas {
@@ -398,6 +671,75 @@ impl Validate for KafkaSettings {
             }
             _ => Ok(()),
         }
+    }
+}
+
+/// The librdkafka properties the services set from settings of their own.
+const KAFKA_OWN_PROPERTIES: [(&str, &str); 10] = [
+    ("bootstrap.servers", "COUPON__KAFKA__BROKERS"),
+    ("client.id", "the service's name"),
+    ("security.protocol", "COUPON__KAFKA__SECURITY_PROTOCOL"),
+    ("sasl.mechanism", "COUPON__KAFKA__SASL_MECHANISM"),
+    ("sasl.username", "COUPON__KAFKA__SASL_USERNAME"),
+    ("sasl.password", "COUPON__KAFKA__SASL_PASSWORD"),
+    ("ssl.ca.location", "COUPON__KAFKA__SSL_CA_LOCATION"),
+    ("ssl.certificate.location", "COUPON__KAFKA__SSL_CERTIFICATE_LOCATION"),
+    ("ssl.key.location", "COUPON__KAFKA__SSL_KEY_LOCATION"),
+    ("ssl.key.password", "COUPON__KAFKA__SSL_KEY_PASSWORD"),
+];
+
+impl KafkaSettings {
+    fn validate_security(&self) -> Result<(), InvalidSetting> {
+        let protocol = self.security_protocol;
+        if protocol.sasl() {
+            if self.sasl_mechanism.is_none() {
+                return Err(InvalidSetting::new(
+                    "kafka.sasl_mechanism",
+                    format!("must be PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 with {}", protocol.as_str()),
+                ));
+            }
+            if self.sasl_username.as_deref().is_none_or(|name| name.trim().is_empty()) {
+                return Err(InvalidSetting::new(
+                    "kafka.sasl_username",
+                    format!("must be set with {}", protocol.as_str()),
+                ));
+            }
+            if self.sasl_password.is_none() {
+                return Err(InvalidSetting::new(
+                    "kafka.sasl_password",
+                    format!("must be set with {}", protocol.as_str()),
+                ));
+            }
+        } else if self.sasl_mechanism.is_some() || self.sasl_username.is_some() || self.sasl_password.is_some() {
+            return Err(InvalidSetting::new(
+                "kafka.sasl_mechanism",
+                format!("SASL is set, but kafka.security_protocol is {}", protocol.as_str()),
+            ));
+        }
+        let tls_files = [
+            ("kafka.ssl_ca_location", &self.ssl_ca_location),
+            ("kafka.ssl_certificate_location", &self.ssl_certificate_location),
+            ("kafka.ssl_key_location", &self.ssl_key_location),
+        ];
+        for (key, file) in tls_files {
+            if file.is_some() && !protocol.tls() {
+                return Err(InvalidSetting::new(
+                    key,
+                    format!("is set, but kafka.security_protocol is {}", protocol.as_str()),
+                ));
+            }
+            readable_file(key, file.as_deref())?;
+        }
+        both_or_neither(
+            ("kafka.ssl_certificate_location", &self.ssl_certificate_location),
+            ("kafka.ssl_key_location", &self.ssl_key_location),
+        )?;
+        for (name, _) in self.librdkafka_properties() {
+            if let Some((_, own)) = KAFKA_OWN_PROPERTIES.iter().find(|(property, _)| *property == name) {
+                return Err(InvalidSetting::new("kafka.properties", format!("{name} is set from {own}")));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -507,6 +849,90 @@ mod tests {
     fn a_rule_violation_names_its_key() {
         let err = load(&[("COUPON__REDIS__TIMEOUT_MS", "0")]).unwrap_err().to_string();
         assert_eq!(err, "invalid value for key `redis.timeout_ms`: must be greater than 0");
+    }
+
+    #[test]
+    fn a_variable_no_service_reads_stops_the_service_naming_it() {
+        let err = load(&[("COUPON__REDIS__PASWORD", "x")]).unwrap_err().to_string();
+        assert_eq!(err, "unknown variable COUPON__REDIS__PASWORD: no service of this project reads it (a typo?)");
+        // Another service's key is fine: deploy/ shares one ConfigMap.
+        assert!(load(&[("COUPON__WRITER__BATCH_MAX_RECORDS", "100")]).is_ok());
+        let err = load(&[("COUPON__REDIS__TIMEOUT_MS_FILE", "/x")]).unwrap_err().to_string();
+        assert!(err.contains("COUPON__REDIS__TIMEOUT_MS_FILE"), "only secrets come from files: {err}");
+    }
+
+    #[test]
+    fn kafka_security_is_checked_as_a_whole() {
+        let sasl = [
+            ("COUPON__KAFKA__SECURITY_PROTOCOL", "SASL_SSL"),
+            ("COUPON__KAFKA__SASL_MECHANISM", "SCRAM-SHA-512"),
+            ("COUPON__KAFKA__SASL_USERNAME", "coupon"),
+            ("COUPON__KAFKA__SASL_PASSWORD", "secret"),
+            ("COUPON__KAFKA__PROPERTIES__SOCKET_KEEPALIVE_ENABLE", "true"),
+        ];
+        let s = load(&sasl).unwrap();
+        assert_eq!(s.kafka.security_protocol, SecurityProtocol::SaslSsl);
+        assert_eq!(s.kafka.sasl_mechanism, Some(SaslMechanism::ScramSha512));
+        let properties: Vec<(String, String)> = s
+            .kafka
+            .librdkafka_properties()
+            .map(|(name, value)| (name, secrecy::ExposeSecret::expose_secret(value).to_string()))
+            .collect();
+        assert_eq!(properties, [("socket.keepalive.enable".to_string(), "true".to_string())]);
+        assert!(!format!("{:?}", s.kafka).contains("secret"), "the password is redacted");
+
+        let err = load(&sasl[..3]).unwrap_err().to_string();
+        assert_eq!(err, "invalid value for key `kafka.sasl_password`: must be set with SASL_SSL");
+        let err = load(&[("COUPON__KAFKA__SASL_USERNAME", "coupon")]).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "invalid value for key `kafka.sasl_mechanism`: SASL is set, but kafka.security_protocol is PLAINTEXT"
+        );
+        let err = load(&[("COUPON__KAFKA__SSL_CA_LOCATION", "/etc/hostname")]).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "invalid value for key `kafka.ssl_ca_location`: is set, but kafka.security_protocol is PLAINTEXT"
+        );
+        let err = load(&[
+            ("COUPON__KAFKA__SECURITY_PROTOCOL", "SSL"),
+            ("COUPON__KAFKA__SSL_CA_LOCATION", "/nonexistent/ca.crt"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("invalid value for key `kafka.ssl_ca_location`: cannot read /nonexistent/ca.crt"),
+            "{err}"
+        );
+        let err = load(&[("COUPON__KAFKA__PROPERTIES__SASL_PASSWORD", "x")]).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "invalid value for key `kafka.properties`: sasl.password is set from COUPON__KAFKA__SASL_PASSWORD"
+        );
+        let err = load(&[("COUPON__KAFKA__SECURITY_PROTOCOL", "TLS")]).unwrap_err().to_string();
+        assert!(err.contains("kafka.security_protocol"), "{err}");
+    }
+
+    #[test]
+    fn redis_tls_and_credentials_are_checked() {
+        let err = load(&[("COUPON__REDIS__TLS_CA_FILE", "/etc/hostname")]).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "invalid value for key `redis.tls_ca_file`: is set, but redis.url is not a rediss:// (TLS) URL"
+        );
+        let tls =
+            [("COUPON__REDIS__URL", "rediss://127.0.0.1:6380"), ("COUPON__REDIS__TLS_CERT_FILE", "/etc/hostname")];
+        let err = load(&tls).unwrap_err().to_string();
+        assert_eq!(err, "invalid value for key `redis.tls_key_file`: must be set with redis.tls_cert_file");
+        let both = [("COUPON__REDIS__URL", "redis://:one@127.0.0.1"), ("COUPON__REDIS__PASSWORD", "two")];
+        let err = load(&both).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "invalid value for key `redis.password`: give the password in redis.url or redis.password, not both"
+        );
+        let s =
+            load(&[("COUPON__REDIS__URL", "redis://:hunter2@127.0.0.1"), ("COUPON__REDIS__USERNAME", "api")]).unwrap();
+        let debug = format!("{:?}", s.redis);
+        assert!(!debug.contains("hunter2") && debug.contains("redis://:***@127.0.0.1"), "{debug}");
     }
 
     #[test]

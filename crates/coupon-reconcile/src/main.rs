@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use coupon_infra::{settings, telemetry};
+use coupon_infra::{preflight, settings, telemetry};
 use coupon_reconcile::{run, Args, Settings};
 
 #[tokio::main]
@@ -9,6 +9,12 @@ async fn main() -> ExitCode {
     let args = Args::parse();
     let settings: Settings = settings::load_or_exit("coupon-reconcile");
     telemetry::init(settings.log.format);
+    let dependencies = preflight::Dependencies {
+        redis: Some(&settings.redis),
+        database: Some(&settings.database),
+        kafka: Some(&settings.kafka),
+    };
+    preflight::check_or_exit("coupon-reconcile", dependencies).await;
     match run(&settings, &args).await {
         Ok(report) => {
             println!("{}", report.table());

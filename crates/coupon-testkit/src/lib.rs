@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use coupon_infra::settings::{DatabaseSettings, KafkaSettings, RedisMode, RedisSettings};
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 use secrecy::{ExposeSecret, SecretString};
@@ -78,27 +78,36 @@ fn server_url() -> String {
 pub struct TestDatabase {
     name: String,
     url: String,
+    /// The URL of the server's main database, where this one is dropped from.
+    server: String,
 }
 
 impl TestDatabase {
     pub async fn create() -> Self {
-        let db = Self::create_empty().await;
+        Self::create_on(&server_url()).await
+    }
+
+    /// On the server of `server` (a URL of one of its databases).
+    pub async fn create_on(server: &str) -> Self {
+        let db = Self::create_empty_on(server).await;
         coupon_infra::db::migrate(&db.url).await.expect("migrating the test database");
         db
     }
 
     /// A fresh database without the schema.
     pub async fn create_empty() -> Self {
+        Self::create_empty_on(&server_url()).await
+    }
+
+    async fn create_empty_on(server: &str) -> Self {
         let name = unique_name("coupon_test");
-        let server = server_url();
         let mut conn =
-            AsyncPgConnection::establish(&server).await.expect("connecting to PostgreSQL; is the stack up (make up)?");
+            coupon_infra::db::connect(server).await.expect("connecting to PostgreSQL; is the stack up (make up)?");
         diesel::sql_query(format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("CREATE DATABASE");
-        let url = match server.rsplit_once('/') {
-            Some((base, _)) => format!("{base}/{name}"),
-            None => panic!("database URL without a database name: {server}"),
-        };
-        Self { name, url }
+        // The same server and parameters (TLS files among them), another database.
+        let mut url = url::Url::parse(server).unwrap_or_else(|err| panic!("the database URL does not parse: {err}"));
+        url.set_path(&format!("/{name}"));
+        Self { name, url: url.to_string(), server: server.to_string() }
     }
 
     pub fn url(&self) -> &str {
@@ -110,7 +119,7 @@ impl TestDatabase {
     }
 
     pub async fn connect(&self) -> AsyncPgConnection {
-        AsyncPgConnection::establish(&self.url).await.expect("connecting to the test database")
+        coupon_infra::db::connect(&self.url).await.expect("connecting to the test database")
     }
 
     /// Makes the database unreachable for new and existing connections, as a
@@ -118,7 +127,7 @@ impl TestDatabase {
     /// or reachable again.
     pub async fn set_reachable(&self, reachable: bool) {
         let name = &self.name;
-        let mut admin = AsyncPgConnection::establish(&server_url()).await.expect("connecting to PostgreSQL");
+        let mut admin = coupon_infra::db::connect(&self.server).await.expect("connecting to PostgreSQL");
         diesel::sql_query(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS {reachable}"))
             .execute(&mut admin)
             .await
@@ -141,9 +150,10 @@ impl Drop for TestDatabase {
     /// else removes the database.
     fn drop(&mut self) {
         let name = std::mem::take(&mut self.name);
+        let server = std::mem::take(&mut self.server);
         on_a_runtime_of_its_own(async move {
             let dropped = poll_until(&format!("dropping the test database {name}"), DROP_TIMEOUT, || async {
-                let mut conn = AsyncPgConnection::establish(&server_url()).await?;
+                let mut conn = coupon_infra::db::connect(&server).await?;
                 diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await?;
                 Ok(Some(()))
             })
@@ -241,6 +251,12 @@ impl TestPrefix {
     pub fn on(name: &str, redis: RedisSettings) -> Self {
         Self { prefix: format!("{}:", unique_name(name)), redis }
     }
+
+    /// No prefix, in a Redis that is the test's alone: every key of it is
+    /// deleted when the value is dropped.
+    pub fn whole(redis: RedisSettings) -> Self {
+        Self { prefix: String::new(), redis }
+    }
 }
 
 impl std::ops::Deref for TestPrefix {
@@ -272,7 +288,9 @@ impl Drop for TestPrefix {
                 _ => vec![redis.url.clone()],
             };
             for server in servers {
-                let _ = unlink_matching(&server, &pattern).await;
+                // One server at a time, with the settings' credentials and TLS.
+                let node = RedisSettings { mode: RedisMode::Standalone, url: server, ..redis.clone() };
+                let _ = unlink_matching(&node, &pattern).await;
             }
         });
     }
@@ -280,23 +298,17 @@ impl Drop for TestPrefix {
 
 /// Deletes the keys of one server that match `pattern`, one command per key
 /// (a cluster node refuses a command whose keys span slots).
-async fn unlink_matching(url: &str, pattern: &str) -> redis::RedisResult<()> {
-    let mut conn = redis::Client::open(url)?.get_multiplexed_async_connection().await?;
+async fn unlink_matching(node: &RedisSettings, pattern: &str) -> anyhow::Result<()> {
+    let redis = coupon_infra::redis::SharedRedis::new(node)?;
     let mut cursor: u64 = 0;
     loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(1_000)
-            .query_async(&mut conn)
-            .await?;
+        let (next, keys): (u64, Vec<String>) =
+            redis.query(redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(1_000)).await?;
         let mut pipe = redis::pipe();
         for key in &keys {
             pipe.cmd("UNLINK").arg(key).ignore();
         }
-        pipe.query_async::<()>(&mut conn).await?;
+        redis.query_pipe::<()>(&pipe).await?;
         if next == 0 {
             return Ok(());
         }

@@ -1,7 +1,7 @@
 use std::collections::BTreeSet;
 
 use clap::{Parser, Subcommand};
-use coupon_infra::{settings, shutdown, telemetry};
+use coupon_infra::{preflight, settings, shutdown, telemetry};
 use coupon_writer::config::Settings;
 use coupon_writer::dlq::{self, Selection};
 use coupon_writer::startup::Application;
@@ -55,7 +55,15 @@ async fn main() -> anyhow::Result<()> {
     let settings: Settings = settings::load_or_exit("coupon-writer");
     telemetry::init(settings.log.format);
     match cli.command.unwrap_or(Command::Run) {
-        Command::Run => Application::build(settings).await?.run_until(shutdown::signal_received()).await,
+        Command::Run => {
+            let dependencies = preflight::Dependencies {
+                database: Some(&settings.database),
+                kafka: Some(&settings.kafka),
+                ..Default::default()
+            };
+            preflight::check_or_exit("coupon-writer", dependencies).await;
+            Application::build(settings).await?.run_until(shutdown::signal_received()).await
+        }
         Command::Migrate => {
             let applied = coupon_infra::db::migrate(settings.database.url.expose_secret()).await?;
             tracing::info!(?applied, "migrations applied");

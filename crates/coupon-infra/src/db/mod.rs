@@ -1,6 +1,7 @@
 //! PostgreSQL: the schema, the embedded migrations and the connection pool.
 
 pub mod schema;
+pub mod tls;
 
 use std::time::Duration;
 
@@ -8,8 +9,9 @@ use anyhow::Context;
 use deadpool::Runtime;
 use diesel_async::pooled_connection::deadpool::Pool;
 use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod};
-use diesel_async::{AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use futures::FutureExt;
 use secrecy::ExposeSecret;
 
 use crate::settings::DatabaseSettings;
@@ -28,6 +30,11 @@ pub fn pool(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
     // (a transient error the caller retries or answers 503) and is dropped.
     let mut config = ManagerConfig::default();
     config.recycling_method = RecyclingMethod::Fast;
+    config.custom_setup = Box::new(|url| {
+        let url = url.to_string();
+        async move { connect(&url).await.map_err(|err| diesel::ConnectionError::BadConnection(err.to_string())) }
+            .boxed()
+    });
     let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(connection_url(settings), config);
     let timeout = settings.timeout;
     Pool::builder(manager)
@@ -69,13 +76,18 @@ pub fn connection_url(settings: &DatabaseSettings) -> String {
     out
 }
 
+/// One connection, with TLS as the URL's libpq parameters say ([`tls`]).
+pub async fn connect(url: &str) -> Result<AsyncPgConnection, tls::ConnectError> {
+    tls::Target::parse(url)?.connect().await
+}
+
 /// Applies pending migrations and returns the versions it applied. Each
 /// migration runs in its own transaction, so none is ever half-applied; an
 /// advisory lock lets several replicas start at once.
 ///
 /// Needs the multi-threaded Tokio runtime (the harness blocks in place).
 pub async fn migrate(url: &str) -> anyhow::Result<Vec<String>> {
-    let mut conn = AsyncPgConnection::establish(url).await.context("connecting to PostgreSQL to migrate")?;
+    let mut conn = connect(url).await.context("connecting to PostgreSQL to migrate")?;
     diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
         .execute(&mut conn)
         .await

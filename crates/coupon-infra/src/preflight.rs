@@ -1,0 +1,246 @@
+//! Start-up checks of Redis, PostgreSQL and Kafka. A misconfiguration (a
+//! certificate that does not verify, a wrong password, a TLS-only server
+//! reached in plaintext) stops the service within [`DEADLINE`], naming the
+//! dependency and the reason, instead of being retried forever. A dependency
+//! that is down (connection refused, no answer) is not a misconfiguration:
+//! the service starts and rides it out as it does any outage.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::client::ClientContext;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext};
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::redis::SharedRedis;
+use crate::settings::{DatabaseSettings, KafkaSettings, RedisSettings};
+
+/// How long an unexplained failure is retried before it stops the service
+/// (inside the 30 s a misconfigured service is given to say so).
+pub const DEADLINE: Duration = Duration::from_secs(20);
+const RETRY: Duration = Duration::from_secs(1);
+const KAFKA_ATTEMPT: Duration = Duration::from_secs(4);
+const KAFKA_POLL: Duration = Duration::from_millis(250);
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot use {dependency}: {reason}")]
+pub struct Misconfigured {
+    pub dependency: &'static str,
+    pub reason: String,
+}
+
+/// One attempt's outcome, short of success.
+enum Failure {
+    /// Nothing answers: an outage, which the service rides out.
+    Down(String),
+    /// Retrying cannot help (authentication, certificates).
+    Fatal(String),
+    /// Anything else: retried until the deadline, then fatal.
+    Unclear(String),
+}
+
+/// The dependencies one service uses.
+#[derive(Default)]
+pub struct Dependencies<'a> {
+    pub redis: Option<&'a RedisSettings>,
+    pub database: Option<&'a DatabaseSettings>,
+    pub kafka: Option<&'a KafkaSettings>,
+}
+
+/// Checks each dependency (concurrently); the first misconfiguration found ends it.
+pub async fn check(dependencies: Dependencies<'_>) -> Result<(), Misconfigured> {
+    let redis = async {
+        match dependencies.redis {
+            Some(settings) => until_decided("Redis", || redis(settings)).await,
+            None => Ok(()),
+        }
+    };
+    let database = async {
+        match dependencies.database {
+            Some(settings) => until_decided("PostgreSQL", || database(settings)).await,
+            None => Ok(()),
+        }
+    };
+    let kafka = async {
+        match dependencies.kafka {
+            Some(settings) => until_decided("Kafka", || kafka(settings.clone())).await,
+            None => Ok(()),
+        }
+    };
+    tokio::try_join!(redis, database, kafka).map(|_| ())
+}
+
+/// Checks or exits: for a service's `main`.
+pub async fn check_or_exit(service: &str, dependencies: Dependencies<'_>) {
+    if let Err(err) = check(dependencies).await {
+        tracing::error!(error = %err, "{service} cannot start");
+        eprintln!("{service}: {err}");
+        std::process::exit(3);
+    }
+}
+
+async fn until_decided<F, Fut>(dependency: &'static str, attempt: F) -> Result<(), Misconfigured>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(), Failure>>,
+{
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        match attempt().await {
+            Ok(()) => {
+                tracing::info!(dependency, "reached");
+                return Ok(());
+            }
+            Err(Failure::Down(reason)) => {
+                tracing::warn!(dependency, %reason, "not reachable at start; starting anyway and retrying as in any outage");
+                return Ok(());
+            }
+            Err(Failure::Fatal(reason)) => return Err(Misconfigured { dependency, reason }),
+            Err(Failure::Unclear(reason)) if tokio::time::Instant::now() + RETRY >= deadline => {
+                return Err(Misconfigured { dependency, reason: format!("{reason} (for {}s)", DEADLINE.as_secs()) });
+            }
+            Err(Failure::Unclear(reason)) => {
+                tracing::warn!(dependency, %reason, "cannot use it yet; retrying");
+                tokio::time::sleep(RETRY).await;
+            }
+        }
+    }
+}
+
+async fn redis(settings: &RedisSettings) -> Result<(), Failure> {
+    let redis = SharedRedis::new(settings).map_err(|err| Failure::Fatal(format!("{err:#}")))?;
+    match redis.query::<String>(&::redis::cmd("PING")).await {
+        Ok(_) => Ok(()),
+        Err(err) => Err(redis_failure(&err, settings.tls())),
+    }
+}
+
+fn redis_failure(err: &::redis::RedisError, tls: bool) -> Failure {
+    let reason = err.to_string();
+    if matches!(err.kind(), ::redis::ErrorKind::AuthenticationFailed)
+        || matches!(err.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"))
+    {
+        return Failure::Fatal(format!("authentication refused: {reason}"));
+    }
+    if err.is_connection_refusal() || err.is_timeout() {
+        return Failure::Down(reason);
+    }
+    match (err.is_io_error(), err.is_connection_dropped(), tls) {
+        // redis-rs keeps the I/O error behind its own, so the handshake's
+        // failure (an unknown issuer, a name mismatch) is told by elimination.
+        (true, false, true) => Failure::Fatal(format!("TLS: {reason}")),
+        (_, true, false) => {
+            Failure::Unclear(format!("{reason}; the server closed the connection: is it TLS-only (rediss://)?"))
+        }
+        _ => Failure::Unclear(reason),
+    }
+}
+
+async fn database(settings: &DatabaseSettings) -> Result<(), Failure> {
+    use crate::db::tls::ConnectError;
+    let url = crate::db::connection_url(settings);
+    let err = match crate::db::connect(&url).await {
+        Ok(_) => return Ok(()),
+        Err(err) => err,
+    };
+    let reason = err.to_string();
+    Err(match &err {
+        ConnectError::Url(_) | ConnectError::Certificates(_) => Failure::Fatal(reason),
+        ConnectError::Postgres(pg) => match pg.code().map(|code| code.code()) {
+            // Class 28: invalid authorization (a wrong password, no pg_hba entry).
+            Some(code) if code.starts_with("28") || code == "3D000" => Failure::Fatal(reason),
+            // Starting up, shutting down, out of connections: an outage.
+            Some(code) if code.starts_with("57") || code.starts_with("53") => Failure::Down(reason),
+            Some(_) => Failure::Unclear(reason),
+            None => match io_cause(pg) {
+                Some(io) if io.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) => {
+                    Failure::Fatal(format!("TLS: {reason}"))
+                }
+                Some(io) if is_down(io.kind()) => Failure::Down(reason),
+                _ => Failure::Unclear(reason),
+            },
+        },
+        ConnectError::Setup(_) => Failure::Unclear(reason),
+    })
+}
+
+/// Records the client's errors: librdkafka reports authentication and TLS
+/// failures there, while a metadata request only times out.
+#[derive(Default, Clone)]
+struct Recorder(Arc<Mutex<Option<(RDKafkaErrorCode, String)>>>);
+
+impl ClientContext for Recorder {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let Some(code) = error.rdkafka_error_code() else { return };
+        let mut last = self.0.lock().expect("not poisoned");
+        // "All brokers down" sums up the failures it follows; keep their cause.
+        let summary = code == RDKafkaErrorCode::AllBrokersDown;
+        let decided = matches!(last.as_ref(), Some((RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SSL, _)));
+        if !summary && !decided || last.is_none() {
+            *last = Some((code, reason.to_string()));
+        }
+    }
+}
+
+impl ProducerContext for Recorder {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, _: &DeliveryResult<'_>, _: Self::DeliveryOpaque) {}
+}
+
+async fn kafka(settings: KafkaSettings) -> Result<(), Failure> {
+    tokio::task::spawn_blocking(move || {
+        let recorder = Recorder::default();
+        // A producer, whose `poll` hands the client's errors to the recorder;
+        // it never sends a record.
+        let client: BaseProducer<Recorder> = crate::kafka::client_config(&settings, "coupon-preflight")
+            .create_with_context(recorder.clone())
+            .map_err(|err| Failure::Fatal(err.to_string()))?;
+        let deadline = std::time::Instant::now() + KAFKA_ATTEMPT;
+        let fetched = loop {
+            match client.client().fetch_metadata(None, KAFKA_POLL) {
+                Ok(_) => break Ok(()),
+                Err(err) if std::time::Instant::now() >= deadline => break Err(err),
+                Err(_) => {
+                    client.poll(KAFKA_POLL);
+                    let decided = matches!(
+                        recorder.0.lock().expect("not poisoned").as_ref(),
+                        Some((RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SSL, _))
+                    );
+                    if decided {
+                        break Err(KafkaError::MetadataFetch(RDKafkaErrorCode::SSL));
+                    }
+                }
+            }
+        };
+        match fetched {
+            Ok(()) => Ok(()),
+            Err(err) => Err(match recorder.0.lock().expect("not poisoned").take() {
+                Some((RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SSL, reason)) => Failure::Fatal(reason),
+                Some((_, reason)) if reason.contains("security.protocol") => Failure::Fatal(reason),
+                Some((_, reason)) if reason.contains("Connection refused") => Failure::Down(reason),
+                Some((_, reason)) => Failure::Unclear(reason),
+                None => Failure::Down(format!("no broker answered: {err}")),
+            }),
+        }
+    })
+    .await
+    .unwrap_or_else(|err| Err(Failure::Unclear(err.to_string())))
+}
+
+fn io_cause<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io::Error> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return Some(io);
+        }
+        source = cause.source();
+    }
+    None
+}
+
+fn is_down(kind: std::io::ErrorKind) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(kind, ConnectionRefused | TimedOut | HostUnreachable | NetworkUnreachable | AddrNotAvailable)
+}
