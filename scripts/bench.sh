@@ -4,7 +4,8 @@
 # the stores alone (redis-benchmark on the issue script, pgbench on the
 # writer's statements) and the writer's drain rate per batch size, what
 # stronger Redis durability costs (WAIT for a replica, appendfsync always), and
-# what many open coupons cost (scripts/bench-many.sh). Writes
+# what many open coupons cost (scripts/bench-many.sh), and what TLS and SASL
+# cost (the same spike on the secure stack of `make up-secure`). Writes
 # docs/BENCHMARK.md and docs/bench/*.svg. Not a test: it asserts nothing about time.
 #
 #   CUSTOMERS (50000)  STOCK (10000)  CONCURRENCY (256)  ROUNDS (3)  BACKLOG (100000)
@@ -62,17 +63,36 @@ replica_linked() { redis-cli -p "$REPLICA_PORT" INFO replication | grep -q '^mas
 wait_for --log "$LOGS/redis-replica.log" 10 "the benchmark's Redis replica" replica_linked
 trap 'redis_cli CONFIG SET appendfsync everysec >/dev/null; cleanup' EXIT
 
+# The secure stack's variables (make up-secure) as `env` arguments, with the
+# database URL read from its file (coupon-loadgen reads the URL itself), for
+# the kafka+tls mode: the same spike with TLS, ACL and SASL on every link.
+SECURE=()
+while IFS= read -r line; do
+    case "$line" in
+        export\ COUPON__DATABASE__URL_FILE=*) SECURE+=("COUPON__DATABASE__URL=$(cat "${line#*=}")") ;;
+        export\ COUPON__*) SECURE+=("${line#export }") ;;
+    esac
+done <"$ROOT/.stack/secure/env"
+env "${SECURE[@]}" "$BIN/coupon-writer" migrate >/dev/null
+
 for round in $(seq 1 "$ROUNDS"); do
-    for mode in kafka sync-db kafka+wait1 kafka+fsync-always; do
+    for mode in kafka sync-db kafka+wait1 kafka+fsync-always kafka+tls; do
         echo "== round $round, mode $mode"
         settings=(COUPON__ISSUE__MODE="${mode%%+*}")
         [ "$mode" = kafka+wait1 ] && settings+=(COUPON__REDIS__MIN_REPLICAS=1)
         [ "$mode" = kafka+fsync-always ] && redis_cli CONFIG SET appendfsync always >/dev/null
+        [ "$mode" = kafka+tls ] && settings+=("${SECURE[@]}")
+        if [ "$mode" = kafka+tls ]; then
+            # A writer of its own on the secure stack; the plain one idles.
+            start "writer-tls-$round" "${SECURE[@]}" COUPON__WRITER__HTTP__ADDR=127.0.0.1:19092 "$BIN/coupon-writer" run
+            tls_writer=$started
+        fi
         start "api-$mode-$round" "${settings[@]}" "$BIN/coupon-api"
         api=$started
-        "$BIN/coupon-loadgen" spike --api "$API" --customers "$CUSTOMERS" --stock "$STOCK" \
+        env "${settings[@]}" "$BIN/coupon-loadgen" spike --api "$API" --customers "$CUSTOMERS" --stock "$STOCK" \
             --concurrency "$CONCURRENCY" --mode "$mode" --round "$round" --json "$OUT/runs/$mode-$round.json"
         stop "$api"
+        [ "$mode" = kafka+tls ] && stop "$tls_writer"
         redis_cli CONFIG SET appendfsync everysec >/dev/null
     done
 done

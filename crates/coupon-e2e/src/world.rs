@@ -318,7 +318,13 @@ impl World {
     /// Starts `binary` (coupon-api or coupon-writer) with this world's
     /// settings and `extra` environment, without waiting for it to be ready.
     pub fn spawn(&self, binary: &str, extra: &[(&str, &str)]) -> Service {
+        self.spawn_without(binary, &[], extra)
+    }
+
+    /// [`Self::spawn`], with the world's variables named in `unset` left out.
+    pub fn spawn_without(&self, binary: &str, unset: &[&str], extra: &[(&str, &str)]) -> Service {
         let mut env = self.env();
+        env.retain(|key, _| !unset.contains(&key.as_str()));
         let addrs: &[&str] = match binary {
             "coupon-writer" => &["COUPON__WRITER__HTTP__ADDR"],
             _ => &["COUPON__HTTP__ADDR", "COUPON__HTTP__MANAGEMENT_ADDR"],

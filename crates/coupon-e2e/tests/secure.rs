@@ -71,22 +71,17 @@ fn listening_ports(service: &Service) -> BTreeSet<u16> {
 
 /// Starts `binary` with the world's variables changed by `extra`, and
 /// returns its exit status and output once it has exited (at most 30 s).
-async fn exits(world: &World, binary: &str, extra: &[(&str, &str)]) -> (bool, String, Duration) {
+async fn exits(world: &World, binary: &str, unset: &[&str], extra: &[(&str, &str)]) -> (bool, String, Duration) {
     let started = Instant::now();
-    let mut service = world.spawn(binary, extra);
+    let mut service = world.spawn_without(binary, unset, extra);
     let status = service.exited(MISCONFIGURED_EXIT).await.unwrap_or_else(|err| {
         panic!(
             "{binary} with {} still runs after {MISCONFIGURED_EXIT:?}: {err:#}\n{}",
-            names(extra),
+            extra.iter().map(|(key, _)| *key).collect::<Vec<_>>().join(", "),
             service.output().unwrap_or_default()
         )
     });
     (status.success(), service.output().unwrap_or_default(), started.elapsed())
-}
-
-/// The variables changed, without their values (some are secrets).
-fn names(extra: &[(&str, &str)]) -> String {
-    extra.iter().map(|(name, _)| *name).collect::<Vec<_>>().join(", ")
 }
 
 /// A file holding `text`, removed when the test's folder is.
@@ -99,60 +94,116 @@ fn file_with(dir: &std::path::Path, name: &str, text: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wrong_ca_a_wrong_password_or_an_unknown_key_stops_each_service_with_the_reason() {
     let world = World::secure("secure misconfigured").await.expect("the secure stack (make up-secure)");
-    let tls = secure::dir().join("tls");
-    let other_ca = tls.join("other-ca.crt").to_string_lossy().into_owned();
     let scratch = tempdir();
     let wrong_password = file_with(&scratch, "wrong-password", "not-the-password\n");
-    let database = world.db.url().to_string();
-    let database_other_ca = database.replace(&tls.join("ca.crt").to_string_lossy().into_owned(), &other_ca);
-    let database_wrong_password = {
-        let mut url = url_of(&database);
-        url.set_password(Some("not-the-password")).expect("a password");
-        url.to_string()
-    };
-
-    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str);
-    let cases: Vec<Case> = vec![
-        ("coupon-api", vec![("COUPON__REDIS__PASWORD", "x")], "unknown variable COUPON__REDIS__PASWORD"),
-        ("coupon-writer", vec![("COUPON__KAFKA__SASL_PASWORD", "x")], "unknown variable COUPON__KAFKA__SASL_PASWORD"),
-        (
-            "coupon-api",
-            vec![("COUPON__REDIS__TLS_CA_FILE", &other_ca)],
-            "cannot use Redis: TLS: invalid peer certificate: UnknownIssuer",
-        ),
-        (
-            "coupon-api",
-            vec![("COUPON__REDIS__PASSWORD_FILE", &wrong_password)],
-            "cannot use Redis: authentication refused",
-        ),
-        ("coupon-api", vec![("COUPON__KAFKA__SSL_CA_LOCATION", &other_ca)], "certificate verify failed"),
-        (
-            "coupon-writer",
-            vec![("COUPON__DATABASE__URL", &database_other_ca)],
-            "cannot use PostgreSQL: TLS: error performing TLS handshake: invalid peer certificate: UnknownIssuer",
-        ),
-        ("coupon-writer", vec![("COUPON__DATABASE__URL", &database_wrong_password)], "password authentication failed"),
-        (
-            "coupon-writer",
-            vec![("COUPON__KAFKA__SASL_PASSWORD_FILE", &wrong_password)],
-            "cannot use Kafka: sasl_ssl://127.0.0.1:9093/bootstrap: SASL authentication error",
-        ),
-        (
-            "coupon-reconcile",
-            vec![("COUPON__REDIS__TLS_CA_FILE", &other_ca)],
-            "coupon-reconcile: cannot use Redis: TLS",
-        ),
-        ("coupon-reconcile", vec![("COUPON__DATABSE__URL", "x")], "unknown variable COUPON__DATABSE__URL"),
-    ];
-    let runs = cases.iter().map(|(binary, extra, _)| exits(&world, binary, extra));
+    let cases = misconfigurations(&world, &wrong_password);
+    let world = &world;
+    let runs = cases.iter().map(|case| async move {
+        let extra: Vec<(&str, &str)> = case.extra.iter().map(|(key, value)| (*key, value.as_str())).collect();
+        exits(world, case.binary, case.unset, &extra).await
+    });
     let outcomes = futures::future::join_all(runs).await;
-    for ((binary, extra, expected), (success, output, took)) in cases.iter().zip(outcomes) {
-        let changed = names(extra);
+    for (case, (success, output, took)) in cases.iter().zip(outcomes) {
+        let (binary, expected) = (case.binary, case.expected);
+        let changed = case.extra.iter().map(|(key, _)| *key).collect::<Vec<_>>().join(", ");
         assert!(!success, "{binary} with {changed} exited 0:\n{output}");
         assert!(output.contains(expected), "{binary} with {changed} should say {expected:?}:\n{output}");
         eprintln!("{binary} with {changed}: stopped after {took:.1?}");
     }
     std::fs::remove_dir_all(&scratch).expect("removing the test's folder");
+}
+
+/// A service started with the world's variables, less `unset`, plus
+/// `extra`, and what it must say as it stops.
+struct Case {
+    binary: &'static str,
+    unset: &'static [&'static str],
+    extra: Vec<(&'static str, String)>,
+    expected: &'static str,
+}
+
+/// A TLS-only server reached in plaintext: no TLS setting at all.
+const REDIS_TLS: [&str; 3] =
+    ["COUPON__REDIS__TLS_CA_FILE", "COUPON__REDIS__TLS_CERT_FILE", "COUPON__REDIS__TLS_KEY_FILE"];
+const KAFKA_TLS: [&str; 3] =
+    ["COUPON__KAFKA__SSL_CA_LOCATION", "COUPON__KAFKA__SSL_CERTIFICATE_LOCATION", "COUPON__KAFKA__SSL_KEY_LOCATION"];
+
+/// Each store misconfigured in each way, for the services that use it.
+fn misconfigurations(world: &World, wrong_password: &str) -> Vec<Case> {
+    let tls = secure::dir().join("tls");
+    let other_ca = tls.join("other-ca.crt").to_string_lossy().into_owned();
+    let database = world.db.url().to_string();
+    let database_with = |change: &dyn Fn(&mut url::Url)| {
+        let mut url = url_of(&database);
+        change(&mut url);
+        url.to_string()
+    };
+    let ca = tls.join("ca.crt").to_string_lossy().into_owned();
+    let case = |binary, key: &'static str, value: &str, expected| Case {
+        binary,
+        unset: &[],
+        extra: vec![(key, value.to_string())],
+        expected,
+    };
+    vec![
+        case("coupon-api", "COUPON__REDIS__PASWORD", "x", "unknown variable COUPON__REDIS__PASWORD"),
+        case("coupon-writer", "COUPON__KAFKA__SASL_PASWORD", "x", "unknown variable COUPON__KAFKA__SASL_PASWORD"),
+        case("coupon-reconcile", "COUPON__DATABSE__URL", "x", "unknown variable COUPON__DATABSE__URL"),
+        case(
+            "coupon-api",
+            "COUPON__REDIS__TLS_CA_FILE",
+            &other_ca,
+            "cannot use Redis: TLS: invalid peer certificate: UnknownIssuer",
+        ),
+        case("coupon-api", "COUPON__REDIS__PASSWORD_FILE", wrong_password, "cannot use Redis: authentication refused"),
+        case("coupon-api", "COUPON__KAFKA__SSL_CA_LOCATION", &other_ca, "certificate verify failed"),
+        case(
+            "coupon-writer",
+            "COUPON__DATABASE__URL",
+            &database.replace(&ca, &other_ca),
+            "cannot use PostgreSQL: TLS: error performing TLS handshake: invalid peer certificate: UnknownIssuer",
+        ),
+        case(
+            "coupon-writer",
+            "COUPON__DATABASE__URL",
+            &database_with(&|url| url.set_password(Some("not-the-password")).expect("a password")),
+            "password authentication failed",
+        ),
+        case(
+            "coupon-writer",
+            "COUPON__KAFKA__SASL_PASSWORD_FILE",
+            wrong_password,
+            "cannot use Kafka: sasl_ssl://127.0.0.1:9093/bootstrap: SASL authentication error",
+        ),
+        case("coupon-reconcile", "COUPON__REDIS__TLS_CA_FILE", &other_ca, "coupon-reconcile: cannot use Redis: TLS"),
+    ]
+    .into_iter()
+    .chain(plaintext(database_with(&|url| url.set_query(Some("sslmode=disable")))))
+    .collect()
+}
+
+/// TLS-only servers reached in plaintext (`database` asks for no TLS).
+fn plaintext(database: String) -> [Case; 3] {
+    [
+        Case {
+            binary: "coupon-writer",
+            unset: &[],
+            extra: vec![("COUPON__DATABASE__URL", database)],
+            expected: "no encryption",
+        },
+        Case {
+            binary: "coupon-api",
+            unset: &REDIS_TLS,
+            extra: vec![("COUPON__REDIS__URL", "redis://127.0.0.1:6380".into())],
+            expected: "is it TLS-only (rediss://)?",
+        },
+        Case {
+            binary: "coupon-writer",
+            unset: &KAFKA_TLS,
+            extra: vec![("COUPON__KAFKA__SECURITY_PROTOCOL", "SASL_PLAINTEXT".into())],
+            expected: "is the listener TLS (security protocol SSL or SASL_SSL)?",
+        },
+    ]
 }
 
 fn url_of(database: &str) -> url::Url {

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
@@ -165,20 +166,38 @@ async fn database(settings: &DatabaseSettings) -> Result<(), Failure> {
     })
 }
 
-/// Records the client's errors: librdkafka reports authentication and TLS
-/// failures there, while a metadata request only times out.
+/// Records the client's errors and its last connection failure: librdkafka
+/// reports authentication and TLS failures as errors, a broker that drops the
+/// connection (a TLS listener reached in plaintext) only in its log, while
+/// a metadata request just times out.
 #[derive(Default, Clone)]
-struct Recorder(Arc<Mutex<Option<(RDKafkaErrorCode, String)>>>);
+struct Recorder(Arc<Mutex<Recorded>>);
+
+#[derive(Default)]
+struct Recorded {
+    error: Option<(RDKafkaErrorCode, String)>,
+    failure: Option<String>,
+}
+
+impl Recorded {
+    fn decided(&self) -> bool {
+        matches!(self.error, Some((RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SSL, _)))
+    }
+}
 
 impl ClientContext for Recorder {
+    fn log(&self, _: RDKafkaLogLevel, facility: &str, message: &str) {
+        if facility == "FAIL" {
+            self.0.lock().expect("not poisoned").failure = Some(message.to_string());
+        }
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         let Some(code) = error.rdkafka_error_code() else { return };
-        let mut last = self.0.lock().expect("not poisoned");
-        // "All brokers down" sums up the failures it follows; keep their cause.
-        let summary = code == RDKafkaErrorCode::AllBrokersDown;
-        let decided = matches!(last.as_ref(), Some((RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SSL, _)));
-        if !summary && !decided || last.is_none() {
-            *last = Some((code, reason.to_string()));
+        let mut recorded = self.0.lock().expect("not poisoned");
+        // "All brokers down" sums up the failures it follows.
+        if code != RDKafkaErrorCode::AllBrokersDown && !recorded.decided() {
+            recorded.error = Some((code, reason.to_string()));
         }
     }
 }
@@ -198,35 +217,35 @@ async fn kafka(settings: KafkaSettings) -> Result<(), Failure> {
             .create_with_context(recorder.clone())
             .map_err(|err| Failure::Fatal(err.to_string()))?;
         let deadline = std::time::Instant::now() + KAFKA_ATTEMPT;
-        let fetched = loop {
-            match client.client().fetch_metadata(None, KAFKA_POLL) {
-                Ok(_) => break Ok(()),
-                Err(err) if std::time::Instant::now() >= deadline => break Err(err),
-                Err(_) => {
-                    client.poll(KAFKA_POLL);
-                    let decided = matches!(
-                        recorder.0.lock().expect("not poisoned").as_ref(),
-                        Some((RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SSL, _))
-                    );
-                    if decided {
-                        break Err(KafkaError::MetadataFetch(RDKafkaErrorCode::SSL));
-                    }
-                }
+        loop {
+            if client.client().fetch_metadata(None, KAFKA_POLL).is_ok() {
+                return Ok(());
             }
-        };
-        match fetched {
-            Ok(()) => Ok(()),
-            Err(err) => Err(match recorder.0.lock().expect("not poisoned").take() {
-                Some((RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SSL, reason)) => Failure::Fatal(reason),
-                Some((_, reason)) if reason.contains("security.protocol") => Failure::Fatal(reason),
-                Some((_, reason)) if reason.contains("Connection refused") => Failure::Down(reason),
-                Some((_, reason)) => Failure::Unclear(reason),
-                None => Failure::Down(format!("no broker answered: {err}")),
-            }),
+            client.poll(KAFKA_POLL);
+            if recorder.0.lock().expect("not poisoned").decided() || std::time::Instant::now() >= deadline {
+                break;
+            }
         }
+        let recorded = std::mem::take(&mut *recorder.0.lock().expect("not poisoned"));
+        Err(kafka_failure(recorded, settings.security_protocol.tls()))
     })
     .await
     .unwrap_or_else(|err| Err(Failure::Unclear(err.to_string())))
+}
+
+fn kafka_failure(recorded: Recorded, tls: bool) -> Failure {
+    let decided = recorded.decided();
+    let reason = recorded.error.map(|(_, reason)| reason).or(recorded.failure).unwrap_or_default();
+    if decided || reason.contains("security.protocol") {
+        Failure::Fatal(reason)
+    } else if reason.is_empty() || reason.contains("Connection refused") || reason.contains("timed out") {
+        Failure::Down(if reason.is_empty() { "no broker answered".into() } else { reason })
+    } else if !tls && reason.contains("APIVERSION_QUERY") {
+        // The broker hung up on the first request: it expected a TLS handshake.
+        Failure::Unclear(format!("{reason}; is the listener TLS (security protocol SSL or SASL_SSL)?"))
+    } else {
+        Failure::Unclear(reason)
+    }
 }
 
 fn io_cause<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io::Error> {

@@ -48,12 +48,22 @@ pub struct LimitsPoint {
     pub trickle: TrickleRecord,
 }
 
-/// The Kafka-mode runs with stronger Redis durability, by their mode label
-/// (scripts/bench.sh), and what each adds.
-const DURABILITY_OPTIONS: [(&str, &str); 2] = [
+/// The Kafka-mode runs with stronger Redis durability or secured links, by
+/// their mode label (scripts/bench.sh), and what each adds.
+const KAFKA_VARIANTS: [(&str, &str); 3] = [
     ("kafka+wait1", "`COUPON__REDIS__MIN_REPLICAS=1`: WAIT for one replica before each 201 (group commit)"),
     ("kafka+fsync-always", "`appendfsync always` on the single Redis"),
+    (
+        "kafka+tls",
+        "the secure stack (`make up-secure`): TLS to Redis, PostgreSQL and Kafka, an ACL user, SCRAM at PostgreSQL, SASL/SCRAM at Kafka",
+    ),
 ];
+
+/// The CPU all processes used per 1,000 issuances a second: the share of
+/// all cores during the spike over the rate.
+fn cpu_per_thousand(run: &RunRecord) -> f64 {
+    run.cpu_share.values().sum::<f64>() / (run.issued_per_s / 1_000.0).max(1e-9)
+}
 
 /// One row of the ratio table: its name, how to read it off a run, and
 /// whether a higher value is the better one.
@@ -81,7 +91,7 @@ pub fn markdown(runs: &[RunRecord], ceilings: &Ceilings) -> String {
         Some(title(ceilings)),
         Some(runs_section(runs)),
         ratio_section(&to_be, &as_is),
-        durability_section(runs, &to_be),
+        variants_section(runs, &to_be),
         cpu_section(runs),
         Some(ceilings_section(ceilings, &to_be)),
         writer_limits_section(&ceilings.writer_limits_sweep),
@@ -163,40 +173,46 @@ fn ratio_section(to_be: &[&RunRecord], as_is: &[&RunRecord]) -> Option<String> {
     Some(section("TO-BE / AS-IS (means over rounds)", &table::markdown(header, rows)))
 }
 
-/// The stronger-durability Kafka modes against plain `kafka`, means over
-/// rounds; only when `kafka` and at least one of them ran.
-fn durability_section(runs: &[RunRecord], to_be: &[&RunRecord]) -> Option<String> {
+/// The stronger-durability and secured Kafka modes against plain `kafka`,
+/// means over rounds; only when `kafka` and at least one of them ran.
+fn variants_section(runs: &[RunRecord], to_be: &[&RunRecord]) -> Option<String> {
     let options: Vec<(&str, &str)> =
-        DURABILITY_OPTIONS.iter().copied().filter(|(mode, _)| !of_mode(runs, mode).is_empty()).collect();
+        KAFKA_VARIANTS.iter().copied().filter(|(mode, _)| !of_mode(runs, mode).is_empty()).collect();
     if to_be.is_empty() || options.is_empty() {
         return None;
     }
-    let base = (mean(to_be, |r| r.issued_per_s), mean(to_be, |r| r.latency.p99_ms));
-    let kafka = [
-        "kafka".to_string(),
-        "`appendfsync everysec`, no WAIT (the default)".to_string(),
-        format!("{:.0}", base.0),
-        format!("{:.2}", mean(to_be, |r| r.latency.p50_ms)),
-        format!("{:.2}", base.1),
-        "1.00×".to_string(),
-        "1.00×".to_string(),
-    ];
-    let stronger = options.into_iter().map(|(mode, what)| {
-        let runs = of_mode(runs, mode);
-        let (issued, p99) = (mean(&runs, |r| r.issued_per_s), mean(&runs, |r| r.latency.p99_ms));
+    let base = (mean(to_be, |r| r.issued_per_s), mean(to_be, |r| r.latency.p99_ms), mean(to_be, cpu_per_thousand));
+    let row = |mode: &str, what: &str, runs: &[&RunRecord]| {
+        let (issued, p99, cpu) =
+            (mean(runs, |r| r.issued_per_s), mean(runs, |r| r.latency.p99_ms), mean(runs, cpu_per_thousand));
         [
             mode.to_string(),
             what.to_string(),
             format!("{issued:.0}"),
-            format!("{:.2}", mean(&runs, |r| r.latency.p50_ms)),
+            format!("{:.2}", mean(runs, |r| r.latency.p50_ms)),
             format!("{p99:.2}"),
+            format!("{cpu:.1}"),
             format!("{:.2}×", issued / base.0.max(1e-9)),
             format!("{:.2}×", p99 / base.1.max(1e-9)),
+            // Runs without a CPU measure have none to compare.
+            if base.2 > 0.0 { format!("{:.2}×", cpu / base.2) } else { "—".to_string() },
         ]
-    });
-    let header = ["mode", "what it adds", "issued/s", "p50 ms", "p99 ms", "issued/s vs kafka", "p99 vs kafka"];
-    let table = table::markdown(header, std::iter::once(kafka).chain(stronger));
-    Some(section("What stronger Redis durability costs (means over rounds, against `kafka`)", &table))
+    };
+    let kafka = row("kafka", "plaintext, `appendfsync everysec`, no WAIT (the default)", to_be);
+    let variants = options.into_iter().map(|(mode, what)| row(mode, what, &of_mode(runs, mode)));
+    let header = [
+        "mode",
+        "what it adds",
+        "issued/s",
+        "p50 ms",
+        "p99 ms",
+        "CPU % per 1,000 issued/s",
+        "issued/s vs kafka",
+        "p99 vs kafka",
+        "CPU per issuance vs kafka",
+    ];
+    let table = table::markdown(header, std::iter::once(kafka).chain(variants));
+    Some(section("What stronger Redis durability and secured links cost (means over rounds, against `kafka`)", &table))
 }
 
 /// Each component's share of the CPU per run; only the runs that measured it.
@@ -474,7 +490,7 @@ mod tests {
             [
                 "# Spike benchmark: Kafka design (TO-BE) against synchronous database writes (AS-IS)",
                 "## Runs (alternating modes)",
-                "## What stronger Redis durability costs (means over rounds, against `kafka`)",
+                "## What stronger Redis durability and secured links cost (means over rounds, against `kafka`)",
                 "## Where the CPU went during each spike (% of all cores)",
                 "## Ceilings measured in the same run",
                 "## The writer's batch limits under steady traffic (200 issuances/s for 10 s)",
@@ -483,8 +499,8 @@ mod tests {
         let durability = table_under(&md, "against `kafka`)");
         assert_eq!(durability.len(), 3, "{md}");
         assert_eq!(durability[1][0], "kafka");
-        assert_eq!(durability[2][..3], ["kafka+wait1", DURABILITY_OPTIONS[0].1, "1000"]);
-        assert_eq!(durability[2][5..], ["0.50×", "2.00×"]);
+        assert_eq!(durability[2][..3], ["kafka+wait1", KAFKA_VARIANTS[0].1, "1000"]);
+        assert_eq!(durability[2][5..], ["100.8", "0.50×", "2.00×", "—"]);
         let cpu = table_under(&md, "(% of all cores)");
         assert_eq!(cpu[0][..3], ["mode", "round", COMPONENTS[0]]);
         assert_eq!(cpu.len(), 2, "only the run that measured its CPU: {md}");
