@@ -71,6 +71,16 @@ impl SecureStack {
     }
 }
 
+impl SecureStack {
+    /// Empties the stack's Redis: a world on it keeps its keys unprefixed,
+    /// where an earlier hand-made coupon of the same id would meet them.
+    pub async fn empty_redis(&self) -> anyhow::Result<()> {
+        let admin = coupon_infra::redis::SharedRedis::new(&self.admin_redis()?)?;
+        let _: () = admin.query(&redis::cmd("FLUSHALL")).await.context("emptying the secure stack's Redis")?;
+        Ok(())
+    }
+}
+
 /// The `export KEY=value` lines of a file (a shell would also run its other
 /// lines; these files hold comments, a `.` of another and exports only).
 fn exports(file: &std::path::Path) -> anyhow::Result<BTreeMap<String, String>> {

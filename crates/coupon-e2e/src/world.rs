@@ -167,10 +167,12 @@ impl World {
 
     /// On the secure stack (`make up-secure`), with the variables its
     /// `env` exports (and `env.reconcile` for coupon-reconcile): TLS and
-    /// credentials toward all three stores. Its Redis is the world's alone,
-    /// so keys go unprefixed, as the ACL users' key patterns expect.
+    /// credentials toward all three stores. Its Redis is the world's alone
+    /// (emptied first), so keys go unprefixed, as the ACL users' key
+    /// patterns expect.
     pub async fn secure(name: &str) -> anyhow::Result<Self> {
         let stack = SecureStack::load()?;
+        stack.empty_redis().await?;
         let server = secrecy::ExposeSecret::expose_secret(&stack.clients.database.url).to_string();
         let db = TestDatabase::create_on(&server).await;
         let target = RedisTarget::Secured(Box::new(stack.clients.redis.clone()));

@@ -176,6 +176,13 @@ fn misconfigurations(world: &World, wrong_password: &str) -> Vec<Case> {
             "cannot use Kafka: sasl_ssl://127.0.0.1:9093/bootstrap: SASL authentication error",
         ),
         case("coupon-reconcile", "COUPON__REDIS__TLS_CA_FILE", &other_ca, "coupon-reconcile: cannot use Redis: TLS"),
+        case(
+            "coupon-reconcile",
+            "COUPON__REDIS__PASSWORD_FILE",
+            wrong_password,
+            "coupon-reconcile: cannot use Redis: authentication refused",
+        ),
+        case("coupon-writer", "COUPON__KAFKA__SSL_CA_LOCATION", &other_ca, "certificate verify failed"),
     ]
     .into_iter()
     .chain(plaintext(database_with(&|url| url.set_query(Some("sslmode=disable")))))

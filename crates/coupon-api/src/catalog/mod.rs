@@ -378,24 +378,17 @@ impl Catalog {
         Ok(query.order(admin_audit::id).limit(limit).select(Recorded::as_select()).load(&mut conn).await?)
     }
 
-    pub async fn holders(&self, id: CouponId) -> Result<Vec<i64>, CatalogError> {
+    /// The coupon's holders, and those of them whose revoked unit went back
+    /// into stock, in one read (one snapshot).
+    pub async fn holders(&self, id: CouponId) -> Result<(Vec<i64>, Vec<i64>), CatalogError> {
         let mut conn = self.pool.get().await?;
-        Ok(customer_coupon::table
+        let rows: Vec<(i64, bool)> = customer_coupon::table
             .filter(customer_coupon::coupon_id.eq(id.get()))
-            .select(customer_coupon::customer_id)
+            .select((customer_coupon::customer_id, customer_coupon::stock_returned))
             .load(&mut conn)
-            .await?)
-    }
-
-    /// The holders whose revoked unit went back into stock.
-    pub async fn returned(&self, id: CouponId) -> Result<Vec<i64>, CatalogError> {
-        let mut conn = self.pool.get().await?;
-        Ok(customer_coupon::table
-            .filter(customer_coupon::coupon_id.eq(id.get()))
-            .filter(customer_coupon::stock_returned)
-            .select(customer_coupon::customer_id)
-            .load(&mut conn)
-            .await?)
+            .await?;
+        let returned = rows.iter().filter(|(_, returned)| *returned).map(|(customer, _)| *customer).collect();
+        Ok((rows.into_iter().map(|(customer, _)| customer).collect(), returned))
     }
 
     pub async fn held_by(&self, customer: CustomerId) -> Result<Vec<(Holding, CouponRow)>, CatalogError> {

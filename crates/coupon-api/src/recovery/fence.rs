@@ -71,13 +71,8 @@ impl Fences {
         let redis = self.store.redis();
         let keys = self.store.keys(state.id);
         let staged = &keys.rebuild_staged;
-        let _: () = redis.query(redis::cmd("DEL").arg(staged).arg(&keys.returned_staged)).await?;
-        for chunk in state.holders.chunks(HOLDERS_CHUNK) {
-            let _: () = redis.query(redis::cmd("SADD").arg(staged).arg(chunk)).await?;
-        }
-        for chunk in state.returned.chunks(HOLDERS_CHUNK) {
-            let _: () = redis.query(redis::cmd("SADD").arg(&keys.returned_staged).arg(chunk)).await?;
-        }
+        self.stage(staged, &state.holders).await?;
+        self.stage(&keys.returned_staged, &state.returned).await?;
         self.store.index(state.id, state.ends_at).await?;
         let mut rebuild = self.rebuild.key(&keys.meta);
         rebuild
@@ -99,6 +94,16 @@ impl Fences {
         }
         self.unlist(&[state.id]).await?;
         Ok(Some(stock))
+    }
+
+    /// Sets `key` to the set of `members`, in chunks.
+    async fn stage(&self, key: &str, members: &[i64]) -> Result<(), RedisUnavailable> {
+        let redis = self.store.redis();
+        let _: () = redis.query(redis::cmd("DEL").arg(key)).await?;
+        for chunk in members.chunks(HOLDERS_CHUNK) {
+            let _: () = redis.query(redis::cmd("SADD").arg(key).arg(chunk)).await?;
+        }
+        Ok(())
     }
 
     /// The coupons a recovery fenced and has not rebuilt yet (as far as the

@@ -373,13 +373,14 @@ impl Recovery {
                 ends_at: row.ends_at,
                 total_quantity: row.total_quantity,
             });
+            let (holders, returned) = self.catalog.holders(id).await?;
             let state = CouponState {
                 id,
                 starts_at: row.starts_at,
                 ends_at: controlled.ends_at,
                 total_quantity: controlled.total_quantity,
-                holders: self.catalog.holders(id).await?,
-                returned: self.catalog.returned(id).await?,
+                holders,
+                returned,
                 control: controlled.control,
             };
             match self.fences.rebuild(&state, token).await? {
