@@ -115,7 +115,7 @@ impl Application {
             coupons: coupons.clone(),
         };
         let redis_side = (parts.store.clone(), parts.incarnations.clone());
-        let controls = Controls::new(pool.clone(), parts.store.clone());
+        let controls = Controls::new(pool.clone(), parts.store.clone(), issuance.replicas.clone());
         let stats = Arc::new(Stats::new(pool.clone(), parts.store.clone()));
         let redemptions =
             Redemptions::new(pool, redis_side, usage_relay.committed.clone(), settings.recovery.ended_grace);

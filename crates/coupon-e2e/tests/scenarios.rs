@@ -346,6 +346,68 @@ async fn s10_redis_primary_killed_replica_promoted_by_sentinel() {
     verify_after_recovery(world, &coupons, spike).await;
 }
 
+/// A live promotion in sentinel mode (issue 37): paused, then the Redis
+/// primary switched over (`SENTINEL FAILOVER`) while it is paused, then its
+/// stock raised and the promotion resumed. The pause holds on the new primary
+/// (customers are answered `PAUSED`, or `503` while the coupon is rebuilt,
+/// never `201`). The raise and the resume wait for the replica's
+/// acknowledgement, so one answered `200` is on the new primary, and the
+/// raised stock sells out exactly there.
+#[tokio::test(flavor = "multi_thread")]
+async fn s19_a_paused_promotion_through_a_sentinel_switchover() {
+    let mut world = World::new("19 pause, switchover, raise, resume (sentinel)").await;
+    let primary = RedisNode::primary("s19 redis primary").await.expect("a primary");
+    let replica = RedisNode::replica("s19 redis replica", &primary).await.expect("a replica");
+    let sentinel = Sentinel::start("s19 sentinel", &primary, 1).await.expect("a sentinel");
+    world.redis = RedisTarget::Sentinel { sentinels: vec![sentinel.url()], master_name: MASTER_NAME.to_string() };
+    world.overrides.insert("COUPON__REDIS__MIN_REPLICAS".into(), "1".into());
+    let _api = world.start_api().await;
+    let _writer = world.start_writer(1).await;
+    let coupons = world.create_coupons(1, SPIKE_STOCK).await;
+    let coupon = coupons[0];
+    // An operator asks again while the answer is 503: a change the replicas
+    // did not acknowledge (the primary was being replaced) may be lost.
+    let admin = |method: reqwest::Method, path: String, body: serde_json::Value| {
+        let api = &world.api;
+        async move {
+            coupon_testkit::poll_until(&format!("{method} {path} to be answered"), Duration::from_secs(60), || {
+                let (method, path, body) = (method.clone(), path.clone(), body.clone());
+                async move {
+                    let (status, _) = api.admin(method, &path, Some(&body)).await?;
+                    Ok((status != 503).then_some(status))
+                }
+            })
+            .await
+            .expect("an operator's request")
+        }
+    };
+    let pause = admin(reqwest::Method::POST, format!("/api/v1/coupons/{coupon}/pause"), serde_json::json!({}));
+    assert_eq!(pause.await, 200);
+    let wave = |first: i64| world.wave_until_served(&coupons, first, customers() / 5, Duration::from_secs(120));
+    let before = wave(1).await.expect("a wave while paused");
+    sentinel.failover().await.expect("a switchover");
+    let promoted = sentinel.wait_new_master(primary.port(), Duration::from_secs(60)).await.expect("a new primary");
+    assert_eq!(promoted, replica.port(), "the only replica is promoted");
+    let after = wave(SECOND_WAVE_FIRST_CUSTOMER / 2).await.expect("a wave on the new primary");
+    assert!(after.answers.iter().any(|a| a.code.as_deref() == Some("PAUSED")), "the new primary knows the pause");
+    for answer in before.answers.iter().chain(&after.answers) {
+        assert_ne!(answer.status, Some(201), "issued while paused: {answer:?}");
+    }
+
+    let raised = SPIKE_STOCK + SPIKE_STOCK / 2;
+    let raise = serde_json::json!({ "totalQuantity": raised });
+    assert_eq!(admin(reqwest::Method::PATCH, format!("/api/v1/coupons/{coupon}"), raise).await, 200);
+    let resume = admin(reqwest::Method::POST, format!("/api/v1/coupons/{coupon}/resume"), serde_json::json!({}));
+    assert_eq!(resume.await, 200);
+    let mut spike = world
+        .wave_until_served(&coupons, SECOND_WAVE_FIRST_CUSTOMER, customers(), Duration::from_secs(180))
+        .await
+        .expect("the resumed promotion");
+    spike.answers.extend(before.answers.into_iter().chain(after.answers));
+    let verdicts = world.verify(&coupons, raised as i64, &spike).await;
+    assert_eq!(verdicts[0].issued as u64, raised, "the raised stock sells out exactly on the new primary");
+}
+
 /// Failback to a former primary that lagged (issue 32, P2). During the spike,
 /// with the writer down, the sentinel switches the primary over from A to B
 /// (`SENTINEL FAILOVER`): A is demoted in place and becomes B's replica,

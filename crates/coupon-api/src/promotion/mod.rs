@@ -30,6 +30,7 @@ use time::OffsetDateTime;
 
 use crate::audit::{Actor, Entry};
 use crate::catalog::{CatalogError, Controlled, CouponRow};
+use crate::issuance::replica_wait::ReplicaWait;
 use crate::store::{unix_ms, Control, CouponStore, RedisUnavailable};
 
 #[derive(Debug, thiserror::Error)]
@@ -110,11 +111,15 @@ pub struct Controls {
     pool: PgPool,
     store: Arc<CouponStore>,
     control: Script,
+    /// A change is acknowledged by the replicas, as an issuance is, before
+    /// its answer: one taken by a primary that a switchover is replacing
+    /// would be lost, and the coupon would run on the old terms until rebuilt.
+    replicas: ReplicaWait,
 }
 
 impl Controls {
-    pub fn new(pool: PgPool, store: Arc<CouponStore>) -> Self {
-        Self { pool, store, control: Script::new(include_str!("control.lua")) }
+    pub fn new(pool: PgPool, store: Arc<CouponStore>, replicas: ReplicaWait) -> Self {
+        Self { pool, store, control: Script::new(include_str!("control.lua")), replicas }
     }
 
     /// Stops issuance of `coupon` on every replica; redemption goes on
@@ -231,7 +236,13 @@ impl Controls {
         let keys = self.store.keys(coupon);
         let mut apply = self.control.key(&keys.meta);
         apply.key(&keys.stock).arg(control.version).arg(u8::from(control.paused)).arg(unix_ms(ends_at)).arg(total);
-        let applied: String = self.store.redis().invoke(&apply).await?;
+        let redis = self.store.redis();
+        let link = redis.link().await?;
+        let applied = apply.invoke_async::<String>(&mut link.conn.clone()).await;
+        let applied = redis.observe(&link, applied)?;
+        if !self.replicas.acknowledged(link.generation).await {
+            return Err(RedisUnavailable::NotReplicated);
+        }
         match applied.as_str() {
             "APPLIED" => Ok(InRedis::Applied),
             "STALE" => Ok(InRedis::Stale),

@@ -26,6 +26,10 @@ pub enum RedisUnavailable {
     Command(#[from] RedisError),
     #[error("unexpected reply from the issue script: {0:?}")]
     Reply(Value),
+    /// `redis.min_replicas` replicas did not acknowledge a write in time: a
+    /// primary that is being replaced may have taken it and lose it.
+    #[error("the Redis replicas did not acknowledge the write in time")]
+    NotReplicated,
 }
 
 /// A coupon's period and stock as Redis needs them.
