@@ -7,11 +7,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use coupon_infra::settings::{
-    load_from_vars, DatabaseSettings, InvalidSetting, KafkaSettings, RedisSettings, Validate,
-};
+use coupon_infra::settings::{load_from_vars, RedisSettings};
+use coupon_reconcile::Settings;
 use secrecy::SecretString;
-use serde::Deserialize;
 
 /// Where `make up-secure` keeps its state.
 pub fn dir() -> PathBuf {
@@ -29,24 +27,9 @@ pub struct SecureStack {
     pub env: BTreeMap<String, String>,
     /// What `.stack/secure/env.reconcile` changes for coupon-reconcile.
     pub reconcile_env: BTreeMap<String, String>,
-    pub clients: Clients,
-}
-
-/// The secure stack's clients, built from its variables as a service builds its own.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct Clients {
-    pub redis: RedisSettings,
-    pub kafka: KafkaSettings,
-    pub database: DatabaseSettings,
-}
-
-impl Validate for Clients {
-    fn validate(&self) -> Result<(), InvalidSetting> {
-        self.redis.validate()?;
-        self.kafka.validate()?;
-        self.database.validate()
-    }
+    /// The stores' settings, read from those variables as coupon-reconcile,
+    /// which uses all three, reads its own.
+    pub clients: Settings,
 }
 
 impl SecureStack {

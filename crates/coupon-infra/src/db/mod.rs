@@ -3,6 +3,7 @@
 pub mod schema;
 pub mod tls;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -30,12 +31,16 @@ pub fn pool(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
     // (a transient error the caller retries or answers 503) and is dropped.
     let mut config = ManagerConfig::default();
     config.recycling_method = RecyclingMethod::Fast;
-    config.custom_setup = Box::new(|url| {
-        let url = url.to_string();
-        async move { connect(&url).await.map_err(|err| diesel::ConnectionError::BadConnection(err.to_string())) }
+    // The URL's TLS (certificate files read, verifier built) once, for every
+    // connection the pool makes.
+    let url = connection_url(settings);
+    let target = Arc::new(tls::Target::parse(&url).context("database.url")?);
+    config.custom_setup = Box::new(move |_| {
+        let target = target.clone();
+        async move { target.connect().await.map_err(|err| diesel::ConnectionError::BadConnection(err.to_string())) }
             .boxed()
     });
-    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(connection_url(settings), config);
+    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url, config);
     let timeout = settings.timeout;
     Pool::builder(manager)
         .max_size(settings.pool_size)
