@@ -33,6 +33,7 @@ mod tests {
             coupon_id: CouponId::new(coupon).unwrap(),
             customer_id: CustomerId::new(customer).unwrap(),
             issued_at: OffsetDateTime::UNIX_EPOCH,
+            issuance: 0,
         }
     }
 

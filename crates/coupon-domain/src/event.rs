@@ -14,6 +14,15 @@ pub struct CouponIssuedEvent {
     pub customer_id: CustomerId,
     #[serde(with = "rfc3339_millis")]
     pub issued_at: OffsetDateTime,
+    /// Which issuance of this coupon to this customer: 0 the first, n after
+    /// n revocations that let the customer get it again. Absent when 0, as
+    /// events had it before reissues existed.
+    #[serde(default, skip_serializing_if = "is_first")]
+    pub issuance: u32,
+}
+
+fn is_first(issuance: &u32) -> bool {
+    *issuance == 0
 }
 
 /// The Kafka header naming the HTTP request that issued an event (absent when
@@ -66,8 +75,15 @@ mod tests {
             coupon_id: CouponId::new(42).unwrap(),
             customer_id: CustomerId::new(7).unwrap(),
             issued_at: datetime!(2026-11-24 10:00:00.123456 UTC),
+            issuance: 0,
         };
         assert_eq!(event.to_json(), r#"{"couponId":42,"customerId":7,"issuedAt":"2026-11-24T10:00:00.123Z"}"#);
+        let again = CouponIssuedEvent { issuance: 2, ..event };
+        assert_eq!(
+            again.to_json(),
+            r#"{"couponId":42,"customerId":7,"issuedAt":"2026-11-24T10:00:00.123Z","issuance":2}"#
+        );
+        assert_eq!(CouponIssuedEvent::from_json(again.to_json().as_bytes()).unwrap().issuance, 2);
     }
 
     #[test]

@@ -20,6 +20,12 @@ pub struct CouponKeys {
     pub returned: String,
     /// The returned holders a rebuild stages, as `rebuild_staged`.
     pub returned_staged: String,
+    /// Customers whose holding was revoked with leave to get the coupon
+    /// again (a hash: customer id -> the number their next issuance carries;
+    /// they left `issued` when their unit went back).
+    pub reissued: String,
+    /// The reissued customers a rebuild stages, as `rebuild_staged`.
+    pub reissued_staged: String,
     /// Issue answers by outcome, summed over every API replica (a hash).
     pub tally: String,
     /// Units issued per second, over every API replica: a ring of 64 slots,
@@ -39,6 +45,8 @@ impl CouponKeys {
             rebuild_staged: format!("{base}:issued:rebuild"),
             returned: format!("{base}:returned"),
             returned_staged: format!("{base}:returned:rebuild"),
+            reissued: format!("{base}:reissued"),
+            reissued_staged: format!("{base}:reissued:rebuild"),
             tally: format!("{base}:tally"),
             issue_rate: format!("{base}:rate"),
         }

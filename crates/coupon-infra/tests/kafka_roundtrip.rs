@@ -20,6 +20,7 @@ fn event(customer: i64) -> CouponIssuedEvent {
         coupon_id: CouponId::new(42).unwrap(),
         customer_id: CustomerId::new(customer).unwrap(),
         issued_at: OffsetDateTime::now_utc().replace_nanosecond(0).unwrap(),
+        issuance: 0,
     }
 }
 

@@ -69,7 +69,7 @@ pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<Report> {
         report = check(&sources, &coupons).await?.lasting_since(&report);
     }
     if args.repair && !report.is_clean() {
-        let republished = repair(settings, &report).await?;
+        let republished = repair(settings, &sources, &report).await?;
         tracing::info!(republished, "missing events republished; rerun to confirm once the writer applied them");
     }
     Ok(report)
@@ -85,7 +85,7 @@ async fn check(sources: &Sources, coupons: &[CouponId]) -> anyhow::Result<Report
     Ok(Report { coupons: drifts })
 }
 
-async fn repair(settings: &Settings, report: &Report) -> anyhow::Result<usize> {
+async fn repair(settings: &Settings, sources: &Sources, report: &Report) -> anyhow::Result<usize> {
     let producer: FutureProducer = coupon_infra::kafka::client_config(&settings.kafka, "coupon-reconcile")
         .set("enable.idempotence", "true")
         .set("acks", "all")
@@ -98,6 +98,7 @@ async fn repair(settings: &Settings, report: &Report) -> anyhow::Result<usize> {
                 coupon_id: drift.coupon,
                 customer_id: CustomerId::new(*customer)?,
                 issued_at: OffsetDateTime::now_utc(),
+                issuance: sources.issuance(drift.coupon, *customer).await?,
             };
             let key = drift.coupon.to_string();
             let payload = event.to_json();

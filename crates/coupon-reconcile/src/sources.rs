@@ -95,6 +95,15 @@ impl Sources {
         Ok(RedisView { total, stock, issued_count, returned_count, issued, outbox, outbox_span })
     }
 
+    /// The number of the issuance Redis holds for the customer (0 unless it
+    /// was revoked with leave to reissue before), so a republished event is
+    /// not taken for a late copy of a revoked one.
+    pub async fn issuance(&self, id: CouponId, customer: i64) -> anyhow::Result<u32> {
+        let keys = CouponKeys::new(&self.key_prefix, id);
+        let issuance: Option<u32> = self.redis.query(redis::cmd("HGET").arg(&keys.reissued).arg(customer)).await?;
+        Ok(issuance.unwrap_or(0))
+    }
+
     /// The coupon row and its holders as of one snapshot, so the remaining
     /// quantity and the rows are compared as one writer transaction left them.
     pub async fn db_view(&self, id: CouponId) -> anyhow::Result<Option<DbView>> {
@@ -113,15 +122,18 @@ impl Sources {
                 let Some((total, remaining)) = quantities else {
                     return Ok(None);
                 };
+                // A row revoked with leave to reissue holds nothing in Redis
+                // (the customer left its issued set) until its next issuance.
+                let current = customer_coupon::coupon_id.eq(id.get()).and(customer_coupon::reissuable.eq(false));
                 let holders: BTreeSet<i64> = customer_coupon::table
-                    .filter(customer_coupon::coupon_id.eq(id.get()))
+                    .filter(current)
                     .select(customer_coupon::customer_id)
                     .load::<i64>(conn)
                     .await?
                     .into_iter()
                     .collect();
                 let returned: i64 = customer_coupon::table
-                    .filter(customer_coupon::coupon_id.eq(id.get()))
+                    .filter(current)
                     .filter(customer_coupon::stock_returned)
                     .count()
                     .get_result(conn)

@@ -176,13 +176,17 @@ async fn apply_once(
     let coupons: Vec<i64> = in_coupon_order().map(|event| event.coupon_id.get()).collect();
     let customers: Vec<i64> = in_coupon_order().map(|event| event.customer_id.get()).collect();
     let issued_at: Vec<OffsetDateTime> = in_coupon_order().map(|event| event.issued_at).collect();
+    // One more per revocation with leave to reissue: never near i32's end.
+    let issuance: Vec<i32> = in_coupon_order().map(|event| i32::try_from(event.issuance).unwrap_or(i32::MAX)).collect();
 
     let mut pooled = pool.get().await?;
     let conn: &mut AsyncPgConnection = &mut pooled;
     let started = Instant::now();
     // One statement: its own transaction, applied whole or not at all.
     let result: Result<Vec<(i64, i32, i32, bool)>, _> =
-        ApplyBatch { coupons: &coupons, customers: &customers, issued_at: &issued_at }.load(conn).await;
+        ApplyBatch { coupons: &coupons, customers: &customers, issued_at: &issued_at, issuance: &issuance }
+            .load(conn)
+            .await;
     metrics.transaction_seconds.observe(started.elapsed().as_secs_f64());
     let per_coupon: HashMap<i64, CouponResult> = result?
         .into_iter()

@@ -25,15 +25,19 @@ impl SoldOutReason {
     }
 }
 
-/// Applies a batch of issuances, given as three parallel arrays:
+/// Applies a batch of issuances, given as four parallel arrays:
 /// - locks the batch's coupons in id order with `FOR NO KEY UPDATE`, so
 ///   writers that share coupons queue instead of deadlocking;
 /// - per coupon, takes the batch's new customers (no `customer_coupon` row and
-///   no `sold_out_at_write` record yet; a customer twice in the batch once, at
-///   its earliest `issued_at`) in `(issued_at, customer_id)` order, grants the
+///   no `sold_out_at_write` record yet; a customer twice in the batch once,
+///   its latest issuance at its earliest `issued_at`), and those whose row
+///   was revoked with leave to reissue and who come with a newer issuance
+///   (a late copy of the revoked one is not new), in `(issued_at,
+///   customer_id)` order, grants the
 ///   first `remaining_quantity` of them a `customer_coupon` row and records
 ///   the rest in `sold_out_at_write` (`STOCK_EXHAUSTED`), both
-///   `ON CONFLICT DO NOTHING`, in index order (coupon, customer) rather than
+///   `ON CONFLICT DO NOTHING` (a reissuable row is replaced by the newer
+///   issuance: a fresh holding, as catalog::grant writes it), in index order (coupon, customer) rather than
 ///   the order the stock goes out in, so neighbouring keys share index pages
 ///   (a one-partition backlog drained ~10% faster);
 /// - takes the rows actually inserted off the coupon's remaining quantity,
@@ -71,6 +75,7 @@ pub struct ApplyBatch<'a> {
     pub coupons: &'a [i64],
     pub customers: &'a [i64],
     pub issued_at: &'a [OffsetDateTime],
+    pub issuance: &'a [i32],
 }
 
 impl QueryId for ApplyBatch<'_> {
@@ -90,31 +95,41 @@ impl QueryFragment<Pg> for ApplyBatch<'_> {
         out.push_bind_param::<Array<BigInt>, _>(self.customers)?;
         out.push_sql(", ");
         out.push_bind_param::<Array<Timestamptz>, _>(self.issued_at)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Integer>, _>(self.issuance)?;
         out.push_sql(
-            ") AS b(coupon_id, customer_id, issued_at)), \
+            ") AS b(coupon_id, customer_id, issued_at, issuance)), \
              seen AS MATERIALIZED (SELECT id, xmin AS version FROM coupon \
                  WHERE id IN (SELECT coupon_id FROM batch)), \
              locked AS MATERIALIZED (SELECT id, remaining_quantity, xmin AS version FROM coupon \
                  WHERE id IN (SELECT coupon_id FROM batch) ORDER BY id FOR NO KEY UPDATE), \
-             fresh AS (SELECT DISTINCT ON (b.coupon_id, b.customer_id) b.coupon_id, b.customer_id, b.issued_at \
+             fresh AS (SELECT DISTINCT ON (b.coupon_id, b.customer_id) \
+                     b.coupon_id, b.customer_id, b.issued_at, b.issuance \
                  FROM batch b \
                  WHERE NOT EXISTS (SELECT 1 FROM customer_coupon c \
-                         WHERE c.coupon_id = b.coupon_id AND c.customer_id = b.customer_id) \
+                         WHERE c.coupon_id = b.coupon_id AND c.customer_id = b.customer_id \
+                             AND NOT (c.reissuable AND b.issuance > c.issuance)) \
                      AND NOT EXISTS (SELECT 1 FROM sold_out_at_write s \
                          WHERE s.coupon_id = b.coupon_id AND s.customer_id = b.customer_id) \
-                 ORDER BY b.coupon_id, b.customer_id, b.issued_at), \
-             ranked AS (SELECT coupon_id, customer_id, issued_at, \
+                 ORDER BY b.coupon_id, b.customer_id, b.issuance DESC, b.issued_at), \
+             ranked AS (SELECT coupon_id, customer_id, issued_at, issuance, \
                      row_number() OVER (PARTITION BY coupon_id ORDER BY issued_at, customer_id) AS rank \
                  FROM fresh), \
              demand AS (SELECT coupon_id, count(*) AS n FROM fresh GROUP BY coupon_id), \
              plan AS (SELECT l.id, l.remaining_quantity AS stock, \
                      l.version IS DISTINCT FROM s.version AND coalesce(d.n, 0) > l.remaining_quantity AS deferred \
                  FROM locked l JOIN seen s ON s.id = l.id LEFT JOIN demand d ON d.coupon_id = l.id), \
-             granted AS (INSERT INTO customer_coupon (coupon_id, customer_id, issued_at) \
-                 SELECT r.coupon_id, r.customer_id, r.issued_at FROM ranked r JOIN plan p ON p.id = r.coupon_id \
+             granted AS (INSERT INTO customer_coupon (coupon_id, customer_id, issued_at, issuance) \
+                 SELECT r.coupon_id, r.customer_id, r.issued_at, r.issuance \
+                 FROM ranked r JOIN plan p ON p.id = r.coupon_id \
                  WHERE NOT p.deferred AND r.rank <= p.stock \
                  ORDER BY r.coupon_id, r.customer_id \
-                 ON CONFLICT (coupon_id, customer_id) DO NOTHING RETURNING coupon_id), \
+                 ON CONFLICT (coupon_id, customer_id) DO UPDATE SET \
+                     issued_at = excluded.issued_at, issuance = excluded.issuance, status = 'AVAILABLE', \
+                     order_id = NULL, discount_amount = NULL, used_at = NULL, released_order_id = NULL, \
+                     revoked_at = NULL, revoke_reason = NULL, stock_returned = false, reissuable = false \
+                 WHERE customer_coupon.reissuable AND excluded.issuance > customer_coupon.issuance \
+                 RETURNING coupon_id), \
              refused AS (INSERT INTO sold_out_at_write (coupon_id, customer_id, issued_at, reason) \
                  SELECT r.coupon_id, r.customer_id, r.issued_at, ",
         );

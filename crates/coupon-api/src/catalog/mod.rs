@@ -12,7 +12,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::audit::{Actor, Entry, Recorded};
-use crate::store::Control;
+use crate::store::{Control, Holders};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
@@ -174,6 +174,11 @@ pub struct Holding {
     pub status: String,
     /// Revoked, and its unit went back into stock.
     pub stock_returned: bool,
+    /// Which issuance to this customer it is (see `CouponIssuedEvent`).
+    pub issuance: i32,
+    /// Revoked with leave to get the coupon again: the customer's next
+    /// issuance replaces the row.
+    pub reissuable: bool,
     pub order_id: Option<String>,
     pub discount_amount: Option<i64>,
     pub used_at: Option<OffsetDateTime>,
@@ -380,15 +385,35 @@ impl Catalog {
 
     /// The coupon's holders, and those of them whose revoked unit went back
     /// into stock, in one read (one snapshot).
-    pub async fn holders(&self, id: CouponId) -> Result<(Vec<i64>, Vec<i64>), CatalogError> {
+    /// The coupon's holders as PostgreSQL has them, for a rebuild.
+    pub async fn holders(&self, id: CouponId) -> Result<Holders, CatalogError> {
         let mut conn = self.pool.get().await?;
-        let rows: Vec<(i64, bool)> = customer_coupon::table
+        let rows: Vec<(i64, bool, i32, bool)> = customer_coupon::table
             .filter(customer_coupon::coupon_id.eq(id.get()))
-            .select((customer_coupon::customer_id, customer_coupon::stock_returned))
+            .select((
+                customer_coupon::customer_id,
+                customer_coupon::stock_returned,
+                customer_coupon::issuance,
+                customer_coupon::reissuable,
+            ))
             .load(&mut conn)
             .await?;
-        let returned = rows.iter().filter(|(_, returned)| *returned).map(|(customer, _)| *customer).collect();
-        Ok((rows.into_iter().map(|(customer, _)| customer).collect(), returned))
+        let mut holders = Holders::default();
+        for (customer, stock_returned, issuance, reissuable) in rows {
+            // A reissuable row's customer holds nothing and may get it again.
+            let next = issuance + i32::from(reissuable);
+            if next > 0 {
+                holders.reissued.push((customer, next));
+            }
+            if reissuable {
+                continue;
+            }
+            holders.customers.push(customer);
+            if stock_returned {
+                holders.returned.push(customer);
+            }
+        }
+        Ok(holders)
     }
 
     pub async fn held_by(&self, customer: CustomerId) -> Result<Vec<(Holding, CouponRow)>, CatalogError> {
@@ -407,37 +432,80 @@ impl Catalog {
         Ok(diesel::select(diesel::dsl::exists(
             customer_coupon::table
                 .filter(customer_coupon::coupon_id.eq(id.get()))
-                .filter(customer_coupon::customer_id.eq(customer.get())),
+                .filter(customer_coupon::customer_id.eq(customer.get()))
+                .filter(customer_coupon::reissuable.eq(false)),
         ))
         .get_result(&mut conn)
         .await?)
     }
 }
 
-/// Writes a holder as coupon-writer would: the row if absent, and one taken
-/// from the remaining quantity only if the row was new. Returns whether it
-/// was. Run it inside the caller's transaction.
+/// Writes a holder as coupon-writer would: the row if absent, or in place of
+/// a reissuable row of an earlier issuance, and one taken from the remaining
+/// quantity only if it was written. Returns whether it was. Run it inside the
+/// caller's transaction.
 pub async fn grant(
     conn: &mut AsyncPgConnection,
     id: CouponId,
     customer: CustomerId,
-    issued_at: OffsetDateTime,
+    (issued_at, issuance): (OffsetDateTime, u32),
 ) -> Result<bool, diesel::result::Error> {
-    let inserted = diesel::insert_into(customer_coupon::table)
+    use diesel::query_dsl::methods::FilterDsl;
+    use diesel::upsert::excluded;
+    let issuance = i32::try_from(issuance).unwrap_or(i32::MAX);
+    let written = diesel::insert_into(customer_coupon::table)
         .values((
             customer_coupon::coupon_id.eq(id.get()),
             customer_coupon::customer_id.eq(customer.get()),
             customer_coupon::issued_at.eq(issued_at),
+            customer_coupon::issuance.eq(issuance),
         ))
         .on_conflict((customer_coupon::coupon_id, customer_coupon::customer_id))
-        .do_nothing()
+        .do_update()
+        .set(Reissue::new(issued_at, issuance))
+        .filter(customer_coupon::reissuable.and(excluded(customer_coupon::issuance).gt(customer_coupon::issuance)))
         .execute(&mut *conn)
         .await?;
-    if inserted == 1 {
+    if written == 1 {
         diesel::update(coupon::table.find(id.get()))
             .set(coupon::remaining_quantity.eq(coupon::remaining_quantity - 1))
             .execute(conn)
             .await?;
     }
-    Ok(inserted == 1)
+    Ok(written == 1)
+}
+
+/// A new issuance over a reissuable row: a fresh, unused holding.
+#[derive(AsChangeset)]
+#[diesel(table_name = customer_coupon, treat_none_as_null = true)]
+struct Reissue {
+    issued_at: OffsetDateTime,
+    issuance: i32,
+    status: &'static str,
+    order_id: Option<String>,
+    discount_amount: Option<i64>,
+    used_at: Option<OffsetDateTime>,
+    revoked_at: Option<OffsetDateTime>,
+    revoke_reason: Option<String>,
+    released_order_id: Option<String>,
+    stock_returned: bool,
+    reissuable: bool,
+}
+
+impl Reissue {
+    fn new(issued_at: OffsetDateTime, issuance: i32) -> Self {
+        Self {
+            issued_at,
+            issuance,
+            status: "AVAILABLE",
+            order_id: None,
+            discount_amount: None,
+            used_at: None,
+            revoked_at: None,
+            revoke_reason: None,
+            released_order_id: None,
+            stock_returned: false,
+            reissuable: false,
+        }
+    }
 }

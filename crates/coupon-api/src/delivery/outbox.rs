@@ -157,7 +157,12 @@ impl Outbox {
 fn issued_event(coupon: CouponId, entry: &StreamId) -> Option<CouponIssuedEvent> {
     let customer = CustomerId::new(entry.get::<i64>("customer")?).ok()?;
     let issued_at = from_unix_ms(entry.get("issued_at")?)?;
-    Some(CouponIssuedEvent { coupon_id: coupon, customer_id: customer, issued_at })
+    // Written only for a reissue.
+    let issuance = match entry.map.get("issuance") {
+        None => 0,
+        Some(_) => entry.get("issuance")?,
+    };
+    Some(CouponIssuedEvent { coupon_id: coupon, customer_id: customer, issued_at, issuance })
 }
 
 /// The most entries one acknowledgement round trip removes.

@@ -14,7 +14,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::http::caller::Admin;
 use crate::http::state::AppState;
 use crate::http::{parse_coupon, valid_text};
-use crate::store::{Control, CouponState};
+use crate::store::{Control, CouponState, Holders};
 
 /// Largest stock one coupon may have; keeps every quantity inside PostgreSQL's INTEGER.
 pub const MAX_QUANTITY: i64 = 100_000_000;
@@ -213,8 +213,7 @@ pub async fn create(
         starts_at: row.starts_at,
         ends_at: row.ends_at,
         total_quantity: row.total_quantity,
-        holders: Vec::new(),
-        returned: Vec::new(),
+        holders: Holders::default(),
         control: Control::default(),
     };
     // PostgreSQL has the coupon now; if Redis fails, a request for it or a

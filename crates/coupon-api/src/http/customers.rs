@@ -148,8 +148,12 @@ pub async fn attempt(
     let coupon: CouponId = parse_coupon(&path.0)?;
     let customer: CustomerId = parse_id(&path.1, "customerId")?;
     reader.may_read(customer)?;
-    let issued =
-        state.store.holds(coupon, customer).await.map_err(|err| ApiError::unavailable("Redis is unavailable", &err))?;
+    let issued = state
+        .store
+        .holding(coupon, customer)
+        .await
+        .map_err(|err| ApiError::unavailable("Redis is unavailable", &err))?
+        .is_some();
     let persisted = state
         .catalog
         .is_persisted(coupon, customer)

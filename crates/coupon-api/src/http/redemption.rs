@@ -14,6 +14,7 @@ use coupon_infra::auth::{SCOPE_REDEEM, SCOPE_RELEASE};
 use crate::http::caller::{Admin, Spender};
 use crate::http::state::AppState;
 use crate::http::{parse_coupon, parse_id, valid_text};
+use crate::redemption::revoke::Unit;
 use crate::redemption::{Held, OrderRef, Usage};
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -204,6 +205,10 @@ pub struct RevokeRequest {
     /// `true`: the unit becomes issuable again (to another customer). Default `false`.
     #[serde(default)]
     pub return_to_stock: bool,
+    /// `true` (with `returnToStock` only, else `422 REISSUE_NEEDS_RETURN`):
+    /// this customer may get the coupon again too. Default `false`.
+    #[serde(default)]
+    pub allow_reissue: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -215,14 +220,16 @@ pub struct RevokeResponse {
     pub status: HoldingStatus,
     pub reason: String,
     pub returned_to_stock: bool,
+    pub reissue_allowed: bool,
     #[serde(with = "time::serde::rfc3339")]
     pub revoked_at: time::OffsetDateTime,
 }
 
 /// Revoke a customer's unused coupon (support staff): it becomes `REVOKED`
 /// and can no longer be redeemed, `inside.coupon.revoked` goes out, and the
-/// audit records who did it and why. The customer cannot get the coupon
-/// again; with `returnToStock` its unit becomes issuable to another. A
+/// audit records who did it and why. With `returnToStock` its unit becomes
+/// issuable to another customer; the customer itself cannot get the coupon
+/// again unless `allowReissue` is given too. A
 /// coupon Redis issued moments ago that coupon-writer has not written yet is
 /// revoked all the same.
 #[utoipa::path(
@@ -239,6 +246,7 @@ pub struct RevokeResponse {
         (status = 409, description = "ALREADY_USED: redeemed by an order; ALREADY_REVOKED", body = ErrorBody),
         (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorBody),
         (status = 415, description = "UNSUPPORTED_MEDIA_TYPE", body = ErrorBody),
+        (status = 422, description = "REISSUE_NEEDS_RETURN: allowReissue without returnToStock", body = ErrorBody),
         (status = 429, description = "TOO_MANY_REQUESTS: this address failed to authenticate too often", body = ErrorBody),
         (status = 503, description = "UNAVAILABLE: nothing was changed, or revoked but the returned unit has not reached Redis yet; send it again", body = ErrorBody),
     )
@@ -253,17 +261,30 @@ pub async fn revoke(
 ) -> Result<HttpResponse, ApiError> {
     let customer: CustomerId = parse_id(&path.0, "customerId")?;
     let coupon: CouponId = parse_coupon(&path.1)?;
-    let RevokeRequest { reason, return_to_stock } = body.into_inner();
+    let RevokeRequest { reason, return_to_stock, allow_reissue } = body.into_inner();
     let reason = valid_text("reason", &reason, MAX_REASON_CHARS)?;
+    let unit = match (return_to_stock, allow_reissue) {
+        (false, false) => Unit::Kept,
+        (true, false) => Unit::Returned,
+        (true, true) => Unit::Reissuable,
+        // A combination JSON Schema does not express: 422, as dates out of order.
+        (false, true) => {
+            return Err(ApiError::Unprocessable {
+                code: "REISSUE_NEEDS_RETURN",
+                message: "allowReissue needs returnToStock: the unit the customer would get again",
+            })
+        }
+    };
     let request = request_id.to_string();
     let actor = Actor { name: &admin.0, request_id: &request };
-    let revoked = state.redemptions.revoke(Held { coupon, customer }, &reason, return_to_stock, &actor).await?;
+    let revoked = state.redemptions.revoke(Held { coupon, customer }, &reason, unit, &actor).await?;
     Ok(HttpResponse::Ok().json(RevokeResponse {
         coupon_id: revoked.coupon_id,
         customer_id: revoked.customer_id,
         status: HoldingStatus::Revoked,
         reason: revoked.reason,
         returned_to_stock: revoked.returned_to_stock,
+        reissue_allowed: revoked.reissue_allowed,
         revoked_at: revoked.revoked_at,
     }))
 }

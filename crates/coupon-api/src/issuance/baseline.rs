@@ -38,7 +38,7 @@ impl WriteThrough {
     async fn transaction(&self, coupon: CouponId, customer: CustomerId, issued: &Issued) -> Result<(), CatalogError> {
         let mut conn = self.pool.get().await?;
         conn.transaction::<_, diesel::result::Error, _>(async |conn| {
-            catalog::grant(conn, coupon, customer, issued.issued_at).await
+            catalog::grant(conn, coupon, customer, (issued.issued_at, issued.issuance)).await
         })
         .await?;
         Ok(())

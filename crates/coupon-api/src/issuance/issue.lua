@@ -5,9 +5,11 @@
 --          `paused` while an operator paused the promotion)
 -- KEYS[2] stock (integer)
 -- KEYS[3] issued (set of customer ids)      KEYS[4] outbox (stream of events)
+-- KEYS[5] reissued (hash: customer id -> number of its next issuance, for
+--          customers revoked with leave to get the coupon again)
 -- ARGV[1] customer id
 --
--- Returns {outcome} or {'ISSUED', outbox entry id, issued_at_ms}.
+-- Returns {outcome} or {'ISSUED', outbox entry id, issued_at_ms, issuance}.
 --
 -- coupon-api calls it by SHA and never loads it on NOSCRIPT: a Redis without
 -- it restarted or failed over, and only the recovery, once it has fenced the
@@ -42,5 +44,12 @@ end
 
 redis.call('DECR', KEYS[2])
 redis.call('SADD', KEYS[3], ARGV[1])
-local entry = redis.call('XADD', KEYS[4], '*', 'customer', ARGV[1], 'issued_at', now_ms)
-return {'ISSUED', entry, now_ms}
+-- Read on success only: rejections, the bulk of a spike, do not pay for it.
+local issuance = tonumber(redis.call('HGET', KEYS[5], ARGV[1]) or '0')
+local entry
+if issuance == 0 then
+    entry = redis.call('XADD', KEYS[4], '*', 'customer', ARGV[1], 'issued_at', now_ms)
+else
+    entry = redis.call('XADD', KEYS[4], '*', 'customer', ARGV[1], 'issued_at', now_ms, 'issuance', issuance)
+end
+return {'ISSUED', entry, now_ms, issuance}

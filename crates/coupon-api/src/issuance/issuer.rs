@@ -18,6 +18,8 @@ use crate::store::{from_unix_ms, unix_ms, CouponState, CouponStore, RedisUnavail
 pub struct Issued {
     pub outbox_entry: String,
     pub issued_at: OffsetDateTime,
+    /// Which issuance of the coupon to this customer (see `CouponIssuedEvent`).
+    pub issuance: u32,
     /// The generation of the Redis connection the script ran on.
     pub generation: u64,
 }
@@ -69,11 +71,12 @@ impl Issuer {
         }
         let reply = redis::cmd("EVALSHA")
             .arg(self.incarnations.marker_sha())
-            .arg(4)
+            .arg(5)
             .arg(&keys.meta)
             .arg(&keys.stock)
             .arg(&keys.issued)
             .arg(&keys.outbox)
+            .arg(&keys.reissued)
             .arg(customer.get())
             .query_async::<Value>(&mut link.once.clone())
             .await;
@@ -119,11 +122,15 @@ fn parse_decision(reply: Value, generation: u64) -> Result<Decision, RedisUnavai
         Value::Array(items) => match items.as_slice() {
             [Value::BulkString(code)] if code == b"FENCED" => Some(Decision::Fenced(Fence::Coupon)),
             [Value::BulkString(code)] => Rejection::from_code(&String::from_utf8_lossy(code)).map(Decision::Rejected),
-            [Value::BulkString(code), Value::BulkString(entry), Value::Int(now_ms)] if code == b"ISSUED" => {
-                from_unix_ms(*now_ms).map(|issued_at| {
+            [Value::BulkString(code), Value::BulkString(entry), Value::Int(now_ms), Value::Int(issuance)]
+                if code == b"ISSUED" =>
+            {
+                let issuance = u32::try_from(*issuance).ok();
+                from_unix_ms(*now_ms).zip(issuance).map(|(issued_at, issuance)| {
                     Decision::Issued(Issued {
                         outbox_entry: String::from_utf8_lossy(entry).into_owned(),
                         issued_at,
+                        issuance,
                         generation,
                     })
                 })
@@ -158,17 +165,20 @@ mod tests {
 
     #[test]
     fn parses_an_issuance() {
-        let reply = Value::Array(vec![bulk("ISSUED"), bulk("1764000000123-0"), Value::Int(1_764_000_000_123)]);
+        let reply =
+            Value::Array(vec![bulk("ISSUED"), bulk("1764000000123-0"), Value::Int(1_764_000_000_123), Value::Int(2)]);
         let Decision::Issued(issued) = parse_decision(reply, 7).unwrap() else { panic!("not issued") };
         assert_eq!(issued.outbox_entry, "1764000000123-0");
         assert_eq!(unix_ms(issued.issued_at), 1_764_000_000_123);
-        assert_eq!(issued.generation, 7);
+        assert_eq!((issued.issuance, issued.generation), (2, 7));
     }
 
     #[test]
     fn an_unknown_reply_is_an_error_not_a_guess() {
         assert!(parse_decision(Value::Array(vec![bulk("MAYBE")]), 1).is_err());
         assert!(parse_decision(Value::Int(1), 1).is_err());
+        let negative = vec![bulk("ISSUED"), bulk("1-0"), Value::Int(1), Value::Int(-1)];
+        assert!(parse_decision(Value::Array(negative), 1).is_err());
     }
 
     #[test]

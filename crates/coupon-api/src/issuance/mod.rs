@@ -161,7 +161,12 @@ impl Issuance {
     }
 
     async fn hand_off(&self, coupon: CouponId, customer: CustomerId, issued: &Issued, request_id: &str) {
-        let event = CouponIssuedEvent { coupon_id: coupon, customer_id: customer, issued_at: issued.issued_at };
+        let event = CouponIssuedEvent {
+            coupon_id: coupon,
+            customer_id: customer,
+            issued_at: issued.issued_at,
+            issuance: issued.issuance,
+        };
         // The delivery callback removes the outbox entry, whether or not this
         // request is still waiting by then.
         let remove = Delivered { coupon, entry: issued.outbox_entry.clone() };

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use coupon_domain::CouponId;
-use coupon_infra::db::schema::{coupon as coupon_table, coupon_control, customer_coupon};
+use coupon_infra::db::schema::{coupon as coupon_table, coupon_control, customer_coupon, revoked_issuance};
 use coupon_infra::db::PgPool;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
@@ -68,7 +68,7 @@ pub struct CouponStats {
     pub pending: i64,
     /// Used by an order.
     pub redeemed: i64,
-    /// Revoked by support staff (their units stay issued).
+    /// Revocations by support staff, of this coupon's holdings.
     pub revoked: i64,
     /// Refused issue requests by code (`SOLD_OUT`, `ALREADY_ISSUED`, …), over
     /// every replica, up to the last second.
@@ -199,7 +199,20 @@ impl Stats {
             .into_iter()
             .collect();
         let count = |status: &str| by_status.get(status).copied().unwrap_or(0);
-        let (redeemed, revoked) = (count("USED"), count("REVOKED"));
+        // A revocation that let the customer get the coupon again is kept in
+        // revoked_issuance; its row stays REVOKED only until that happens.
+        let (archived, reissuable): (i64, i64) = diesel::select((
+            revoked_issuance::table.filter(revoked_issuance::coupon_id.eq(coupon.get())).count().single_value(),
+            customer_coupon::table
+                .filter(customer_coupon::coupon_id.eq(coupon.get()))
+                .filter(customer_coupon::reissuable)
+                .count()
+                .single_value(),
+        ))
+        .get_result::<(Option<i64>, Option<i64>)>(&mut conn)
+        .await
+        .map(|(archived, reissuable)| (archived.unwrap_or(0), reissuable.unwrap_or(0)))?;
+        let (redeemed, revoked) = (count("USED"), count("REVOKED") - reissuable + archived);
         Ok(Some(Recorded { name, total, remaining, starts_at, ends_at, paused_at, redeemed, revoked }))
     }
 

@@ -71,8 +71,9 @@ impl Fences {
         let redis = self.store.redis();
         let keys = self.store.keys(state.id);
         let staged = &keys.rebuild_staged;
-        self.stage(staged, &state.holders).await?;
-        self.stage(&keys.returned_staged, &state.returned).await?;
+        self.stage(staged, &state.holders.customers).await?;
+        self.stage(&keys.returned_staged, &state.holders.returned).await?;
+        self.stage_reissued(&keys.reissued_staged, &state.holders.reissued).await?;
         self.store.index(state.id, state.ends_at).await?;
         let mut rebuild = self.rebuild.key(&keys.meta);
         rebuild
@@ -82,6 +83,8 @@ impl Fences {
             .key(staged)
             .key(&keys.returned)
             .key(&keys.returned_staged)
+            .key(&keys.reissued)
+            .key(&keys.reissued_staged)
             .arg(token)
             .arg(unix_ms(state.starts_at))
             .arg(unix_ms(state.ends_at))
@@ -102,6 +105,16 @@ impl Fences {
         let _: () = redis.query(redis::cmd("DEL").arg(key)).await?;
         for chunk in members.chunks(HOLDERS_CHUNK) {
             let _: () = redis.query(redis::cmd("SADD").arg(key).arg(chunk)).await?;
+        }
+        Ok(())
+    }
+
+    /// Sets `key` to the hash of `reissued` (customer -> next issuance), in chunks.
+    async fn stage_reissued(&self, key: &str, reissued: &[(i64, i32)]) -> Result<(), RedisUnavailable> {
+        let redis = self.store.redis();
+        let _: () = redis.query(redis::cmd("DEL").arg(key)).await?;
+        for chunk in reissued.chunks(HOLDERS_CHUNK) {
+            let _: () = redis.query(redis::cmd("HSET").arg(key).arg(chunk)).await?;
         }
         Ok(())
     }
@@ -128,7 +141,13 @@ impl Fences {
         let redis = self.store.redis();
         let keys = self.store.keys(coupon);
         let mut retire = self.retire.key(&keys.meta);
-        retire.key(&keys.stock).key(&keys.issued).key(&keys.outbox).key(&keys.returned).arg(grace.as_millis() as u64);
+        retire
+            .key(&keys.stock)
+            .key(&keys.issued)
+            .key(&keys.outbox)
+            .key(&keys.returned)
+            .key(&keys.reissued)
+            .arg(grace.as_millis() as u64);
         if redis.invoke::<i64>(&retire).await? == 0 {
             return Ok(false);
         }

@@ -373,14 +373,13 @@ impl Recovery {
                 ends_at: row.ends_at,
                 total_quantity: row.total_quantity,
             });
-            let (holders, returned) = self.catalog.holders(id).await?;
+            let holders = self.catalog.holders(id).await?;
             let state = CouponState {
                 id,
                 starts_at: row.starts_at,
                 ends_at: controlled.ends_at,
                 total_quantity: controlled.total_quantity,
                 holders,
-                returned,
                 control: controlled.control,
             };
             match self.fences.rebuild(&state, token).await? {
@@ -388,7 +387,7 @@ impl Recovery {
                     // Whoever wrote the entries the rebuild kept may be gone.
                     self.watchlist.watch(id, self.store.server_time_ms().await?).await?;
                     self.metrics.rebuilds.inc();
-                    tracing::info!(coupon = %id, holders = state.holders.len(), stock, "coupon rebuilt from PostgreSQL");
+                    tracing::info!(coupon = %id, holders = state.holders.customers.len(), stock, "coupon rebuilt from PostgreSQL");
                 }
                 None => tracing::warn!(coupon = %id, "another rebuild took the coupon's fence over"),
             }

@@ -5,6 +5,8 @@
 -- KEYS[5] staged holders (PostgreSQL's, added by the caller; may not exist)
 -- KEYS[6] returned   KEYS[7] staged returned holders (PostgreSQL's holders
 --         whose revoked unit went back into stock; may not exist)
+-- KEYS[8] reissued   KEYS[9] staged reissued customers (PostgreSQL's; a hash
+--         customer -> number of its next or current issuance; may not exist)
 -- ARGV[1] fence token   ARGV[2] starts_ms   ARGV[3] ends_ms   ARGV[4] total
 -- ARGV[5] control version   ARGV[6] paused (1 or 0), as PostgreSQL had them
 --         together with ARGV[3] and ARGV[4]
@@ -12,18 +14,25 @@
 -- Returns the stock it set, or -1 when the fence is no longer the caller's
 -- (another rebuild took over; nothing changed).
 if redis.call('HGET', KEYS[1], 'fenced') ~= ARGV[1] then
-    redis.call('DEL', KEYS[5], KEYS[7])
+    redis.call('DEL', KEYS[5], KEYS[7], KEYS[9])
     return -1
 end
 -- Entries still in the outbox may not have reached PostgreSQL yet; their
--- customers hold the coupon all the same. (The outbox keeps them while the
+-- customers hold the coupon all the same, unless the entry is of an issuance
+-- revoked since with leave to reissue. (The outbox keeps them while the
 -- coupon is fenced: release.lua refuses to remove them.)
 for _, entry in ipairs(redis.call('XRANGE', KEYS[4], '-', '+')) do
     local fields = entry[2]
+    local customer, issuance = nil, 0
     for i = 1, #fields, 2 do
         if fields[i] == 'customer' then
-            redis.call('SADD', KEYS[5], fields[i + 1])
+            customer = fields[i + 1]
+        elseif fields[i] == 'issuance' then
+            issuance = tonumber(fields[i + 1])
         end
+    end
+    if customer and issuance >= tonumber(redis.call('HGET', KEYS[9], customer) or '0') then
+        redis.call('SADD', KEYS[5], customer)
     end
 end
 if redis.call('EXISTS', KEYS[5]) == 1 then
@@ -44,6 +53,11 @@ if redis.call('EXISTS', KEYS[7]) == 1 then
     redis.call('RENAME', KEYS[7], KEYS[6])
 else
     redis.call('DEL', KEYS[6])
+end
+if redis.call('EXISTS', KEYS[9]) == 1 then
+    redis.call('RENAME', KEYS[9], KEYS[8])
+else
+    redis.call('DEL', KEYS[8])
 end
 -- Every holder took one, and each returned one went back; PostgreSQL's
 -- remaining_quantity says the same once the writer has applied the outbox's

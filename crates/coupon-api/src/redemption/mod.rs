@@ -139,8 +139,8 @@ impl Redemptions {
             .transaction::<_, RedemptionError, _>(async |conn| {
                 let coupon = coupon_row(conn, order.coupon).await?;
                 let holding = match locked_holding(conn, order.held()).await? {
-                    Some(holding) => holding,
-                    None => self.write_issued(conn, order.held(), &coupon).await?,
+                    Some(holding) if !holding.reissuable => holding,
+                    row => self.write_issued(conn, order.held(), &coupon, row).await?,
                 };
                 let usage = |discount_amount, status| Usage {
                     coupon: order.coupon,
@@ -257,15 +257,17 @@ impl Redemptions {
         Ok(usage)
     }
 
-    /// The row for a coupon PostgreSQL did not have for this customer: the one
-    /// coupon-writer committed while this waited for the coupon's lock, or
-    /// else one written here if Redis issued it (see the module's
-    /// documentation); locked.
+    /// The row for a coupon PostgreSQL did not have for this customer (or
+    /// had only as `revoked`, reissuable): the one coupon-writer committed
+    /// while this waited for the coupon's lock, or else one written here if
+    /// Redis issued it (see the module's documentation); locked. A revoked
+    /// row stays the answer while Redis has issued nothing newer.
     async fn write_issued(
         &self,
         conn: &mut AsyncPgConnection,
         held: Held,
         coupon: &CouponRow,
+        revoked: Option<Holding>,
     ) -> Result<Holding, RedemptionError> {
         let not_held = RedemptionError::Rejected(UseRejection::NotHeld);
         if !self.incarnations.is_trusted().await? {
@@ -281,9 +283,14 @@ impl Redemptions {
             Some(Presence::Missing) | None if now <= coupon.ends_at => return Err(RedemptionError::Undecided),
             Some(Presence::Missing) | None => false,
         };
-        if known && !self.store.holds(held.coupon, held.customer).await? {
-            return Err(not_held);
-        }
+        let newer = |issuance: u32| revoked.as_ref().is_none_or(|row| i64::from(issuance) > i64::from(row.issuance));
+        let issuance = match known {
+            true => match self.store.holding(held.coupon, held.customer).await? {
+                Some(issuance) if newer(issuance) => Some(issuance),
+                _ => return revoked.ok_or(not_held),
+            },
+            false => None,
+        };
         // Waits behind a coupon-writer statement that holds the coupon, and
         // each statement after it reads what that one committed.
         let remaining: i32 = coupon::table
@@ -294,7 +301,9 @@ impl Redemptions {
             .await?;
         // The writer may have written this customer's row while we waited.
         if let Some(holding) = locked_holding(conn, held).await? {
-            return Ok(holding);
+            if !holding.reissuable || issuance.is_none_or(|issuance| !newer(issuance)) {
+                return Ok(holding);
+            }
         }
         let recorded_sold_out: bool = diesel::select(diesel::dsl::exists(
             sold_out_at_write::table
@@ -305,19 +314,19 @@ impl Redemptions {
         .await?;
         // Final either way: stock never comes back, or the writer refused this customer.
         if remaining == 0 || recorded_sold_out {
-            return Err(not_held);
+            return revoked.ok_or(not_held);
         }
-        if !known {
+        let Some(issuance) = issuance else {
             // Whether coupon-writer still has this customer's issuance to
             // apply cannot be told, and a 404 would make the order service
             // drop a coupon the customer may hold: 503 while the coupon is
             // usable and the writer has had less time than a retired coupon
             // gives it.
             let unsettled = now <= coupon.valid_until() && now < coupon.ends_at + self.ended_grace;
-            return Err(if unsettled { RedemptionError::Undecided } else { not_held });
-        }
-        if catalog::grant(conn, held.coupon, held.customer, now).await? {
-            tracing::info!(coupon = %held.coupon, customer = %held.customer, "redeemed before coupon-writer wrote the issuance; wrote it");
+            return if unsettled { Err(RedemptionError::Undecided) } else { revoked.ok_or(not_held) };
+        };
+        if catalog::grant(conn, held.coupon, held.customer, (now, issuance)).await? {
+            tracing::info!(coupon = %held.coupon, customer = %held.customer, issuance, "redeemed before coupon-writer wrote the issuance; wrote it");
         }
         locked_holding(conn, held).await?.ok_or(not_held)
     }

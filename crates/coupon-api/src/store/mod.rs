@@ -39,12 +39,22 @@ pub struct CouponState {
     pub starts_at: OffsetDateTime,
     pub ends_at: OffsetDateTime,
     pub total_quantity: i32,
-    /// Customers who hold the coupon in PostgreSQL (empty for a new coupon).
-    pub holders: Vec<i64>,
-    /// Those of them whose revoked unit went back into stock.
-    pub returned: Vec<i64>,
+    /// Who holds the coupon in PostgreSQL (none for a new coupon).
+    pub holders: Holders,
     /// An operator's controls, as PostgreSQL has them.
     pub control: Control,
+}
+
+/// A coupon's holders, as a rebuild gives them to Redis.
+#[derive(Debug, Clone, Default)]
+pub struct Holders {
+    /// Who holds it, revoked or not (`issued`).
+    pub customers: Vec<i64>,
+    /// Those whose revoked unit went back into stock (`returned`).
+    pub returned: Vec<i64>,
+    /// Customers with a reissue behind them, and the number their next (or
+    /// current) issuance carries (`reissued`).
+    pub reissued: Vec<(i64, i32)>,
 }
 
 /// An operator's controls of a coupon; `version` 0 for one never touched.
@@ -174,8 +184,14 @@ impl CouponStore {
         Ok(self.redis.query_each(&gets).await?)
     }
 
-    pub async fn holds(&self, coupon: CouponId, customer: CustomerId) -> Result<bool, RedisUnavailable> {
-        Ok(self.redis.query(redis::cmd("SISMEMBER").arg(self.keys(coupon).issued).arg(customer.get())).await?)
+    /// Which issuance of the coupon the customer holds, if it holds one.
+    pub async fn holding(&self, coupon: CouponId, customer: CustomerId) -> Result<Option<u32>, RedisUnavailable> {
+        let keys = self.keys(coupon);
+        let mut reads = redis::pipe();
+        reads.cmd("SISMEMBER").arg(&keys.issued).arg(customer.get());
+        reads.cmd("HGET").arg(&keys.reissued).arg(customer.get());
+        let (holds, issuance): (bool, Option<u32>) = self.redis.query_pipe(&reads).await?;
+        Ok(holds.then_some(issuance.unwrap_or(0)))
     }
 
     pub async fn ping(&self) -> Result<(), RedisUnavailable> {

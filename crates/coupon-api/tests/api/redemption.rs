@@ -541,7 +541,7 @@ async fn support_staff_revoke_an_unused_coupon_and_it_can_no_longer_be_redeemed(
     let fraud = json!({"reason": "  a fraudulent account ", "returnToStock": true});
     assert_eq!(app.issue(coupon, 1).await.0, StatusCode::CREATED);
 
-    for bad in [json!({}), json!({"reason": " "}), json!({"reason": "x", "allowReissue": true}), json!({"reason": 7})] {
+    for bad in [json!({}), json!({"reason": " "}), json!({"reason": "x", "allowReissue": 1}), json!({"reason": 7})] {
         assert_eq!(app.delete_admin(&revoke(1), &bad).await.0, StatusCode::BAD_REQUEST, "{bad}");
     }
     let as_customer = app.http.delete(format!("{}{}", app.base, revoke(1))).bearer_auth(token(1)).json(&fraud);
@@ -633,5 +633,71 @@ async fn a_unit_revoked_with_return_to_stock_is_issued_once_more_to_another_cust
     .await;
     assert_eq!(answer["code"], "SOLD_OUT", "the rebuild counts the returned unit as issued again: {answer}");
     assert_eq!(app.issue(coupon, 1).await.1["code"], "ALREADY_ISSUED");
+    app.stop().await;
+}
+
+/// A revoke with `allowReissue` lets that customer get the coupon again, once
+/// per revocation: the unit goes back into stock, the customer's next
+/// issuance replaces the revoked row, and the revoked issuance's event,
+/// arriving late, changes nothing. Also when coupon-writer has written
+/// neither yet, and across a rebuild from PostgreSQL.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_customer_revoked_with_leave_to_reissue_gets_the_coupon_again_once() {
+    let iso = Isolation::with_usage_topics().await;
+    let app = TestApp::spawn(iso.settings()).await;
+    let coupon = app.create_coupon_with(coupon_body(2, json!({"discount": {"type": "FIXED", "amount": 1000}}))).await;
+    let revoke = |customer: i64| format!("/api/v1/customers/{customer}/coupons/{coupon}");
+    let reissue = json!({"reason": "wrong account", "returnToStock": true, "allowReissue": true});
+    let without_return = json!({"reason": "wrong account", "allowReissue": true});
+    assert_eq!(app.issue(coupon, 1).await.0, StatusCode::CREATED);
+    let (status, refused) = app.delete_admin(&revoke(1), &without_return).await;
+    assert_eq!((status, &refused["code"]), (StatusCode::UNPROCESSABLE_ENTITY, &json!("REISSUE_NEEDS_RETURN")));
+
+    // coupon-writer is not running: the revoke writes the first issuance.
+    let (status, revoked) = app.delete_admin(&revoke(1), &reissue).await;
+    assert_eq!((status, &revoked["reissueAllowed"]), (StatusCode::OK, &json!(true)), "{revoked}");
+    let (status, again) = app.delete_admin(&revoke(1), &reissue).await;
+    assert_eq!((status, &again["code"]), (StatusCode::CONFLICT, &json!("ALREADY_REVOKED")), "{again}");
+    assert_eq!(app.issue(coupon, 1).await.0, StatusCode::CREATED, "issued again");
+    assert_eq!(app.issue(coupon, 1).await.1["code"], "ALREADY_ISSUED");
+    assert_eq!(app.issue(coupon, 2).await.0, StatusCode::CREATED);
+    assert_eq!(app.issue(coupon, 3).await.1["code"], "SOLD_OUT", "one unit came back, and went out once");
+    // The new issuance is usable before coupon-writer writes it.
+    let (status, used) = app.post_admin(&redeem_path(1, coupon), &order("o-1", 5000)).await;
+    assert_eq!((status, &used["status"]), (StatusCode::OK, &json!("USED")), "{used}");
+
+    let writer = iso.start_writer().await;
+    // Customer 2's issuance came after both of customer 1's.
+    wait_until("coupon-writer to catch up", Duration::from_secs(60), || async {
+        let (_, attempt) = app.get(&format!("/api/v1/coupons/{coupon}/customers/2")).await;
+        (attempt["persisted"] == true).then_some(())
+    })
+    .await;
+    let (_, held) = app.get("/api/v1/customers/1/coupons").await;
+    assert_eq!(held[0]["status"], "USED", "the late events left the new issuance alone: {held}");
+    assert_eq!(remaining_in_postgres(&iso, coupon).await, 0, "2 - 2 rows");
+    let (_, view) = app.get(&format!("/api/v1/coupons/{coupon}/stats")).await;
+    assert_eq!((view["persisted"].as_i64(), view["revoked"].as_i64()), (Some(2), Some(1)), "{view}");
+
+    // Revoked with leave, then rebuilt from PostgreSQL: free to get it again, once.
+    assert_eq!(app.delete_admin(&revoke(2), &reissue).await.0, StatusCode::OK);
+    assert_eq!(app.post_admin(&format!("/api/v1/coupons/{coupon}/prime"), &json!({})).await.0, StatusCode::ACCEPTED);
+    let answer = wait_until("the rebuild", Duration::from_secs(60), || async {
+        let (_, body) = app.issue(coupon, 1).await;
+        (body["code"] != "UNAVAILABLE").then_some(body)
+    })
+    .await;
+    assert_eq!(answer["code"], "ALREADY_ISSUED", "{answer}");
+    assert_eq!(app.issue(coupon, 2).await.0, StatusCode::CREATED, "issued again after the rebuild");
+    assert_eq!(app.issue(coupon, 3).await.1["code"], "SOLD_OUT");
+    let view = wait_until("the second reissue's row", Duration::from_secs(60), || async {
+        let (_, view) = app.get(&format!("/api/v1/coupons/{coupon}/stats")).await;
+        (view["persisted"] == 2 && view["pending"] == 0).then_some(view)
+    })
+    .await;
+    assert_eq!((view["revoked"].as_i64(), view["remaining"].as_i64()), (Some(2), Some(0)), "{view}");
+    let (_, held) = app.get("/api/v1/customers/2/coupons").await;
+    assert_eq!(held[0]["status"], "AVAILABLE", "{held}");
+    writer.stop().await;
     app.stop().await;
 }

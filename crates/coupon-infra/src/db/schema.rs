@@ -54,6 +54,19 @@ diesel::table! {
         revoked_at -> Nullable<Timestamptz>,
         revoke_reason -> Nullable<Text>,
         stock_returned -> Bool,
+        issuance -> Int4,
+        reissuable -> Bool,
+    }
+}
+
+diesel::table! {
+    revoked_issuance (coupon_id, customer_id, issuance) {
+        coupon_id -> Int8,
+        customer_id -> Int8,
+        issuance -> Int4,
+        issued_at -> Timestamptz,
+        revoked_at -> Timestamptz,
+        reason -> Text,
     }
 }
 
@@ -101,6 +114,7 @@ diesel::joinable!(admin_audit -> coupon (coupon_id));
 diesel::joinable!(coupon_control -> coupon (coupon_id));
 diesel::joinable!(coupon_creation -> coupon (coupon_id));
 diesel::joinable!(customer_coupon -> coupon (coupon_id));
+diesel::joinable!(revoked_issuance -> coupon (coupon_id));
 diesel::joinable!(sold_out_at_write -> coupon (coupon_id));
 diesel::allow_tables_to_appear_in_same_query!(
     admin_audit,
@@ -110,5 +124,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     coupon_usage_outbox,
     customer_coupon,
     released_order,
+    revoked_issuance,
     sold_out_at_write
 );

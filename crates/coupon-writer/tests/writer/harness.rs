@@ -34,6 +34,7 @@ pub fn event(coupon: CouponId, customer: i64) -> CouponIssuedEvent {
         coupon_id: coupon,
         customer_id: CustomerId::new(customer).unwrap(),
         issued_at: OffsetDateTime::now_utc().replace_nanosecond(0).unwrap(),
+        issuance: 0,
     }
 }
 

@@ -6,4 +6,5 @@ mod faults;
 mod harness;
 mod offsets;
 mod poison;
+mod reissue;
 mod sold_out;

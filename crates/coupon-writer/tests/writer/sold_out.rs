@@ -22,6 +22,7 @@ fn issued(coupon: CouponId, customer: i64, start: OffsetDateTime, seconds: i64) 
         coupon_id: coupon,
         customer_id: CustomerId::new(customer).unwrap(),
         issued_at: start + Duration::seconds(seconds),
+        issuance: 0,
     }
 }
 
