@@ -50,6 +50,7 @@ async fn migrations_apply_on_an_empty_database_and_rerun_as_a_no_op() {
             "coupon_usage_outbox",
             "customer_coupon",
             "released_order",
+            "revoked_issuance",
             "sold_out_at_write"
         ]
     );
