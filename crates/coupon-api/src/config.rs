@@ -66,10 +66,23 @@ pub enum IssueMode {
     SyncDb,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct IssueSettings {
     pub mode: IssueMode,
+    /// The most requests for one coupon one issue-script call decides
+    /// (merged calls: those that arrived while the coupon's previous call
+    /// was in flight). 1: a call per request, as before merged calls.
+    pub max_batch: usize,
+}
+
+/// The most requests one issue-script call may decide.
+const MAX_ISSUE_BATCH: usize = 4_096;
+
+impl Default for IssueSettings {
+    fn default() -> Self {
+        Self { mode: IssueMode::default(), max_batch: 256 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -349,6 +362,10 @@ impl Validate for Settings {
             if let Some((other, _)) = usage[..i].iter().find(|(_, earlier)| earlier == topic) {
                 return Err(InvalidSetting::new(name, format!("must differ from {other}")));
             }
+        }
+        if !(1..=MAX_ISSUE_BATCH).contains(&self.issue.max_batch) {
+            // One call runs alone on Redis's core: a longer one delays every coupon.
+            return Err(InvalidSetting::new("issue.max_batch", format!("must be 1 to {MAX_ISSUE_BATCH}")));
         }
         require_nonzero("relay.interval_ms", self.relay.interval)?;
         require_positive("relay.batch_size", self.relay.batch_size as u64)?;

@@ -9,6 +9,8 @@ pub struct Metrics {
     registry: Registry,
     pub issue_requests: IntCounterVec,
     pub issue_seconds: Histogram,
+    pub issue_batch_size: Histogram,
+    pub issue_queued: IntGauge,
     pub kafka_publish_seconds: Histogram,
     pub kafka_publish_failures: IntCounter,
     pub outbox_depth: IntGauge,
@@ -40,6 +42,13 @@ impl Metrics {
                 "Issuance request handling time",
                 LATENCY_BUCKETS,
             ),
+            issue_batch_size: r.histogram(
+                "coupon_issue_batch_size",
+                "Requests one issue-script call decided (merged calls)",
+                &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0],
+            ),
+            issue_queued: r
+                .gauge("coupon_issue_queued", "Issuance requests waiting for their coupon's next issue-script call"),
             kafka_publish_seconds: r.histogram(
                 "coupon_kafka_publish_duration_seconds",
                 "Time from send to Kafka acknowledgement",

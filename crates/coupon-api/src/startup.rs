@@ -104,7 +104,12 @@ impl Application {
         let recovery = recovery(&settings, &parts, &catalog, &watchlist, &metrics, &requests, &readiness)?;
         let usage_relay = usage_relay(&settings, &pool, &publisher, &metrics);
         let issuance = Issuance {
-            issuer: Issuer::new(parts.store.clone(), parts.incarnations.clone()),
+            issuer: Issuer::new(
+                parts.store.clone(),
+                parts.incarnations.clone(),
+                settings.issue.max_batch,
+                (metrics.issue_batch_size.clone(), metrics.issue_queued.clone()),
+            ),
             watchlist,
             publisher,
             acks,

@@ -1,4 +1,5 @@
--- Decides one issuance request atomically. Every key carries the coupon's hash
+-- Decides issuance requests for one coupon atomically, one or many per call
+-- (merged calls: crate::issuance::lanes). Every key carries the coupon's hash
 -- tag, so the script touches one slot and runs unchanged on Redis Cluster.
 --
 -- KEYS[1] meta (hash: starts_ms, ends_ms, total; `fenced` while rebuilt;
@@ -7,9 +8,12 @@
 -- KEYS[3] issued (set of customer ids)      KEYS[4] outbox (stream of events)
 -- KEYS[5] reissued (hash: customer id -> number of its next issuance, for
 --          customers revoked with leave to get the coupon again)
--- ARGV[1] customer id
+-- ARGV    customer ids, in the order the requests arrived
 --
--- Returns {outcome} or {'ISSUED', outbox entry id, issued_at_ms, issuance}.
+-- Returns {outcome} when every customer gets it (fenced, unknown, paused,
+-- outside the period), else one answer per customer, in ARGV's order:
+-- {outcome} or {'ISSUED', outbox entry id, issued_at_ms, issuance}. A
+-- customer twice gets ALREADY_ISSUED the second time.
 --
 -- coupon-api calls it by SHA and never loads it on NOSCRIPT: a Redis without
 -- it restarted or failed over, and only the recovery, once it has fenced the
@@ -35,21 +39,29 @@ if now_ms >= tonumber(period[2]) then
     return {'EXPIRED'}
 end
 
-if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then
-    return {'ALREADY_ISSUED'}
+local stock = tonumber(redis.call('GET', KEYS[2]) or '0')
+local taken = 0
+local answers = {}
+for i, customer in ipairs(ARGV) do
+    if redis.call('SISMEMBER', KEYS[3], customer) == 1 then
+        answers[i] = {'ALREADY_ISSUED'}
+    elseif stock - taken <= 0 then
+        answers[i] = {'SOLD_OUT'}
+    else
+        taken = taken + 1
+        redis.call('SADD', KEYS[3], customer)
+        -- Read on success only: rejections, the bulk of a spike, do not pay for it.
+        local issuance = tonumber(redis.call('HGET', KEYS[5], customer) or '0')
+        local entry
+        if issuance == 0 then
+            entry = redis.call('XADD', KEYS[4], '*', 'customer', customer, 'issued_at', now_ms)
+        else
+            entry = redis.call('XADD', KEYS[4], '*', 'customer', customer, 'issued_at', now_ms, 'issuance', issuance)
+        end
+        answers[i] = {'ISSUED', entry, now_ms, issuance}
+    end
 end
-if tonumber(redis.call('GET', KEYS[2]) or '0') <= 0 then
-    return {'SOLD_OUT'}
+if taken > 0 then
+    redis.call('DECRBY', KEYS[2], taken)
 end
-
-redis.call('DECR', KEYS[2])
-redis.call('SADD', KEYS[3], ARGV[1])
--- Read on success only: rejections, the bulk of a spike, do not pay for it.
-local issuance = tonumber(redis.call('HGET', KEYS[5], ARGV[1]) or '0')
-local entry
-if issuance == 0 then
-    entry = redis.call('XADD', KEYS[4], '*', 'customer', ARGV[1], 'issued_at', now_ms)
-else
-    entry = redis.call('XADD', KEYS[4], '*', 'customer', ARGV[1], 'issued_at', now_ms, 'issuance', issuance)
-end
-return {'ISSUED', entry, now_ms, issuance}
+return answers

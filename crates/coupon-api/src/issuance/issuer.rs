@@ -7,9 +7,11 @@
 use std::sync::Arc;
 
 use coupon_domain::{CouponId, CustomerId, Rejection};
-use redis::{ErrorKind, RedisError, Script, ServerErrorKind, Value};
+use prometheus::{Histogram, IntGauge};
+use redis::{ErrorKind, RedisError, RedisResult, Script, ServerErrorKind, Value};
 use time::OffsetDateTime;
 
+use super::lanes::Lanes;
 use crate::store::incarnation::{with_incarnation, Incarnations};
 use crate::store::{from_unix_ms, unix_ms, CouponState, CouponStore, RedisUnavailable};
 
@@ -52,42 +54,33 @@ pub fn issue_script(key_prefix: &str) -> String {
 }
 
 pub struct Issuer {
-    store: Arc<CouponStore>,
-    incarnations: Arc<Incarnations>,
+    decider: Decider,
+    /// Merges the requests for a coupon that arrive while its call is in
+    /// flight; `None` when `issue.max_batch` is 1 (a call per request).
+    lanes: Option<Arc<Lanes>>,
     create: Script,
 }
 
 impl Issuer {
-    pub fn new(store: Arc<CouponStore>, incarnations: Arc<Incarnations>) -> Self {
-        Self { store, incarnations, create: Script::new(&with_incarnation(include_str!("create.lua"))) }
+    /// `gauges`: the size of each call, and the requests waiting for one.
+    pub fn new(
+        store: Arc<CouponStore>,
+        incarnations: Arc<Incarnations>,
+        max_batch: usize,
+        gauges: (Histogram, IntGauge),
+    ) -> Self {
+        let decider = Decider { store, incarnations };
+        let lanes = (max_batch > 1).then(|| Arc::new(Lanes::new(decider.clone(), max_batch, gauges)));
+        Self { decider, lanes, create: Script::new(&with_incarnation(include_str!("create.lua"))) }
     }
 
     pub async fn issue(&self, coupon: CouponId, customer: CustomerId) -> Result<Decision, RedisUnavailable> {
-        let keys = self.store.keys(coupon);
-        let redis = self.store.redis();
-        let link = redis.link().await?;
-        if !self.incarnations.proven(&link).await? {
-            return Ok(Decision::Fenced(Fence::Node));
-        }
-        let reply = redis::cmd("EVALSHA")
-            .arg(self.incarnations.marker_sha())
-            .arg(5)
-            .arg(&keys.meta)
-            .arg(&keys.stock)
-            .arg(&keys.issued)
-            .arg(&keys.outbox)
-            .arg(&keys.reissued)
-            .arg(customer.get())
-            .query_async::<Value>(&mut link.once.clone())
-            .await;
-        match redis.observe(&link, reply) {
-            Ok(reply) => parse_decision(reply, link.generation),
-            Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => Ok(Decision::Fenced(Fence::Node)),
-            Err(err) if may_have_run(&err) => {
-                tracing::warn!(error = %err, coupon = %coupon, customer = %customer, "the issue script's reply was lost");
-                Ok(Decision::Unknown)
+        match &self.lanes {
+            Some(lanes) => lanes.issue(coupon, customer).await,
+            None => {
+                let decisions = self.decider.decide(coupon, &[customer]).await?;
+                decisions.into_iter().next().ok_or(RedisUnavailable::Reply(Value::Nil))
             }
-            Err(err) => Err(err.into()),
         }
     }
 
@@ -95,8 +88,9 @@ impl Issuer {
     /// The coupon joins the index first, so a coupon whose state failed to be
     /// written is found and rebuilt by the recovery's periodic pass.
     pub async fn create(&self, state: &CouponState) -> Result<bool, RedisUnavailable> {
-        let keys = self.store.keys(state.id);
-        self.store.index(state.id, state.ends_at).await?;
+        let store = &self.decider.store;
+        let keys = store.keys(state.id);
+        store.index(state.id, state.ends_at).await?;
         let mut create = self.create.key(&keys.meta);
         create
             .key(&keys.stock)
@@ -104,8 +98,70 @@ impl Issuer {
             .arg(unix_ms(state.ends_at))
             .arg(state.total_quantity)
             .arg(state.total_quantity);
-        Ok(self.store.redis().invoke::<i64>(&create).await? == 1)
+        Ok(store.redis().invoke::<i64>(&create).await? == 1)
     }
+}
+
+/// One issue-script call: a coupon and its customers, in arrival order.
+#[derive(Clone)]
+pub(crate) struct Decider {
+    store: Arc<CouponStore>,
+    incarnations: Arc<Incarnations>,
+}
+
+impl Decider {
+    /// One decision per customer, in their order.
+    pub(crate) async fn decide(
+        &self,
+        coupon: CouponId,
+        customers: &[CustomerId],
+    ) -> Result<Vec<Decision>, RedisUnavailable> {
+        let every = |decision: Decision| vec![decision; customers.len()];
+        let keys = self.store.keys(coupon);
+        let redis = self.store.redis();
+        let link = redis.link().await?;
+        if !self.incarnations.proven(&link).await? {
+            return Ok(every(Decision::Fenced(Fence::Node)));
+        }
+        let mut call = redis::cmd("EVALSHA");
+        call.arg(self.incarnations.marker_sha())
+            .arg(5)
+            .arg(&keys.meta)
+            .arg(&keys.stock)
+            .arg(&keys.issued)
+            .arg(&keys.outbox)
+            .arg(&keys.reissued);
+        for customer in customers {
+            call.arg(customer.get());
+        }
+        let reply = as_received(&keys.meta, call.query_async::<Value>(&mut link.once.clone()).await);
+        match redis.observe(&link, reply) {
+            Ok(reply) => parse_decisions(reply, customers.len(), link.generation),
+            Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                Ok(every(Decision::Fenced(Fence::Node)))
+            }
+            Err(err) if may_have_run(&err) => {
+                tracing::warn!(error = %err, coupon = %coupon, customers = customers.len(), "the issue script's reply was lost");
+                Ok(every(Decision::Unknown))
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+}
+
+/// The reply, unless the `issue-reply-lost` fail point names the coupon by
+/// its meta key (`return(<key>)`, which carries the key prefix): then it is
+/// lost after the script ran, as when the connection breaks. For the tests;
+/// a no-op without the `failpoints` feature.
+#[cfg_attr(not(feature = "failpoints"), allow(unused_variables))]
+fn as_received(meta: &str, reply: RedisResult<Value>) -> RedisResult<Value> {
+    fail::fail_point!("issue-reply-lost", |named: Option<String>| match named {
+        Some(named) if named == meta => {
+            Err(RedisError::from(std::io::Error::new(std::io::ErrorKind::TimedOut, "the reply was lost (fail point)")))
+        }
+        _ => reply.clone(),
+    });
+    reply
 }
 
 /// Whether the issue script may have run although the command failed.
@@ -117,29 +173,48 @@ fn may_have_run(err: &RedisError) -> bool {
     !(matches!(err.kind(), ErrorKind::Server(_)) || err.is_connection_refusal())
 }
 
-fn parse_decision(reply: Value, generation: u64) -> Result<Decision, RedisUnavailable> {
+/// The script's reply: one outcome for the whole call (`{code}`: fenced, or
+/// a refusal every customer shares), or one per customer, in their order.
+fn parse_decisions(reply: Value, customers: usize, generation: u64) -> Result<Vec<Decision>, RedisUnavailable> {
     let parsed = match &reply {
         Value::Array(items) => match items.as_slice() {
-            [Value::BulkString(code)] if code == b"FENCED" => Some(Decision::Fenced(Fence::Coupon)),
-            [Value::BulkString(code)] => Rejection::from_code(&String::from_utf8_lossy(code)).map(Decision::Rejected),
-            [Value::BulkString(code), Value::BulkString(entry), Value::Int(now_ms), Value::Int(issuance)]
-                if code == b"ISSUED" =>
-            {
-                let issuance = u32::try_from(*issuance).ok();
-                from_unix_ms(*now_ms).zip(issuance).map(|(issued_at, issuance)| {
-                    Decision::Issued(Issued {
-                        outbox_entry: String::from_utf8_lossy(entry).into_owned(),
-                        issued_at,
-                        issuance,
-                        generation,
-                    })
-                })
+            [Value::BulkString(code)] => parse_code(code).map(|decision| vec![decision; customers]),
+            answers if answers.len() == customers => {
+                answers.iter().map(|answer| parse_decision(answer, generation)).collect::<Option<Vec<_>>>()
             }
             _ => None,
         },
         _ => None,
     };
     parsed.ok_or(RedisUnavailable::Reply(reply))
+}
+
+fn parse_code(code: &[u8]) -> Option<Decision> {
+    match code {
+        b"FENCED" => Some(Decision::Fenced(Fence::Coupon)),
+        code => Rejection::from_code(&String::from_utf8_lossy(code)).map(Decision::Rejected),
+    }
+}
+
+fn parse_decision(answer: &Value, generation: u64) -> Option<Decision> {
+    let Value::Array(items) = answer else { return None };
+    match items.as_slice() {
+        [Value::BulkString(code)] => parse_code(code),
+        [Value::BulkString(code), Value::BulkString(entry), Value::Int(now_ms), Value::Int(issuance)]
+            if code == b"ISSUED" =>
+        {
+            let issuance = u32::try_from(*issuance).ok()?;
+            from_unix_ms(*now_ms).map(|issued_at| {
+                Decision::Issued(Issued {
+                    outbox_entry: String::from_utf8_lossy(entry).into_owned(),
+                    issued_at,
+                    issuance,
+                    generation,
+                })
+            })
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -150,35 +225,45 @@ mod tests {
         Value::BulkString(s.as_bytes().to_vec())
     }
 
+    fn issued(entry: &str, issuance: i64) -> Value {
+        Value::Array(vec![bulk("ISSUED"), bulk(entry), Value::Int(1_764_000_000_123), Value::Int(issuance)])
+    }
+
     #[test]
-    fn parses_every_rejection() {
+    fn a_shared_outcome_answers_every_customer() {
         for rejection in Rejection::ALL {
             let reply = Value::Array(vec![bulk(rejection.code())]);
-            assert_eq!(parse_decision(reply, 1).unwrap(), Decision::Rejected(rejection));
+            assert_eq!(parse_decisions(reply, 3, 1).unwrap(), vec![Decision::Rejected(rejection); 3]);
         }
+        let fenced = parse_decisions(Value::Array(vec![bulk("FENCED")]), 2, 1).unwrap();
+        assert_eq!(fenced, vec![Decision::Fenced(Fence::Coupon); 2]);
     }
 
     #[test]
-    fn parses_a_fence() {
-        assert_eq!(parse_decision(Value::Array(vec![bulk("FENCED")]), 1).unwrap(), Decision::Fenced(Fence::Coupon));
-    }
-
-    #[test]
-    fn parses_an_issuance() {
-        let reply =
-            Value::Array(vec![bulk("ISSUED"), bulk("1764000000123-0"), Value::Int(1_764_000_000_123), Value::Int(2)]);
-        let Decision::Issued(issued) = parse_decision(reply, 7).unwrap() else { panic!("not issued") };
-        assert_eq!(issued.outbox_entry, "1764000000123-0");
-        assert_eq!(unix_ms(issued.issued_at), 1_764_000_000_123);
-        assert_eq!((issued.issuance, issued.generation), (2, 7));
+    fn each_customer_gets_its_own_answer_in_order() {
+        let answers = vec![
+            issued("1764000000123-0", 0),
+            Value::Array(vec![bulk("ALREADY_ISSUED")]),
+            issued("1764000000123-1", 2),
+            Value::Array(vec![bulk("SOLD_OUT")]),
+        ];
+        let decisions = parse_decisions(Value::Array(answers), 4, 7).unwrap();
+        let Decision::Issued(first) = &decisions[0] else { panic!("not issued: {decisions:?}") };
+        assert_eq!((first.outbox_entry.as_str(), unix_ms(first.issued_at)), ("1764000000123-0", 1_764_000_000_123));
+        assert_eq!((first.issuance, first.generation), (0, 7));
+        assert_eq!(decisions[1], Decision::Rejected(Rejection::AlreadyIssued));
+        assert!(matches!(&decisions[2], Decision::Issued(again) if again.issuance == 2));
+        assert_eq!(decisions[3], Decision::Rejected(Rejection::SoldOut));
     }
 
     #[test]
     fn an_unknown_reply_is_an_error_not_a_guess() {
-        assert!(parse_decision(Value::Array(vec![bulk("MAYBE")]), 1).is_err());
-        assert!(parse_decision(Value::Int(1), 1).is_err());
-        let negative = vec![bulk("ISSUED"), bulk("1-0"), Value::Int(1), Value::Int(-1)];
-        assert!(parse_decision(Value::Array(negative), 1).is_err());
+        assert!(parse_decisions(Value::Array(vec![bulk("MAYBE")]), 1, 1).is_err());
+        assert!(parse_decisions(Value::Int(1), 1, 1).is_err());
+        let negative = Value::Array(vec![issued("1-0", -1)]);
+        assert!(parse_decisions(negative, 1, 1).is_err());
+        let one_short = Value::Array(vec![issued("1-0", 0)]);
+        assert!(parse_decisions(one_short, 2, 1).is_err(), "an answer per customer, or none");
     }
 
     #[test]

@@ -19,6 +19,7 @@
 
 pub mod baseline;
 pub mod issuer;
+mod lanes;
 pub mod replica_wait;
 
 use std::sync::Arc;

@@ -20,7 +20,7 @@ pub use coupon_domain::keys::{CouponKeys, SystemKeys};
 
 /// Redis could not decide: unreachable, timed out, or answered something the
 /// script never returns. In each case nothing was changed that we know of.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum RedisUnavailable {
     #[error("Redis command failed: {0}")]
     Command(#[from] RedisError),

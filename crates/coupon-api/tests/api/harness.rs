@@ -271,6 +271,30 @@ impl TestApp {
         (status, response.json().await.unwrap())
     }
 
+    /// An issue request sent from a task of its own, answered when it ends.
+    pub fn issuing(&self, coupon: i64, customer: i64) -> JoinHandle<(StatusCode, Value)> {
+        let (http, base) = (self.http.clone(), self.base.clone());
+        tokio::spawn(async move {
+            let response = http
+                .post(format!("{base}/api/v1/coupons/{coupon}/issue"))
+                .bearer_auth(token(customer))
+                .json(&json!({ "customerId": customer }))
+                .send()
+                .await
+                .unwrap();
+            let status = response.status();
+            (status, response.json().await.unwrap())
+        })
+    }
+
+    /// Waits until the unlabelled sample `name` of `/metrics` reads `value`.
+    pub async fn wait_metric(&self, name: &str, value: f64) {
+        wait_until(&format!("{name} to read {value}"), Duration::from_secs(30), || async {
+            (self.metric(name).await == value).then_some(())
+        })
+        .await;
+    }
+
     /// One unlabelled sample of `/metrics`, e.g. `coupon_rebuilds_total`.
     pub async fn metric(&self, name: &str) -> f64 {
         let text = self.http.get(format!("{}/metrics", self.management)).send().await.unwrap().text().await.unwrap();

@@ -1,8 +1,10 @@
-//! The issuance decision: every outcome code, bad input, races and the period.
+//! The issuance decision: every outcome code, bad input, races, the period,
+//! and requests merged into one script call.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
+use coupon_testkit::redis_node::{query, stall, RedisNode};
 use coupon_testkit::wait_until;
 use futures::future::join_all;
 use reqwest::StatusCode;
@@ -237,4 +239,129 @@ async fn each_issued_event_carries_its_request_id() {
         request_ids.insert(id);
     }
     app.stop().await;
+}
+
+/// Requests for a coupon that arrive while its script call is in flight
+/// (held back here by a stalled Redis) are decided by the next call, all at
+/// once and in arrival order: a customer twice in it gets one coupon, and
+/// the call crosses sell-out exactly.
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_queued_behind_a_call_are_decided_by_one_call_in_arrival_order() {
+    let iso = Isolation::new().await;
+    let redis = RedisNode::primary("api-test merged calls").await.expect("a Redis of the test's own");
+    let mut settings = iso.settings();
+    settings.redis.url = redis.url();
+    settings.redis.timeout = Duration::from_secs(10);
+    let app = TestApp::spawn(settings).await;
+    let coupon = app.open_coupon(4).await;
+    // Claims the coupon for the relay and proves the connection: the stall
+    // then holds back issue-script calls only.
+    assert_eq!(app.issue(coupon, 100).await.0, StatusCode::CREATED);
+    let calls = app.metric("coupon_issue_batch_size_count").await;
+    let decided = app.metric("coupon_issue_batch_size_sum").await;
+
+    let stall = stall(&redis.url(), Duration::from_secs(3)).await;
+    let first = app.issuing(coupon, 1);
+    app.wait_metric("coupon_issue_batch_size_count", calls + 1.0).await;
+    let mut queued = Vec::new();
+    for customer in [2, 3, 3, 4] {
+        queued.push(app.issuing(coupon, customer));
+        app.wait_metric("coupon_issue_queued", queued.len() as f64).await;
+    }
+    stall.await.expect("the stall ends");
+
+    assert_eq!(first.await.unwrap().0, StatusCode::CREATED);
+    let mut answers = Vec::new();
+    for request in queued {
+        let (status, body) = request.await.unwrap();
+        answers.push((status.as_u16(), body["code"].as_str().unwrap_or("").to_string()));
+    }
+    let expected = [(201, ""), (201, ""), (409, "ALREADY_ISSUED"), (409, "SOLD_OUT")].map(|(s, c)| (s, c.to_string()));
+    assert_eq!(answers, expected, "customers 2, 3, 3 and 4, one unit left for 4");
+    assert_eq!(app.metric("coupon_issue_batch_size_count").await, calls + 2.0, "one call for the four");
+    assert_eq!(app.metric("coupon_issue_batch_size_sum").await, decided + 5.0);
+    assert_eq!(stock_of(&redis.url(), &iso.key_prefix, coupon).await, 0);
+    app.stop().await;
+}
+
+/// A call that finds its coupon fenced (being rebuilt) answers every request
+/// it carried `503` and takes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_merged_call_that_finds_the_coupon_fenced_answers_each_request_unavailable() {
+    let iso = Isolation::new().await;
+    let redis = RedisNode::primary("api-test merged fenced").await.expect("a Redis of the test's own");
+    let mut settings = iso.settings();
+    settings.redis.url = redis.url();
+    settings.redis.timeout = Duration::from_secs(10);
+    let app = TestApp::spawn(settings).await;
+    let coupon = app.open_coupon(10).await;
+    assert_eq!(app.issue(coupon, 100).await.0, StatusCode::CREATED);
+    let calls = app.metric("coupon_issue_batch_size_count").await;
+    let meta = format!("{}coupon:{{{coupon}}}:meta", iso.key_prefix);
+    let _: () = query(&redis.url(), redis::cmd("HSET").arg(&meta).arg("fenced").arg("test")).await.unwrap();
+
+    let stall = stall(&redis.url(), Duration::from_secs(2)).await;
+    let first = app.issuing(coupon, 1);
+    app.wait_metric("coupon_issue_batch_size_count", calls + 1.0).await;
+    let queued = [app.issuing(coupon, 2), app.issuing(coupon, 3)];
+    app.wait_metric("coupon_issue_queued", 2.0).await;
+    stall.await.expect("the stall ends");
+
+    for request in std::iter::once(first).chain(queued) {
+        let (status, body) = request.await.unwrap();
+        assert_eq!((status, body["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("UNAVAILABLE")), "{body}");
+    }
+    assert_eq!(app.metric("coupon_issue_batch_size_count").await, calls + 2.0);
+    assert_eq!(stock_of(&redis.url(), &iso.key_prefix, coupon).await, 9, "nothing taken");
+    app.stop().await;
+}
+
+/// A merged call whose reply is lost (the `issue-reply-lost` fail point
+/// drops it after the script ran) answers each of its requests `503
+/// UNCONFIRMED`; each issuance is then delivered and written.
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread")]
+async fn each_request_of_a_merged_call_whose_reply_was_lost_is_unconfirmed_and_then_written() {
+    let iso = Isolation::new().await;
+    let redis = RedisNode::primary("api-test merged lost reply").await.expect("a Redis of the test's own");
+    let mut settings = iso.settings();
+    settings.redis.url = redis.url();
+    settings.redis.timeout = Duration::from_secs(10);
+    let app = TestApp::spawn(settings).await;
+    let writer = iso.start_writer().await;
+    let coupon = app.open_coupon(10).await;
+    assert_eq!(app.issue(coupon, 100).await.0, StatusCode::CREATED);
+    let calls = app.metric("coupon_issue_batch_size_count").await;
+
+    let stall = stall(&redis.url(), Duration::from_secs(2)).await;
+    let first = app.issuing(coupon, 1);
+    app.wait_metric("coupon_issue_batch_size_count", calls + 1.0).await;
+    let queued = [app.issuing(coupon, 2), app.issuing(coupon, 3)];
+    app.wait_metric("coupon_issue_queued", 2.0).await;
+    // Names this test's coupon only (by its key): the other tests' calls go on.
+    fail::cfg("issue-reply-lost", &format!("return({}coupon:{{{coupon}}}:meta)", iso.key_prefix)).unwrap();
+    stall.await.expect("the stall ends");
+    let answers: Vec<(StatusCode, serde_json::Value)> =
+        join_all(std::iter::once(first).chain(queued)).await.into_iter().map(Result::unwrap).collect();
+    fail::remove("issue-reply-lost");
+    for (status, body) in &answers {
+        assert_eq!((*status, body["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("UNCONFIRMED")), "{body}");
+    }
+    assert_eq!(app.metric("coupon_issue_batch_size_count").await, calls + 2.0, "1, then 2 and 3 in one call");
+
+    for customer in 1..=3 {
+        let attempt = wait_until("the unconfirmed issuance to reach PostgreSQL", Duration::from_secs(60), || async {
+            let (_, attempt) = app.get(&format!("/api/v1/coupons/{coupon}/customers/{customer}")).await;
+            (attempt["persisted"] == true).then_some(attempt)
+        })
+        .await;
+        assert_eq!(attempt["issued"], true, "customer {customer}: {attempt}");
+    }
+    assert_eq!(stock_of(&redis.url(), &iso.key_prefix, coupon).await, 6);
+    writer.stop().await;
+    app.stop().await;
+}
+
+async fn stock_of(url: &str, prefix: &str, coupon: i64) -> i64 {
+    query(url, redis::cmd("GET").arg(format!("{prefix}coupon:{{{coupon}}}:stock"))).await.unwrap()
 }
