@@ -8,7 +8,7 @@ STACK := scripts/stack.sh
 # the FAILPOINTS variable sets one); release builds never do.
 TEST_FEATURES := --features coupon-api/failpoints,coupon-writer/failpoints
 
-.PHONY: help setup up down status up-cluster down-cluster status-cluster up-secure down-secure status-secure build build-release run demo token bench bench-many soak pause-drill reconcile test test-tools e2e e2e-cluster fmt lint lint-deploy audit images compose-smoke clean
+.PHONY: help setup up down status up-cluster down-cluster status-cluster up-secure down-secure status-secure build build-release run demo token bench bench-many bench-hot soak pause-drill reconcile test test-tools e2e e2e-cluster fmt lint lint-deploy audit images compose-smoke clean
 
 # Every target's line carries its description after `##`; `make help` prints
 # them in this order, and names any .PHONY target that has none.
@@ -82,6 +82,11 @@ bench: up up-secure build-release ## Kafka design against synchronous baseline: 
 # its section of docs/BENCHMARK.md (also run at the end of `bench`).
 bench-many: up build-release ## idle cost and issuance with 10,000 open coupons
 	@scripts/bench-many.sh
+
+# One hot coupon: merged issue-script calls against a call per request, in
+# one run (docs/PERFORMANCE.md, "One hot coupon").
+bench-hot: up build-release ## one hot coupon: merged script calls on and off, and the script's ceiling
+	@scripts/bench-hot.sh
 
 # A sustained flood (3 minutes by default, SOAK_SECONDS) after a spike for
 # comparison; the soak section of docs/BENCHMARK.md. Not part of `test`.

@@ -109,19 +109,19 @@ echo "== ceiling: the issue script driven by redis-benchmark (-c 50, unpipelined
 # A coupon's Redis keys, by hand: redis-benchmark takes key names, and no
 # tool prints them yet. MIRRORS crates/coupon-domain/src/keys.rs
 # (CouponKeys::new: "<prefix>coupon:{<id>}:<name>"); change both together.
-# Prints the four keys issue.lua takes, in its KEYS order: meta stock issued outbox.
+# Prints the five keys issue.lua takes, in its KEYS order: meta stock issued outbox reissued.
 coupon_keys() { # prefix coupon_id
     local base="$1coupon:{$2}"
-    echo "$base:meta $base:stock $base:issued $base:outbox"
+    echo "$base:meta $base:stock $base:issued $base:outbox $base:reissued"
 }
 sha=$(redis-cli -p "${REDIS_PORT:-6379}" SCRIPT LOAD "$(cat "$ROOT/crates/coupon-api/src/issuance/issue.lua")")
 read -r meta stock _ <<<"$(coupon_keys bench: 0)"
 # The state create.lua gives a coupon (crates/coupon-api/src/issuance/create.lua).
 redis-cli -p "${REDIS_PORT:-6379}" HSET "$meta" starts_ms 0 ends_ms 99999999999999 total 1000000000 >/dev/null
 redis-cli -p "${REDIS_PORT:-6379}" SET "$stock" 1000000000 >/dev/null
-# shellcheck disable=SC2046 # the four key names, one word each
+# shellcheck disable=SC2046 # the five key names, one word each
 lua_rps=$(redis-benchmark -p "${REDIS_PORT:-6379}" -n 200000 -c 50 -r 1000000000 --csv \
-    EVALSHA "$sha" 4 $(coupon_keys bench: 0) __rand_int__ | tail -1 | cut -d, -f2 | tr -d '"')
+    EVALSHA "$sha" 5 $(coupon_keys bench: 0) __rand_int__ | tail -1 | cut -d, -f2 | tr -d '"')
 # shellcheck disable=SC2046
 redis-cli -p "${REDIS_PORT:-6379}" DEL $(coupon_keys bench: 0) >/dev/null
 echo "   $lua_rps calls/s"
