@@ -75,8 +75,9 @@ token: build-release ## a bearer token for make run: a customer's (CUSTOMER=7) o
 	else target/release/coupon-loadgen token --customer $(CUSTOMER); fi
 
 # TO-BE against AS-IS, the ceilings, plots: docs/BENCHMARK.md. Not part of `test`.
-bench: up up-secure build-release ## Kafka design against synchronous baseline: docs/BENCHMARK.md
+bench: up up-secure build-release ## Kafka design against synchronous baseline: docs/BENCHMARK.md, then bench-hot
 	@scripts/bench.sh
+	@scripts/bench-hot.sh
 
 # What 10,000 open coupons cost an idle coupon-api and Redis, and issuance;
 # its section of docs/BENCHMARK.md (also run at the end of `bench`).
