@@ -383,9 +383,8 @@ impl Catalog {
         Ok(query.order(admin_audit::id).limit(limit).select(Recorded::as_select()).load(&mut conn).await?)
     }
 
-    /// The coupon's holders, and those of them whose revoked unit went back
-    /// into stock, in one read (one snapshot).
-    /// The coupon's holders as PostgreSQL has them, for a rebuild.
+    /// The coupon's holders as PostgreSQL has them, for a rebuild, in one
+    /// read (one snapshot).
     pub async fn holders(&self, id: CouponId) -> Result<Holders, CatalogError> {
         let mut conn = self.pool.get().await?;
         let rows: Vec<(i64, bool, i32, bool)> = customer_coupon::table

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use coupon_domain::CouponId;
 use futures::future::try_join_all;
-use redis::Script;
+use redis::{Script, ToRedisArgs};
 
 use crate::store::incarnation::with_incarnation;
 use crate::store::{coupon_ids, unix_ms, CouponState, CouponStore, RedisUnavailable};
@@ -71,9 +71,9 @@ impl Fences {
         let redis = self.store.redis();
         let keys = self.store.keys(state.id);
         let staged = &keys.rebuild_staged;
-        self.stage(staged, &state.holders.customers).await?;
-        self.stage(&keys.returned_staged, &state.holders.returned).await?;
-        self.stage_reissued(&keys.reissued_staged, &state.holders.reissued).await?;
+        self.stage(staged, "SADD", &state.holders.customers).await?;
+        self.stage(&keys.returned_staged, "SADD", &state.holders.returned).await?;
+        self.stage(&keys.reissued_staged, "HSET", &state.holders.reissued).await?;
         self.store.index(state.id, state.ends_at).await?;
         let mut rebuild = self.rebuild.key(&keys.meta);
         rebuild
@@ -99,22 +99,13 @@ impl Fences {
         Ok(Some(stock))
     }
 
-    /// Sets `key` to the set of `members`, in chunks.
-    async fn stage(&self, key: &str, members: &[i64]) -> Result<(), RedisUnavailable> {
+    /// Sets `key` to `members` (`add`: `SADD` for a set, `HSET` for a hash of
+    /// pairs), in chunks.
+    async fn stage<T: ToRedisArgs + Sync>(&self, key: &str, add: &str, members: &[T]) -> Result<(), RedisUnavailable> {
         let redis = self.store.redis();
         let _: () = redis.query(redis::cmd("DEL").arg(key)).await?;
         for chunk in members.chunks(HOLDERS_CHUNK) {
-            let _: () = redis.query(redis::cmd("SADD").arg(key).arg(chunk)).await?;
-        }
-        Ok(())
-    }
-
-    /// Sets `key` to the hash of `reissued` (customer -> next issuance), in chunks.
-    async fn stage_reissued(&self, key: &str, reissued: &[(i64, i32)]) -> Result<(), RedisUnavailable> {
-        let redis = self.store.redis();
-        let _: () = redis.query(redis::cmd("DEL").arg(key)).await?;
-        for chunk in reissued.chunks(HOLDERS_CHUNK) {
-            let _: () = redis.query(redis::cmd("HSET").arg(key).arg(chunk)).await?;
+            let _: () = redis.query(redis::cmd(add).arg(key).arg(chunk)).await?;
         }
         Ok(())
     }

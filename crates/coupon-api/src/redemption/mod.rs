@@ -138,10 +138,7 @@ impl Redemptions {
         let usage = conn
             .transaction::<_, RedemptionError, _>(async |conn| {
                 let coupon = coupon_row(conn, order.coupon).await?;
-                let holding = match locked_holding(conn, order.held()).await? {
-                    Some(holding) if !holding.reissuable => holding,
-                    row => self.write_issued(conn, order.held(), &coupon, row).await?,
-                };
+                let holding = self.holding(conn, order.held(), &coupon).await?;
                 let usage = |discount_amount, status| Usage {
                     coupon: order.coupon,
                     customer: order.customer,
@@ -255,6 +252,20 @@ impl Redemptions {
             self.committed.notify_one();
         }
         Ok(usage)
+    }
+
+    /// The customer's holding, locked: its row, or the one Redis issued and
+    /// coupon-writer has not written yet (`write_issued`).
+    async fn holding(
+        &self,
+        conn: &mut AsyncPgConnection,
+        held: Held,
+        coupon: &CouponRow,
+    ) -> Result<Holding, RedemptionError> {
+        match locked_holding(conn, held).await? {
+            Some(holding) if !holding.reissuable => Ok(holding),
+            row => self.write_issued(conn, held, coupon, row).await,
+        }
     }
 
     /// The row for a coupon PostgreSQL did not have for this customer (or

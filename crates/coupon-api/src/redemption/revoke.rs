@@ -29,7 +29,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::{coupon_row, holding_row, locked_holding, record_event, Event, Held, RedemptionError, Redemptions};
+use super::{coupon_row, holding_row, record_event, Event, Held, RedemptionError, Redemptions};
 use crate::audit::{Actor, Entry};
 use crate::catalog::Holding;
 use crate::store::RedisUnavailable;
@@ -109,10 +109,7 @@ impl Redemptions {
         let mut conn = self.pool.get().await?;
         conn.transaction::<_, RedemptionError, _>(async |conn| {
             let coupon = coupon_row(conn, held.coupon).await?;
-            let holding = match locked_holding(conn, held).await? {
-                Some(holding) if !holding.reissuable => holding,
-                row => self.write_issued(conn, held, &coupon, row).await?,
-            };
+            let holding = self.holding(conn, held, &coupon).await?;
             if holding.is_revoked() {
                 return Ok(Err(holding));
             }
