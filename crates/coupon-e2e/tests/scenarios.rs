@@ -304,6 +304,18 @@ async fn s9_redis_rolled_back_to_a_snapshot_mid_spike() {
     verify_after_recovery(&world, &coupons, spike).await;
 }
 
+/// A primary, its replica and one sentinel watching them, the world's API
+/// reaching Redis through the sentinel and waiting for one replica's
+/// acknowledgement of each issuance (`COUPON__REDIS__MIN_REPLICAS=1`).
+async fn behind_a_sentinel(world: &mut World, scenario: &str) -> (RedisNode, RedisNode, Sentinel) {
+    let primary = RedisNode::primary(&format!("{scenario} redis primary")).await.expect("a primary");
+    let replica = RedisNode::replica(&format!("{scenario} redis replica"), &primary).await.expect("a replica");
+    let sentinel = Sentinel::start(&format!("{scenario} sentinel"), &primary, 1).await.expect("a sentinel");
+    world.redis = RedisTarget::Sentinel { sentinels: vec![sentinel.url()], master_name: MASTER_NAME.to_string() };
+    world.overrides.insert("COUPON__REDIS__MIN_REPLICAS".into(), "1".into());
+    (primary, replica, sentinel)
+}
+
 /// The Redis primary SIGKILLed once a fifth of the spike is answered;
 /// redis-sentinel promotes its replica. The services run in sentinel mode and
 /// answer 201 only once a replica acknowledged the issuance
@@ -314,11 +326,7 @@ async fn s9_redis_rolled_back_to_a_snapshot_mid_spike() {
 #[tokio::test(flavor = "multi_thread")]
 async fn s10_redis_primary_killed_replica_promoted_by_sentinel() {
     let mut world = World::new("10 Redis failover (sentinel, 1 replica ack)").await;
-    let mut primary = RedisNode::primary("s10 redis primary").await.expect("a primary");
-    let replica = RedisNode::replica("s10 redis replica", &primary).await.expect("a replica");
-    let sentinel = Sentinel::start("s10 sentinel", &primary, 1).await.expect("a sentinel");
-    world.redis = RedisTarget::Sentinel { sentinels: vec![sentinel.url()], master_name: MASTER_NAME.to_string() };
-    world.overrides.insert("COUPON__REDIS__MIN_REPLICAS".into(), "1".into());
+    let (mut primary, replica, sentinel) = behind_a_sentinel(&mut world, "s10").await;
     let _api = world.start_api().await;
     let writer = world.start_writer(1).await;
     let coupons = world.create_coupons(1, fault_stock()).await;
@@ -356,11 +364,7 @@ async fn s10_redis_primary_killed_replica_promoted_by_sentinel() {
 #[tokio::test(flavor = "multi_thread")]
 async fn s19_a_paused_promotion_through_a_sentinel_switchover() {
     let mut world = World::new("19 pause, switchover, raise, resume (sentinel)").await;
-    let primary = RedisNode::primary("s19 redis primary").await.expect("a primary");
-    let replica = RedisNode::replica("s19 redis replica", &primary).await.expect("a replica");
-    let sentinel = Sentinel::start("s19 sentinel", &primary, 1).await.expect("a sentinel");
-    world.redis = RedisTarget::Sentinel { sentinels: vec![sentinel.url()], master_name: MASTER_NAME.to_string() };
-    world.overrides.insert("COUPON__REDIS__MIN_REPLICAS".into(), "1".into());
+    let (primary, replica, sentinel) = behind_a_sentinel(&mut world, "s19").await;
     let _api = world.start_api().await;
     let _writer = world.start_writer(1).await;
     let coupons = world.create_coupons(1, SPIKE_STOCK).await;

@@ -6,6 +6,7 @@ use coupon_api::config::Settings;
 use coupon_api::startup::Application;
 use coupon_infra::auth::{Signer, SCOPE_REDEEM, SCOPE_RELEASE};
 use coupon_infra::settings::RedisSettings;
+use coupon_testkit::redis_node::{query, RedisNode};
 use coupon_testkit::{kafka_settings, redis_settings, unique_name, wait_until, TestDatabase, TestPrefix, TestTopic};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::Message;
@@ -259,32 +260,23 @@ impl TestApp {
     }
 
     pub async fn issue(&self, coupon: i64, customer: i64) -> (StatusCode, Value) {
-        let response = self
-            .http
-            .post(format!("{}/api/v1/coupons/{coupon}/issue", self.base))
-            .bearer_auth(token(customer))
-            .json(&json!({ "customerId": customer }))
-            .send()
-            .await
-            .unwrap();
-        let status = response.status();
-        (status, response.json().await.unwrap())
+        issue_request(&self.http, &self.base, coupon, customer).await
     }
 
     /// An issue request sent from a task of its own, answered when it ends.
     pub fn issuing(&self, coupon: i64, customer: i64) -> JoinHandle<(StatusCode, Value)> {
         let (http, base) = (self.http.clone(), self.base.clone());
-        tokio::spawn(async move {
-            let response = http
-                .post(format!("{base}/api/v1/coupons/{coupon}/issue"))
-                .bearer_auth(token(customer))
-                .json(&json!({ "customerId": customer }))
-                .send()
-                .await
-                .unwrap();
-            let status = response.status();
-            (status, response.json().await.unwrap())
+        tokio::spawn(async move { issue_request(&http, &base, coupon, customer).await })
+    }
+
+    /// Waits until coupon-writer has written the customer's issuance (the
+    /// attempt view says `persisted`); returns that view.
+    pub async fn persisted(&self, coupon: i64, customer: i64) -> Value {
+        wait_until("the issuance to reach PostgreSQL", Duration::from_secs(60), || async {
+            let (_, attempt) = self.get(&format!("/api/v1/coupons/{coupon}/customers/{customer}")).await;
+            (attempt["persisted"] == true).then_some(attempt)
         })
+        .await
     }
 
     /// Waits until the unlabelled sample `name` of `/metrics` reads `value`.
@@ -316,12 +308,39 @@ impl TestApp {
     }
 }
 
+async fn issue_request(http: &reqwest::Client, base: &str, coupon: i64, customer: i64) -> (StatusCode, Value) {
+    let response = http
+        .post(format!("{base}/api/v1/coupons/{coupon}/issue"))
+        .bearer_auth(token(customer))
+        .json(&json!({ "customerId": customer }))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap())
+}
+
+/// coupon-api on a Redis of the test's own (to stall or restart), its
+/// commands timing out after `timeout`.
+pub async fn app_on_own_redis(iso: &Isolation, name: &str, timeout: Duration) -> (RedisNode, TestApp) {
+    let redis = RedisNode::primary(name).await.expect("a Redis of the test's own");
+    let mut settings = iso.settings();
+    settings.redis.url = redis.url();
+    settings.redis.timeout = timeout;
+    (redis, TestApp::spawn(settings).await)
+}
+
 pub async fn redis() -> redis::aio::MultiplexedConnection {
     redis::Client::open(redis_settings().url).unwrap().get_multiplexed_async_connection().await.unwrap()
 }
 
 pub async fn redis_stock(prefix: &str, coupon: i64) -> i64 {
-    redis().await.get(format!("{prefix}coupon:{{{coupon}}}:stock")).await.unwrap()
+    redis_stock_at(&redis_settings().url, prefix, coupon).await
+}
+
+/// The coupon's stock in the Redis at `url`.
+pub async fn redis_stock_at(url: &str, prefix: &str, coupon: i64) -> i64 {
+    query(url, redis::cmd("GET").arg(format!("{prefix}coupon:{{{coupon}}}:stock"))).await.unwrap()
 }
 
 pub async fn outbox_len(prefix: &str, coupon: i64) -> usize {
@@ -367,9 +386,5 @@ pub async fn issue_while_redis_stalls(app: &TestApp, coupon: i64, customer: i64,
     let (status, body) = app.issue(coupon, customer).await;
     assert_eq!((status, body["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("UNCONFIRMED")));
     stall.await.expect("the stall ends");
-    wait_until("the unconfirmed issuance to reach PostgreSQL", Duration::from_secs(60), || async {
-        let (_, attempt) = app.get(&format!("/api/v1/coupons/{coupon}/customers/{customer}")).await;
-        (attempt["persisted"] == true).then_some(attempt)
-    })
-    .await
+    app.persisted(coupon, customer).await
 }

@@ -4,16 +4,21 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use coupon_domain::keys::CouponKeys;
+use coupon_domain::CouponId;
 use coupon_testkit::redis_node::{query, stall, RedisNode};
 use coupon_testkit::wait_until;
 use futures::future::join_all;
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{json, Value};
 use time::OffsetDateTime;
+use tokio::task::JoinHandle;
 
 use rdkafka::message::{Headers, Message};
 
-use crate::harness::{consume_events, redis_stock, token, topic_reader, Isolation, TestApp};
+use crate::harness::{
+    app_on_own_redis, consume_events, redis_stock, redis_stock_at, token, topic_reader, Isolation, TestApp,
+};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn issues_once_per_customer_until_sold_out() {
@@ -241,6 +246,38 @@ async fn each_issued_event_carries_its_request_id() {
     app.stop().await;
 }
 
+/// A coupon on a Redis of the test's own, one unit already issued (which
+/// claims the coupon for the relay and proves the connection, so a stall
+/// then holds back issue-script calls only).
+async fn merged_call_setup(iso: &Isolation, name: &str, stock: i64) -> (RedisNode, TestApp, i64) {
+    let (redis, app) = app_on_own_redis(iso, name, Duration::from_secs(10)).await;
+    let coupon = app.open_coupon(stock).await;
+    assert_eq!(app.issue(coupon, 100).await.0, StatusCode::CREATED);
+    (redis, app, coupon)
+}
+
+/// Stalls Redis for `stall_for`, sends `first` (its call waits behind the
+/// stall), then `behind` one by one, each once the app counts it queued.
+/// Returns the requests, and the stall, which ends by itself.
+async fn queue_behind_a_stalled_call(
+    app: &TestApp,
+    redis: &RedisNode,
+    coupon: i64,
+    stall_for: Duration,
+    (first, behind): (i64, &[i64]),
+) -> (JoinHandle<(StatusCode, Value)>, Vec<JoinHandle<(StatusCode, Value)>>, JoinHandle<()>) {
+    let calls = app.metric("coupon_issue_batch_size_count").await;
+    let stalled = stall(&redis.url(), stall_for).await;
+    let first = app.issuing(coupon, first);
+    app.wait_metric("coupon_issue_batch_size_count", calls + 1.0).await;
+    let mut queued = Vec::new();
+    for customer in behind {
+        queued.push(app.issuing(coupon, *customer));
+        app.wait_metric("coupon_issue_queued", queued.len() as f64).await;
+    }
+    (first, queued, stalled)
+}
+
 /// Requests for a coupon that arrive while its script call is in flight
 /// (held back here by a stalled Redis) are decided by the next call, all at
 /// once and in arrival order: a customer twice in it gets one coupon, and
@@ -248,27 +285,13 @@ async fn each_issued_event_carries_its_request_id() {
 #[tokio::test(flavor = "multi_thread")]
 async fn requests_queued_behind_a_call_are_decided_by_one_call_in_arrival_order() {
     let iso = Isolation::new().await;
-    let redis = RedisNode::primary("api-test merged calls").await.expect("a Redis of the test's own");
-    let mut settings = iso.settings();
-    settings.redis.url = redis.url();
-    settings.redis.timeout = Duration::from_secs(10);
-    let app = TestApp::spawn(settings).await;
-    let coupon = app.open_coupon(4).await;
-    // Claims the coupon for the relay and proves the connection: the stall
-    // then holds back issue-script calls only.
-    assert_eq!(app.issue(coupon, 100).await.0, StatusCode::CREATED);
+    let (redis, app, coupon) = merged_call_setup(&iso, "api-test merged calls", 4).await;
     let calls = app.metric("coupon_issue_batch_size_count").await;
     let decided = app.metric("coupon_issue_batch_size_sum").await;
 
-    let stall = stall(&redis.url(), Duration::from_secs(3)).await;
-    let first = app.issuing(coupon, 1);
-    app.wait_metric("coupon_issue_batch_size_count", calls + 1.0).await;
-    let mut queued = Vec::new();
-    for customer in [2, 3, 3, 4] {
-        queued.push(app.issuing(coupon, customer));
-        app.wait_metric("coupon_issue_queued", queued.len() as f64).await;
-    }
-    stall.await.expect("the stall ends");
+    let (first, queued, stalled) =
+        queue_behind_a_stalled_call(&app, &redis, coupon, Duration::from_secs(3), (1, &[2, 3, 3, 4])).await;
+    stalled.await.expect("the stall ends");
 
     assert_eq!(first.await.unwrap().0, StatusCode::CREATED);
     let mut answers = Vec::new();
@@ -280,7 +303,7 @@ async fn requests_queued_behind_a_call_are_decided_by_one_call_in_arrival_order(
     assert_eq!(answers, expected, "customers 2, 3, 3 and 4, one unit left for 4");
     assert_eq!(app.metric("coupon_issue_batch_size_count").await, calls + 2.0, "one call for the four");
     assert_eq!(app.metric("coupon_issue_batch_size_sum").await, decided + 5.0);
-    assert_eq!(stock_of(&redis.url(), &iso.key_prefix, coupon).await, 0);
+    assert_eq!(redis_stock_at(&redis.url(), &iso.key_prefix, coupon).await, 0);
     app.stop().await;
 }
 
@@ -289,30 +312,21 @@ async fn requests_queued_behind_a_call_are_decided_by_one_call_in_arrival_order(
 #[tokio::test(flavor = "multi_thread")]
 async fn a_merged_call_that_finds_the_coupon_fenced_answers_each_request_unavailable() {
     let iso = Isolation::new().await;
-    let redis = RedisNode::primary("api-test merged fenced").await.expect("a Redis of the test's own");
-    let mut settings = iso.settings();
-    settings.redis.url = redis.url();
-    settings.redis.timeout = Duration::from_secs(10);
-    let app = TestApp::spawn(settings).await;
-    let coupon = app.open_coupon(10).await;
-    assert_eq!(app.issue(coupon, 100).await.0, StatusCode::CREATED);
+    let (redis, app, coupon) = merged_call_setup(&iso, "api-test merged fenced", 10).await;
     let calls = app.metric("coupon_issue_batch_size_count").await;
-    let meta = format!("{}coupon:{{{coupon}}}:meta", iso.key_prefix);
+    let meta = CouponKeys::new(&iso.key_prefix, CouponId::new(coupon).unwrap()).meta;
     let _: () = query(&redis.url(), redis::cmd("HSET").arg(&meta).arg("fenced").arg("test")).await.unwrap();
 
-    let stall = stall(&redis.url(), Duration::from_secs(2)).await;
-    let first = app.issuing(coupon, 1);
-    app.wait_metric("coupon_issue_batch_size_count", calls + 1.0).await;
-    let queued = [app.issuing(coupon, 2), app.issuing(coupon, 3)];
-    app.wait_metric("coupon_issue_queued", 2.0).await;
-    stall.await.expect("the stall ends");
+    let (first, queued, stalled) =
+        queue_behind_a_stalled_call(&app, &redis, coupon, Duration::from_secs(2), (1, &[2, 3])).await;
+    stalled.await.expect("the stall ends");
 
     for request in std::iter::once(first).chain(queued) {
         let (status, body) = request.await.unwrap();
         assert_eq!((status, body["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("UNAVAILABLE")), "{body}");
     }
     assert_eq!(app.metric("coupon_issue_batch_size_count").await, calls + 2.0);
-    assert_eq!(stock_of(&redis.url(), &iso.key_prefix, coupon).await, 9, "nothing taken");
+    assert_eq!(redis_stock_at(&redis.url(), &iso.key_prefix, coupon).await, 9, "nothing taken");
     app.stop().await;
 }
 
@@ -323,25 +337,17 @@ async fn a_merged_call_that_finds_the_coupon_fenced_answers_each_request_unavail
 #[tokio::test(flavor = "multi_thread")]
 async fn each_request_of_a_merged_call_whose_reply_was_lost_is_unconfirmed_and_then_written() {
     let iso = Isolation::new().await;
-    let redis = RedisNode::primary("api-test merged lost reply").await.expect("a Redis of the test's own");
-    let mut settings = iso.settings();
-    settings.redis.url = redis.url();
-    settings.redis.timeout = Duration::from_secs(10);
-    let app = TestApp::spawn(settings).await;
+    let (redis, app, coupon) = merged_call_setup(&iso, "api-test merged lost reply", 10).await;
     let writer = iso.start_writer().await;
-    let coupon = app.open_coupon(10).await;
-    assert_eq!(app.issue(coupon, 100).await.0, StatusCode::CREATED);
     let calls = app.metric("coupon_issue_batch_size_count").await;
 
-    let stall = stall(&redis.url(), Duration::from_secs(2)).await;
-    let first = app.issuing(coupon, 1);
-    app.wait_metric("coupon_issue_batch_size_count", calls + 1.0).await;
-    let queued = [app.issuing(coupon, 2), app.issuing(coupon, 3)];
-    app.wait_metric("coupon_issue_queued", 2.0).await;
+    let (first, queued, stalled) =
+        queue_behind_a_stalled_call(&app, &redis, coupon, Duration::from_secs(2), (1, &[2, 3])).await;
     // Names this test's coupon only (by its key): the other tests' calls go on.
-    fail::cfg("issue-reply-lost", &format!("return({}coupon:{{{coupon}}}:meta)", iso.key_prefix)).unwrap();
-    stall.await.expect("the stall ends");
-    let answers: Vec<(StatusCode, serde_json::Value)> =
+    let meta = CouponKeys::new(&iso.key_prefix, CouponId::new(coupon).unwrap()).meta;
+    fail::cfg("issue-reply-lost", &format!("return({meta})")).unwrap();
+    stalled.await.expect("the stall ends");
+    let answers: Vec<(StatusCode, Value)> =
         join_all(std::iter::once(first).chain(queued)).await.into_iter().map(Result::unwrap).collect();
     fail::remove("issue-reply-lost");
     for (status, body) in &answers {
@@ -350,18 +356,10 @@ async fn each_request_of_a_merged_call_whose_reply_was_lost_is_unconfirmed_and_t
     assert_eq!(app.metric("coupon_issue_batch_size_count").await, calls + 2.0, "1, then 2 and 3 in one call");
 
     for customer in 1..=3 {
-        let attempt = wait_until("the unconfirmed issuance to reach PostgreSQL", Duration::from_secs(60), || async {
-            let (_, attempt) = app.get(&format!("/api/v1/coupons/{coupon}/customers/{customer}")).await;
-            (attempt["persisted"] == true).then_some(attempt)
-        })
-        .await;
+        let attempt = app.persisted(coupon, customer).await;
         assert_eq!(attempt["issued"], true, "customer {customer}: {attempt}");
     }
-    assert_eq!(stock_of(&redis.url(), &iso.key_prefix, coupon).await, 6);
+    assert_eq!(redis_stock_at(&redis.url(), &iso.key_prefix, coupon).await, 6);
     writer.stop().await;
     app.stop().await;
-}
-
-async fn stock_of(url: &str, prefix: &str, coupon: i64) -> i64 {
-    query(url, redis::cmd("GET").arg(format!("{prefix}coupon:{{{coupon}}}:stock"))).await.unwrap()
 }

@@ -552,18 +552,10 @@ async fn support_staff_revoke_an_unused_coupon_and_it_can_no_longer_be_redeemed(
     assert_eq!(status, StatusCode::OK, "{revoked}");
     assert_eq!((&revoked["status"], &revoked["reason"]), (&json!("REVOKED"), &json!("a fraudulent account")));
     let writer = iso.start_writer().await;
-    wait_until("coupon-writer to apply the issuance", Duration::from_secs(60), || async {
-        let (_, attempt) = app.get(&format!("/api/v1/coupons/{coupon}/customers/1")).await;
-        (attempt["persisted"] == true).then_some(())
-    })
-    .await;
+    app.persisted(coupon, 1).await;
     assert_eq!(app.issue(coupon, 2).await.0, StatusCode::CREATED);
     // The writer has applied what came before customer 2's issuance.
-    wait_until("coupon-writer to catch up", Duration::from_secs(60), || async {
-        let (_, attempt) = app.get(&format!("/api/v1/coupons/{coupon}/customers/2")).await;
-        (attempt["persisted"] == true).then_some(())
-    })
-    .await;
+    app.persisted(coupon, 2).await;
     let (_, held) = app.get("/api/v1/customers/1/coupons").await;
     assert_eq!(held[0]["status"], "REVOKED", "the writer's insert left it revoked: {held}");
     // 5 - 2 rows + 1 returned, in both stores.
@@ -668,11 +660,7 @@ async fn a_customer_revoked_with_leave_to_reissue_gets_the_coupon_again_once() {
 
     let writer = iso.start_writer().await;
     // Customer 2's issuance came after both of customer 1's.
-    wait_until("coupon-writer to catch up", Duration::from_secs(60), || async {
-        let (_, attempt) = app.get(&format!("/api/v1/coupons/{coupon}/customers/2")).await;
-        (attempt["persisted"] == true).then_some(())
-    })
-    .await;
+    app.persisted(coupon, 2).await;
     let (_, held) = app.get("/api/v1/customers/1/coupons").await;
     assert_eq!(held[0]["status"], "USED", "the late events left the new issuance alone: {held}");
     assert_eq!(remaining_in_postgres(&iso, coupon).await, 0, "2 - 2 rows");

@@ -8,7 +8,7 @@ use coupon_testkit::redis_node::{query, RedisNode};
 use coupon_testkit::wait_until;
 use reqwest::StatusCode;
 
-use crate::harness::{issue_while_redis_stalls, Isolation, TestApp};
+use crate::harness::{app_on_own_redis, issue_while_redis_stalls, Isolation, TestApp};
 
 /// While Redis is away issuance answers 503 and grants nothing; once it is
 /// back the API reconnects by itself, finds the issue script missing (a new
@@ -229,11 +229,7 @@ async fn a_former_primary_that_comes_back_behind_its_successor_is_fenced_and_reb
 #[tokio::test(flavor = "multi_thread")]
 async fn an_issuance_whose_reply_was_lost_is_delivered_and_written() {
     let iso = Isolation::new().await;
-    let redis = RedisNode::primary("api-test lost reply").await.expect("a Redis of the test's own");
-    let mut settings = iso.settings();
-    settings.redis.url = redis.url();
-    settings.redis.timeout = Duration::from_secs(1);
-    let app = TestApp::spawn(settings).await;
+    let (redis, app) = app_on_own_redis(&iso, "api-test lost reply", Duration::from_secs(1)).await;
     let writer = iso.start_writer().await;
     let coupon = app.open_coupon(2).await;
     // The first issuance claims the coupon for this replica's relay, which
