@@ -21,6 +21,7 @@ pub struct Metrics {
     pub rebuilds: IntCounter,
     pub redis_new_incarnations: IntCounter,
     pub replica_ack_failures: IntCounter,
+    pub redis_unpromotable_replicas: IntGauge,
     pub usage_requests: IntCounterVec,
     pub usage_events_published: IntCounter,
     pub usage_outbox_depth: IntGauge,
@@ -74,6 +75,10 @@ impl Metrics {
             replica_ack_failures: r.counter(
                 "coupon_replica_ack_failures_total",
                 "Issuances answered 503 because Redis replicas did not confirm them in time",
+            ),
+            redis_unpromotable_replicas: r.gauge(
+                "coupon_redis_unpromotable_replicas",
+                "Replicas of the Redis primary that the sentinels would not promote; a WAIT asks for this many more",
             ),
             usage_requests: r.counter_vec(
                 "coupon_usage_requests_total",

@@ -171,7 +171,9 @@ impl Application {
         let stats = tokio::spawn(self.state.stats.clone().run(stop.clone()));
         let store = self.state.store.clone();
         let follow = stop.clone();
-        tokio::spawn(async move { store.redis().follow_primary(PRIMARY_CHECK_INTERVAL, follow).await });
+        let unpromotable = self.state.metrics.redis_unpromotable_replicas.clone();
+        let counted = move |count: u32| unpromotable.set(i64::from(count));
+        tokio::spawn(async move { store.redis().follow_primary(PRIMARY_CHECK_INTERVAL, counted, follow).await });
         let issuance = &self.state.issuance;
         let mut essential = Essential::default();
         essential.spawn("the relay heartbeat", issuance.watchlist.clone().run(stop.clone()));

@@ -23,7 +23,8 @@
 //! writes of its own connection only, so code that must know that a write and
 //! its `WAIT` went over the same connection compares generations.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::RwLock;
 use std::time::Duration;
 
@@ -99,9 +100,16 @@ impl ConnectionLike for Connection {
 
 enum Target {
     Standalone(redis::Client),
-    /// Locked because resolving the primary needs `&mut`; only while connecting.
-    Sentinel(Mutex<SentinelClient>),
+    Sentinel(Box<Sentinels>),
     Cluster(Box<ClusterClients>),
+}
+
+struct Sentinels {
+    /// Locked because resolving the primary needs `&mut`; only while connecting.
+    client: Mutex<SentinelClient>,
+    /// Each sentinel on its own, for questions the client cannot ask.
+    each: Vec<redis::Client>,
+    master_name: String,
 }
 
 struct ClusterClients {
@@ -118,6 +126,9 @@ pub struct SharedRedis {
     /// Held while connecting, so a burst of failing requests makes one attempt.
     connecting: Mutex<()>,
     generations: AtomicU64,
+    /// Replicas of the primary that the sentinels would not promote (see
+    /// [`Self::unpromotable_replicas`]).
+    unpromotable: AtomicU32,
 }
 
 impl SharedRedis {
@@ -128,7 +139,11 @@ impl SharedRedis {
         let urls: Vec<&str> = settings.url.split(',').map(str::trim).collect();
         let target = match settings.mode {
             RedisMode::Standalone => Target::Standalone(access.client(urls[0]).context("redis.url")?),
-            RedisMode::Sentinel => Target::Sentinel(Mutex::new(access.sentinel(&urls, settings)?)),
+            RedisMode::Sentinel => Target::Sentinel(Box::new(Sentinels {
+                client: Mutex::new(access.sentinel(&urls, settings)?),
+                each: urls.iter().map(|url| access.sentinel_client(url, settings)).collect::<anyhow::Result<_>>()?,
+                master_name: settings.master_name.clone(),
+            })),
             RedisMode::Cluster => {
                 // A request may need a slot refresh and a retry after a
                 // failover: short waits between retries, and a bound on the
@@ -162,6 +177,7 @@ impl SharedRedis {
             current: RwLock::new(None),
             connecting: Mutex::new(()),
             generations: AtomicU64::new(0),
+            unpromotable: AtomicU32::new(0),
         })
     }
 
@@ -189,8 +205,8 @@ impl SharedRedis {
             Target::Standalone(client) => {
                 (client.get_multiplexed_async_connection_with_config(&self.config).await?, None)
             }
-            Target::Sentinel(client) => {
-                let primary = client.lock().await.async_get_client().await?;
+            Target::Sentinel(sentinels) => {
+                let primary = sentinels.client.lock().await.async_get_client().await?;
                 let addr = primary.get_connection_info().addr().clone();
                 (primary.get_multiplexed_async_connection_with_config(&self.config).await?, Some(addr))
             }
@@ -207,11 +223,15 @@ impl SharedRedis {
     /// primary and drops the connection when it leads to another one, until
     /// `stop`. A partition may cut the sentinels off from the old primary and
     /// not this process: the connection never fails, and without this it
-    /// would go on writing to a primary the sentinels replaced. Returns at
-    /// once in the other modes.
-    pub async fn follow_primary(&self, every: Duration, stop: CancellationToken) {
-        let Target::Sentinel(client) = &self.target else { return };
+    /// would go on writing to a primary the sentinels replaced. Each round
+    /// also counts the replicas they would not promote. Returns at once in
+    /// the other modes.
+    /// `counted` hears each count.
+    pub async fn follow_primary(&self, every: Duration, counted: impl Fn(u32), stop: CancellationToken) {
+        let Target::Sentinel(sentinels) = &self.target else { return };
         loop {
+            self.count_unpromotable(sentinels).await;
+            counted(self.unpromotable_replicas());
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(every) => {}
@@ -219,7 +239,7 @@ impl SharedRedis {
             let current = self.current.read().expect("not poisoned").clone();
             let Some(link) = current else { continue };
             let named = tokio::time::timeout(self.connect_timeout, async {
-                client.lock().await.async_get_client().await.map(|c| c.get_connection_info().addr().clone())
+                sentinels.client.lock().await.async_get_client().await.map(|c| c.get_connection_info().addr().clone())
             })
             .await;
             match named {
@@ -230,6 +250,43 @@ impl SharedRedis {
                 Ok(Ok(_)) => {}
                 Ok(Err(err)) => tracing::debug!(error = %err, "the sentinels could not name the primary"),
                 Err(_) => tracing::debug!("the sentinels did not name the primary in time"),
+            }
+        }
+    }
+
+    /// How many of the primary's replicas the sentinels would not promote:
+    /// those with `replica-priority 0`, and those they see as down or cannot
+    /// reach (a replica may still take the primary's stream while cut off
+    /// from them). Such a replica can acknowledge a write in `WAIT` and still
+    /// never become the primary, so a `WAIT` that must reach promotable
+    /// replicas asks for this many more. 0 outside sentinel mode; as of the
+    /// last answer when no sentinel answers.
+    pub fn unpromotable_replicas(&self) -> u32 {
+        self.unpromotable.load(Ordering::Relaxed)
+    }
+
+    async fn count_unpromotable(&self, sentinels: &Sentinels) {
+        for sentinel in &sentinels.each {
+            let asked = tokio::time::timeout(self.connect_timeout, async {
+                let mut conn = sentinel.get_multiplexed_async_connection_with_config(&self.config).await?;
+                redis::cmd("SENTINEL")
+                    .arg("REPLICAS")
+                    .arg(&sentinels.master_name)
+                    .query_async::<Vec<HashMap<String, String>>>(&mut conn)
+                    .await
+            })
+            .await;
+            match asked {
+                Ok(Ok(replicas)) => {
+                    let count = replicas.iter().filter(|replica| !promotable(replica)).count();
+                    let count = u32::try_from(count).unwrap_or(u32::MAX);
+                    if self.unpromotable.swap(count, Ordering::Relaxed) != count {
+                        tracing::info!(unpromotable = count, "replicas the sentinels would not promote");
+                    }
+                    return;
+                }
+                Ok(Err(err)) => tracing::debug!(error = %err, "a sentinel did not list the replicas"),
+                Err(_) => tracing::debug!("a sentinel did not list the replicas in time"),
             }
         }
     }
@@ -381,6 +438,24 @@ impl Access {
         builder
     }
 
+    /// A client of one sentinel, with the sentinels' credentials.
+    fn sentinel_client(&self, url: &str, settings: &RedisSettings) -> anyhow::Result<redis::Client> {
+        let info = url.into_connection_info().context("redis.url (sentinel URLs)")?;
+        let mut redis = info.redis_settings().clone();
+        if let Some(username) = &settings.sentinel_username {
+            redis = redis.set_username(username);
+        }
+        if let Some(password) = &settings.sentinel_password {
+            redis = redis.set_password(password.expose_secret());
+        }
+        let info = info.set_redis_settings(redis);
+        let client = match &self.certificates {
+            Some(certificates) => redis::Client::build_with_tls(info, certificates.clone()),
+            None => redis::Client::open(info),
+        };
+        client.context("redis.url (sentinel URLs)")
+    }
+
     /// Sentinels and the data nodes they name share the scheme (TLS or not)
     /// and the certificates; each has its own credentials.
     fn sentinel(&self, urls: &[&str], settings: &RedisSettings) -> anyhow::Result<SentinelClient> {
@@ -423,6 +498,15 @@ impl Access {
         }
         builder.build().context("redis.url (sentinel URLs)")
     }
+}
+
+/// Whether the sentinels would promote this replica (an entry of `SENTINEL
+/// REPLICAS`), as far as its priority and their view of it tell.
+fn promotable(replica: &HashMap<String, String>) -> bool {
+    let priority = replica.get("slave-priority").or_else(|| replica.get("replica-priority"));
+    let flags = replica.get("flags").map(String::as_str).unwrap_or_default();
+    priority.is_none_or(|priority| priority != "0")
+        && !flags.split(',').any(|flag| matches!(flag, "s_down" | "o_down" | "disconnected"))
 }
 
 fn needs_new_connection(err: &RedisError) -> bool {

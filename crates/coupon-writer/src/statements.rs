@@ -42,7 +42,9 @@ impl SoldOutReason {
 ///   (a one-partition backlog drained ~10% faster);
 /// - takes the rows actually inserted off the coupon's remaining quantity,
 ///   which therefore never goes below 0: running out of stock is an outcome,
-///   not a constraint violation.
+///   not a constraint violation;
+/// - gives a row that coupon-api wrote early (a redeem before this writer,
+///   `issued_at_estimated`) its issuance's own `issued_at`, counting nothing.
 ///
 /// A concurrent writer (partition key `customer` spreads a coupon over
 /// writers) may commit rows for a coupon between this statement's snapshot and
@@ -127,7 +129,8 @@ impl QueryFragment<Pg> for ApplyBatch<'_> {
                  ON CONFLICT (coupon_id, customer_id) DO UPDATE SET \
                      issued_at = excluded.issued_at, issuance = excluded.issuance, status = 'AVAILABLE', \
                      order_id = NULL, discount_amount = NULL, used_at = NULL, released_order_id = NULL, \
-                     revoked_at = NULL, revoke_reason = NULL, stock_returned = false, reissuable = false \
+                     revoked_at = NULL, revoke_reason = NULL, stock_returned = false, reissuable = false, \
+                     issued_at_estimated = false \
                  WHERE customer_coupon.reissuable AND excluded.issuance > customer_coupon.issuance \
                  RETURNING coupon_id), \
              refused AS (INSERT INTO sold_out_at_write (coupon_id, customer_id, issued_at, reason) \
@@ -139,6 +142,11 @@ impl QueryFragment<Pg> for ApplyBatch<'_> {
                  WHERE NOT p.deferred AND r.rank > p.stock \
                  ORDER BY r.coupon_id, r.customer_id \
                  ON CONFLICT (coupon_id, customer_id) DO NOTHING RETURNING coupon_id), \
+             timed AS (UPDATE customer_coupon c SET issued_at = e.issued_at, issued_at_estimated = false \
+                 FROM (SELECT coupon_id, customer_id, issuance, min(issued_at) AS issued_at FROM batch \
+                     GROUP BY coupon_id, customer_id, issuance) e \
+                 WHERE c.coupon_id = e.coupon_id AND c.customer_id = e.customer_id \
+                     AND c.issuance = e.issuance AND c.issued_at_estimated AND NOT c.reissuable), \
              inserted AS (SELECT coupon_id, count(*)::int AS n FROM granted GROUP BY coupon_id), \
              sold_out AS (SELECT coupon_id, count(*)::int AS n FROM refused GROUP BY coupon_id), \
              taken AS (UPDATE coupon SET remaining_quantity = coupon.remaining_quantity - inserted.n \

@@ -439,6 +439,16 @@ impl Catalog {
     }
 }
 
+/// An issuance written to PostgreSQL by coupon-api itself (see [`grant`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Grant {
+    pub issued_at: OffsetDateTime,
+    pub issuance: u32,
+    /// `issued_at` is coupon-api's clock standing in for the issuance's own
+    /// time, which coupon-writer sets when it applies the event.
+    pub estimated: bool,
+}
+
 /// Writes a holder as coupon-writer would: the row if absent, or in place of
 /// a reissuable row of an earlier issuance, and one taken from the remaining
 /// quantity only if it was written. Returns whether it was. Run it inside the
@@ -447,21 +457,22 @@ pub async fn grant(
     conn: &mut AsyncPgConnection,
     id: CouponId,
     customer: CustomerId,
-    (issued_at, issuance): (OffsetDateTime, u32),
+    grant: Grant,
 ) -> Result<bool, diesel::result::Error> {
     use diesel::query_dsl::methods::FilterDsl;
     use diesel::upsert::excluded;
-    let issuance = i32::try_from(issuance).unwrap_or(i32::MAX);
+    let issuance = i32::try_from(grant.issuance).unwrap_or(i32::MAX);
     let written = diesel::insert_into(customer_coupon::table)
         .values((
             customer_coupon::coupon_id.eq(id.get()),
             customer_coupon::customer_id.eq(customer.get()),
-            customer_coupon::issued_at.eq(issued_at),
+            customer_coupon::issued_at.eq(grant.issued_at),
             customer_coupon::issuance.eq(issuance),
+            customer_coupon::issued_at_estimated.eq(grant.estimated),
         ))
         .on_conflict((customer_coupon::coupon_id, customer_coupon::customer_id))
         .do_update()
-        .set(Reissue::new(issued_at, issuance))
+        .set(Reissue::new(grant.issued_at, issuance, grant.estimated))
         .filter(customer_coupon::reissuable.and(excluded(customer_coupon::issuance).gt(customer_coupon::issuance)))
         .execute(&mut *conn)
         .await?;
@@ -479,6 +490,7 @@ pub async fn grant(
 #[diesel(table_name = customer_coupon, treat_none_as_null = true)]
 struct Reissue {
     issued_at: OffsetDateTime,
+    issued_at_estimated: bool,
     issuance: i32,
     status: &'static str,
     order_id: Option<String>,
@@ -492,9 +504,10 @@ struct Reissue {
 }
 
 impl Reissue {
-    fn new(issued_at: OffsetDateTime, issuance: i32) -> Self {
+    fn new(issued_at: OffsetDateTime, issuance: i32, issued_at_estimated: bool) -> Self {
         Self {
             issued_at,
+            issued_at_estimated,
             issuance,
             status: "AVAILABLE",
             order_id: None,

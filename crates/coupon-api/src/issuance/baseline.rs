@@ -38,7 +38,8 @@ impl WriteThrough {
     async fn transaction(&self, coupon: CouponId, customer: CustomerId, issued: &Issued) -> Result<(), CatalogError> {
         let mut conn = self.pool.get().await?;
         conn.transaction::<_, diesel::result::Error, _>(async |conn| {
-            catalog::grant(conn, coupon, customer, (issued.issued_at, issued.issuance)).await
+            let grant = catalog::Grant { issued_at: issued.issued_at, issuance: issued.issuance, estimated: false };
+            catalog::grant(conn, coupon, customer, grant).await
         })
         .await?;
         Ok(())

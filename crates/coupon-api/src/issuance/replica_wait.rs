@@ -7,6 +7,8 @@
 //! each round's `WAIT` covers everyone queued before it was sent. A request
 //! whose script ran on an earlier connection (Redis dropped it since) cannot be
 //! vouched for and gets `false`, as does everyone when the replicas are late.
+//! In sentinel mode the count includes the replicas the sentinels would not
+//! promote ([`SharedRedis::unpromotable_replicas`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,15 +80,19 @@ async fn run(
         }
         let acked = match redis.link().await {
             Ok(link) => {
+                // A replica the sentinels would not promote may be among those
+                // that acknowledge: ask for that many more, so that `replicas`
+                // of those acknowledging can become the primary.
+                let required = replicas.saturating_add(redis.unpromotable_replicas());
                 let reply = redis::cmd("WAIT")
-                    .arg(replicas)
+                    .arg(required)
                     .arg(timeout.as_millis() as u64)
                     .query_async::<u32>(&mut link.conn.clone())
                     .await;
                 match redis.observe(&link, reply) {
-                    Ok(count) if count >= replicas => Some(link.generation),
+                    Ok(count) if count >= required => Some(link.generation),
                     Ok(count) => {
-                        tracing::warn!(replicas = count, required = replicas, "replicas did not acknowledge in time");
+                        tracing::warn!(replicas = count, required, "replicas did not acknowledge in time");
                         None
                     }
                     Err(err) => {

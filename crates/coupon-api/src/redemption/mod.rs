@@ -336,7 +336,10 @@ impl Redemptions {
             let unsettled = now <= coupon.valid_until() && now < coupon.ends_at + self.ended_grace;
             return if unsettled { Err(RedemptionError::Undecided) } else { revoked.ok_or(not_held) };
         };
-        if catalog::grant(conn, held.coupon, held.customer, (now, issuance)).await? {
+        // The issuance's own time left Redis with its event; coupon-writer
+        // puts it in place of this estimate when it applies the event.
+        let grant = catalog::Grant { issued_at: now, issuance, estimated: true };
+        if catalog::grant(conn, held.coupon, held.customer, grant).await? {
             tracing::info!(coupon = %held.coupon, customer = %held.customer, issuance, "redeemed before coupon-writer wrote the issuance; wrote it");
         }
         locked_holding(conn, held).await?.ok_or(not_held)

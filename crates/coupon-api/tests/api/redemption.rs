@@ -121,6 +121,21 @@ async fn remaining_in_postgres(iso: &Isolation, coupon: i64) -> i64 {
     i64::from(row.remaining_quantity)
 }
 
+/// Whether the customer's row carries coupon-api's estimate of its issuance
+/// time (written before coupon-writer) rather than the event's.
+async fn issued_at_estimated(iso: &Isolation, coupon: i64, customer: i64) -> bool {
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        issued_at_estimated: bool,
+    }
+    let query = format!(
+        "SELECT issued_at_estimated FROM customer_coupon WHERE coupon_id = {coupon} AND customer_id = {customer}"
+    );
+    let row: Row = diesel::sql_query(query).get_result(&mut iso.db.connect().await).await.unwrap();
+    row.issued_at_estimated
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_coupon_is_redeemed_released_and_redeemed_again_with_one_event_per_change() {
     let iso = Isolation::with_usage_topics().await;
@@ -551,11 +566,13 @@ async fn support_staff_revoke_an_unused_coupon_and_it_can_no_longer_be_redeemed(
     let (status, revoked) = app.delete_admin(&revoke(1), &fraud).await;
     assert_eq!(status, StatusCode::OK, "{revoked}");
     assert_eq!((&revoked["status"], &revoked["reason"]), (&json!("REVOKED"), &json!("a fraudulent account")));
+    assert!(issued_at_estimated(&iso, coupon, 1).await, "written before the writer, on coupon-api's clock");
     let writer = iso.start_writer().await;
     app.persisted(coupon, 1).await;
     assert_eq!(app.issue(coupon, 2).await.0, StatusCode::CREATED);
     // The writer has applied what came before customer 2's issuance.
     app.persisted(coupon, 2).await;
+    assert!(!issued_at_estimated(&iso, coupon, 1).await, "the writer gave the row its issuance's time");
     let (_, held) = app.get("/api/v1/customers/1/coupons").await;
     assert_eq!(held[0]["status"], "REVOKED", "the writer's insert left it revoked: {held}");
     // 5 - 2 rows + 1 returned, in both stores.

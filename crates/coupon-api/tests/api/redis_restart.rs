@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use coupon_testkit::redis_node::{query, RedisNode};
+use coupon_infra::settings::RedisMode;
+use coupon_testkit::redis_node::{query, RedisNode, Sentinel};
 use coupon_testkit::wait_until;
 use reqwest::StatusCode;
 
@@ -79,6 +80,37 @@ async fn a_201_waits_for_the_replica_and_without_it_the_answer_is_unconfirmed() 
     assert_eq!((status, body["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("UNCONFIRMED")));
     let (_, attempt) = app.get(&format!("/api/v1/coupons/{coupon}/customers/4")).await;
     assert_eq!(attempt["issued"], true, "the customer can learn that it holds the coupon");
+    app.stop().await;
+}
+
+/// Issue 32, point 5a: a replica the sentinels would never promote
+/// (`replica-priority 0`) can acknowledge a `WAIT`, so with
+/// `redis.min_replicas = 1` it must not be the one that vouches for a `201`.
+/// With the promotable replica gone, the answer is `503 UNCONFIRMED`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_the_sentinels_would_not_promote_does_not_vouch_for_a_201() {
+    let iso = Isolation::new().await;
+    let primary = RedisNode::primary("api-test unpromotable primary").await.expect("a primary");
+    let mut promotable = RedisNode::replica("api-test promotable replica", &primary).await.expect("a replica");
+    let standby = RedisNode::replica("api-test unpromotable replica", &primary).await.expect("a replica");
+    standby.config_set("replica-priority", "0").await.expect("replica-priority 0");
+    let sentinel = Sentinel::start("api-test unpromotable sentinel", &primary, 2).await.expect("a sentinel");
+    let mut settings = iso.settings();
+    settings.redis.mode = RedisMode::Sentinel;
+    settings.redis.url = sentinel.url();
+    settings.redis.min_replicas = 1;
+    let app = TestApp::spawn(settings).await;
+    app.wait_metric("coupon_redis_unpromotable_replicas", 1.0).await;
+    let coupon = app.open_coupon(10).await;
+    assert_eq!(app.issue(coupon, 1).await.0, StatusCode::CREATED, "both replicas acknowledge");
+
+    promotable.kill();
+    let (status, body) = app.issue(coupon, 2).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("UNCONFIRMED")),
+        "only the replica that can never become the primary has customer 2's issuance"
+    );
     app.stop().await;
 }
 

@@ -56,6 +56,7 @@ diesel::table! {
         stock_returned -> Bool,
         issuance -> Int4,
         reissuable -> Bool,
+        issued_at_estimated -> Bool,
     }
 }
 

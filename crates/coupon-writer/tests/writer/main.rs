@@ -2,6 +2,7 @@
 //! database, topics and consumer group, and waits on conditions with deadlines.
 
 mod batches;
+mod early_grant;
 mod faults;
 mod harness;
 mod offsets;

@@ -1,0 +1,1 @@
+ALTER TABLE customer_coupon DROP COLUMN issued_at_estimated;
