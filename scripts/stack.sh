@@ -7,7 +7,8 @@
 #
 # Ports come from the environment: REDIS_PORT (6379), PG_PORT (5432),
 # KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (9094; 9093 is the secure stack's,
-# scripts/stack-secure.sh).
+# scripts/stack-secure.sh), KAFKA_PROXIED_PORT (9096, advertised as
+# KAFKA_PROXIED_AT, 9097: the listener e2e scenario 16 slows through a proxy).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,6 +17,8 @@ REDIS_PORT="${REDIS_PORT:-6379}"
 PG_PORT="${PG_PORT:-5432}"
 KAFKA_PORT="${KAFKA_PORT:-9092}"
 KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9094}"
+KAFKA_PROXIED_PORT="${KAFKA_PROXIED_PORT:-9096}"
+KAFKA_PROXIED_AT="${KAFKA_PROXIED_AT:-9097}"
 KAFKA_HEAP="${KAFKA_HEAP:-512m}"
 
 # shellcheck source=lib/common.sh
@@ -104,7 +107,8 @@ kafka_up() {
     command -v java >/dev/null || die "java is not installed: run 'make setup'"
     kafka_fetch
     # Topics and the internal ones on the one broker: one replica, no more in sync.
-    kafka_node_config "$KAFKA_DIR" 1 "1@127.0.0.1:$KAFKA_CONTROLLER_PORT" "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" 1 1
+    kafka_node_config --proxied "$KAFKA_PROXIED_PORT" "$KAFKA_PROXIED_AT" \
+        "$KAFKA_DIR" 1 "1@127.0.0.1:$KAFKA_CONTROLLER_PORT" "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" 1 1
     kafka_node_start "$KAFKA_DIR" "$KAFKA_DIR/cluster.id"
     wait_for --log "$KAFKA_DIR/server.log" 90 kafka kafka_ready
     log "kafka: up on 127.0.0.1:$KAFKA_PORT"

@@ -96,10 +96,17 @@ kafka_fetch() { # [pattern of a jar libs/ must hold]
 # among themselves use the listener PROTOCOL (PLAINTEXT unless --protocol
 # says otherwise), the controllers PLAINTEXT. Topics are never created by a
 # client's request; topics and the internal ones get REPLICAS replicas and
-# MIN_ISR in sync. Further LINEs (key=value) are appended as they are.
-kafka_node_config() { # [--protocol PROTOCOL] dir node_id voters client_port controller_port replicas min_isr [line...]
-    local protocol=PLAINTEXT
+# MIN_ISR in sync. --proxied PORT AT adds a plaintext listener on PORT that
+# the broker advertises as AT, where a test's proxy (a slow link) forwards to
+# PORT: a client that starts at AT is told to come back through the proxy.
+# Further LINEs (key=value) are appended as they are.
+kafka_node_config() { # [--protocol PROTOCOL] [--proxied PORT AT] dir node_id voters client_port controller_port replicas min_isr [line...]
+    local protocol=PLAINTEXT listeners="" advertised="" protocols=""
     if [ "$1" = --protocol ]; then protocol=$2; shift 2; fi
+    if [ "$1" = --proxied ]; then
+        listeners=",PROXIED://127.0.0.1:$2" advertised=",PROXIED://127.0.0.1:$3" protocols=",PROXIED:PLAINTEXT"
+        shift 3
+    fi
     local dir=$1 id=$2 voters=$3 port=$4 controller_port=$5 replicas=$6 min_isr=$7
     shift 7
     mkdir -p "$dir"
@@ -108,11 +115,11 @@ kafka_node_config() { # [--protocol PROTOCOL] dir node_id voters client_port con
 process.roles=broker,controller
 node.id=$id
 controller.quorum.voters=$voters
-listeners=$protocol://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port
-advertised.listeners=$protocol://127.0.0.1:$port
+listeners=$protocol://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port$listeners
+advertised.listeners=$protocol://127.0.0.1:$port$advertised
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=$protocol
-listener.security.protocol.map=$protocol:$protocol,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=$protocol:$protocol,CONTROLLER:PLAINTEXT$protocols
 log.dirs=$dir/data
 num.partitions=6
 auto.create.topics.enable=false

@@ -30,6 +30,7 @@ pub struct Metrics {
 const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0];
 
 impl Metrics {
+    #[allow(clippy::too_many_lines, reason = "one registration per metric, in the struct's order")]
     pub fn new() -> Self {
         let r = Registry::new();
         Self {

@@ -20,6 +20,7 @@ use coupon_e2e::redemption;
 use coupon_e2e::stack::{self, Component};
 use coupon_e2e::world::{reached, RedisTarget, Stack, World};
 use coupon_loadgen::spike::{self, Spike};
+use coupon_testkit::kafka_proxied_ports;
 use coupon_testkit::netfault::{LinkCut, Side, SlowLink};
 use coupon_testkit::redis_node::{stall, RedisNode, Sentinel, MASTER_NAME};
 
@@ -554,15 +555,14 @@ async fn s17_split_brain_an_isolated_primary_still_reached_by_one_api_replica() 
 }
 
 /// Slow dependencies (issue 32, P5): once a fifth of the spike is answered,
-/// every round trip between the services and Redis, and between the
-/// services and PostgreSQL, takes 200 ms longer for 30 s (each reaches them
-/// through a delaying proxy, coupon_testkit::netfault::SlowLink). Kafka is
-/// not slowed: a client reaches the broker at the address it advertises,
-/// not through a proxy. Requests get slower and nothing else may change.
+/// every round trip between the services and Redis, PostgreSQL and Kafka
+/// takes 200 ms longer for 30 s (each reaches them through a delaying proxy,
+/// coupon_testkit::netfault::SlowLink; the broker advertises the proxy on a
+/// listener of its own). Requests get slower and nothing else may change.
 #[tokio::test(flavor = "multi_thread")]
-async fn s16_slow_redis_and_postgres_links_mid_spike() {
+async fn s16_slow_redis_postgres_and_kafka_links_mid_spike() {
     const SLOW: Duration = Duration::from_secs(30);
-    let mut world = World::new("16 Redis and PostgreSQL 200 ms slower for 30 s").await;
+    let mut world = World::new("16 Redis, PostgreSQL and Kafka 200 ms slower for 30 s").await;
     let redis = RedisNode::primary("s16 redis").await.expect("a Redis of its own");
     let to_redis = SlowLink::start(redis.port()).await.expect("a proxy before Redis");
     let mut database = url::Url::parse(world.db.url()).expect("the database URL");
@@ -571,19 +571,31 @@ async fn s16_slow_redis_and_postgres_links_mid_spike() {
     world.redis = RedisTarget::Standalone { url: format!("redis://127.0.0.1:{}", to_redis.port()) };
     database.set_port(Some(to_postgres.port())).expect("a URL with a port");
     world.overrides.insert("COUPON__DATABASE__URL".into(), database.to_string());
+    // The broker advertises the proxy's port on this listener, so the
+    // services stay behind the proxy after their first metadata request.
+    let (proxied, at) = kafka_proxied_ports();
+    std::net::TcpStream::connect(("127.0.0.1", proxied))
+        .unwrap_or_else(|err| panic!("no broker listener on {proxied} ({err}): restart the stack (make down up)"));
+    let to_kafka = SlowLink::start_at(at, proxied).await.expect("a proxy before Kafka");
+    world.overrides.insert("COUPON__KAFKA__BROKERS".into(), format!("127.0.0.1:{at}"));
     let _api = world.start_api().await;
     let _writer = world.start_writer(1).await;
     let coupons = world.create_coupons(1, fault_stock()).await;
+    let links = [&to_redis, &to_postgres, &to_kafka];
     let slow = |_| async {
-        for link in [&to_redis, &to_postgres] {
+        for link in links {
             link.set_latency(Duration::from_millis(200));
         }
         tokio::time::sleep(SLOW).await;
-        for link in [&to_redis, &to_postgres] {
+        for link in links {
             link.set_latency(Duration::ZERO);
         }
     };
     let (spike, ()) = world.spike_with_fault(&coupons, customers(), requests() / 5, slow).await;
+    for (name, link) in ["Redis", "PostgreSQL", "Kafka"].into_iter().zip(links) {
+        eprintln!("{name}: {} bytes through the slowed link", link.slowed_bytes());
+        assert!(link.slowed_bytes() > 0, "the services' traffic to {name} went around the slowed link");
+    }
     world.verify(&coupons, fault_stock() as i64, &spike).await;
 }
 

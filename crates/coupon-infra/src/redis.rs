@@ -100,7 +100,7 @@ impl ConnectionLike for Connection {
 
 enum Target {
     Standalone(redis::Client),
-    Sentinel(Box<Sentinels>),
+    Sentinel(Sentinels),
     Cluster(Box<ClusterClients>),
 }
 
@@ -139,11 +139,11 @@ impl SharedRedis {
         let urls: Vec<&str> = settings.url.split(',').map(str::trim).collect();
         let target = match settings.mode {
             RedisMode::Standalone => Target::Standalone(access.client(urls[0]).context("redis.url")?),
-            RedisMode::Sentinel => Target::Sentinel(Box::new(Sentinels {
+            RedisMode::Sentinel => Target::Sentinel(Sentinels {
                 client: Mutex::new(access.sentinel(&urls, settings)?),
                 each: urls.iter().map(|url| access.sentinel_client(url, settings)).collect::<anyhow::Result<_>>()?,
                 master_name: settings.master_name.clone(),
-            })),
+            }),
             RedisMode::Cluster => {
                 // A request may need a slot refresh and a retry after a
                 // failover: short waits between retries, and a bound on the

@@ -44,6 +44,15 @@ pub fn kafka_settings() -> KafkaSettings {
     KafkaSettings { brokers: env_or("COUPON__KAFKA__BROKERS", &KafkaSettings::default().brokers), ..Default::default() }
 }
 
+/// The local stack's broker listener for a proxy (scripts/stack.sh's
+/// `KAFKA_PROXIED_PORT`), and the port it advertises for it
+/// (`KAFKA_PROXIED_AT`), where the proxy listens: clients that start there
+/// stay behind the proxy.
+pub fn kafka_proxied_ports() -> (u16, u16) {
+    let port = |name: &str, default: u16| env_or(name, &default.to_string()).parse().unwrap_or(default);
+    (port("KAFKA_PROXIED_PORT", 9096), port("KAFKA_PROXIED_AT", 9097))
+}
+
 /// Seed nodes of the local cluster stack's Redis Cluster (`make up-cluster`,
 /// masters on 7001-7003).
 pub fn cluster_redis_settings() -> RedisSettings {

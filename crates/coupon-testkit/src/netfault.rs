@@ -146,16 +146,27 @@ pub struct SlowLink {
     port: u16,
     /// Added to each round trip, in microseconds: half on the way there, half back.
     latency_us: Arc<AtomicU64>,
+    /// Bytes carried, either way, while the latency was above zero.
+    slowed_bytes: Arc<AtomicU64>,
     connections: JoinSet<()>,
 }
 
 impl SlowLink {
     pub async fn start(upstream_port: u16) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_at(0, upstream_port).await
+    }
+
+    /// [`Self::start`] listening on `port` (0: any free one), for a server
+    /// that tells its clients where to find it, as a Kafka broker does.
+    pub async fn start_at(port: u16, upstream_port: u16) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(("127.0.0.1", port))
+            .await
+            .with_context(|| format!("listening on 127.0.0.1:{port} before port {upstream_port}"))?;
         let port = listener.local_addr()?.port();
         let latency_us = Arc::new(AtomicU64::new(0));
+        let slowed_bytes = Arc::new(AtomicU64::new(0));
         let mut connections = JoinSet::new();
-        let latency = latency_us.clone();
+        let link = Pace { latency_us: latency_us.clone(), slowed_bytes: slowed_bytes.clone() };
         connections.spawn(async move {
             let mut pumps = JoinSet::new();
             while let Ok((client, _)) = listener.accept().await {
@@ -163,11 +174,11 @@ impl SlowLink {
                 let _ = (client.set_nodelay(true), server.set_nodelay(true));
                 let (client_read, client_write) = client.into_split();
                 let (server_read, server_write) = server.into_split();
-                pumps.spawn(pump(client_read, server_write, latency.clone()));
-                pumps.spawn(pump(server_read, client_write, latency.clone()));
+                pumps.spawn(pump(client_read, server_write, link.clone()));
+                pumps.spawn(pump(server_read, client_write, link.clone()));
             }
         });
-        Ok(Self { port, latency_us, connections })
+        Ok(Self { port, latency_us, slowed_bytes, connections })
     }
 
     pub fn port(&self) -> u16 {
@@ -178,6 +189,19 @@ impl SlowLink {
     pub fn set_latency(&self, latency: Duration) {
         self.latency_us.store(latency.as_micros() as u64, Ordering::Relaxed);
     }
+
+    /// Bytes the link carried, either way, while it was slowed: that the
+    /// clients' traffic really went through it.
+    pub fn slowed_bytes(&self) -> u64 {
+        self.slowed_bytes.load(Ordering::Relaxed)
+    }
+}
+
+/// What the pumps of one link share.
+#[derive(Clone)]
+struct Pace {
+    latency_us: Arc<AtomicU64>,
+    slowed_bytes: Arc<AtomicU64>,
 }
 
 impl Drop for SlowLink {
@@ -188,11 +212,7 @@ impl Drop for SlowLink {
 
 /// Copies one direction, each chunk written half the round-trip latency
 /// after it was read.
-async fn pump(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    latency_us: Arc<AtomicU64>,
-) {
+async fn pump(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp::OwnedWriteHalf, pace: Pace) {
     let (chunks, mut due) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
     let writer = async move {
         while let Some((at, chunk)) = due.recv().await {
@@ -206,7 +226,11 @@ async fn pump(
     let reader = async move {
         let mut buffer = vec![0u8; 64 * 1024];
         while let Ok(read @ 1..) = from.read(&mut buffer).await {
-            let half = Duration::from_micros(latency_us.load(Ordering::Relaxed) / 2);
+            let latency_us = pace.latency_us.load(Ordering::Relaxed);
+            if latency_us > 0 {
+                pace.slowed_bytes.fetch_add(read as u64, Ordering::Relaxed);
+            }
+            let half = Duration::from_micros(latency_us / 2);
             if chunks.send((Instant::now() + half, buffer[..read].to_vec())).is_err() {
                 return;
             }

@@ -89,6 +89,62 @@ impl Query for ApplyBatch<'_> {
     type SqlType = (BigInt, Integer, Integer, Bool);
 }
 
+/// The statement after the batch's arrays: the plan, the grants, and the
+/// start of the refusals (their reason is bound next).
+const PLAN_AND_GRANT: &str = ") AS b(coupon_id, customer_id, issued_at, issuance)), \
+     seen AS MATERIALIZED (SELECT id, xmin AS version FROM coupon \
+         WHERE id IN (SELECT coupon_id FROM batch)), \
+     locked AS MATERIALIZED (SELECT id, remaining_quantity, xmin AS version FROM coupon \
+         WHERE id IN (SELECT coupon_id FROM batch) ORDER BY id FOR NO KEY UPDATE), \
+     fresh AS (SELECT DISTINCT ON (b.coupon_id, b.customer_id) \
+             b.coupon_id, b.customer_id, b.issued_at, b.issuance \
+         FROM batch b \
+         WHERE NOT EXISTS (SELECT 1 FROM customer_coupon c \
+                 WHERE c.coupon_id = b.coupon_id AND c.customer_id = b.customer_id \
+                     AND NOT (c.reissuable AND b.issuance > c.issuance)) \
+             AND NOT EXISTS (SELECT 1 FROM sold_out_at_write s \
+                 WHERE s.coupon_id = b.coupon_id AND s.customer_id = b.customer_id) \
+         ORDER BY b.coupon_id, b.customer_id, b.issuance DESC, b.issued_at), \
+     ranked AS (SELECT coupon_id, customer_id, issued_at, issuance, \
+             row_number() OVER (PARTITION BY coupon_id ORDER BY issued_at, customer_id) AS rank \
+         FROM fresh), \
+     demand AS (SELECT coupon_id, count(*) AS n FROM fresh GROUP BY coupon_id), \
+     plan AS (SELECT l.id, l.remaining_quantity AS stock, \
+             l.version IS DISTINCT FROM s.version AND coalesce(d.n, 0) > l.remaining_quantity AS deferred \
+         FROM locked l JOIN seen s ON s.id = l.id LEFT JOIN demand d ON d.coupon_id = l.id), \
+     granted AS (INSERT INTO customer_coupon (coupon_id, customer_id, issued_at, issuance) \
+         SELECT r.coupon_id, r.customer_id, r.issued_at, r.issuance \
+         FROM ranked r JOIN plan p ON p.id = r.coupon_id \
+         WHERE NOT p.deferred AND r.rank <= p.stock \
+         ORDER BY r.coupon_id, r.customer_id \
+         ON CONFLICT (coupon_id, customer_id) DO UPDATE SET \
+             issued_at = excluded.issued_at, issuance = excluded.issuance, status = 'AVAILABLE', \
+             order_id = NULL, discount_amount = NULL, used_at = NULL, released_order_id = NULL, \
+             revoked_at = NULL, revoke_reason = NULL, stock_returned = false, reissuable = false, \
+             issued_at_estimated = false \
+         WHERE customer_coupon.reissuable AND excluded.issuance > customer_coupon.issuance \
+         RETURNING coupon_id), \
+     refused AS (INSERT INTO sold_out_at_write (coupon_id, customer_id, issued_at, reason) \
+         SELECT r.coupon_id, r.customer_id, r.issued_at, ";
+
+/// The rest of the statement after the refusals' reason: the estimated times
+/// corrected, the stock taken, and the answer per coupon.
+const REFUSE_AND_COUNT: &str = " FROM ranked r JOIN plan p ON p.id = r.coupon_id \
+         WHERE NOT p.deferred AND r.rank > p.stock \
+         ORDER BY r.coupon_id, r.customer_id \
+         ON CONFLICT (coupon_id, customer_id) DO NOTHING RETURNING coupon_id), \
+     timed AS (UPDATE customer_coupon c SET issued_at = e.issued_at, issued_at_estimated = false \
+         FROM (SELECT coupon_id, customer_id, issuance, min(issued_at) AS issued_at FROM batch \
+             GROUP BY coupon_id, customer_id, issuance) e \
+         WHERE c.coupon_id = e.coupon_id AND c.customer_id = e.customer_id \
+             AND c.issuance = e.issuance AND c.issued_at_estimated AND NOT c.reissuable), \
+     inserted AS (SELECT coupon_id, count(*)::int AS n FROM granted GROUP BY coupon_id), \
+     sold_out AS (SELECT coupon_id, count(*)::int AS n FROM refused GROUP BY coupon_id), \
+     taken AS (UPDATE coupon SET remaining_quantity = coupon.remaining_quantity - inserted.n \
+         FROM inserted WHERE coupon.id = inserted.coupon_id RETURNING coupon.id) \
+     SELECT p.id, coalesce(i.n, 0), coalesce(s.n, 0), p.deferred FROM plan p \
+         LEFT JOIN inserted i ON i.coupon_id = p.id LEFT JOIN sold_out s ON s.coupon_id = p.id";
+
 impl QueryFragment<Pg> for ApplyBatch<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         out.push_sql("WITH batch AS (SELECT * FROM unnest(");
@@ -99,61 +155,9 @@ impl QueryFragment<Pg> for ApplyBatch<'_> {
         out.push_bind_param::<Array<Timestamptz>, _>(self.issued_at)?;
         out.push_sql(", ");
         out.push_bind_param::<Array<Integer>, _>(self.issuance)?;
-        out.push_sql(
-            ") AS b(coupon_id, customer_id, issued_at, issuance)), \
-             seen AS MATERIALIZED (SELECT id, xmin AS version FROM coupon \
-                 WHERE id IN (SELECT coupon_id FROM batch)), \
-             locked AS MATERIALIZED (SELECT id, remaining_quantity, xmin AS version FROM coupon \
-                 WHERE id IN (SELECT coupon_id FROM batch) ORDER BY id FOR NO KEY UPDATE), \
-             fresh AS (SELECT DISTINCT ON (b.coupon_id, b.customer_id) \
-                     b.coupon_id, b.customer_id, b.issued_at, b.issuance \
-                 FROM batch b \
-                 WHERE NOT EXISTS (SELECT 1 FROM customer_coupon c \
-                         WHERE c.coupon_id = b.coupon_id AND c.customer_id = b.customer_id \
-                             AND NOT (c.reissuable AND b.issuance > c.issuance)) \
-                     AND NOT EXISTS (SELECT 1 FROM sold_out_at_write s \
-                         WHERE s.coupon_id = b.coupon_id AND s.customer_id = b.customer_id) \
-                 ORDER BY b.coupon_id, b.customer_id, b.issuance DESC, b.issued_at), \
-             ranked AS (SELECT coupon_id, customer_id, issued_at, issuance, \
-                     row_number() OVER (PARTITION BY coupon_id ORDER BY issued_at, customer_id) AS rank \
-                 FROM fresh), \
-             demand AS (SELECT coupon_id, count(*) AS n FROM fresh GROUP BY coupon_id), \
-             plan AS (SELECT l.id, l.remaining_quantity AS stock, \
-                     l.version IS DISTINCT FROM s.version AND coalesce(d.n, 0) > l.remaining_quantity AS deferred \
-                 FROM locked l JOIN seen s ON s.id = l.id LEFT JOIN demand d ON d.coupon_id = l.id), \
-             granted AS (INSERT INTO customer_coupon (coupon_id, customer_id, issued_at, issuance) \
-                 SELECT r.coupon_id, r.customer_id, r.issued_at, r.issuance \
-                 FROM ranked r JOIN plan p ON p.id = r.coupon_id \
-                 WHERE NOT p.deferred AND r.rank <= p.stock \
-                 ORDER BY r.coupon_id, r.customer_id \
-                 ON CONFLICT (coupon_id, customer_id) DO UPDATE SET \
-                     issued_at = excluded.issued_at, issuance = excluded.issuance, status = 'AVAILABLE', \
-                     order_id = NULL, discount_amount = NULL, used_at = NULL, released_order_id = NULL, \
-                     revoked_at = NULL, revoke_reason = NULL, stock_returned = false, reissuable = false, \
-                     issued_at_estimated = false \
-                 WHERE customer_coupon.reissuable AND excluded.issuance > customer_coupon.issuance \
-                 RETURNING coupon_id), \
-             refused AS (INSERT INTO sold_out_at_write (coupon_id, customer_id, issued_at, reason) \
-                 SELECT r.coupon_id, r.customer_id, r.issued_at, ",
-        );
+        out.push_sql(PLAN_AND_GRANT);
         out.push_bind_param::<Text, _>(SoldOutReason::StockExhausted.as_str())?;
-        out.push_sql(
-            " FROM ranked r JOIN plan p ON p.id = r.coupon_id \
-                 WHERE NOT p.deferred AND r.rank > p.stock \
-                 ORDER BY r.coupon_id, r.customer_id \
-                 ON CONFLICT (coupon_id, customer_id) DO NOTHING RETURNING coupon_id), \
-             timed AS (UPDATE customer_coupon c SET issued_at = e.issued_at, issued_at_estimated = false \
-                 FROM (SELECT coupon_id, customer_id, issuance, min(issued_at) AS issued_at FROM batch \
-                     GROUP BY coupon_id, customer_id, issuance) e \
-                 WHERE c.coupon_id = e.coupon_id AND c.customer_id = e.customer_id \
-                     AND c.issuance = e.issuance AND c.issued_at_estimated AND NOT c.reissuable), \
-             inserted AS (SELECT coupon_id, count(*)::int AS n FROM granted GROUP BY coupon_id), \
-             sold_out AS (SELECT coupon_id, count(*)::int AS n FROM refused GROUP BY coupon_id), \
-             taken AS (UPDATE coupon SET remaining_quantity = coupon.remaining_quantity - inserted.n \
-                 FROM inserted WHERE coupon.id = inserted.coupon_id RETURNING coupon.id) \
-             SELECT p.id, coalesce(i.n, 0), coalesce(s.n, 0), p.deferred FROM plan p \
-                 LEFT JOIN inserted i ON i.coupon_id = p.id LEFT JOIN sold_out s ON s.coupon_id = p.id",
-        );
+        out.push_sql(REFUSE_AND_COUNT);
         Ok(())
     }
 }
