@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # `make bench-hot`: one hot coupon. What merged issue-script calls
-# (COUPON__ISSUE__MAX_BATCH, default 256) change against a call per request
-# (1): a drop of DROP_CUSTOMERS distinct customers (100,000) on a coupon of
-# DROP_STOCK (10,000), as fast as coupon-loadgen sends, ROUNDS times each,
-# alternating, on one machine in one run; then the script's own ceiling
+# (COUPON__ISSUE__MAX_BATCH, default 256) and refusals answered from memory
+# (COUPON__ISSUE__MEMORY_CHECK_MS, default 100; 0 is off) change: a call per
+# request and no memory, merged calls alone, and both, on a drop of
+# DROP_CUSTOMERS distinct customers (100,000) on a coupon of DROP_STOCK
+# (10,000), as fast as coupon-loadgen sends, ROUNDS times each, alternating,
+# on one machine in one run; then the script's own ceiling
 # (scripts/bench-script-batches.sh). Reports requests/s, latency, Redis
 # commands per request (INFO commandstats) and the CPU seconds of Redis and
 # coupon-api per drop. The writer is not running: the drop's cost is the
@@ -29,34 +31,37 @@ redis_commands() { redis_cli INFO commandstats | awk -F'[=,:]' '/^cmdstat_/ {s +
 script_calls() { redis_cli INFO commandstats | awk -F'[=,:]' '/^cmdstat_evalsha:/ {print $3}'; }
 process_cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.3f", ($14 + $15) / hz}' "/proc/$1/stat"; }
 
-drop() { # max_batch round
-    start "api-$1-$2" COUPON__ISSUE__MAX_BATCH="$1" "$BIN/coupon-api"
+drop() { # max_batch memory_check_ms round
+    start "api-$1-$2-$3" COUPON__ISSUE__MAX_BATCH="$1" COUPON__ISSUE__MEMORY_CHECK_MS="$2" "$BIN/coupon-api"
     local api=$started
     until curl -sf "$COUPON_API_MANAGEMENT/health/ready" >/dev/null; do sleep 0.2; done
     local commands0 calls0 redis0 api0 out
     commands0=$(redis_commands) calls0=$(script_calls) redis0=$(redis_cpu_s) api0=$(process_cpu_s "$api")
     out=$("$BIN/coupon-loadgen" spike --api "$API" --customers "$DROP_CUSTOMERS" --stock "$DROP_STOCK" \
         --repeat-share 0 --no-writer --concurrency 256)
-    echo "$out" >"$LOGS/drop-$1-$2.log"
+    echo "$out" >"$LOGS/drop-$1-$2-$3.log"
     local commands=$(($(redis_commands) - commands0)) calls=$(($(script_calls) - calls0))
     local redis_s api_s
     redis_s=$(echo "$(redis_cpu_s) - $redis0" | bc) api_s=$(echo "$(process_cpu_s "$api") - $api0" | bc)
     stop "$api"
-    local rate p50 p99
+    local rate p50 p99 sold_out answered
     rate=$(sed -n 's/.*: \([0-9]*\) requests\/s.*/\1/p' <<<"$out")
+    answered=$(sed -n 's/^answers in \([0-9.]*\) s.*/\1/p' <<<"$out")
+    sold_out=$(sed -n 's/^last 201 after \([0-9.]*\) s/\1/p' <<<"$out")
     p50=$(sed -n 's/^latency: p50 \([0-9.]*\) ms.*/\1/p' <<<"$out")
     p99=$(sed -n 's/^latency: .* p99 \([0-9.]*\) ms  p99.9.*/\1/p' <<<"$out")
-    awk -v b="$1" -v r="$2" -v rate="$rate" -v p50="$p50" -v p99="$p99" -v c="$commands" -v k="$calls" \
+    awk -v b="$1" -v m="$([ "$2" = 0 ] && echo off || echo on)" -v r="$3" -v so="$sold_out" -v all="$answered" -v rate="$rate" -v p50="$p50" -v p99="$p99" -v c="$commands" -v k="$calls" \
         -v n="$DROP_CUSTOMERS" -v rs="$redis_s" -v as="$api_s" \
-        'BEGIN { printf "| %d | %d | %s | %s | %s | %.3f | %.2f | %.2f | %.2f |\n", b, r, rate, p50, p99, k / n, c / n, rs, as }'
+        'BEGIN { printf "| %d | %s | %d | %s | %s | %s | %s | %s | %.3f | %.2f | %.2f | %.2f |\n", b, m, r, so, all, rate, p50, p99, k / n, c / n, rs, as }'
 }
 
-echo "== drop: $DROP_CUSTOMERS customers, stock $DROP_STOCK, merged calls (256) against a call per request (1)"
-echo "| max batch | round | requests/s | p50 ms | p99 ms | script calls per request | Redis commands per request (scripts' included) | Redis CPU s | coupon-api CPU s |"
-echo "|---|---|---|---|---|---|---|---|---|"
+echo "== drop: $DROP_CUSTOMERS customers, stock $DROP_STOCK: a call per request, merged calls (256), merged calls and memory"
+echo "| max batch | memory | round | sold out after s | all answered after s | requests/s | p50 ms | p99 ms | script calls per request | Redis commands per request (scripts' included) | Redis CPU s | coupon-api CPU s |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
 for ((round = 1; round <= ROUNDS; round++)); do
-    for batch in 1 256; do
-        drop "$batch" "$round"
+    for setting in "1 0" "256 0" "256 100"; do
+        # shellcheck disable=SC2086 # two words: max batch, memory check
+        drop $setting "$round"
     done
 done
 echo

@@ -66,6 +66,7 @@ pub enum IssueMode {
     SyncDb,
 }
 
+#[serde_as]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct IssueSettings {
@@ -74,6 +75,12 @@ pub struct IssueSettings {
     /// (merged calls: those that arrived while the coupon's previous call
     /// was in flight). 1: a call per request, as before merged calls.
     pub max_batch: usize,
+    /// How often a replica checks that the answers it remembers (a coupon
+    /// paused, not started or sold out: issuance/memory.rs) still hold; an
+    /// operator's change answers after twice this. 0: every request asks Redis.
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    #[serde(rename = "memory_check_ms")]
+    pub memory_check: Duration,
 }
 
 /// The most requests one issue-script call may decide.
@@ -81,7 +88,7 @@ const MAX_ISSUE_BATCH: usize = 4_096;
 
 impl Default for IssueSettings {
     fn default() -> Self {
-        Self { mode: IssueMode::default(), max_batch: 256 }
+        Self { mode: IssueMode::default(), max_batch: 256, memory_check: Duration::from_millis(100) }
     }
 }
 
@@ -366,6 +373,11 @@ impl Validate for Settings {
         if !(1..=MAX_ISSUE_BATCH).contains(&self.issue.max_batch) {
             // One call runs alone on Redis's core: a longer one delays every coupon.
             return Err(InvalidSetting::new("issue.max_batch", format!("must be 1 to {MAX_ISSUE_BATCH}")));
+        }
+        if self.issue.memory_check > Duration::from_millis(500) {
+            // Issue 38: a change reaches every replica's answers within a
+            // second (two intervals), and operators wait that long.
+            return Err(InvalidSetting::new("issue.memory_check_ms", "must be 0 (off) to 500"));
         }
         require_nonzero("relay.interval_ms", self.relay.interval)?;
         require_positive("relay.batch_size", self.relay.batch_size as u64)?;

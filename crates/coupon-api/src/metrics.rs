@@ -11,6 +11,7 @@ pub struct Metrics {
     pub issue_seconds: Histogram,
     pub issue_batch_size: Histogram,
     pub issue_queued: IntGauge,
+    pub issue_from_memory: IntCounter,
     pub kafka_publish_seconds: Histogram,
     pub kafka_publish_failures: IntCounter,
     pub outbox_depth: IntGauge,
@@ -51,6 +52,10 @@ impl Metrics {
             ),
             issue_queued: r
                 .gauge("coupon_issue_queued", "Issuance requests waiting for their coupon's next issue-script call"),
+            issue_from_memory: r.counter(
+                "coupon_issue_answered_from_memory_total",
+                "Issue requests refused from this replica's memory of the coupon, without Redis",
+            ),
             kafka_publish_seconds: r.histogram(
                 "coupon_kafka_publish_duration_seconds",
                 "Time from send to Kafka acknowledgement",

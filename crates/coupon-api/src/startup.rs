@@ -30,6 +30,7 @@ use crate::http::limits::Limits;
 use crate::http::request_span::RequestSpan;
 use crate::http::state::AppState;
 use crate::issuance::issuer::{issue_script, Issuer};
+use crate::issuance::memory::Memory;
 use crate::issuance::replica_wait::ReplicaWait;
 use crate::issuance::{HandOff, Issuance};
 use crate::metrics::Metrics;
@@ -103,13 +104,9 @@ impl Application {
         let readiness = Readiness::default();
         let recovery = recovery(&settings, &parts, &catalog, &watchlist, &metrics, &requests, &readiness)?;
         let usage_relay = usage_relay(&settings, &pool, &publisher, &metrics);
+        let (issuer, memory) = issuer(&settings, &parts, &metrics);
         let issuance = Issuance {
-            issuer: Issuer::new(
-                parts.store.clone(),
-                parts.incarnations.clone(),
-                settings.issue.max_batch,
-                (metrics.issue_batch_size.clone(), metrics.issue_queued.clone()),
-            ),
+            issuer,
             watchlist,
             publisher,
             acks,
@@ -118,6 +115,7 @@ impl Application {
             replicas,
             recovery: requests.clone(),
             coupons: coupons.clone(),
+            memory,
         };
         let redis_side = (parts.store.clone(), parts.incarnations.clone());
         let controls = Controls::new(pool.clone(), parts.store.clone(), issuance.replicas.clone());
@@ -175,6 +173,9 @@ impl Application {
         let counted = move |count: u32| unpromotable.set(i64::from(count));
         tokio::spawn(async move { store.redis().follow_primary(PRIMARY_CHECK_INTERVAL, counted, follow).await });
         let issuance = &self.state.issuance;
+        if let Some(memory) = &issuance.memory {
+            tokio::spawn(memory.clone().run(stop.clone()));
+        }
         let mut essential = Essential::default();
         essential.spawn("the relay heartbeat", issuance.watchlist.clone().run(stop.clone()));
         let relay = Relay {
@@ -293,6 +294,16 @@ fn create_topics(settings: &Settings) {
 
 /// The wait for Redis replicas before a 201, and its task (none when
 /// `redis.min_replicas` is 0).
+/// The issue script's caller, and the memory of refusals unless it is off.
+fn issuer(settings: &Settings, parts: &RedisParts, metrics: &Metrics) -> (Issuer, Option<Arc<Memory>>) {
+    let issue = &settings.issue;
+    let gauges = (metrics.issue_batch_size.clone(), metrics.issue_queued.clone());
+    let issuer = Issuer::new(parts.store.clone(), parts.incarnations.clone(), issue.max_batch, gauges);
+    let memory = (!issue.memory_check.is_zero())
+        .then(|| Memory::new(parts.store.clone(), issue.memory_check, metrics.issue_from_memory.clone()));
+    (issuer, memory)
+}
+
 fn replica_wait(
     settings: &Settings,
     redis: &Arc<SharedRedis>,

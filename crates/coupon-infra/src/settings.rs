@@ -103,7 +103,7 @@ const KNOWN_KEYS: &[&str] = &[
     "writer.batch_max_wait_ms", "writer.retry_initial_ms", "writer.retry_max_ms", "writer.max_poll_interval_ms",
     "writer.session_timeout_ms", "writer.stats_interval_ms", "writer.commit_interval_ms",
     "writer.fetch_queue_kbytes", "writer.rejoin_timeout_ms", "writer.dlq_timeout_ms",
-    "issue.mode", "issue.max_batch",
+    "issue.mode", "issue.max_batch", "issue.memory_check_ms",
     "cache.coupon_ttl_ms",
     "log.format",
 ];

@@ -431,6 +431,9 @@ async fn spike_with_progress_bar(
 /// The spike's throughput, answers by outcome and latency.
 fn print_answers(result: &spike::Spike) {
     println!("answers in {:.2} s: {:.0} requests/s", result.elapsed.as_secs_f64(), result.requests_per_second());
+    if let Some(last) = result.last_issued_at() {
+        println!("last 201 after {:.2} s", last.as_secs_f64());
+    }
     for (outcome, count) in result.by_outcome() {
         println!("  {outcome:<16} {count}");
     }

@@ -174,6 +174,12 @@ impl Spike {
         histogram
     }
 
+    /// When the last `201` arrived, from the spike's start: the sell-out as
+    /// customers saw it. `None` when nothing was issued.
+    pub fn last_issued_at(&self) -> Option<Duration> {
+        self.issued().map(|answer| answer.at).max()
+    }
+
     pub fn requests_per_second(&self) -> f64 {
         self.answers.len() as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }

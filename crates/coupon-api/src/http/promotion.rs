@@ -79,6 +79,7 @@ async fn change(
         Some(asked) => state.controls.pause(coupon, asked.redemption, &actor).await,
         None => state.controls.resume(coupon, &actor).await,
     };
+    state.issuance.changed(coupon).await;
     answer(coupon, control)
 }
 
@@ -230,6 +231,7 @@ pub async fn end(
     let actor = Actor { name: &admin.0, request_id: &request };
     let (control, ends_at) = state.controls.end_now(coupon, &actor).await.map_err(refusal)?;
     state.coupons.forget(coupon);
+    state.issuance.changed(coupon).await;
     Ok(HttpResponse::Ok().json(EndedResponse { coupon_id: coupon.get(), ends_at, version: control.version }))
 }
 
@@ -317,6 +319,7 @@ pub async fn change_coupon(
     let actor = Actor { name: &admin.0, request_id: &request };
     let (row, _) = state.controls.amend(coupon, amendment, &actor).await.map_err(refusal)?;
     state.coupons.forget(coupon);
+    state.issuance.changed(coupon).await;
     let stock = state
         .store
         .stock(coupon)

@@ -278,6 +278,10 @@ pub async fn revoke(
     let request = request_id.to_string();
     let actor = Actor { name: &admin.0, request_id: &request };
     let revoked = state.redemptions.revoke(Held { coupon, customer }, &reason, unit, &actor).await?;
+    if unit != Unit::Kept {
+        // A unit back in stock: every replica issues it from the answer on.
+        state.issuance.changed(coupon).await;
+    }
     Ok(HttpResponse::Ok().json(RevokeResponse {
         coupon_id: revoked.coupon_id,
         customer_id: revoked.customer_id,

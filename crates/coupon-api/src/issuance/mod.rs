@@ -20,6 +20,7 @@
 pub mod baseline;
 pub mod issuer;
 mod lanes;
+pub mod memory;
 pub mod replica_wait;
 
 use std::sync::Arc;
@@ -38,6 +39,7 @@ use crate::recovery::RecoveryRequests;
 use crate::store::RedisUnavailable;
 use baseline::WriteThrough;
 use issuer::{Decision, Fence, Issued, Issuer};
+use memory::Memory;
 use replica_wait::ReplicaWait;
 
 /// What the customer is told.
@@ -109,10 +111,15 @@ pub struct Issuance {
     pub recovery: RecoveryRequests,
     /// Tells a coupon Redis lacks from one that does not exist.
     pub coupons: Arc<CouponCache>,
+    /// Refusals answered without Redis; `None` when `issue.memory_check_ms` is 0.
+    pub memory: Option<Arc<Memory>>,
 }
 
 impl Issuance {
     pub async fn issue(&self, coupon: CouponId, customer: CustomerId, request_id: &str) -> Result<Answer, IssueError> {
+        if let Some(rejection) = self.memory.as_ref().and_then(|memory| memory.answer(coupon, customer)) {
+            return Ok(Answer::Rejected(rejection));
+        }
         // Before the script may write an entry, so that a replica dying right
         // after it leaves the entry to another replica's relay.
         self.watchlist.claim(coupon).await?;
@@ -129,7 +136,12 @@ impl Issuance {
                 Ok(if replicated { Answer::Issued } else { Answer::Unconfirmed })
             }
             Decision::Rejected(Rejection::CouponNotFound) => self.unknown_to_redis(coupon).await,
-            Decision::Rejected(rejection) => Ok(Answer::Rejected(rejection)),
+            Decision::Rejected(rejection) => {
+                if let Some(memory) = &self.memory {
+                    memory.learn(coupon, rejection);
+                }
+                Ok(Answer::Rejected(rejection))
+            }
             Decision::Fenced(Fence::Node) => {
                 self.recovery.new_incarnation();
                 Ok(Answer::Fenced)
@@ -141,6 +153,16 @@ impl Issuance {
                 self.watchlist.unconfirmed(coupon);
                 Ok(Answer::Unconfirmed)
             }
+        }
+    }
+
+    /// This replica changed the coupon in Redis (a control, a unit back in
+    /// stock): forgets what it remembers of it, and returns once no replica
+    /// answers from memory taken before the change.
+    pub async fn changed(&self, coupon: CouponId) {
+        if let Some(memory) = &self.memory {
+            memory.forget(coupon);
+            memory.outlived().await;
         }
     }
 

@@ -39,6 +39,8 @@ elseif change ~= 0 then
     redis.call('INCRBY', KEYS[2], change)
 end
 redis.call('HSET', KEYS[1], 'control', ARGV[1], 'ends_ms', ARGV[3], 'total', ARGV[4])
+-- Answers replicas remember for the coupon (remember.lua) are void now.
+redis.call('HDEL', KEYS[1], 'changed')
 if ARGV[2] == '1' then
     redis.call('HSET', KEYS[1], 'paused', '1')
 else

@@ -22,6 +22,7 @@ end
 if redis.call('HEXISTS', KEYS[1], 'fenced') == 1 then
     return 'FENCED'
 end
+-- A unit going back voids what replicas remember of the coupon (remember.lua).
 if ARGV[2] then
     local revoked = tonumber(ARGV[2])
     if tonumber(redis.call('HGET', KEYS[5], ARGV[1]) or '0') > revoked then
@@ -31,10 +32,12 @@ if ARGV[2] then
     if redis.call('SREM', KEYS[4], ARGV[1]) == 1 then
         redis.call('INCR', KEYS[2])
     end
+    redis.call('HDEL', KEYS[1], 'changed')
     return 'APPLIED'
 end
 if redis.call('SADD', KEYS[3], ARGV[1]) == 0 then
     return 'ALREADY'
 end
 redis.call('INCR', KEYS[2])
+redis.call('HDEL', KEYS[1], 'changed')
 return 'APPLIED'

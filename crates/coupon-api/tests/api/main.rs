@@ -10,6 +10,7 @@ mod console;
 mod contract;
 mod harness;
 mod issue;
+mod memory;
 mod outbox;
 mod promotion;
 mod queries;

@@ -1,0 +1,86 @@
+//! Issue 38, part 2: refusals answered from memory. After a coupon sells out
+//! each replica answers its requests without Redis (holders `ALREADY_ISSUED`,
+//! everyone else `SOLD_OUT`) until something changes the coupon. An
+//! operator's change answers once every replica answers by it.
+
+use std::time::Duration;
+
+use coupon_testkit::wait_until;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::harness::{app_on_own_redis, Isolation, TestApp};
+
+/// Issue-script calls the app has made (merged calls: one per call).
+async fn script_calls(app: &TestApp) -> f64 {
+    app.metric("coupon_issue_batch_size_count").await
+}
+
+/// Asks as `customer` until `app` answers from memory; returns the answer.
+async fn until_answered_from_memory(app: &TestApp, coupon: i64, customer: i64) -> Value {
+    wait_until("an answer from memory", Duration::from_secs(30), || async {
+        let before = app.metric("coupon_issue_answered_from_memory_total").await;
+        let (_, body) = app.issue(coupon, customer).await;
+        (app.metric("coupon_issue_answered_from_memory_total").await > before).then_some(body)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sold_out_coupon_is_refused_from_memory_until_it_changes_on_any_replica() {
+    let iso = Isolation::with_usage_topics().await;
+    let (redis, first) = app_on_own_redis(&iso, "api-test memory", Duration::from_secs(1)).await;
+    let mut settings = iso.settings();
+    settings.redis.url = redis.url();
+    let second = TestApp::spawn(settings).await;
+    let coupon = first.open_coupon(2).await;
+    for customer in [1, 2] {
+        assert_eq!(first.issue(coupon, customer).await.0, StatusCode::CREATED);
+    }
+    assert_eq!(first.issue(coupon, 3).await.1["code"], "SOLD_OUT", "Redis's answer");
+    assert_eq!(until_answered_from_memory(&first, coupon, 3).await["code"], "SOLD_OUT");
+
+    let calls = script_calls(&first).await;
+    assert_eq!(first.issue(coupon, 1).await.1["code"], "ALREADY_ISSUED", "a holder is told so");
+    for customer in 10..40 {
+        assert_eq!(first.issue(coupon, customer).await.1["code"], "SOLD_OUT");
+    }
+    assert_eq!(script_calls(&first).await, calls, "31 refusals without an issue-script call");
+    assert_eq!(until_answered_from_memory(&second, coupon, 3).await["code"], "SOLD_OUT");
+
+    // A unit back in stock through the first replica: it issues at once.
+    let revoke = json!({"reason": "fraud", "returnToStock": true});
+    let (status, body) = first.delete_admin(&format!("/api/v1/customers/1/coupons/{coupon}"), &revoke).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(first.issue(coupon, 50).await.0, StatusCode::CREATED, "the returned unit");
+    assert_eq!(until_answered_from_memory(&second, coupon, 51).await["code"], "SOLD_OUT", "sold out again");
+
+    // A raise through the first replica: from its answer on, the second
+    // replica, which remembered the coupon sold out, issues the new unit.
+    let (status, body) = first.patch_admin(&format!("/api/v1/coupons/{coupon}"), &json!({"totalQuantity": 3})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(second.issue(coupon, 52).await.0, StatusCode::CREATED, "the added unit, on the other replica");
+    assert_eq!(until_answered_from_memory(&second, coupon, 53).await["code"], "SOLD_OUT");
+
+    // So with a pause, answered before sold out as the script answers.
+    let (status, body) = first.post_admin(&format!("/api/v1/coupons/{coupon}/pause"), &json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(second.issue(coupon, 53).await.1["code"], "PAUSED");
+    second.stop().await;
+    first.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_coupon_not_started_is_refused_from_memory_until_its_start_by_the_redis_clock() {
+    let iso = Isolation::new().await;
+    let app = TestApp::spawn(iso.settings()).await;
+    let now = time::OffsetDateTime::now_utc();
+    let coupon = app.create_coupon(1, now + time::Duration::seconds(3), now + time::Duration::hours(1)).await;
+    assert_eq!(app.issue(coupon, 1).await.1["code"], "NOT_STARTED");
+    assert_eq!(until_answered_from_memory(&app, coupon, 1).await["code"], "NOT_STARTED");
+    wait_until("the start", Duration::from_secs(30), || async {
+        (app.issue(coupon, 1).await.0 == StatusCode::CREATED).then_some(())
+    })
+    .await;
+    app.stop().await;
+}
