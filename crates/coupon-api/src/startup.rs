@@ -50,7 +50,9 @@ use crate::store::CouponStore;
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// In sentinel mode, how often the sentinels are asked which node is the
-/// primary (coupon_infra::redis::SharedRedis::follow_primary).
+/// primary (coupon_infra::redis::SharedRedis::follow_primary); in cluster
+/// mode, how often the replicas are cleared of the issue script
+/// (crate::store::incarnation::Incarnations::keep_off_replicas).
 const PRIMARY_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 pub struct Application {
@@ -158,24 +160,32 @@ impl Application {
     /// producer. If the HTTP server, the relay or the recovery ends before
     /// that, the service cannot do its work: it stops the others and returns
     /// the error, so the process exits non-zero and is restarted.
+    /// The tasks that follow which Redis nodes may be trusted, and what this
+    /// replica remembers of its coupons, until `stop`.
+    fn watch_redis(&self, stop: &CancellationToken) {
+        let store = self.state.store.clone();
+        let follow = stop.clone();
+        let unpromotable = self.state.metrics.redis_unpromotable_replicas.clone();
+        let counted = move |count: u32| unpromotable.set(i64::from(count));
+        tokio::spawn(async move { store.redis().follow_primary(PRIMARY_CHECK_INTERVAL, counted, follow).await });
+        let (incarnations, scrub) = (self.recovery.incarnations.clone(), stop.clone());
+        tokio::spawn(async move { incarnations.keep_off_replicas(PRIMARY_CHECK_INTERVAL, scrub).await });
+        if let Some(memory) = &self.state.issuance.memory {
+            tokio::spawn(memory.clone().run(stop.clone()));
+        }
+    }
+
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let addr = self.local_addr();
         let stop = CancellationToken::new();
+        self.watch_redis(&stop);
         // Stopped last, after the producer flush has delivered what it can.
         let stop_acks = CancellationToken::new();
         let acknowledger = tokio::spawn(self.acknowledger.run(stop_acks.clone()));
         tokio::spawn(self.state.limits.clone().clean_up(stop.clone()));
         // Its last flush runs once requests have stopped.
         let stats = tokio::spawn(self.state.stats.clone().run(stop.clone()));
-        let store = self.state.store.clone();
-        let follow = stop.clone();
-        let unpromotable = self.state.metrics.redis_unpromotable_replicas.clone();
-        let counted = move |count: u32| unpromotable.set(i64::from(count));
-        tokio::spawn(async move { store.redis().follow_primary(PRIMARY_CHECK_INTERVAL, counted, follow).await });
         let issuance = &self.state.issuance;
-        if let Some(memory) = &issuance.memory {
-            tokio::spawn(memory.clone().run(stop.clone()));
-        }
         let mut essential = Essential::default();
         essential.spawn("the relay heartbeat", issuance.watchlist.clone().run(stop.clone()));
         let relay = Relay {

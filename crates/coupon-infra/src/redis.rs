@@ -33,7 +33,7 @@ use futures::future::try_join_all;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
+use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo, SingleNodeRoutingInfo};
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{
     AsyncConnectionConfig, ClientTlsConfig, Cmd, ConnectionAddr, ConnectionInfo, ErrorKind, FromRedisValue,
@@ -352,6 +352,43 @@ impl SharedRedis {
         self.observe(&link, result)
     }
 
+    /// In cluster mode, empties the script cache of every replica that holds
+    /// the script `sha`; returns their addresses. A master demoted in place
+    /// (a manual failover, or one that rejoins as its successor's replica)
+    /// keeps its scripts, and a replica holding the incarnation marker would,
+    /// once promoted again, pass for the master it replaced. A replica runs
+    /// no script of ours, so flushing its cache costs nothing. Returns at once
+    /// in the other modes, where the recorded incarnation covers this.
+    pub async fn flush_script_from_replicas(&self, sha: &str) -> RedisResult<Vec<String>> {
+        if !self.is_cluster() {
+            return Ok(Vec::new());
+        }
+        let link = self.link().await?;
+        let Connection::Cluster(mut conn) = link.conn.clone() else { return Ok(Vec::new()) };
+        // The cluster's own view, asked anew each time: the client's map of
+        // nodes is refreshed only when a command meets a redirection.
+        let slots = conn
+            .route_command(
+                redis::cmd("CLUSTER").arg("SLOTS").to_owned(),
+                RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+            )
+            .await;
+        let slots = self.observe(&link, slots)?;
+        let mut flushed = Vec::new();
+        for (host, port) in replicas_in_slots(&slots) {
+            let at = || RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host: host.clone(), port });
+            let role = conn.route_command(redis::cmd("ROLE").to_owned(), at()).await?;
+            let exists = conn.route_command(redis::cmd("SCRIPT").arg("EXISTS").arg(sha).to_owned(), at()).await?;
+            let is_replica = matches!(&role, Value::Array(fields) if fields.first().is_some_and(is_replica_role));
+            let holds = matches!(&exists, Value::Array(answers) if answers.first() == Some(&Value::Int(1)));
+            if is_replica && holds {
+                conn.route_command(redis::cmd("SCRIPT").arg("FLUSH").to_owned(), at()).await?;
+                flushed.push(format!("{host}:{port}"));
+            }
+        }
+        Ok(flushed)
+    }
+
     /// Sends the commands concurrently, each on its own: the multiplexed
     /// connection pipelines them, and in cluster mode each goes to its slot's
     /// node (a pipeline must stay within one slot there). Answers in order.
@@ -498,6 +535,32 @@ impl Access {
         }
         builder.build().context("redis.url (sentinel URLs)")
     }
+}
+
+/// The replicas `CLUSTER SLOTS` lists (each range: start, end, the master,
+/// then its replicas, each `[host, port, id, …]`), once each.
+fn replicas_in_slots(slots: &Value) -> Vec<(String, u16)> {
+    let Value::Array(ranges) = slots else { return Vec::new() };
+    let mut replicas = Vec::new();
+    for range in ranges {
+        let Value::Array(fields) = range else { continue };
+        for node in fields.iter().skip(3) {
+            let Value::Array(node) = node else { continue };
+            if let [Value::BulkString(host), Value::Int(port), ..] = node.as_slice() {
+                let host = String::from_utf8_lossy(host).into_owned();
+                if let Ok(port) = u16::try_from(*port) {
+                    if !replicas.contains(&(host.clone(), port)) {
+                        replicas.push((host, port));
+                    }
+                }
+            }
+        }
+    }
+    replicas
+}
+
+fn is_replica_role(role: &Value) -> bool {
+    matches!(role, Value::BulkString(role) if role.as_slice() == b"slave")
 }
 
 /// Whether the sentinels would promote this replica (an entry of `SENTINEL

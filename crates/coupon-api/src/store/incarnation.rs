@@ -14,15 +14,19 @@
 //! therefore also records the incarnation it trusted (`run_id:master_replid`,
 //! `trusted.lua`/`trust.lua`); a promotion makes a new replication id, and a
 //! connection is used for issuance only once its server proved to be that
-//! incarnation ([`Incarnations::proven`]). (In cluster mode this record lives
-//! on the node of the system keys' slot only; the other masters have the
-//! script cache alone.)
+//! incarnation ([`Incarnations::proven`]). In cluster mode this record lives
+//! on the node of the system keys' slot only, so every replica is instead
+//! kept clear of the script ([`Incarnations::keep_off_replicas`]): a master
+//! demoted in place loses it within a second, and a failback to it finds no
+//! script, as a restart does.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use coupon_infra::redis::Link;
 use redis::Script;
+use tokio_util::sync::CancellationToken;
 
 use super::{CouponStore, RedisUnavailable};
 
@@ -91,6 +95,29 @@ impl Incarnations {
             self.verified.fetch_max(link.generation, Ordering::AcqRel);
         }
         Ok(proven)
+    }
+
+    /// In cluster mode, every `every` until `stop`, takes the issue script
+    /// off any replica that holds it (a master demoted in place keeps its
+    /// scripts). Returns at once in the other modes.
+    pub async fn keep_off_replicas(&self, every: Duration, stop: CancellationToken) {
+        let redis = self.store.redis();
+        if !redis.is_cluster() {
+            return;
+        }
+        loop {
+            match redis.flush_script_from_replicas(&self.marker_sha).await {
+                Ok(flushed) if !flushed.is_empty() => {
+                    tracing::warn!(replicas = ?flushed, "took the issue script off replicas that were masters")
+                }
+                Ok(_) => {}
+                Err(err) => tracing::debug!(error = %err, "could not look for the issue script on the replicas"),
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
     }
 
     /// The Redis that answers now: which incarnation, and whether it has not

@@ -74,6 +74,75 @@ async fn issues_on_every_shard_and_rebuilds_after_a_master_failover() {
     app.stop().await;
 }
 
+/// Issue 32, point 1 in cluster mode: a master demoted in place (a manual
+/// failover) keeps its script cache, so a failback to it would pass for the
+/// master it replaced. coupon-api takes the issue script off replicas: once
+/// demoted, the former master loses it, and the failback is noticed as a new
+/// incarnation, fenced and rebuilt like any other.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_master_demoted_in_place_loses_the_issue_script_and_its_failback_is_rebuilt() {
+    let iso = Isolation::new().await;
+    let mut cluster = RedisCluster::start("api-test cluster failback", 3, 1).await.expect("a Redis Cluster");
+    let mut settings = iso.settings();
+    settings.redis.mode = RedisMode::Cluster;
+    settings.redis.url = cluster.seeds();
+    settings.recovery.sync_interval = Duration::from_millis(200);
+    let app = TestApp::spawn(settings).await;
+    let writer = iso.start_writer().await;
+    let coupon = app.open_coupon(3).await;
+    assert_eq!(app.issue(coupon, 1).await.0, StatusCode::CREATED);
+    let issue_sha = redis::Script::new(&issue_script(&iso.key_prefix)).get_hash().to_string();
+    let holds_script = |url: String| {
+        let sha = issue_sha.clone();
+        async move {
+            let exists: Vec<bool> = query(&url, redis::cmd("SCRIPT").arg("EXISTS").arg(&sha)).await.expect("EXISTS");
+            exists == [true]
+        }
+    };
+
+    let meta = format!("{}coupon:{{{coupon}}}:meta", iso.key_prefix);
+    let mut failed_over = 0.0;
+    for failover in ["to the replica", "back to the former master"] {
+        let master = cluster.master_of(&meta).await.expect("the coupon's master");
+        let (master_url, master_port) = (master.url(), master.port());
+        let mut replica = None;
+        for url in cluster.replica_urls().await.expect("the replicas") {
+            let role: Vec<redis::Value> = query(&url, &redis::cmd("ROLE")).await.expect("ROLE");
+            if role.get(2) == Some(&redis::Value::Int(i64::from(master_port))) {
+                replica = Some(url);
+            }
+        }
+        let replica = replica.expect("the master's replica");
+        assert!(holds_script(master_url.clone()).await, "the master has the script before the failover {failover}");
+        let _: String = query(&replica, redis::cmd("CLUSTER").arg("FAILOVER")).await.expect("CLUSTER FAILOVER");
+        wait_until("the promoted replica to hold the slot", Duration::from_secs(60), || {
+            let (cluster, meta) = (&cluster, &meta);
+            async move { cluster.master_port_of(meta).await.ok().filter(|port| *port != master_port) }
+        })
+        .await;
+        cluster.wait_ok(Duration::from_secs(60)).await.expect("the cluster is ok again");
+        wait_until("coupon-api to take the script off the demoted master", Duration::from_secs(30), || {
+            let url = master_url.clone();
+            async { (!holds_script(url).await).then_some(()) }
+        })
+        .await;
+        let status = wait_until("issuance on the coupon again", Duration::from_secs(60), || async {
+            let (status, _) = app.issue(coupon, 1).await;
+            (status != StatusCode::SERVICE_UNAVAILABLE).then_some(status)
+        })
+        .await;
+        assert_eq!(status, StatusCode::CONFLICT, "customer 1 still holds it after the failover {failover}");
+        let noticed = app.metric("coupon_redis_new_incarnations_total").await;
+        assert!(noticed > failed_over, "the failover {failover} was noticed as a new incarnation");
+        failed_over = noticed;
+    }
+    assert_eq!(app.issue(coupon, 2).await.0, StatusCode::CREATED);
+    assert_eq!(app.issue(coupon, 3).await.0, StatusCode::CREATED);
+    assert_eq!(app.issue(coupon, 4).await.1["code"], "SOLD_OUT", "the stock survives both failovers");
+    writer.stop().await;
+    app.stop().await;
+}
+
 /// In cluster mode too, a lost reply is never retried by the client (a
 /// retry would answer ALREADY_ISSUED for a first attempt that issued): the
 /// customer is told `503 UNCONFIRMED`, and the issuance is relayed and
