@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # `make bench-hot`: one hot coupon. What merged issue-script calls
 # (COUPON__ISSUE__MAX_BATCH, default 256) and refusals answered from memory
-# (COUPON__ISSUE__MEMORY_CHECK_MS, default 100; 0 is off) change: a call per
-# request and no memory, merged calls alone, and both, on a drop of
-# DROP_CUSTOMERS distinct customers (100,000) on a coupon of DROP_STOCK
-# (10,000), as fast as coupon-loadgen sends, ROUNDS times each, alternating,
+# (COUPON__ISSUE__MEMORY_CHECK_MS, default 100; 0 is off) change, each on
+# and off, on a drop of DROP_CUSTOMERS distinct customers (100,000) on a
+# coupon of DROP_STOCK (10,000), as fast as coupon-loadgen sends, ROUNDS
+# times each, alternating,
 # on one machine in one run; then the script's own ceiling
 # (scripts/bench-script-batches.sh). Reports requests/s, latency, Redis
 # commands per request (INFO commandstats) and the CPU seconds of Redis and
@@ -55,11 +55,11 @@ drop() { # max_batch memory_check_ms round
         'BEGIN { printf "| %d | %s | %d | %s | %s | %s | %s | %s | %.3f | %.2f | %.2f | %.2f |\n", b, m, r, so, all, rate, p50, p99, k / n, c / n, rs, as }'
 }
 
-echo "== drop: $DROP_CUSTOMERS customers, stock $DROP_STOCK: a call per request, merged calls (256), merged calls and memory"
+echo "== drop: $DROP_CUSTOMERS customers, stock $DROP_STOCK: merged calls (max batch 256, or 1: a call per request) and memory, each on and off"
 echo "| max batch | memory | round | sold out after s | all answered after s | requests/s | p50 ms | p99 ms | script calls per request | Redis commands per request (scripts' included) | Redis CPU s | coupon-api CPU s |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
 for ((round = 1; round <= ROUNDS; round++)); do
-    for setting in "1 0" "256 0" "256 100"; do
+    for setting in "1 0" "1 100" "256 0" "256 100"; do
         # shellcheck disable=SC2086 # two words: max batch, memory check
         drop $setting "$round"
     done
