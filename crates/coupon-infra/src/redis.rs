@@ -224,9 +224,8 @@ impl SharedRedis {
     /// `stop`. A partition may cut the sentinels off from the old primary and
     /// not this process: the connection never fails, and without this it
     /// would go on writing to a primary the sentinels replaced. Each round
-    /// also counts the replicas they would not promote. Returns at once in
-    /// the other modes.
-    /// `counted` hears each count.
+    /// also counts the replicas they would not promote, and tells `counted`.
+    /// Returns at once in the other modes.
     pub async fn follow_primary(&self, every: Duration, counted: impl Fn(u32), stop: CancellationToken) {
         let Target::Sentinel(sentinels) = &self.target else { return };
         loop {
@@ -454,7 +453,11 @@ impl Access {
     }
 
     fn client(&self, url: &str) -> RedisResult<redis::Client> {
-        let info = self.info(url)?;
+        self.open(self.info(url)?)
+    }
+
+    /// A client of the node `info` names, over TLS when the settings say so.
+    fn open(&self, info: ConnectionInfo) -> RedisResult<redis::Client> {
         match &self.certificates {
             Some(certificates) => redis::Client::build_with_tls(info, certificates.clone()),
             None => redis::Client::open(info),
@@ -485,12 +488,7 @@ impl Access {
         if let Some(password) = &settings.sentinel_password {
             redis = redis.set_password(password.expose_secret());
         }
-        let info = info.set_redis_settings(redis);
-        let client = match &self.certificates {
-            Some(certificates) => redis::Client::build_with_tls(info, certificates.clone()),
-            None => redis::Client::open(info),
-        };
-        client.context("redis.url (sentinel URLs)")
+        self.open(info.set_redis_settings(redis)).context("redis.url (sentinel URLs)")
     }
 
     /// Sentinels and the data nodes they name share the scheme (TLS or not)

@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use coupon_api::config::Settings;
 use coupon_api::issuance::issuer::issue_script;
 use coupon_infra::settings::RedisMode;
 use coupon_testkit::redis_node::{query, RedisCluster};
@@ -14,13 +15,20 @@ use serde_json::json;
 
 use crate::harness::{issue_while_redis_stalls, Isolation, TestApp};
 
-#[tokio::test(flavor = "multi_thread")]
-async fn issues_on_every_shard_and_rebuilds_after_a_master_failover() {
-    let iso = Isolation::new().await;
-    let mut cluster = RedisCluster::start("api-test cluster", 3, 1).await.expect("a Redis Cluster");
+/// A Redis Cluster of the test's own, three masters with `replicas` each,
+/// and settings in cluster mode that point at it.
+async fn own_cluster(iso: &Isolation, name: &str, replicas: usize) -> (RedisCluster, Settings) {
+    let cluster = RedisCluster::start(name, 3, replicas).await.expect("a Redis Cluster");
     let mut settings = iso.settings();
     settings.redis.mode = RedisMode::Cluster;
     settings.redis.url = cluster.seeds();
+    (cluster, settings)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn issues_on_every_shard_and_rebuilds_after_a_master_failover() {
+    let iso = Isolation::new().await;
+    let (mut cluster, mut settings) = own_cluster(&iso, "api-test cluster", 1).await;
     settings.recovery.sync_interval = Duration::from_millis(200);
     let app = TestApp::spawn(settings.clone()).await;
     let writer = iso.start_writer().await;
@@ -82,10 +90,7 @@ async fn issues_on_every_shard_and_rebuilds_after_a_master_failover() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_master_demoted_in_place_loses_the_issue_script_and_its_failback_is_rebuilt() {
     let iso = Isolation::new().await;
-    let mut cluster = RedisCluster::start("api-test cluster failback", 3, 1).await.expect("a Redis Cluster");
-    let mut settings = iso.settings();
-    settings.redis.mode = RedisMode::Cluster;
-    settings.redis.url = cluster.seeds();
+    let (mut cluster, mut settings) = own_cluster(&iso, "api-test cluster failback", 1).await;
     settings.recovery.sync_interval = Duration::from_millis(200);
     let app = TestApp::spawn(settings).await;
     let writer = iso.start_writer().await;
@@ -150,10 +155,7 @@ async fn a_master_demoted_in_place_loses_the_issue_script_and_its_failback_is_re
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lost_reply_on_a_cluster_is_unconfirmed_and_then_written() {
     let iso = Isolation::new().await;
-    let mut cluster = RedisCluster::start("api-test cluster lost reply", 3, 0).await.expect("a Redis Cluster");
-    let mut settings = iso.settings();
-    settings.redis.mode = RedisMode::Cluster;
-    settings.redis.url = cluster.seeds();
+    let (mut cluster, mut settings) = own_cluster(&iso, "api-test cluster lost reply", 0).await;
     settings.redis.timeout = Duration::from_secs(1);
     let app = TestApp::spawn(settings).await;
     let writer = iso.start_writer().await;
@@ -174,10 +176,7 @@ async fn a_lost_reply_on_a_cluster_is_unconfirmed_and_then_written() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_promotion_is_paused_changed_and_watched_on_every_shard() {
     let iso = Isolation::new().await;
-    let mut cluster = RedisCluster::start("api-test cluster controls", 3, 0).await.expect("a Redis Cluster");
-    let mut settings = iso.settings();
-    settings.redis.mode = RedisMode::Cluster;
-    settings.redis.url = cluster.seeds();
+    let (mut cluster, settings) = own_cluster(&iso, "api-test cluster controls", 0).await;
     let app = TestApp::spawn(settings).await;
 
     let mut masters = BTreeSet::new();
