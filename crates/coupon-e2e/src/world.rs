@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use coupon_domain::keys::CouponKeys;
+use coupon_domain::keys::{CouponKeys, SystemKeys};
 use coupon_domain::CouponUsageEvent;
 use coupon_infra::auth::Signer;
 use coupon_infra::db::PgPool;
@@ -351,11 +351,21 @@ impl World {
     /// The port of the Redis Cluster master that holds `coupon`'s keys now,
     /// as the first seed node that answers sees it.
     pub async fn master_port(&self, coupon: i64) -> anyhow::Result<u16> {
-        let RedisTarget::Cluster { seeds } = &self.redis else { bail!("not a Redis Cluster: {:?}", self.redis) };
         let keys = CouponKeys::new(&self.key_prefix, coupon_domain::CouponId::new(coupon)?);
+        self.master_port_of(&keys.stock).await
+    }
+
+    /// The port of the master that holds the keys the system shares over its
+    /// coupons (the incarnation record among them).
+    pub async fn system_master_port(&self) -> anyhow::Result<u16> {
+        self.master_port_of(&SystemKeys::new(&self.key_prefix).index()).await
+    }
+
+    async fn master_port_of(&self, key: &str) -> anyhow::Result<u16> {
+        let RedisTarget::Cluster { seeds } = &self.redis else { bail!("not a Redis Cluster: {:?}", self.redis) };
         let mut last_error = anyhow::anyhow!("no seed node");
         for seed in seeds {
-            match redis_node::master_port_of(seed, &keys.stock).await {
+            match redis_node::master_port_of(seed, key).await {
                 Ok(port) => return Ok(port),
                 Err(err) => last_error = err,
             }

@@ -19,8 +19,12 @@ use std::time::{Duration, Instant};
 use coupon_e2e::process::Service;
 use coupon_e2e::stack::{self, ClusterNode};
 use coupon_e2e::world::{reached, Stack, World};
-use coupon_loadgen::spike::Spike;
-use coupon_testkit::redis_node::stall;
+use coupon_loadgen::spike::{self, Spike};
+use coupon_testkit::netfault::LinkCut;
+use coupon_testkit::poll_until;
+use coupon_testkit::redis_node::{
+    query, replica_link_ports, replica_port_of, replication_offset, stall, wait_replica_of,
+};
 
 /// Masters of the cluster stack: one coupon lands on each.
 const MASTERS: usize = 3;
@@ -28,6 +32,11 @@ const MASTERS: usize = 3;
 /// The second wave's customers, after a Redis fault, start here: none of
 /// the first spike's.
 const SECOND_WAVE_FIRST_CUSTOMER: i64 = 1_000_000;
+
+/// Customers served by a master between two failovers start here, and those
+/// issued behind a cut replication link here: none of the others.
+const BETWEEN_FAILOVERS_FIRST_CUSTOMER: i64 = 2_000_000;
+const BEHIND_THE_CUT_FIRST_CUSTOMER: i64 = 3_000_000;
 
 /// Distinct customers per coupon.
 fn customers() -> u64 {
@@ -86,6 +95,20 @@ impl Cluster {
             assert_eq!(verdict.rows, stock() as i64, "coupon {coupon} sells out exactly");
         }
     }
+}
+
+/// The URL of the cluster stack's node on `port`.
+fn node_url(port: u16) -> String {
+    format!("redis://127.0.0.1:{port}")
+}
+
+/// Waits until the node on `port` is the master of `coupon`'s slot.
+async fn wait_master(world: &World, coupon: i64, port: u16) {
+    poll_until(&format!("port {port} to hold coupon {coupon}'s slot"), Duration::from_secs(60), || async {
+        Ok(world.master_port(coupon).await.ok().filter(|master| *master == port))
+    })
+    .await
+    .expect("the promotion");
 }
 
 /// Creates coupons until each master holds one; the others stay unused.
@@ -203,5 +226,74 @@ async fn c4_api_replica_killed() {
             world.start_api_replica(1).await
         })
         .await;
+    cluster.verify(&spike).await;
+}
+
+/// Failback to a former master that lagged (issue 32, P2). Once a tenth of
+/// a half-size spike is answered, a coupon's master A hands its slots
+/// to its replica B (`CLUSTER FAILOVER`) and rejoins as B's replica; a
+/// demoted master keeps its script cache. B serves new customers; then B's
+/// stream to A is cut (nftables drops B's packets on A's link, so neither
+/// side notices) while more are issued on B: those units exist only on B and
+/// in Kafka. B is SIGKILLed and the cluster promotes A, which never received
+/// them. A is not the master of the system's keys, where coupon-api records
+/// the incarnation it trusted, so only the issue script tells: coupon-api
+/// takes it off every replica, A answers NOSCRIPT once promoted, every open
+/// coupon is fenced and rebuilt from PostgreSQL, and B's units are never sold
+/// again.
+#[tokio::test(flavor = "multi_thread")]
+async fn c6_failback_to_a_former_master_that_lagged() {
+    let cluster = Cluster::start("c6 cluster failback to a former master that lagged").await;
+    let world = &cluster.world;
+    let system = world.system_master_port().await.expect("the system keys' master");
+    let mut coupon = None;
+    for candidate in &cluster.coupons {
+        let master = world.master_port(*candidate).await.expect("a coupon's master");
+        if master != system {
+            coupon = Some((*candidate, master));
+        }
+    }
+    let (coupon, a) = coupon.expect("a coupon on another master than the system's");
+    let b = replica_port_of(&node_url(a), a).await.expect("A's replica");
+    let switchover = |_| async move {
+        let _: String = query(&node_url(b), redis::cmd("CLUSTER").arg("FAILOVER")).await.expect("CLUSTER FAILOVER");
+        wait_master(world, coupon, b).await;
+        wait_replica_of(&node_url(a), b, Duration::from_secs(60)).await.expect("A becomes B's replica");
+    };
+    // Half the customers: stock is left for B to issue behind the cut.
+    let (mut spike, ()) = world.spike_with_fault(&cluster.coupons, customers() / 2, requests() / 10, switchover).await;
+    let served = world
+        .wave_until_served(&cluster.coupons, BETWEEN_FAILOVERS_FIRST_CUSTOMER, 50, Duration::from_secs(180))
+        .await
+        .expect("B serves after the switchover");
+    spike.answers.extend(served.answers);
+
+    let (behind_the_cut, killed) = world
+        .fault(async {
+            let links = replica_link_ports(&node_url(b)).await.expect("B's replica links");
+            assert_eq!(links.len(), 1, "A is B's one replica: {links:?}");
+            let cut = LinkCut::one_way(b, links[0]).expect("cutting B's stream to A");
+            let plan = spike::plan(&cluster.coupons, customers() / 10, BEHIND_THE_CUT_FIRST_CUSTOMER, 0.0);
+            let wave = spike::run(&world.api, plan, 128, Arc::default()).await;
+            let offset_a = replication_offset(&node_url(a)).await.expect("A's offset");
+            let offset_b = replication_offset(&node_url(b)).await.expect("B's offset");
+            eprintln!("while cut: {:?}; A at offset {offset_a}, B at {offset_b}", wave.by_outcome());
+            assert!(offset_a < offset_b, "A lags behind B ({offset_a} < {offset_b})");
+            let killed = stack::kill(ClusterNode::Redis(b)).await.expect("killing B");
+            wait_master(world, coupon, a).await;
+            cut.heal();
+            (wave, killed)
+        })
+        .await;
+    let issued_on_b = behind_the_cut.issued().filter(|answer| answer.attempt.coupon == coupon).count();
+    eprintln!("B issued {issued_on_b} units that A never received");
+    assert!(issued_on_b > 0, "B issued while its stream to A was cut");
+    spike.answers.extend(behind_the_cut.answers);
+    killed.start().await.expect("B rejoins as A's replica");
+    let wave = world
+        .wave_until_served(&cluster.coupons, SECOND_WAVE_FIRST_CUSTOMER, customers(), Duration::from_secs(180))
+        .await
+        .expect("issuance resumes after the failback");
+    spike.answers.extend(wave.answers);
     cluster.verify(&spike).await;
 }

@@ -290,18 +290,7 @@ impl RedisNode {
 
     /// Waits until this server replicates the one on `primary` with its link up.
     pub async fn wait_replica_of(&self, primary: u16, timeout: Duration) -> anyhow::Result<()> {
-        poll_until(
-            &format!("{} a replica of port {primary} with its link up", self.url()),
-            timeout,
-            move || async move {
-                let info = self.info("replication").await?;
-                Ok((info.get::<String>("role").as_deref() == Some("slave")
-                    && info.get::<u16>("master_port") == Some(primary)
-                    && info.get::<String>("master_link_status").as_deref() == Some("up"))
-                .then_some(()))
-            },
-        )
-        .await
+        wait_replica_of(&self.url(), primary, timeout).await
     }
 
     /// `CONFIG SET name value`.
@@ -314,23 +303,45 @@ impl RedisNode {
     /// primary lists its replica clients: what a [`crate::netfault::LinkCut`]
     /// from this server's port to one of them cuts.
     pub async fn replica_link_ports(&self) -> anyhow::Result<Vec<u16>> {
-        let clients: String = query(&self.url(), redis::cmd("CLIENT").arg("LIST").arg("TYPE").arg("replica")).await?;
-        clients
-            .lines()
-            .filter_map(|line| line.split(' ').find_map(|field| field.strip_prefix("addr=")))
-            .map(|addr| {
-                let port = addr.rsplit_once(':').map(|(_, port)| port).unwrap_or_default();
-                port.parse().with_context(|| format!("a replica client's address {addr}"))
-            })
-            .collect()
+        replica_link_ports(&self.url()).await
     }
 
     /// Its replication offset: how much of the stream it has written (a
     /// primary) or received (a replica).
     pub async fn replication_offset(&self) -> anyhow::Result<u64> {
-        let info = self.info("replication").await?;
-        info.get::<u64>("master_repl_offset").context("INFO replication without master_repl_offset")
+        replication_offset(&self.url()).await
     }
+}
+
+/// [`RedisNode::wait_replica_of`] for the server at `url`.
+pub async fn wait_replica_of(url: &str, primary: u16, timeout: Duration) -> anyhow::Result<()> {
+    poll_until(&format!("{url} a replica of port {primary} with its link up"), timeout, move || async move {
+        let info: InfoDict = query(url, redis::cmd("INFO").arg("replication")).await?;
+        Ok((info.get::<String>("role").as_deref() == Some("slave")
+            && info.get::<u16>("master_port") == Some(primary)
+            && info.get::<String>("master_link_status").as_deref() == Some("up"))
+        .then_some(()))
+    })
+    .await
+}
+
+/// [`RedisNode::replica_link_ports`] of the server at `url`.
+pub async fn replica_link_ports(url: &str) -> anyhow::Result<Vec<u16>> {
+    let clients: String = query(url, redis::cmd("CLIENT").arg("LIST").arg("TYPE").arg("replica")).await?;
+    clients
+        .lines()
+        .filter_map(|line| line.split(' ').find_map(|field| field.strip_prefix("addr=")))
+        .map(|addr| {
+            let port = addr.rsplit_once(':').map(|(_, port)| port).unwrap_or_default();
+            port.parse().with_context(|| format!("a replica client's address {addr}"))
+        })
+        .collect()
+}
+
+/// [`RedisNode::replication_offset`] of the server at `url`.
+pub async fn replication_offset(url: &str) -> anyhow::Result<u64> {
+    let info: InfoDict = query(url, redis::cmd("INFO").arg("replication")).await?;
+    info.get::<u64>("master_repl_offset").context("INFO replication without master_repl_offset")
 }
 
 impl Drop for RedisNode {
@@ -624,6 +635,21 @@ pub async fn master_port_of(url: &str, key: &str) -> anyhow::Result<u16> {
         .find(|node| node.is_live_master() && node.serves(slot))
         .and_then(|node| node.port())
         .with_context(|| format!("no master serves slot {slot}"))
+}
+
+/// The port of a live replica of the master on `master_port`, as the cluster
+/// node at `url` sees it.
+pub async fn replica_port_of(url: &str, master_port: u16) -> anyhow::Result<u16> {
+    let nodes: String = query(url, redis::cmd("CLUSTER").arg("NODES")).await?;
+    let nodes: Vec<ClusterNode> = nodes.lines().map(ClusterNode::parse).collect();
+    let master = nodes.iter().find(|node| node.port() == Some(master_port)).context("no such node")?;
+    let id = master.fields.first().context("a node without an id")?;
+    nodes
+        .iter()
+        .filter(|node| node.fields.get(2).is_some_and(|flags| flags.contains("slave") && !flags.contains("fail")))
+        .find(|node| node.fields.get(3) == Some(id))
+        .and_then(ClusterNode::port)
+        .with_context(|| format!("port {master_port} has no live replica"))
 }
 
 /// The URLs of the masters that hold slots, as the cluster node at `url` sees it.
