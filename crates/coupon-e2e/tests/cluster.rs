@@ -295,5 +295,85 @@ async fn c6_failback_to_a_former_master_that_lagged() {
         .await
         .expect("issuance resumes after the failback");
     spike.answers.extend(wave.answers);
+    world.resolve_unconfirmed(&spike, Duration::from_secs(60)).await.expect("every unconfirmed resolves");
     cluster.verify(&spike).await;
+}
+
+/// Clock skew on the cluster (issue 32, P4): both coupon-api replicas run 5 s
+/// ahead of Redis (under `faketime`). A coupon's master A issues half its
+/// stock, then its stream to its replica B is cut and A issues the other
+/// half: B lacks it. 2.5 s before the coupon's end, by Redis's clock, A is
+/// SIGKILLed and B forced to take over (`CLUSTER FAILOVER FORCE`): a rollback.
+/// By the API's clock the coupon has ended, by Redis's, which the issue
+/// script judges by, it is open. The recovery picks the coupons to fence by
+/// Redis's clock, so the coupon is fenced and rebuilt and nothing is sold
+/// again from the rolled-back state; by the API's clock it would be left
+/// unfenced and sell the forgotten half until its end. After the end a new
+/// customer is told `EXPIRED`.
+#[tokio::test(flavor = "multi_thread")]
+async fn c7_api_clocks_ahead_and_a_master_rolled_back_near_a_coupons_end() {
+    const STOCK: u64 = 200;
+    const SKEW: Duration = Duration::from_secs(5);
+    /// The recovery's allowance between the clocks of a cluster's nodes.
+    const CLOCK_MARGIN: Duration = Duration::from_secs(2);
+    let name = "c7 cluster API clocks 5 s ahead, a master rolled back near the end";
+    let mut world = World::on(name, Stack::Cluster { api_replicas: 2 }).await;
+    world.api_clock_offset = Some(format!("+{}", SKEW.as_secs()));
+    let _apis = world.start_apis().await;
+    let _writer = world.start_writer(1).await;
+    let lasting = Duration::from_secs(14);
+    let ends = Instant::now() + lasting;
+    let coupon = world.api.create_coupon_for(&world.name, STOCK, lasting).await.expect("a coupon");
+    let a = world.master_port(coupon).await.expect("the coupon's master");
+    let b = replica_port_of(&node_url(a), a).await.expect("A's replica");
+    let wave = |first: i64, customers: u64| {
+        spike::run(&world.api, spike::plan(&[coupon], customers, first, 0.0), 64, Arc::default())
+    };
+
+    // Half the stock on A and B, then the other half on A alone.
+    let mut answers = wave(1, STOCK / 2).await;
+    poll_until("B to have A's whole stream", Duration::from_secs(30), || async {
+        let (on_a, on_b) = (replication_offset(&node_url(a)).await?, replication_offset(&node_url(b)).await?);
+        Ok((on_a == on_b).then_some(()))
+    })
+    .await
+    .expect("B caught up");
+    let links = replica_link_ports(&node_url(a)).await.expect("A's replica links");
+    assert_eq!(links.len(), 1, "B is A's one replica: {links:?}");
+    let cut = LinkCut::one_way(a, links[0]).expect("cutting A's stream to B");
+    answers.answers.extend(wave(STOCK as i64 / 2 + 1, STOCK / 2).await.answers);
+    let issued = answers.issued().count() as u64;
+    assert_eq!(issued, STOCK, "sold out before the rollback");
+
+    // The API's clock passed the end by more than the 2 s the recovery
+    // allows between the clocks of a cluster's nodes; Redis's has 2.5 s to go.
+    tokio::time::sleep_until((ends - SKEW + CLOCK_MARGIN + Duration::from_millis(500)).into()).await;
+    let killed = stack::kill(ClusterNode::Redis(a)).await.expect("killing A");
+    let _: String =
+        query(&node_url(b), redis::cmd("CLUSTER").arg("FAILOVER").arg("FORCE")).await.expect("CLUSTER FAILOVER FORCE");
+    wait_master(&world, coupon, b).await;
+    let left = ends.saturating_duration_since(Instant::now());
+    eprintln!("B took over with {:.1} s left before the end by Redis's clock", left.as_secs_f64());
+    assert!(left > Duration::from_millis(500), "B took over in time to sell again from the rolled-back state");
+    cut.heal();
+    let after = world
+        .wave_until_served(&[coupon], SECOND_WAVE_FIRST_CUSTOMER, STOCK, Duration::from_secs(120))
+        .await
+        .expect("answers after the rollback");
+    eprintln!("after the rollback: {:?}", after.by_outcome());
+    let sold_again = after.issued().count();
+    assert_eq!(sold_again, 0, "nothing is sold again from the rolled-back state");
+    answers.answers.extend(after.answers);
+
+    tokio::time::sleep_until((ends + Duration::from_secs(1)).into()).await;
+    let late = world
+        .wave_until_served(&[coupon], 2 * SECOND_WAVE_FIRST_CUSTOMER, 1, Duration::from_secs(60))
+        .await
+        .expect("an answer after the end");
+    let last = late.answers.last().and_then(|a| a.code.clone());
+    assert_eq!(last.as_deref(), Some("EXPIRED"), "a customer after the end is told EXPIRED");
+    answers.answers.extend(late.answers);
+    world.resolve_unconfirmed(&answers, Duration::from_secs(60)).await.expect("every unconfirmed resolves");
+    killed.start().await.expect("A rejoins as B's replica");
+    world.verify(&[coupon], STOCK as i64, &answers).await;
 }
