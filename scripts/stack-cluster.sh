@@ -10,8 +10,9 @@
 #   scripts/stack-cluster.sh kill-redis PORT|start-redis PORT|kill-kafka N|start-kafka N
 #
 # Redis nodes on 7001-7006 (cluster bus 17001-17006); Kafka node N (1-3) serves
-# clients on 9N92 and its controller on 9N93. kill-* SIGKILLs one node, start-*
-# starts it again and waits as `up` does.
+# clients on 9N92 and its controller on 9N93, and has a listener on 9N96 that
+# it advertises as 9N97, where e2e scenario c8 puts a proxy that slows it.
+# kill-* SIGKILLs one node, start-* starts it again and waits as `up` does.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -202,7 +203,8 @@ kafka_config() { # node
     # A controlled shutdown waits (up to 5 min) for the controller quorum to
     # approve it, which the last node of a full stop never gets: its two
     # fellow voters are gone. Without it a node still closes its logs cleanly.
-    kafka_node_config "$(kafka_dir "$n")" "$n" "$voters" "9${n}92" "9${n}93" 3 2 controlled.shutdown.enable=false
+    kafka_node_config --proxied "9${n}96" "9${n}97" \
+        "$(kafka_dir "$n")" "$n" "$voters" "9${n}92" "9${n}93" 3 2 controlled.shutdown.enable=false
 }
 
 kafka_start() { # node

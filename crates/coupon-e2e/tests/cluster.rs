@@ -10,7 +10,7 @@
 //! with `--test-threads=1` (see the Makefile). `E2E_CUSTOMERS` sets the spike
 //! size as in `scenarios.rs` (split over the three coupons here).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -18,13 +18,13 @@ use std::time::{Duration, Instant};
 
 use coupon_e2e::process::Service;
 use coupon_e2e::stack::{self, ClusterNode};
-use coupon_e2e::world::{reached, Stack, World};
+use coupon_e2e::world::{reached, RedisTarget, Stack, World};
 use coupon_loadgen::spike::{self, Spike};
-use coupon_testkit::netfault::LinkCut;
-use coupon_testkit::poll_until;
+use coupon_testkit::netfault::{LinkCut, SlowLink};
 use coupon_testkit::redis_node::{
-    query, replica_link_ports, replica_port_of, replication_offset, stall, wait_replica_of,
+    query, replica_link_ports, replica_port_of, replication_offset, stall, wait_replica_of, RedisCluster,
 };
+use coupon_testkit::{cluster_kafka_proxied_ports, poll_until};
 
 /// Masters of the cluster stack: one coupon lands on each.
 const MASTERS: usize = 3;
@@ -376,4 +376,68 @@ async fn c7_api_clocks_ahead_and_a_master_rolled_back_near_a_coupons_end() {
     world.resolve_unconfirmed(&answers, Duration::from_secs(60)).await.expect("every unconfirmed resolves");
     killed.start().await.expect("A rejoins as B's replica");
     world.verify(&[coupon], STOCK as i64, &answers).await;
+}
+
+/// Slow dependencies on the cluster (issue 32, P5): the services reach every
+/// Redis node (a cluster of the test's own, whose nodes announce the
+/// proxies' ports), PostgreSQL and every broker (each advertises a proxy on a
+/// listener of its own) through delaying proxies
+/// (coupon_testkit::netfault::SlowLink). Once a fifth of the spike is
+/// answered every round trip through them takes 200 ms longer for 30 s.
+/// Requests get slower and nothing else may change.
+#[tokio::test(flavor = "multi_thread")]
+async fn c8_slow_redis_postgres_and_kafka_links_mid_spike() {
+    const SLOW: Duration = Duration::from_secs(30);
+    let name = "c8 cluster Redis, PostgreSQL and Kafka 200 ms slower for 30 s";
+    let mut world = World::on(name, Stack::Cluster { api_replicas: 2 }).await;
+    let redis = RedisCluster::start("c8 cluster", MASTERS, 1).await.expect("a Redis Cluster of its own");
+    let mut links = Vec::new();
+    let mut announced = BTreeMap::new();
+    for port in redis.ports() {
+        let link = SlowLink::start(port).await.expect("a proxy before a Redis node");
+        announced.insert(port, link.port());
+        links.push(("Redis", link));
+    }
+    redis.announce(&announced).await.expect("the nodes announce their proxies");
+    let seeds = announced.values().map(|port| format!("redis://127.0.0.1:{port}")).collect();
+    world.redis = RedisTarget::Cluster { seeds };
+
+    let mut database = url::Url::parse(world.db.url()).expect("the database URL");
+    let to_postgres = SlowLink::start(database.port().expect("a port in the database URL")).await.expect("a proxy");
+    database.set_port(Some(to_postgres.port())).expect("a URL with a port");
+    world.overrides.insert("COUPON__DATABASE__URL".into(), database.to_string());
+    links.push(("PostgreSQL", to_postgres));
+
+    let mut brokers = Vec::new();
+    for (proxied, at) in cluster_kafka_proxied_ports() {
+        std::net::TcpStream::connect(("127.0.0.1", proxied)).unwrap_or_else(|err| {
+            panic!("no broker listener on {proxied} ({err}): restart the stack (make down-cluster up-cluster)")
+        });
+        links.push(("Kafka", SlowLink::start_at(at, proxied).await.expect("a proxy before a broker")));
+        brokers.push(format!("127.0.0.1:{at}"));
+    }
+    world.overrides.insert("COUPON__KAFKA__BROKERS".into(), brokers.join(","));
+
+    let apis = world.start_apis().await;
+    let mut writers = Vec::new();
+    for n in 1..=3 {
+        writers.push(world.start_writer(n).await);
+    }
+    let coupons = coupons_on_every_master(&world).await;
+    let cluster = Cluster { world, apis, _writers: writers, coupons };
+    let slow = |_| async {
+        for (_, link) in &links {
+            link.set_latency(Duration::from_millis(200));
+        }
+        tokio::time::sleep(SLOW).await;
+        for (_, link) in &links {
+            link.set_latency(Duration::ZERO);
+        }
+    };
+    let (spike, ()) = cluster.spike_with_fault(slow).await;
+    for (name, link) in &links {
+        eprintln!("{name} on port {}: {} bytes through the slowed link", link.port(), link.slowed_bytes());
+        assert!(link.slowed_bytes() > 0, "the services' traffic to {name} went around the slowed link");
+    }
+    cluster.verify(&spike).await;
 }

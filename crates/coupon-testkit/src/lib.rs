@@ -53,6 +53,12 @@ pub fn kafka_proxied_ports() -> (u16, u16) {
     (port("KAFKA_PROXIED_PORT", 9096), port("KAFKA_PROXIED_AT", 9097))
 }
 
+/// [`kafka_proxied_ports`] of each of the local cluster stack's brokers
+/// (scripts/stack-cluster.sh: node N listens on 9N96, advertised as 9N97).
+pub fn cluster_kafka_proxied_ports() -> [(u16, u16); 3] {
+    [(9196, 9197), (9296, 9297), (9396, 9397)]
+}
+
 /// Seed nodes of the local cluster stack's Redis Cluster (`make up-cluster`,
 /// masters on 7001-7003).
 pub fn cluster_redis_settings() -> RedisSettings {

@@ -5,6 +5,7 @@
 //! snapshots). Dropping a value SIGKILLs its process and removes its data
 //! folder; the logs stay in [`log_dir`].
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -556,6 +557,33 @@ impl RedisCluster {
             }
         }
         Ok(replicas)
+    }
+
+    /// Every node's port.
+    pub fn ports(&self) -> Vec<u16> {
+        self.nodes.iter().map(RedisNode::port).collect()
+    }
+
+    /// Has each node announce `announced[its port]` as its client port
+    /// (`cluster-announce-port`; a proxy there, say), so CLUSTER SLOTS and
+    /// redirects send clients there, and waits until every node lists the
+    /// others by those ports alone.
+    pub async fn announce(&self, announced: &BTreeMap<u16, u16>) -> anyhow::Result<()> {
+        for node in &self.nodes {
+            let port = announced.get(&node.port).with_context(|| format!("no port to announce for {}", node.port))?;
+            node.config_set("cluster-announce-port", &port.to_string()).await?;
+        }
+        poll_until("every node to list the announced ports", START_TIMEOUT, || async {
+            for node in &self.nodes {
+                let nodes: String = query(&node.url(), redis::cmd("CLUSTER").arg("NODES")).await?;
+                let listed: Vec<Option<u16>> = nodes.lines().map(|line| ClusterNode::parse(line).port()).collect();
+                if !listed.iter().all(|port| port.is_some_and(|p| announced.values().any(|a| *a == p))) {
+                    return Ok(None);
+                }
+            }
+            Ok(Some(()))
+        })
+        .await
     }
 
     /// Seed nodes for a client: every node, comma-separated.
