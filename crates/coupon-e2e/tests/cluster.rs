@@ -20,9 +20,10 @@ use coupon_e2e::process::Service;
 use coupon_e2e::stack::{self, ClusterNode};
 use coupon_e2e::world::{reached, RedisTarget, Stack, World};
 use coupon_loadgen::spike::{self, Spike};
-use coupon_testkit::netfault::{LinkCut, SlowLink};
+use coupon_testkit::netfault::{LinkCut, Side, SlowLink};
 use coupon_testkit::redis_node::{
-    query, replica_link_ports, replica_port_of, replication_offset, stall, wait_replica_of, RedisCluster,
+    cluster_bus_ports, query, replica_link_ports, replica_port_of, replication_offset, stall, wait_replica_of,
+    RedisCluster,
 };
 use coupon_testkit::{cluster_kafka_proxied_ports, poll_until};
 
@@ -439,5 +440,88 @@ async fn c8_slow_redis_postgres_and_kafka_links_mid_spike() {
         eprintln!("{name} on port {}: {} bytes through the slowed link", link.port(), link.slowed_bytes());
         assert!(link.slowed_bytes() > 0, "the services' traffic to {name} went around the slowed link");
     }
+    cluster.verify(&spike).await;
+}
+
+/// Split brain on the cluster (issue 32, P1). A Redis Cluster of the test's
+/// own whose master M runs on one side of a partition (a cgroup), and
+/// coupon-api replicas A and B, B in a side of its own. Once a tenth of a
+/// half-size spike is answered, M is cut from every other node (the cluster
+/// bus both ways, and its stream to its replica R) and from B, while A still
+/// reaches it. The majority promotes R, and B fences the open coupons and
+/// rebuilds them from PostgreSQL. M, alone in its minority, refuses commands
+/// once the node timeout passed (`CLUSTERDOWN`), so what A could still issue
+/// there it issued before R was promoted, and handed to Kafka. With the
+/// partition still in place, B serves new customers from R, and then new
+/// customers ask A. After the heal M rejoins as R's replica, and every
+/// promise must hold.
+#[tokio::test(flavor = "multi_thread")]
+async fn c9_split_brain_a_master_cut_from_the_cluster_and_one_api_replica() {
+    let side_b = Side::new().expect("a side of the partition for API replica B");
+    let name = "c9 cluster split brain (a master cut from the cluster and one API replica)";
+    let mut world = World::on(name, Stack::Cluster { api_replicas: 2 }).await;
+    let redis = RedisCluster::start_with_side("c9 cluster", MASTERS, 1).await.expect("a Redis Cluster of its own");
+    let (m, side_m) = redis.side().expect("a node on a side of its own");
+    let r = replica_port_of(&node_url(m), m).await.expect("M is a master with a replica");
+    let bus = cluster_bus_ports(&node_url(m)).await.expect("the nodes' bus ports");
+    world.redis = RedisTarget::Cluster { seeds: redis.ports().into_iter().map(node_url).collect() };
+    let apis = vec![world.start_api_replica(0).await, world.start_api_replica_in(1, Some(&side_b)).await];
+    let mut writers = Vec::new();
+    for n in 1..=3 {
+        writers.push(world.start_writer(n).await);
+    }
+    let coupons = coupons_on_every_master(&world).await;
+    let cluster = Cluster { world, apis, _writers: writers, coupons };
+    let world = &cluster.world;
+
+    let partition = |_| async {
+        let mut cuts = Vec::new();
+        for (port, bus_port) in bus.iter().filter(|(port, _)| **port != m) {
+            cuts.push(side_m.cut_from(*bus_port).unwrap_or_else(|err| panic!("cutting M from {port}'s bus: {err:#}")));
+        }
+        cuts.push(LinkCut::into(bus[&m]).expect("cutting the other nodes' bus links into M"));
+        for link in replica_link_ports(&node_url(m)).await.expect("M's replica links") {
+            cuts.push(LinkCut::one_way(m, link).expect("cutting M's stream to R"));
+        }
+        cuts.push(side_b.cut_from(m).expect("cutting B from M"));
+        poll_until("R to take M's slots over", Duration::from_secs(60), || async {
+            let role: Vec<redis::Value> = query(&node_url(r), &redis::cmd("ROLE")).await?;
+            Ok(matches!(role.first(), Some(redis::Value::BulkString(kind)) if kind == b"master").then_some(()))
+        })
+        .await
+        .expect("R promoted");
+        eprintln!("port {r} took M's slots over; replica A still reaches M");
+        cuts
+    };
+    let (mut spike, cuts) = world.spike_with_fault(&cluster.coupons, customers() / 2, requests() / 10, partition).await;
+    let during = world
+        .fault(async {
+            let on_b = world
+                .wave_until_served_by(
+                    &world.replica_api(1),
+                    &cluster.coupons,
+                    BETWEEN_FAILOVERS_FIRST_CUSTOMER,
+                    50,
+                    Duration::from_secs(180),
+                )
+                .await
+                .expect("B serves from R");
+            let plan = spike::plan(&cluster.coupons, customers() / 10, BEHIND_THE_CUT_FIRST_CUSTOMER, 0.0);
+            let on_a = spike::run(&world.replica_api(0), plan, 128, Arc::default()).await;
+            eprintln!("A answered during the partition: {:?}", on_a.by_outcome());
+            drop(cuts);
+            wait_replica_of(&node_url(m), r, Duration::from_secs(120)).await.expect("M becomes R's replica");
+            [on_b, on_a]
+        })
+        .await;
+    for wave in during {
+        spike.answers.extend(wave.answers);
+    }
+    let wave = world
+        .wave_until_served(&cluster.coupons, SECOND_WAVE_FIRST_CUSTOMER, customers(), Duration::from_secs(180))
+        .await
+        .expect("issuance resumes after the heal");
+    spike.answers.extend(wave.answers);
+    world.resolve_unconfirmed(&spike, Duration::from_secs(60)).await.expect("every unconfirmed resolves");
     cluster.verify(&spike).await;
 }

@@ -45,6 +45,12 @@ impl LinkCut {
             .with_context(|| format!("cutting 127.0.0.1:{from} -> 127.0.0.1:{to}"))
     }
 
+    /// Cuts every connection to local port `to`, from whichever process, new
+    /// ones included: what is sent there is dropped.
+    pub fn into(to: u16) -> anyhow::Result<Self> {
+        Self::dropping(&format!("tcp dport {to}")).with_context(|| format!("cutting every link into 127.0.0.1:{to}"))
+    }
+
     /// Drops every outgoing packet that `matches` (an nftables match).
     fn dropping(matches: &str) -> anyhow::Result<Self> {
         let table = unique_name("coupon_cut");

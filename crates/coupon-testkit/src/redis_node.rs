@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::netfault::Side;
 use crate::{free_port, log_dir, poll_until, unique_name};
 use anyhow::{anyhow, bail, Context};
 use redis::aio::MultiplexedConnection;
@@ -102,6 +103,9 @@ pub struct RedisNode {
     /// A Redis Cluster node (`cluster-enabled`), see [`RedisCluster`].
     clustered: bool,
     child: Option<Child>,
+    /// The side of a partition it runs in; after `child`, so the cgroup is
+    /// removed only once the process ended.
+    side: Option<Side>,
 }
 
 impl RedisNode {
@@ -125,6 +129,7 @@ impl RedisNode {
             replica_of,
             clustered: false,
             child: None,
+            side: None,
         };
         node.spawn().await?;
         Ok(node)
@@ -145,7 +150,7 @@ impl RedisNode {
 
     async fn spawn(&mut self) -> anyhow::Result<()> {
         let log = log_path(&self.name);
-        let mut command = Command::new("redis-server");
+        let mut command = Side::command_in(self.side.as_ref(), "redis-server");
         command
             .arg("--bind")
             .arg("127.0.0.1")
@@ -509,7 +514,18 @@ pub struct RedisCluster {
 
 impl RedisCluster {
     pub async fn start(name: &str, masters: usize, replicas: usize) -> anyhow::Result<Self> {
+        Self::start_with(name, masters, replicas, None).await
+    }
+
+    /// [`Self::start`], its first node (a master) in `side`, which a test
+    /// cuts off as one side of a partition ([`Self::side`]).
+    pub async fn start_with_side(name: &str, masters: usize, replicas: usize) -> anyhow::Result<Self> {
+        Self::start_with(name, masters, replicas, Some(Side::new()?)).await
+    }
+
+    async fn start_with(name: &str, masters: usize, replicas: usize, side: Option<Side>) -> anyhow::Result<Self> {
         let mut nodes = Vec::new();
+        let mut side = side;
         for i in 0..masters * (1 + replicas) {
             let mut node = RedisNode {
                 name: file_name(&format!("{name} node{i}")),
@@ -519,6 +535,7 @@ impl RedisCluster {
                 replica_of: None,
                 clustered: true,
                 child: None,
+                side: side.take(),
             };
             node.spawn().await?;
             nodes.push(node);
@@ -557,6 +574,12 @@ impl RedisCluster {
             }
         }
         Ok(replicas)
+    }
+
+    /// The first node's port and its side, when started with one.
+    pub fn side(&self) -> Option<(u16, &Side)> {
+        let first = self.nodes.first()?;
+        Some((first.port, first.side.as_ref()?))
     }
 
     /// Every node's port.
@@ -651,6 +674,19 @@ impl<'a> ClusterNode<'a> {
     fn port(&self) -> Option<u16> {
         self.address()?.rsplit_once(':')?.1.parse().ok()
     }
+
+    /// The cluster bus port: `cport` of `ip:port@cport`.
+    fn bus_port(&self) -> Option<u16> {
+        self.fields.get(1)?.split('@').nth(1)?.split(',').next()?.parse().ok()
+    }
+}
+
+/// Each node's cluster bus port by its client port, as the cluster node at
+/// `url` lists them.
+pub async fn cluster_bus_ports(url: &str) -> anyhow::Result<BTreeMap<u16, u16>> {
+    let nodes: String = query(url, redis::cmd("CLUSTER").arg("NODES")).await?;
+    let nodes = nodes.lines().map(ClusterNode::parse);
+    Ok(nodes.filter_map(|node| Some((node.port()?, node.bus_port()?))).collect())
 }
 
 /// The port of the master of `key`'s slot, as the cluster node at `url` sees it.
