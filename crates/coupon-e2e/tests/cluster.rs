@@ -443,6 +443,21 @@ async fn c8_slow_redis_postgres_and_kafka_links_mid_spike() {
     cluster.verify(&spike).await;
 }
 
+/// Cuts cluster node `m`, which runs in `side`, from every other node's
+/// cluster bus (`bus`: each node's bus port by its port), both ways, and
+/// its replicas from its stream.
+async fn cut_off(m: u16, side: &Side, bus: &BTreeMap<u16, u16>) -> Vec<LinkCut> {
+    let mut cuts = Vec::new();
+    for (port, bus_port) in bus.iter().filter(|(port, _)| **port != m) {
+        cuts.push(side.cut_from(*bus_port).unwrap_or_else(|err| panic!("cutting {m} from {port}'s bus: {err:#}")));
+    }
+    cuts.push(LinkCut::into(bus[&m]).expect("cutting the other nodes' bus links into the node"));
+    for link in replica_link_ports(&node_url(m)).await.expect("the node's replica links") {
+        cuts.push(LinkCut::one_way(m, link).expect("cutting the node's stream to a replica"));
+    }
+    cuts
+}
+
 /// Split brain on the cluster (issue 32, P1). A Redis Cluster of the test's
 /// own whose master M runs on one side of a partition (a cgroup), and
 /// coupon-api replicas A and B, B in a side of its own. Once a tenth of a
@@ -475,14 +490,7 @@ async fn c9_split_brain_a_master_cut_from_the_cluster_and_one_api_replica() {
     let world = &cluster.world;
 
     let partition = |_| async {
-        let mut cuts = Vec::new();
-        for (port, bus_port) in bus.iter().filter(|(port, _)| **port != m) {
-            cuts.push(side_m.cut_from(*bus_port).unwrap_or_else(|err| panic!("cutting M from {port}'s bus: {err:#}")));
-        }
-        cuts.push(LinkCut::into(bus[&m]).expect("cutting the other nodes' bus links into M"));
-        for link in replica_link_ports(&node_url(m)).await.expect("M's replica links") {
-            cuts.push(LinkCut::one_way(m, link).expect("cutting M's stream to R"));
-        }
+        let mut cuts = cut_off(m, side_m, &bus).await;
         cuts.push(side_b.cut_from(m).expect("cutting B from M"));
         poll_until("R to take M's slots over", Duration::from_secs(60), || async {
             let role: Vec<redis::Value> = query(&node_url(r), &redis::cmd("ROLE")).await?;
