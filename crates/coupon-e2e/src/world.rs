@@ -462,6 +462,37 @@ impl World {
         }
     }
 
+    /// After Redis rolled back near `coupon`'s end (`ends`, by Redis's
+    /// clock): `customers` new customers (ids from `first_customer`) ask until
+    /// answered and none is issued, for nothing may be sold again from the
+    /// rolled-back state; once the end passed, one more is told `EXPIRED`.
+    /// Their answers join `answers`.
+    pub async fn nothing_sold_again_then_expired(
+        &self,
+        coupon: i64,
+        first_customer: i64,
+        customers: u64,
+        ends: Instant,
+        answers: &mut Spike,
+    ) {
+        let after = self
+            .wave_until_served(&[coupon], first_customer, customers, Duration::from_secs(120))
+            .await
+            .expect("answers after the rollback");
+        eprintln!("after the rollback: {:?}", after.by_outcome());
+        assert_eq!(after.issued().count(), 0, "nothing is sold again from the rolled-back state");
+        answers.answers.extend(after.answers);
+
+        tokio::time::sleep_until((ends + Duration::from_secs(1)).into()).await;
+        let late = self
+            .wave_until_served(&[coupon], first_customer + customers as i64, 1, Duration::from_secs(60))
+            .await
+            .expect("an answer after the end");
+        let last = late.answers.last().and_then(|a| a.code.clone());
+        assert_eq!(last.as_deref(), Some("EXPIRED"), "a customer after the end is told EXPIRED");
+        answers.answers.extend(late.answers);
+    }
+
     /// Injects one fault (from its first step until it is over, e.g. a
     /// replacement process is ready) and records when it was in effect.
     pub async fn fault<T>(&self, fault: impl Future<Output = T>) -> T {

@@ -357,23 +357,7 @@ async fn c7_api_clocks_ahead_and_a_master_rolled_back_near_a_coupons_end() {
     eprintln!("B took over with {:.1} s left before the end by Redis's clock", left.as_secs_f64());
     assert!(left > Duration::from_millis(500), "B took over in time to sell again from the rolled-back state");
     cut.heal();
-    let after = world
-        .wave_until_served(&[coupon], SECOND_WAVE_FIRST_CUSTOMER, STOCK, Duration::from_secs(120))
-        .await
-        .expect("answers after the rollback");
-    eprintln!("after the rollback: {:?}", after.by_outcome());
-    let sold_again = after.issued().count();
-    assert_eq!(sold_again, 0, "nothing is sold again from the rolled-back state");
-    answers.answers.extend(after.answers);
-
-    tokio::time::sleep_until((ends + Duration::from_secs(1)).into()).await;
-    let late = world
-        .wave_until_served(&[coupon], 2 * SECOND_WAVE_FIRST_CUSTOMER, 1, Duration::from_secs(60))
-        .await
-        .expect("an answer after the end");
-    let last = late.answers.last().and_then(|a| a.code.clone());
-    assert_eq!(last.as_deref(), Some("EXPIRED"), "a customer after the end is told EXPIRED");
-    answers.answers.extend(late.answers);
+    world.nothing_sold_again_then_expired(coupon, SECOND_WAVE_FIRST_CUSTOMER, STOCK, ends, &mut answers).await;
     world.resolve_unconfirmed(&answers, Duration::from_secs(60)).await.expect("every unconfirmed resolves");
     killed.start().await.expect("A rejoins as B's replica");
     world.verify(&[coupon], STOCK as i64, &answers).await;
