@@ -26,8 +26,10 @@ command -v cmake >/dev/null || need+=(cmake)
 command -v curl >/dev/null || need+=(curl)
 # The secure stack's certificates and passwords (stack-secure.sh).
 command -v openssl >/dev/null || need+=(openssl)
-# The clock-skew scenarios run coupon-api with its clock shifted.
+# The clock-skew scenarios run coupon-api (libfaketime) or redis-server
+# (datefudge) with its clock shifted.
 command -v faketime >/dev/null || need+=(faketime)
+command -v datefudge >/dev/null || need+=(datefudge)
 # The partition scenarios cut one TCP link on loopback with nftables.
 command -v nft >/dev/null || need+=(nftables)
 

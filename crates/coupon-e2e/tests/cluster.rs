@@ -112,6 +112,42 @@ async fn wait_master(world: &World, coupon: i64, port: u16) {
     .expect("the promotion");
 }
 
+/// Half of `coupon`'s `stock` issued on its master `a` and on its replica
+/// `b`, then `b` cut from `a`'s stream and the other half issued on `a`
+/// alone: the answers, and the cut.
+async fn half_on_both_then_half_on_the_master(
+    world: &World,
+    coupon: i64,
+    stock: u64,
+    a: u16,
+    b: u16,
+) -> (Spike, LinkCut) {
+    let wave = |first: i64, customers: u64| {
+        spike::run(&world.api, spike::plan(&[coupon], customers, first, 0.0), 64, Arc::default())
+    };
+    let mut answers = wave(1, stock / 2).await;
+    poll_until("the replica to have the master's whole stream", Duration::from_secs(30), || async {
+        let (on_a, on_b) = (replication_offset(&node_url(a)).await?, replication_offset(&node_url(b)).await?);
+        Ok((on_a == on_b).then_some(()))
+    })
+    .await
+    .expect("the replica caught up");
+    let links = replica_link_ports(&node_url(a)).await.expect("the master's replica links");
+    assert_eq!(links.len(), 1, "the master has one replica: {links:?}");
+    let cut = LinkCut::one_way(a, links[0]).expect("cutting the master's stream to its replica");
+    answers.answers.extend(wave(stock as i64 / 2 + 1, stock / 2).await.answers);
+    assert_eq!(answers.issued().count() as u64, stock, "sold out before the rollback");
+    (answers, cut)
+}
+
+/// `CLUSTER FAILOVER FORCE` on the replica on `port` (its master is gone),
+/// and waits until it holds `coupon`'s slot.
+async fn force_failover(world: &World, coupon: i64, port: u16) {
+    let force = redis::cmd("CLUSTER").arg("FAILOVER").arg("FORCE").clone();
+    let _: String = query(&node_url(port), &force).await.expect("CLUSTER FAILOVER FORCE");
+    wait_master(world, coupon, port).await;
+}
+
 /// Creates coupons until each master holds one; the others stay unused.
 async fn coupons_on_every_master(world: &World) -> Vec<i64> {
     let mut masters = BTreeSet::new();
@@ -327,32 +363,13 @@ async fn c7_api_clocks_ahead_and_a_master_rolled_back_near_a_coupons_end() {
     let coupon = world.api.create_coupon_for(&world.name, STOCK, lasting).await.expect("a coupon");
     let a = world.master_port(coupon).await.expect("the coupon's master");
     let b = replica_port_of(&node_url(a), a).await.expect("A's replica");
-    let wave = |first: i64, customers: u64| {
-        spike::run(&world.api, spike::plan(&[coupon], customers, first, 0.0), 64, Arc::default())
-    };
-
-    // Half the stock on A and B, then the other half on A alone.
-    let mut answers = wave(1, STOCK / 2).await;
-    poll_until("B to have A's whole stream", Duration::from_secs(30), || async {
-        let (on_a, on_b) = (replication_offset(&node_url(a)).await?, replication_offset(&node_url(b)).await?);
-        Ok((on_a == on_b).then_some(()))
-    })
-    .await
-    .expect("B caught up");
-    let links = replica_link_ports(&node_url(a)).await.expect("A's replica links");
-    assert_eq!(links.len(), 1, "B is A's one replica: {links:?}");
-    let cut = LinkCut::one_way(a, links[0]).expect("cutting A's stream to B");
-    answers.answers.extend(wave(STOCK as i64 / 2 + 1, STOCK / 2).await.answers);
-    let issued = answers.issued().count() as u64;
-    assert_eq!(issued, STOCK, "sold out before the rollback");
+    let (mut answers, cut) = half_on_both_then_half_on_the_master(&world, coupon, STOCK, a, b).await;
 
     // The API's clock passed the end by more than the 2 s the recovery
     // allows between the clocks of a cluster's nodes; Redis's has 2.5 s to go.
     tokio::time::sleep_until((ends - SKEW + CLOCK_MARGIN + Duration::from_millis(500)).into()).await;
     let killed = stack::kill(ClusterNode::Redis(a)).await.expect("killing A");
-    let _: String =
-        query(&node_url(b), redis::cmd("CLUSTER").arg("FAILOVER").arg("FORCE")).await.expect("CLUSTER FAILOVER FORCE");
-    wait_master(&world, coupon, b).await;
+    force_failover(&world, coupon, b).await;
     let left = ends.saturating_duration_since(Instant::now());
     eprintln!("B took over with {:.1} s left before the end by Redis's clock", left.as_secs_f64());
     assert!(left > Duration::from_millis(500), "B took over in time to sell again from the rolled-back state");
@@ -360,6 +377,42 @@ async fn c7_api_clocks_ahead_and_a_master_rolled_back_near_a_coupons_end() {
     world.nothing_sold_again_then_expired(coupon, SECOND_WAVE_FIRST_CUSTOMER, STOCK, ends, &mut answers).await;
     world.resolve_unconfirmed(&answers, Duration::from_secs(60)).await.expect("every unconfirmed resolves");
     killed.start().await.expect("A rejoins as B's replica");
+    world.verify(&[coupon], STOCK as i64, &answers).await;
+}
+
+/// coupon-api's clock 5 s behind Redis's on a cluster (issue 32, P4): a
+/// cluster of the test's own whose every node runs 5 s ahead (datefudge).
+/// A coupon that lasts 14 s by the API's clock ends 5 s earlier by Redis's.
+/// Its master A issues half the stock, its stream to its replica B is cut
+/// and A issues the other half; 2.5 s before the end by Redis's clock A is
+/// SIGKILLed and B forced to take over (a rollback). The coupon is fenced and
+/// rebuilt, nothing is sold again, and once Redis's clock passed the end a
+/// new customer is told `EXPIRED`, though by the API's clock the coupon is
+/// open for 4 s more.
+#[tokio::test(flavor = "multi_thread")]
+async fn c10_api_clocks_behind_and_a_master_rolled_back_near_a_coupons_end() {
+    const STOCK: u64 = 200;
+    const SKEW: Duration = Duration::from_secs(5);
+    let name = "c10 cluster API clocks 5 s behind, a master rolled back near the end";
+    let mut world = World::on(name, Stack::Cluster { api_replicas: 2 }).await;
+    let mut redis =
+        RedisCluster::start_with_clock_ahead("c10 cluster", MASTERS, 1, SKEW).await.expect("a cluster 5 s ahead");
+    world.redis = RedisTarget::Cluster { seeds: redis.ports().into_iter().map(node_url).collect() };
+    let _apis = world.start_apis().await;
+    let _writer = world.start_writer(1).await;
+    let lasting = Duration::from_secs(14);
+    let ends_by_redis = Instant::now() + lasting - SKEW;
+    let coupon = world.api.create_coupon_for(&world.name, STOCK, lasting).await.expect("a coupon");
+    let a = world.master_port(coupon).await.expect("the coupon's master");
+    let b = replica_port_of(&node_url(a), a).await.expect("A's replica");
+    let (mut answers, cut) = half_on_both_then_half_on_the_master(&world, coupon, STOCK, a, b).await;
+
+    tokio::time::sleep_until((ends_by_redis - Duration::from_millis(2_500)).into()).await;
+    redis.kill(a).expect("killing A");
+    force_failover(&world, coupon, b).await;
+    cut.heal();
+    world.nothing_sold_again_then_expired(coupon, SECOND_WAVE_FIRST_CUSTOMER, STOCK, ends_by_redis, &mut answers).await;
+    world.resolve_unconfirmed(&answers, Duration::from_secs(60)).await.expect("every unconfirmed resolves");
     world.verify(&[coupon], STOCK as i64, &answers).await;
 }
 

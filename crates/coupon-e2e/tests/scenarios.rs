@@ -247,6 +247,42 @@ async fn s13_api_clock_ahead_and_redis_rolled_back_near_a_coupons_end() {
     world.verify(&[coupon], STOCK as i64, &answers).await;
 }
 
+/// coupon-api's clock 5 s behind Redis's: Redis runs 5 s ahead (datefudge,
+/// coupon_testkit::clock::ahead). A coupon that lasts 14 s by the API's
+/// clock ends 5 s earlier by Redis's, which the issue script judges by. It
+/// sells out, half of it after a `BGSAVE`, and Redis restarts from the
+/// snapshot 2.5 s before the end by its clock: the coupon is fenced and
+/// rebuilt, and nothing is sold again. Once Redis's clock passed the end a
+/// new customer is told `EXPIRED`, though by the API's clock the coupon is
+/// open for 4 s more: one clock decides.
+#[tokio::test(flavor = "multi_thread")]
+async fn s20_api_clock_behind_and_redis_rolled_back_near_a_coupons_end() {
+    const STOCK: u64 = 200;
+    const SKEW: Duration = Duration::from_secs(5);
+    let mut world = World::new("20 API clock 5 s behind, Redis rolled back near the end").await;
+    let mut redis = RedisNode::primary_with_clock_ahead("s20 redis", SKEW).await.expect("a Redis 5 s ahead");
+    world.redis = RedisTarget::Standalone { url: redis.url() };
+    let _api = world.start_api().await;
+    let _writer = world.start_writer(1).await;
+    let lasting = Duration::from_secs(14);
+    let ends_by_redis = Instant::now() + lasting - SKEW;
+    let coupon = world.api.create_coupon_for(&world.name, STOCK, lasting).await.expect("a coupon");
+
+    let wave = |first: i64, customers: u64| {
+        spike::run(&world.api, spike::plan(&[coupon], customers, first, 0.0), 64, Arc::default())
+    };
+    let mut answers = wave(1, STOCK / 2).await;
+    redis.bgsave(Duration::from_secs(30)).await.expect("a snapshot");
+    answers.answers.extend(wave(STOCK as i64 / 2 + 1, STOCK / 2).await.answers);
+    assert_eq!(answers.issued().count() as u64, STOCK, "sold out before the rollback");
+
+    tokio::time::sleep_until((ends_by_redis - Duration::from_millis(2_500)).into()).await;
+    redis.restart_from_snapshot().await.expect("rolling Redis back");
+    world.nothing_sold_again_then_expired(coupon, SECOND_WAVE_FIRST_CUSTOMER, STOCK, ends_by_redis, &mut answers).await;
+    world.resolve_unconfirmed(&answers, Duration::from_secs(60)).await.expect("every unconfirmed resolves");
+    world.verify(&[coupon], STOCK as i64, &answers).await;
+}
+
 /// After a Redis fault: a second wave of new customers, retried while the
 /// coupon is fenced, so the rebuilt state sells out; then every promise, and
 /// exactly the stock in rows.

@@ -103,6 +103,8 @@ pub struct RedisNode {
     /// A Redis Cluster node (`cluster-enabled`), see [`RedisCluster`].
     clustered: bool,
     child: Option<Child>,
+    /// Its wall clock runs this far ahead of the real one (crate::clock::ahead).
+    clock_ahead: Option<Duration>,
     /// The side of a partition it runs in; after `child`, so the cgroup is
     /// removed only once the process ended.
     side: Option<Side>,
@@ -110,17 +112,22 @@ pub struct RedisNode {
 
 impl RedisNode {
     pub async fn primary(name: &str) -> anyhow::Result<Self> {
-        Self::launch(name, None).await
+        Self::launch(name, None, None).await
+    }
+
+    /// A primary whose clock runs `ahead` of the real one, restarts included.
+    pub async fn primary_with_clock_ahead(name: &str, ahead: Duration) -> anyhow::Result<Self> {
+        Self::launch(name, None, Some(ahead)).await
     }
 
     /// A replica of `primary`, returned once its link to the primary is up.
     pub async fn replica(name: &str, primary: &RedisNode) -> anyhow::Result<Self> {
-        let node = Self::launch(name, Some(primary.port)).await?;
+        let node = Self::launch(name, Some(primary.port), None).await?;
         node.wait_replica_of(primary.port, SYNC_TIMEOUT).await?;
         Ok(node)
     }
 
-    async fn launch(name: &str, replica_of: Option<u16>) -> anyhow::Result<Self> {
+    async fn launch(name: &str, replica_of: Option<u16>, clock_ahead: Option<Duration>) -> anyhow::Result<Self> {
         let mut node = Self {
             name: file_name(name),
             port: free_port(),
@@ -129,6 +136,7 @@ impl RedisNode {
             replica_of,
             clustered: false,
             child: None,
+            clock_ahead,
             side: None,
         };
         node.spawn().await?;
@@ -151,6 +159,9 @@ impl RedisNode {
     async fn spawn(&mut self) -> anyhow::Result<()> {
         let log = log_path(&self.name);
         let mut command = Side::command_in(self.side.as_ref(), "redis-server");
+        if let Some(ahead) = self.clock_ahead {
+            crate::clock::ahead(&mut command, ahead)?;
+        }
         command
             .arg("--bind")
             .arg("127.0.0.1")
@@ -514,16 +525,32 @@ pub struct RedisCluster {
 
 impl RedisCluster {
     pub async fn start(name: &str, masters: usize, replicas: usize) -> anyhow::Result<Self> {
-        Self::start_with(name, masters, replicas, None).await
+        Self::start_with(name, masters, replicas, None, None).await
     }
 
     /// [`Self::start`], its first node (a master) in `side`, which a test
     /// cuts off as one side of a partition ([`Self::side`]).
     pub async fn start_with_side(name: &str, masters: usize, replicas: usize) -> anyhow::Result<Self> {
-        Self::start_with(name, masters, replicas, Some(Side::new()?)).await
+        Self::start_with(name, masters, replicas, Some(Side::new()?), None).await
     }
 
-    async fn start_with(name: &str, masters: usize, replicas: usize, side: Option<Side>) -> anyhow::Result<Self> {
+    /// [`Self::start`], every node's clock `ahead` of the real one.
+    pub async fn start_with_clock_ahead(
+        name: &str,
+        masters: usize,
+        replicas: usize,
+        ahead: Duration,
+    ) -> anyhow::Result<Self> {
+        Self::start_with(name, masters, replicas, None, Some(ahead)).await
+    }
+
+    async fn start_with(
+        name: &str,
+        masters: usize,
+        replicas: usize,
+        side: Option<Side>,
+        clock_ahead: Option<Duration>,
+    ) -> anyhow::Result<Self> {
         let mut nodes = Vec::new();
         let mut side = side;
         for i in 0..masters * (1 + replicas) {
@@ -535,6 +562,7 @@ impl RedisCluster {
                 replica_of: None,
                 clustered: true,
                 child: None,
+                clock_ahead,
                 side: side.take(),
             };
             node.spawn().await?;
@@ -580,6 +608,12 @@ impl RedisCluster {
     pub fn side(&self) -> Option<(u16, &Side)> {
         let first = self.nodes.first()?;
         Some((first.port, first.side.as_ref()?))
+    }
+
+    /// SIGKILLs the node on `port`, as a crash.
+    pub fn kill(&mut self, port: u16) -> anyhow::Result<()> {
+        self.nodes.iter_mut().find(|n| n.port == port).context("not a node of this cluster")?.kill();
+        Ok(())
     }
 
     /// Every node's port.

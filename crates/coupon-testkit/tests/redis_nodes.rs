@@ -76,3 +76,18 @@ async fn a_rollback_restarts_from_the_snapshot_and_a_wipe_from_nothing() {
     drop(node);
     assert!(!dir.exists(), "data folder removed");
 }
+
+/// A node started with its clock ahead answers `TIME` that far ahead of
+/// this process's clock, and still after a restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_with_its_clock_ahead_keeps_it_ahead_across_a_restart() {
+    const AHEAD: Duration = Duration::from_secs(30);
+    let mut node = RedisNode::primary_with_clock_ahead("clock ahead", AHEAD).await.expect("a Redis ahead");
+    for when in ["at start", "after a restart"] {
+        let (seconds, _): (u64, u64) = query(&node.url(), &redis::cmd("TIME")).await.expect("TIME");
+        let ours = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_secs();
+        let ahead = seconds.saturating_sub(ours);
+        assert!((29..=31).contains(&ahead), "Redis is {ahead} s ahead {when}, not 30");
+        node.restart().await.expect("a restart");
+    }
+}
