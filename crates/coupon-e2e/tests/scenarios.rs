@@ -229,15 +229,7 @@ async fn s13_api_clock_ahead_and_redis_rolled_back_near_a_coupons_end() {
     let ends = Instant::now() + lasting;
     let coupon = world.api.create_coupon_for(&world.name, STOCK, lasting).await.expect("a coupon");
 
-    // Half the stock, a snapshot, then the other half: the snapshot lacks it.
-    let wave = |first: i64, customers: u64| {
-        spike::run(&world.api, spike::plan(&[coupon], customers, first, 0.0), 64, Arc::default())
-    };
-    let mut answers = wave(1, STOCK / 2).await;
-    redis.bgsave(Duration::from_secs(30)).await.expect("a snapshot");
-    answers.answers.extend(wave(STOCK as i64 / 2 + 1, STOCK / 2).await.answers);
-    let issued = answers.answers.iter().filter(|a| a.status == Some(201)).count() as u64;
-    assert_eq!(issued, STOCK, "sold out before the rollback");
+    let mut answers = half_then_snapshot_then_half(&world, &redis, coupon, STOCK).await;
 
     // The API's clock passed the end by more than the 2 s the recovery
     // allows between the clocks of a cluster's nodes; Redis's has 2.5 s to go.
@@ -268,19 +260,26 @@ async fn s20_api_clock_behind_and_redis_rolled_back_near_a_coupons_end() {
     let ends_by_redis = Instant::now() + lasting - SKEW;
     let coupon = world.api.create_coupon_for(&world.name, STOCK, lasting).await.expect("a coupon");
 
-    let wave = |first: i64, customers: u64| {
-        spike::run(&world.api, spike::plan(&[coupon], customers, first, 0.0), 64, Arc::default())
-    };
-    let mut answers = wave(1, STOCK / 2).await;
-    redis.bgsave(Duration::from_secs(30)).await.expect("a snapshot");
-    answers.answers.extend(wave(STOCK as i64 / 2 + 1, STOCK / 2).await.answers);
-    assert_eq!(answers.issued().count() as u64, STOCK, "sold out before the rollback");
+    let mut answers = half_then_snapshot_then_half(&world, &redis, coupon, STOCK).await;
 
     tokio::time::sleep_until((ends_by_redis - Duration::from_millis(2_500)).into()).await;
     redis.restart_from_snapshot().await.expect("rolling Redis back");
     world.nothing_sold_again_then_expired(coupon, SECOND_WAVE_FIRST_CUSTOMER, STOCK, ends_by_redis, &mut answers).await;
     world.resolve_unconfirmed(&answers, Duration::from_secs(60)).await.expect("every unconfirmed resolves");
     world.verify(&[coupon], STOCK as i64, &answers).await;
+}
+
+/// Half of `coupon`'s `stock` issued, a snapshot of `redis`, then the other
+/// half, so that the snapshot lacks it: the answers.
+async fn half_then_snapshot_then_half(world: &World, redis: &RedisNode, coupon: i64, stock: u64) -> Spike {
+    let wave = |first: i64, customers: u64| {
+        spike::run(&world.api, spike::plan(&[coupon], customers, first, 0.0), 64, Arc::default())
+    };
+    let mut answers = wave(1, stock / 2).await;
+    redis.bgsave(Duration::from_secs(30)).await.expect("a snapshot");
+    answers.answers.extend(wave(stock as i64 / 2 + 1, stock / 2).await.answers);
+    assert_eq!(answers.issued().count() as u64, stock, "sold out before the rollback");
+    answers
 }
 
 /// After a Redis fault: a second wave of new customers, retried while the
