@@ -2,8 +2,12 @@
 //! certificate that does not verify, a wrong password, a TLS-only server
 //! reached in plaintext) stops the service within [`DEADLINE`], naming the
 //! dependency and the reason, instead of being retried forever. A dependency
-//! that is down (connection refused, no answer) is not a misconfiguration:
-//! the service starts and rides it out as it does any outage.
+//! that is down (connection refused) is not a misconfiguration: the service
+//! starts and rides it out as it does any outage. One that does not answer in
+//! time may be slow to answer (a first TLS handshake on a busy host) rather
+//! than down: it is asked again until the deadline, and only then taken for
+//! an outage, so a wrong password behind a slow first answer still stops
+//! the service.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -35,6 +39,8 @@ pub struct Misconfigured {
 enum Failure {
     /// Nothing answers: an outage, which the service rides out.
     Down(String),
+    /// No answer in time: retried until the deadline, then taken for an outage.
+    Slow(String),
     /// Retrying cannot help (authentication, certificates).
     Fatal(String),
     /// Anything else: retried until the deadline, then fatal.
@@ -98,10 +104,14 @@ where
                 return Ok(());
             }
             Err(Failure::Fatal(reason)) => return Err(Misconfigured { dependency, reason }),
+            Err(Failure::Slow(reason)) if tokio::time::Instant::now() + RETRY >= deadline => {
+                tracing::warn!(dependency, %reason, "no answer at start; starting anyway and retrying as in any outage");
+                return Ok(());
+            }
             Err(Failure::Unclear(reason)) if tokio::time::Instant::now() + RETRY >= deadline => {
                 return Err(Misconfigured { dependency, reason: format!("{reason} (for {}s)", DEADLINE.as_secs()) });
             }
-            Err(Failure::Unclear(reason)) => {
+            Err(Failure::Unclear(reason) | Failure::Slow(reason)) => {
                 tracing::warn!(dependency, %reason, "cannot use it yet; retrying");
                 tokio::time::sleep(RETRY).await;
             }
@@ -124,8 +134,11 @@ fn redis_failure(err: &::redis::RedisError, tls: bool) -> Failure {
     {
         return Failure::Fatal(format!("authentication refused: {reason}"));
     }
-    if err.is_connection_refusal() || err.is_timeout() {
+    if err.is_connection_refusal() {
         return Failure::Down(reason);
+    }
+    if err.is_timeout() {
+        return Failure::Slow(reason);
     }
     match (err.is_io_error(), err.is_connection_dropped(), tls) {
         // redis-rs keeps the I/O error behind its own, so the handshake's
@@ -158,6 +171,7 @@ async fn database(settings: &DatabaseSettings) -> Result<(), Failure> {
                 Some(io) if io.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) => {
                     Failure::Fatal(format!("TLS: {reason}"))
                 }
+                Some(io) if io.kind() == std::io::ErrorKind::TimedOut => Failure::Slow(reason),
                 Some(io) if is_down(io.kind()) => Failure::Down(reason),
                 _ => Failure::Unclear(reason),
             },
@@ -238,8 +252,10 @@ fn kafka_failure(recorded: Recorded, tls: bool) -> Failure {
     let reason = recorded.error.map(|(_, reason)| reason).or(recorded.failure).unwrap_or_default();
     if decided || reason.contains("security.protocol") {
         Failure::Fatal(reason)
-    } else if reason.is_empty() || reason.contains("Connection refused") || reason.contains("timed out") {
-        Failure::Down(if reason.is_empty() { "no broker answered".into() } else { reason })
+    } else if reason.contains("Connection refused") {
+        Failure::Down(reason)
+    } else if reason.is_empty() || reason.contains("timed out") {
+        Failure::Slow(if reason.is_empty() { "no broker answered".into() } else { reason })
     } else if !tls && reason.contains("APIVERSION_QUERY") {
         // The broker hung up on the first request: it expected a TLS handshake.
         Failure::Unclear(format!("{reason}; is the listener TLS (security protocol SSL or SASL_SSL)?"))
@@ -261,5 +277,5 @@ fn io_cause<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::i
 
 fn is_down(kind: std::io::ErrorKind) -> bool {
     use std::io::ErrorKind::*;
-    matches!(kind, ConnectionRefused | TimedOut | HostUnreachable | NetworkUnreachable | AddrNotAvailable)
+    matches!(kind, ConnectionRefused | HostUnreachable | NetworkUnreachable | AddrNotAvailable)
 }

@@ -105,8 +105,8 @@ pub struct RedisNode {
     child: Option<Child>,
     /// Its wall clock runs this far ahead of the real one (crate::clock::ahead).
     clock_ahead: Option<Duration>,
-    /// The side of a partition it runs in; after `child`, so the cgroup is
-    /// removed only once the process ended.
+    /// The side of a partition it runs in. Its cgroup is removed when the
+    /// field drops, which comes after `Drop::drop` ended the process.
     side: Option<Side>,
 }
 
