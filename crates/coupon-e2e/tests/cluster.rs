@@ -88,6 +88,20 @@ impl Cluster {
         self.world.spike_with_fault(&self.coupons, customers(), requests() / 5, fault).await
     }
 
+    /// After a fault: a second wave of new customers, retried while fenced,
+    /// sells every coupon out; every `503 UNCONFIRMED` must resolve; then
+    /// [`Self::verify`].
+    async fn sell_out_and_verify(&self, mut spike: Spike) {
+        let wave = self
+            .world
+            .wave_until_served(&self.coupons, SECOND_WAVE_FIRST_CUSTOMER, customers(), Duration::from_secs(180))
+            .await
+            .expect("issuance resumes after the fault");
+        spike.answers.extend(wave.answers);
+        self.world.resolve_unconfirmed(&spike, Duration::from_secs(60)).await.expect("every unconfirmed resolves");
+        self.verify(&spike).await;
+    }
+
     /// Checks the promises for every coupon; each sells out exactly (the
     /// spike, or a second wave, asks more than the stock).
     async fn verify(&self, spike: &Spike) {
@@ -327,13 +341,7 @@ async fn c6_failback_to_a_former_master_that_lagged() {
     assert!(issued_on_b > 0, "B issued while its stream to A was cut");
     spike.answers.extend(behind_the_cut.answers);
     killed.start().await.expect("B rejoins as A's replica");
-    let wave = world
-        .wave_until_served(&cluster.coupons, SECOND_WAVE_FIRST_CUSTOMER, customers(), Duration::from_secs(180))
-        .await
-        .expect("issuance resumes after the failback");
-    spike.answers.extend(wave.answers);
-    world.resolve_unconfirmed(&spike, Duration::from_secs(60)).await.expect("every unconfirmed resolves");
-    cluster.verify(&spike).await;
+    cluster.sell_out_and_verify(spike).await;
 }
 
 /// Clock skew on the cluster (issue 32, P4): both coupon-api replicas run 5 s
@@ -562,11 +570,5 @@ async fn c9_split_brain_a_master_cut_from_the_cluster_and_one_api_replica() {
     for wave in during {
         spike.answers.extend(wave.answers);
     }
-    let wave = world
-        .wave_until_served(&cluster.coupons, SECOND_WAVE_FIRST_CUSTOMER, customers(), Duration::from_secs(180))
-        .await
-        .expect("issuance resumes after the heal");
-    spike.answers.extend(wave.answers);
-    world.resolve_unconfirmed(&spike, Duration::from_secs(60)).await.expect("every unconfirmed resolves");
-    cluster.verify(&spike).await;
+    cluster.sell_out_and_verify(spike).await;
 }
