@@ -85,8 +85,9 @@ bench-many: up build-release ## idle cost and issuance with 10,000 open coupons
 	@scripts/bench-many.sh
 
 # One hot coupon: merged issue-script calls against a call per request, in
-# one run (docs/PERFORMANCE.md, "One hot coupon").
-bench-hot: up build-release ## one hot coupon: merged script calls on and off, and the script's ceiling
+# one run, then the Kafka producer's linger and compression (docs/PERFORMANCE.md,
+# "One hot coupon").
+bench-hot: up build-release ## one hot coupon: merged script calls and memory on and off, producer settings, the script's ceiling
 	@scripts/bench-hot.sh
 
 # A sustained flood (3 minutes by default, SOAK_SECONDS) after a spike for
