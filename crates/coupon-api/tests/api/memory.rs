@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use coupon_testkit::redis_node::RedisNode;
+use coupon_domain::keys::CouponKeys;
+use coupon_domain::CouponId;
+use coupon_testkit::redis_node::{query, RedisNode};
 use coupon_testkit::wait_until;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -91,5 +93,48 @@ async fn a_coupon_not_started_is_refused_from_memory_until_its_start_by_the_redi
         (app.issue(coupon, 1).await.0 == StatusCode::CREATED).then_some(())
     })
     .await;
+    app.stop().await;
+}
+
+/// A rebuild voids what replicas remember. Redis loses a sold-out coupon
+/// that a replica remembers: the replica stops answering from memory, the
+/// coupon is rebuilt from PostgreSQL, and the replica answers, and then
+/// remembers, by the rebuilt state.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rebuild_voids_a_remembered_sold_out_until_it_is_learnt_again() {
+    let iso = Isolation::new().await;
+    let redis = RedisNode::primary("api-test memory rebuild").await.expect("a Redis of the test's own");
+    let mut settings = iso.settings();
+    settings.redis.url = redis.url();
+    settings.recovery.sync_interval = Duration::from_millis(200);
+    settings.issue.memory_check = Duration::from_millis(500);
+    let app = TestApp::spawn(settings).await;
+    let writer = iso.start_writer().await;
+    let coupon = app.open_coupon(2).await;
+    for customer in [1, 2] {
+        assert_eq!(app.issue(coupon, customer).await.0, StatusCode::CREATED);
+    }
+    assert_eq!(app.issue(coupon, 3).await.1["code"], "SOLD_OUT", "Redis's answer");
+    assert_eq!(until_answered_from_memory(&app, coupon, 3).await["code"], "SOLD_OUT");
+
+    let keys = CouponKeys::new(&iso.key_prefix, CouponId::new(coupon).unwrap());
+    let all = [&keys.meta, &keys.stock, &keys.issued, &keys.outbox, &keys.returned, &keys.reissued];
+    let _: i64 = query(&redis.url(), redis::cmd("DEL").arg(&all)).await.expect("deleting the coupon's keys");
+    // A replica that kept its snapshot would answer from it until the deadline.
+    wait_until("an answer that is not from memory", Duration::from_secs(30), || async {
+        let before = app.metric("coupon_issue_answered_from_memory_total").await;
+        let _ = app.issue(coupon, 3).await;
+        (app.metric("coupon_issue_answered_from_memory_total").await == before).then_some(())
+    })
+    .await;
+    wait_until("the coupon rebuilt", Duration::from_secs(60), || async {
+        (app.issue(coupon, 1).await.1["code"] == "ALREADY_ISSUED").then_some(())
+    })
+    .await;
+    assert!(app.metric("coupon_rebuilds_total").await >= 1.0, "the lost coupon was rebuilt");
+    assert_eq!(app.issue(coupon, 4).await.1["code"], "SOLD_OUT", "Redis's answer, rebuilt");
+    let remembered = until_answered_from_memory(&app, coupon, 2).await;
+    assert_eq!(remembered["code"], "ALREADY_ISSUED", "a holder from PostgreSQL, remembered again");
+    writer.stop().await;
     app.stop().await;
 }
