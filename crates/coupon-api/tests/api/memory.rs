@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use coupon_api::config::Settings;
 use coupon_domain::keys::CouponKeys;
 use coupon_domain::CouponId;
 use coupon_testkit::redis_node::{query, RedisNode};
@@ -29,15 +30,21 @@ async fn until_answered_from_memory(app: &TestApp, coupon: i64, customer: i64) -
     .await
 }
 
+/// Settings on a Redis of the test's own, with the longest check: a replica
+/// answers from memory only while its last check is recent, and a test on
+/// two busy cores may starve the checks.
+async fn on_own_redis(iso: &Isolation, name: &str) -> (RedisNode, Settings) {
+    let redis = RedisNode::primary(name).await.expect("a Redis of the test's own");
+    let mut settings = iso.settings();
+    settings.redis.url = redis.url();
+    settings.issue.memory_check = Duration::from_millis(500);
+    (redis, settings)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sold_out_coupon_is_refused_from_memory_until_it_changes_on_any_replica() {
     let iso = Isolation::with_usage_topics().await;
-    let redis = RedisNode::primary("api-test memory").await.expect("a Redis of the test's own");
-    let mut settings = iso.settings();
-    settings.redis.url = redis.url();
-    // The longest check: a replica answers from memory only while its last
-    // check is recent, and a test on two busy cores may starve the checks.
-    settings.issue.memory_check = Duration::from_millis(500);
+    let (_redis, settings) = on_own_redis(&iso, "api-test memory").await;
     let first = TestApp::spawn(settings.clone()).await;
     let second = TestApp::spawn(settings).await;
     let coupon = first.open_coupon(2).await;
@@ -103,11 +110,8 @@ async fn a_coupon_not_started_is_refused_from_memory_until_its_start_by_the_redi
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rebuild_voids_a_remembered_sold_out_until_it_is_learnt_again() {
     let iso = Isolation::new().await;
-    let redis = RedisNode::primary("api-test memory rebuild").await.expect("a Redis of the test's own");
-    let mut settings = iso.settings();
-    settings.redis.url = redis.url();
+    let (redis, mut settings) = on_own_redis(&iso, "api-test memory rebuild").await;
     settings.recovery.sync_interval = Duration::from_millis(200);
-    settings.issue.memory_check = Duration::from_millis(500);
     let app = TestApp::spawn(settings).await;
     let writer = iso.start_writer().await;
     let coupon = app.open_coupon(2).await;
