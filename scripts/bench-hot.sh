@@ -39,10 +39,7 @@ measure_drop() { # name env...
     local name=$1; shift
     start "api-$name" "$@" "$BIN/coupon-api"
     local api=$started
-    until curl -sf "$COUPON_API_MANAGEMENT/health/ready" >/dev/null; do
-        kill -0 "$api" 2>/dev/null || die "coupon-api ($name) exited: $(tail -n 1 "$LOGS/api-$name.log")"
-        sleep 0.2
-    done
+    wait_for --log "$LOGS/api-$name.log" --every 0.2 60 "coupon-api ($name)" curl -sf "$COUPON_API_MANAGEMENT/health/ready"
     local commands0 calls0 redis0 api0 kafka0 out
     commands0=$(redis_commands) calls0=$(script_calls) redis0=$(redis_cpu_s) api0=$(process_cpu_s "$api") kafka0=$(kafka_cpu_s)
     out=$("$BIN/coupon-loadgen" spike --api "$API" --customers "$DROP_CUSTOMERS" --stock "$DROP_STOCK" \
