@@ -116,9 +116,13 @@ E2E_CLUSTER := --test cluster
 # The deploy lint runs first as a step of its own: its failure does not stop
 # the tests, and `make test` fails at the end when it failed.
 LINT_DEPLOY_FAILED := .stack/lint-deploy.failed
+# The crates' integration tests mostly wait (for a recovery, a writer, a
+# broker), each on its own database, topic and key prefix: four at a time on
+# 2 cores took coupon-api's 124 s instead of 218 s, the writer's 40 s instead of 66 s.
+TEST_THREADS ?= 4
 test: up up-cluster up-secure build test-tools ## stack up, build once, run every test (and the deploy lint)
 	@rm -f $(LINT_DEPLOY_FAILED); scripts/lint-deploy.sh || { mkdir -p $(dir $(LINT_DEPLOY_FAILED)); touch $(LINT_DEPLOY_FAILED); }
-	$(CARGO) test --workspace $(TEST_FEATURES) --no-fail-fast --lib --bins $(INTEGRATION_TESTS)
+	$(CARGO) test --workspace $(TEST_FEATURES) --no-fail-fast --lib --bins $(INTEGRATION_TESTS) -- --test-threads=$(TEST_THREADS)
 	rm -f target/debug/e2e-logs/report.md
 	$(CARGO) test --workspace $(TEST_FEATURES) $(E2E_SINGLE) -- --test-threads=1
 	$(CARGO) test --workspace $(TEST_FEATURES) $(E2E_CLUSTER) -- --test-threads=1
