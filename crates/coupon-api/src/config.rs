@@ -526,6 +526,30 @@ mod tests {
     }
 
     #[test]
+    fn librdkafka_properties_that_read_as_booleans_or_numbers_pass_through_the_flattened_section() {
+        let s = load(&[
+            ("COUPON__KAFKA__PROPERTIES__SOCKET_NAGLE_DISABLE", "true"),
+            ("COUPON__KAFKA__PROPERTIES__BATCH_NUM_MESSAGES", "5000"),
+            ("COUPON__KAFKA__PROPERTIES__COMPRESSION_TYPE", "lz4"),
+        ])
+        .unwrap();
+        let properties: Vec<(String, String)> = s
+            .kafka
+            .client
+            .librdkafka_properties()
+            .map(|(name, value)| (name, value.expose_secret().to_string()))
+            .collect();
+        assert_eq!(
+            properties,
+            [
+                ("batch.num.messages".to_string(), "5000".to_string()),
+                ("compression.type".to_string(), "lz4".to_string()),
+                ("socket.nagle.disable".to_string(), "true".to_string()),
+            ]
+        );
+    }
+
+    #[test]
     fn durations_are_read_in_milliseconds() {
         let s = load(&[
             ("COUPON__KAFKA__LINGER_MS", "5"),

@@ -368,7 +368,41 @@ pub struct KafkaSettings {
     /// `socket.keepalive.enable` (underscores become dots). Set last, so one
     /// also overrides the project's own choices; the settings above have
     /// keys of their own and are refused here.
+    #[serde(deserialize_with = "property_values")]
     pub properties: BTreeMap<String, SecretString>,
+}
+
+/// A pass-through property's value as the environment source reads it:
+/// `try_parsing` makes `true` a boolean and `5000` a number. A section that
+/// flattens `KafkaSettings` in (coupon-api's producer settings) hands those on
+/// as such, where a string is expected, so each is taken as it comes (a
+/// fraction too, for librdkafka to judge).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum PropertyValue {
+    Text(String),
+    Flag(bool),
+    Whole(i64),
+    Real(f64),
+}
+
+/// The pass-through properties with every value as text, as librdkafka takes it.
+fn property_values<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, SecretString>, D::Error> {
+    let values = BTreeMap::<String, PropertyValue>::deserialize(deserializer)?;
+    Ok(values
+        .into_iter()
+        .map(|(name, value)| {
+            let text = match value {
+                PropertyValue::Text(text) => text,
+                PropertyValue::Flag(flag) => flag.to_string(),
+                PropertyValue::Whole(number) => number.to_string(),
+                PropertyValue::Real(number) => number.to_string(),
+            };
+            (name, SecretString::from(text))
+        })
+        .collect())
 }
 
 /// librdkafka's `security.protocol`.
