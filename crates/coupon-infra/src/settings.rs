@@ -150,15 +150,31 @@ fn with_secret_files(vars: Option<HashMap<String, String>>) -> Result<HashMap<St
     Ok(vars)
 }
 
+/// Whether `variable`'s value is text as written, never parsed as a boolean
+/// or a number: a secret (the password `007` is not the number 7, and a long
+/// run of digits not a float), or a librdkafka property, which librdkafka
+/// takes as text (and a section that flattens the Kafka settings in, as
+/// coupon-api's producer does, would hand a parsed `true` to a string).
+fn is_text(variable: &str) -> bool {
+    SECRET_VARIABLES.iter().any(|(secret, _)| *secret == variable)
+        || variable
+            .strip_prefix(&format!("{ENV_PREFIX}__"))
+            .is_some_and(|rest| rest.to_lowercase().replace("__", ".").starts_with(KAFKA_PROPERTIES))
+}
+
 fn load_with<T: DeserializeOwned + Validate>(vars: Option<HashMap<String, String>>) -> Result<T, SettingsError> {
     let vars = with_secret_files(vars)?;
     refuse_unknown_keys(&vars)?;
-    let env = Environment::with_prefix(ENV_PREFIX)
-        .prefix_separator("__")
-        .separator("__")
-        .try_parsing(true)
-        .source(Some(vars));
-    let settings: T = Config::builder().add_source(env).build()?.try_deserialize()?;
+    let (text, typed): (HashMap<_, _>, HashMap<_, _>) = vars.into_iter().partition(|(variable, _)| is_text(variable));
+    let source = |vars, try_parsing| {
+        Environment::with_prefix(ENV_PREFIX)
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(try_parsing)
+            .source(Some(vars))
+    };
+    let settings: T =
+        Config::builder().add_source(source(typed, true)).add_source(source(text, false)).build()?.try_deserialize()?;
     settings.validate()?;
     Ok(settings)
 }
@@ -368,41 +384,7 @@ pub struct KafkaSettings {
     /// `socket.keepalive.enable` (underscores become dots). Set last, so one
     /// also overrides the project's own choices; the settings above have
     /// keys of their own and are refused here.
-    #[serde(deserialize_with = "property_values")]
     pub properties: BTreeMap<String, SecretString>,
-}
-
-/// A pass-through property's value as the environment source reads it:
-/// `try_parsing` makes `true` a boolean and `5000` a number. A section that
-/// flattens `KafkaSettings` in (coupon-api's producer settings) hands those on
-/// as such, where a string is expected, so each is taken as it comes (a
-/// fraction too, for librdkafka to judge).
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum PropertyValue {
-    Text(String),
-    Flag(bool),
-    Whole(i64),
-    Real(f64),
-}
-
-/// The pass-through properties with every value as text, as librdkafka takes it.
-fn property_values<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> Result<BTreeMap<String, SecretString>, D::Error> {
-    let values = BTreeMap::<String, PropertyValue>::deserialize(deserializer)?;
-    Ok(values
-        .into_iter()
-        .map(|(name, value)| {
-            let text = match value {
-                PropertyValue::Text(text) => text,
-                PropertyValue::Flag(flag) => flag.to_string(),
-                PropertyValue::Whole(number) => number.to_string(),
-                PropertyValue::Real(number) => number.to_string(),
-            };
-            (name, SecretString::from(text))
-        })
-        .collect())
 }
 
 /// librdkafka's `security.protocol`.
@@ -810,6 +792,30 @@ mod tests {
 
     fn load(vars: &[(&str, &str)]) -> Result<Sample, SettingsError> {
         load_from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    #[test]
+    fn secrets_and_librdkafka_properties_are_taken_as_written() {
+        let s = load(&[
+            ("COUPON__REDIS__PASSWORD", "0012345678901234567890123"),
+            ("COUPON__KAFKA__PROPERTIES__SOCKET_KEEPALIVE_ENABLE", "TRUE"),
+            ("COUPON__KAFKA__PROPERTIES__BATCH_NUM_MESSAGES", "05000"),
+        ])
+        .unwrap();
+        let password = s.redis.password.as_ref().map(secrecy::ExposeSecret::expose_secret);
+        assert_eq!(password, Some("0012345678901234567890123"));
+        let properties: Vec<(String, String)> = s
+            .kafka
+            .librdkafka_properties()
+            .map(|(name, value)| (name, secrecy::ExposeSecret::expose_secret(value).to_string()))
+            .collect();
+        assert_eq!(
+            properties,
+            [
+                ("batch.num.messages".to_string(), "05000".to_string()),
+                ("socket.keepalive.enable".to_string(), "TRUE".to_string()),
+            ]
+        );
     }
 
     #[test]
