@@ -111,14 +111,18 @@ const KNOWN_KEYS: &[&str] = &[
 /// Keys under this prefix pass through to librdkafka (see [`KafkaSettings::properties`]).
 const KAFKA_PROPERTIES: &str = "kafka.properties.";
 
+/// The key a `COUPON__` variable sets (`COUPON__REDIS__URL` sets `redis.url`);
+/// `None` for any other variable.
+fn key_of(variable: &str) -> Option<String> {
+    variable.strip_prefix(&format!("{ENV_PREFIX}__")).map(|rest| rest.to_lowercase().replace("__", "."))
+}
+
 /// Refuses a `COUPON__` variable that names no key of any service.
 fn refuse_unknown_keys(vars: &HashMap<String, String>) -> Result<(), UnknownKey> {
-    let prefix = format!("{ENV_PREFIX}__");
     let mut unknown: Vec<&String> = vars
         .keys()
         .filter(|variable| {
-            variable.strip_prefix(&prefix).is_some_and(|rest| {
-                let key = rest.to_lowercase().replace("__", ".");
+            key_of(variable).is_some_and(|key| {
                 !KNOWN_KEYS.contains(&key.as_str())
                     && key.strip_prefix(KAFKA_PROPERTIES).is_none_or(|name| name.is_empty())
             })
@@ -157,9 +161,7 @@ fn with_secret_files(vars: Option<HashMap<String, String>>) -> Result<HashMap<St
 /// coupon-api's producer does, would hand a parsed `true` to a string).
 fn is_text(variable: &str) -> bool {
     SECRET_VARIABLES.iter().any(|(secret, _)| *secret == variable)
-        || variable
-            .strip_prefix(&format!("{ENV_PREFIX}__"))
-            .is_some_and(|rest| rest.to_lowercase().replace("__", ".").starts_with(KAFKA_PROPERTIES))
+        || key_of(variable).is_some_and(|key| key.starts_with(KAFKA_PROPERTIES))
 }
 
 fn load_with<T: DeserializeOwned + Validate>(vars: Option<HashMap<String, String>>) -> Result<T, SettingsError> {
