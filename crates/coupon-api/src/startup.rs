@@ -21,7 +21,7 @@ use tracing_actix_web::TracingLogger;
 use crate::auth::Access;
 use crate::catalog::cache::CouponCache;
 use crate::catalog::Catalog;
-use crate::config::Settings;
+use crate::config::{HttpSettings, Settings};
 use crate::delivery::outbox::{Acknowledger, Outbox};
 use crate::delivery::publisher::Publisher;
 use crate::delivery::relay::Relay;
@@ -198,7 +198,7 @@ impl Application {
         essential.spawn("the outbox relay", relay.run(stop.clone()));
         essential.spawn("the recovery", self.recovery.run(stop.clone()));
         essential.spawn("the usage relay", self.usage_relay.run(stop.clone()));
-        let server = http_server(self.listeners.api, self.state.clone(), self.settings.http.workers)?;
+        let server = http_server(self.listeners.api, self.state.clone(), &self.settings.http)?;
         let handle = server.handle();
         essential.spawn("the HTTP server", server);
         let management = management_server(self.listeners.management, self.state.clone())?;
@@ -427,14 +427,15 @@ async fn migrate_schema(url: SecretString, stop: &CancellationToken) -> Option<(
 const MIGRATE_RETRY: Duration = Duration::from_secs(2);
 
 /// Built outside `run_until` so that future stays `Send` (the builder is not).
-fn http_server(listener: TcpListener, state: web::Data<AppState>, workers: usize) -> std::io::Result<Server> {
+fn http_server(listener: TcpListener, state: web::Data<AppState>, settings: &HttpSettings) -> std::io::Result<Server> {
     let mut server = HttpServer::new(move || {
         App::new().wrap(TracingLogger::<RequestSpan>::new()).app_data(state.clone()).configure(crate::http::configure)
     })
+    .client_request_timeout(settings.request_head_timeout)
     .disable_signals()
     .shutdown_timeout(30);
-    if workers > 0 {
-        server = server.workers(workers);
+    if settings.workers > 0 {
+        server = server.workers(settings.workers);
     }
     Ok(server.listen(listener)?.run())
 }
