@@ -1,5 +1,6 @@
 //! Starts coupon-api in-process on a free port with settings of its own.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use coupon_api::config::Settings;
@@ -16,7 +17,7 @@ use secrecy::SecretString;
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinHandle;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-of-at-least-32-bytes";
@@ -151,11 +152,19 @@ impl Drop for TestWriter {
     }
 }
 
+/// Issue requests one test app's client sends at once (`TestApp::in_flight`).
+const MAX_ISSUES_IN_FLIGHT: usize = 256;
+
 pub struct TestApp {
     pub base: String,
     /// Where `/metrics` and `/health/*` are served.
     pub management: String,
     pub http: reqwest::Client,
+    /// Bounds the issue requests this client has open at once: one task
+    /// polling thousands of fresh connections on a starved machine wrote
+    /// some request heads only seconds after connecting. Hundreds at a time
+    /// still race.
+    in_flight: Arc<Semaphore>,
     stop: Option<oneshot::Sender<()>>,
     serving: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -182,7 +191,14 @@ impl TestApp {
         let serving = tokio::spawn(app.run_until(async {
             let _ = stopped.await;
         }));
-        Self { base, management, http: reqwest::Client::new(), stop: Some(stop), serving: Some(serving) }
+        Self {
+            base,
+            management,
+            http: client(),
+            in_flight: Arc::new(Semaphore::new(MAX_ISSUES_IN_FLIGHT)),
+            stop: Some(stop),
+            serving: Some(serving),
+        }
     }
 
     /// Stops the service the way SIGTERM would and waits until it has.
@@ -260,13 +276,13 @@ impl TestApp {
     }
 
     pub async fn issue(&self, coupon: i64, customer: i64) -> (StatusCode, Value) {
-        issue_request(&self.http, &self.base, coupon, customer).await
+        issue_request(&self.http, &self.in_flight, &self.base, coupon, customer).await
     }
 
     /// An issue request sent from a task of its own, answered when it ends.
     pub fn issuing(&self, coupon: i64, customer: i64) -> JoinHandle<(StatusCode, Value)> {
-        let (http, base) = (self.http.clone(), self.base.clone());
-        tokio::spawn(async move { issue_request(&http, &base, coupon, customer).await })
+        let (http, in_flight, base) = (self.http.clone(), self.in_flight.clone(), self.base.clone());
+        tokio::spawn(async move { issue_request(&http, &in_flight, &base, coupon, customer).await })
     }
 
     /// Waits until coupon-writer has written the customer's issuance (the
@@ -308,7 +324,22 @@ impl TestApp {
     }
 }
 
-async fn issue_request(http: &reqwest::Client, base: &str, coupon: i64, customer: i64) -> (StatusCode, Value) {
+/// A client that opens a connection per request. A starved test process
+/// reused pooled connections the server had meanwhile closed after its
+/// keep-alive (`IncompleteMessage`, `ConnectionReset`); a POST that failed so
+/// may not be sent again, as it cannot tell whether it was read.
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("a client")
+}
+
+async fn issue_request(
+    http: &reqwest::Client,
+    in_flight: &Semaphore,
+    base: &str,
+    coupon: i64,
+    customer: i64,
+) -> (StatusCode, Value) {
+    let _permit = in_flight.acquire().await.expect("never closed");
     let response = http
         .post(format!("{base}/api/v1/coupons/{coupon}/issue"))
         .bearer_auth(token(customer))
@@ -317,7 +348,10 @@ async fn issue_request(http: &reqwest::Client, base: &str, coupon: i64, customer
         .await
         .unwrap();
     let status = response.status();
-    (status, response.json().await.unwrap())
+    let text = response.text().await.unwrap();
+    let body = serde_json::from_str(&text)
+        .unwrap_or_else(|err| panic!("issue answered {status} with a body that is not JSON ({err}): {text:?}"));
+    (status, body)
 }
 
 /// coupon-api on a Redis of the test's own (to stall or restart), its
