@@ -21,6 +21,7 @@ pub mod baseline;
 pub mod issuer;
 mod lanes;
 pub mod memory;
+pub mod refill;
 pub mod replica_wait;
 
 use std::sync::Arc;

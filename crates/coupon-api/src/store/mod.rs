@@ -10,6 +10,7 @@ pub mod incarnation;
 
 use std::sync::Arc;
 
+use coupon_domain::shards::CouponShard;
 use coupon_domain::{CouponId, CustomerId};
 use coupon_infra::redis::SharedRedis;
 use futures::future::try_join_all;
@@ -100,6 +101,11 @@ impl CouponStore {
 
     pub fn keys(&self, coupon: CouponId) -> CouponKeys {
         CouponKeys::new(&self.key_prefix, coupon)
+    }
+
+    /// The keys of one shard of a coupon (the first: `keys`).
+    pub fn shard_keys(&self, shard: CouponShard) -> CouponKeys {
+        CouponKeys::of_shard(&self.key_prefix, shard)
     }
 
     pub fn system(&self) -> &SystemKeys {
