@@ -36,6 +36,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use coupon_domain::shards::CouponShard;
 use coupon_domain::CouponId;
 use coupon_infra::kafka::{GroupProgress, Mark};
 use time::OffsetDateTime;
@@ -379,13 +380,14 @@ impl Recovery {
                 starts_at: row.starts_at,
                 ends_at: controlled.ends_at,
                 total_quantity: controlled.total_quantity,
+                shards: row.shard_count(),
                 holders,
                 control: controlled.control,
             };
             match self.fences.rebuild(&state, token).await? {
                 Some(stock) => {
                     // Whoever wrote the entries the rebuild kept may be gone.
-                    self.watchlist.watch(id, self.store.server_time_ms().await?).await?;
+                    self.watchlist.watch(CouponShard::first(id), self.store.server_time_ms().await?).await?;
                     self.metrics.rebuilds.inc();
                     tracing::info!(coupon = %id, holders = state.holders.customers.len(), stock, "coupon rebuilt from PostgreSQL");
                 }
@@ -466,6 +468,7 @@ impl Recovery {
                 retired.push(coupon);
             }
         }
+        let retired: Vec<CouponShard> = retired.into_iter().map(CouponShard::first).collect();
         self.watchlist.forget(&retired).await?;
         Ok(())
     }

@@ -40,6 +40,8 @@ pub struct CouponState {
     pub starts_at: OffsetDateTime,
     pub ends_at: OffsetDateTime,
     pub total_quantity: i32,
+    /// Over how many shards its stock is spread (coupon_domain::shards).
+    pub shards: u16,
     /// Who holds the coupon in PostgreSQL (none for a new coupon).
     pub holders: Holders,
     /// An operator's controls, as PostgreSQL has them.

@@ -53,11 +53,10 @@ enum Read {
 }
 
 impl Refill {
-    /// `replica`: this process's name, unique among the replicas.
-    pub fn new(store: Arc<CouponStore>, replica: &str) -> Self {
+    pub fn new(store: Arc<CouponStore>) -> Self {
         Self {
             store,
-            id_prefix: format!("{replica}:"),
+            id_prefix: format!("{:016x}:", rand::random::<u64>()),
             next_id: AtomicU64::new(0),
             read: Script::new(include_str!("read.lua")),
             take: Script::new(include_str!("take.lua")),

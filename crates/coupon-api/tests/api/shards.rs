@@ -1,0 +1,172 @@
+//! Sharded coupons (coupon_domain::shards): the stock spread over key sets
+//! in slots of their own, which refill one another by transfers.
+
+use std::collections::HashSet;
+
+use futures::future::join_all;
+use redis::AsyncCommands;
+use reqwest::StatusCode;
+use serde_json::json;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::harness::{consume_events, redis, Isolation, TestApp};
+
+async fn open_sharded_coupon(app: &TestApp, total: i64, shards: i64) -> i64 {
+    let now = OffsetDateTime::now_utc();
+    app.create_coupon_with(json!({
+        "name": "sharded coupon",
+        "totalQuantity": total,
+        "startsAt": (now - time::Duration::hours(1)).format(&Rfc3339).unwrap(),
+        "endsAt": (now + time::Duration::hours(1)).format(&Rfc3339).unwrap(),
+        "shards": shards,
+    }))
+    .await
+}
+
+fn shard_key(prefix: &str, coupon: i64, shard: i64, name: &str) -> String {
+    match shard {
+        0 => format!("{prefix}coupon:{{{coupon}}}:{name}"),
+        shard => format!("{prefix}coupon:{{{coupon}:{shard}}}:{name}"),
+    }
+}
+
+/// Each shard's stock, holders and transfers still open.
+async fn shard_state(prefix: &str, coupon: i64, shards: i64) -> Vec<(i64, usize, usize)> {
+    let mut redis = redis().await;
+    let mut state = Vec::new();
+    for shard in 0..shards {
+        let stock: i64 = redis.get(shard_key(prefix, coupon, shard, "stock")).await.unwrap();
+        let holders: usize = redis.scard(shard_key(prefix, coupon, shard, "issued")).await.unwrap();
+        let open: usize = redis.hlen(shard_key(prefix, coupon, shard, "transfers")).await.unwrap();
+        state.push((stock, holders, open));
+    }
+    state
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_spike_on_a_sharded_coupon_issues_exactly_its_stock_from_every_shard_and_strands_nothing() {
+    let iso = Isolation::new().await;
+    let app = TestApp::spawn(iso.settings()).await;
+    let coupon = open_sharded_coupon(&app, 100, 3).await;
+    let (status, created) = app.get(&format!("/api/v1/coupons/{coupon}")).await;
+    assert_eq!((status, created["shards"].as_i64()), (StatusCode::OK, Some(3)), "{created}");
+
+    let answers = join_all((1..=2_000).map(|customer| {
+        let app = &app;
+        async move { (customer, app.issue(coupon, customer).await) }
+    }))
+    .await;
+
+    let winners: HashSet<i64> = answers
+        .iter()
+        .filter(|(_, (status, _))| *status == StatusCode::CREATED)
+        .map(|(customer, _)| *customer)
+        .collect();
+    let sold_out = answers.iter().filter(|(_, (_, body))| body["code"] == "SOLD_OUT").count();
+    assert_eq!((winners.len(), sold_out), (100, 1_900));
+    let shards = shard_state(&iso.key_prefix, coupon, 3).await;
+    assert!(shards.iter().all(|(stock, _, open)| *stock == 0 && *open == 0), "a unit stranded: {shards:?}");
+    assert!(shards.iter().all(|(_, holders, _)| *holders > 0), "every shard issued: {shards:?}");
+    assert_eq!(shards.iter().map(|(_, holders, _)| holders).sum::<usize>(), 100);
+
+    let delivered: HashSet<i64> =
+        consume_events(&iso.topic, 100).await.into_iter().map(|(_, _, customer)| customer).collect();
+    assert_eq!(delivered, winners);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_customers_on_two_replicas_get_one_unit_each_at_most() {
+    let iso = Isolation::new().await;
+    let (a, b) = (TestApp::spawn(iso.settings()).await, TestApp::spawn(iso.settings()).await);
+    let coupon = open_sharded_coupon(&a, 300, 3).await;
+
+    let answers = join_all(
+        (1..=500).flat_map(|customer| [&a, &b].map(|app| async move { (customer, app.issue(coupon, customer).await) })),
+    )
+    .await;
+
+    let mut winners = HashSet::new();
+    for (customer, (status, body)) in &answers {
+        match status {
+            &StatusCode::CREATED => assert!(winners.insert(*customer), "customer {customer} got two units"),
+            _ => assert!(["ALREADY_ISSUED", "SOLD_OUT"].contains(&body["code"].as_str().unwrap_or("")), "{body}"),
+        }
+    }
+    assert_eq!(winners.len(), 300);
+    let shards = shard_state(&iso.key_prefix, coupon, 3).await;
+    assert_eq!(
+        shards
+            .iter()
+            .map(|(stock, holders, open)| (stock, open, holders))
+            .fold((0, 0, 0), |sum, s| { (sum.0 + s.0, sum.1 + s.1, sum.2 + s.2) }),
+        (0, 0, 300),
+        "{shards:?}"
+    );
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transfer_left_open_by_a_dead_replica_is_finished_and_its_units_issued() {
+    let iso = Isolation::new().await;
+    let app = TestApp::spawn(iso.settings()).await;
+    let coupon = open_sharded_coupon(&app, 6, 3).await;
+    // A replica took shard 1's two units for shard 2 and died before giving them.
+    let take = redis::Script::new(include_str!("../../src/issuance/refill/take.lua"));
+    let (taken, _epoch): (i64, String) = take
+        .key(shard_key(&iso.key_prefix, coupon, 1, "meta"))
+        .key(shard_key(&iso.key_prefix, coupon, 1, "stock"))
+        .key(shard_key(&iso.key_prefix, coupon, 1, "transfers"))
+        .arg("dead-replica:1")
+        .arg(2)
+        .arg(2)
+        .invoke_async(&mut redis().await)
+        .await
+        .unwrap();
+    assert_eq!(taken, 2);
+
+    let mut issued = 0;
+    let mut customer = 0;
+    loop {
+        customer += 1;
+        let (status, body) = app.issue(coupon, customer).await;
+        match status {
+            StatusCode::CREATED => issued += 1,
+            _ => {
+                assert_eq!(body["code"], "SOLD_OUT", "{body}");
+                break;
+            }
+        }
+    }
+    assert_eq!(issued, 6, "the two units in flight were issued too");
+    let shards = shard_state(&iso.key_prefix, coupon, 3).await;
+    assert!(shards.iter().all(|(stock, _, open)| *stock == 0 && *open == 0), "{shards:?}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shard_count_out_of_bounds_is_refused_and_creates_nothing() {
+    let iso = Isolation::new().await;
+    let app = TestApp::spawn(iso.settings()).await;
+    let now = OffsetDateTime::now_utc();
+    for shards in [json!(0), json!(65), json!(-1), json!("3"), json!(1.5)] {
+        let (status, body) = app
+            .post_admin(
+                "/api/v1/coupons",
+                &json!({
+                    "name": "bad shards",
+                    "totalQuantity": 10,
+                    "startsAt": now.format(&Rfc3339).unwrap(),
+                    "endsAt": (now + time::Duration::hours(1)).format(&Rfc3339).unwrap(),
+                    "shards": shards,
+                }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "shards {shards}: {body}");
+    }
+    let (_, listed) = app.get("/api/v1/coupons").await;
+    assert_eq!(listed["coupons"].as_array().map(Vec::len), Some(0), "{listed}");
+    app.stop().await;
+}
