@@ -28,6 +28,11 @@ impl CouponShard {
     pub fn first(coupon: CouponId) -> Self {
         Self { coupon, shard: 0 }
     }
+
+    /// Every shard of a coupon of `shards` (at least its first).
+    pub fn all(coupon: CouponId, shards: u16) -> impl Iterator<Item = CouponShard> {
+        (0..shards.max(1)).map(move |shard| CouponShard { coupon, shard })
+    }
 }
 
 impl fmt::Display for CouponShard {

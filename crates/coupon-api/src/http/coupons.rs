@@ -425,7 +425,7 @@ pub async fn prime_coupon(
         .map_err(|err| ApiError::unavailable("PostgreSQL is unavailable; nothing was fenced", &err))?;
     state
         .fences
-        .fence(&[id], "operator")
+        .fence(&[(id, row.shard_count())], "operator")
         .await
         .map_err(|err| ApiError::unavailable("Redis is unavailable; nothing was fenced", &err))?;
     state.recovery.coupon(id);

@@ -161,7 +161,9 @@ impl Issuance {
             }
             Decision::Rejected(Rejection::CouponNotFound) => self.unknown_to_redis(coupon).await,
             Decision::Rejected(rejection) => {
-                if let Some(memory) = &self.memory {
+                // A snapshot reads one key set: a sharded coupon's holders and
+                // tokens are on several, so it is not remembered (yet).
+                if let Some(memory) = self.memory.as_ref().filter(|_| route.shards <= 1) {
                     memory.learn(coupon, rejection);
                 }
                 Ok(Answer::Rejected(rejection))

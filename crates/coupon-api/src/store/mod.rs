@@ -157,12 +157,16 @@ impl CouponStore {
         Ok(coupon_ids(ids))
     }
 
-    pub async fn presence(&self, coupons: &[CouponId]) -> Result<Vec<Presence>, RedisUnavailable> {
-        // Per coupon, one slot: meta's (ends_ms, fence token), and whether stock exists.
-        let probes: Vec<redis::Pipeline> = coupons
+    /// Each coupon's presence, given with its number of shards: ready only
+    /// when every shard is, fenced when any shard is.
+    pub async fn presence(&self, coupons: &[(CouponId, u16)]) -> Result<Vec<Presence>, RedisUnavailable> {
+        // Per shard, one slot: meta's (ends_ms, fence token), and whether stock exists.
+        let shards: Vec<CouponShard> =
+            coupons.iter().flat_map(|(coupon, shards)| CouponShard::all(*coupon, *shards)).collect();
+        let probes: Vec<redis::Pipeline> = shards
             .iter()
-            .map(|coupon| {
-                let keys = self.keys(*coupon);
+            .map(|shard| {
+                let keys = self.shard_keys(*shard);
                 let mut pipe = redis::pipe();
                 pipe.cmd("HMGET").arg(&keys.meta).arg("ends_ms").arg("fenced").cmd("EXISTS").arg(&keys.stock);
                 pipe
@@ -170,12 +174,21 @@ impl CouponStore {
             .collect();
         type Reply = ((Option<i64>, Option<String>), bool);
         let replies: Vec<Reply> = try_join_all(probes.iter().map(|pipe| self.redis.query_pipe(pipe))).await?;
-        Ok(replies
-            .into_iter()
-            .map(|((ends, fenced), stock)| match (ends, fenced, stock) {
-                (_, Some(_), _) => Presence::Fenced,
-                (Some(_), None, true) => Presence::Ready,
-                _ => Presence::Missing,
+        let mut each = replies.into_iter().map(|((ends, fenced), stock)| match (ends, fenced, stock) {
+            (_, Some(_), _) => Presence::Fenced,
+            (Some(_), None, true) => Presence::Ready,
+            _ => Presence::Missing,
+        });
+        Ok(coupons
+            .iter()
+            .map(|(_, shards)| {
+                each.by_ref().take(usize::from((*shards).max(1))).fold(Presence::Ready, |whole, shard| {
+                    match (whole, shard) {
+                        (Presence::Fenced, _) | (_, Presence::Fenced) => Presence::Fenced,
+                        (Presence::Missing, _) | (_, Presence::Missing) => Presence::Missing,
+                        _ => Presence::Ready,
+                    }
+                })
             })
             .collect())
     }

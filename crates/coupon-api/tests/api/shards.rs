@@ -11,6 +11,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::harness::{consume_events, redis, Isolation, TestApp};
+use crate::recovery::{settled_answer, wipe};
 
 async fn open_sharded_coupon(app: &TestApp, total: i64, shards: i64) -> i64 {
     let now = OffsetDateTime::now_utc();
@@ -168,5 +169,61 @@ async fn a_shard_count_out_of_bounds_is_refused_and_creates_nothing() {
     }
     let (_, listed) = app.get("/api/v1/coupons").await;
     assert_eq!(listed["coupons"].as_array().map(Vec::len), Some(0), "{listed}");
+    app.stop().await;
+}
+
+/// Each customer in turn, retried while the answer is 503; how many got the
+/// coupon and how many were told it is sold out.
+async fn issue_settled(app: &TestApp, coupon: i64, customers: std::ops::RangeInclusive<i64>) -> (usize, usize) {
+    let mut answers = Vec::new();
+    for customer in customers {
+        answers.push(settled_answer(app, coupon, customer).await);
+    }
+    let issued = answers.iter().filter(|(status, _)| *status == StatusCode::CREATED).count();
+    let sold_out = answers.iter().filter(|(_, code)| code == "SOLD_OUT").count();
+    (issued, sold_out)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wiped_redis_rebuilds_a_sharded_coupon_whole_and_sells_only_what_is_left() {
+    let iso = Isolation::new().await;
+    let app = TestApp::spawn(iso.settings()).await;
+    let coupon = open_sharded_coupon(&app, 30, 3).await;
+    for customer in 1..=12 {
+        assert_eq!(app.issue(coupon, customer).await.0, StatusCode::CREATED);
+    }
+
+    wipe(&iso.key_prefix).await;
+    assert_eq!(app.post_admin(&format!("/api/v1/coupons/{coupon}/prime"), &json!({})).await.0, StatusCode::ACCEPTED);
+    let writer = iso.start_writer().await;
+    assert_eq!(issue_settled(&app, coupon, 100..=140).await, (18, 23), "exactly the 18 left are sold");
+    for customer in 1..=12 {
+        assert_eq!(app.issue(coupon, customer).await.1["code"], "ALREADY_ISSUED", "customer {customer}");
+    }
+    let shards = shard_state(&iso.key_prefix, coupon, 3).await;
+    assert!(shards.iter().all(|(stock, _, open)| *stock == 0 && *open == 0), "{shards:?}");
+    assert_eq!(shards.iter().map(|(_, holders, _)| holders).sum::<usize>(), 30);
+    writer.stop().await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_shard_lost_has_the_whole_coupon_rebuilt_and_nothing_oversold() {
+    let iso = Isolation::new().await;
+    let app = TestApp::spawn(iso.settings()).await;
+    let writer = iso.start_writer().await;
+    let coupon = open_sharded_coupon(&app, 30, 3).await;
+    for customer in 1..=12 {
+        assert_eq!(app.issue(coupon, customer).await.0, StatusCode::CREATED);
+    }
+
+    // The master that held shard 1 lost it; the others still hold theirs.
+    let mut redis = redis().await;
+    let lost: Vec<String> = redis.keys(shard_key(&iso.key_prefix, coupon, 1, "*")).await.unwrap();
+    let _: () = redis.del(lost).await.unwrap();
+    assert_eq!(issue_settled(&app, coupon, 100..=140).await, (18, 23), "exactly the 18 left are sold");
+    let shards = shard_state(&iso.key_prefix, coupon, 3).await;
+    assert!(shards.iter().all(|(stock, _, open)| *stock == 0 && *open == 0), "{shards:?}");
+    writer.stop().await;
     app.stop().await;
 }
