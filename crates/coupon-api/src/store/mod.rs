@@ -193,6 +193,12 @@ impl CouponStore {
             .collect())
     }
 
+    /// One shard's stock (0 when it has none).
+    pub async fn shard_stock(&self, shard: CouponShard) -> Result<i64, RedisUnavailable> {
+        let stock: Option<i64> = self.redis.query(redis::cmd("GET").arg(self.shard_keys(shard).stock)).await?;
+        Ok(stock.unwrap_or(0))
+    }
+
     /// Live stock, or `None` when Redis does not know the coupon.
     pub async fn stock(&self, coupon: CouponId) -> Result<Option<i64>, RedisUnavailable> {
         Ok(self.redis.query(redis::cmd("GET").arg(self.keys(coupon).stock)).await?)

@@ -227,3 +227,36 @@ async fn one_shard_lost_has_the_whole_coupon_rebuilt_and_nothing_oversold() {
     writer.stop().await;
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sharded_coupon_is_paused_resumed_and_its_stock_raised_and_lowered_on_every_shard() {
+    let iso = Isolation::new().await;
+    let app = TestApp::spawn(iso.settings()).await;
+    let coupon = open_sharded_coupon(&app, 30, 3).await;
+    for customer in 1..=6 {
+        assert_eq!(app.issue(coupon, customer).await.0, StatusCode::CREATED);
+    }
+    let path = format!("/api/v1/coupons/{coupon}");
+
+    assert_eq!(app.post_admin(&format!("{path}/pause"), &json!({})).await.0, StatusCode::OK);
+    for customer in 100..=120 {
+        assert_eq!(app.issue(coupon, customer).await.1["code"], "PAUSED", "customer {customer}, on every shard");
+    }
+    assert_eq!(app.post_admin(&format!("{path}/resume"), &json!({})).await.0, StatusCode::OK);
+
+    // 24 units are left, about 8 on each shard: lowering the total by 18
+    // takes units from every shard.
+    let (status, lowered) = app.patch_admin(&path, &json!({"totalQuantity": 12})).await;
+    assert_eq!(status, StatusCode::OK, "{lowered}");
+    assert_eq!(issue_settled(&app, coupon, 100..=140).await, (6, 35));
+    let (status, raised) = app.patch_admin(&path, &json!({"totalQuantity": 14})).await;
+    assert_eq!(status, StatusCode::OK, "{raised}");
+    assert_eq!(issue_settled(&app, coupon, 200..=210).await, (2, 9));
+    let (status, below) = app.patch_admin(&path, &json!({"totalQuantity": 13})).await;
+    assert_eq!((status, below["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("BELOW_ISSUED")), "{below}");
+
+    let shards = shard_state(&iso.key_prefix, coupon, 3).await;
+    assert!(shards.iter().all(|(stock, _, open)| *stock == 0 && *open == 0), "{shards:?}");
+    assert_eq!(shards.iter().map(|(_, holders, _)| holders).sum::<usize>(), 14);
+    app.stop().await;
+}

@@ -81,7 +81,7 @@ impl Refill {
                 SurveyStep::Retry => return Ok(Refilled::Stock),
                 SurveyStep::TakeFrom(donor) => {
                     let units = transfer_size(readings[usize::from(donor)].stock, wanted);
-                    if self.transfer(coupon, donor, home, units).await? {
+                    if self.transfer(coupon, donor, home, units).await? > 0 {
                         return Ok(Refilled::Stock);
                     }
                 }
@@ -131,23 +131,24 @@ impl Refill {
         }
     }
 
-    /// Moves up to `units` from `donor` to `receiver`; whether any arrived.
+    /// Moves up to `units` from `donor` to `receiver`; how many arrived.
     pub async fn transfer(
         &self,
         coupon: CouponId,
         donor: u16,
         receiver: u16,
         units: i64,
-    ) -> Result<bool, RedisUnavailable> {
+    ) -> Result<i64, RedisUnavailable> {
         let id = format!("{}{}", self.id_prefix, self.next_id.fetch_add(1, Ordering::Relaxed));
         let keys = self.store.shard_keys(CouponShard { coupon, shard: donor });
         let mut take = self.take.key(&keys.meta);
         take.key(&keys.stock).key(&keys.transfers).arg(&id).arg(units).arg(receiver);
         let (taken, epoch): (i64, String) = self.store.redis().invoke(&take).await?;
         if taken == 0 {
-            return Ok(false);
+            return Ok(0);
         }
-        self.finish(coupon, donor, &Open { id, receiver, units: taken, epoch }).await
+        let arrived = self.finish(coupon, donor, &Open { id, receiver, units: taken, epoch }).await?;
+        Ok(if arrived { taken } else { 0 })
     }
 
     /// Gives and settles every transfer some shard recorded and has not
