@@ -394,23 +394,37 @@ async fn s19_a_paused_promotion_through_a_sentinel_switchover() {
     let coupons = world.create_coupons(1, SPIKE_STOCK).await;
     let coupon = coupons[0];
     // An operator asks again while the answer is 503: a change the replicas
-    // did not acknowledge (the primary was being replaced) may be lost.
+    // did not acknowledge (the primary was being replaced) may be lost. A
+    // pause or resume that PostgreSQL recorded before its 503 is already
+    // there when asked again: that answer is 409, and tells Redis again.
     let admin = |method: reqwest::Method, path: String, body: serde_json::Value| {
         let api = &world.api;
         async move {
-            coupon_testkit::poll_until(&format!("{method} {path} to be answered"), Duration::from_secs(60), || {
-                let (method, path, body) = (method.clone(), path.clone(), body.clone());
-                async move {
-                    let (status, _) = api.admin(method, &path, Some(&body)).await?;
-                    Ok((status != 503).then_some(status))
-                }
-            })
-            .await
-            .expect("an operator's request")
+            let refused = std::sync::atomic::AtomicBool::new(false);
+            let answer =
+                coupon_testkit::poll_until(&format!("{method} {path} to be answered"), Duration::from_secs(60), || {
+                    let (method, path, body, refused) = (method.clone(), path.clone(), body.clone(), &refused);
+                    async move {
+                        let (status, body) = api.admin(method, &path, Some(&body)).await?;
+                        if status == 503 {
+                            refused.store(true, std::sync::atomic::Ordering::Relaxed);
+                            return Ok(None);
+                        }
+                        Ok(Some((status, body["code"].as_str().map(str::to_owned))))
+                    }
+                })
+                .await
+                .expect("an operator's request");
+            (answer, refused.into_inner())
         }
     };
-    let pause = admin(reqwest::Method::POST, format!("/api/v1/coupons/{coupon}/pause"), serde_json::json!({}));
-    assert_eq!(pause.await, 200);
+    let done = |answer: ((u16, Option<String>), bool), already: &str| match answer {
+        ((200, _), _) => true,
+        ((409, Some(code)), true) => code == already,
+        _ => false,
+    };
+    let pause = admin(reqwest::Method::POST, format!("/api/v1/coupons/{coupon}/pause"), serde_json::json!({})).await;
+    assert!(done(pause.clone(), "ALREADY_PAUSED"), "{pause:?}");
     let wave = |first: i64| world.wave_until_served(&coupons, first, customers() / 5, Duration::from_secs(120));
     let before = wave(1).await.expect("a wave while paused");
     sentinel.failover().await.expect("a switchover");
@@ -424,9 +438,10 @@ async fn s19_a_paused_promotion_through_a_sentinel_switchover() {
 
     let raised = SPIKE_STOCK + SPIKE_STOCK / 2;
     let raise = serde_json::json!({ "totalQuantity": raised });
-    assert_eq!(admin(reqwest::Method::PATCH, format!("/api/v1/coupons/{coupon}"), raise).await, 200);
-    let resume = admin(reqwest::Method::POST, format!("/api/v1/coupons/{coupon}/resume"), serde_json::json!({}));
-    assert_eq!(resume.await, 200);
+    let changed = admin(reqwest::Method::PATCH, format!("/api/v1/coupons/{coupon}"), raise).await;
+    assert_eq!(changed.0 .0, 200, "{changed:?}");
+    let resume = admin(reqwest::Method::POST, format!("/api/v1/coupons/{coupon}/resume"), serde_json::json!({})).await;
+    assert!(done(resume.clone(), "NOT_PAUSED"), "{resume:?}");
     let mut spike = world
         .wave_until_served(&coupons, SECOND_WAVE_FIRST_CUSTOMER, customers(), Duration::from_secs(180))
         .await
