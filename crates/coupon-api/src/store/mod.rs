@@ -10,7 +10,7 @@ pub mod incarnation;
 
 use std::sync::Arc;
 
-use coupon_domain::shards::CouponShard;
+use coupon_domain::shards::{home_shard, CouponShard};
 use coupon_domain::{CouponId, CustomerId};
 use coupon_infra::redis::SharedRedis;
 use futures::future::try_join_all;
@@ -199,21 +199,38 @@ impl CouponStore {
         Ok(stock.unwrap_or(0))
     }
 
-    /// Live stock, or `None` when Redis does not know the coupon.
+    /// How many shards Redis holds the coupon over (its first shard's
+    /// `shards`; 1 when it has none).
+    pub async fn shard_count(&self, coupon: CouponId) -> Result<u16, RedisUnavailable> {
+        let shards: Option<u16> =
+            self.redis.query(redis::cmd("HGET").arg(self.keys(coupon).meta).arg("shards")).await?;
+        Ok(shards.unwrap_or(1))
+    }
+
+    /// The shard of `coupon` that decides for `customer`.
+    pub async fn home(&self, coupon: CouponId, customer: CustomerId) -> Result<CouponShard, RedisUnavailable> {
+        let shards = self.shard_count(coupon).await?;
+        Ok(CouponShard { coupon, shard: home_shard(customer, shards) })
+    }
+
+    /// Live stock over every shard, or `None` when Redis does not know the coupon.
     pub async fn stock(&self, coupon: CouponId) -> Result<Option<i64>, RedisUnavailable> {
-        Ok(self.redis.query(redis::cmd("GET").arg(self.keys(coupon).stock)).await?)
+        let shards = self.shard_count(coupon).await?;
+        let gets: Vec<redis::Cmd> = CouponShard::all(coupon, shards)
+            .map(|shard| redis::cmd("GET").arg(self.shard_keys(shard).stock).to_owned())
+            .collect();
+        let stocks: Vec<Option<i64>> = self.redis.query_each(&gets).await?;
+        Ok(stocks.into_iter().reduce(|sum, stock| Some(sum? + stock?)).flatten())
     }
 
     /// [`Self::stock`] of each coupon, in order.
     pub async fn stocks(&self, coupons: &[CouponId]) -> Result<Vec<Option<i64>>, RedisUnavailable> {
-        let gets: Vec<redis::Cmd> =
-            coupons.iter().map(|coupon| redis::cmd("GET").arg(self.keys(*coupon).stock).to_owned()).collect();
-        Ok(self.redis.query_each(&gets).await?)
+        try_join_all(coupons.iter().map(|coupon| self.stock(*coupon))).await
     }
 
     /// Which issuance of the coupon the customer holds, if it holds one.
     pub async fn holding(&self, coupon: CouponId, customer: CustomerId) -> Result<Option<u32>, RedisUnavailable> {
-        let keys = self.keys(coupon);
+        let keys = self.shard_keys(self.home(coupon, customer).await?);
         let mut reads = redis::pipe();
         reads.cmd("SISMEMBER").arg(&keys.issued).arg(customer.get());
         reads.cmd("HGET").arg(&keys.reissued).arg(customer.get());

@@ -260,3 +260,34 @@ async fn a_sharded_coupon_is_paused_resumed_and_its_stock_raised_and_lowered_on_
     assert_eq!(shards.iter().map(|(_, holders, _)| holders).sum::<usize>(), 14);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_unit_revoked_back_to_stock_on_its_home_shard_is_issued_once_more_from_any_shard() {
+    let iso = Isolation::with_usage_topics().await;
+    let _writer = iso.start_writer().await;
+    let app = TestApp::spawn(iso.settings()).await;
+    let coupon = open_sharded_coupon(&app, 3, 3).await;
+    let mut winners = Vec::new();
+    for customer in 1..=20 {
+        if app.issue(coupon, customer).await.0 == StatusCode::CREATED {
+            winners.push(customer);
+        }
+    }
+    assert_eq!(winners.len(), 3);
+
+    let revoked = winners[0];
+    let revoke = json!({"reason": "fraud", "returnToStock": true});
+    let (status, body) = app.delete_admin(&format!("/api/v1/customers/{revoked}/coupons/{coupon}"), &revoke).await;
+    assert_eq!((status, &body["returnedToStock"]), (StatusCode::OK, &json!(true)), "{body}");
+    assert_eq!(app.issue(coupon, revoked).await.1["code"], "ALREADY_ISSUED", "not to the revoked customer");
+    assert_eq!(issue_settled(&app, coupon, 100..=120).await, (1, 20), "the returned unit, once");
+
+    assert_eq!(app.post_admin(&format!("/api/v1/coupons/{coupon}/prime"), &json!({})).await.0, StatusCode::ACCEPTED);
+    assert_eq!(
+        settled_answer(&app, coupon, 200).await.1,
+        "SOLD_OUT",
+        "the rebuild counts the returned unit as issued again"
+    );
+    assert_eq!(app.issue(coupon, revoked).await.1["code"], "ALREADY_ISSUED");
+    app.stop().await;
+}
