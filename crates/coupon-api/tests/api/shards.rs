@@ -51,7 +51,8 @@ async fn a_spike_on_a_sharded_coupon_issues_exactly_its_stock_from_every_shard_a
     let app = TestApp::spawn(iso.settings()).await;
     let coupon = open_sharded_coupon(&app, 100, 3).await;
     let (status, created) = app.get(&format!("/api/v1/coupons/{coupon}")).await;
-    assert_eq!((status, created["shards"].as_i64()), (StatusCode::OK, Some(3)), "{created}");
+    let read = (status, created["shards"].as_i64(), created["remainingQuantity"].as_i64());
+    assert_eq!(read, (StatusCode::OK, Some(3), Some(100)), "the stock summed over the shards: {created}");
 
     let answers = join_all((1..=2_000).map(|customer| {
         let app = &app;
@@ -70,6 +71,8 @@ async fn a_spike_on_a_sharded_coupon_issues_exactly_its_stock_from_every_shard_a
     assert!(shards.iter().all(|(stock, _, open)| *stock == 0 && *open == 0), "a unit stranded: {shards:?}");
     assert!(shards.iter().all(|(_, holders, _)| *holders > 0), "every shard issued: {shards:?}");
     assert_eq!(shards.iter().map(|(_, holders, _)| holders).sum::<usize>(), 100);
+    let (_, view) = app.get(&format!("/api/v1/coupons/{coupon}/stats")).await;
+    assert_eq!(view["remaining"].as_i64(), Some(0), "{view}");
 
     let delivered: HashSet<i64> =
         consume_events(&iso.topic, 100).await.into_iter().map(|(_, _, customer)| customer).collect();
