@@ -161,9 +161,7 @@ impl Issuance {
             }
             Decision::Rejected(Rejection::CouponNotFound) => self.unknown_to_redis(coupon).await,
             Decision::Rejected(rejection) => {
-                // A snapshot reads one key set: a sharded coupon's holders and
-                // tokens are on several, so it is not remembered (yet).
-                if let Some(memory) = self.memory.as_ref().filter(|_| route.shards <= 1) {
+                if let Some(memory) = &self.memory {
                     memory.learn(coupon, rejection);
                 }
                 Ok(Answer::Rejected(rejection))

@@ -11,6 +11,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::harness::{consume_events, redis, Isolation, TestApp};
+use crate::memory::{on_own_redis, script_calls, until_answered_from_memory};
 use crate::recovery::{settled_answer, wipe};
 
 async fn open_sharded_coupon(app: &TestApp, total: i64, shards: i64) -> i64 {
@@ -292,5 +293,33 @@ async fn a_unit_revoked_back_to_stock_on_its_home_shard_is_issued_once_more_from
         "the rebuild counts the returned unit as issued again"
     );
     assert_eq!(app.issue(coupon, revoked).await.1["code"], "ALREADY_ISSUED");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sold_out_sharded_coupon_is_refused_from_memory_until_stock_is_added() {
+    let iso = Isolation::new().await;
+    let (_redis, settings) = on_own_redis(&iso, "api-test sharded memory").await;
+    let app = TestApp::spawn(settings).await;
+    let coupon = open_sharded_coupon(&app, 3, 3).await;
+    let mut winners = Vec::new();
+    for customer in 1..=20 {
+        if app.issue(coupon, customer).await.0 == StatusCode::CREATED {
+            winners.push(customer);
+        }
+    }
+    assert_eq!(winners.len(), 3);
+    assert_eq!(until_answered_from_memory(&app, coupon, 100).await["code"], "SOLD_OUT");
+
+    let calls = script_calls(&app).await;
+    assert_eq!(app.issue(coupon, winners[2]).await.1["code"], "ALREADY_ISSUED", "a holder of any shard");
+    for customer in 101..130 {
+        assert_eq!(app.issue(coupon, customer).await.1["code"], "SOLD_OUT");
+    }
+    assert_eq!(script_calls(&app).await, calls, "answered without Redis");
+
+    let (status, raised) = app.patch_admin(&format!("/api/v1/coupons/{coupon}"), &json!({"totalQuantity": 4})).await;
+    assert_eq!(status, StatusCode::OK, "{raised}");
+    assert_eq!(app.issue(coupon, 200).await.0, StatusCode::CREATED, "the added unit, from whichever shard");
     app.stop().await;
 }

@@ -20,4 +20,6 @@ if redis.call('SADD', KEYS[3], ARGV[1]) == 0 then
 end
 redis.call('INCRBY', KEYS[2], ARGV[2])
 redis.call('HINCRBY', KEYS[1], 'inflow', 1)
+-- Units arriving void what replicas remember of the coupon (remember.lua).
+redis.call('HDEL', KEYS[1], 'changed')
 return 'GIVEN'
