@@ -115,22 +115,25 @@ impl Sources {
                 None => (first, last),
             });
         }
-        // SSCAN in pages, not SMEMBERS: a promotion's set can hold millions of
-        // customers, and one reply that size would stall Redis (which decides
-        // every issuance) and outlast the client's response timeout. The pages
-        // are not one snapshot; issuances that land meanwhile are in flight,
-        // which the settle time in `run` tells from drift.
+        self.scan_issued(&keys.issued, &mut view.issued).await
+    }
+
+    /// SSCAN in pages, not SMEMBERS: a promotion's set can hold millions of
+    /// customers, and one reply that size would stall Redis (which decides
+    /// every issuance) and outlast the client's response timeout. The pages
+    /// are not one snapshot; issuances that land meanwhile are in flight,
+    /// which the settle time in `run` tells from drift.
+    async fn scan_issued(&self, key: &str, issued: &mut BTreeSet<i64>) -> anyhow::Result<()> {
         let mut cursor = 0u64;
         loop {
             let (next, page): (u64, Vec<i64>) =
-                self.redis.query(redis::cmd("SSCAN").arg(&keys.issued).arg(cursor).arg("COUNT").arg(SCAN_PAGE)).await?;
-            view.issued.extend(page);
+                self.redis.query(redis::cmd("SSCAN").arg(key).arg(cursor).arg("COUNT").arg(SCAN_PAGE)).await?;
+            issued.extend(page);
             if next == 0 {
-                break;
+                return Ok(());
             }
             cursor = next;
         }
-        Ok(())
     }
 
     /// The number of the issuance Redis holds for the customer (0 unless it
