@@ -10,6 +10,9 @@ use serde_json::json;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+use coupon_testkit::redis_node::query;
+
+use crate::cluster::own_cluster;
 use crate::harness::{consume_events, redis, Isolation, TestApp};
 use crate::memory::{on_own_redis, script_calls, until_answered_from_memory};
 use crate::recovery::{settled_answer, wipe};
@@ -321,5 +324,33 @@ async fn a_sold_out_sharded_coupon_is_refused_from_memory_until_stock_is_added()
     let (status, raised) = app.patch_admin(&format!("/api/v1/coupons/{coupon}"), &json!({"totalQuantity": 4})).await;
     assert_eq!(status, StatusCode::OK, "{raised}");
     assert_eq!(app.issue(coupon, 200).await.0, StatusCode::CREATED, "the added unit, from whichever shard");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_a_redis_cluster_a_sharded_coupon_is_decided_on_several_masters_and_sells_out_exactly() {
+    let iso = Isolation::new().await;
+    let (mut cluster, settings) = own_cluster(&iso, "api-test sharded cluster", 0).await;
+    let app = TestApp::spawn(settings).await;
+    let coupon = open_sharded_coupon(&app, 60, 3).await;
+    let mut masters = std::collections::BTreeSet::new();
+    for shard in 0..3 {
+        let meta = shard_key(&iso.key_prefix, coupon, shard, "meta");
+        masters.insert(cluster.master_of(&meta).await.expect("a master").port());
+    }
+    assert!(masters.len() >= 2, "the shards' slots spread over the masters: {masters:?}");
+
+    let answers = join_all((1..=600).map(|customer| app.issue(coupon, customer))).await;
+    let issued = answers.iter().filter(|(status, _)| *status == StatusCode::CREATED).count();
+    let sold_out = answers.iter().filter(|(_, body)| body["code"] == "SOLD_OUT").count();
+    assert_eq!((issued, sold_out), (60, 540));
+    for shard in 0..3 {
+        let stock_key = shard_key(&iso.key_prefix, coupon, shard, "stock");
+        let transfers_key = shard_key(&iso.key_prefix, coupon, shard, "transfers");
+        let node = cluster.master_of(&stock_key).await.expect("a master").url();
+        let stock: i64 = query(&node, redis::cmd("GET").arg(&stock_key)).await.unwrap();
+        let open: i64 = query(&node, redis::cmd("HLEN").arg(&transfers_key)).await.unwrap();
+        assert_eq!((stock, open), (0, 0), "shard {shard}");
+    }
     app.stop().await;
 }
