@@ -49,6 +49,14 @@ async fn shard_state(prefix: &str, coupon: i64, shards: i64) -> Vec<(i64, usize,
     state
 }
 
+/// Checks that no unit is left on any shard, in stock or in a transfer;
+/// returns how many customers hold the coupon.
+async fn nothing_left(prefix: &str, coupon: i64, shards: i64) -> usize {
+    let state = shard_state(prefix, coupon, shards).await;
+    assert!(state.iter().all(|(stock, _, open)| *stock == 0 && *open == 0), "a unit left: {state:?}");
+    state.iter().map(|(_, holders, _)| holders).sum()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_spike_on_a_sharded_coupon_issues_exactly_its_stock_from_every_shard_and_strands_nothing() {
     let iso = Isolation::new().await;
@@ -71,10 +79,9 @@ async fn a_spike_on_a_sharded_coupon_issues_exactly_its_stock_from_every_shard_a
         .collect();
     let sold_out = answers.iter().filter(|(_, (_, body))| body["code"] == "SOLD_OUT").count();
     assert_eq!((winners.len(), sold_out), (100, 1_900));
+    assert_eq!(nothing_left(&iso.key_prefix, coupon, 3).await, 100);
     let shards = shard_state(&iso.key_prefix, coupon, 3).await;
-    assert!(shards.iter().all(|(stock, _, open)| *stock == 0 && *open == 0), "a unit stranded: {shards:?}");
     assert!(shards.iter().all(|(_, holders, _)| *holders > 0), "every shard issued: {shards:?}");
-    assert_eq!(shards.iter().map(|(_, holders, _)| holders).sum::<usize>(), 100);
     let (_, view) = app.get(&format!("/api/v1/coupons/{coupon}/stats")).await;
     assert_eq!(view["remaining"].as_i64(), Some(0), "{view}");
 
@@ -103,15 +110,7 @@ async fn the_same_customers_on_two_replicas_get_one_unit_each_at_most() {
         }
     }
     assert_eq!(winners.len(), 300);
-    let shards = shard_state(&iso.key_prefix, coupon, 3).await;
-    assert_eq!(
-        shards
-            .iter()
-            .map(|(stock, holders, open)| (stock, open, holders))
-            .fold((0, 0, 0), |sum, s| { (sum.0 + s.0, sum.1 + s.1, sum.2 + s.2) }),
-        (0, 0, 300),
-        "{shards:?}"
-    );
+    assert_eq!(nothing_left(&iso.key_prefix, coupon, 3).await, 300);
     a.stop().await;
     b.stop().await;
 }
@@ -149,8 +148,7 @@ async fn a_transfer_left_open_by_a_dead_replica_is_finished_and_its_units_issued
         }
     }
     assert_eq!(issued, 6, "the two units in flight were issued too");
-    let shards = shard_state(&iso.key_prefix, coupon, 3).await;
-    assert!(shards.iter().all(|(stock, _, open)| *stock == 0 && *open == 0), "{shards:?}");
+    nothing_left(&iso.key_prefix, coupon, 3).await;
     app.stop().await;
 }
 
@@ -207,9 +205,7 @@ async fn a_wiped_redis_rebuilds_a_sharded_coupon_whole_and_sells_only_what_is_le
     for customer in 1..=12 {
         assert_eq!(app.issue(coupon, customer).await.1["code"], "ALREADY_ISSUED", "customer {customer}");
     }
-    let shards = shard_state(&iso.key_prefix, coupon, 3).await;
-    assert!(shards.iter().all(|(stock, _, open)| *stock == 0 && *open == 0), "{shards:?}");
-    assert_eq!(shards.iter().map(|(_, holders, _)| holders).sum::<usize>(), 30);
+    assert_eq!(nothing_left(&iso.key_prefix, coupon, 3).await, 30);
     writer.stop().await;
     app.stop().await;
 }
@@ -229,8 +225,7 @@ async fn one_shard_lost_has_the_whole_coupon_rebuilt_and_nothing_oversold() {
     let lost: Vec<String> = redis.keys(shard_key(&iso.key_prefix, coupon, 1, "*")).await.unwrap();
     let _: () = redis.del(lost).await.unwrap();
     assert_eq!(issue_settled(&app, coupon, 100..=140).await, (18, 23), "exactly the 18 left are sold");
-    let shards = shard_state(&iso.key_prefix, coupon, 3).await;
-    assert!(shards.iter().all(|(stock, _, open)| *stock == 0 && *open == 0), "{shards:?}");
+    nothing_left(&iso.key_prefix, coupon, 3).await;
     writer.stop().await;
     app.stop().await;
 }
@@ -262,9 +257,7 @@ async fn a_sharded_coupon_is_paused_resumed_and_its_stock_raised_and_lowered_on_
     let (status, below) = app.patch_admin(&path, &json!({"totalQuantity": 13})).await;
     assert_eq!((status, below["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("BELOW_ISSUED")), "{below}");
 
-    let shards = shard_state(&iso.key_prefix, coupon, 3).await;
-    assert!(shards.iter().all(|(stock, _, open)| *stock == 0 && *open == 0), "{shards:?}");
-    assert_eq!(shards.iter().map(|(_, holders, _)| holders).sum::<usize>(), 14);
+    assert_eq!(nothing_left(&iso.key_prefix, coupon, 3).await, 14);
     app.stop().await;
 }
 
