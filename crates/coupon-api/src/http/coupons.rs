@@ -385,7 +385,8 @@ pub async fn list(
 }
 
 /// Rebuild a coupon's Redis state from PostgreSQL (admin). The coupon is
-/// fenced at once (issuance answers 503) and rebuilt once coupon-writer has
+/// fenced at once (from this answer on, every replica answers its issue
+/// requests 503, none from memory) and rebuilt once coupon-writer has
 /// applied everything issued before; the answer does not wait for that. Safe
 /// to repeat; for a Redis suspected of having lost or rolled back data.
 #[utoipa::path(
@@ -429,5 +430,8 @@ pub async fn prime_coupon(
         .await
         .map_err(|err| ApiError::unavailable("Redis is unavailable; nothing was fenced", &err))?;
     state.recovery.coupon(id);
+    // The fence changes every answer: answered once no replica answers from
+    // memory taken before it (a sold-out coupon's refusals).
+    state.issuance.changed(id).await;
     Ok(HttpResponse::Accepted().json(answer))
 }
