@@ -361,6 +361,12 @@ impl World {
         self.master_port_of(&keys.stock).await
     }
 
+    /// The port of the Redis Cluster master that holds shard `shard` of `coupon`.
+    pub async fn shard_master_port(&self, coupon: i64, shard: u16) -> anyhow::Result<u16> {
+        let shard = CouponShard { coupon: coupon_domain::CouponId::new(coupon)?, shard };
+        self.master_port_of(&CouponKeys::of_shard(&self.key_prefix, shard).stock).await
+    }
+
     /// The port of the master that holds the keys the system shares over its
     /// coupons (the incarnation record among them).
     pub async fn system_master_port(&self) -> anyhow::Result<u16> {

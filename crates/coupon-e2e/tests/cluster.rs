@@ -75,6 +75,18 @@ impl Cluster {
         Self { world, apis, _writers: writers, coupons }
     }
 
+    /// As `start`, with one coupon whose stock is spread over three shards.
+    async fn start_sharded(name: &str) -> Self {
+        let world = World::on(name, Stack::Cluster { api_replicas: 2 }).await;
+        let apis = world.start_apis().await;
+        let mut writers = Vec::new();
+        for n in 1..=3 {
+            writers.push(world.start_writer(n).await);
+        }
+        let coupons = vec![world.create_sharded_coupon(stock(), 3).await];
+        Self { world, apis, _writers: writers, coupons }
+    }
+
     async fn spike(&self, progress: Arc<AtomicU64>) -> Spike {
         self.world.spike(&self.coupons, customers(), progress).await
     }
@@ -211,6 +223,35 @@ async fn c2_redis_master_killed_replica_takes_over() {
             eprintln!("port {promoted} took over {:.1} s after the kill", killed_at.elapsed().as_secs_f64());
             killed.start().await.expect("starting the old master again");
             eprintln!("port {victim} is a replica again {:.1} s after the kill", killed_at.elapsed().as_secs_f64());
+        })
+        .await;
+    let wave = world
+        .wave_until_served(&cluster.coupons, SECOND_WAVE_FIRST_CUSTOMER, customers(), Duration::from_secs(180))
+        .await
+        .expect("issuance resumes after the failover");
+    spike.answers.extend(wave.answers);
+    cluster.verify(&spike).await;
+}
+
+/// A coupon sharded three ways; the master of its second shard SIGKILLed once
+/// a fifth of the spike is answered, while shards refill one another. The
+/// whole coupon is fenced and rebuilt (transfers in flight are voided and
+/// their units counted again from PostgreSQL), and it still sells out exactly.
+#[tokio::test(flavor = "multi_thread")]
+async fn c11_a_sharded_coupons_master_killed_mid_spike() {
+    let cluster = Cluster::start_sharded("c11 cluster sharded coupon, master SIGKILL").await;
+    let world = &cluster.world;
+    let coupon = cluster.coupons[0];
+    let victim = world.shard_master_port(coupon, 1).await.expect("the second shard's master");
+    let (mut spike, ()) = cluster
+        .spike_with_fault(|_| async {
+            let killed = stack::kill(ClusterNode::Redis(victim)).await.expect("killing the master");
+            coupon_testkit::poll_until("a replica to take the slots over", Duration::from_secs(60), || async {
+                Ok(world.shard_master_port(coupon, 1).await.ok().filter(|port| *port != victim))
+            })
+            .await
+            .expect("the replica is promoted");
+            killed.start().await.expect("starting the old master again");
         })
         .await;
     let wave = world

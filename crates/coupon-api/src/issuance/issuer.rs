@@ -182,11 +182,21 @@ impl Decider {
                 return Ok(decisions);
             }
             let coupon = route.shard.coupon;
-            let answer = match self.refill.refill(coupon, route.shards, route.shard.shard, waiting.len() as i64).await?
-            {
+            // From here on some customers of the call may hold a unit: an error
+            // answers only those still waiting, as for a fenced coupon
+            // (nothing was issued to them), and never takes the others' answers.
+            let refilled = self.refill.refill(coupon, route.shards, route.shard.shard, waiting.len() as i64).await;
+            let answer = match refilled.unwrap_or_else(|err| {
+                tracing::warn!(error = %err, coupon = %coupon, "refilling a shard failed");
+                Refilled::Fenced
+            }) {
                 Refilled::Stock => {
                     let again: Vec<CustomerId> = waiting.iter().map(|i| customers[*i]).collect();
-                    for (i, decision) in waiting.into_iter().zip(self.call(route, &again).await?) {
+                    let redecided = self.call(route, &again).await.unwrap_or_else(|err| {
+                        tracing::warn!(error = %err, coupon = %coupon, "deciding again after a refill failed");
+                        vec![Decision::Fenced(Fence::Coupon); again.len()]
+                    });
+                    for (i, decision) in waiting.into_iter().zip(redecided) {
                         decisions[i] = decision;
                     }
                     continue;
