@@ -537,6 +537,7 @@ fn comparison_spike(args: &SoakArgs) -> SpikeArgs {
         round: 1,
         json: None,
         no_writer: false,
+        shards: 1,
     }
 }
 
@@ -647,6 +648,7 @@ async fn spikes_taking_turns(args: &ManyArgs, few: &Target, many: &Target) -> an
                 round: 1,
                 json: None,
                 no_writer: true,
+                shards: 1,
             };
             rates.push(run(&spike, args.customers, args.stock).await?.1.requests_per_s);
         }

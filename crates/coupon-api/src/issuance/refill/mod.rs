@@ -147,6 +147,9 @@ impl Refill {
         if taken == 0 {
             return Ok(0);
         }
+        if let Some(hold) = held_after_take() {
+            tokio::time::sleep(hold).await;
+        }
         let arrived = self.finish(coupon, donor, &Open { id, receiver, units: taken, epoch }).await?;
         Ok(if arrived { taken } else { 0 })
     }
@@ -182,6 +185,17 @@ impl Refill {
         let _: i64 = self.store.redis().invoke(self.settle.key(&donor.transfers).arg(&transfer.id)).await?;
         Ok(outcome != "VOID")
     }
+}
+
+/// How long the `refill-transfer-taken` fail point (`return(<ms>)`) holds a
+/// transfer between its take and its give, as a replica that stalls there:
+/// for the tests that fail a master while a transfer is open. Never without
+/// the `failpoints` feature.
+fn held_after_take() -> Option<std::time::Duration> {
+    fail::fail_point!("refill-transfer-taken", |ms: Option<String>| {
+        ms.and_then(|ms| ms.parse().ok()).map(std::time::Duration::from_millis)
+    });
+    None
 }
 
 /// A transfer a donor recorded: `<receiver>:<units>:<epoch>`.
