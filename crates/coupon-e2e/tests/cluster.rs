@@ -215,7 +215,7 @@ async fn c2_redis_master_killed_replica_takes_over() {
     let cluster = Cluster::start("c2 cluster Redis master SIGKILL").await;
     let world = &cluster.world;
     let victim = world.master_port(cluster.coupons[0]).await.expect("the first coupon's master");
-    let (mut spike, ()) = cluster
+    let (spike, ()) = cluster
         .spike_with_fault(|_| async {
             let killed_at = Instant::now();
             let killed = stack::kill(ClusterNode::Redis(victim)).await.expect("killing the master");
@@ -230,12 +230,7 @@ async fn c2_redis_master_killed_replica_takes_over() {
             eprintln!("port {victim} is a replica again {:.1} s after the kill", killed_at.elapsed().as_secs_f64());
         })
         .await;
-    let wave = world
-        .wave_until_served(&cluster.coupons, SECOND_WAVE_FIRST_CUSTOMER, customers(), Duration::from_secs(180))
-        .await
-        .expect("issuance resumes after the failover");
-    spike.answers.extend(wave.answers);
-    cluster.verify(&spike).await;
+    cluster.sell_out_and_verify(spike).await;
 }
 
 /// A coupon sharded three ways, whose API replicas hold every transfer
@@ -250,7 +245,7 @@ async fn c11_a_sharded_coupons_master_killed_during_a_transfer() {
     let cluster = Cluster::start_sharded("c11 cluster sharded coupon, master SIGKILL", &held).await;
     let world = &cluster.world;
     let coupon = cluster.coupons[0];
-    let (mut spike, ()) = cluster
+    let (spike, ()) = cluster
         .spike_with_fault(|_| async {
             let (donor, victim) =
                 poll_until("a transfer to be open", Duration::from_secs(60), || open_transfer(world, coupon))
@@ -266,12 +261,7 @@ async fn c11_a_sharded_coupons_master_killed_during_a_transfer() {
             killed.start().await.expect("starting the old master again");
         })
         .await;
-    let wave = world
-        .wave_until_served(&cluster.coupons, SECOND_WAVE_FIRST_CUSTOMER, customers(), Duration::from_secs(180))
-        .await
-        .expect("issuance resumes after the failover");
-    spike.answers.extend(wave.answers);
-    cluster.verify(&spike).await;
+    cluster.sell_out_and_verify(spike).await;
 }
 
 /// A shard of `coupon` (of three) with a transfer it recorded and has not
