@@ -75,7 +75,7 @@ token: build-release ## a bearer token for make run: a customer's (CUSTOMER=7) o
 	else target/release/coupon-loadgen token --customer $(CUSTOMER); fi
 
 # TO-BE against AS-IS, the ceilings, plots: docs/BENCHMARK.md. Not part of `test`.
-bench: up up-secure build-release ## Kafka design against synchronous baseline: docs/BENCHMARK.md, then bench-hot
+bench: up up-secure up-cluster build-release ## Kafka design against synchronous baseline: docs/BENCHMARK.md, then bench-hot
 	@scripts/bench.sh
 	@scripts/bench-hot.sh
 
@@ -87,7 +87,7 @@ bench-many: up build-release ## idle cost and issuance with 10,000 open coupons
 # One hot coupon: merged issue-script calls against a call per request, in
 # one run, then the Kafka producer's linger and compression (docs/PERFORMANCE.md,
 # "One hot coupon").
-bench-hot: up build-release ## one hot coupon: merged script calls and memory on and off, producer settings, the script's ceiling
+bench-hot: up up-cluster build-release ## one hot coupon: merged script calls and memory on and off, producer settings, 1 and 3 shards on the cluster, the script's ceiling
 	@scripts/bench-hot.sh
 
 # A sustained flood (3 minutes by default, SOAK_SECONDS) after a spike for

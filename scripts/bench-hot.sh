@@ -4,9 +4,11 @@
 # (COUPON__ISSUE__MEMORY_CHECK_MS, default 100; 0 is off) change, each on
 # and off, on a drop of DROP_CUSTOMERS distinct customers (100,000) on a
 # coupon of DROP_STOCK (10,000), as fast as coupon-loadgen sends; then the
-# same drop under Kafka producer settings (linger.ms, compression.type); each
-# ROUNDS times, alternating, on one machine in one run; then the script's own
-# ceiling (scripts/bench-script-batches.sh). Reports requests/s, latency,
+# same drop under Kafka producer settings (linger.ms, compression.type); then
+# on the cluster stack (three Redis masters, three brokers) with the coupon's
+# stock in 1 and 3 shards; each ROUNDS times, alternating, on one machine in
+# one run; then the script's own ceiling (scripts/bench-script-batches.sh).
+# SECTIONS picks some of: drop producer sharded script (default all). Reports requests/s, latency,
 # Redis commands per request (INFO commandstats) and the CPU of Redis, the
 # Kafka broker and coupon-api. The writer is not running: the drop's cost is
 # the API's, Redis's and Kafka's. Not a test: it asserts nothing about time.
@@ -18,6 +20,8 @@ BIN="$ROOT/target/release"
 DROP_CUSTOMERS="${DROP_CUSTOMERS:-100000}"
 DROP_STOCK="${DROP_STOCK:-10000}"
 ROUNDS="${ROUNDS:-3}"
+SECTIONS=" ${SECTIONS:-drop producer sharded script} "
+section() { [[ $SECTIONS == *" $1 "* ]]; }
 LOGS="$ROOT/bench/results/hot-$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$LOGS"
 . "$ROOT/scripts/lib/services.sh"
@@ -76,6 +80,64 @@ producer_drop() { # linger_ms compression round
         'BEGIN { printf "| %d | %s | %d | %s | %s | %s | %.1f | %s | %s | %.1f | %.1f |\n", l, c, r, rate, ip50, ip99, ip99 / ip50, p50, p99, ks / n * 1e6, as / requests * 1e6 }'
 }
 
+# The cluster stack's masters (ports), and one figure of each, space-separated.
+cluster_masters() {
+    redis-cli -p 7001 CLUSTER NODES | tr -d '\r' |
+        awk '$3 ~ /master/ && $3 !~ /fail/ { split($2, a, /[:@]/); print a[2] }' | sort -n
+}
+per_master() { # INFO section, awk program over its lines
+    local port
+    for port in $masters; do redis-cli -p "$port" INFO "$1" | tr -d '\r' | awk -F'[=,:]' "$2"; done | xargs
+}
+masters_cpu_s() { per_master cpu '/used_cpu_(sys|user):/ {s += $2} END {printf "%.3f\n", s}'; }
+masters_script_calls() { per_master commandstats '/^cmdstat_evalsha:/ {s = $3} END {print s + 0}'; }
+# What is left on a coupon's shards after its drop: stock, and units in
+# transfers still open (`receiver:units:epoch`). Both must be 0.
+stranded_units() { # coupon shards
+    local coupon=$1 shards=$2 k tag sum=0
+    for ((k = 0; k < shards; k++)); do
+        tag=$([ "$k" = 0 ] && echo "$coupon" || echo "$coupon:$k")
+        sum=$((sum + $(redis-cli -c -p 7001 GET "coupon:{$tag}:stock" | tr -d '\r' | sed 's/^$/0/')))
+        sum=$((sum + $(redis-cli -c -p 7001 HVALS "coupon:{$tag}:transfers" | tr -d '\r' | awk -F: '{s += $2} END {print s + 0}')))
+    done
+    echo "$sum"
+}
+
+sharded_drop() { # shards round
+    local shards=$1 round=$2 api out coupon cpu0 cpu1 calls0 calls1 api0 api_s stranded early
+    masters=$(cluster_masters)
+    start "api-cluster-$shards-$round" COUPON__REDIS__MODE=cluster \
+        COUPON__REDIS__URL=redis://127.0.0.1:7001,redis://127.0.0.1:7002,redis://127.0.0.1:7003 \
+        COUPON__KAFKA__BROKERS=127.0.0.1:9192,127.0.0.1:9292,127.0.0.1:9392 "$BIN/coupon-api"
+    api=$started
+    wait_for --log "$LOGS/api-cluster-$shards-$round.log" --every 0.2 60 "coupon-api (cluster)" curl -sf "$COUPON_API_MANAGEMENT/health/ready"
+    cpu0=$(masters_cpu_s) calls0=$(masters_script_calls) api0=$(process_cpu_s "$api")
+    out=$("$BIN/coupon-loadgen" spike --api "$API" --customers "$DROP_CUSTOMERS" --stock "$DROP_STOCK" \
+        --shards "$shards" --repeat-share 0 --no-writer --concurrency 256)
+    cpu1=$(masters_cpu_s) calls1=$(masters_script_calls) api_s=$(echo "$(process_cpu_s "$api") - $api0" | bc)
+    stop "$api"
+    echo "$out" >"$LOGS/drop-cluster-$shards-$round.log"
+    coupon=$(sed -n 's/^coupon \([0-9]*\): stock.*/\1/p' <<<"$out")
+    stranded=$(stranded_units "$coupon" "$shards")
+    early=$(sed -n 's/^SOLD_OUT while stock remained: \([0-9]*\)/\1/p' <<<"$out")
+    awk -v s="$shards" -v r="$round" -v so="$(sed -n 's/^last 201 after \([0-9.]*\) s/\1/p' <<<"$out")" \
+        -v all="$(sed -n 's/^answers in \([0-9.]*\) s.*/\1/p' <<<"$out")" \
+        -v rate="$(sed -n 's/.*: \([0-9]*\) requests\/s.*/\1/p' <<<"$out")" \
+        -v p50="$(sed -n 's/^latency: p50 \([0-9.]*\) ms.*/\1/p' <<<"$out")" \
+        -v p99="$(sed -n 's/^latency: .* p99 \([0-9.]*\) ms  p99.9.*/\1/p' <<<"$out")" \
+        -v early="$early" -v stranded="$stranded" -v cpu0="$cpu0" -v cpu1="$cpu1" -v calls0="$calls0" -v calls1="$calls1" \
+        -v n="$DROP_STOCK" -v requests="$DROP_CUSTOMERS" -v as="$api_s" '
+        BEGIN {
+            k = split(cpu0, c0, " "); split(cpu1, c1, " "); split(calls0, k0, " "); split(calls1, k1, " ")
+            for (i = 1; i <= k; i++) {
+                per = (c1[i] - c0[i]) / n * 1e6; sum += per
+                calls = calls (i > 1 ? " / " : "") (k1[i] - k0[i]); cpu = cpu (i > 1 ? " / " : "") sprintf("%.1f", per)
+            }
+            printf "| %d | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %.1f | %.1f |\n", s, r, so, all, rate, p50, p99, early, stranded, calls, cpu, sum, as / requests * 1e6
+        }'
+}
+
+if section drop; then
 echo "== drop: $DROP_CUSTOMERS customers, stock $DROP_STOCK: merged calls (max batch 256, or 1: a call per request) and memory, each on and off"
 echo "| max batch | memory | round | sold out after s | all answered after s | requests/s | p50 ms | p99 ms | script calls per request | Redis commands per request (scripts' included) | Redis CPU s | coupon-api CPU s |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
@@ -86,6 +148,8 @@ for ((round = 1; round <= ROUNDS; round++)); do
     done
 done
 echo
+fi
+if section producer; then
 echo "== Kafka producer: linger.ms and compression on the same drop; the broker's CPU per issuance ($DROP_STOCK), coupon-api's per request ($DROP_CUSTOMERS)"
 echo "| linger ms | compression | round | requests/s | 201s p50 ms | 201s p99 ms | 201s p99/p50 | all p50 ms | all p99 ms | Kafka broker CPU µs per issuance | coupon-api CPU µs per request |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|"
@@ -96,5 +160,21 @@ for ((round = 1; round <= ROUNDS; round++)); do
     done
 done
 echo
+fi
+
+if section sharded; then
+echo "== sharded: the same drop on the cluster stack (3 Redis masters, 3 Kafka brokers), the coupon's stock in 1 and 3 shards"
+echo "| shards | round | sold out after s | all answered after s | requests/s | p50 ms | p99 ms | SOLD_OUT while stock remained | stranded units | script calls per master | Redis CPU µs per issuance per master | sum of masters' CPU µs per issuance | coupon-api CPU µs per request |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+for ((round = 1; round <= ROUNDS; round++)); do
+    for shards in 1 3; do
+        sharded_drop "$shards" "$round"
+    done
+done
+echo
+fi
+
+if section script; then
 echo "== the issue script alone (redis-benchmark, no HTTP)"
 "$ROOT/scripts/bench-script-batches.sh"
+fi

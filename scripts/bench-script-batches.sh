@@ -33,7 +33,7 @@ calls_per_s() { # coupon_id stock batch calls
     for ((i = 0; i < $3; i++)); do args+=(__rand_int__); done
     # shellcheck disable=SC2086 # the five key names, one word each
     redis-benchmark -p "$PORT" -n "$4" -c 50 -r 1000000000 --csv \
-        EVALSHA "$sha" 5 $keys "${args[@]}" | tail -1 | cut -d, -f2 | tr -d '"'
+        EVALSHA "$sha" 5 $keys 1 "${args[@]}" | tail -1 | cut -d, -f2 | tr -d '"'
     # shellcheck disable=SC2086
     cli DEL $keys >/dev/null
 }

@@ -121,7 +121,7 @@ redis-cli -p "${REDIS_PORT:-6379}" HSET "$meta" starts_ms 0 ends_ms 999999999999
 redis-cli -p "${REDIS_PORT:-6379}" SET "$stock" 1000000000 >/dev/null
 # shellcheck disable=SC2046 # the five key names, one word each
 lua_rps=$(redis-benchmark -p "${REDIS_PORT:-6379}" -n 200000 -c 50 -r 1000000000 --csv \
-    EVALSHA "$sha" 5 $(coupon_keys bench: 0) __rand_int__ | tail -1 | cut -d, -f2 | tr -d '"')
+    EVALSHA "$sha" 5 $(coupon_keys bench: 0) 1 __rand_int__ | tail -1 | cut -d, -f2 | tr -d '"')
 # shellcheck disable=SC2046
 redis-cli -p "${REDIS_PORT:-6379}" DEL $(coupon_keys bench: 0) >/dev/null
 echo "   $lua_rps calls/s"

@@ -2,6 +2,7 @@
 //! read them. Each coupon's keys share the hash tag `{<id>}`, so one script call
 //! touches one Redis Cluster slot.
 
+use crate::shards::CouponShard;
 use crate::CouponId;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,11 +32,25 @@ pub struct CouponKeys {
     /// Units issued per second, over every API replica: a ring of 64 slots,
     /// each `<unix second>:<count>`.
     pub issue_rate: String,
+    /// Transfers this shard gave units to and has not yet seen received (a
+    /// hash: transfer id -> `<receiving shard>:<units>`; crate::shards).
+    pub transfers: String,
+    /// The transfers this shard received (a set of ids), so a transfer given
+    /// twice adds its units once.
+    pub received: String,
 }
 
 impl CouponKeys {
+    /// The keys of a coupon's first shard: all of an unsharded coupon's.
     pub fn new(prefix: &str, coupon: CouponId) -> Self {
-        let base = format!("{prefix}coupon:{{{coupon}}}");
+        Self::of_shard(prefix, CouponShard::first(coupon))
+    }
+
+    /// The keys of one shard of a coupon. The first shard keeps the tag
+    /// `{<id>}` coupons had before shards; shard `k` > 0 has `{<id>:<k>}`, a
+    /// slot of its own.
+    pub fn of_shard(prefix: &str, shard: CouponShard) -> Self {
+        let base = format!("{prefix}coupon:{{{shard}}}");
         Self {
             meta: format!("{base}:meta"),
             stock: format!("{base}:stock"),
@@ -49,6 +64,8 @@ impl CouponKeys {
             reissued_staged: format!("{base}:reissued:rebuild"),
             tally: format!("{base}:tally"),
             issue_rate: format!("{base}:rate"),
+            transfers: format!("{base}:transfers"),
+            received: format!("{base}:received"),
         }
     }
 }
@@ -124,6 +141,15 @@ mod tests {
         assert_eq!(keys.stock, "t1:coupon:{42}:stock");
         assert_eq!(keys.issued, "t1:coupon:{42}:issued");
         assert_eq!(keys.outbox, "t1:coupon:{42}:outbox");
+    }
+
+    #[test]
+    fn each_shard_has_a_tag_of_its_own_and_the_first_keeps_the_coupons() {
+        let coupon = CouponId::new(42).unwrap();
+        assert_eq!(CouponKeys::of_shard("t1:", CouponShard::first(coupon)), CouponKeys::new("t1:", coupon));
+        let second = CouponKeys::of_shard("t1:", CouponShard { coupon, shard: 2 });
+        assert_eq!(second.stock, "t1:coupon:{42:2}:stock");
+        assert_eq!(second.transfers, "t1:coupon:{42:2}:transfers");
     }
 
     #[test]

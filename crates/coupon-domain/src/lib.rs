@@ -7,6 +7,7 @@ mod ids;
 pub mod keys;
 mod outcome;
 mod redemption;
+pub mod shards;
 pub mod whole;
 
 pub use batch::{group_by_coupon, CouponBatch};

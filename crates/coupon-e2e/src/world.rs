@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use coupon_domain::keys::{CouponKeys, SystemKeys};
+use coupon_domain::shards::CouponShard;
 use coupon_domain::CouponUsageEvent;
 use coupon_infra::auth::Signer;
 use coupon_infra::db::PgPool;
@@ -340,6 +341,11 @@ impl World {
         Service::start(binary, &name, &env).unwrap_or_else(|err| panic!("{err:#}"))
     }
 
+    /// One coupon of `stock` spread over `shards` Redis shards.
+    pub async fn create_sharded_coupon(&self, stock: u64, shards: u16) -> i64 {
+        self.api.create_sharded_coupon(&self.name, stock, shards).await.expect("creating a sharded coupon")
+    }
+
     pub async fn create_coupons(&self, count: usize, stock: u64) -> Vec<i64> {
         let mut ids = Vec::new();
         for i in 0..count {
@@ -353,6 +359,12 @@ impl World {
     pub async fn master_port(&self, coupon: i64) -> anyhow::Result<u16> {
         let keys = CouponKeys::new(&self.key_prefix, coupon_domain::CouponId::new(coupon)?);
         self.master_port_of(&keys.stock).await
+    }
+
+    /// The port of the Redis Cluster master that holds shard `shard` of `coupon`.
+    pub async fn shard_master_port(&self, coupon: i64, shard: u16) -> anyhow::Result<u16> {
+        let shard = CouponShard { coupon: coupon_domain::CouponId::new(coupon)?, shard };
+        self.master_port_of(&CouponKeys::of_shard(&self.key_prefix, shard).stock).await
     }
 
     /// The port of the master that holds the keys the system shares over its
@@ -548,10 +560,18 @@ impl World {
     /// What Redis (the current primary, or the coupon's master) and
     /// PostgreSQL hold for the coupon; `dlq_records` is left 0.
     async fn observe(&self, redis: &SharedRedis, coupon: i64, stock: i64) -> anyhow::Result<Observed> {
-        let keys = CouponKeys::new(&self.key_prefix, coupon_domain::CouponId::new(coupon)?);
-        let redis_issued: BTreeSet<i64> = redis.query(redis::cmd("SMEMBERS").arg(&keys.issued)).await?;
-        let redis_stock: i64 = redis.query(redis::cmd("GET").arg(&keys.stock)).await?;
-        let outbox: u64 = redis.query(redis::cmd("XLEN").arg(&keys.outbox)).await?;
+        // A sharded coupon's: every shard's holders, stock and outbox together.
+        let id = coupon_domain::CouponId::new(coupon)?;
+        let first = CouponKeys::new(&self.key_prefix, id);
+        let shards: Option<u16> = redis.query(redis::cmd("HGET").arg(&first.meta).arg("shards")).await?;
+        let (mut redis_issued, mut redis_stock, mut outbox) = (BTreeSet::new(), 0, 0);
+        for shard in CouponShard::all(id, shards.unwrap_or(1)) {
+            let keys = CouponKeys::of_shard(&self.key_prefix, shard);
+            let issued: BTreeSet<i64> = redis.query(redis::cmd("SMEMBERS").arg(&keys.issued)).await?;
+            redis_issued.extend(issued);
+            redis_stock += redis.query::<i64>(redis::cmd("GET").arg(&keys.stock)).await?;
+            outbox += redis.query::<u64>(redis::cmd("XLEN").arg(&keys.outbox)).await?;
+        }
         let db = self.db_state(coupon).await?;
         Ok(Observed {
             stock,

@@ -61,6 +61,20 @@ async fn s1_spike_on_one_coupon() {
     assert_eq!(verdicts[0].issued as u64, SPIKE_STOCK, "a spike far above stock sells out exactly");
 }
 
+/// The same spike on one coupon whose stock is spread over three Redis
+/// shards, taken by two API replicas: the shards refill one another, and the
+/// stock still sells out exactly, with no unit left on any shard.
+#[tokio::test(flavor = "multi_thread")]
+async fn s21_spike_on_a_coupon_sharded_three_ways() {
+    let world = World::new("21 spike, 3 shards").await;
+    let _apis = world.start_apis().await;
+    let _writer = world.start_writer(1).await;
+    let coupons = vec![world.create_sharded_coupon(SPIKE_STOCK, 3).await];
+    let spike = world.spike(&coupons, customers(), Arc::default()).await;
+    let verdicts = world.verify(&coupons, SPIKE_STOCK as i64, &spike).await;
+    assert_eq!(verdicts[0].issued as u64, SPIKE_STOCK, "a spike far above stock sells out exactly over the shards");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn s2_several_coupons_at_once() {
     let world = World::new("2 several coupons").await;

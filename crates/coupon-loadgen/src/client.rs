@@ -149,6 +149,16 @@ impl ApiClient {
     /// Creates a coupon open from now for `lasting`, worth `REDEEMED_DISCOUNT`
     /// off an order; returns its id.
     pub async fn create_coupon_for(&self, name: &str, total: u64, lasting: Duration) -> anyhow::Result<i64> {
+        self.create(name, total, lasting, 1).await
+    }
+
+    /// Creates a coupon as `create_coupon` does, its stock spread over
+    /// `shards` Redis shards; returns its id.
+    pub async fn create_sharded_coupon(&self, name: &str, total: u64, shards: u16) -> anyhow::Result<i64> {
+        self.create(name, total, Duration::from_secs(3_600), shards).await
+    }
+
+    async fn create(&self, name: &str, total: u64, lasting: Duration, shards: u16) -> anyhow::Result<i64> {
         let now = OffsetDateTime::now_utc();
         let body = json!({
             "name": name,
@@ -156,6 +166,7 @@ impl ApiClient {
             "startsAt": (now - time::Duration::seconds(5)).format(&Rfc3339)?,
             "endsAt": (now + lasting).format(&Rfc3339)?,
             "discount": { "type": "FIXED", "amount": REDEEMED_DISCOUNT },
+            "shards": shards,
         });
         let response = self
             .send(|http, base| http.post(format!("{base}/api/v1/coupons")).bearer_auth(&self.admin_token).json(&body))

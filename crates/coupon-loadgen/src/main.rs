@@ -325,6 +325,9 @@ struct SpikeArgs {
     /// Do not wait for the writer (to build a backlog for `drain`).
     #[arg(long)]
     no_writer: bool,
+    /// Redis shards the coupon's stock is spread over (1 to 64).
+    #[arg(long, default_value_t = 1)]
+    shards: u16,
 }
 
 #[tokio::main]
@@ -364,10 +367,11 @@ async fn run(args: &SpikeArgs, default_customers: u64, default_stock: u64) -> an
     let stock = args.stock.unwrap_or(default_stock);
     let (client, db) = args.target.connect(args.concurrency).await?;
     let load = DbLoad::start(&db).await?;
-    let coupon = client.create_coupon("loadgen spike", stock).await?;
+    let coupon = client.create_sharded_coupon("loadgen spike", stock, args.shards).await?;
     let attempts = spike::plan(&[coupon], customers, 1, args.repeat_share);
     println!(
-        "coupon {coupon}: stock {stock}, {customers} customers (+{:.0}% repeats), {} connections",
+        "coupon {coupon}: stock {stock} over {} shards, {customers} customers (+{:.0}% repeats), {} connections",
+        args.shards,
         args.repeat_share * 100.0,
         args.concurrency
     );
@@ -433,6 +437,7 @@ fn print_answers(result: &spike::Spike) {
     println!("answers in {:.2} s: {:.0} requests/s", result.elapsed.as_secs_f64(), result.requests_per_second());
     if let Some(last) = result.last_issued_at() {
         println!("last 201 after {:.2} s", last.as_secs_f64());
+        println!("SOLD_OUT while stock remained: {}", result.sold_out_while_stock_remained());
     }
     for (outcome, count) in result.by_outcome() {
         println!("  {outcome:<16} {count}");
@@ -532,6 +537,7 @@ fn comparison_spike(args: &SoakArgs) -> SpikeArgs {
         round: 1,
         json: None,
         no_writer: false,
+        shards: 1,
     }
 }
 
@@ -642,6 +648,7 @@ async fn spikes_taking_turns(args: &ManyArgs, few: &Target, many: &Target) -> an
                 round: 1,
                 json: None,
                 no_writer: true,
+                shards: 1,
             };
             rates.push(run(&spike, args.customers, args.stock).await?.1.requests_per_s);
         }

@@ -180,6 +180,19 @@ impl Spike {
         self.issued().map(|answer| answer.at).max()
     }
 
+    /// `SOLD_OUT` answers that arrived before a request that was then issued
+    /// had been sent: stock remained when they were decided (nothing adds
+    /// stock during a spike), so each is a sold-out answered too early.
+    pub fn sold_out_while_stock_remained(&self) -> usize {
+        let Some(last_issued_sent) = self.issued().map(|answer| answer.at.saturating_sub(answer.latency)).max() else {
+            return 0;
+        };
+        self.answers
+            .iter()
+            .filter(|answer| answer.code.as_deref() == Some("SOLD_OUT") && answer.at < last_issued_sent)
+            .count()
+    }
+
     pub fn requests_per_second(&self) -> f64 {
         self.answers.len() as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
@@ -229,5 +242,26 @@ mod tests {
             customers.dedup();
             assert_eq!(customers, (1_000..1_100).collect::<Vec<_>>());
         }
+    }
+
+    fn answer(code: Option<&str>, sent_ms: u64, answered_ms: u64) -> Answer {
+        Answer {
+            attempt: Attempt { coupon: 1, customer: 1 },
+            status: Some(if code.is_some() { 409 } else { 201 }),
+            code: code.map(str::to_string),
+            latency: Duration::from_millis(answered_ms - sent_ms),
+            at: Duration::from_millis(answered_ms),
+        }
+    }
+
+    #[test]
+    fn a_sold_out_counts_as_early_only_when_it_arrived_before_an_issued_request_was_sent() {
+        let spike =
+            |answers| Spike { answers, started: Instant::now(), elapsed: Duration::ZERO, cpu_share: BTreeMap::new() };
+        let overlapping = vec![answer(None, 5, 30), answer(Some("SOLD_OUT"), 0, 10), answer(Some("SOLD_OUT"), 6, 7)];
+        assert_eq!(spike(overlapping).sold_out_while_stock_remained(), 0);
+        let early = vec![answer(Some("SOLD_OUT"), 0, 4), answer(None, 5, 30), answer(Some("SOLD_OUT"), 0, 5)];
+        assert_eq!(spike(early).sold_out_while_stock_remained(), 1);
+        assert_eq!(spike(vec![answer(Some("SOLD_OUT"), 0, 1)]).sold_out_while_stock_remained(), 0);
     }
 }

@@ -3,7 +3,8 @@
 use std::collections::BTreeSet;
 
 use coupon_domain::keys::CouponKeys;
-use coupon_domain::CouponId;
+use coupon_domain::shards::{home_shard, CouponShard};
+use coupon_domain::{CouponId, CustomerId};
 use coupon_infra::db::schema::{coupon, customer_coupon};
 use coupon_infra::db::PgPool;
 use coupon_infra::redis::SharedRedis;
@@ -40,12 +41,31 @@ impl Sources {
         Ok(ids.into_iter().filter_map(|id| CouponId::new(id).ok()).collect())
     }
 
+    /// How many shards Redis spreads the coupon over (1 unless sharded).
+    async fn shards(&self, id: CouponId) -> anyhow::Result<u16> {
+        let first = CouponKeys::new(&self.key_prefix, id);
+        let shards: Option<u16> = self.redis.query(redis::cmd("HGET").arg(&first.meta).arg("shards")).await?;
+        Ok(shards.unwrap_or(1))
+    }
+
+    /// Every shard's state, summed; each shard read atomically. Units in a
+    /// transfer between shards count as stock. The shards are read one after
+    /// another, so a transfer may be counted twice or not at all: that is
+    /// in flight, as an issuance is, and the settle time in `run` tells it
+    /// from drift.
     pub async fn redis_view(&self, id: CouponId) -> anyhow::Result<RedisView> {
-        let keys = CouponKeys::new(&self.key_prefix, id);
+        let mut view = RedisView::default();
+        for shard in CouponShard::all(id, self.shards(id).await?) {
+            self.add_shard(&mut view, &CouponKeys::of_shard(&self.key_prefix, shard)).await?;
+        }
+        Ok(view)
+    }
+
+    async fn add_shard(&self, view: &mut RedisView, keys: &CouponKeys) -> anyhow::Result<()> {
         // One MULTI: the issue script changes stock and set together, so only
         // an atomic read can check that they add up while issuance goes on.
-        type Counts = (Option<i64>, Option<i64>, i64, i64, u64, StreamRangeReply, StreamRangeReply);
-        let (total, stock, issued_count, returned_count, outbox, oldest, newest): Counts = self
+        type Counts = (Option<i64>, Option<i64>, i64, i64, u64, StreamRangeReply, StreamRangeReply, Vec<String>);
+        let (total, stock, issued_count, returned_count, outbox, oldest, newest, transfers): Counts = self
             .redis
             .query_pipe(
                 redis::pipe()
@@ -72,34 +92,59 @@ impl Sources {
                     .arg("+")
                     .arg("-")
                     .arg("COUNT")
-                    .arg(1),
+                    .arg(1)
+                    .cmd("HVALS")
+                    .arg(&keys.transfers),
             )
             .await?;
-        let outbox_span = entry_id(&oldest).zip(entry_id(&newest));
-        // SSCAN in pages, not SMEMBERS: a promotion's set can hold millions of
-        // customers, and one reply that size would stall Redis (which decides
-        // every issuance) and outlast the client's response timeout. The pages
-        // are not one snapshot; issuances that land meanwhile are in flight,
-        // which the settle time in `run` tells from drift.
-        let mut issued = BTreeSet::new();
+        // `<receiver>:<units>:<epoch>` (coupon-api's refill).
+        let in_transfer: i64 =
+            transfers.iter().filter_map(|record| record.split(':').nth(1)?.parse::<i64>().ok()).sum();
+        view.total = view.total.or(total);
+        view.stock = match (view.stock, stock) {
+            (Some(sum), Some(stock)) => Some(sum + stock + in_transfer),
+            (None, stock) => stock.map(|stock| stock + in_transfer),
+            (sum, None) => sum,
+        };
+        view.issued_count += issued_count;
+        view.returned_count += returned_count;
+        view.outbox += outbox;
+        if let Some((first, last)) = entry_id(&oldest).zip(entry_id(&newest)) {
+            view.outbox_span = Some(match view.outbox_span {
+                Some((a, b)) => (a.min(first), b.max(last)),
+                None => (first, last),
+            });
+        }
+        self.scan_issued(&keys.issued, &mut view.issued).await
+    }
+
+    /// SSCAN in pages, not SMEMBERS: a promotion's set can hold millions of
+    /// customers, and one reply that size would stall Redis (which decides
+    /// every issuance) and outlast the client's response timeout. The pages
+    /// are not one snapshot; issuances that land meanwhile are in flight,
+    /// which the settle time in `run` tells from drift.
+    async fn scan_issued(&self, key: &str, issued: &mut BTreeSet<i64>) -> anyhow::Result<()> {
         let mut cursor = 0u64;
         loop {
             let (next, page): (u64, Vec<i64>) =
-                self.redis.query(redis::cmd("SSCAN").arg(&keys.issued).arg(cursor).arg("COUNT").arg(SCAN_PAGE)).await?;
+                self.redis.query(redis::cmd("SSCAN").arg(key).arg(cursor).arg("COUNT").arg(SCAN_PAGE)).await?;
             issued.extend(page);
             if next == 0 {
-                break;
+                return Ok(());
             }
             cursor = next;
         }
-        Ok(RedisView { total, stock, issued_count, returned_count, issued, outbox, outbox_span })
     }
 
     /// The number of the issuance Redis holds for the customer (0 unless it
     /// was revoked with leave to reissue before), so a republished event is
     /// not taken for a late copy of a revoked one.
     pub async fn issuance(&self, id: CouponId, customer: i64) -> anyhow::Result<u32> {
-        let keys = CouponKeys::new(&self.key_prefix, id);
+        let home = match CustomerId::new(customer) {
+            Ok(customer) => home_shard(customer, self.shards(id).await?),
+            Err(_) => 0,
+        };
+        let keys = CouponKeys::of_shard(&self.key_prefix, CouponShard { coupon: id, shard: home });
         let issuance: Option<u32> = self.redis.query(redis::cmd("HGET").arg(&keys.reissued).arg(customer)).await?;
         Ok(issuance.unwrap_or(0))
     }

@@ -72,9 +72,16 @@ pub struct CouponRow {
     pub discount: DiscountColumns,
     pub min_order_amount: i64,
     pub valid_until: Option<OffsetDateTime>,
+    /// Over how many shards Redis spreads its stock (coupon_domain::shards).
+    pub shards: i16,
 }
 
 impl CouponRow {
+    /// Its number of shards, as Redis's key sets count them.
+    pub fn shard_count(&self) -> u16 {
+        u16::try_from(self.shards).unwrap_or(1).max(1)
+    }
+
     /// Until when held coupons can be used.
     pub fn valid_until(&self) -> OffsetDateTime {
         self.valid_until.unwrap_or(self.ends_at)
@@ -134,6 +141,7 @@ pub struct NewCoupon {
     pub discount: DiscountColumns,
     pub min_order_amount: i64,
     pub valid_until: Option<OffsetDateTime>,
+    pub shards: i16,
 }
 
 /// A new coupon as the audit records it, named as the API names its fields.
@@ -150,6 +158,7 @@ struct Created<'a> {
     min_order_amount: i64,
     #[serde(with = "time::serde::rfc3339::option")]
     valid_until: Option<OffsetDateTime>,
+    shards: i16,
 }
 
 impl<'a> From<&'a NewCoupon> for Created<'a> {
@@ -162,6 +171,7 @@ impl<'a> From<&'a NewCoupon> for Created<'a> {
             discount: new.discount.policy(),
             min_order_amount: new.min_order_amount,
             valid_until: new.valid_until,
+            shards: new.shards,
         }
     }
 }

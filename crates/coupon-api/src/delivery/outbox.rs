@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use coupon_domain::keys::CouponKeys;
+use coupon_domain::shards::CouponShard;
 use coupon_domain::{CouponId, CouponIssuedEvent, CustomerId};
 use coupon_infra::redis::SharedRedis;
 use futures::future::try_join_all;
@@ -21,7 +22,7 @@ use crate::store::{from_unix_ms, CouponStore, RedisUnavailable};
 /// the database committed): it may go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivered {
-    pub coupon: CouponId,
+    pub shard: CouponShard,
     pub entry: String,
 }
 
@@ -39,6 +40,8 @@ pub struct Page {
 /// An outbox entry with the event it stands for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingEvent {
+    /// Whose outbox holds it.
+    pub shard: CouponShard,
     pub entry: String,
     pub event: CouponIssuedEvent,
 }
@@ -58,25 +61,25 @@ impl Outbox {
         self.store.redis()
     }
 
-    fn key(&self, coupon: CouponId) -> String {
-        self.store.keys(coupon).outbox
+    fn key(&self, shard: CouponShard) -> String {
+        self.store.shard_keys(shard).outbox
     }
 
     /// Removes delivered entries, one script call per coupon, pipelined. A
     /// fenced coupon keeps them (see release.lua).
     pub async fn acknowledge(&self, delivered: &[Delivered]) -> Result<(), RedisUnavailable> {
-        let mut by_coupon: BTreeMap<CouponId, Vec<&str>> = BTreeMap::new();
+        let mut by_shard: BTreeMap<CouponShard, Vec<&str>> = BTreeMap::new();
         for d in delivered {
-            by_coupon.entry(d.coupon).or_default().push(&d.entry);
+            by_shard.entry(d.shard).or_default().push(&d.entry);
         }
-        try_join_all(by_coupon.iter().map(|(coupon, entries)| self.release(*coupon, entries))).await?;
+        try_join_all(by_shard.iter().map(|(shard, entries)| self.release(*shard, entries))).await?;
         Ok(())
     }
 
     /// Removes delivered entries of one coupon unless it is fenced; returns
     /// how many went.
-    async fn release(&self, coupon: CouponId, entries: &[&str]) -> Result<u64, RedisUnavailable> {
-        let keys = self.store.keys(coupon);
+    async fn release(&self, shard: CouponShard, entries: &[&str]) -> Result<u64, RedisUnavailable> {
+        let keys = self.store.shard_keys(shard);
         let mut release = self.release.key(&keys.meta);
         release.key(&keys.outbox).arg(entries);
         Ok(self.redis().invoke(&release).await?)
@@ -96,11 +99,11 @@ impl Outbox {
     /// for the end of the outbox.
     pub async fn pending(
         &self,
-        coupon: CouponId,
+        shard: CouponShard,
         until_ms: i64,
         count: usize,
     ) -> Result<Option<Page>, RedisUnavailable> {
-        let keys = self.store.keys(coupon);
+        let keys = self.store.shard_keys(shard);
         let mut pipe = redis::pipe();
         pipe.cmd("HEXISTS").arg(&keys.meta).arg("fenced");
         pipe.cmd("XRANGE").arg(&keys.outbox).arg("-").arg(until_ms).arg("COUNT").arg(count);
@@ -112,8 +115,8 @@ impl Outbox {
         let mut events = Vec::with_capacity(read);
         let mut malformed = Vec::new();
         for entry in reply.ids {
-            match issued_event(coupon, &entry) {
-                Some(event) => events.push(PendingEvent { entry: entry.id, event }),
+            match issued_event(shard.coupon, &entry) {
+                Some(event) => events.push(PendingEvent { shard, entry: entry.id, event }),
                 None => malformed.push(entry),
             }
         }
@@ -145,9 +148,9 @@ impl Outbox {
     }
 
     /// Entries not yet acknowledged in these coupons' outboxes.
-    pub async fn depth(&self, coupons: &[CouponId]) -> Result<u64, RedisUnavailable> {
+    pub async fn depth(&self, shards: &[CouponShard]) -> Result<u64, RedisUnavailable> {
         let lengths: Vec<redis::Cmd> =
-            coupons.iter().map(|coupon| redis::cmd("XLEN").arg(self.key(*coupon)).to_owned()).collect();
+            shards.iter().map(|shard| redis::cmd("XLEN").arg(self.key(*shard)).to_owned()).collect();
         let lengths: Vec<u64> = self.redis().query_each(&lengths).await?;
         Ok(lengths.iter().sum())
     }
@@ -175,7 +178,7 @@ pub struct AckQueue(mpsc::UnboundedSender<Delivered>);
 impl AckQueue {
     pub fn push(&self, delivered: Delivered) {
         if let Err(err) = self.0.send(delivered) {
-            tracing::debug!(coupon = %err.0.coupon, "acknowledger stopped; the relay will send the event again");
+            tracing::debug!(coupon = %err.0.shard, "acknowledger stopped; the relay will send the event again");
         }
     }
 }

@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use coupon_domain::CouponId;
+use coupon_domain::shards::CouponShard;
 use coupon_infra::backoff::Backoff;
 use futures::future::join_all;
 use tokio_util::sync::CancellationToken;
@@ -81,7 +81,7 @@ impl Relay {
         // Before Redis's clock is read, so the clock is later than their scripts.
         let lost_replies = self.watchlist.lost_replies();
         let watched = self.watchlist.pending();
-        let coupons: Vec<CouponId> = watched.iter().map(|(coupon, _)| *coupon).collect();
+        let coupons: Vec<CouponShard> = watched.iter().map(|(coupon, _)| *coupon).collect();
         // Before relaying, so a failed delivery (Kafka down) still updates
         // the depth, which the outbox alert watches grow.
         self.metrics.outbox_depth.set(self.outbox.depth(&coupons).await? as i64);
@@ -102,7 +102,7 @@ impl Relay {
 
     /// Sends `coupon`'s entries up to `until` until a read finds none, which
     /// settles the coupon on the watchlist.
-    async fn relay_coupon(&self, coupon: CouponId, until: i64) -> Result<usize, RelayError> {
+    async fn relay_coupon(&self, coupon: CouponShard, until: i64) -> Result<usize, RelayError> {
         let mut delivered = 0;
         loop {
             match self.outbox.pending(coupon, until, self.settings.batch_size).await? {
@@ -130,7 +130,7 @@ impl Relay {
         let mut first_error = None;
         for (entry, result) in pending.into_iter().zip(results) {
             match result {
-                Ok(()) => delivered.push(Delivered { coupon: entry.event.coupon_id, entry: entry.entry }),
+                Ok(()) => delivered.push(Delivered { shard: entry.shard, entry: entry.entry }),
                 Err(err) => {
                     first_error.get_or_insert(err);
                 }

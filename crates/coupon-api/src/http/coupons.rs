@@ -2,6 +2,7 @@
 //! PostgreSQL (admin).
 
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
+use coupon_domain::shards::MAX_SHARDS;
 use coupon_domain::{CouponId, Discount, Rejection, MAX_AMOUNT};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -47,6 +48,15 @@ pub struct CreateCouponRequest {
     /// Until when held coupons can be used; at or after `endsAt`, default `endsAt`.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub valid_until: Option<OffsetDateTime>,
+    /// Over how many Redis shards to spread the stock, so that one hot coupon
+    /// is decided on several Redis masters; default 1. Fixed once created.
+    #[serde(default = "one_shard", deserialize_with = "coupon_domain::whole::number")]
+    #[schema(minimum = 1, maximum = 64, default = 1)]
+    pub shards: i64,
+}
+
+fn one_shard() -> i64 {
+    1
 }
 
 impl CreateCouponRequest {
@@ -65,6 +75,9 @@ impl CreateCouponRequest {
         if self.valid_until.is_some_and(|until| until < self.ends_at) {
             return Err(ApiError::InvalidPeriod("validUntil must not be before endsAt"));
         }
+        if !(1..=i64::from(MAX_SHARDS)).contains(&self.shards) {
+            return Err(ApiError::InvalidRequest(format!("shards must be between 1 and {MAX_SHARDS}")));
+        }
         Ok(NewCoupon {
             name,
             total_quantity: quantity,
@@ -74,6 +87,7 @@ impl CreateCouponRequest {
             discount: self.discount.into(),
             min_order_amount: self.min_order_amount,
             valid_until: self.valid_until,
+            shards: self.shards as i16,
         })
     }
 }
@@ -111,6 +125,8 @@ pub struct CouponResponse {
     /// Until when held coupons can be used.
     #[serde(with = "time::serde::rfc3339")]
     pub valid_until: OffsetDateTime,
+    /// Over how many Redis shards its stock is spread.
+    pub shards: i16,
 }
 
 impl CouponResponse {
@@ -127,6 +143,7 @@ impl CouponResponse {
             discount,
             min_order_amount: row.min_order_amount,
             valid_until,
+            shards: row.shards,
         }
     }
 }
@@ -213,6 +230,7 @@ pub async fn create(
         starts_at: row.starts_at,
         ends_at: row.ends_at,
         total_quantity: row.total_quantity,
+        shards: row.shard_count(),
         holders: Holders::default(),
         control: Control::default(),
     };
@@ -408,7 +426,7 @@ pub async fn prime_coupon(
         .map_err(|err| ApiError::unavailable("PostgreSQL is unavailable; nothing was fenced", &err))?;
     state
         .fences
-        .fence(&[id], "operator")
+        .fence(&[(id, row.shard_count())], "operator")
         .await
         .map_err(|err| ApiError::unavailable("Redis is unavailable; nothing was fenced", &err))?;
     state.recovery.coupon(id);

@@ -5,6 +5,7 @@
 //! (`catalog::grant`). A failed transaction leaves the outbox entry to the
 //! relay, so even the baseline loses nothing.
 
+use coupon_domain::shards::CouponShard;
 use coupon_domain::{CouponId, CustomerId};
 use coupon_infra::db::PgPool;
 use diesel_async::AsyncConnection;
@@ -24,9 +25,10 @@ impl WriteThrough {
 
     /// Writes the issuance and, once committed, hands its outbox entry to the
     /// acknowledger.
-    pub async fn write(&self, acks: &AckQueue, coupon: CouponId, customer: CustomerId, issued: &Issued) {
+    pub async fn write(&self, acks: &AckQueue, shard: CouponShard, customer: CustomerId, issued: &Issued) {
+        let coupon = shard.coupon;
         match self.transaction(coupon, customer, issued).await {
-            Ok(()) => acks.push(Delivered { coupon, entry: issued.outbox_entry.clone() }),
+            Ok(()) => acks.push(Delivered { shard, entry: issued.outbox_entry.clone() }),
             Err(err) => tracing::warn!(
                 error = %err,
                 coupon = %coupon,

@@ -4,14 +4,17 @@
 //! the incarnation marker (crate::store::incarnation): it is called by SHA
 //! and never loaded here.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
+use coupon_domain::shards::{home_shard, split_stock, CouponShard};
 use coupon_domain::{CouponId, CustomerId, Rejection};
 use prometheus::{Histogram, IntGauge};
 use redis::{ErrorKind, RedisError, RedisResult, Script, ServerErrorKind, Value};
 use time::OffsetDateTime;
 
 use super::lanes::Lanes;
+use super::refill::{Refill, Refilled};
 use crate::store::incarnation::{with_incarnation, Incarnations};
 use crate::store::{from_unix_ms, unix_ms, CouponState, CouponStore, RedisUnavailable};
 
@@ -45,6 +48,17 @@ pub enum Decision {
     /// or timed out after the command was sent): nobody knows whether the
     /// customer got the coupon until it is asked for again.
     Unknown,
+    /// The coupon has this many shards, not as many as the request was
+    /// routed by; nothing was decided. Route it again (`Issuer::route`).
+    Reroute(u16),
+}
+
+/// Where a request is decided: its customer's home shard, by the number of
+/// shards this replica knows the coupon to have. Requests are merged per route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Route {
+    pub shard: CouponShard,
+    pub shards: u16,
 }
 
 /// The issue script's text for one key prefix: the incarnation marker of
@@ -59,6 +73,9 @@ pub struct Issuer {
     /// flight; `None` when `issue.max_batch` is 1 (a call per request).
     lanes: Option<Arc<Lanes>>,
     create: Script,
+    /// The coupons this replica learnt have more than one shard (a coupon's
+    /// number never changes); every other coupon has one.
+    shard_counts: Mutex<HashMap<CouponId, u16>>,
 }
 
 impl Issuer {
@@ -69,36 +86,63 @@ impl Issuer {
         max_batch: usize,
         gauges: (Histogram, IntGauge),
     ) -> Self {
-        let decider = Decider { store, incarnations };
+        let refill = Arc::new(Refill::new(store.clone()));
+        let decider = Decider { store, incarnations, refill };
         let lanes = (max_batch > 1).then(|| Arc::new(Lanes::new(decider.clone(), max_batch, gauges)));
-        Self { decider, lanes, create: Script::new(&with_incarnation(include_str!("create.lua"))) }
+        Self {
+            decider,
+            lanes,
+            create: Script::new(&with_incarnation(include_str!("create.lua"))),
+            shard_counts: Mutex::default(),
+        }
     }
 
-    pub async fn issue(&self, coupon: CouponId, customer: CustomerId) -> Result<Decision, RedisUnavailable> {
-        match &self.lanes {
-            Some(lanes) => lanes.issue(coupon, customer).await,
+    /// Where `customer`'s request for `coupon` is decided.
+    pub fn route(&self, coupon: CouponId, customer: CustomerId) -> Route {
+        let shards = self.shard_counts.lock().expect("not poisoned").get(&coupon).copied().unwrap_or(1);
+        Route { shard: CouponShard { coupon, shard: home_shard(customer, shards) }, shards }
+    }
+
+    pub async fn issue(&self, route: Route, customer: CustomerId) -> Result<Decision, RedisUnavailable> {
+        let decision = match &self.lanes {
+            Some(lanes) => lanes.issue(route, customer).await?,
             None => {
-                let decisions = self.decider.decide(coupon, &[customer]).await?;
-                decisions.into_iter().next().ok_or(RedisUnavailable::Reply(Value::Nil))
+                let decisions = self.decider.decide(route, &[customer]).await?;
+                decisions.into_iter().next().ok_or(RedisUnavailable::Reply(Value::Nil))?
             }
+        };
+        if let Decision::Reroute(shards) = decision {
+            let mut counts = self.shard_counts.lock().expect("not poisoned");
+            match shards {
+                0 | 1 => counts.remove(&route.shard.coupon),
+                shards => counts.insert(route.shard.coupon, shards),
+            };
         }
+        Ok(decision)
     }
 
     /// Gives a new coupon its Redis state unless it has one; returns whether it did.
     /// The coupon joins the index first, so a coupon whose state failed to be
-    /// written is found and rebuilt by the recovery's periodic pass.
+    /// written is found and rebuilt by the recovery's periodic pass. The first
+    /// shard is written last: while it is missing, no request is decided.
     pub async fn create(&self, state: &CouponState) -> Result<bool, RedisUnavailable> {
         let store = &self.decider.store;
-        let keys = store.keys(state.id);
         store.index(state.id, state.ends_at).await?;
-        let mut create = self.create.key(&keys.meta);
-        create
-            .key(&keys.stock)
-            .arg(unix_ms(state.starts_at))
-            .arg(unix_ms(state.ends_at))
-            .arg(state.total_quantity)
-            .arg(state.total_quantity);
-        Ok(store.redis().invoke::<i64>(&create).await? == 1)
+        let split = split_stock(i64::from(state.total_quantity), state.shards);
+        let mut created = false;
+        for (shard, stock) in split.into_iter().enumerate().rev() {
+            let keys = store.shard_keys(CouponShard { coupon: state.id, shard: shard as u16 });
+            let mut create = self.create.key(&keys.meta);
+            create
+                .key(&keys.stock)
+                .arg(unix_ms(state.starts_at))
+                .arg(unix_ms(state.ends_at))
+                .arg(state.total_quantity)
+                .arg(stock)
+                .arg(state.shards);
+            created = store.redis().invoke::<i64>(&create).await? == 1;
+        }
+        Ok(created)
     }
 }
 
@@ -107,17 +151,76 @@ impl Issuer {
 pub(crate) struct Decider {
     store: Arc<CouponStore>,
     incarnations: Arc<Incarnations>,
+    refill: Arc<Refill>,
 }
 
+/// How often one call's customers may find their shard empty and have it
+/// refilled before they are answered as for a fenced coupon: each time, units
+/// reached the shard and other requests took them first.
+const MAX_REFILLS: usize = 8;
+
 impl Decider {
-    /// One decision per customer, in their order.
+    /// One decision per customer, in their order. On a sharded coupon, the
+    /// customers the shard had no stock for wait for a refill and are decided
+    /// again; `SOLD_OUT` only once every shard was found empty.
     pub(crate) async fn decide(
         &self,
-        coupon: CouponId,
+        route: Route,
         customers: &[CustomerId],
     ) -> Result<Vec<Decision>, RedisUnavailable> {
+        let mut decisions = self.call(route, customers).await?;
+        if route.shards <= 1 {
+            return Ok(decisions);
+        }
+        let short = |decisions: &[Decision]| -> Vec<usize> {
+            let sold_out = Decision::Rejected(Rejection::SoldOut);
+            decisions.iter().enumerate().filter(|(_, decision)| **decision == sold_out).map(|(i, _)| i).collect()
+        };
+        for _ in 0..MAX_REFILLS {
+            let waiting = short(&decisions);
+            if waiting.is_empty() {
+                return Ok(decisions);
+            }
+            let coupon = route.shard.coupon;
+            // From here on some customers of the call may hold a unit: an error
+            // answers only those still waiting, as for a fenced coupon
+            // (nothing was issued to them), and never takes the others' answers.
+            let refilled = self.refill.refill(coupon, route.shards, route.shard.shard, waiting.len() as i64).await;
+            let answer = match refilled.unwrap_or_else(|err| {
+                tracing::warn!(error = %err, coupon = %coupon, "refilling a shard failed");
+                Refilled::Fenced
+            }) {
+                Refilled::Stock => {
+                    let again: Vec<CustomerId> = waiting.iter().map(|i| customers[*i]).collect();
+                    let redecided = self.call(route, &again).await.unwrap_or_else(|err| {
+                        tracing::warn!(error = %err, coupon = %coupon, "deciding again after a refill failed");
+                        vec![Decision::Fenced(Fence::Coupon); again.len()]
+                    });
+                    for (i, decision) in waiting.into_iter().zip(redecided) {
+                        decisions[i] = decision;
+                    }
+                    continue;
+                }
+                Refilled::SoldOut => return Ok(decisions),
+                Refilled::Fenced => Decision::Fenced(Fence::Coupon),
+                Refilled::Missing => Decision::Rejected(Rejection::CouponNotFound),
+            };
+            for i in waiting {
+                decisions[i] = answer.clone();
+            }
+            return Ok(decisions);
+        }
+        for i in short(&decisions) {
+            decisions[i] = Decision::Fenced(Fence::Coupon);
+        }
+        Ok(decisions)
+    }
+
+    /// One issue-script call on the route's shard.
+    async fn call(&self, route: Route, customers: &[CustomerId]) -> Result<Vec<Decision>, RedisUnavailable> {
         let every = |decision: Decision| vec![decision; customers.len()];
-        let keys = self.store.keys(coupon);
+        let coupon = route.shard.coupon;
+        let keys = self.store.shard_keys(route.shard);
         let redis = self.store.redis();
         let link = redis.link().await?;
         if !self.incarnations.proven(&link).await? {
@@ -130,7 +233,8 @@ impl Decider {
             .arg(&keys.stock)
             .arg(&keys.issued)
             .arg(&keys.outbox)
-            .arg(&keys.reissued);
+            .arg(&keys.reissued)
+            .arg(route.shards);
         for customer in customers {
             call.arg(customer.get());
         }
@@ -179,6 +283,9 @@ fn parse_decisions(reply: Value, customers: usize, generation: u64) -> Result<Ve
     let parsed = match &reply {
         Value::Array(items) => match items.as_slice() {
             [Value::BulkString(code)] => parse_code(code).map(|decision| vec![decision; customers]),
+            [Value::BulkString(code), Value::Int(shards)] if code == b"SHARDS" => {
+                u16::try_from(*shards).ok().map(|shards| vec![Decision::Reroute(shards); customers])
+            }
             answers if answers.len() == customers => {
                 answers.iter().map(|answer| parse_decision(answer, generation)).collect::<Option<Vec<_>>>()
             }

@@ -1,5 +1,6 @@
 //! Merged script calls: one issue-script call decides every request for a
-//! coupon that arrived while the coupon's previous call was in flight.
+//! coupon that arrived while the coupon's previous call was in flight (per
+//! route: each shard of a sharded coupon has its own lane).
 //!
 //! A coupon's lane exists while a task is sending its calls. A request finds
 //! the lane and joins its queue, or opens it and starts the task. The task
@@ -14,11 +15,11 @@ use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use coupon_domain::{CouponId, CustomerId};
+use coupon_domain::CustomerId;
 use prometheus::{Histogram, IntGauge};
 use tokio::sync::oneshot;
 
-use super::issuer::{Decider, Decision};
+use super::issuer::{Decider, Decision, Route};
 use crate::store::RedisUnavailable;
 
 type Answer = oneshot::Sender<Result<Decision, RedisUnavailable>>;
@@ -27,7 +28,7 @@ pub(crate) struct Lanes {
     decider: Decider,
     max_batch: usize,
     /// The requests each coupon's task has not sent yet, in arrival order.
-    waiting: Mutex<HashMap<CouponId, Vec<(CustomerId, Answer)>>>,
+    waiting: Mutex<HashMap<Route, Vec<(CustomerId, Answer)>>>,
     batch_sizes: Histogram,
     /// Requests in `waiting`, over every coupon.
     queued: IntGauge,
@@ -40,7 +41,7 @@ impl Lanes {
 
     pub(crate) async fn issue(
         self: &Arc<Self>,
-        coupon: CouponId,
+        coupon: Route,
         customer: CustomerId,
     ) -> Result<Decision, RedisUnavailable> {
         let (answer, answered) = oneshot::channel();
@@ -66,7 +67,7 @@ impl Lanes {
 
     /// Sends the coupon's queued requests, a call at a time, until none wait;
     /// then closes the lane.
-    async fn send(self: Arc<Self>, coupon: CouponId) {
+    async fn send(self: Arc<Self>, coupon: Route) {
         let _closed_on_panic = ClosedOnPanic { lanes: &self, coupon };
         loop {
             let batch: Vec<(CustomerId, Answer)> = {
@@ -98,7 +99,7 @@ impl Lanes {
         }
     }
 
-    fn lanes(&self) -> std::sync::MutexGuard<'_, HashMap<CouponId, Vec<(CustomerId, Answer)>>> {
+    fn lanes(&self) -> std::sync::MutexGuard<'_, HashMap<Route, Vec<(CustomerId, Answer)>>> {
         // Nothing panics while holding it.
         self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -108,7 +109,7 @@ impl Lanes {
 /// new one; the requests still queued get an error (their senders drop).
 struct ClosedOnPanic<'a> {
     lanes: &'a Lanes,
-    coupon: CouponId,
+    coupon: Route,
 }
 
 impl Drop for ClosedOnPanic<'_> {

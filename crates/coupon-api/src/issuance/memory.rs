@@ -21,11 +21,18 @@
 //! or sold-out answer at the start or the end of the period. A sold-out
 //! coupon with more than `MAX_HOLDERS` holders is not remembered (the
 //! snapshot would cost more than it saves).
+//!
+//! A sharded coupon's snapshot reads every shard, one after the other, and
+//! holds only if they all give the same answer with no transfer in flight;
+//! it answers nothing until the next check finds every shard's token
+//! unchanged, so that the shards were as read at one moment (any unit
+//! arriving removes its shard's token).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use coupon_domain::shards::CouponShard;
 use coupon_domain::{CouponId, CustomerId, Rejection};
 use prometheus::IntCounter;
 use redis::{Script, Value};
@@ -48,9 +55,13 @@ enum State {
 
 #[derive(Debug)]
 struct Remembered {
-    token: String,
-    /// When the last read that found the token was sent.
-    verified: Instant,
+    /// One per shard, in shard order.
+    tokens: Vec<String>,
+    /// When the last read that found the tokens was sent; `None` until a
+    /// read after the snapshot found them (a sharded coupon's: its shards
+    /// were read one after the other, so only an unchanged second reading
+    /// says they held at one moment).
+    verified: Option<Instant>,
     state: State,
 }
 
@@ -107,7 +118,7 @@ impl Memory {
         let now = Instant::now();
         let mut coupons = lock(&self.coupons);
         let remembered = coupons.get(&coupon)?;
-        if now.duration_since(remembered.verified) >= self.max_age() {
+        if remembered.verified.is_none_or(|verified| now.duration_since(verified) >= self.max_age()) {
             // Not confirmed lately: Redis answers until the next check.
             return None;
         }
@@ -152,14 +163,22 @@ impl Memory {
     }
 
     async fn snapshot(&self, coupon: CouponId) -> Result<Option<Remembered>, RedisUnavailable> {
-        let keys = self.store.keys(coupon);
-        let mut call = self.remember.key(&keys.meta);
-        call.key(&keys.stock).key(&keys.issued).arg(MAX_HOLDERS);
+        let shards = self.store.shard_count(coupon).await?;
         // The deadlines count from before the script ran, so they fall no
         // later than Redis's own clock says.
         let sent = Instant::now();
-        let reply: Value = self.store.redis().invoke(&call).await?;
-        parse_snapshot(reply, sent).ok_or_else(|| RedisUnavailable::Reply(Value::Nil))
+        let mut each = Vec::with_capacity(usize::from(shards));
+        for shard in CouponShard::all(coupon, shards) {
+            let keys = self.store.shard_keys(shard);
+            let mut call = self.remember.key(&keys.meta);
+            call.key(&keys.stock).key(&keys.issued).key(&keys.transfers).arg(MAX_HOLDERS);
+            let reply: Value = self.store.redis().invoke(&call).await?;
+            match parse_snapshot(reply, sent).ok_or(RedisUnavailable::Reply(Value::Nil))? {
+                Some(remembered) => each.push(remembered),
+                None => return Ok(None),
+            }
+        }
+        Ok(combine(each))
     }
 
     /// Every `check` interval, forgets the coupons whose token Redis no
@@ -170,15 +189,16 @@ impl Memory {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(self.check) => {}
             }
-            let held: Vec<(CouponId, String)> =
-                lock(&self.coupons).iter().map(|(coupon, remembered)| (*coupon, remembered.token.clone())).collect();
+            let held: Vec<(CouponId, Vec<String>)> =
+                lock(&self.coupons).iter().map(|(coupon, remembered)| (*coupon, remembered.tokens.clone())).collect();
             if held.is_empty() {
                 continue;
             }
             let reads: Vec<redis::Cmd> = held
                 .iter()
-                .map(|(coupon, _)| {
-                    redis::cmd("HMGET").arg(self.store.keys(*coupon).meta).arg("changed").arg("fenced").to_owned()
+                .flat_map(|(coupon, tokens)| CouponShard::all(*coupon, tokens.len() as u16))
+                .map(|shard| {
+                    redis::cmd("HMGET").arg(self.store.shard_keys(shard).meta).arg("changed").arg("fenced").to_owned()
                 })
                 .collect();
             let sent = Instant::now();
@@ -186,11 +206,18 @@ impl Memory {
             let mut coupons = lock(&self.coupons);
             match current {
                 Ok(current) => {
-                    for ((coupon, token), (now, fenced)) in held.into_iter().zip(current) {
-                        if now.as_ref() != Some(&token) || fenced.is_some() {
+                    let mut current = current.into_iter();
+                    for (coupon, tokens) in held {
+                        let read: Vec<_> = current.by_ref().take(tokens.len()).collect();
+                        let unchanged = read.len() == tokens.len()
+                            && read
+                                .iter()
+                                .zip(&tokens)
+                                .all(|((now, fenced), token)| now.as_ref() == Some(token) && fenced.is_none());
+                        if !unchanged {
                             coupons.remove(&coupon);
-                        } else if let Some(remembered) = coupons.get_mut(&coupon).filter(|r| r.token == token) {
-                            remembered.verified = sent;
+                        } else if let Some(remembered) = coupons.get_mut(&coupon).filter(|r| r.tokens == tokens) {
+                            remembered.verified = Some(sent);
                         }
                     }
                 }
@@ -234,7 +261,28 @@ fn parse_snapshot(reply: Value, sent: Instant) -> Option<Option<Remembered>> {
         },
         _ => return None,
     };
-    Some(Some(Remembered { token, verified: sent, state }))
+    Some(Some(Remembered { tokens: vec![token], verified: Some(sent), state }))
+}
+
+/// One snapshot of a coupon from one per shard: the answer they all give
+/// (the earliest deadline; every holder), unverified when there are several.
+fn combine(mut each: Vec<Remembered>) -> Option<Remembered> {
+    if each.len() <= 1 {
+        return each.pop();
+    }
+    let tokens = each.iter().flat_map(|remembered| remembered.tokens.clone()).collect();
+    let mut states = each.into_iter().map(|remembered| remembered.state);
+    let first = states.next()?;
+    let state = states.try_fold(first, |whole, shard| match (whole, shard) {
+        (State::Paused, State::Paused) => Some(State::Paused),
+        (State::NotStartedUntil(a), State::NotStartedUntil(b)) => Some(State::NotStartedUntil(a.min(b))),
+        (State::SoldOutUntil { end: a, mut holders }, State::SoldOutUntil { end: b, holders: more }) => {
+            holders.extend(more);
+            Some(State::SoldOutUntil { end: a.min(b), holders })
+        }
+        _ => None,
+    })?;
+    Some(Remembered { tokens, verified: None, state })
 }
 
 #[cfg(test)]
@@ -259,7 +307,7 @@ mod tests {
             Value::Array(vec![bulk("7"), bulk("9")]),
         ]);
         let remembered = parse_snapshot(reply, sent).unwrap().unwrap();
-        assert_eq!(remembered.token, "1.2");
+        assert_eq!(remembered.tokens, ["1.2"]);
         assert_eq!(remembered.answer(customer(7), sent), Some(Rejection::AlreadyIssued));
         assert_eq!(remembered.answer(customer(8), sent), Some(Rejection::SoldOut));
         assert_eq!(remembered.answer(customer(8), sent + Duration::from_secs(60)), None, "ended: Redis answers");
@@ -274,6 +322,26 @@ mod tests {
         assert_eq!(remembered.answer(customer(1), sent + Duration::from_millis(1_000)), None);
         let paused = parse_snapshot(Value::Array(vec![bulk("1.2"), bulk("PAUSED")]), sent).unwrap().unwrap();
         assert_eq!(paused.answer(customer(1), sent + Duration::from_secs(3_600)), Some(Rejection::Paused));
+    }
+
+    #[test]
+    fn a_sharded_coupon_is_sold_out_when_every_shard_is_and_answers_only_once_verified() {
+        let sent = Instant::now();
+        let sold_out = |token: &str, end_ms: i64, holders: &[&str]| {
+            let holders = holders.iter().map(|h| bulk(h)).collect();
+            let reply = Value::Array(vec![bulk(token), bulk("SOLD_OUT"), Value::Int(end_ms), Value::Array(holders)]);
+            parse_snapshot(reply, sent).unwrap().unwrap()
+        };
+        let mut whole = combine(vec![sold_out("a", 60_000, &["7"]), sold_out("b", 50_000, &["9"])]).unwrap();
+        assert_eq!(whole.tokens, ["a", "b"]);
+        assert_eq!(whole.answer(customer(8), sent), Some(Rejection::SoldOut));
+        assert_eq!(whole.answer(customer(9), sent), Some(Rejection::AlreadyIssued), "a holder of another shard");
+        assert_eq!(whole.answer(customer(8), sent + Duration::from_secs(50)), None, "the earliest end");
+        assert!(whole.verified.is_none(), "not answered from until a second reading of every token");
+        whole.verified = Some(sent);
+
+        let paused = parse_snapshot(Value::Array(vec![bulk("c"), bulk("PAUSED")]), sent).unwrap().unwrap();
+        assert!(combine(vec![paused, sold_out("d", 1_000, &[])]).is_none(), "shards that disagree");
     }
 
     #[test]

@@ -21,11 +21,13 @@ pub mod baseline;
 pub mod issuer;
 mod lanes;
 pub mod memory;
+pub mod refill;
 pub mod replica_wait;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use coupon_domain::shards::CouponShard;
 use coupon_domain::{CouponId, CouponIssuedEvent, CustomerId, Rejection};
 use time::OffsetDateTime;
 
@@ -38,7 +40,7 @@ use crate::delivery::watchlist::Watchlist;
 use crate::recovery::RecoveryRequests;
 use crate::store::RedisUnavailable;
 use baseline::WriteThrough;
-use issuer::{Decision, Fence, Issued, Issuer};
+use issuer::{Decision, Fence, Issued, Issuer, Route};
 use memory::Memory;
 use replica_wait::ReplicaWait;
 
@@ -120,16 +122,38 @@ impl Issuance {
         if let Some(rejection) = self.memory.as_ref().and_then(|memory| memory.answer(coupon, customer)) {
             return Ok(Answer::Rejected(rejection));
         }
-        // Before the script may write an entry, so that a replica dying right
-        // after it leaves the entry to another replica's relay.
-        self.watchlist.claim(coupon).await?;
-        match self.issuer.issue(coupon, customer).await? {
+        // A first request for a sharded coupon is routed as for one shard and
+        // told the number; once more at most, should that be refused too.
+        for _ in 0..2 {
+            let route = self.issuer.route(coupon, customer);
+            // Before the script may write an entry, so that a replica dying right
+            // after it leaves the entry to another replica's relay.
+            self.watchlist.claim(route.shard).await?;
+            let decision = self.issuer.issue(route, customer).await?;
+            if !matches!(decision, Decision::Reroute(_)) {
+                return self.answer(route, customer, decision, request_id).await;
+            }
+        }
+        Ok(Answer::Fenced)
+    }
+
+    async fn answer(
+        &self,
+        route: Route,
+        customer: CustomerId,
+        decision: Decision,
+        request_id: &str,
+    ) -> Result<Answer, IssueError> {
+        let coupon = route.shard.coupon;
+        match decision {
             Decision::Issued(issued) => {
-                self.watchlist.wrote(coupon, &issued.outbox_entry);
+                self.watchlist.wrote(route.shard, &issued.outbox_entry);
                 let handed_off = async {
                     match &self.hand_off {
-                        HandOff::Kafka => self.hand_off(coupon, customer, &issued, request_id).await,
-                        HandOff::WriteThrough(baseline) => baseline.write(&self.acks, coupon, customer, &issued).await,
+                        HandOff::Kafka => self.hand_off(route.shard, customer, &issued, request_id).await,
+                        HandOff::WriteThrough(baseline) => {
+                            baseline.write(&self.acks, route.shard, customer, &issued).await
+                        }
                     }
                 };
                 let (replicated, ()) = tokio::join!(self.replicas.acknowledged(issued.generation), handed_off);
@@ -146,11 +170,11 @@ impl Issuance {
                 self.recovery.new_incarnation();
                 Ok(Answer::Fenced)
             }
-            Decision::Fenced(Fence::Coupon) => Ok(Answer::Fenced),
+            Decision::Fenced(Fence::Coupon) | Decision::Reroute(_) => Ok(Answer::Fenced),
             Decision::Unknown => {
                 // If the script ran, its entry waits in the outbox with an id
                 // nobody heard: the relay must look for it.
-                self.watchlist.unconfirmed(coupon);
+                self.watchlist.unconfirmed(route.shard);
                 Ok(Answer::Unconfirmed)
             }
         }
@@ -183,7 +207,8 @@ impl Issuance {
         Ok(Answer::Fenced)
     }
 
-    async fn hand_off(&self, coupon: CouponId, customer: CustomerId, issued: &Issued, request_id: &str) {
+    async fn hand_off(&self, shard: CouponShard, customer: CustomerId, issued: &Issued, request_id: &str) {
+        let coupon = shard.coupon;
         let event = CouponIssuedEvent {
             coupon_id: coupon,
             customer_id: customer,
@@ -192,7 +217,7 @@ impl Issuance {
         };
         // The delivery callback removes the outbox entry, whether or not this
         // request is still waiting by then.
-        let remove = Delivered { coupon, entry: issued.outbox_entry.clone() };
+        let remove = Delivered { shard, entry: issued.outbox_entry.clone() };
         let delivery = self.publisher.send(&event, Some(remove), Some(request_id));
         if self.ack_timeout.is_zero() || !self.publisher.is_healthy() {
             return;

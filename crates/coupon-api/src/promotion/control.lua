@@ -8,6 +8,8 @@
 --
 -- KEYS[1] meta   KEYS[2] stock
 -- ARGV[1] version   ARGV[2] paused (1 or 0)   ARGV[3] ends_ms   ARGV[4] total
+-- ARGV[5] 1 when this key set carries the coupon's stock change (an unsharded
+--         coupon, or a sharded one's first shard), 0 for its other shards
 --
 -- Returns
 --   APPLIED
@@ -27,6 +29,9 @@ if tonumber(held[1] or '0') > tonumber(ARGV[1]) then
     return 'STALE'
 end
 local change = tonumber(ARGV[4]) - tonumber(held[2] or ARGV[4])
+if ARGV[5] ~= '1' then
+    change = 0
+end
 if held[3] then
     -- The rebuild sets the stock from the total.
     if change < 0 then
@@ -37,6 +42,10 @@ elseif change ~= 0 then
         return 'BELOW_ISSUED'
     end
     redis.call('INCRBY', KEYS[2], change)
+    if change > 0 then
+        -- Added units: a sharded coupon's survey must see them arrive.
+        redis.call('HINCRBY', KEYS[1], 'inflow', 1)
+    end
 end
 redis.call('HSET', KEYS[1], 'control', ARGV[1], 'ends_ms', ARGV[3], 'total', ARGV[4])
 -- Answers replicas remember for the coupon (remember.lua) are void now.

@@ -20,6 +20,7 @@ pub mod stats;
 
 use std::sync::Arc;
 
+use coupon_domain::shards::CouponShard;
 use coupon_domain::CouponId;
 use coupon_infra::db::schema::{coupon as coupon_table, coupon_control};
 use coupon_infra::db::PgPool;
@@ -30,6 +31,7 @@ use time::OffsetDateTime;
 
 use crate::audit::{Actor, Entry};
 use crate::catalog::{CatalogError, Controlled, CouponRow};
+use crate::issuance::refill::Refill;
 use crate::issuance::replica_wait::ReplicaWait;
 use crate::store::{unix_ms, Control, CouponStore, RedisUnavailable};
 
@@ -111,6 +113,8 @@ pub struct Controls {
     pool: PgPool,
     store: Arc<CouponStore>,
     control: Script,
+    /// Gathers a sharded coupon's units for a lower total.
+    refill: Refill,
     /// A change is acknowledged by the replicas, as an issuance is, before
     /// its answer: one taken by a primary that a switchover is replacing
     /// would be lost, and the coupon would run on the old terms until rebuilt.
@@ -119,7 +123,13 @@ pub struct Controls {
 
 impl Controls {
     pub fn new(pool: PgPool, store: Arc<CouponStore>, replicas: ReplicaWait) -> Self {
-        Self { pool, store, control: Script::new(include_str!("control.lua")), replicas }
+        Self {
+            refill: Refill::new(store.clone()),
+            pool,
+            store,
+            control: Script::new(include_str!("control.lua")),
+            replicas,
+        }
     }
 
     /// Stops issuance of `coupon` on every replica; redemption goes on
@@ -226,6 +236,9 @@ impl Controls {
         Ok(recorded)
     }
 
+    /// Applies a version to Redis. A sharded coupon's first shard carries its
+    /// stock change (after gathering from the others the units a lower total
+    /// takes away), and decides the outcome; the others follow it.
     async fn apply(
         &self,
         coupon: CouponId,
@@ -233,9 +246,52 @@ impl Controls {
         ends_at: OffsetDateTime,
         total: i32,
     ) -> Result<InRedis, RedisUnavailable> {
-        let keys = self.store.keys(coupon);
+        let first = self.store.keys(coupon);
+        let (shards, held_total): (Option<u16>, Option<i64>) =
+            self.store.redis().query(redis::cmd("HMGET").arg(&first.meta).arg("shards").arg("total")).await?;
+        let shards = shards.unwrap_or(1);
+        let lowered_by = held_total.map_or(0, |held| held - i64::from(total));
+        if shards > 1 && lowered_by > 0 {
+            self.gather(coupon, shards, lowered_by).await?;
+        }
+        let outcome = self.apply_to(CouponShard::first(coupon), control, ends_at, total, true).await?;
+        if shards > 1 && matches!(outcome, InRedis::Applied | InRedis::Stale) {
+            for shard in CouponShard::all(coupon, shards).skip(1) {
+                self.apply_to(shard, control, ends_at, total, false).await?;
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Moves up to `units` into the first shard from the others.
+    async fn gather(&self, coupon: CouponId, shards: u16, units: i64) -> Result<(), RedisUnavailable> {
+        let mut wanted = units - self.store.shard_stock(CouponShard::first(coupon)).await?;
+        for donor in 1..shards {
+            if wanted <= 0 {
+                break;
+            }
+            wanted -= self.refill.transfer(coupon, donor, 0, wanted).await?;
+        }
+        Ok(())
+    }
+
+    async fn apply_to(
+        &self,
+        shard: CouponShard,
+        control: Control,
+        ends_at: OffsetDateTime,
+        total: i32,
+        carries_stock: bool,
+    ) -> Result<InRedis, RedisUnavailable> {
+        let keys = self.store.shard_keys(shard);
         let mut apply = self.control.key(&keys.meta);
-        apply.key(&keys.stock).arg(control.version).arg(u8::from(control.paused)).arg(unix_ms(ends_at)).arg(total);
+        apply
+            .key(&keys.stock)
+            .arg(control.version)
+            .arg(u8::from(control.paused))
+            .arg(unix_ms(ends_at))
+            .arg(total)
+            .arg(u8::from(carries_stock));
         let redis = self.store.redis();
         let link = redis.link().await?;
         let applied = apply.invoke_async::<String>(&mut link.conn.clone()).await;

@@ -217,11 +217,13 @@ impl Stats {
     }
 
     async fn live(&self, coupon: CouponId) -> Result<Live, RedisUnavailable> {
+        // The total, the tally and the rate live on the first shard; the stock on every one.
         let keys = self.store.keys(coupon);
         let mut reads = redis::pipe();
-        reads.cmd("GET").arg(&keys.stock).cmd("HGET").arg(&keys.meta).arg("total");
+        reads.cmd("HGET").arg(&keys.meta).arg("total");
         reads.cmd("HGETALL").arg(&keys.tally).cmd("HGETALL").arg(&keys.issue_rate);
-        let (stock, total, answers, ring) = self.store.redis().query_pipe(&reads).await?;
+        let (total, answers, ring) = self.store.redis().query_pipe(&reads).await?;
+        let stock = self.store.stock(coupon).await?;
         Ok(Live { stock, total, answers, ring })
     }
 }

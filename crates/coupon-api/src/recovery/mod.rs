@@ -36,6 +36,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use coupon_domain::shards::CouponShard;
 use coupon_domain::CouponId;
 use coupon_infra::kafka::{GroupProgress, Mark};
 use time::OffsetDateTime;
@@ -220,7 +221,7 @@ impl Recovery {
         let node = self.incarnations.current().await?;
         if !node.trusted {
             let open = self.catalog.open(open_since).await?;
-            let born_here = self.fences.born_here(&ids(&open)).await?;
+            let born_here = self.fences.born_here(&sharded(&open)).await?;
             let (new, stale): (Vec<_>, Vec<_>) = open.into_iter().zip(born_here).partition(|(_, born)| *born);
             if !new.is_empty() {
                 tracing::info!(coupons = new.len(), "coupons created on this Redis since it started need no rebuild");
@@ -255,7 +256,7 @@ impl Recovery {
     /// The candidates Redis holds fenced, or lacks while they are open; the
     /// others leave the fenced set.
     async fn suspects(&self, candidates: Vec<CouponRow>, now: OffsetDateTime) -> Result<Vec<CouponRow>, RecoveryError> {
-        let presence = self.store.presence(&ids(&candidates)).await?;
+        let presence = self.store.presence(&sharded(&candidates)).await?;
         // A coupon created moments ago may be in PostgreSQL and not yet
         // in Redis: its creation is still under way, not lost.
         let created_before = now - self.settle;
@@ -307,7 +308,7 @@ impl Recovery {
             return Ok(());
         }
         let ids = ids(coupons);
-        self.fence(&ids, token).await?;
+        self.fence(&sharded(coupons), token).await?;
         match target {
             Target::Incarnation(id) => self.trust_incarnation(id, ids.len()).await?,
             Target::Coupons => {
@@ -340,9 +341,9 @@ impl Recovery {
     }
 
     /// Step 2.
-    async fn fence(&self, ids: &[CouponId], token: &str) -> Result<(), RecoveryError> {
-        self.fences.fence(ids, token).await?;
-        self.metrics.fenced_coupons.set(ids.len() as i64);
+    async fn fence(&self, coupons: &[(CouponId, u16)], token: &str) -> Result<(), RecoveryError> {
+        self.fences.fence(coupons, token).await?;
+        self.metrics.fenced_coupons.set(coupons.len() as i64);
         Ok(())
     }
 
@@ -379,13 +380,17 @@ impl Recovery {
                 starts_at: row.starts_at,
                 ends_at: controlled.ends_at,
                 total_quantity: controlled.total_quantity,
+                shards: row.shard_count(),
                 holders,
                 control: controlled.control,
             };
             match self.fences.rebuild(&state, token).await? {
                 Some(stock) => {
                     // Whoever wrote the entries the rebuild kept may be gone.
-                    self.watchlist.watch(id, self.store.server_time_ms().await?).await?;
+                    let now_ms = self.store.server_time_ms().await?;
+                    for shard in CouponShard::all(id, state.shards) {
+                        self.watchlist.watch(shard, now_ms).await?;
+                    }
                     self.metrics.rebuilds.inc();
                     tracing::info!(coupon = %id, holders = state.holders.customers.len(), stock, "coupon rebuilt from PostgreSQL");
                 }
@@ -461,9 +466,9 @@ impl Recovery {
         let now_ms = unix_ms(now - CLOCK_MARGIN);
         let mut retired = Vec::new();
         for coupon in self.store.ended(now_ms).await? {
-            if self.fences.retire(coupon, self.settings.ended_grace).await? {
+            if let Some(shards) = self.fences.retire(coupon, self.settings.ended_grace).await? {
                 tracing::info!(coupon = %coupon, grace = ?self.settings.ended_grace, "ended coupon retired from Redis");
-                retired.push(coupon);
+                retired.extend(CouponShard::all(coupon, shards));
             }
         }
         self.watchlist.forget(&retired).await?;
@@ -473,4 +478,9 @@ impl Recovery {
 
 fn ids(rows: &[CouponRow]) -> Vec<CouponId> {
     rows.iter().map(|row| row.id).collect()
+}
+
+/// Each coupon with its number of shards.
+fn sharded(rows: &[CouponRow]) -> Vec<(CouponId, u16)> {
+    rows.iter().map(|row| (row.id, row.shard_count())).collect()
 }

@@ -10,9 +10,15 @@
 -- ARGV[1] fence token   ARGV[2] starts_ms   ARGV[3] ends_ms   ARGV[4] total
 -- ARGV[5] control version   ARGV[6] paused (1 or 0), as PostgreSQL had them
 --         together with ARGV[3] and ARGV[4]
+-- ARGV[7] the coupon's number of shards; with more than one, this is one
+--         shard, given only the holders whose home it is, and it stays
+--         fenced with no stock: open.lua gives it its share once every
+--         shard's holders are counted
 --
--- Returns the stock it set, or -1 when the fence is no longer the caller's
--- (another rebuild took over; nothing changed).
+-- Returns the stock it set (one shard), or {held, total}: the shard's
+-- holders less its returned ones, and the total it kept (several shards);
+-- -1 when the fence is no longer the caller's (another rebuild took over;
+-- nothing changed).
 if redis.call('HGET', KEYS[1], 'fenced') ~= ARGV[1] then
     redis.call('DEL', KEYS[5], KEYS[7], KEYS[9])
     return -1
@@ -64,10 +70,20 @@ end
 -- events too.
 local held = redis.call('SCARD', KEYS[3]) - redis.call('SCARD', KEYS[6])
 local stock = math.max(tonumber(total) - held, 0)
-redis.call('SET', KEYS[2], stock)
+-- Transfers count how often a shard received units; that never goes back.
+local inflow = redis.call('HGET', KEYS[1], 'inflow')
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'starts_ms', ARGV[2], 'ends_ms', ends, 'total', total, 'control', version)
 if paused then
     redis.call('HSET', KEYS[1], 'paused', '1')
 end
+if inflow then
+    redis.call('HSET', KEYS[1], 'inflow', inflow)
+end
+if tonumber(ARGV[7]) > 1 then
+    redis.call('HSET', KEYS[1], 'shards', ARGV[7], 'fenced', ARGV[1])
+    redis.call('SET', KEYS[2], 0)
+    return {held, tonumber(total)}
+end
+redis.call('SET', KEYS[2], stock)
 return stock

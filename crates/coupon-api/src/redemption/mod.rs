@@ -286,7 +286,7 @@ impl Redemptions {
         }
         let now = OffsetDateTime::now_utc();
         // Whether Redis still knows the coupon: then it says who holds it.
-        let known = match <[Presence]>::first(&self.store.presence(&[held.coupon]).await?) {
+        let known = match <[Presence]>::first(&self.store.presence(&[(held.coupon, coupon.shard_count())]).await?) {
             Some(Presence::Ready) => true,
             Some(Presence::Fenced) => return Err(RedemptionError::Undecided),
             // Redis drops a coupon only after its period; an open coupon

@@ -11,7 +11,7 @@
 -- revoked one, and a repeat does nothing.
 --
 -- KEYS[1] meta   KEYS[2] stock   KEYS[3] returned   KEYS[4] issued
--- KEYS[5] reissued
+-- KEYS[5] reissued   (of the customer's home shard)
 -- ARGV[1] customer id   ARGV[2] revoked issuance (only with leave to reissue)
 --
 -- Returns APPLIED, ALREADY, MISSING (no state in Redis: a rebuild takes it
@@ -31,6 +31,7 @@ if ARGV[2] then
     redis.call('HSET', KEYS[5], ARGV[1], revoked + 1)
     if redis.call('SREM', KEYS[4], ARGV[1]) == 1 then
         redis.call('INCR', KEYS[2])
+        redis.call('HINCRBY', KEYS[1], 'inflow', 1)
     end
     redis.call('HDEL', KEYS[1], 'changed')
     return 'APPLIED'
@@ -39,5 +40,7 @@ if redis.call('SADD', KEYS[3], ARGV[1]) == 0 then
     return 'ALREADY'
 end
 redis.call('INCR', KEYS[2])
+-- A unit arriving: a sharded coupon's survey must see it (crate::issuance::refill).
+redis.call('HINCRBY', KEYS[1], 'inflow', 1)
 redis.call('HDEL', KEYS[1], 'changed')
 return 'APPLIED'

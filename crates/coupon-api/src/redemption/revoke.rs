@@ -158,7 +158,11 @@ impl Redemptions {
     /// often it is told), and for a reissuable one that the customer may get
     /// the coupon again. `ReturnPending` when it could not.
     async fn give_back(&self, held: Held, revoked: &Holding) -> Result<(), RedemptionError> {
-        let keys = self.store.keys(held.coupon);
+        let home = self.store.home(held.coupon, held.customer).await.map_err(|err| {
+            tracing::warn!(error = %err, coupon = %held.coupon, "the returned unit has not reached Redis");
+            RedemptionError::ReturnPending
+        })?;
+        let keys = self.store.shard_keys(home);
         let mut give_back = self.give_back.key(&keys.meta);
         give_back.key(&keys.stock).key(&keys.returned).key(&keys.issued).key(&keys.reissued).arg(held.customer.get());
         if revoked.reissuable {

@@ -10,6 +10,7 @@ pub mod incarnation;
 
 use std::sync::Arc;
 
+use coupon_domain::shards::{home_shard, CouponShard};
 use coupon_domain::{CouponId, CustomerId};
 use coupon_infra::redis::SharedRedis;
 use futures::future::try_join_all;
@@ -39,6 +40,8 @@ pub struct CouponState {
     pub starts_at: OffsetDateTime,
     pub ends_at: OffsetDateTime,
     pub total_quantity: i32,
+    /// Over how many shards its stock is spread (coupon_domain::shards).
+    pub shards: u16,
     /// Who holds the coupon in PostgreSQL (none for a new coupon).
     pub holders: Holders,
     /// An operator's controls, as PostgreSQL has them.
@@ -102,6 +105,11 @@ impl CouponStore {
         CouponKeys::new(&self.key_prefix, coupon)
     }
 
+    /// The keys of one shard of a coupon (the first: `keys`).
+    pub fn shard_keys(&self, shard: CouponShard) -> CouponKeys {
+        CouponKeys::of_shard(&self.key_prefix, shard)
+    }
+
     pub fn system(&self) -> &SystemKeys {
         &self.system
     }
@@ -149,12 +157,16 @@ impl CouponStore {
         Ok(coupon_ids(ids))
     }
 
-    pub async fn presence(&self, coupons: &[CouponId]) -> Result<Vec<Presence>, RedisUnavailable> {
-        // Per coupon, one slot: meta's (ends_ms, fence token), and whether stock exists.
-        let probes: Vec<redis::Pipeline> = coupons
+    /// Each coupon's presence, given with its number of shards: ready only
+    /// when every shard is, fenced when any shard is.
+    pub async fn presence(&self, coupons: &[(CouponId, u16)]) -> Result<Vec<Presence>, RedisUnavailable> {
+        // Per shard, one slot: meta's (ends_ms, fence token), and whether stock exists.
+        let shards: Vec<CouponShard> =
+            coupons.iter().flat_map(|(coupon, shards)| CouponShard::all(*coupon, *shards)).collect();
+        let probes: Vec<redis::Pipeline> = shards
             .iter()
-            .map(|coupon| {
-                let keys = self.keys(*coupon);
+            .map(|shard| {
+                let keys = self.shard_keys(*shard);
                 let mut pipe = redis::pipe();
                 pipe.cmd("HMGET").arg(&keys.meta).arg("ends_ms").arg("fenced").cmd("EXISTS").arg(&keys.stock);
                 pipe
@@ -162,31 +174,63 @@ impl CouponStore {
             .collect();
         type Reply = ((Option<i64>, Option<String>), bool);
         let replies: Vec<Reply> = try_join_all(probes.iter().map(|pipe| self.redis.query_pipe(pipe))).await?;
-        Ok(replies
-            .into_iter()
-            .map(|((ends, fenced), stock)| match (ends, fenced, stock) {
-                (_, Some(_), _) => Presence::Fenced,
-                (Some(_), None, true) => Presence::Ready,
-                _ => Presence::Missing,
+        let mut each = replies.into_iter().map(|((ends, fenced), stock)| match (ends, fenced, stock) {
+            (_, Some(_), _) => Presence::Fenced,
+            (Some(_), None, true) => Presence::Ready,
+            _ => Presence::Missing,
+        });
+        Ok(coupons
+            .iter()
+            .map(|(_, shards)| {
+                each.by_ref().take(usize::from((*shards).max(1))).fold(Presence::Ready, |whole, shard| {
+                    match (whole, shard) {
+                        (Presence::Fenced, _) | (_, Presence::Fenced) => Presence::Fenced,
+                        (Presence::Missing, _) | (_, Presence::Missing) => Presence::Missing,
+                        _ => Presence::Ready,
+                    }
+                })
             })
             .collect())
     }
 
-    /// Live stock, or `None` when Redis does not know the coupon.
+    /// One shard's stock (0 when it has none).
+    pub async fn shard_stock(&self, shard: CouponShard) -> Result<i64, RedisUnavailable> {
+        let stock: Option<i64> = self.redis.query(redis::cmd("GET").arg(self.shard_keys(shard).stock)).await?;
+        Ok(stock.unwrap_or(0))
+    }
+
+    /// How many shards Redis holds the coupon over (its first shard's
+    /// `shards`; 1 when it has none).
+    pub async fn shard_count(&self, coupon: CouponId) -> Result<u16, RedisUnavailable> {
+        let shards: Option<u16> =
+            self.redis.query(redis::cmd("HGET").arg(self.keys(coupon).meta).arg("shards")).await?;
+        Ok(shards.unwrap_or(1))
+    }
+
+    /// The shard of `coupon` that decides for `customer`.
+    pub async fn home(&self, coupon: CouponId, customer: CustomerId) -> Result<CouponShard, RedisUnavailable> {
+        let shards = self.shard_count(coupon).await?;
+        Ok(CouponShard { coupon, shard: home_shard(customer, shards) })
+    }
+
+    /// Live stock over every shard, or `None` when Redis does not know the coupon.
     pub async fn stock(&self, coupon: CouponId) -> Result<Option<i64>, RedisUnavailable> {
-        Ok(self.redis.query(redis::cmd("GET").arg(self.keys(coupon).stock)).await?)
+        let shards = self.shard_count(coupon).await?;
+        let gets: Vec<redis::Cmd> = CouponShard::all(coupon, shards)
+            .map(|shard| redis::cmd("GET").arg(self.shard_keys(shard).stock).to_owned())
+            .collect();
+        let stocks: Vec<Option<i64>> = self.redis.query_each(&gets).await?;
+        Ok(stocks.into_iter().reduce(|sum, stock| Some(sum? + stock?)).flatten())
     }
 
     /// [`Self::stock`] of each coupon, in order.
     pub async fn stocks(&self, coupons: &[CouponId]) -> Result<Vec<Option<i64>>, RedisUnavailable> {
-        let gets: Vec<redis::Cmd> =
-            coupons.iter().map(|coupon| redis::cmd("GET").arg(self.keys(*coupon).stock).to_owned()).collect();
-        Ok(self.redis.query_each(&gets).await?)
+        try_join_all(coupons.iter().map(|coupon| self.stock(*coupon))).await
     }
 
     /// Which issuance of the coupon the customer holds, if it holds one.
     pub async fn holding(&self, coupon: CouponId, customer: CustomerId) -> Result<Option<u32>, RedisUnavailable> {
-        let keys = self.keys(coupon);
+        let keys = self.shard_keys(self.home(coupon, customer).await?);
         let mut reads = redis::pipe();
         reads.cmd("SISMEMBER").arg(&keys.issued).arg(customer.get());
         reads.cmd("HGET").arg(&keys.reissued).arg(customer.get());

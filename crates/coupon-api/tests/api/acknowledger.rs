@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use coupon_api::delivery::outbox::{Acknowledger, Delivered, Outbox};
 use coupon_api::store::CouponStore;
+use coupon_domain::shards::CouponShard;
 use coupon_domain::CouponId;
 use coupon_infra::redis::SharedRedis;
 use coupon_testkit::redis_settings;
@@ -34,9 +35,9 @@ async fn entries_handed_over_before_the_stop_are_removed_even_when_the_stop_come
     let shared = Arc::new(SharedRedis::new(&redis_settings()).unwrap());
     let outbox = Arc::new(Outbox::new(Arc::new(CouponStore::new(shared, iso.key_prefix.to_string()))));
     let (queue, acknowledger) = Acknowledger::new(outbox);
-    let coupon_id = CouponId::new(coupon).unwrap();
+    let shard = CouponShard::first(CouponId::new(coupon).unwrap());
     for entry in &entries.ids {
-        queue.push(Delivered { coupon: coupon_id, entry: entry.id.clone() });
+        queue.push(Delivered { shard, entry: entry.id.clone() });
     }
     let stop = CancellationToken::new();
     stop.cancel();

@@ -17,7 +17,7 @@ use crate::harness::{issue_while_redis_stalls, Isolation, TestApp};
 
 /// A Redis Cluster of the test's own, three masters with `replicas` each,
 /// and settings in cluster mode that point at it.
-async fn own_cluster(iso: &Isolation, name: &str, replicas: usize) -> (RedisCluster, Settings) {
+pub async fn own_cluster(iso: &Isolation, name: &str, replicas: usize) -> (RedisCluster, Settings) {
     let cluster = RedisCluster::start(name, 3, replicas).await.expect("a Redis Cluster");
     let mut settings = iso.settings();
     settings.redis.mode = RedisMode::Cluster;

@@ -18,4 +18,5 @@ mod recovery;
 mod redemption;
 mod redis_restart;
 mod relay;
+mod shards;
 mod startup;

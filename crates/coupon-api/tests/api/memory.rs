@@ -16,12 +16,12 @@ use serde_json::{json, Value};
 use crate::harness::{Isolation, TestApp};
 
 /// Issue-script calls the app has made (merged calls: one per call).
-async fn script_calls(app: &TestApp) -> f64 {
+pub async fn script_calls(app: &TestApp) -> f64 {
     app.metric("coupon_issue_batch_size_count").await
 }
 
 /// Asks as `customer` until `app` answers from memory; returns the answer.
-async fn until_answered_from_memory(app: &TestApp, coupon: i64, customer: i64) -> Value {
+pub async fn until_answered_from_memory(app: &TestApp, coupon: i64, customer: i64) -> Value {
     wait_until("an answer from memory", Duration::from_secs(30), || async {
         let before = app.metric("coupon_issue_answered_from_memory_total").await;
         let (_, body) = app.issue(coupon, customer).await;
@@ -33,7 +33,7 @@ async fn until_answered_from_memory(app: &TestApp, coupon: i64, customer: i64) -
 /// Settings on a Redis of the test's own, with the longest check: a replica
 /// answers from memory only while its last check is recent, and a test on
 /// two busy cores may starve the checks.
-async fn on_own_redis(iso: &Isolation, name: &str) -> (RedisNode, Settings) {
+pub async fn on_own_redis(iso: &Isolation, name: &str) -> (RedisNode, Settings) {
     let redis = RedisNode::primary(name).await.expect("a Redis of the test's own");
     let mut settings = iso.settings();
     settings.redis.url = redis.url();

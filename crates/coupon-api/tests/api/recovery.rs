@@ -11,7 +11,7 @@ use crate::harness::{redis, Isolation, TestApp, ADMIN_TOKEN};
 
 /// Removes everything Redis holds under the test's prefix, as FLUSHALL would
 /// (the shared Redis serves other tests too).
-async fn wipe(prefix: &str) {
+pub async fn wipe(prefix: &str) {
     let mut conn = redis().await;
     let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut conn).await.unwrap();
     if !keys.is_empty() {
@@ -20,7 +20,7 @@ async fn wipe(prefix: &str) {
 }
 
 /// Retries one customer until the answer is not 503; returns it.
-async fn settled_answer(app: &TestApp, coupon: i64, customer: i64) -> (StatusCode, String) {
+pub async fn settled_answer(app: &TestApp, coupon: i64, customer: i64) -> (StatusCode, String) {
     wait_until("an answer other than 503", Duration::from_secs(60), || async move {
         let (status, body) = app.issue(coupon, customer).await;
         let code = body["code"].as_str().unwrap_or("ISSUED").to_string();

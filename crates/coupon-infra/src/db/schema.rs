@@ -15,6 +15,7 @@ diesel::table! {
         discount_max_amount -> Nullable<Int8>,
         min_order_amount -> Int8,
         valid_until -> Nullable<Timestamptz>,
+        shards -> Int2,
     }
 }
 

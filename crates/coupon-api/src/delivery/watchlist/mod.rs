@@ -1,5 +1,7 @@
 //! Which outboxes this replica's relay reads, so background work follows what
-//! is pending, not how many coupons exist or how many replicas run.
+//! is pending, not how many coupons exist or how many replicas run. Each
+//! outbox is a coupon's shard's (`CouponShard`); an unsharded coupon has one,
+//! and "coupon" below means either.
 //!
 //! A replica remembers each coupon it wrote an outbox entry to and the time of
 //! its latest entry there (Redis's clock, from the entry id). Its relay reads
@@ -30,7 +32,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use coupon_domain::keys::SystemKeys;
-use coupon_domain::CouponId;
+use coupon_domain::shards::CouponShard;
 use coupon_infra::redis::SharedRedis;
 use redis::Script;
 use tokio::sync::OnceCell;
@@ -54,19 +56,19 @@ struct Watched {
     /// Coupons this replica claimed (`true`) or is claiming. One claim per
     /// coupon: the requests of a spike's first moment wait for it rather
     /// than each sending its own.
-    claims: HashMap<CouponId, Arc<OnceCell<bool>>>,
+    claims: HashMap<CouponShard, Arc<OnceCell<bool>>>,
     /// Coupon → the time (Redis ms) up to which its outbox must be seen empty
     /// before the relay may stop reading it.
-    pending: HashMap<CouponId, i64>,
+    pending: HashMap<CouponShard, i64>,
     /// Coupons whose issue script may have written an entry of unknown id,
     /// until the relay has read Redis's clock since.
-    unconfirmed: HashSet<CouponId>,
+    unconfirmed: HashSet<CouponShard>,
 }
 
 impl Watched {
     /// The relay reads `coupon`'s outbox until it is seen empty up to `at_ms`
     /// (or a later time already asked for).
-    fn read_until(&mut self, coupon: CouponId, at_ms: i64) {
+    fn read_until(&mut self, coupon: CouponShard, at_ms: i64) {
         let until = self.pending.entry(coupon).or_insert(at_ms);
         *until = (*until).max(at_ms);
     }
@@ -93,7 +95,7 @@ impl Watchlist {
     /// Claims `coupon` unless this replica did already; before an issuance.
     /// A coupon Redis does not hold is not claimed (the issue script answers
     /// for it without writing anything), and the next request tries again.
-    pub async fn claim(&self, coupon: CouponId) -> Result<(), RedisUnavailable> {
+    pub async fn claim(&self, coupon: CouponShard) -> Result<(), RedisUnavailable> {
         let cell = self.watched().claims.entry(coupon).or_default().clone();
         let claimed = *cell
             .get_or_try_init(|| async {
@@ -101,8 +103,9 @@ impl Watchlist {
                 claim
                     .key(self.keys.claims(&self.replica))
                     .key(self.keys.replicas())
-                    .arg(coupon.get())
-                    .arg(&self.replica);
+                    .arg(coupon.coupon.get())
+                    .arg(&self.replica)
+                    .arg(coupon.to_string());
                 Ok::<_, RedisUnavailable>(self.redis.invoke::<i64>(&claim).await? == 1)
             })
             .await?;
@@ -115,12 +118,12 @@ impl Watchlist {
         Ok(())
     }
 
-    fn claimed(&self) -> Vec<i64> {
-        self.watched().claims.iter().filter(|(_, cell)| cell.get() == Some(&true)).map(|(c, _)| c.get()).collect()
+    fn claimed(&self) -> Vec<String> {
+        self.watched().claims.iter().filter(|(_, cell)| cell.get() == Some(&true)).map(|(c, _)| c.to_string()).collect()
     }
 
     /// This replica wrote an outbox entry for `coupon` with this id.
-    pub fn wrote(&self, coupon: CouponId, entry: &str) {
+    pub fn wrote(&self, coupon: CouponShard, entry: &str) {
         // The id's first part is Redis's clock at the write.
         let at = entry.split_once('-').and_then(|(ms, _)| ms.parse().ok()).unwrap_or(i64::MAX);
         self.watched().read_until(coupon, at);
@@ -129,7 +132,7 @@ impl Watchlist {
     /// Claims `coupon` and has the relay read its outbox until it holds no
     /// entry up to `since_ms`: for coupons whose entries nobody else watches
     /// (taken over from a dead replica, rebuilt by the recovery).
-    pub async fn watch(&self, coupon: CouponId, since_ms: i64) -> Result<(), RedisUnavailable> {
+    pub async fn watch(&self, coupon: CouponShard, since_ms: i64) -> Result<(), RedisUnavailable> {
         self.claim(coupon).await?;
         self.watched().read_until(coupon, since_ms);
         Ok(())
@@ -137,18 +140,18 @@ impl Watchlist {
 
     /// An issue script for `coupon` may have run without its reply reaching
     /// this replica (which claimed the coupon before sending it).
-    pub fn unconfirmed(&self, coupon: CouponId) {
+    pub fn unconfirmed(&self, coupon: CouponShard) {
         self.watched().unconfirmed.insert(coupon);
     }
 
     /// The coupons of lost replies so far; read before Redis's clock is.
-    pub fn lost_replies(&self) -> Vec<CouponId> {
+    pub fn lost_replies(&self) -> Vec<CouponShard> {
         self.watched().unconfirmed.iter().copied().collect()
     }
 
     /// Redis's clock read `now_ms` after `coupons`' lost replies: each
     /// outbox is read until it is seen empty up to then.
-    pub fn clock_read_after(&self, coupons: &[CouponId], now_ms: i64) {
+    pub fn clock_read_after(&self, coupons: &[CouponShard], now_ms: i64) {
         let mut watched = self.watched();
         for coupon in coupons {
             watched.unconfirmed.remove(coupon);
@@ -157,13 +160,13 @@ impl Watchlist {
     }
 
     /// The outboxes to read, each with the time up to which it must be seen empty.
-    pub fn pending(&self) -> Vec<(CouponId, i64)> {
+    pub fn pending(&self) -> Vec<(CouponShard, i64)> {
         self.watched().pending.iter().map(|(coupon, until)| (*coupon, *until)).collect()
     }
 
     /// A read found no entry in `coupon`'s outbox up to `until_ms`: stop
     /// reading it unless this replica wrote there since.
-    pub fn settled(&self, coupon: CouponId, until_ms: i64) {
+    pub fn settled(&self, coupon: CouponShard, until_ms: i64) {
         let mut watched = self.watched();
         if watched.pending.get(&coupon).is_some_and(|latest| *latest <= until_ms) {
             watched.pending.remove(&coupon);
@@ -172,11 +175,11 @@ impl Watchlist {
 
     /// Forgets retired coupons: out of every replica's claims and of this
     /// replica's memory.
-    pub async fn forget(&self, coupons: &[CouponId]) -> Result<(), RedisUnavailable> {
+    pub async fn forget(&self, coupons: &[CouponShard]) -> Result<(), RedisUnavailable> {
         if coupons.is_empty() {
             return Ok(());
         }
-        let ids: Vec<i64> = coupons.iter().map(|c| c.get()).collect();
+        let ids: Vec<String> = coupons.iter().map(|c| c.to_string()).collect();
         let replicas: Vec<String> = self.redis.query(redis::cmd("SMEMBERS").arg(self.keys.replicas())).await?;
         let removals: Vec<redis::Cmd> = replicas
             .iter()
@@ -224,10 +227,10 @@ impl Watchlist {
         for (replica, _) in others.into_iter().zip(alive).filter(|(_, alive)| !alive) {
             let mut adopt = self.adopt.key(self.keys.replicas());
             adopt.key(self.keys.alive(replica)).key(self.keys.claims(replica)).key(self.keys.claims(&self.replica));
-            let coupons: Vec<i64> = self.redis.invoke(adopt.arg(replica)).await?;
+            let coupons: Vec<String> = self.redis.invoke(adopt.arg(replica)).await?;
             let now_ms = self.redis.server_time_ms().await?;
             let mut watched = self.watched();
-            for coupon in coupons.iter().filter_map(|id| CouponId::new(*id).ok()) {
+            for coupon in coupons.iter().filter_map(|claim| claim.parse::<CouponShard>().ok()) {
                 watched.claims.insert(coupon, Arc::new(OnceCell::new_with(Some(true))));
                 watched.read_until(coupon, now_ms);
             }
@@ -277,8 +280,8 @@ mod tests {
         Watchlist::new(Arc::new(redis), "t:", Duration::from_secs(10))
     }
 
-    fn coupon(id: i64) -> CouponId {
-        CouponId::new(id).unwrap()
+    fn coupon(id: i64) -> CouponShard {
+        CouponShard::first(coupon_domain::CouponId::new(id).unwrap())
     }
 
     #[test]

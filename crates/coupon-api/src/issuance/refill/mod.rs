@@ -1,0 +1,230 @@
+//! Refills an empty shard of a sharded coupon from its other shards, or finds
+//! the coupon sold out (docs/design/sharding.md).
+//!
+//! A transfer takes units from a donor and records it there (`take.lua`),
+//! adds them to the receiver once per id (`give.lua`), and lets the donor
+//! forget it (`settle.lua`). Each step is idempotent by the transfer's id, so
+//! whoever finds a transfer left open (a replica that died between two steps)
+//! finishes it. The survey that decides what to do reads every shard at once
+//! and follows coupon_domain::shards.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use coupon_domain::shards::{confirms_sold_out, survey_step, transfer_size, CouponShard, ShardReading, SurveyStep};
+use coupon_domain::CouponId;
+use futures::future::try_join_all;
+use redis::{Script, Value};
+
+use crate::store::{CouponStore, RedisUnavailable};
+
+/// Survey rounds before a request gives up and is answered as for a fenced
+/// coupon (`503`): each lost round means units moved or were issued meanwhile.
+const MAX_ROUNDS: usize = 16;
+
+/// What an empty home shard found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refilled {
+    /// The home shard holds stock again: decide there once more.
+    Stock,
+    /// Every shard was empty with nothing in flight at one moment.
+    SoldOut,
+    /// A shard is being rebuilt, or the survey lost too many races.
+    Fenced,
+    /// A shard has no state: the coupon must be rebuilt.
+    Missing,
+}
+
+pub struct Refill {
+    store: Arc<CouponStore>,
+    /// Prefix of this process's transfer ids; a counter makes each unique.
+    id_prefix: String,
+    next_id: AtomicU64,
+    read: Script,
+    take: Script,
+    give: Script,
+    settle: Script,
+}
+
+/// A shard's read: its state, or that it has none.
+enum Read {
+    Shard(ShardReading),
+    Missing,
+}
+
+impl Refill {
+    pub fn new(store: Arc<CouponStore>) -> Self {
+        Self {
+            store,
+            id_prefix: format!("{:016x}:", rand::random::<u64>()),
+            next_id: AtomicU64::new(0),
+            read: Script::new(include_str!("read.lua")),
+            take: Script::new(include_str!("take.lua")),
+            give: Script::new(include_str!("give.lua")),
+            settle: Script::new(include_str!("settle.lua")),
+        }
+    }
+
+    /// Refills shard `home` of `coupon` (of `shards`), which found no stock
+    /// for `wanted` customers.
+    pub async fn refill(
+        &self,
+        coupon: CouponId,
+        shards: u16,
+        home: u16,
+        wanted: i64,
+    ) -> Result<Refilled, RedisUnavailable> {
+        for _ in 0..MAX_ROUNDS {
+            let Some(readings) = self.read_all(coupon, shards).await? else { return Ok(Refilled::Missing) };
+            match survey_step(home, &readings) {
+                SurveyStep::Fenced => return Ok(Refilled::Fenced),
+                SurveyStep::Retry => return Ok(Refilled::Stock),
+                SurveyStep::TakeFrom(donor) => {
+                    let units = transfer_size(readings[usize::from(donor)].stock, wanted);
+                    if self.transfer(coupon, donor, home, units).await? > 0 {
+                        return Ok(Refilled::Stock);
+                    }
+                }
+                SurveyStep::FinishTransfers => self.finish_open(coupon, shards).await?,
+                SurveyStep::Confirm => {
+                    let Some(again) = self.read_all(coupon, shards).await? else { return Ok(Refilled::Missing) };
+                    let inflows: Vec<i64> = again.iter().map(|reading| reading.inflow).collect();
+                    if confirms_sold_out(&readings, &inflows) {
+                        return Ok(Refilled::SoldOut);
+                    }
+                }
+            }
+        }
+        Ok(Refilled::Fenced)
+    }
+
+    /// Every shard, read concurrently; `None` if one has no state.
+    async fn read_all(&self, coupon: CouponId, shards: u16) -> Result<Option<Vec<ShardReading>>, RedisUnavailable> {
+        let reads = try_join_all((0..shards).map(|shard| self.read(coupon, shard))).await?;
+        Ok(reads
+            .into_iter()
+            .map(|read| match read {
+                Read::Shard(reading) => Some(reading),
+                Read::Missing => None,
+            })
+            .collect())
+    }
+
+    async fn read(&self, coupon: CouponId, shard: u16) -> Result<Read, RedisUnavailable> {
+        let keys = self.store.shard_keys(CouponShard { coupon, shard });
+        let reply: Value =
+            self.store.redis().invoke(self.read.key(&keys.meta).key(&keys.stock).key(&keys.transfers)).await?;
+        match &reply {
+            Value::Array(items) => match items.as_slice() {
+                [Value::BulkString(missing)] if missing == b"MISSING" => Ok(Read::Missing),
+                [Value::Int(stock), Value::Int(inflow), Value::Int(open), Value::Int(fenced)] => {
+                    Ok(Read::Shard(ShardReading {
+                        stock: *stock,
+                        inflow: *inflow,
+                        open_transfers: u32::try_from(*open).unwrap_or(u32::MAX),
+                        fenced: *fenced == 1,
+                    }))
+                }
+                _ => Err(RedisUnavailable::Reply(reply)),
+            },
+            _ => Err(RedisUnavailable::Reply(reply)),
+        }
+    }
+
+    /// Moves up to `units` from `donor` to `receiver`; how many arrived.
+    pub async fn transfer(
+        &self,
+        coupon: CouponId,
+        donor: u16,
+        receiver: u16,
+        units: i64,
+    ) -> Result<i64, RedisUnavailable> {
+        let id = format!("{}{}", self.id_prefix, self.next_id.fetch_add(1, Ordering::Relaxed));
+        let keys = self.store.shard_keys(CouponShard { coupon, shard: donor });
+        let mut take = self.take.key(&keys.meta);
+        take.key(&keys.stock).key(&keys.transfers).arg(&id).arg(units).arg(receiver);
+        let (taken, epoch): (i64, String) = self.store.redis().invoke(&take).await?;
+        if taken == 0 {
+            return Ok(0);
+        }
+        if let Some(hold) = held_after_take() {
+            tokio::time::sleep(hold).await;
+        }
+        let arrived = self.finish(coupon, donor, &Open { id, receiver, units: taken, epoch }).await?;
+        Ok(if arrived { taken } else { 0 })
+    }
+
+    /// Gives and settles every transfer some shard recorded and has not
+    /// settled: a replica died between two steps, or is between them now.
+    async fn finish_open(&self, coupon: CouponId, shards: u16) -> Result<(), RedisUnavailable> {
+        for donor in 0..shards {
+            let keys = self.store.shard_keys(CouponShard { coupon, shard: donor });
+            let open: Vec<(String, String)> =
+                self.store.redis().query(redis::cmd("HGETALL").arg(&keys.transfers)).await?;
+            for (id, record) in open {
+                match Open::parse(id, &record) {
+                    Some(transfer) => {
+                        self.finish(coupon, donor, &transfer).await?;
+                    }
+                    None => tracing::error!(coupon = %coupon, donor, record, "a transfer record that cannot be read"),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The give and the settle of a taken transfer; whether its units arrived
+    /// (now or before). A voided transfer's units are in the stock the
+    /// rebuild that voided it set.
+    async fn finish(&self, coupon: CouponId, donor: u16, transfer: &Open) -> Result<bool, RedisUnavailable> {
+        let receiver = self.store.shard_keys(CouponShard { coupon, shard: transfer.receiver });
+        let mut give = self.give.key(&receiver.meta);
+        give.key(&receiver.stock).key(&receiver.received).arg(&transfer.id).arg(transfer.units).arg(&transfer.epoch);
+        let outcome: String = self.store.redis().invoke(&give).await?;
+        let donor = self.store.shard_keys(CouponShard { coupon, shard: donor });
+        let _: i64 = self.store.redis().invoke(self.settle.key(&donor.transfers).arg(&transfer.id)).await?;
+        Ok(outcome != "VOID")
+    }
+}
+
+/// How long the `refill-transfer-taken` fail point (`return(<ms>)`) holds a
+/// transfer between its take and its give, as a replica that stalls there:
+/// for the tests that fail a master while a transfer is open. Never without
+/// the `failpoints` feature.
+fn held_after_take() -> Option<std::time::Duration> {
+    fail::fail_point!("refill-transfer-taken", |ms: Option<String>| {
+        ms.and_then(|ms| ms.parse().ok()).map(std::time::Duration::from_millis)
+    });
+    None
+}
+
+/// A transfer a donor recorded: `<receiver>:<units>:<epoch>`.
+struct Open {
+    id: String,
+    receiver: u16,
+    units: i64,
+    epoch: String,
+}
+
+impl Open {
+    fn parse(id: String, record: &str) -> Option<Self> {
+        let mut parts = record.splitn(3, ':');
+        let receiver = parts.next()?.parse().ok()?;
+        let units = parts.next()?.parse().ok()?;
+        let epoch = parts.next()?.to_owned();
+        Some(Self { id, receiver, units, epoch })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recorded_transfer_reads_back_with_an_epoch_that_may_hold_colons() {
+        let open = Open::parse("r1:7".into(), "2:15:fence:abc").unwrap();
+        assert_eq!((open.receiver, open.units, open.epoch.as_str()), (2, 15, "fence:abc"));
+        assert!(Open::parse("r1:8".into(), "2:").is_none());
+        assert!(Open::parse("r1:9".into(), "x:1:").is_none());
+    }
+}
