@@ -120,7 +120,7 @@ impl Application {
             memory,
         };
         let redis_side = (parts.store.clone(), parts.incarnations.clone());
-        let controls = Controls::new(pool.clone(), parts.store.clone(), issuance.replicas.clone());
+        let controls = Controls::new(pool.clone(), parts.store.clone(), issuance.replicas.clone(), metrics.refills());
         let stats = Arc::new(Stats::new(pool.clone(), parts.store.clone()));
         let redemptions =
             Redemptions::new(pool, redis_side, usage_relay.committed.clone(), settings.recovery.ended_grace);
@@ -302,18 +302,19 @@ fn create_topics(settings: &Settings) {
     });
 }
 
-/// The wait for Redis replicas before a 201, and its task (none when
-/// `redis.min_replicas` is 0).
 /// The issue script's caller, and the memory of refusals unless it is off.
 fn issuer(settings: &Settings, parts: &RedisParts, metrics: &Metrics) -> (Issuer, Option<Arc<Memory>>) {
     let issue = &settings.issue;
     let gauges = (metrics.issue_batch_size.clone(), metrics.issue_queued.clone());
-    let issuer = Issuer::new(parts.store.clone(), parts.incarnations.clone(), issue.max_batch, gauges);
+    let issuer =
+        Issuer::new(parts.store.clone(), parts.incarnations.clone(), issue.max_batch, gauges, metrics.refills());
     let memory = (!issue.memory_check.is_zero())
         .then(|| Memory::new(parts.store.clone(), issue.memory_check, metrics.issue_from_memory.clone()));
     (issuer, memory)
 }
 
+/// The wait for Redis replicas before a 201, and its task (none when
+/// `redis.min_replicas` is 0).
 fn replica_wait(
     settings: &Settings,
     redis: &Arc<SharedRedis>,

@@ -14,7 +14,7 @@ use redis::{ErrorKind, RedisError, RedisResult, Script, ServerErrorKind, Value};
 use time::OffsetDateTime;
 
 use super::lanes::Lanes;
-use super::refill::{Refill, Refilled};
+use super::refill::{Refill, RefillCounters, Refilled};
 use crate::store::incarnation::{with_incarnation, Incarnations};
 use crate::store::{from_unix_ms, unix_ms, CouponState, CouponStore, RedisUnavailable};
 
@@ -85,8 +85,9 @@ impl Issuer {
         incarnations: Arc<Incarnations>,
         max_batch: usize,
         gauges: (Histogram, IntGauge),
+        refills: RefillCounters,
     ) -> Self {
-        let refill = Arc::new(Refill::new(store.clone()));
+        let refill = Arc::new(Refill::new(store.clone(), refills));
         let decider = Decider { store, incarnations, refill };
         let lanes = (max_batch > 1).then(|| Arc::new(Lanes::new(decider.clone(), max_batch, gauges)));
         Self {
@@ -202,7 +203,7 @@ impl Decider {
                     continue;
                 }
                 Refilled::SoldOut => return Ok(decisions),
-                Refilled::Fenced => Decision::Fenced(Fence::Coupon),
+                Refilled::Fenced | Refilled::Contended => Decision::Fenced(Fence::Coupon),
                 Refilled::Missing => Decision::Rejected(Rejection::CouponNotFound),
             };
             for i in waiting {

@@ -31,7 +31,7 @@ use time::OffsetDateTime;
 
 use crate::audit::{Actor, Entry};
 use crate::catalog::{CatalogError, Controlled, CouponRow};
-use crate::issuance::refill::Refill;
+use crate::issuance::refill::{Refill, RefillCounters};
 use crate::issuance::replica_wait::ReplicaWait;
 use crate::store::{unix_ms, Control, CouponStore, RedisUnavailable};
 
@@ -122,9 +122,9 @@ pub struct Controls {
 }
 
 impl Controls {
-    pub fn new(pool: PgPool, store: Arc<CouponStore>, replicas: ReplicaWait) -> Self {
+    pub fn new(pool: PgPool, store: Arc<CouponStore>, replicas: ReplicaWait, refills: RefillCounters) -> Self {
         Self {
-            refill: Refill::new(store.clone()),
+            refill: Refill::new(store.clone(), refills),
             pool,
             store,
             control: Script::new(include_str!("control.lua")),

@@ -84,6 +84,8 @@ async fn a_spike_on_a_sharded_coupon_issues_exactly_its_stock_from_every_shard_a
     assert!(shards.iter().all(|(_, holders, _)| *holders > 0), "every shard issued: {shards:?}");
     let (_, view) = app.get(&format!("/api/v1/coupons/{coupon}/stats")).await;
     assert_eq!(view["remaining"].as_i64(), Some(0), "{view}");
+    // SOLD_OUT on a sharded coupon comes only from a refill that surveyed every shard.
+    assert!(app.metric(r#"coupon_shard_refills_total{outcome="sold_out"}"#).await >= 1.0);
 
     let delivered: HashSet<i64> =
         consume_events(&iso.topic, 100).await.into_iter().map(|(_, _, customer)| customer).collect();
@@ -148,6 +150,7 @@ async fn a_transfer_left_open_by_a_dead_replica_is_finished_and_its_units_issued
         }
     }
     assert_eq!(issued, 6, "the two units in flight were issued too");
+    assert!(app.metric("coupon_shard_units_moved_total").await >= 2.0, "this replica gave the dead one's units");
     nothing_left(&iso.key_prefix, coupon, 3).await;
     app.stop().await;
 }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use coupon_domain::shards::{confirms_sold_out, survey_step, transfer_size, CouponShard, ShardReading, SurveyStep};
 use coupon_domain::CouponId;
 use futures::future::try_join_all;
+use prometheus::{IntCounter, IntCounterVec};
 use redis::{Script, Value};
 
 use crate::store::{CouponStore, RedisUnavailable};
@@ -29,10 +30,38 @@ pub enum Refilled {
     Stock,
     /// Every shard was empty with nothing in flight at one moment.
     SoldOut,
-    /// A shard is being rebuilt, or the survey lost too many races.
+    /// A shard is being rebuilt.
     Fenced,
+    /// Every survey round lost its race (units moved or were issued
+    /// meanwhile); answered as for a fenced coupon, so a request cannot loop.
+    Contended,
     /// A shard has no state: the coupon must be rebuilt.
     Missing,
+}
+
+impl Refilled {
+    /// Every outcome label of `RefillCounters::outcomes`, `error` included.
+    pub const LABELS: [&'static str; 6] = ["stock", "sold_out", "fenced", "contended", "missing", "error"];
+
+    fn label(self) -> &'static str {
+        match self {
+            Refilled::Stock => "stock",
+            Refilled::SoldOut => "sold_out",
+            Refilled::Fenced => "fenced",
+            Refilled::Contended => "contended",
+            Refilled::Missing => "missing",
+        }
+    }
+}
+
+/// What the refills of this replica did, for `/metrics`.
+#[derive(Clone)]
+pub struct RefillCounters {
+    /// Refills by how they ended (`Refilled`, or `error` when Redis failed).
+    pub outcomes: IntCounterVec,
+    /// Units this replica's transfers gave to a shard (refills, and the
+    /// gathering of units for a lower total).
+    pub moved: IntCounter,
 }
 
 pub struct Refill {
@@ -44,6 +73,7 @@ pub struct Refill {
     take: Script,
     give: Script,
     settle: Script,
+    counters: RefillCounters,
 }
 
 /// A shard's read: its state, or that it has none.
@@ -53,7 +83,7 @@ enum Read {
 }
 
 impl Refill {
-    pub fn new(store: Arc<CouponStore>) -> Self {
+    pub fn new(store: Arc<CouponStore>, counters: RefillCounters) -> Self {
         Self {
             store,
             id_prefix: format!("{:016x}:", rand::random::<u64>()),
@@ -62,12 +92,26 @@ impl Refill {
             take: Script::new(include_str!("take.lua")),
             give: Script::new(include_str!("give.lua")),
             settle: Script::new(include_str!("settle.lua")),
+            counters,
         }
     }
 
     /// Refills shard `home` of `coupon` (of `shards`), which found no stock
     /// for `wanted` customers.
     pub async fn refill(
+        &self,
+        coupon: CouponId,
+        shards: u16,
+        home: u16,
+        wanted: i64,
+    ) -> Result<Refilled, RedisUnavailable> {
+        let refilled = self.survey(coupon, shards, home, wanted).await;
+        let label = refilled.as_ref().map_or("error", |refilled| refilled.label());
+        self.counters.outcomes.with_label_values(&[label]).inc();
+        refilled
+    }
+
+    async fn survey(
         &self,
         coupon: CouponId,
         shards: u16,
@@ -95,7 +139,8 @@ impl Refill {
                 }
             }
         }
-        Ok(Refilled::Fenced)
+        tracing::warn!(coupon = %coupon, home, "a refill lost every survey round; its customers are answered 503");
+        Ok(Refilled::Contended)
     }
 
     /// Every shard, read concurrently; `None` if one has no state.
@@ -181,6 +226,9 @@ impl Refill {
         let mut give = self.give.key(&receiver.meta);
         give.key(&receiver.stock).key(&receiver.received).arg(&transfer.id).arg(transfer.units).arg(&transfer.epoch);
         let outcome: String = self.store.redis().invoke(&give).await?;
+        if outcome == "GIVEN" {
+            self.counters.moved.inc_by(transfer.units.unsigned_abs());
+        }
         let donor = self.store.shard_keys(CouponShard { coupon, shard: donor });
         let _: i64 = self.store.redis().invoke(self.settle.key(&donor.transfers).arg(&transfer.id)).await?;
         Ok(outcome != "VOID")
