@@ -186,7 +186,7 @@ impl Decider {
             // From here on some customers of the call may hold a unit: an error
             // answers only those still waiting, as for a fenced coupon
             // (nothing was issued to them), and never takes the others' answers.
-            let refilled = self.refill.refill(coupon, route.shards, route.shard.shard, waiting.len() as i64).await;
+            let refilled = self.refill.refill(route, waiting.len() as i64).await;
             let answer = match refilled.unwrap_or_else(|err| {
                 tracing::warn!(error = %err, coupon = %coupon, "refilling a shard failed");
                 Refilled::Fenced

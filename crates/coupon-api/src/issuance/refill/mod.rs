@@ -17,6 +17,7 @@ use futures::future::try_join_all;
 use prometheus::{IntCounter, IntCounterVec};
 use redis::{Script, Value};
 
+use super::issuer::Route;
 use crate::store::{CouponStore, RedisUnavailable};
 
 /// Survey rounds before a request gives up and is answered as for a fenced
@@ -96,28 +97,16 @@ impl Refill {
         }
     }
 
-    /// Refills shard `home` of `coupon` (of `shards`), which found no stock
-    /// for `wanted` customers.
-    pub async fn refill(
-        &self,
-        coupon: CouponId,
-        shards: u16,
-        home: u16,
-        wanted: i64,
-    ) -> Result<Refilled, RedisUnavailable> {
-        let refilled = self.survey(coupon, shards, home, wanted).await;
+    /// Refills the route's shard, which found no stock for `wanted` customers.
+    pub async fn refill(&self, route: Route, wanted: i64) -> Result<Refilled, RedisUnavailable> {
+        let refilled = self.survey(route, wanted).await;
         let label = refilled.as_ref().map_or("error", |refilled| refilled.label());
         self.counters.outcomes.with_label_values(&[label]).inc();
         refilled
     }
 
-    async fn survey(
-        &self,
-        coupon: CouponId,
-        shards: u16,
-        home: u16,
-        wanted: i64,
-    ) -> Result<Refilled, RedisUnavailable> {
+    async fn survey(&self, route: Route, wanted: i64) -> Result<Refilled, RedisUnavailable> {
+        let (CouponShard { coupon, shard: home }, shards) = (route.shard, route.shards);
         for _ in 0..MAX_ROUNDS {
             let Some(readings) = self.read_all(coupon, shards).await? else { return Ok(Refilled::Missing) };
             match survey_step(home, &readings) {
