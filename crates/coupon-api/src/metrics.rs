@@ -3,8 +3,6 @@
 use coupon_infra::metrics::Register;
 use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, Registry};
 
-use crate::issuance::refill::{RefillCounters, Refilled};
-
 /// Cheap to clone: every field is a handle to the shared metric.
 #[derive(Clone)]
 pub struct Metrics {
@@ -30,15 +28,6 @@ pub struct Metrics {
     pub usage_requests: IntCounterVec,
     pub usage_events_published: IntCounter,
     pub usage_outbox_depth: IntGauge,
-}
-
-/// `counters` with a series for each of `labels` from the start, so that
-/// `rate()` over them has a zero to start from before the first event.
-fn with_labels(counters: IntCounterVec, labels: &[&str]) -> IntCounterVec {
-    for label in labels {
-        counters.with_label_values(&[label]);
-    }
-    counters
 }
 
 const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0];
@@ -69,13 +58,10 @@ impl Metrics {
                 "coupon_issue_answered_from_memory_total",
                 "Issue requests refused from this replica's memory of the coupon, without Redis",
             ),
-            shard_refills: with_labels(
-                r.counter_vec(
-                    "coupon_shard_refills_total",
-                    "Refills of a sharded coupon's empty shard from its others, by outcome",
-                    &["outcome"],
-                ),
-                &Refilled::LABELS,
+            shard_refills: r.counter_vec(
+                "coupon_shard_refills_total",
+                "Refills of a sharded coupon's empty shard from its others, by outcome",
+                &["outcome"],
             ),
             shard_units_moved: r.counter(
                 "coupon_shard_units_moved_total",
@@ -126,11 +112,6 @@ impl Metrics {
             ),
             registry: r,
         }
-    }
-
-    /// The counters the refills of sharded coupons keep.
-    pub fn refills(&self) -> RefillCounters {
-        RefillCounters { outcomes: self.shard_refills.clone(), moved: self.shard_units_moved.clone() }
     }
 
     pub fn render(&self) -> String {

@@ -31,6 +31,7 @@ use crate::http::request_span::RequestSpan;
 use crate::http::state::AppState;
 use crate::issuance::issuer::{issue_script, Issuer};
 use crate::issuance::memory::Memory;
+use crate::issuance::refill::RefillCounters;
 use crate::issuance::replica_wait::ReplicaWait;
 use crate::issuance::{HandOff, Issuance};
 use crate::metrics::Metrics;
@@ -120,7 +121,7 @@ impl Application {
             memory,
         };
         let redis_side = (parts.store.clone(), parts.incarnations.clone());
-        let controls = Controls::new(pool.clone(), parts.store.clone(), issuance.replicas.clone(), metrics.refills());
+        let controls = Controls::new(pool.clone(), parts.store.clone(), issuance.replicas.clone(), refills(&metrics));
         let stats = Arc::new(Stats::new(pool.clone(), parts.store.clone()));
         let redemptions =
             Redemptions::new(pool, redis_side, usage_relay.committed.clone(), settings.recovery.ended_grace);
@@ -307,10 +308,15 @@ fn issuer(settings: &Settings, parts: &RedisParts, metrics: &Metrics) -> (Issuer
     let issue = &settings.issue;
     let gauges = (metrics.issue_batch_size.clone(), metrics.issue_queued.clone());
     let issuer =
-        Issuer::new(parts.store.clone(), parts.incarnations.clone(), issue.max_batch, gauges, metrics.refills());
+        Issuer::new(parts.store.clone(), parts.incarnations.clone(), issue.max_batch, gauges, refills(metrics));
     let memory = (!issue.memory_check.is_zero())
         .then(|| Memory::new(parts.store.clone(), issue.memory_check, metrics.issue_from_memory.clone()));
     (issuer, memory)
+}
+
+/// The counters the refills of sharded coupons keep.
+fn refills(metrics: &Metrics) -> RefillCounters {
+    RefillCounters::new(metrics.shard_refills.clone(), metrics.shard_units_moved.clone())
 }
 
 /// The wait for Redis replicas before a 201, and its task (none when

@@ -41,9 +41,6 @@ pub enum Refilled {
 }
 
 impl Refilled {
-    /// Every outcome label of `RefillCounters::outcomes`, `error` included.
-    pub const LABELS: [&'static str; 6] = ["stock", "sold_out", "fenced", "contended", "missing", "error"];
-
     fn label(self) -> &'static str {
         match self {
             Refilled::Stock => "stock",
@@ -59,10 +56,21 @@ impl Refilled {
 #[derive(Clone)]
 pub struct RefillCounters {
     /// Refills by how they ended (`Refilled`, or `error` when Redis failed).
-    pub outcomes: IntCounterVec,
+    outcomes: IntCounterVec,
     /// Units this replica's transfers gave to a shard (refills, and the
     /// gathering of units for a lower total).
-    pub moved: IntCounter,
+    moved: IntCounter,
+}
+
+impl RefillCounters {
+    /// Sets a series for every outcome from the start, so that `rate()`
+    /// over them has a zero to start from before the first refill.
+    pub fn new(outcomes: IntCounterVec, moved: IntCounter) -> Self {
+        for label in ["stock", "sold_out", "fenced", "contended", "missing", "error"] {
+            outcomes.with_label_values(&[label]);
+        }
+        Self { outcomes, moved }
+    }
 }
 
 pub struct Refill {
