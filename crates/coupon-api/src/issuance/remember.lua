@@ -13,9 +13,10 @@
 --   {token, 'NOT_STARTED', ms until the start}
 --   {token, 'SOLD_OUT', ms until the end, holders}
 -- The token is meta's `changed` field, set here when absent. Whatever may
--- change these answers removes it: control.lua (pause, resume, end, stock)
+-- change these answers removes it: control.lua (pause, resume, end, stock),
 -- return.lua (a unit back in stock) and give.lua (units transferred in)
--- delete the field, a rebuild or a retirement the whole hash. A remembered answer lives while its token does.
+-- delete the field, a rebuild or a retirement the whole hash. A remembered
+-- answer lives while its token does.
 local meta = redis.call('HMGET', KEYS[1], 'starts_ms', 'ends_ms', 'fenced', 'paused', 'changed')
 if not meta[1] or meta[3] then
     return nil

@@ -192,6 +192,17 @@ async fn issue_settled(app: &TestApp, coupon: i64, customers: std::ops::RangeInc
     (issued, sold_out)
 }
 
+/// Each customer in turn, once; the customers who got the coupon.
+async fn issued_to(app: &TestApp, coupon: i64, customers: std::ops::RangeInclusive<i64>) -> Vec<i64> {
+    let mut winners = Vec::new();
+    for customer in customers {
+        if app.issue(coupon, customer).await.0 == StatusCode::CREATED {
+            winners.push(customer);
+        }
+    }
+    winners
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wiped_redis_rebuilds_a_sharded_coupon_whole_and_sells_only_what_is_left() {
     let iso = Isolation::new().await;
@@ -270,12 +281,7 @@ async fn a_unit_revoked_back_to_stock_on_its_home_shard_is_issued_once_more_from
     let _writer = iso.start_writer().await;
     let app = TestApp::spawn(iso.settings()).await;
     let coupon = open_sharded_coupon(&app, 3, 3).await;
-    let mut winners = Vec::new();
-    for customer in 1..=20 {
-        if app.issue(coupon, customer).await.0 == StatusCode::CREATED {
-            winners.push(customer);
-        }
-    }
+    let winners = issued_to(&app, coupon, 1..=20).await;
     assert_eq!(winners.len(), 3);
 
     let revoked = winners[0];
@@ -301,12 +307,7 @@ async fn a_sold_out_sharded_coupon_is_refused_from_memory_until_stock_is_added()
     let (_redis, settings) = on_own_redis(&iso, "api-test sharded memory").await;
     let app = TestApp::spawn(settings).await;
     let coupon = open_sharded_coupon(&app, 3, 3).await;
-    let mut winners = Vec::new();
-    for customer in 1..=20 {
-        if app.issue(coupon, customer).await.0 == StatusCode::CREATED {
-            winners.push(customer);
-        }
-    }
+    let winners = issued_to(&app, coupon, 1..=20).await;
     assert_eq!(winners.len(), 3);
     assert_eq!(until_answered_from_memory(&app, coupon, 100).await["code"], "SOLD_OUT");
 

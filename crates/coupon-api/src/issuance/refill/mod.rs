@@ -41,6 +41,9 @@ pub enum Refilled {
 }
 
 impl Refilled {
+    const ALL: [Refilled; 5] =
+        [Refilled::Stock, Refilled::SoldOut, Refilled::Fenced, Refilled::Contended, Refilled::Missing];
+
     fn label(self) -> &'static str {
         match self {
             Refilled::Stock => "stock",
@@ -51,6 +54,9 @@ impl Refilled {
         }
     }
 }
+
+/// The outcome label of a refill that Redis failed.
+const REDIS_FAILED: &str = "error";
 
 /// What the refills of this replica did, for `/metrics`.
 #[derive(Clone)]
@@ -66,7 +72,7 @@ impl RefillCounters {
     /// Sets a series for every outcome from the start, so that `rate()`
     /// over them has a zero to start from before the first refill.
     pub fn new(outcomes: IntCounterVec, moved: IntCounter) -> Self {
-        for label in ["stock", "sold_out", "fenced", "contended", "missing", "error"] {
+        for label in Refilled::ALL.map(Refilled::label).into_iter().chain([REDIS_FAILED]) {
             outcomes.with_label_values(&[label]);
         }
         Self { outcomes, moved }
@@ -108,7 +114,7 @@ impl Refill {
     /// Refills the route's shard, which found no stock for `wanted` customers.
     pub async fn refill(&self, route: Route, wanted: i64) -> Result<Refilled, RedisUnavailable> {
         let refilled = self.survey(route, wanted).await;
-        let label = refilled.as_ref().map_or("error", |refilled| refilled.label());
+        let label = refilled.as_ref().map_or(REDIS_FAILED, |refilled| refilled.label());
         self.counters.outcomes.with_label_values(&[label]).inc();
         refilled
     }
