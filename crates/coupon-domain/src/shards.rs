@@ -90,6 +90,36 @@ pub fn transfer_size(donor_stock: i64, wanted: i64) -> i64 {
     wanted.max(donor_stock / 2).min(donor_stock).max(0)
 }
 
+/// What a donor shard records of a transfer it took units for, until the
+/// receiver has them: `<receiver>:<units>:<epoch>` (written by coupon-api's
+/// `take.lua`, read back by its refill and by coupon-reconcile, which counts
+/// the units in flight as stock). The epoch is the rebuild the units were
+/// taken under, and may itself hold colons.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferRecord {
+    pub receiver: u16,
+    pub units: i64,
+    pub epoch: String,
+}
+
+impl FromStr for TransferRecord {
+    type Err = ParseTransferRecordError;
+
+    fn from_str(record: &str) -> Result<Self, Self::Err> {
+        let mut parts = record.splitn(3, ':');
+        let mut next = || parts.next().ok_or(ParseTransferRecordError);
+        let receiver = next()?.parse().map_err(|_| ParseTransferRecordError)?;
+        let units = next()?.parse().map_err(|_| ParseTransferRecordError)?;
+        let epoch = next()?.to_owned();
+        Ok(Self { receiver, units, epoch })
+    }
+}
+
+/// A transfer record that is not `<receiver>:<units>:<epoch>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a transfer record is <receiver>:<units>:<epoch>")]
+pub struct ParseTransferRecordError;
+
 /// One shard as a survey reads it, in one read of its slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ShardReading {
@@ -218,6 +248,15 @@ mod tests {
             assert!(split.iter().max().unwrap() - split.iter().min().unwrap() <= 1, "{split:?}");
         }
         assert_eq!(split_stock(10, 3), [4, 3, 3]);
+    }
+
+    #[test]
+    fn a_transfer_record_reads_back_with_an_epoch_that_may_hold_colons() {
+        let record: TransferRecord = "2:15:fence:abc".parse().unwrap();
+        assert_eq!(record, TransferRecord { receiver: 2, units: 15, epoch: "fence:abc".into() });
+        assert!("2:".parse::<TransferRecord>().is_err());
+        assert!("x:1:".parse::<TransferRecord>().is_err());
+        assert!("2:many:e".parse::<TransferRecord>().is_err());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use coupon_domain::keys::CouponKeys;
-use coupon_domain::shards::{home_shard, CouponShard};
+use coupon_domain::shards::{home_shard, CouponShard, TransferRecord};
 use coupon_domain::{CouponId, CustomerId};
 use coupon_infra::db::schema::{coupon, customer_coupon};
 use coupon_infra::db::PgPool;
@@ -97,9 +97,11 @@ impl Sources {
                     .arg(&keys.transfers),
             )
             .await?;
-        // `<receiver>:<units>:<epoch>` (coupon-api's refill).
-        let in_transfer: i64 =
-            transfers.iter().filter_map(|record| record.split(':').nth(1)?.parse::<i64>().ok()).sum();
+        let in_transfer: i64 = transfers
+            .iter()
+            .filter_map(|record| record.parse::<TransferRecord>().ok())
+            .map(|record| record.units)
+            .sum();
         view.total = view.total.or(total);
         view.stock = match (view.stock, stock) {
             (Some(sum), Some(stock)) => Some(sum + stock + in_transfer),

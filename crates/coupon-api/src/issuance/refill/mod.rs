@@ -11,7 +11,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use coupon_domain::shards::{confirms_sold_out, survey_step, transfer_size, CouponShard, ShardReading, SurveyStep};
+use coupon_domain::shards::{
+    confirms_sold_out, survey_step, transfer_size, CouponShard, ShardReading, SurveyStep, TransferRecord,
+};
 use coupon_domain::CouponId;
 use futures::future::try_join_all;
 use prometheus::{IntCounter, IntCounterVec};
@@ -198,7 +200,8 @@ impl Refill {
         if let Some(hold) = held_after_take() {
             tokio::time::sleep(hold).await;
         }
-        let arrived = self.finish(coupon, donor, &Open { id, receiver, units: taken, epoch }).await?;
+        let arrived =
+            self.finish(coupon, donor, &Open { id, record: TransferRecord { receiver, units: taken, epoch } }).await?;
         Ok(if arrived { taken } else { 0 })
     }
 
@@ -210,11 +213,11 @@ impl Refill {
             let open: Vec<(String, String)> =
                 self.store.redis().query(redis::cmd("HGETALL").arg(&keys.transfers)).await?;
             for (id, record) in open {
-                match Open::parse(id, &record) {
-                    Some(transfer) => {
-                        self.finish(coupon, donor, &transfer).await?;
+                match record.parse() {
+                    Ok(parsed) => {
+                        self.finish(coupon, donor, &Open { id, record: parsed }).await?;
                     }
-                    None => tracing::error!(coupon = %coupon, donor, record, "a transfer record that cannot be read"),
+                    Err(_) => tracing::error!(coupon = %coupon, donor, record, "a transfer record that cannot be read"),
                 }
             }
         }
@@ -225,15 +228,16 @@ impl Refill {
     /// (now or before). A voided transfer's units are in the stock the
     /// rebuild that voided it set.
     async fn finish(&self, coupon: CouponId, donor: u16, transfer: &Open) -> Result<bool, RedisUnavailable> {
-        let receiver = self.store.shard_keys(CouponShard { coupon, shard: transfer.receiver });
+        let Open { id, record } = transfer;
+        let receiver = self.store.shard_keys(CouponShard { coupon, shard: record.receiver });
         let mut give = self.give.key(&receiver.meta);
-        give.key(&receiver.stock).key(&receiver.received).arg(&transfer.id).arg(transfer.units).arg(&transfer.epoch);
+        give.key(&receiver.stock).key(&receiver.received).arg(id).arg(record.units).arg(&record.epoch);
         let outcome: String = self.store.redis().invoke(&give).await?;
         if outcome == "GIVEN" {
-            self.counters.moved.inc_by(transfer.units.unsigned_abs());
+            self.counters.moved.inc_by(record.units.unsigned_abs());
         }
         let donor = self.store.shard_keys(CouponShard { coupon, shard: donor });
-        let _: i64 = self.store.redis().invoke(self.settle.key(&donor.transfers).arg(&transfer.id)).await?;
+        let _: i64 = self.store.redis().invoke(self.settle.key(&donor.transfers).arg(id)).await?;
         Ok(outcome != "VOID")
     }
 }
@@ -249,33 +253,8 @@ fn held_after_take() -> Option<std::time::Duration> {
     None
 }
 
-/// A transfer a donor recorded: `<receiver>:<units>:<epoch>`.
+/// A transfer a donor recorded and has not settled, under its id.
 struct Open {
     id: String,
-    receiver: u16,
-    units: i64,
-    epoch: String,
-}
-
-impl Open {
-    fn parse(id: String, record: &str) -> Option<Self> {
-        let mut parts = record.splitn(3, ':');
-        let receiver = parts.next()?.parse().ok()?;
-        let units = parts.next()?.parse().ok()?;
-        let epoch = parts.next()?.to_owned();
-        Some(Self { id, receiver, units, epoch })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_recorded_transfer_reads_back_with_an_epoch_that_may_hold_colons() {
-        let open = Open::parse("r1:7".into(), "2:15:fence:abc").unwrap();
-        assert_eq!((open.receiver, open.units, open.epoch.as_str()), (2, 15, "fence:abc"));
-        assert!(Open::parse("r1:8".into(), "2:").is_none());
-        assert!(Open::parse("r1:9".into(), "x:1:").is_none());
-    }
+    record: TransferRecord,
 }
