@@ -80,6 +80,24 @@ impl Service {
         Ok(String::from_utf8_lossy(&log[start..]).into_owned())
     }
 
+    /// The lines this run logged at level ERROR, colours stripped: what an
+    /// operator's log alert would page on.
+    pub fn error_lines(&self) -> anyhow::Result<Vec<String>> {
+        let output = self.output()?;
+        let colourless = |line: &str| {
+            let mut plain = String::with_capacity(line.len());
+            let mut rest = line;
+            while let Some(start) = rest.find('\x1b') {
+                plain.push_str(&rest[..start]);
+                rest = rest[start..].split_once('m').map_or("", |(_, after)| after);
+            }
+            plain + rest
+        };
+        // `<timestamp> <LEVEL> <target>: <message>`, as tracing-subscriber
+        // writes it.
+        Ok(output.lines().map(colourless).filter(|line| line.split_whitespace().nth(1) == Some("ERROR")).collect())
+    }
+
     /// Waits for the process to exit; after `timeout` it is still running
     /// (and killed when the value is dropped).
     pub async fn exited(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {

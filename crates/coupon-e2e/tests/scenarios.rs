@@ -53,12 +53,18 @@ fn requests() -> u64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn s1_spike_on_one_coupon() {
     let world = World::new("1 spike").await;
-    let _api = world.start_api().await;
-    let _writer = world.start_writer(1).await;
+    let api = world.start_api().await;
+    let writer = world.start_writer(1).await;
     let coupons = world.create_coupons(1, SPIKE_STOCK).await;
     let spike = world.spike(&coupons, customers(), Arc::default()).await;
     let verdicts = world.verify(&coupons, SPIKE_STOCK as i64, &spike).await;
     assert_eq!(verdicts[0].issued as u64, SPIKE_STOCK, "a spike far above stock sells out exactly");
+    // Nothing went wrong, so nothing may be logged as an error: a log alert
+    // on ERROR lines must not page through a promotion that went well.
+    for (name, service) in [("coupon-api", &api), ("coupon-writer", &writer)] {
+        let errors = service.error_lines().expect("reading the log");
+        assert!(errors.is_empty(), "{name} logged errors through a plain spike:\n{}", errors.join("\n"));
+    }
 }
 
 /// The same spike on one coupon whose stock is spread over three Redis

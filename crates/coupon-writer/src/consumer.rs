@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use coupon_infra::backoff::Backoff;
 use coupon_infra::db::PgPool;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, TopicPartitionList};
@@ -90,6 +90,20 @@ impl ClientContext for WriterContext {
             self.in_group();
         }
     }
+
+    /// rdkafka hands every consumer error to this callback as well as to the
+    /// poll. The end of a partition (`enable.partition.eof`) is no error: the
+    /// loop takes it from the poll to close a batch, and logging it here
+    /// would print an error each time the writer catches up.
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !is_partition_end(&error) {
+            tracing::error!(error = %error, reason, "Kafka client error");
+        }
+    }
+}
+
+fn is_partition_end(error: &KafkaError) -> bool {
+    matches!(error, KafkaError::PartitionEOF(_)) || error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF)
 }
 
 impl ConsumerContext for WriterContext {
@@ -559,5 +573,18 @@ async fn close(consumer: Arc<WriterConsumer>) {
             timeout_s = CLOSE_TIMEOUT.as_secs(),
             "Kafka did not confirm that this member left the group; stopping without it"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_end_of_a_partition_is_told_apart_from_client_errors() {
+        assert!(is_partition_end(&KafkaError::Global(RDKafkaErrorCode::PartitionEOF)));
+        assert!(is_partition_end(&KafkaError::PartitionEOF(3)));
+        assert!(!is_partition_end(&KafkaError::Global(RDKafkaErrorCode::AllBrokersDown)));
+        assert!(!is_partition_end(&KafkaError::MessageConsumption(RDKafkaErrorCode::UnknownTopicOrPartition)));
     }
 }
