@@ -8,7 +8,7 @@ STACK := scripts/stack.sh
 # the FAILPOINTS variable sets one); release builds never do.
 TEST_FEATURES := --features coupon-api/failpoints,coupon-writer/failpoints
 
-.PHONY: help setup up down status up-cluster down-cluster status-cluster up-secure down-secure status-secure build build-release run demo token bench bench-many bench-hot soak pause-drill reconcile test test-tools e2e e2e-cluster fmt lint lint-deploy audit images compose-smoke clean
+.PHONY: help setup up down status up-cluster down-cluster status-cluster up-secure down-secure status-secure build build-release run demo token bench bench-many bench-hot soak pause-drill reconcile test test-ready test-tools e2e e2e-cluster fmt lint lint-deploy audit images compose-smoke clean
 
 # Every target's line carries its description after `##`; `make help` prints
 # them in this order, and names any .PHONY target that has none.
@@ -110,18 +110,31 @@ INTEGRATION_TESTS := $(foreach t,$(filter-out crates/coupon-e2e/%,$(wildcard cra
 E2E_SINGLE := --test newcomer --test scenarios --test bench_tool --test observability --test secure
 E2E_CLUSTER := --test cluster
 
-# Build everything once, then run the tests against the stacks. The end-to-end
-# scenarios stop and start stack components, so they run one at a time, last:
-# the single-node ones, then the cluster failovers at their short size.
-# The deploy lint runs first as a step of its own: its failure does not stop
-# the tests, and `make test` fails at the end when it failed.
+# What the tests need besides the build, one step after another (they share
+# downloads and Debian's package lock): the stacks, the test tools, and the
+# deploy lint, whose failure does not stop the tests: `make test` fails at
+# the end when it failed.
 LINT_DEPLOY_FAILED := .stack/lint-deploy.failed
+TEST_READY_LOG := .stack/test-ready.log
+test-ready: up up-cluster up-secure test-tools ## what the tests need besides the build: the stacks, test tools and the deploy lint
+	@rm -f $(LINT_DEPLOY_FAILED); scripts/lint-deploy.sh || { mkdir -p $(dir $(LINT_DEPLOY_FAILED)); touch $(LINT_DEPLOY_FAILED); }
+
+# Build everything once, then run the tests against the stacks. test-ready
+# waits on JVMs, downloads and disks while the build keeps both cores busy, so
+# it runs beside the build (on a fresh clone about 2.5 of its 10 minutes); its
+# output follows the build's. The end-to-end scenarios stop and start stack
+# components, so they run one at a time, last: the single-node ones, then
+# the cluster failovers at their short size.
 # The crates' integration tests mostly wait (for a recovery, a writer, a
 # broker), each on its own database, topic and key prefix: four at a time on
 # 2 cores took coupon-api's 124 s instead of 218 s, the writer's 40 s instead of 66 s.
 TEST_THREADS ?= 4
-test: up up-cluster up-secure build test-tools ## stack up, build once, run every test (and the deploy lint)
-	@rm -f $(LINT_DEPLOY_FAILED); scripts/lint-deploy.sh || { mkdir -p $(dir $(LINT_DEPLOY_FAILED)); touch $(LINT_DEPLOY_FAILED); }
+test: setup ## stack up, build once, run every test (and the deploy lint)
+	@mkdir -p $(dir $(TEST_READY_LOG)); \
+	$(MAKE) --no-print-directory test-ready > $(TEST_READY_LOG) 2>&1 & ready=$$!; \
+	$(MAKE) --no-print-directory build; built=$$?; \
+	wait $$ready; prepared=$$?; cat $(TEST_READY_LOG); \
+	[ $$built -eq 0 ] && [ $$prepared -eq 0 ]
 	$(CARGO) test --workspace $(TEST_FEATURES) --no-fail-fast --lib --bins $(INTEGRATION_TESTS) -- --test-threads=$(TEST_THREADS)
 	rm -f target/debug/e2e-logs/report.md
 	$(CARGO) test --workspace $(TEST_FEATURES) $(E2E_SINGLE) -- --test-threads=1
