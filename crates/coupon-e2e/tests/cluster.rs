@@ -24,12 +24,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use coupon_domain::keys::CouponKeys;
-use coupon_domain::shards::CouponShard;
-use coupon_domain::CouponId;
+use coupon_domain::shards::{home_shard, split_stock, CouponShard};
+use coupon_domain::{CouponId, CustomerId};
 use coupon_e2e::process::Service;
 use coupon_e2e::stack::{self, ClusterNode};
 use coupon_e2e::world::{reached, RedisTarget, Stack, World};
-use coupon_loadgen::spike::{self, Spike};
+use coupon_loadgen::spike::{self, Attempt, Spike};
 use coupon_testkit::netfault::{LinkCut, Side, SlowLink};
 use coupon_testkit::redis_node::{
     cluster_bus_ports, query, replica_link_ports, replica_port_of, replication_offset, stall, wait_replica_of,
@@ -48,6 +48,8 @@ const SECOND_WAVE_FIRST_CUSTOMER: i64 = 1_000_000;
 /// issued behind a cut replication link here: none of the others.
 const BETWEEN_FAILOVERS_FIRST_CUSTOMER: i64 = 2_000_000;
 const BEHIND_THE_CUT_FIRST_CUSTOMER: i64 = 3_000_000;
+/// Customers who empty a shard before a spike start here.
+const SHARD_ZERO_FIRST_CUSTOMER: i64 = 4_000_000;
 
 /// Distinct customers per coupon.
 fn customers() -> u64 {
@@ -57,11 +59,6 @@ fn customers() -> u64 {
 /// Stock per coupon: the coupons are still being issued when a fault strikes.
 fn stock() -> u64 {
     customers() * 3 / 4
-}
-
-/// Requests of the whole spike: every customer of every coupon once, a tenth twice.
-fn requests() -> u64 {
-    (customers() + customers() / 10) * MASTERS as u64
 }
 
 /// A world on the cluster stack with two API replicas and three writers running.
@@ -99,6 +96,12 @@ impl Cluster {
         Self { world, apis, _writers: writers, coupons }
     }
 
+    /// Requests of the whole spike: every customer of every coupon once, a
+    /// tenth twice (three coupons, or the one sharded coupon).
+    fn requests(&self) -> u64 {
+        (customers() + customers() / 10) * self.coupons.len() as u64
+    }
+
     async fn spike(&self, progress: Arc<AtomicU64>) -> Spike {
         self.world.spike(&self.coupons, customers(), progress).await
     }
@@ -109,7 +112,7 @@ impl Cluster {
     where
         F: Future<Output = T>,
     {
-        self.world.spike_with_fault(&self.coupons, customers(), requests() / 5, fault).await
+        self.world.spike_with_fault(&self.coupons, customers(), self.requests() / 5, fault).await
     }
 
     /// After a fault: a second wave of new customers, retried while fenced,
@@ -241,9 +244,11 @@ async fn c2_redis_master_killed_replica_takes_over() {
 }
 
 /// A coupon sharded three ways, whose API replicas hold every transfer
-/// between shards for a second after its take (a fail point); once a fifth
-/// of the spike is answered, the master of a shard that units were taken
-/// from, for a transfer not yet given, is SIGKILLed. The whole coupon is fenced and
+/// between shards for a second after its take (a fail point). Shard 0 is
+/// sold to its own customers before the spike, so its customers in the spike
+/// are served by transfers from the start; once a fifth of the spike is
+/// answered, the master of a shard that units were taken from, for a
+/// transfer not yet given, is SIGKILLed. The whole coupon is fenced and
 /// rebuilt (transfers in flight are voided and their units counted again
 /// from PostgreSQL), and it still sells out exactly.
 #[tokio::test(flavor = "multi_thread")]
@@ -252,14 +257,22 @@ async fn c11_a_sharded_coupons_master_killed_during_a_transfer() {
     let cluster = Cluster::start_sharded("c11 cluster sharded coupon, master SIGKILL", &held).await;
     let world = &cluster.world;
     let coupon = cluster.coupons[0];
-    let (spike, ()) = cluster
-        .spike_with_fault(|_| async {
+    // Without it the three shards may all run out within one round of
+    // merged calls, and the spike sell out with no transfer to strike.
+    let emptied = sell_shard_zero(world, coupon).await;
+    let (mut spike, ()) = cluster
+        .spike_with_fault(|progress| async move {
+            let answered = |progress: &AtomicU64| progress.load(std::sync::atomic::Ordering::Relaxed);
+            eprintln!("looking for an open transfer from {} answers on", answered(&progress));
             let (donor, victim) =
                 poll_until("a transfer to be open", Duration::from_secs(60), || open_transfer(world, coupon))
                     .await
-                    .expect("a transfer between shards");
+                    .unwrap_or_else(|err| panic!("{err:#}, with {} answers", answered(&progress)));
             let killed = stack::kill(ClusterNode::Redis(victim)).await.expect("killing the master");
-            eprintln!("killed {victim}, the master of shard {donor}, with a transfer open there");
+            eprintln!(
+                "killed {victim}, the master of shard {donor}, with a transfer open there, at {} answers",
+                answered(&progress)
+            );
             poll_until("a replica to take the slots over", Duration::from_secs(60), || async {
                 Ok(world.shard_master_port(coupon, donor).await.ok().filter(|port| *port != victim))
             })
@@ -268,7 +281,21 @@ async fn c11_a_sharded_coupons_master_killed_during_a_transfer() {
             killed.start().await.expect("starting the old master again");
         })
         .await;
+    spike.answers.extend(emptied.answers);
     cluster.sell_out_and_verify(spike).await;
+}
+
+/// Sells shard 0 of a three-way coupon of `stock()` out to customers whose
+/// home it is (from their own range of ids).
+async fn sell_shard_zero(world: &World, coupon: i64) -> Spike {
+    let units = split_stock(stock() as i64, 3)[0];
+    let customers = (SHARD_ZERO_FIRST_CUSTOMER..)
+        .filter(|&id| CustomerId::new(id).is_ok_and(|customer| home_shard(customer, 3) == 0))
+        .take(usize::try_from(units).expect("a small stock"));
+    let plan = customers.map(|customer| Attempt { coupon, customer }).collect();
+    let sold = spike::run(&world.api, plan, 64, Arc::default()).await;
+    assert_eq!(sold.issued().count() as i64, units, "shard 0 sold to its own customers");
+    sold
 }
 
 /// A shard of `coupon` (of three) with a transfer it recorded and has not
@@ -315,11 +342,12 @@ async fn c5_redis_master_stalls_past_the_timeout() {
 #[tokio::test(flavor = "multi_thread")]
 async fn c3_kafka_broker_killed() {
     let cluster = Cluster::start("c3 cluster Kafka broker SIGKILL").await;
+    let requests = cluster.requests();
     let (spike, killed) = cluster
         .spike_with_fault(|progress| async move {
             let killed = stack::kill(ClusterNode::Kafka(1)).await.expect("killing a broker");
             // Down for the rest of the spike.
-            reached(&progress, requests()).await;
+            reached(&progress, requests).await;
             killed
         })
         .await;
@@ -376,7 +404,8 @@ async fn c6_failback_to_a_former_master_that_lagged() {
         wait_replica_of(&node_url(a), b, Duration::from_secs(60)).await.expect("A becomes B's replica");
     };
     // Half the customers: stock is left for B to issue behind the cut.
-    let (mut spike, ()) = world.spike_with_fault(&cluster.coupons, customers() / 2, requests() / 10, switchover).await;
+    let (mut spike, ()) =
+        world.spike_with_fault(&cluster.coupons, customers() / 2, cluster.requests() / 10, switchover).await;
     let served = world
         .wave_until_served(&cluster.coupons, BETWEEN_FAILOVERS_FIRST_CUSTOMER, 50, Duration::from_secs(180))
         .await
@@ -614,7 +643,8 @@ async fn c9_split_brain_a_master_cut_from_the_cluster_and_one_api_replica() {
         eprintln!("port {r} took M's slots over; replica A still reaches M");
         cuts
     };
-    let (mut spike, cuts) = world.spike_with_fault(&cluster.coupons, customers() / 2, requests() / 10, partition).await;
+    let (mut spike, cuts) =
+        world.spike_with_fault(&cluster.coupons, customers() / 2, cluster.requests() / 10, partition).await;
     let during = world
         .fault(async {
             let on_b = world
