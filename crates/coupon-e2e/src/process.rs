@@ -59,7 +59,8 @@ impl Service {
         if let Some(offset) = offset {
             coupon_testkit::clock::shift(&mut command, offset)?;
         }
-        command.envs(env).env("RUST_LOG", "info");
+        // The log goes to a file the tests read: plain text, no colour codes.
+        command.envs(env).env("RUST_LOG", "info").env("NO_COLOR", "1");
         Self::spawn(command, name)
             .with_context(|| format!("starting {binary}; was it built (cargo build --workspace)?"))
     }
@@ -80,22 +81,11 @@ impl Service {
         Ok(String::from_utf8_lossy(&log[start..]).into_owned())
     }
 
-    /// The lines this run logged at level ERROR, colours stripped: what an
-    /// operator's log alert would page on.
+    /// The lines this run logged at level ERROR: what an operator's log
+    /// alert would page on. Lines read `<timestamp> <LEVEL> <target>: …`.
     pub fn error_lines(&self) -> anyhow::Result<Vec<String>> {
         let output = self.output()?;
-        let colourless = |line: &str| {
-            let mut plain = String::with_capacity(line.len());
-            let mut rest = line;
-            while let Some(start) = rest.find('\x1b') {
-                plain.push_str(&rest[..start]);
-                rest = rest[start..].split_once('m').map_or("", |(_, after)| after);
-            }
-            plain + rest
-        };
-        // `<timestamp> <LEVEL> <target>: <message>`, as tracing-subscriber
-        // writes it.
-        Ok(output.lines().map(colourless).filter(|line| line.split_whitespace().nth(1) == Some("ERROR")).collect())
+        Ok(output.lines().filter(|line| line.split_whitespace().nth(1) == Some("ERROR")).map(str::to_owned).collect())
     }
 
     /// Waits for the process to exit; after `timeout` it is still running
